@@ -1,0 +1,34 @@
+"""Command-line front ends. Library code raises; only this package prints errors and exits."""
+
+import functools
+import os
+import sys
+
+from keras_fer.errors import FerError
+
+
+def quiet_tensorflow():
+    """Silence TensorFlow's C++ start-up chatter unless the user asked for it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def command(function):
+    """Wrap a CLI `main(argv=None) -> int`: package errors become one line on stderr and exit 2,
+    Ctrl-C exits 130, a missing file exits 2 with its name; never a traceback for bad input."""
+
+    @functools.wraps(function)
+    def wrapper(argv=None):
+        quiet_tensorflow()
+        try:
+            return function(argv) or 0
+        except FerError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except FileNotFoundError as error:
+            print(f"error: {error.filename or error}: no such file or folder", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper

@@ -1,0 +1,465 @@
+"""Readers for every FER2013 format, splits and class statistics.
+
+Every reader returns an `Images`: uint8 pixels `(N, 48, 48, 1)`, integer labels (or None when
+the source is unlabelled), string ids, and the Kaggle `Usage` column when there is one.
+
+Formats:
+- CSV, optionally gzip-compressed: `label,feature` (training), `id,feature` (test),
+  Kaggle's `emotion,pixels,Usage`. `feature`/`pixels` hold 2,304 space-separated 0-255 integers.
+- Folders: class sub-folders named by class name or number (`train/angry/*.jpg`), or a flat
+  folder of images (`00000.jpg`, `00001.png`, ...), any size or colour.
+- A single image file.
+
+Run `python -m keras_fer.data info PATH` to see what a file or folder holds.
+"""
+
+import argparse
+import csv
+import dataclasses
+import gzip
+import hashlib
+import io
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from keras_fer.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS, class_index
+from keras_fer.errors import FerDataError, FerError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+PIXEL_COLUMNS = ("feature", "pixels")
+LABEL_COLUMNS = ("label", "emotion")
+USAGE_VALUES = ("Training", "PublicTest", "PrivateTest")
+DEFAULT_CHUNK_ROWS = 4096
+# Python's csv module refuses fields over 128 KiB by default; a FER row is ~9 KiB, so raise
+# the limit only far enough that a garbage file still fails with a clear error.
+csv.field_size_limit(1 << 24)
+
+
+@dataclasses.dataclass
+class Images:
+    """A set of 48x48 grayscale faces.
+
+    Attributes:
+        pixels: uint8 array `(N, 48, 48, 1)`.
+        labels: int64 array `(N,)` of class indices, or None when unlabelled.
+        ids: array `(N,)` of strings: the CSV `id`, the image file's stem, or the row number.
+        usage: array `(N,)` of Kaggle `Usage` strings, or None.
+        source: where the images came from (a path or a description).
+    """
+
+    pixels: np.ndarray
+    labels: np.ndarray = None
+    ids: np.ndarray = None
+    usage: np.ndarray = None
+    source: str = ""
+
+    def __post_init__(self):
+        if self.ids is None:
+            self.ids = np.array([str(i) for i in range(len(self.pixels))], dtype=object)
+
+    def __len__(self):
+        return len(self.pixels)
+
+    @property
+    def labelled(self):
+        return self.labels is not None
+
+    def subset(self, indices):
+        """The images at `indices` (an index array or boolean mask), as a new `Images`."""
+        pick = lambda array: None if array is None else array[indices]  # noqa: E731
+        return Images(pick(self.pixels), pick(self.labels), pick(self.ids), pick(self.usage), self.source)
+
+    def index_of(self, image_id):
+        """The position of the image whose id is `image_id` (or, failing that, its row number)."""
+        text = str(image_id)
+        matches = np.flatnonzero(self.ids == text)
+        if len(matches) == 0 and text.isdigit():
+            # "00000" names id 0 when ids are plain numbers, and a row number otherwise.
+            matches = np.flatnonzero(self.ids == str(int(text)))
+            if len(matches) == 0 and int(text) < len(self):
+                return int(text)
+        if len(matches) == 0:
+            raise FerDataError(f"no image with id {text!r} (ids run {describe_ids(self.ids)})", self.source)
+        return int(matches[0])
+
+    def fingerprint(self):
+        """A short SHA-256 of the pixels and labels, recorded in run configs."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.pixels).tobytes())
+        if self.labels is not None:
+            digest.update(np.asarray(self.labels, dtype=np.int64).tobytes())
+        return digest.hexdigest()[:16]
+
+
+def concatenate(parts, source=""):
+    """Join several `Images` (e.g. the chunks of a CSV) into one."""
+    parts = list(parts)
+    if not parts:
+        raise FerDataError("no images", source)
+    join = lambda name: (  # noqa: E731
+        None if getattr(parts[0], name) is None else np.concatenate([getattr(p, name) for p in parts])
+    )
+    return Images(join("pixels"), join("labels"), join("ids"), join("usage"), source or parts[0].source)
+
+
+def describe_ids(ids):
+    if len(ids) == 0:
+        return "nowhere (no images)"
+    return f"{ids[0]}..{ids[-1]}"
+
+
+# --------------------------------------------------------------------------------------------
+# CSV
+
+
+def _open_text(path):
+    path = Path(path)
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+    if magic == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _parse_pixels(features, path, first_line, column):
+    """Turn a list of pixel strings into `(n, 48, 48, 1)` uint8, naming the bad row if any."""
+    text = " ".join(features)
+    values = np.fromstring(text, dtype=np.int64, sep=" ") if text.strip() else np.zeros(0, np.int64)
+    if values.size == len(features) * NUM_PIXELS and (values.size == 0 or (values.min() >= 0 and values.max() <= 255)):
+        return values.astype(np.uint8).reshape(len(features), IMAGE_SIZE, IMAGE_SIZE, 1)
+    # Slow path, only on bad data: find the first bad row and say what is wrong with it.
+    for offset, feature in enumerate(features):
+        line = first_line + offset
+        tokens = feature.split()
+        if len(tokens) != NUM_PIXELS:
+            raise FerDataError(f"expected {NUM_PIXELS} pixels, found {len(tokens)}", path, line, column)
+        for position, token in enumerate(tokens):
+            if not token.lstrip("-").isdigit():
+                raise FerDataError(f"pixel {position + 1} is not an integer: {token[:20]!r}", path, line, column)
+            if not 0 <= int(token) <= 255:
+                raise FerDataError(f"pixel {position + 1} is out of range 0-255: {token}", path, line, column)
+    raise FerDataError("unreadable pixel values", path, first_line, column)  # pragma: no cover
+
+
+def _header_columns(header, path):
+    names = [name.strip() for name in header]
+    lowered = [name.lower() for name in names]
+    pixel = next((lowered.index(c) for c in PIXEL_COLUMNS if c in lowered), None)
+    if pixel is None:
+        raise FerDataError(
+            f"missing pixel column: expected one of {', '.join(PIXEL_COLUMNS)}, found {', '.join(names) or 'nothing'}",
+            path, 1,
+        )
+    label = next((lowered.index(c) for c in LABEL_COLUMNS if c in lowered), None)
+    image_id = lowered.index("id") if "id" in lowered else None
+    usage = lowered.index("usage") if "usage" in lowered else None
+    return names, pixel, label, image_id, usage
+
+
+def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
+    """Yield a FER CSV file as `Images` chunks of at most `chunk_rows` rows.
+
+    Memory stays flat whatever the file size. Ids default to the 0-based row number.
+
+    Raises:
+        FerDataError: naming the file, the 1-based line and the field, for any malformed row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FerDataError("no such file", path)
+    with _open_text(path) as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader, None)
+        except (UnicodeDecodeError, csv.Error, OSError, EOFError) as error:
+            raise FerDataError(f"not a readable CSV file ({error})", path, 1) from None
+        if header is None or not any(field.strip() for field in header):
+            raise FerDataError("empty file: expected a header such as label,feature", path)
+        names, pixel_col, label_col, id_col, usage_col = _header_columns(header, path)
+        row_number = 0
+        emitted = 0
+        buffer = {"features": [], "labels": [], "ids": [], "usage": []}
+        first_line = 2
+
+        def flush():
+            nonlocal emitted
+            pixels = _parse_pixels(buffer["features"], path, first_line, names[pixel_col])
+            count = len(pixels)
+            chunk = Images(
+                pixels,
+                np.array(buffer["labels"], dtype=np.int64) if label_col is not None else None,
+                np.array(buffer["ids"], dtype=object),
+                np.array(buffer["usage"], dtype=object) if usage_col is not None else None,
+                str(path),
+            )
+            emitted += count
+            for values in buffer.values():
+                values.clear()
+            return chunk
+
+        try:
+            for fields in reader:
+                line = reader.line_num
+                if not fields or (len(fields) == 1 and not fields[0].strip()):
+                    continue  # a blank line, as at the end of many files
+                if not buffer["features"]:
+                    first_line = line
+                if len(fields) != len(names):
+                    raise FerDataError(
+                        f"expected {len(names)} fields ({','.join(names)}), found {len(fields)}", path, line
+                    )
+                # Rows in a chunk are contiguous lines unless blank lines intervene; keep the
+                # line numbers exact by flushing at any gap.
+                if buffer["features"] and line != first_line + len(buffer["features"]):
+                    yield flush()
+                    first_line = line
+                buffer["features"].append(fields[pixel_col])
+                if label_col is not None:
+                    text = fields[label_col].strip()
+                    try:
+                        buffer["labels"].append(class_index(text))
+                    except ValueError:
+                        raise FerDataError(
+                            f"unknown label {text!r}: expected 0-{NUM_CLASSES - 1}", path, line, names[label_col]
+                        ) from None
+                buffer["ids"].append(fields[id_col].strip() if id_col is not None else str(row_number))
+                if usage_col is not None:
+                    text = fields[usage_col].strip()
+                    if text not in USAGE_VALUES:
+                        raise FerDataError(
+                            f"unknown Usage {text!r}: expected one of {', '.join(USAGE_VALUES)}",
+                            path, line, names[usage_col],
+                        )
+                    buffer["usage"].append(text)
+                row_number += 1
+                if len(buffer["features"]) >= chunk_rows:
+                    yield flush()
+        except (UnicodeDecodeError, csv.Error, OSError, EOFError) as error:
+            raise FerDataError(f"not a readable CSV file ({error})", path, reader.line_num) from None
+        if buffer["features"]:
+            yield flush()
+        if emitted == 0:
+            raise FerDataError("no data rows after the header", path)
+
+
+# --------------------------------------------------------------------------------------------
+# Images and folders
+
+
+def load_image(path):
+    """Read one image file of any size or colour as a 48x48 grayscale uint8 `(48, 48, 1)`."""
+    import cv2  # imported here: CSV users should not pay for OpenCV's start-up
+
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
+    if image is None:
+        raise FerDataError("unreadable image (corrupt or not an image)", path)
+    return to_face(image)
+
+
+def to_face(image):
+    """Convert an image array (gray, BGR or BGRA, any size, uint8 or uint16) to `(48, 48, 1)` uint8."""
+    import cv2
+
+    if image.dtype != np.uint8:
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
+    elif image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    elif image.ndim == 3:
+        image = image[:, :, 0]
+    if image.shape != (IMAGE_SIZE, IMAGE_SIZE):
+        shrinking = image.shape[0] > IMAGE_SIZE or image.shape[1] > IMAGE_SIZE
+        image = cv2.resize(
+            image, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        )
+    return image.reshape(IMAGE_SIZE, IMAGE_SIZE, 1)
+
+
+def _image_files(folder):
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def read_folder(path):
+    """Read a folder of class sub-folders (labelled) or a flat folder of images (unlabelled)."""
+    folder = Path(path)
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = _image_files(folder)
+    if subfolders and not files:
+        labels_of = {}
+        for sub in subfolders:
+            try:
+                labels_of[sub] = class_index(sub.name)
+            except ValueError:
+                raise FerDataError(
+                    f"sub-folder {sub.name!r} is not a class: name sub-folders 0-6 or "
+                    f"{', '.join(name.lower() for name in CLASS_NAMES)}",
+                    folder,
+                ) from None
+        paths, labels = [], []
+        for sub, label in labels_of.items():
+            found = _image_files(sub)
+            paths += found
+            labels += [label] * len(found)
+        if not paths:
+            raise FerDataError("no images in the class sub-folders", folder)
+        ids = [f"{p.parent.name}/{p.stem}" for p in paths]
+        return Images(np.stack([load_image(p) for p in paths]), np.array(labels, np.int64),
+                      np.array(ids, dtype=object), None, str(folder))
+    if not files:
+        raise FerDataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) and no class sub-folders", folder)
+    ids = np.array([p.stem for p in files], dtype=object)
+    return Images(np.stack([load_image(p) for p in files]), None, ids, None, str(folder))
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+
+
+def is_image_file(path):
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def read(path, chunk_rows=DEFAULT_CHUNK_ROWS):
+    """Read any supported file or folder into one `Images`.
+
+    Args:
+        path: a CSV (optionally gzip-compressed), an image folder, or one image file.
+        chunk_rows: rows parsed at a time for CSV files.
+
+    Example:
+    >>> faces = read("fer2013/train.csv.gz")  # doctest: +SKIP
+    >>> faces.pixels.shape, faces.labels[:3]  # doctest: +SKIP
+    ((28709, 48, 48, 1), array([0, 0, 2]))
+    """
+    path = Path(path)
+    if path.is_dir():
+        return read_folder(path)
+    if not path.exists():
+        raise FerDataError("no such file or folder", path)
+    if is_image_file(path):
+        return Images(load_image(path)[None], None, np.array([path.stem], dtype=object), None, str(path))
+    return concatenate(iter_csv(path, chunk_rows), str(path))
+
+
+def resolve_data_path(path=None, kind="train"):
+    """The data path from an option or `FER_DATA`; a folder holding `train.csv[.gz]` /
+    `test.csv[.gz]` resolves to the file of that `kind`. Returns None when neither is set."""
+    path = path or os.environ.get("FER_DATA") or None
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        for name in (f"{kind}.csv.gz", f"{kind}.csv"):
+            if (path / name).is_file():
+                return path / name
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Splits and statistics
+
+
+def split(images, spec, seed=0):
+    """Split labelled `images` into `(train, validation)`.
+
+    Args:
+        spec: `"first:N"` (the first N rows train, the rest validate: report 000 uses 25000),
+            `"fraction:F"` (a random stratified fraction F validates: report 003 uses 0.12),
+            `"usage"` (Kaggle's Usage column: Training trains, PublicTest validates; PrivateTest
+            rows are left out of both, so they stay unseen), or `"none"` (no validation).
+        seed: seed of the stratified draw.
+    """
+    kind, _, value = str(spec).partition(":")
+    count = len(images)
+    if kind == "none":
+        return images, images.subset(np.zeros(0, dtype=np.int64))
+    if kind == "first":
+        try:
+            first = int(value)
+        except ValueError:
+            raise FerError(f"--val first:N needs an integer N. Received: val={spec!r}") from None
+        if not 0 < first < count:
+            raise FerError(f"--val first:N needs 0 < N < {count} (the number of images). Received: val={spec!r}")
+        return images.subset(np.arange(first)), images.subset(np.arange(first, count))
+    if kind == "fraction":
+        try:
+            fraction = float(value)
+        except ValueError:
+            raise FerError(f"--val fraction:F needs a number F. Received: val={spec!r}") from None
+        if not 0.0 < fraction < 1.0:
+            raise FerError(f"--val fraction:F needs 0 < F < 1. Received: val={spec!r}")
+        if images.labels is None:
+            raise FerError(f"--val fraction:F needs labelled data. Received: data={images.source}")
+        rng = np.random.default_rng(seed)
+        validation = []
+        for label in range(NUM_CLASSES):
+            members = np.flatnonzero(images.labels == label)
+            take = int(round(fraction * len(members)))
+            validation.append(rng.permutation(members)[:take])
+        is_validation = np.zeros(count, dtype=bool)
+        is_validation[np.concatenate(validation)] = True
+        return images.subset(np.flatnonzero(~is_validation)), images.subset(np.flatnonzero(is_validation))
+    if kind == "usage":
+        if images.usage is None:
+            raise FerError(f"--val usage needs a Usage column (Kaggle's fer2013.csv). Received: data={images.source}")
+        return images.subset(images.usage == "Training"), images.subset(images.usage == "PublicTest")
+    raise FerError(f"--val must be first:N, fraction:F, usage or none. Received: val={spec!r}")
+
+
+def class_counts(labels):
+    """Images per class, as an int array of length 7."""
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=NUM_CLASSES)
+
+
+def class_distribution(labels):
+    """Rows of `(class index, class name, count, share)`, as report 003 tabulates."""
+    counts = class_counts(labels)
+    total = max(int(counts.sum()), 1)
+    return [(i, CLASS_NAMES[i], int(counts[i]), counts[i] / total) for i in range(NUM_CLASSES)]
+
+
+def class_weights(labels):
+    """Inverse-frequency class weights `{class: N / (7 * n_class)}` (report 003, Q4)."""
+    counts = class_counts(labels)
+    total = counts.sum()
+    return {i: float(total / (NUM_CLASSES * counts[i])) if counts[i] else 0.0 for i in range(NUM_CLASSES)}
+
+
+def describe(images):
+    """A few lines saying what `images` holds: count, per-class counts or unlabelled, ids."""
+    lines = [f"{images.source}: {len(images)} images of {IMAGE_SIZE}x{IMAGE_SIZE} grayscale"]
+    if images.labelled:
+        lines.append(f"{'class':<12}{'count':>8}{'share':>9}")
+        for index, name, count, share in class_distribution(images.labels):
+            lines.append(f"{index} {name:<10}{count:>8}{share:>9.1%}")
+    else:
+        lines.append("unlabelled")
+    if images.usage is not None:
+        usage, counts = np.unique(images.usage, return_counts=True)
+        lines.append("usage: " + ", ".join(f"{u} {c}" for u, c in zip(usage, counts)))
+    lines.append(f"ids: {describe_ids(images.ids)}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_fer.data", description="Inspect FER data files and folders."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    info = commands.add_parser("info", help="print what a file or folder holds")
+    info.add_argument("path", help="a FER CSV (optionally .gz), an image folder, or an image")
+    args = parser.parse_args(argv)
+    try:
+        print(describe(read(args.path)))
+    except FerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

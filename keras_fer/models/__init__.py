@@ -1,0 +1,342 @@
+"""The model zoo: one builder per architecture, looked up by name.
+
+Every builder has the signature
+`build(input_shape=..., num_classes=7, *, softmax=False, preprocessing=None, **options)` and
+returns a Functional `keras.Model` named after its registry name, whose final `Dense` layer is
+called `logits`. Models output logits (pre-softmax scores) unless `softmax=True`, so saliency
+maps and gradient ascent work on the class scores directly.
+
+Example:
+>>> from keras_fer.models import build_model, list_models
+>>> "cnn4" in list_models()
+True
+>>> model = build_model("cnn4", softmax=True)
+>>> model.output_shape
+(None, 7)
+
+Adding a model is adding one decorated builder in a module imported at the bottom of this file:
+
+    @register("mynet", report="ours", description="what it is in a few words")
+    def mynet(input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES, *, softmax=False,
+              preprocessing=None, width=1.0):
+        inputs, x = model_inputs(input_shape, preprocessing)
+        ...
+        return finish_model(inputs, x, num_classes, softmax, "mynet")
+"""
+
+import dataclasses
+import functools
+import gc
+import inspect
+import math
+from collections.abc import Sequence
+
+import keras
+
+from keras_fer.errors import FerOptionError
+
+__all__ = [
+    "ModelInfo",
+    "build_model",
+    "count_flops",
+    "finish_model",
+    "list_models",
+    "model_info",
+    "parameter_counts",
+    "register",
+    "registry_table",
+    "summary_table",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    name: str
+    builder: object
+    report: str
+    description: str
+
+
+_REGISTRY = {}
+
+
+def register(name, *, report, description):
+    """Class the decorated builder under `name` in the zoo.
+
+    Args:
+        name: the registry name (`build_model(name)`, `train.py --arch name`); it is also the
+            built model's `name`.
+        report: which report the architecture reproduces (`"000"` ... `"004"`, or `"ours"`).
+        description: one line for `registry_table()`.
+    """
+
+    def decorate(builder):
+        if name in _REGISTRY:
+            raise ValueError(f"Model name {name!r} is registered twice.")
+        _REGISTRY[name] = _Entry(name, builder, str(report), description)
+        builder.registry_name = name
+        return builder
+
+    return decorate
+
+
+def list_models():
+    """The registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _entry(name):
+    if name not in _REGISTRY:
+        raise FerOptionError(
+            f"Argument `name` must be one of the registered models: {', '.join(list_models())}. "
+            f"Received: name={name!r}"
+        )
+    return _REGISTRY[name]
+
+
+def _options(builder):
+    """The keyword options of a builder, with their defaults."""
+    return {
+        key: parameter.default
+        for key, parameter in inspect.signature(builder).parameters.items()
+        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    }
+
+
+def default_input_shape(name):
+    """The input shape model `name` is built for when none is given."""
+    return tuple(_options(_entry(name).builder)["input_shape"])
+
+
+def build_model(name, **kwargs):
+    """Build the registered model `name`.
+
+    Args:
+        name: one of `list_models()`.
+        **kwargs: passed to the builder: `input_shape`, `num_classes`, `softmax`,
+            `preprocessing` and the architecture's own options (see its docstring).
+
+    Raises:
+        FerOptionError: for an unknown name or an option the builder does not take.
+
+    Example:
+    >>> model = build_model("cnn4", preprocessing={"normalize": "unit"})
+    >>> model.get_layer("logits").units
+    7
+    """
+    entry = _entry(name)
+    options = _options(entry.builder)
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        raise FerOptionError(
+            f"Model {name!r} takes the options {', '.join(options)}. "
+            f"Received: {', '.join(f'{key}={kwargs[key]!r}' for key in unknown)}"
+        )
+    return entry.builder(**kwargs)
+
+
+def finish_model(inputs, features, num_classes, softmax, name):
+    """Append the `logits` Dense layer (and `probabilities` Softmax if asked) and make the Model.
+
+    The output layers compute in float32 so logits stay float32 under a mixed-precision policy.
+    """
+    num_classes = check_positive_int(num_classes, "num_classes")
+    outputs = keras.layers.Dense(num_classes, name="logits", dtype="float32")(features)
+    if softmax:
+        outputs = keras.layers.Softmax(name="probabilities", dtype="float32")(outputs)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def check_positive_int(value, argument):
+    """`value` as an int if it is a positive integer, else FerOptionError naming `argument`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+        raise FerOptionError(f"Argument `{argument}` must be a positive integer. Received: {argument}={value!r}")
+    return int(value)
+
+
+def dropout_rates(value, count, argument):
+    """A tuple of `count` dropout rates from one rate or a sequence of `count` rates."""
+    rates = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else (value,) * count
+    if len(rates) != count or not all(
+        isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0.0 <= rate < 1.0 for rate in rates
+    ):
+        raise FerOptionError(
+            f"Argument `{argument}` must be a rate in [0, 1) or {count} such rates. Received: {argument}={value!r}"
+        )
+    return tuple(float(rate) for rate in rates)
+
+
+# --------------------------------------------------------------------------------------------
+# Counting
+
+
+def parameter_counts(model):
+    """`(trainable, non_trainable)` parameter counts of a built model."""
+    trainable = sum(math.prod(weight.shape) for weight in model.trainable_weights)
+    non_trainable = sum(math.prod(weight.shape) for weight in model.non_trainable_weights)
+    return int(trainable), int(non_trainable)
+
+
+def _output_shapes(layer):
+    """The output shape of every call of `layer` in its model (usually one)."""
+    try:
+        return [layer.output.shape]
+    except (AttributeError, ValueError):
+        # A layer called more than once has no single `output`; read each call's node.
+        return [tensor.shape for node in getattr(layer, "_inbound_nodes", []) for tensor in node.output_tensors]
+
+
+def _layer_macs(layer):
+    """Multiply-adds of one forward pass of one image through `layer` (convolutions and dense)."""
+    if isinstance(layer, keras.Model):
+        return sum(_layer_macs(inner) for inner in layer.layers)
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        # Depthwise taps at every output position, then a 1x1 pointwise convolution.
+        kernel_h, kernel_w, channels_in, multiplier = layer.depthwise_kernel.shape
+        total = 0
+        for shape in _output_shapes(layer):
+            positions = math.prod(shape[1:-1])
+            total += positions * channels_in * multiplier * (kernel_h * kernel_w + shape[-1])
+        return total
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        taps = math.prod(layer.kernel.shape[:2])
+        return sum(math.prod(shape[1:]) * taps for shape in _output_shapes(layer))
+    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)) and not isinstance(
+        layer, (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+    ):
+        # Each output value is a dot product over the kernel's window and input channels
+        # (kernel shape: spatial..., input channels per group, output channels).
+        window = math.prod(layer.kernel.shape[:-1])
+        return sum(math.prod(shape[1:]) * window for shape in _output_shapes(layer))
+    if isinstance(layer, keras.layers.Dense):
+        fan_in = layer.kernel.shape[0]
+        return sum(math.prod(shape[1:]) * fan_in for shape in _output_shapes(layer))
+    return 0
+
+
+def count_flops(model):
+    """Forward FLOPs for one image: 2 x the multiply-adds of every convolution and Dense layer.
+
+    Bias adds, normalization, activations and pooling are left out: they are a few percent at
+    most and the convention (as in most papers' FLOP counts) keeps figures comparable.
+    """
+    return 2 * sum(_layer_macs(layer) for layer in model.layers)
+
+
+# --------------------------------------------------------------------------------------------
+# Information and tables
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What `model_info(name)` reports about a registered model, built with its defaults.
+
+    Attributes:
+        name: the registry name.
+        report: the report it reproduces (`"000"` ... `"004"`) or `"ours"`.
+        description: one line.
+        input_shape: the default input shape `(height, width, channels)`.
+        trainable_params: trainable parameters (the PyTorch-comparable count).
+        total_params: all parameters, including BatchNorm moving statistics.
+        flops: forward FLOPs per image (2 x conv/dense multiply-adds).
+        conv_layers: names of the convolution layers in order (for filter visualization and
+            Grad-CAM: the last one is the usual Grad-CAM target).
+    """
+
+    name: str
+    report: str
+    description: str
+    input_shape: tuple
+    trainable_params: int
+    total_params: int
+    flops: int
+    conv_layers: tuple
+
+    @property
+    def non_trainable_params(self):
+        return self.total_params - self.trainable_params
+
+    @property
+    def mflops(self):
+        return self.flops / 1e6
+
+
+@functools.lru_cache(maxsize=None)
+def model_info(name):
+    """A `ModelInfo` for the registered model `name` (built once with its defaults, then cached)."""
+    entry = _entry(name)
+    model = entry.builder()
+    trainable, non_trainable = parameter_counts(model)
+    info = ModelInfo(
+        name=name,
+        report=entry.report,
+        description=entry.description,
+        input_shape=tuple(model.input_shape[1:]),
+        trainable_params=trainable,
+        total_params=trainable + non_trainable,
+        flops=count_flops(model),
+        conv_layers=tuple(layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)),
+    )
+    del model
+    gc.collect()  # cnn39m alone holds 160 MB of weights
+    return info
+
+
+def _format_table(header, rows, right_align=()):
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+
+    def line(cells):
+        return "  ".join(
+            str(cell).rjust(width) if index in right_align else str(cell).ljust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    return [line(header), "  ".join("-" * width for width in widths)] + [line(row) for row in rows]
+
+
+def registry_table():
+    """A plain-text table of every registered model (for `train.py --arch list`)."""
+    rows = []
+    for name in list_models():
+        info = model_info(name)
+        rows.append(
+            (
+                name,
+                info.report,
+                "x".join(str(size) for size in info.input_shape),
+                f"{info.trainable_params:,}",
+                f"{info.total_params:,}",
+                f"{info.mflops:,.1f}",
+                info.description,
+            )
+        )
+    header = ("name", "report", "input", "trainable", "params", "MFLOPs", "description")
+    return "\n".join(_format_table(header, rows, right_align=(3, 4, 5)))
+
+
+def summary_table(model):
+    """A report-style per-layer table of `model` (for `train.py --arch X --summary`).
+
+    One row per layer (name and type, output shape, parameters), then the total, trainable and
+    non-trainable parameter counts and the forward FLOPs per image.
+    """
+    rows = []
+    for layer in model.layers:
+        shapes = _output_shapes(layer)
+        shape_text = ", ".join(str(tuple(shape)).replace("None", "-1") for shape in shapes) or "?"
+        rows.append((f"{layer.name} ({type(layer).__name__})", shape_text, f"{layer.count_params():,}"))
+    lines = _format_table(("Layer (type)", "Output shape", "Param #"), rows, right_align=(2,))
+    trainable, non_trainable = parameter_counts(model)
+    rule = "=" * len(lines[1])
+    lines = [f'Model: "{model.name}"', rule] + lines + [
+        rule,
+        f"Total params: {trainable + non_trainable:,}",
+        f"Trainable params: {trainable:,}",
+        f"Non-trainable params: {non_trainable:,}",
+        f"Forward FLOPs per image: {count_flops(model) / 1e6:,.1f} M",
+    ]
+    return "\n".join(lines)
+
+
+# The builders register themselves on import; they import the helpers above, so they come last.
+from keras_fer.models import cnn, dnn, fernet, resnet, vgg  # noqa: E402,F401
