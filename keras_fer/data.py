@@ -126,7 +126,10 @@ def _open_text(path):
 def _parse_pixels(features, path, first_line, column):
     """Turn a list of pixel strings into `(n, 48, 48, 1)` uint8, naming the bad row if any."""
     text = " ".join(features)
-    values = np.fromstring(text, dtype=np.int64, sep=" ") if text.strip() else np.zeros(0, np.int64)
+    try:
+        values = np.fromstring(text, dtype=np.int64, sep=" ") if text.strip() else np.zeros(0, np.int64)
+    except ValueError:  # a token that is not a number: the slow path below names it
+        values = np.zeros(1, np.int64)
     if values.size == len(features) * NUM_PIXELS and (values.size == 0 or (values.min() >= 0 and values.max() <= 255)):
         return values.astype(np.uint8).reshape(len(features), IMAGE_SIZE, IMAGE_SIZE, 1)
     # Slow path, only on bad data: find the first bad row and say what is wrong with it.
@@ -357,6 +360,28 @@ def resolve_data_path(path=None, kind="train"):
             if (path / name).is_file():
                 return path / name
     return path
+
+
+def write_csv(images, path):
+    """Write `images` as a FER CSV: `label,feature` when labelled, else `id,feature`; gzip when
+    `path` ends in `.gz`. Written atomically."""
+    import tempfile
+
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(temporary, "wt", encoding="utf-8", newline="") as out:
+            out.write("label,feature\n" if images.labelled else "id,feature\n")
+            flat = images.pixels.reshape(len(images), -1)
+            for i in range(len(images)):
+                first = images.labels[i] if images.labelled else images.ids[i]
+                out.write(f"{first},{' '.join(map(str, flat[i].tolist()))}\n")
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 # --------------------------------------------------------------------------------------------

@@ -173,31 +173,62 @@ def class_weights(labels):
 def _options(autotune):
     options = tf.data.Options()
     options.autotune.enabled = bool(autotune)
-    options.experimental_deterministic = True
+    options.deterministic = True
+    # Multi-worker training shards batches by data, as the dataset is built from tensors.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return options
+
+
+def steps_per_epoch(num_images, batch_size):
+    """Batches in one training epoch (the last one may be smaller)."""
+    return max(1, math.ceil(num_images / batch_size))
+
+
+def _epoch_indices(labels, epoch, seed, balanced, steps, batch_size):
+    """The image indices of one epoch, a pure function of `(seed, epoch)`."""
+    num_images = tf.shape(labels, out_type=tf.int64)[0]
+    epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+    if not balanced:
+        return tf.random.experimental.stateless_shuffle(tf.range(num_images), seed=epoch_seed)
+    # Balanced: draw a class uniformly, then a member of it uniformly (with replacement).
+    order = tf.argsort(labels, stable=True)
+    counts = tf.math.bincount(tf.cast(labels, tf.int32), minlength=NUM_CLASSES, dtype=tf.int64)
+    present = tf.boolean_mask(tf.range(NUM_CLASSES, dtype=tf.int64), counts > 0)
+    starts = tf.cumsum(counts, exclusive=True)
+    draws = steps * batch_size
+    which = tf.random.stateless_uniform([draws], seed=epoch_seed, maxval=tf.size(present, tf.int64), dtype=tf.int64)
+    chosen = tf.gather(present, which)
+    offset = tf.random.stateless_uniform([draws], seed=epoch_seed + 1, minval=0.0, maxval=1.0)
+    member = tf.cast(offset * tf.cast(tf.gather(counts, chosen), tf.float32), tf.int64)
+    return tf.gather(order, tf.gather(starts, chosen) + member)
 
 
 def make_dataset(
     images, labels=None, batch_size=64, *, training=False, augment=None, seed=0, balanced=False,
-    num_classes=NUM_CLASSES, steps_per_epoch=None, autotune=True,
+    num_classes=NUM_CLASSES, first_epoch=0, epochs=1, autotune=True,
 ):
     """Build a batched, prefetched `tf.data.Dataset` of `(images, one-hot labels)`.
+
+    For training, the dataset holds the batches of epochs `first_epoch .. epochs - 1` back to
+    back (`steps_per_epoch(len(images), batch_size)` each, to pass to `fit(steps_per_epoch=...)`),
+    and each epoch's order and augmentation are a pure function of `(seed, epoch)`: a run resumed
+    at epoch k sees exactly the batches an uninterrupted run would.
 
     Args:
         images: uint8 `(N, 48, 48, 1)`.
         labels: int `(N,)`, or None for prediction (the dataset then yields images only).
         batch_size: images per batch.
-        training: shuffle (reshuffled every epoch) and augment.
+        training: shuffle every epoch and augment.
         augment: an `AugmentConfig`, or None for none.
-        seed: seeds the shuffle and the augmentation: the same seed gives the same batches.
+        seed: seeds the shuffle and the augmentation.
         balanced: sample every class equally often (report 003, Q4); needs `training`.
-        steps_per_epoch: with `balanced`, the batches an epoch holds (default N / batch_size).
+        first_epoch, epochs: the epochs the training dataset covers.
         autotune: tf.data autotuning; off gives fixed parallelism and a faster iterator
             tear-down, which matters for many short fits.
 
     Example:
     >>> dataset = make_dataset(faces.pixels, faces.labels, 64, training=True,
-    ...                        augment=AugmentConfig.parse("basic"))  # doctest: +SKIP
+    ...                        augment=AugmentConfig.parse("basic"), epochs=30)  # doctest: +SKIP
     """
     images = np.asarray(images)
     parallel = tf.data.AUTOTUNE if autotune else 2
@@ -206,36 +237,31 @@ def make_dataset(
         dataset = dataset.map(lambda x: tf.cast(x, tf.float32), num_parallel_calls=parallel)
         return dataset.prefetch(2).with_options(_options(autotune))
     labels = np.asarray(labels, dtype=np.int64)
-    if balanced and training:
-        per_class = []
-        for label in range(num_classes):
-            members = np.flatnonzero(labels == label)
-            if len(members) == 0:
-                continue
-            part = tf.data.Dataset.from_tensor_slices((images[members], labels[members]))
-            per_class.append(part.shuffle(len(members), seed=seed + label, reshuffle_each_iteration=True).repeat())
-        dataset = tf.data.Dataset.sample_from_datasets(per_class, seed=seed, rerandomize_each_iteration=True)
-        steps = steps_per_epoch or max(1, len(labels) // batch_size)
-        dataset = dataset.batch(batch_size, drop_remainder=True).take(steps)
-    else:
-        dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-        if training:
-            dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.batch(batch_size)
-    augment = augment if (training and augment is not None and augment.ops) else None
-    if augment is not None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds))
+    if not training:
+        dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
+        dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)), num_parallel_calls=parallel)
+        return dataset.prefetch(2).with_options(_options(autotune))
 
-        def prepare(batch, seed_pair):
-            x, y = batch
-            x = augment_batch(tf.cast(x, tf.float32), seed_pair, augment)
-            return x, tf.one_hot(y, num_classes)
-    else:
+    image_tensor = tf.constant(images)
+    label_tensor = tf.constant(labels)
+    steps = steps_per_epoch(len(labels), batch_size)
+    augment = augment if (augment is not None and augment.ops) else None
 
-        def prepare(x, y):
-            return tf.cast(x, tf.float32), tf.one_hot(y, num_classes)
+    def epoch_batches(epoch):
+        indices = _epoch_indices(label_tensor, epoch, seed, balanced, steps, batch_size)
+        batches = tf.data.Dataset.from_tensor_slices(indices).batch(batch_size).take(steps)
+        return tf.data.Dataset.zip((batches, tf.data.Dataset.range(steps))).map(
+            lambda batch, step: (batch, epoch, step)
+        )
 
+    def prepare(indices, epoch, step):
+        x = tf.cast(tf.gather(image_tensor, indices), tf.float32)
+        y = tf.one_hot(tf.gather(label_tensor, indices), num_classes)
+        if augment is not None:
+            x = augment_batch(x, tf.stack([tf.constant(seed, tf.int64) + 7919, epoch * 1_000_003 + step]), augment)
+        return x, y
+
+    dataset = tf.data.Dataset.range(first_epoch, max(epochs, first_epoch)).flat_map(epoch_batches)
     dataset = dataset.map(prepare, num_parallel_calls=parallel)
     return dataset.prefetch(2 if not autotune else tf.data.AUTOTUNE).with_options(_options(autotune))
 

@@ -9,7 +9,7 @@ from keras_fer.errors import FerError
 
 def quiet_tensorflow():
     """Silence TensorFlow's C++ start-up chatter unless the user asked for it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def command(function):

@@ -1,0 +1,150 @@
+"""`python train.py` / `fer-train`: train a FER model into a run directory."""
+
+import argparse
+import dataclasses
+import sys
+
+from keras_fer.cli import command
+from keras_fer.errors import FerOptionError
+
+EPILOG = """\
+examples:
+  python train.py --arch cnn4                         # demo faces, a quick look
+  python train.py --recipe report000 --data ../shared/fer2013/train.csv.gz
+  python train.py --recipe best --data fer2013/ --out ~/runs/best
+  python train.py --resume --recipe best --data fer2013/ --out ~/runs/best   # after a crash
+  python train.py --arch list                         # the model registry
+  python train.py --arch cnn39m --summary             # one model's layer table
+
+The run directory (--out, default runs/ARCH-TIME) gets best.keras, last.keras, history.csv,
+history.png, confusion.png, classification_report.txt, config.json and summary.txt.
+"""
+
+
+def flag(value):
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no. Received: {value!r}")
+
+
+def build_parser():
+    from keras_fer.recipes import RECIPES
+
+    parser = argparse.ArgumentParser(
+        prog="train.py", description="Train a facial expression model on FER2013 (or the built-in demo faces).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--arch", help="architecture name, or 'list' to print the registry table (default: cnn4, or the recipe's)")
+    add("--summary", action="store_true", help="print the architecture's layer table and exit, without training")
+    add("--recipe", choices=sorted(RECIPES), metavar="NAME",
+        help="a preset: " + "; ".join(f"{name}: {r['description']}" for name, r in sorted(RECIPES.items()))
+        + ". Explicit options override it.")
+    add("--data", help="FER2013 CSV (label,feature or Kaggle's emotion,pixels,Usage; .gz ok), a folder holding "
+        "train.csv.gz, or an image folder with class sub-folders. Default: $FER_DATA, else built-in demo faces")
+    add("--val", help="validation split: first:N (first N rows train), fraction:F (stratified random), usage "
+        "(Kaggle Usage column: PublicTest validates) or none (default: fraction:0.1)")
+    add("--epochs", type=int, help="epochs to train (default 30)")
+    add("--batch-size", type=int, help="images per batch (default 64)")
+    add("--optimizer", choices=("adam", "adamw", "sgd", "sgd-nesterov", "adadelta"), help="optimizer (default adam)")
+    add("--lr", type=float, help="learning rate (default 1e-3)")
+    add("--momentum", type=float, help="SGD momentum (default 0.9)")
+    add("--schedule", choices=("constant", "plateau", "cosine", "step"),
+        help="learning-rate schedule: constant, plateau (halve after 4 epochs without progress), cosine "
+        "(to 0 at the last epoch) or step (x0.1 at each third) (default constant)")
+    add("--warmup-epochs", type=int, help="linear learning-rate warm-up epochs (default 0)")
+    add("--augment", help="on-the-fly augmentation: none, basic (shift, flip, rotate), strong (all), or a comma "
+        "list of shift, flip, rotate, zoom, perspective, noise, blur, erase (default none)")
+    add("--normalize", choices=("none", "unit", "image", "dataset"),
+        help="input normalization, inside the model: none (0-255), unit ([0, 1]), image (per-image (x - mean) / "
+        "std, report 002), dataset (training-set mean and std) (default unit)")
+    add("--class-weight", action="store_true", default=None, help="weight the loss by inverse class frequency")
+    add("--balanced", action="store_true", default=None, help="sample every class equally often")
+    add("--label-smoothing", type=float, help="label smoothing of the cross-entropy (default 0)")
+    add("--weight-decay", type=float, help="decoupled weight decay (default 0)")
+    add("--early-stop", type=int, metavar="N", help="stop after N epochs without a better validation accuracy")
+    add("--stop-at-accuracy", type=float, metavar="A", help="stop once validation accuracy reaches A (report 003: 0.66)")
+    add("--seed", type=int, help="seed of weights, split, shuffle and augmentation (default 0)")
+    add("--deterministic", action="store_true", default=None,
+        help="enable TensorFlow op determinism: the same seed then gives the same history (slower)")
+    add("--out", help="run directory (default runs/ARCH-TIME). Keep long runs outside the repository")
+    add("--resume", action="store_true", default=None, help="continue the run in --out from its last finished epoch")
+    add("--mixed-precision", action="store_true", default=None, help="bfloat16 compute on CPU, float16 on GPU")
+    add("--strategy", choices=("default", "mirrored", "multi-worker"),
+        help="distribution: default, mirrored (all local GPUs), multi-worker (reads TF_CONFIG; the chief writes the run)")
+    add("--tensorboard", action="store_true", default=None, help="also write TensorBoard logs to OUT/tensorboard")
+    add("--max-images", type=int, metavar="N", help="train on the first N training images only (quick trials)")
+    add("--demo-faces", type=int, metavar="N", help="number of demo faces when no data is given (default 2100)")
+    add("--model-option", action="append", default=[], metavar="KEY=VALUE",
+        help="extra builder option, e.g. batch_norm=false or width=1.5 (repeatable)")
+    add("--verbose", type=int, choices=(0, 1, 2), help="0 silent, 1 progress bar, 2 one line per epoch "
+        "(default: 1 on a terminal, 2 otherwise)")
+    return parser
+
+
+def parse_value(text):
+    lowered = text.strip().lower()
+    if lowered in ("true", "false", "yes", "no"):
+        return lowered in ("true", "yes")
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def config_from_args(args):
+    from keras_fer.recipes import recipe
+    from keras_fer.training import TrainConfig
+
+    values = recipe(args.recipe) if args.recipe else {}
+    names = {field.name for field in dataclasses.fields(TrainConfig)}
+    for name in names:
+        given = getattr(args, name, None)
+        if given is not None:
+            values[name] = given
+    if args.epochs is not None and values.get("phases"):
+        raise FerOptionError(f"--epochs does not apply to recipe {args.recipe}, which trains in phases. Received: epochs={args.epochs}")
+    options = {}
+    for item in args.model_option:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise FerOptionError(f"--model-option takes KEY=VALUE. Received: model_option={item!r}")
+        options[key.strip()] = parse_value(value)
+    if options:
+        values["model_options"] = {**values.get("model_options", {}), **options}
+    return TrainConfig(**values)
+
+
+@command
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.arch == "list":
+        from keras_fer.models import registry_table
+
+        print(registry_table())
+        return 0
+    config = config_from_args(args)
+    if args.summary:
+        from keras_fer.models import build_model, summary_table
+
+        config.validate()
+        print(summary_table(build_model(config.arch, **config.model_options)))
+        return 0
+    from keras_fer.training import train
+
+    try:
+        result = train(config)
+    except KeyboardInterrupt:
+        return 130
+    print(f"run directory: {result.run_dir} (best epoch {result.best_epoch}, "
+          f"validation accuracy {result.best_val_accuracy:.4f}, {result.seconds:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

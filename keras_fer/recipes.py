@@ -1,0 +1,62 @@
+"""Training presets: each report's recipe, and ours, as overrides of `TrainConfig`.
+
+Explicit command-line options override a recipe's values.
+"""
+
+from keras_fer.errors import FerOptionError
+
+RECIPES = {
+    "report000": dict(
+        description="Report 000: cnn4, first 25,000 rows train, rest validate, Adam 1e-4, 30 epochs",
+        arch="cnn4", val="first:25000", optimizer="adam", lr=1e-4, epochs=30, batch_size=64,
+        augment="none", normalize="unit",
+    ),
+    "report001": dict(
+        description="Report 001: ResNet18 (3-channel input), Adam 1e-3, 20 epochs; it overfits",
+        arch="resnet18", val="fraction:0.1", optimizer="adam", lr=1e-3, epochs=20, batch_size=64,
+        augment="none", normalize="unit",
+    ),
+    "report002": dict(
+        description="Report 002: vgg12, shift/flip/rotation/crop augmentation, per-image normalization, "
+        "Adadelta phase then SGD phase",
+        arch="vgg12", val="fraction:0.1", batch_size=64, augment="shift,flip,rotate,zoom", normalize="image",
+        phases=(
+            dict(optimizer="adadelta", lr=1.0, epochs=20),
+            dict(optimizer="sgd", lr=0.01, epochs=20),
+        ),
+    ),
+    "report003": dict(
+        description="Report 003: cnn39m at 64x64, SGD, batch 128, 12% stratified validation, strong "
+        "augmentation, stop once validation accuracy reaches 0.66 (the report ran up to 1000 epochs)",
+        arch="cnn39m", val="fraction:0.12", optimizer="sgd", lr=0.01, momentum=0.9, batch_size=128,
+        epochs=1000, augment="strong", normalize="unit", stop_at_accuracy=0.66,
+    ),
+    "report004": dict(
+        description="Report 004: cnn4d with dropout everywhere, Adam, 100 epochs",
+        arch="cnn4d", val="fraction:0.1", optimizer="adam", lr=1e-3, epochs=100, batch_size=128,
+        augment="none", normalize="unit",
+    ),
+    "report004-dnn": dict(
+        description="Report 004's DNN at the same recipe, for the DNN vs CNN comparison",
+        arch="dnn", val="fraction:0.1", optimizer="adam", lr=1e-3, epochs=100, batch_size=128,
+        augment="none", normalize="unit",
+    ),
+    "best": dict(
+        description="Ours: fervgg, SGD + Nesterov, cosine schedule with warm-up, weight decay, label "
+        "smoothing, shift/flip/rotation/zoom/erasing augmentation; sized for a 2-core CPU",
+        arch="fervgg", val="fraction:0.1", optimizer="sgd-nesterov", lr=0.02, momentum=0.9, batch_size=64,
+        epochs=30, schedule="cosine", warmup_epochs=2, weight_decay=5e-4, label_smoothing=0.1,
+        augment="shift,flip,rotate,zoom,erase", normalize="image",
+    ),
+}
+
+
+def list_recipes():
+    return sorted(RECIPES)
+
+
+def recipe(name):
+    """The overrides of recipe `name` (without its description)."""
+    if name not in RECIPES:
+        raise FerOptionError(f"unknown recipe: choose one of {', '.join(list_recipes())}. Received: recipe={name!r}")
+    return {key: value for key, value in RECIPES[name].items() if key != "description"}

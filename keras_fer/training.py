@@ -1,0 +1,651 @@
+"""Training: `TrainConfig` -> `model.fit` with callbacks -> a complete run directory.
+
+A run directory is the unit of work. It holds:
+
+- `best.keras`: the best model by validation accuracy (takes raw faces, outputs logits);
+- `last.keras` + `state.json`: the last finished epoch with optimizer and callback state, for
+  `--resume`;
+- `history.csv`: loss, accuracy, val_loss, val_accuracy, lr, seconds per epoch;
+- `config.json`: every option, the data fingerprint, class prior and library versions;
+- `summary.txt`, `history.png`, `confusion.png`, `classification_report.txt`, `metrics.json`,
+  `validation.npz` (labels and probabilities of the best model on the validation split).
+
+Every file is written atomically (a temporary file, then a rename), so a crash or `kill -9`
+never leaves a corrupt file, and `--resume` continues from the last finished epoch with the
+same batches an uninterrupted run would have seen.
+
+Example:
+>>> from keras_fer.training import TrainConfig, train
+>>> result = train(TrainConfig(arch="cnn4", epochs=2, out="runs/demo"))  # doctest: +SKIP
+"""
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
+from keras_fer.errors import FerOptionError
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-nesterov", "adadelta")
+SCHEDULES = ("constant", "plateau", "cosine", "step")
+STRATEGIES = ("default", "mirrored", "multi-worker")
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+DEMO_FACES = 2100
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every training option. The CLI maps flags onto it; recipes are overrides of it.
+
+    Args:
+        arch: a registered architecture (`keras_fer.models.list_models()`).
+        data: a FER2013 file or folder; None reads `FER_DATA`, else the built-in demo faces.
+        val: validation split: `first:N`, `fraction:F`, `usage` or `none`.
+        epochs, batch_size: the training length and batch size.
+        optimizer: one of `OPTIMIZERS`; lr, momentum: its learning rate and momentum (SGD).
+        schedule: learning-rate schedule, one of `SCHEDULES`; warmup_epochs: linear warm-up.
+        phases: optional sequence of `{"optimizer", "lr", "epochs"}` run one after another
+            (report 002's Adadelta-then-SGD); overrides optimizer, lr and epochs.
+        augment: `none`, `basic`, `strong` or a comma list (see `pipeline.AUGMENTATIONS`).
+        normalize: `none`, `unit`, `image` or `dataset` (done inside the model).
+        class_weight: weight the loss by inverse class frequency.
+        balanced: sample classes equally often.
+        label_smoothing, weight_decay: regularization.
+        early_stop: patience in epochs on validation accuracy (None: off).
+        stop_at_accuracy: stop once validation accuracy reaches this (report 003).
+        seed: seeds weights, split, shuffle and augmentation.
+        deterministic: enable TensorFlow op determinism (slower).
+        out: the run directory.
+        resume: continue the run in `out` from its last finished epoch.
+        mixed_precision: bfloat16 compute on CPU, float16 on GPU.
+        strategy: `default`, `mirrored` (local GPUs) or `multi-worker` (reads `TF_CONFIG`).
+        tensorboard: also write TensorBoard logs to `out/tensorboard`.
+        model_options: extra keyword arguments for the architecture's builder.
+        demo_faces: how many demo faces to generate when no data is given.
+        max_images: use only the first N training images (quick experiments).
+        verbose: Keras' progress bar (1), one line per epoch (2), or silent (0); None picks 1 on a
+            terminal and 2 otherwise.
+    """
+
+    arch: str = "cnn4"
+    data: str = None
+    val: str = "fraction:0.1"
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    phases: tuple = None
+    augment: str = "none"
+    normalize: str = "unit"
+    class_weight: bool = False
+    balanced: bool = False
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0
+    early_stop: int = None
+    stop_at_accuracy: float = None
+    seed: int = 0
+    deterministic: bool = False
+    out: str = None
+    resume: bool = False
+    mixed_precision: bool = False
+    strategy: str = "default"
+    tensorboard: bool = False
+    model_options: dict = dataclasses.field(default_factory=dict)
+    demo_faces: int = DEMO_FACES
+    max_images: int = None
+    verbose: int = None
+
+    def validate(self):
+        """Raise `FerOptionError` for any option out of range, in keras' "Received:" style."""
+        from keras_fer.models import list_models
+        from keras_fer.models.layers import NORMALIZE_MODES
+        from keras_fer.pipeline import AugmentConfig
+
+        checks = [
+            (self.arch in list_models(), f"--arch must be one of {', '.join(list_models())}", "arch"),
+            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}", "optimizer"),
+            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}", "schedule"),
+            (self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}", "strategy"),
+            (self.normalize in NORMALIZE_MODES, f"--normalize must be one of {', '.join(NORMALIZE_MODES)}", "normalize"),
+            (int(self.epochs) >= 1, "--epochs must be at least 1", "epochs"),
+            (int(self.batch_size) >= 1, "--batch-size must be at least 1", "batch_size"),
+            (float(self.lr) > 0, "--lr must be positive", "lr"),
+            (0.0 <= float(self.label_smoothing) < 1.0, "--label-smoothing must be in [0, 1)", "label_smoothing"),
+            (float(self.weight_decay) >= 0, "--weight-decay must be >= 0", "weight_decay"),
+            (self.early_stop is None or int(self.early_stop) >= 1, "--early-stop must be at least 1", "early_stop"),
+            (self.stop_at_accuracy is None or 0 < float(self.stop_at_accuracy) <= 1,
+             "--stop-at-accuracy must be in (0, 1]", "stop_at_accuracy"),
+            (not (self.class_weight and self.balanced), "--class-weight and --balanced do not go together", "balanced"),
+        ]
+        for ok, message, name in checks:
+            if not ok:
+                raise FerOptionError(f"{message}. Received: {name}={getattr(self, name)!r}")
+        for phase in self.phases or ():
+            if phase.get("optimizer") not in OPTIMIZERS or int(phase.get("epochs", 0)) < 1:
+                raise FerOptionError(f"each phase needs an optimizer of {', '.join(OPTIMIZERS)} and epochs >= 1. Received: phase={phase!r}")
+        AugmentConfig.parse(self.augment)
+        return self
+
+    @property
+    def total_epochs(self):
+        return sum(int(p["epochs"]) for p in self.phases) if self.phases else int(self.epochs)
+
+    def phase_list(self):
+        """The phases as `(first_epoch, end_epoch, optimizer, lr)`."""
+        phases = self.phases or (dict(optimizer=self.optimizer, lr=self.lr, epochs=self.epochs),)
+        result, start = [], 0
+        for phase in phases:
+            end = start + int(phase["epochs"])
+            result.append((start, end, phase["optimizer"], float(phase.get("lr", self.lr))))
+            start = end
+        return result
+
+    def to_json(self):
+        values = dataclasses.asdict(self)
+        values["phases"] = list(self.phases) if self.phases else None
+        return values
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train` returns: the run directory and its headline figures."""
+
+    run_dir: Path
+    epochs_run: int
+    best_epoch: int
+    best_val_accuracy: float
+    seconds: float
+    stopped_early: bool = False
+    interrupted: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic files
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def write_text(path, text):
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def write_json(path, value):
+    write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def save_model(model, path):
+    """`model.save` to a temporary `.keras` file, then rename: never a half-written model."""
+    with atomic_path(path) as temporary:
+        os.unlink(temporary)
+        model.save(str(temporary))
+
+
+def write_history(path, rows):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text(path, buffer.getvalue())
+
+
+def read_history(path):
+    with open(path, newline="") as handle:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+def load_training_data(config):
+    """Read the configured data (or demo faces) and split it. Returns `(train, val, description)`."""
+    from keras_fer import data as data_module
+
+    path = data_module.resolve_data_path(config.data, "train")
+    if path is None:
+        from keras_fer.synthetic import generate
+
+        print(
+            f"notice: no --data and no FER_DATA: training on {config.demo_faces} built-in demo faces "
+            "(cartoon faces, not FER2013). Point --data at FER2013 for real results.",
+            file=sys.stderr,
+        )
+        images = generate(config.demo_faces, seed=config.seed).images
+    else:
+        images = data_module.read(path)
+    if not images.labelled:
+        raise FerOptionError(f"training needs labelled data; {images.source} has no labels. Received: data={path}")
+    train_images, val_images = data_module.split(images, config.val, seed=config.seed)
+    if config.max_images:
+        train_images = train_images.subset(np.arange(min(config.max_images, len(train_images))))
+    return train_images, val_images, images
+
+
+# --------------------------------------------------------------------------------------------
+# Model, optimizer, schedule
+
+
+def make_optimizer(name, lr, config):
+    import keras
+
+    decay = float(config.weight_decay) or None
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=lr, weight_decay=decay)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=decay or 1e-4)
+    if name in ("sgd", "sgd-nesterov"):
+        return keras.optimizers.SGD(
+            learning_rate=lr, momentum=config.momentum, nesterov=name == "sgd-nesterov", weight_decay=decay
+        )
+    if name == "adadelta":
+        return keras.optimizers.Adadelta(learning_rate=lr, weight_decay=decay)
+    raise FerOptionError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}. Received: optimizer={name!r}")
+
+
+def scheduled_lr(config, epoch, base_lr, phase_start, phase_end):
+    """Learning rate of `epoch` for the constant, cosine and step schedules."""
+    position = epoch - phase_start
+    length = max(phase_end - phase_start, 1)
+    if config.warmup_epochs and position < config.warmup_epochs:
+        return base_lr * (position + 1) / (config.warmup_epochs + 1)
+    if config.schedule == "cosine":
+        warm = min(config.warmup_epochs, length - 1)
+        progress = (position - warm) / max(length - warm, 1)
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if config.schedule == "step":
+        return base_lr * (0.1 ** (position // max(length // 3, 1)))
+    return base_lr
+
+
+def compile_model(model, optimizer_name, lr, config):
+    import keras
+
+    model.compile(
+        optimizer=make_optimizer(optimizer_name, lr, config),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+
+def make_strategy(name):
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi-worker":
+        if "TF_CONFIG" not in os.environ:
+            raise FerOptionError("--strategy multi-worker needs the TF_CONFIG environment variable. Received: TF_CONFIG=None")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "cluster_spec", None) or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict())
+
+
+# --------------------------------------------------------------------------------------------
+# Callbacks
+
+
+def _make_run_recorder(keras):
+    class RunRecorder(keras.callbacks.Callback):
+        """Writes history.csv, last.keras, best.keras and state.json atomically every epoch, and
+        restores the state of the other callbacks on resume (Keras' BackupAndRestore keeps the
+        weights but not EarlyStopping's or ReduceLROnPlateau's counters, so a resumed run would
+        diverge from an uninterrupted one)."""
+
+        def __init__(self, run_dir, config, history, state, stateful_callbacks, phase_index, write):
+            super().__init__()
+            self.run_dir = Path(run_dir)
+            self.config = config
+            self.history = history
+            self.state = state
+            self.stateful = stateful_callbacks
+            self.phase_index = phase_index
+            self.write = write
+            self.epoch_started = None
+
+        def on_train_begin(self, logs=None):
+            for name, callback in self.stateful.items():
+                for attribute, value in self.state.get("callbacks", {}).get(name, {}).items():
+                    setattr(callback, attribute, value)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self.epoch_started, 3)}
+            for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                row[key] = float(logs.get(key, float("nan")))
+            row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            self.history.append(row)
+            improved = row["val_accuracy"] > self.state.get("best_val_accuracy", -1.0)
+            if improved:
+                self.state["best_val_accuracy"] = row["val_accuracy"]
+                self.state["best_epoch"] = epoch + 1
+            self.state["epoch"] = epoch + 1
+            self.state["phase"] = self.phase_index
+            self.state["callbacks"] = {
+                name: {attribute: _plain(getattr(callback, attribute)) for attribute in ("wait", "best", "cooldown_counter")
+                       if hasattr(callback, attribute)}
+                for name, callback in self.stateful.items()
+            }
+            if self.write:
+                # Order matters for crash safety: models first, then the state that points at them.
+                if improved:
+                    save_model(self.model, self.run_dir / "best.keras")
+                save_model(self.model, self.run_dir / "last.keras")
+                write_history(self.run_dir / "history.csv", self.history)
+                write_json(self.run_dir / "state.json", self.state)
+
+    return RunRecorder
+
+
+def _plain(value):
+    value = np.asarray(value).item() if np.ndim(value) == 0 else value
+    return float(value) if isinstance(value, (float, np.floating)) else value
+
+
+def _make_stop_at_accuracy(keras):
+    class StopAtAccuracy(keras.callbacks.Callback):
+        """Stop once validation accuracy reaches a threshold (report 003 stopped at 0.66)."""
+
+        def __init__(self, threshold):
+            super().__init__()
+            self.threshold = threshold
+            self.reached = False
+
+        def on_epoch_end(self, epoch, logs=None):
+            if (logs or {}).get("val_accuracy", 0.0) >= self.threshold:
+                self.reached = True
+                self.model.stop_training = True
+
+    return StopAtAccuracy
+
+
+def _make_lr_setter(keras):
+    class EpochLearningRate(keras.callbacks.Callback):
+        """Sets the learning rate from the epoch number (constant, cosine, step, warm-up): a pure
+        function of the epoch, so a resumed run gets the same rates."""
+
+        def __init__(self, function):
+            super().__init__()
+            self.function = function
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.model.optimizer.learning_rate.assign(self.function(epoch))
+
+    return EpochLearningRate
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+
+
+def versions():
+    import keras
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "keras_fer": __import__("keras_fer").__version__}
+
+
+def finish_run(run_dir, model, val_images, history, state, write_figures=True):
+    """Evaluate the best model on the validation split and write the report files."""
+    from keras_fer import metrics
+
+    run_dir = Path(run_dir)
+    outputs = {}
+    if len(val_images):
+        import keras
+
+        from keras_fer.pipeline import make_dataset
+
+        logits = model.predict(make_dataset(val_images.pixels, batch_size=256), verbose=0)
+        probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+        evaluation = metrics.evaluate(val_images.labels, probabilities)
+        with atomic_path(run_dir / "validation.npz") as temporary:
+            with open(temporary, "wb") as handle:
+                np.savez(handle, labels=val_images.labels, probabilities=probabilities, ids=val_images.ids.astype(str))
+        write_text(run_dir / "classification_report.txt", evaluation.report() + "\n")
+        write_json(run_dir / "metrics.json", evaluation.as_dict())
+        outputs["evaluation"] = evaluation
+    if write_figures:
+        try:
+            from keras_fer import plots
+        except ImportError:  # plots arrive with the visualization module
+            plots = None
+        if plots is not None and history:
+            columns = {key: [row.get(key) for row in history] for key in HISTORY_COLUMNS}
+            plots.save_figure(plots.history_figure(columns), run_dir / "history.png")
+            if "evaluation" in outputs:
+                plots.save_figure(
+                    plots.confusion_figure(outputs["evaluation"].confusion, CLASS_NAMES, normalize=True,
+                                           title=f"Validation confusion (accuracy {outputs['evaluation'].accuracy:.4f})"),
+                    run_dir / "confusion.png",
+                )
+    return outputs
+
+
+def model_summary(model):
+    try:
+        from keras_fer.models import summary_table
+
+        return summary_table(model)
+    except ImportError:  # pragma: no cover
+        lines = []
+        model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Train
+
+
+def _verbosity(config):
+    if config.verbose is not None:
+        return config.verbose
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _check_resume(run_dir, config):
+    saved = json.loads((run_dir / "config.json").read_text())
+    keys = ("arch", "data", "val", "seed", "batch_size", "augment", "normalize", "phases", "optimizer",
+            "schedule", "balanced", "class_weight", "model_options")
+    different = [k for k in keys if json.dumps(saved["options"].get(k), sort_keys=True, default=str)
+                 != json.dumps(config.to_json().get(k), sort_keys=True, default=str)]
+    if different:
+        names = ", ".join(f"{k}: run has {saved['options'].get(k)!r}, given {config.to_json().get(k)!r}" for k in different)
+        raise FerOptionError(f"--resume with options that differ from the run in {run_dir}: {names}")
+
+
+def train(config):
+    """Train `config.arch` as `config` says and fill the run directory.
+
+    Args:
+        config: a `TrainConfig`.
+
+    Returns:
+        A `TrainResult`.
+
+    Raises:
+        FerOptionError: for bad options; FerDataError: for bad data.
+    """
+    config.validate()
+    run_dir = Path(config.out or default_run_dir(config))
+    if config.resume:
+        if not (run_dir / "state.json").is_file():
+            raise FerOptionError(f"--resume: no finished epoch to resume in {run_dir} (no state.json)")
+        _check_resume(run_dir, config)
+    elif (run_dir / "state.json").exists():
+        raise FerOptionError(
+            f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out"
+        )
+
+    import keras
+    import tensorflow as tf
+
+    from keras_fer import models
+    from keras_fer.pipeline import AugmentConfig, dataset_statistics, make_dataset, steps_per_epoch
+
+    started = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy(
+            "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+        )
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    write = chief
+    if not chief:
+        # Non-chief workers still save (collective ops need every worker) but into a scratch folder.
+        run_dir = Path(tempfile.mkdtemp(prefix="keras_fer_worker_"))
+
+    train_images, val_images, all_images = load_training_data(config)
+    from keras_fer.data import class_counts, class_weights
+
+    counts = class_counts(train_images.labels)
+    prior = (counts / counts.sum()).tolist()
+    mean, std = dataset_statistics(train_images.pixels)
+    preprocessing = {"normalize": config.normalize, "mean": mean, "std": std}
+
+    state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "phase": 0}
+    history = []
+    if config.resume:
+        state = json.loads((run_dir / "state.json").read_text())
+        history = [row for row in read_history(run_dir / "history.csv") if row["epoch"] <= state["epoch"]]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if write:
+        write_json(run_dir / "config.json", {
+            "options": config.to_json(), "arch": config.arch, "data": None if config.data is None and not os.environ.get("FER_DATA") else str(all_images.source),
+            "val": config.val, "seed": config.seed, "normalize": config.normalize, "augment": config.augment,
+            "preprocessing": preprocessing, "class_prior": prior, "class_names": list(CLASS_NAMES),
+            "train_images": len(train_images), "val_images": len(val_images),
+            "data_fingerprint": all_images.fingerprint(), "versions": versions(),
+        })
+
+    augment = AugmentConfig.parse(config.augment)
+    phases = config.phase_list()
+    total = config.total_epochs
+    steps = steps_per_epoch(len(train_images), config.batch_size)
+    verbose = _verbosity(config)
+    stop_reason = None
+    interrupted = False
+    model = None
+
+    with strategy.scope():
+        if config.resume:
+            model = keras.saving.load_model(run_dir / "last.keras", safe_mode=True)
+        else:
+            model = models.build_model(config.arch, preprocessing=preprocessing, **config.model_options)
+    if write and not config.resume:
+        write_text(run_dir / "summary.txt", model_summary(model) + "\n")
+
+    validation = make_dataset(val_images.pixels, val_images.labels, 256) if len(val_images) else None
+    early = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=config.early_stop or 10**9)
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.5, patience=4, min_lr=1e-6)
+    stateful = {"early_stopping": early}
+    if config.schedule == "plateau":
+        stateful["plateau"] = plateau
+    stop_at = _make_stop_at_accuracy(keras)(config.stop_at_accuracy) if config.stop_at_accuracy else None
+
+    try:
+        for phase_index, (phase_start, phase_end, optimizer_name, base_lr) in enumerate(phases):
+            first = max(state["epoch"], phase_start)
+            if first >= phase_end or stop_reason:
+                continue
+            # A run resumed inside a phase keeps the optimizer state saved in last.keras.
+            keep_optimizer = config.resume and first > phase_start and state.get("phase") == phase_index
+            if not keep_optimizer or model.optimizer is None:
+                with strategy.scope():
+                    compile_model(model, optimizer_name, base_lr, config)
+            callbacks = []
+            if config.schedule != "plateau" or config.warmup_epochs:
+                callbacks.append(_make_lr_setter(keras)(
+                    lambda epoch, s=phase_start, e=phase_end, lr=base_lr: scheduled_lr(config, epoch, lr, s, e)
+                ))
+            if config.schedule == "plateau":
+                callbacks.append(plateau)
+            if config.early_stop:
+                callbacks.append(early)
+            if stop_at is not None:
+                callbacks.append(stop_at)
+            if config.tensorboard and write:
+                callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+            callbacks.append(keras.callbacks.TerminateOnNaN())
+            callbacks.append(_make_run_recorder(keras)(run_dir, config, history, state, stateful, phase_index, True))
+            dataset = make_dataset(
+                train_images.pixels, train_images.labels, config.batch_size, training=True, augment=augment,
+                seed=config.seed, balanced=config.balanced, first_epoch=first, epochs=phase_end,
+            )
+            model.fit(
+                dataset, epochs=phase_end, initial_epoch=first, steps_per_epoch=steps,
+                validation_data=validation, callbacks=callbacks, verbose=verbose, shuffle=False,
+                class_weight=class_weights(train_images.labels) if config.class_weight else None,
+            )
+            if state["epoch"] < phase_end:
+                stop_reason = "early stopping" if early.stopped_epoch else "stopped"
+                if stop_at is not None and stop_at.reached:
+                    stop_reason = f"validation accuracy reached {config.stop_at_accuracy}"
+    except KeyboardInterrupt:
+        interrupted = True
+        print(f"\ninterrupted: epoch {state['epoch']} is saved; continue with --resume --out {run_dir}", file=sys.stderr)
+
+    if write and state["epoch"] > 0:
+        best = keras.saving.load_model(run_dir / "best.keras", safe_mode=True)
+        outputs = finish_run(run_dir, best, val_images, history, state)
+        evaluation = outputs.get("evaluation")
+        if evaluation is not None and verbose:
+            print(f"best epoch {state['best_epoch']}: validation accuracy {evaluation.accuracy:.4f}, "
+                  f"macro-F1 {evaluation.macro_f1:.4f}; run directory: {run_dir}")
+    if not chief:
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if interrupted:
+        raise KeyboardInterrupt
+    return TrainResult(
+        run_dir=run_dir, epochs_run=state["epoch"], best_epoch=state.get("best_epoch", 0),
+        best_val_accuracy=state.get("best_val_accuracy", float("nan")), seconds=time.perf_counter() - started,
+        stopped_early=stop_reason is not None,
+    )
+
+
+def default_run_dir(config):
+    return Path("runs") / f"{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -1,0 +1,209 @@
+import gzip
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keras_fer import data
+from keras_fer.classes import CLASS_NAMES
+from keras_fer.errors import FerDataError, FerError
+
+
+def random_images(count, seed=0, labelled=True):
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(count, 48, 48, 1), dtype=np.uint8)
+    labels = rng.integers(0, 7, size=count) if labelled else None
+    return data.Images(pixels, labels)
+
+
+def feature(pixels):
+    return " ".join(map(str, pixels.reshape(-1).tolist()))
+
+
+@pytest.mark.parametrize("name", ["train.csv", "train.csv.gz"])
+def test_label_feature_round_trip(tmp_path, name):
+    images = random_images(10)
+    data.write_csv(images, tmp_path / name)
+    back = data.read(tmp_path / name)
+    np.testing.assert_array_equal(back.pixels, images.pixels)
+    np.testing.assert_array_equal(back.labels, images.labels)
+    assert list(back.ids) == [str(i) for i in range(10)]
+
+
+def test_gzip_detected_by_content_not_name(tmp_path):
+    images = random_images(3)
+    data.write_csv(images, tmp_path / "a.csv.gz")
+    (tmp_path / "a.csv.gz").rename(tmp_path / "renamed.csv")
+    np.testing.assert_array_equal(data.read(tmp_path / "renamed.csv").pixels, images.pixels)
+
+
+def test_id_feature_round_trip(tmp_path):
+    images = random_images(5, labelled=False)
+    images.ids = np.array(["7", "8", "9", "10", "11"], dtype=object)
+    data.write_csv(images, tmp_path / "test.csv")
+    back = data.read(tmp_path / "test.csv")
+    assert back.labels is None
+    assert list(back.ids) == ["7", "8", "9", "10", "11"]
+    np.testing.assert_array_equal(back.pixels, images.pixels)
+    assert back.index_of("00009") == 2
+
+
+def test_kaggle_emotion_pixels_usage(tmp_path):
+    images = random_images(6)
+    usage = ["Training", "Training", "PublicTest", "PrivateTest", "Training", "PublicTest"]
+    lines = ["emotion,pixels,Usage"] + [
+        f"{label},{feature(p)},{u}" for label, p, u in zip(images.labels, images.pixels, usage)
+    ]
+    with gzip.open(tmp_path / "fer2013.csv.gz", "wt") as handle:
+        handle.write("\n".join(lines) + "\n")
+    back = data.read(tmp_path / "fer2013.csv.gz")
+    np.testing.assert_array_equal(back.labels, images.labels)
+    assert list(back.usage) == usage
+    train, val = data.split(back, "usage")
+    assert len(train) == 3 and len(val) == 2
+    np.testing.assert_array_equal(val.pixels, images.pixels[[2, 5]])
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=12), st.integers(1, 5))
+def test_any_labels_round_trip_in_any_chunking(tmp_path_factory, labels, chunk_rows):
+    path = tmp_path_factory.mktemp("csv") / "x.csv"
+    images = random_images(len(labels), seed=len(labels))
+    images.labels = np.array(labels)
+    data.write_csv(images, path)
+    chunks = list(data.iter_csv(path, chunk_rows=chunk_rows))
+    assert all(len(chunk) <= chunk_rows for chunk in chunks)
+    back = data.concatenate(chunks)
+    np.testing.assert_array_equal(back.labels, labels)
+    np.testing.assert_array_equal(back.pixels, images.pixels)
+
+
+def write_rows(path, header, rows):
+    path.write_text("\n".join([header] + rows) + "\n")
+    return path
+
+
+GOOD = " ".join(["0"] * 2304)
+
+
+@pytest.mark.parametrize(
+    "rows, line, field, words",
+    [
+        ([f"0,{GOOD}", "1," + " ".join(["1"] * 2303)], 3, "feature", "expected 2304 pixels, found 2303"),
+        ([f"0,{GOOD}", f"2,{GOOD}", "3," + " ".join(["1"] * 2303 + ["x"])], 4, "feature", "not an integer"),
+        ([f"0,{GOOD}", "3," + " ".join(["1"] * 2303 + ["256"])], 3, "feature", "out of range"),
+        ([f"0,{GOOD}", f"9,{GOOD}"], 3, "label", "unknown label '9'"),
+        ([f"0,{GOOD}", f"0,{GOOD},extra"], 3, None, "expected 2 fields"),
+    ],
+)
+def test_bad_rows_name_file_line_and_field(tmp_path, rows, line, field, words):
+    path = write_rows(tmp_path / "bad.csv", "label,feature", rows)
+    with pytest.raises(FerDataError) as caught:
+        data.read(path, chunk_rows=2)
+    error = caught.value
+    assert isinstance(error, ValueError)
+    assert error.row == line and error.field == field
+    assert words in str(error) and str(path) in str(error) and f"line {line}" in str(error)
+    assert "\n" not in str(error)
+
+
+def test_missing_column_empty_file_and_missing_file(tmp_path):
+    with pytest.raises(FerDataError, match="missing pixel column"):
+        data.read(write_rows(tmp_path / "a.csv", "label,image", [f"0,{GOOD}"]))
+    with pytest.raises(FerDataError, match="empty file"):
+        data.read(write_rows(tmp_path / "b.csv", "", []))
+    with pytest.raises(FerDataError, match="no data rows"):
+        data.read(write_rows(tmp_path / "c.csv", "label,feature", []))
+    with pytest.raises(FerDataError, match="no such file"):
+        data.read(tmp_path / "nothing.csv")
+    (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(FerDataError):
+        data.read(tmp_path / "binary.csv")
+
+
+def test_class_folders_by_name_and_number(tmp_path):
+    rng = np.random.default_rng(1)
+    expected = {}
+    for folder, label in [("angry", 0), ("Happy", 3), ("6", 6)]:
+        (tmp_path / folder).mkdir()
+        for i in range(2):
+            image = rng.integers(0, 256, (48, 48), dtype=np.uint8)
+            cv2.imwrite(str(tmp_path / folder / f"{i}.png"), image)
+            expected[f"{folder}/{i}"] = (image, label)
+    images = data.read(tmp_path)
+    assert len(images) == 6
+    for image_id, pixels, label in zip(images.ids, images.pixels, images.labels):
+        np.testing.assert_array_equal(pixels[:, :, 0], expected[image_id][0])
+        assert label == expected[image_id][1]
+
+
+def test_flat_folder_any_size_and_colour(tmp_path):
+    cv2.imwrite(str(tmp_path / "00000.png"), np.full((48, 48), 100, np.uint8))
+    cv2.imwrite(str(tmp_path / "00001.jpg"), np.full((96, 120, 3), (0, 0, 255), np.uint8))  # red, BGR
+    images = data.read(tmp_path)
+    assert images.labels is None and list(images.ids) == ["00000", "00001"]
+    assert images.pixels.shape == (2, 48, 48, 1)
+    assert images.pixels[0].min() == images.pixels[0].max() == 100
+    assert abs(int(images.pixels[1].mean()) - 76) <= 2  # BT.601 grey of pure red
+
+
+def test_unreadable_image_and_bad_subfolder(tmp_path):
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "00000.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(FerDataError, match="unreadable image") as caught:
+        data.read(tmp_path / "flat")
+    assert "00000.jpg" in str(caught.value)
+    (tmp_path / "classes" / "smirk").mkdir(parents=True)
+    with pytest.raises(FerDataError, match="not a class"):
+        data.read(tmp_path / "classes")
+
+
+def test_first_n_split():
+    images = random_images(50)
+    train, val = data.split(images, "first:40")
+    np.testing.assert_array_equal(train.pixels, images.pixels[:40])
+    np.testing.assert_array_equal(val.pixels, images.pixels[40:])
+    with pytest.raises(FerError, match="first:N"):
+        data.split(images, "first:50")
+
+
+def test_fraction_split_is_disjoint_complete_stratified_and_seeded():
+    images = random_images(700, seed=3)
+    images.labels = np.repeat(np.arange(7), [200, 20, 100, 150, 100, 80, 50])
+    train, val = data.split(images, "fraction:0.1", seed=5)
+    assert len(train) + len(val) == 700
+    assert not set(train.ids) & set(val.ids)
+    assert set(train.ids) | set(val.ids) == set(images.ids)
+    np.testing.assert_array_equal(data.class_counts(val.labels), [20, 2, 10, 15, 10, 8, 5])
+    again = data.split(images, "fraction:0.1", seed=5)[1]
+    assert list(again.ids) == list(val.ids)
+    assert list(data.split(images, "fraction:0.1", seed=6)[1].ids) != list(val.ids)
+    with pytest.raises(FerError, match="Received: val='fraction:2'"):
+        data.split(images, "fraction:2")
+    with pytest.raises(FerError, match="--val must be"):
+        data.split(images, "random")
+
+
+def test_class_distribution_and_weights():
+    labels = np.array([0] * 6 + [3] * 3 + [6])
+    rows = data.class_distribution(labels)
+    assert rows[0] == (0, "Angry", 6, 0.6) and rows[1][2] == 0
+    weights = data.class_weights(labels)
+    assert weights[0] == pytest.approx(10 / (7 * 6)) and weights[1] == 0.0
+    assert weights[6] > weights[3] > weights[0]
+
+
+def test_info_command(tmp_path, capsys):
+    images = random_images(14)
+    images.labels = np.arange(14) % 7
+    data.write_csv(images, tmp_path / "t.csv")
+    assert data.main(["info", str(tmp_path / "t.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "14 images" in out and "ids: 0..13" in out
+    for name in CLASS_NAMES:
+        assert f"{name}" in out
+    assert data.main(["info", str(tmp_path / "missing.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing.csv" in err and err.count("\n") == 1

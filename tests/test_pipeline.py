@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_fer.errors import FerOptionError
+from keras_fer.pipeline import AUGMENTATIONS, AugmentConfig, augment_batch, make_dataset, steps_per_epoch
+from keras_fer.models.layers import Preprocessing, normalize
+from keras_fer.synthetic import generate
+
+FACES = generate(64, seed=2).images
+
+
+def batch():
+    return FACES.pixels[:16].astype(np.float32)
+
+
+def test_flip_is_an_exact_mirror_and_twice_is_identity():
+    x = batch()
+    config = AugmentConfig(ops=("flip",))
+    flipped = augment_batch(x, tf.constant([1, 1]), config).numpy()
+    mirrored = [np.array_equal(f, o[:, ::-1]) for f, o in zip(flipped, x)]
+    unchanged = [np.array_equal(f, o) for f, o in zip(flipped, x)]
+    assert all(m or u for m, u in zip(mirrored, unchanged))
+    assert 2 <= sum(mirrored) <= 14
+    again = augment_batch(flipped, tf.constant([1, 1]), config).numpy()
+    np.testing.assert_array_equal(again, x)
+
+
+def test_shift_moves_pixels_without_changing_them():
+    x = batch()
+    shifted = augment_batch(x, tf.constant([3, 4]), AugmentConfig(ops=("shift",), shift=4)).numpy()
+    moved = 0
+    for original, out in zip(x[:, :, :, 0], shifted[:, :, :, 0]):
+        # Find the integer shift that explains the interior exactly.
+        found = False
+        for dy in range(-4, 5):
+            for dx in range(-4, 5):
+                rolled = np.roll(original, (dy, dx), axis=(0, 1))
+                if np.allclose(out[6:-6, 6:-6], rolled[6:-6, 6:-6], atol=1e-3):
+                    found = True
+                    moved += (dy, dx) != (0, 0)
+                    break
+            if found:
+                break
+        assert found, "shift must move whole pixels"
+    assert moved >= 8
+
+
+def test_rotation_keeps_shape_and_range_and_changes_the_image():
+    x = batch()
+    rotated = augment_batch(x, tf.constant([5, 6]), AugmentConfig(ops=("rotate",), rotation=15)).numpy()
+    assert rotated.shape == x.shape
+    assert rotated.min() >= 0 and rotated.max() <= 255
+    assert np.abs(rotated - x).mean() > 1.0
+
+
+@pytest.mark.parametrize("name", AUGMENTATIONS)
+def test_every_augmentation_is_seeded_and_in_range(name):
+    x = batch()
+    config = AugmentConfig(ops=(name,))
+    a = augment_batch(x, tf.constant([7, 8]), config).numpy()
+    b = augment_batch(x, tf.constant([7, 8]), config).numpy()
+    c = augment_batch(x, tf.constant([9, 8]), config).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 255
+
+
+def test_augment_presets_and_bad_names():
+    assert AugmentConfig.parse("basic").ops == ("shift", "flip", "rotate")
+    assert AugmentConfig.parse("strong").ops == AUGMENTATIONS
+    assert AugmentConfig.parse("flip, erase").ops == ("flip", "erase")
+    with pytest.raises(FerOptionError, match="Received: augment='twirl'"):
+        AugmentConfig.parse("twirl")
+
+
+def test_same_seed_same_batches_labels_never_change():
+    def run(seed):
+        dataset = make_dataset(FACES.pixels, FACES.labels, 16, training=True,
+                               augment=AugmentConfig.parse("strong"), seed=seed, epochs=2)
+        return [(x.numpy(), y.numpy()) for x, y in dataset]
+
+    first, second, other = run(1), run(1), run(2)
+    assert len(first) == 2 * steps_per_epoch(64, 16)
+    for (x1, y1), (x2, y2) in zip(first, second):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert not np.array_equal(first[0][0], other[0][0])
+    # Each epoch holds every image once, with its own label.
+    epoch_labels = np.concatenate([y.argmax(1) for _, y in first[:4]])
+    np.testing.assert_array_equal(np.bincount(epoch_labels, minlength=7), np.bincount(FACES.labels, minlength=7))
+    # Without augmentation a batch holds the very pixels of the images whose labels it carries.
+    plain = make_dataset(FACES.pixels, FACES.labels, 16, training=True, seed=1)
+    lookup = {FACES.pixels[i].tobytes(): FACES.labels[i] for i in range(len(FACES))}
+    for x, y in plain:
+        for image, label in zip(x.numpy().astype(np.uint8), y.numpy().argmax(1)):
+            assert lookup[image.tobytes()] == label
+
+
+def test_resumed_epochs_see_the_same_batches():
+    full = [x.numpy() for x, _ in make_dataset(FACES.pixels, FACES.labels, 16, training=True,
+                                                augment=AugmentConfig.parse("basic"), seed=3, epochs=3)]
+    tail = [x.numpy() for x, _ in make_dataset(FACES.pixels, FACES.labels, 16, training=True,
+                                                augment=AugmentConfig.parse("basic"), seed=3, first_epoch=2, epochs=3)]
+    assert len(tail) == 4
+    for a, b in zip(full[8:], tail):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_balanced_sampling_evens_out_classes():
+    labels = np.repeat(np.arange(7), [300, 10, 50, 300, 40, 30, 20])
+    pixels = np.zeros((len(labels), 48, 48, 1), np.uint8)
+    dataset = make_dataset(pixels, labels, 50, training=True, balanced=True, seed=0, epochs=1)
+    seen = np.concatenate([y.numpy().argmax(1) for _, y in dataset])
+    counts = np.bincount(seen, minlength=7)
+    assert counts.min() > 0.6 * counts.mean() and counts.max() < 1.4 * counts.mean()
+
+
+def test_normalization_modes_and_preprocessing_layer():
+    x = tf.constant(batch())
+    assert float(tf.reduce_max(normalize(x, "unit"))) <= 1.0
+    per_image = normalize(x, "image").numpy()
+    np.testing.assert_allclose(per_image.mean(axis=(1, 2, 3)), 0, atol=1e-4)
+    np.testing.assert_allclose(per_image.std(axis=(1, 2, 3)), 1, atol=1e-3)
+    np.testing.assert_allclose(normalize(x, "dataset", mean=100.0, std=50.0).numpy(), (batch() - 100) / 50, rtol=1e-6)
+    layer = Preprocessing(normalize="unit", size=(64, 64), channels=3)
+    out = layer(x).numpy()
+    assert out.shape == (16, 64, 64, 3)
+    np.testing.assert_array_equal(out[..., 0], out[..., 2])
+    with pytest.raises(ValueError, match="Received: normalize='zscore'"):
+        Preprocessing(normalize="zscore")
