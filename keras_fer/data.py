@@ -388,6 +388,27 @@ def write_csv(images, path):
 # Splits and statistics
 
 
+def parse_split(spec):
+    """Check a validation split spec; return `(kind, value)` (see `split`)."""
+    kind, _, value = str(spec).partition(":")
+    if kind == "first":
+        try:
+            return kind, int(value)
+        except ValueError:
+            raise FerError(f"--val first:N needs an integer N. Received: val={spec!r}") from None
+    if kind == "fraction":
+        try:
+            fraction = float(value)
+        except ValueError:
+            raise FerError(f"--val fraction:F needs a number F. Received: val={spec!r}") from None
+        if not 0.0 < fraction < 1.0:
+            raise FerError(f"--val fraction:F needs 0 < F < 1. Received: val={spec!r}")
+        return kind, fraction
+    if kind in ("usage", "none") and not value:
+        return kind, None
+    raise FerError(f"--val must be first:N, fraction:F, usage or none. Received: val={spec!r}")
+
+
 def split(images, spec, seed=0):
     """Split labelled `images` into `(train, validation)`.
 
@@ -398,41 +419,29 @@ def split(images, spec, seed=0):
             rows are left out of both, so they stay unseen), or `"none"` (no validation).
         seed: seed of the stratified draw.
     """
-    kind, _, value = str(spec).partition(":")
+    kind, value = parse_split(spec)
     count = len(images)
     if kind == "none":
         return images, images.subset(np.zeros(0, dtype=np.int64))
     if kind == "first":
-        try:
-            first = int(value)
-        except ValueError:
-            raise FerError(f"--val first:N needs an integer N. Received: val={spec!r}") from None
-        if not 0 < first < count:
+        if not 0 < value < count:
             raise FerError(f"--val first:N needs 0 < N < {count} (the number of images). Received: val={spec!r}")
-        return images.subset(np.arange(first)), images.subset(np.arange(first, count))
+        return images.subset(np.arange(value)), images.subset(np.arange(value, count))
     if kind == "fraction":
-        try:
-            fraction = float(value)
-        except ValueError:
-            raise FerError(f"--val fraction:F needs a number F. Received: val={spec!r}") from None
-        if not 0.0 < fraction < 1.0:
-            raise FerError(f"--val fraction:F needs 0 < F < 1. Received: val={spec!r}")
         if images.labels is None:
             raise FerError(f"--val fraction:F needs labelled data. Received: data={images.source}")
         rng = np.random.default_rng(seed)
         validation = []
         for label in range(NUM_CLASSES):
             members = np.flatnonzero(images.labels == label)
-            take = int(round(fraction * len(members)))
+            take = int(round(value * len(members)))
             validation.append(rng.permutation(members)[:take])
         is_validation = np.zeros(count, dtype=bool)
         is_validation[np.concatenate(validation)] = True
         return images.subset(np.flatnonzero(~is_validation)), images.subset(np.flatnonzero(is_validation))
-    if kind == "usage":
-        if images.usage is None:
-            raise FerError(f"--val usage needs a Usage column (Kaggle's fer2013.csv). Received: data={images.source}")
-        return images.subset(images.usage == "Training"), images.subset(images.usage == "PublicTest")
-    raise FerError(f"--val must be first:N, fraction:F, usage or none. Received: val={spec!r}")
+    if images.usage is None:
+        raise FerError(f"--val usage needs a Usage column (Kaggle's fer2013.csv). Received: data={images.source}")
+    return images.subset(images.usage == "Training"), images.subset(images.usage == "PublicTest")
 
 
 def class_counts(labels):

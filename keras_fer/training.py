@@ -111,6 +111,7 @@ class TrainConfig:
 
     def validate(self):
         """Raise `FerOptionError` for any option out of range, in keras' "Received:" style."""
+        from keras_fer.data import parse_split
         from keras_fer.models import list_models
         from keras_fer.models.layers import NORMALIZE_MODES
         from keras_fer.pipeline import AugmentConfig
@@ -138,6 +139,7 @@ class TrainConfig:
             if phase.get("optimizer") not in OPTIMIZERS or int(phase.get("epochs", 0)) < 1:
                 raise FerOptionError(f"each phase needs an optimizer of {', '.join(OPTIMIZERS)} and epochs >= 1. Received: phase={phase!r}")
         AugmentConfig.parse(self.augment)
+        parse_split(self.val)
         return self
 
     @property
@@ -493,6 +495,66 @@ def _check_resume(run_dir, config):
         raise FerOptionError(f"--resume with options that differ from the run in {run_dir}: {names}")
 
 
+def fit_keras(model, dataset, *, strategy, config, **options):
+    model.fit(dataset, shuffle=False, **options)
+
+
+def fit_multi_worker(model, dataset, *, epochs, initial_epoch, steps_per_epoch, validation_data, callbacks,
+                     verbose, class_weight, strategy, config):
+    """The custom loop `--strategy multi-worker` needs: Keras 3's `fit` does not run under
+    `MultiWorkerMirroredStrategy` (keras-team/keras#20585). Same callbacks, same logs."""
+    import keras
+    import tensorflow as tf
+
+    loss_function = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=config.label_smoothing, reduction=None
+    )
+    weights = None if class_weight is None else tf.constant([class_weight[i] for i in range(NUM_CLASSES)], tf.float32)
+
+    def replica_step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            per_image = loss_function(y, logits)
+            if weights is not None:
+                per_image = per_image * tf.gather(weights, tf.argmax(y, axis=1))
+            loss = tf.nn.compute_average_loss(per_image)
+        gradients = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(y, 1)), tf.float32))
+        return tf.reduce_sum(per_image), correct, tf.cast(tf.shape(x)[0], tf.float32)
+
+    @tf.function
+    def train_step(iterator):
+        x, y = next(iterator)
+        results = strategy.run(replica_step, args=(x, y))
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in results]
+
+    callback_list = keras.callbacks.CallbackList(callbacks, model=model)
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    callback_list.on_train_begin()
+    model.stop_training = False
+    for epoch in range(initial_epoch, epochs):
+        callback_list.on_epoch_begin(epoch)
+        totals = np.zeros(3)
+        for _ in range(steps_per_epoch):
+            totals += [float(value) for value in train_step(iterator)]
+        logs = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]}
+        if validation_data is not None:
+            val_loss, val_correct, val_count = 0.0, 0.0, 0
+            for x, y in validation_data:
+                logits = model(x, training=False)
+                val_loss += float(tf.reduce_sum(loss_function(y, logits)))
+                val_correct += float(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(y, 1)), tf.float32)))
+                val_count += int(x.shape[0])
+            logs.update(val_loss=val_loss / val_count, val_accuracy=val_correct / val_count)
+        if verbose:
+            print(f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
+        callback_list.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callback_list.on_train_end()
+
+
 def train(config):
     """Train `config.arch` as `config` says and fill the run directory.
 
@@ -614,10 +676,12 @@ def train(config):
                 train_images.pixels, train_images.labels, config.batch_size, training=True, augment=augment,
                 seed=config.seed, balanced=config.balanced, first_epoch=first, epochs=phase_end,
             )
-            model.fit(
-                dataset, epochs=phase_end, initial_epoch=first, steps_per_epoch=steps,
-                validation_data=validation, callbacks=callbacks, verbose=verbose, shuffle=False,
+            fit = fit_multi_worker if config.strategy == "multi-worker" else fit_keras
+            fit(
+                model, dataset, epochs=phase_end, initial_epoch=first, steps_per_epoch=steps,
+                validation_data=validation, callbacks=callbacks, verbose=verbose,
                 class_weight=class_weights(train_images.labels) if config.class_weight else None,
+                strategy=strategy, config=config,
             )
             if state["epoch"] < phase_end:
                 stop_reason = "early stopping" if early.stopped_epoch else "stopped"

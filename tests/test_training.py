@@ -1,0 +1,166 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import keras_fer.models.layers  # noqa: F401  (registers the custom layers for loading)
+from keras_fer.cli.train import build_parser, config_from_args, main
+from keras_fer.recipes import list_recipes
+from keras_fer.training import TrainConfig, read_history, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--arch", "cnn4", "--demo-faces", "280", "--batch-size", "32", "--verbose", "0"]
+RUN_FILES = ("best.keras", "last.keras", "state.json", "history.csv", "config.json", "summary.txt",
+             "history.png", "confusion.png", "classification_report.txt", "metrics.json", "validation.npz")
+
+
+def test_cli_end_to_end_fills_the_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(SMALL + ["--epochs", "2", "--out", str(out)]) == 0
+    assert "run directory" in capsys.readouterr().out
+    for name in RUN_FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    history = read_history(out / "history.csv")
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert set(history[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["arch"] == "cnn4" and len(config["class_prior"]) == 7
+    assert abs(sum(config["class_prior"]) - 1) < 1e-6 and config["data"] is None
+    assert "tensorflow" in config["versions"] and config["data_fingerprint"]
+    model = keras.saving.load_model(out / "best.keras", safe_mode=True)
+    faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 1)).astype("float32")
+    assert model.predict(faces, verbose=0).shape == (3, 7)
+    saved = np.load(out / "validation.npz")
+    assert saved["probabilities"].shape == (28, 7)
+    np.testing.assert_allclose(saved["probabilities"].sum(axis=1), 1, atol=1e-5)
+    # No temporary files are left behind.
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_every_recipe_parses_and_options_override_it(name):
+    config = config_from_args(build_parser().parse_args(["--recipe", name]))
+    config.validate()
+    assert config.total_epochs >= 1
+    overridden = config_from_args(build_parser().parse_args(["--recipe", name, "--seed", "9", "--batch-size", "8"]))
+    assert overridden.seed == 9 and overridden.batch_size == 8 and overridden.arch == config.arch
+
+
+def test_report000_recipe_is_the_report():
+    config = config_from_args(build_parser().parse_args(["--recipe", "report000", "--lr", "0.5"]))
+    assert (config.arch, config.val, config.optimizer, config.epochs, config.lr) == ("cnn4", "first:25000", "adam", 30, 0.5)
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--arch", "nope"], "--arch must be one of"),
+        (["--val", "random"], "--val must be"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--augment", "twirl"], "Received: augment='twirl'"),
+        (["--class-weight", "--balanced"], "do not go together"),
+        (["--model-option", "novalue"], "KEY=VALUE"),
+        (["--resume"], "no finished epoch to resume"),
+    ],
+)
+def test_bad_options_give_one_line_errors(tmp_path, capsys, argv, words):
+    code = main(SMALL + ["--epochs", "1", "--out", str(tmp_path / "r")] + argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and words in err and err.count("\n") == 1
+
+
+def test_refuses_to_overwrite_a_run_and_stops_at_accuracy(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(SMALL + ["--epochs", "5", "--stop-at-accuracy", "0.01", "--out", str(out)]) == 0
+    assert len(read_history(out / "history.csv")) == 1
+    assert main(SMALL + ["--epochs", "5", "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_phases_switch_optimizer(tmp_path):
+    config = TrainConfig(
+        arch="cnn4", demo_faces=140, batch_size=32, verbose=0, out=str(tmp_path / "run"),
+        phases=(dict(optimizer="adadelta", lr=1.0, epochs=1), dict(optimizer="sgd", lr=0.01, epochs=1)),
+    )
+    result = train(config)
+    history = read_history(result.run_dir / "history.csv")
+    assert [row["lr"] for row in history] == pytest.approx([1.0, 0.01])
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
+    args = SMALL + ["--epochs", "5", "--deterministic", "--seed", "3", "--augment", "basic"]
+    reference = tmp_path / "reference"
+    assert main(args + ["--out", str(reference)]) == 0
+
+    killed = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py")] + args + ["--out", str(killed)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and process.poll() is None:
+            state = killed / "state.json"
+            if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    finished = json.loads((killed / "state.json").read_text())["epoch"]
+    assert 2 <= finished < 5
+    assert main(args + ["--out", str(killed), "--resume"]) == 0
+
+    expected, resumed = read_history(reference / "history.csv"), read_history(killed / "history.csv")
+    assert [row["epoch"] for row in resumed] == [1, 2, 3, 4, 5]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+        np.testing.assert_allclose([r[key] for r in resumed], [r[key] for r in expected], rtol=1e-4, err_msg=key)
+    a = keras.saving.load_model(reference / "best.keras", safe_mode=True)
+    b = keras.saving.load_model(killed / "best.keras", safe_mode=True)
+    faces = np.random.default_rng(1).integers(0, 256, (4, 48, 48, 1)).astype("float32")
+    np.testing.assert_allclose(a.predict(faces, verbose=0), b.predict(faces, verbose=0), rtol=1e-4, atol=1e-4)
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_workers_train_and_the_chief_writes_the_run(tmp_path):
+    ports = [free_port(), free_port()]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    out = tmp_path / "run"
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *SMALL, "--epochs", "1", "--strategy", "multi-worker",
+             "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))
+    outputs = []
+    for process in processes:
+        try:
+            outputs.append(process.communicate(timeout=300)[0])
+        finally:
+            if process.poll() is None:
+                process.kill()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    assert [row["epoch"] for row in read_history(out / "history.csv")] == [1]
+    model = keras.saving.load_model(out / "best.keras", safe_mode=True)
+    assert model.predict(np.zeros((2, 48, 48, 1), "float32"), verbose=0).shape == (2, 7)
+    assert "run directory" in outputs[0]
