@@ -29,6 +29,7 @@ import functools
 import gc
 import inspect
 import math
+import numbers
 from collections.abc import Sequence
 
 import keras
@@ -39,6 +40,7 @@ __all__ = [
     "ModelInfo",
     "build_model",
     "count_flops",
+    "default_input_shape",
     "finish_model",
     "list_models",
     "model_info",
@@ -132,6 +134,14 @@ def build_model(name, **kwargs):
             f"Model {name!r} takes the options {', '.join(options)}. "
             f"Received: {', '.join(f'{key}={kwargs[key]!r}' for key in unknown)}"
         )
+    if "input_shape" in kwargs:
+        shape = kwargs["input_shape"]
+        if not isinstance(shape, Sequence) or len(shape) != 3 or shape[2] not in (1, 3):
+            raise FerOptionError(
+                "Argument `input_shape` must be (height, width, channels) with 1 or 3 channels. "
+                f"Received: input_shape={shape!r}"
+            )
+        kwargs["input_shape"] = tuple(check_positive_int(size, "input_shape") for size in shape)
     return entry.builder(**kwargs)
 
 
@@ -149,7 +159,7 @@ def finish_model(inputs, features, num_classes, softmax, name):
 
 def check_positive_int(value, argument):
     """`value` as an int if it is a positive integer, else FerOptionError naming `argument`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value) or value < 1:
         raise FerOptionError(f"Argument `{argument}` must be a positive integer. Received: {argument}={value!r}")
     return int(value)
 
@@ -158,7 +168,7 @@ def dropout_rates(value, count, argument):
     """A tuple of `count` dropout rates from one rate or a sequence of `count` rates."""
     rates = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else (value,) * count
     if len(rates) != count or not all(
-        isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0.0 <= rate < 1.0 for rate in rates
+        isinstance(rate, numbers.Real) and not isinstance(rate, bool) and 0.0 <= rate < 1.0 for rate in rates
     ):
         raise FerOptionError(
             f"Argument `{argument}` must be a rate in [0, 1) or {count} such rates. Received: {argument}={value!r}"
@@ -323,7 +333,7 @@ def summary_table(model):
     rows = []
     for layer in model.layers:
         shapes = _output_shapes(layer)
-        shape_text = ", ".join(str(tuple(shape)).replace("None", "-1") for shape in shapes) or "?"
+        shape_text = ", ".join(str(tuple(shape)) for shape in shapes) or "?"
         rows.append((f"{layer.name} ({type(layer).__name__})", shape_text, f"{layer.count_params():,}"))
     lines = _format_table(("Layer (type)", "Output shape", "Param #"), rows, right_align=(2,))
     trainable, non_trainable = parameter_counts(model)

@@ -46,7 +46,7 @@ class Preprocessing(keras.layers.Layer):
 
     Example:
     >>> layer = Preprocessing(normalize="unit", size=(64, 64), channels=3)
-    >>> layer(keras.ops.zeros((2, 48, 48, 1))).shape
+    >>> tuple(layer(keras.ops.zeros((2, 48, 48, 1))).shape)
     (2, 64, 64, 3)
     """
 

@@ -1,0 +1,232 @@
+"""Tests of the model zoo (keras_fer.models): shapes, training, saving, exact parameter counts."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_fer.errors import FerOptionError  # noqa: E402
+from keras_fer.models import (  # noqa: E402
+    ModelInfo,
+    build_model,
+    count_flops,
+    list_models,
+    model_info,
+    parameter_counts,
+    registry_table,
+    summary_table,
+)
+from keras_fer.models.dnn import dnn_parameter_count, matched_width  # noqa: E402
+from keras_fer.models.layers import RReLU  # noqa: E402
+
+# Keras' convert_to_numpy calls np.array on TF tensors, which numpy 2 flags; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+MODELS = list_models()
+CNNS = [name for name in MODELS if not name.startswith("dnn")]
+_BUILT = {}
+
+
+def built(name):
+    """One default-built model per name, shared by the read-only tests (building costs time)."""
+    if name not in _BUILT:
+        _BUILT[name] = build_model(name)
+    return _BUILT[name]
+
+
+def to_numpy(tensor):
+    return keras.ops.convert_to_numpy(tensor)
+
+
+def random_images(model, count, seed=0):
+    shape = model.input_shape[1:]
+    return np.random.default_rng(seed).uniform(0.0, 1.0, (count, *shape)).astype("float32")
+
+
+def test_registry_has_every_report():
+    assert MODELS == sorted(MODELS)
+    for name in ("cnn3", "cnn4", "cnn4d", "cnn39m", "dnn", "dnn-matched", "resnet18", "vgg12", "fervgg"):
+        assert name in MODELS
+    assert {model_info(name).report for name in MODELS} >= {"000", "001", "002", "003", "004", "ours"}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_output_is_batch_by_seven_logits(name):
+    model = built(name)
+    assert model.name == name
+    assert model.layers[-1].name == "logits"
+    outputs = model(random_images(model, 2), training=False)
+    assert tuple(outputs.shape) == (2, 7)
+    assert np.all(np.isfinite(to_numpy(outputs)))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_few_adam_steps_lower_the_loss(name):
+    keras.utils.set_random_seed(1)
+    model = build_model(name)
+    # Dropout off: the test is about the gradient path, and 4 images with dropout make a noisy loss.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
+    images = random_images(model, 4)
+    labels = np.array([0, 3, 4, 6])
+    optimizer = keras.optimizers.Adam(1e-4)
+    loss_function = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    losses = []
+    for _ in range(5):
+        with tf.GradientTape() as tape:
+            loss = loss_function(labels, model(images, training=True))
+        optimizer.apply(tape.gradient(loss, model.trainable_weights), model.trainable_weights)
+        losses.append(float(loss))
+    assert min(losses[-2:]) < losses[0], losses
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_keras_file_round_trip_in_safe_mode(name, tmp_path):
+    model = built(name)
+    images = random_images(model, 2, seed=1)
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert loaded.name == name
+    np.testing.assert_array_equal(
+        to_numpy(model(images, training=False)), to_numpy(loaded(images, training=False))
+    )
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_preprocessing_makes_every_model_take_raw_48x48x1(name):
+    model = build_model(name, preprocessing={"normalize": "unit"})
+    assert model.input_shape == (None, 48, 48, 1)
+    info = model_info(name)
+    assert model.get_layer("preprocessing").output.shape[1:] == info.input_shape
+    faces = np.random.default_rng(2).integers(0, 256, (2, 48, 48, 1)).astype("float32")
+    assert tuple(model(faces, training=False).shape) == (2, 7)
+    assert parameter_counts(model) == (info.trainable_params, info.total_params - info.trainable_params)
+
+
+@pytest.mark.parametrize(
+    "name, trainable, total",
+    [
+        ("cnn4", 538_759, 539_783),
+        ("cnn39m", 39_569_799, 39_571_719),
+        ("dnn", 3_755_015, 3_763_207),
+        ("cnn4d", 4_075_783, 4_075_783),
+        ("resnet18", 11_180_103, 11_189_703),
+    ],
+)
+def test_report_parameter_counts_are_exact(name, trainable, total):
+    info = model_info(name)
+    assert (info.trainable_params, info.total_params) == (trainable, total)
+
+
+def test_resnet18_one_channel_option():
+    model = build_model("resnet18", input_shape=(48, 48, 1))
+    # conv1 loses 2 of its 3 input channels: 7 * 7 * 64 * 2 weights.
+    assert parameter_counts(model)[0] == 11_180_103 - 7 * 7 * 64 * 2
+
+
+def test_vgg12_batch_norm_ablation_drops_only_batch_norm():
+    with_bn, without_bn = model_info("vgg12"), parameter_counts(build_model("vgg12", batch_norm=False))
+    bn_channels = 3 * (64 + 128 + 256 + 512)
+    assert without_bn == (with_bn.trainable_params - 2 * bn_channels, 0)
+
+
+def test_flops_of_cnn4_by_hand():
+    multiply_adds = (
+        48 * 48 * 32 * 5 * 5 * 1
+        + 24 * 24 * 64 * 3 * 3 * 32
+        + 12 * 12 * 128 * 3 * 3 * 64
+        + 6 * 6 * 128 * 3 * 3 * 128
+        + 1152 * 256
+        + 256 * 7
+    )
+    assert model_info("cnn4").flops == 2 * multiply_adds
+    assert count_flops(built("cnn4")) == 2 * multiply_adds
+
+
+@pytest.mark.parametrize("target", CNNS)
+def test_dnn_matched_is_within_one_percent(target):
+    model = build_model("dnn-matched", match=target)
+    wanted = model_info(target).total_params
+    assert abs(model.count_params() - wanted) <= 0.01 * wanted
+
+
+def test_dnn_matched_defaults_to_cnn4d_and_takes_a_count():
+    assert model_info("dnn-matched").total_params == pytest.approx(4_075_783, rel=0.01)
+    assert build_model("dnn-matched", match=1_000_000).count_params() == pytest.approx(1_000_000, rel=0.01)
+    assert dnn_parameter_count(1024) == 3_763_207
+    assert dnn_parameter_count(1024, trainable_only=True) == 3_755_015
+    assert matched_width(3_763_207) == 1024
+    with pytest.raises(FerOptionError, match="match"):
+        build_model("dnn-matched", match="no-such-model")
+
+
+def test_softmax_appends_probabilities():
+    model = build_model("cnn4", softmax=True)
+    assert model.layers[-1].name == "probabilities"
+    probabilities = to_numpy(model(random_images(model, 2), training=False))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_rrelu_is_random_in_training_and_fixed_at_inference():
+    layer = RReLU(lower=0.125, upper=1.0 / 3.0, seed=3)
+    negatives = -np.linspace(0.5, 2.0, 4000, dtype="float32").reshape(2, 2000)
+    first = to_numpy(layer(negatives, training=True))
+    second = to_numpy(layer(negatives, training=True))
+    assert not np.array_equal(first, second)
+    for output in (first, second):
+        slopes = output / negatives
+        assert slopes.min() >= 0.125 - 1e-6 and slopes.max() <= 1.0 / 3.0 + 1e-6
+        assert slopes.std() > 0.03  # spread over the range, not one value
+    at_inference = to_numpy(layer(negatives, training=False))
+    np.testing.assert_allclose(at_inference, negatives * (0.125 + 1.0 / 3.0) / 2, rtol=1e-6)
+    np.testing.assert_array_equal(at_inference, to_numpy(layer(negatives, training=False)))
+    positives = -negatives
+    np.testing.assert_array_equal(to_numpy(layer(positives, training=True)), positives)
+
+
+def test_cnn39m_uses_rrelu_where_the_report_does():
+    model = built("cnn39m")
+    rrelus = [layer.name for layer in model.layers if isinstance(layer, RReLU)]
+    assert rrelus == ["conv1_act", "dense1_act", "dense2_act", "dense3_act"]
+    images = random_images(model, 2)
+    np.testing.assert_array_equal(to_numpy(model(images)), to_numpy(model(images)))
+
+
+def test_unknown_name_and_option_raise_fer_option_error():
+    with pytest.raises(FerOptionError, match=r"Received: name='lenet'") as error:
+        build_model("lenet")
+    assert "cnn4" in str(error.value)
+    with pytest.raises(FerOptionError, match="no_such_option"):
+        build_model("cnn4", no_such_option=1)
+    with pytest.raises(FerOptionError, match="conv_dropout"):
+        build_model("vgg12", conv_dropout=1.5)
+    with pytest.raises(FerOptionError):
+        model_info("lenet")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_info_is_sane(name):
+    info = model_info(name)
+    assert isinstance(info, ModelInfo) and info.name == name
+    assert info.description and info.report
+    assert len(info.input_shape) == 3
+    assert 0 < info.trainable_params <= info.total_params
+    assert info.flops > 0 and info.mflops == info.flops / 1e6
+    assert all(layer.startswith(("conv", "shortcut")) for layer in info.conv_layers)
+    assert bool(info.conv_layers) == (name in CNNS)
+
+
+def test_tables_list_every_model_and_the_totals():
+    table = registry_table()
+    for name in MODELS:
+        assert f"\n{name} " in table
+    summary = summary_table(built("cnn4"))
+    assert "conv1 (Conv2D)" in summary
+    assert "Trainable params: 538,759" in summary
+    assert "Non-trainable params: 1,024" in summary
