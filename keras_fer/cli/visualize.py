@@ -1,0 +1,331 @@
+"""`python visualize.py` / `fer-visualize`: figures and the HTML report of a model or a run.
+
+Every subcommand writes PNG files (the report: one HTML file) and prints where they went.
+"""
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+# Grappler logs a harmless "remapper failed" C++ error when a gradient runs through a fused
+# conv + bias + LeakyReLU; without TF's C++ logs a figure command prints only what it wrote.
+# Set before TensorFlow loads (the @command wrapper would default it to 2).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from keras_fer.cli import command
+from keras_fer.errors import FerOptionError
+
+DEFAULT_OUT = "figures"
+
+EPILOG = """\
+examples:
+  python visualize.py saliency --run runs/cnn4 --image 00000
+  python visualize.py saliency --run runs/cnn4 --per-class            # one confident face per class
+  python visualize.py gradcam --run runs/cnn4 --image photo.jpg --class Happy
+  python visualize.py filters --run runs/cnn4 --layer conv4 --count 10
+  python visualize.py activations --run runs/cnn4 --layer conv2 --image 00000
+  python visualize.py history runs/cnn4
+  python visualize.py confusion runs/cnn4
+  python visualize.py classes --data fer2013/train.csv.gz
+  python visualize.py samples --data fer2013/train.csv.gz
+  python visualize.py augment --image 00000
+  python visualize.py report runs/cnn4                               # runs/cnn4/report.html
+
+Data: --data, else the run's own data (its config.json), else $FER_DATA, else built-in demo faces.
+Model: --run DIR (its best.keras) or --model FILE.keras, else the packaged model.
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), like the package's own errors."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}")
+    return value
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number. Received: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1]. Received: {text!r}")
+    return value
+
+
+def _class(text):
+    from keras_fer.classes import class_index
+
+    try:
+        return class_index(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _filter_list(text):
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated filter numbers. Received: {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated filter numbers >= 0. Received: {text!r}")
+    return values
+
+
+def build_parser():
+    parser = Parser(
+        prog="visualize.py",
+        description="Draw what a facial expression model learned: saliency maps, Grad-CAM, filters, feature "
+        "maps, training history, confusion matrix, data figures, and a one-file HTML report of a run.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands.required = True
+
+    out = Parser(add_help=False)
+    out.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                     help=f"folder the PNG files go to (created if needed; default {DEFAULT_OUT}/)")
+    model = Parser(add_help=False)
+    source = model.add_mutually_exclusive_group()
+    source.add_argument("--run", metavar="DIR", help="a training run directory: uses its best.keras and its data")
+    source.add_argument("--model", metavar="FILE", help="a .keras model taking raw 48x48x1 faces (grey levels 0-255)")
+    data = Parser(add_help=False)
+    data.add_argument("--data", metavar="PATH",
+                      help="FER2013 CSV (.gz ok), a folder holding train.csv.gz, or an image folder. Default: the "
+                      "run's data, else $FER_DATA, else built-in demo faces")
+    image = Parser(add_help=False)
+    image.add_argument("--image", metavar="ID",
+                       help="the image: an id or row number of the data (e.g. 00000), or the path of an image file "
+                       "(any size or colour; made 48x48 grey). Default: the first image")
+    seed = Parser(add_help=False)
+    seed.add_argument("--seed", type=int, default=0, help="seed of random choices (default 0)")
+
+    def add(name, help, parents, description=None):
+        return commands.add_parser(name, help=help, description=description or help, parents=parents)
+
+    for name, help in (("saliency", "saliency maps: |d class score / d pixel| (Simonyan et al. 2014)"),
+                       ("smoothgrad", "SmoothGrad: saliency averaged over noisy copies (Smilkov et al. 2017)"),
+                       ("gradcam", "Grad-CAM heatmaps of a conv layer (Selvaraju et al. 2017)")):
+        sub = add(name, help, [model, data, image, out] + ([seed] if name == "smoothgrad" else []),
+                  description=f"{help}. Draws the original, the map, and the original with the most influential "
+                  "pixels marked (or the heatmap overlaid), for one image or one image per class.")
+        choice = sub.add_mutually_exclusive_group()
+        choice.add_argument("--per-class", action="store_true",
+                            help="one correctly predicted image per class, predicted with at least --min-confidence "
+                            "(falling back to the most confident correct one, and saying so); with --run and no "
+                            "--data, chosen from the run's validation split")
+        choice.add_argument("--class", dest="class_index", type=_class, metavar="CLASS",
+                            help="explain this class (name or 0-6) instead of the predicted one")
+        sub.add_argument("--min-confidence", type=_fraction, default=0.9, metavar="P",
+                         help="with --per-class: the confidence an example needs (default 0.9, as report 002)")
+        sub.add_argument("--scan", type=_positive, default=5000, metavar="N",
+                         help="with --per-class: look at most at the first N images (default 5000)")
+        if name == "gradcam":
+            sub.add_argument("--layer", metavar="NAME", help="the conv layer (default the last one)")
+        if name == "smoothgrad":
+            sub.add_argument("--samples", type=_positive, default=25, help="noisy copies per image (default 25)")
+            # --seed (from the parent) seeds the noise.
+            sub.add_argument("--noise", type=_fraction, default=0.15,
+                             help="noise standard deviation as a fraction of the image's pixel range (default 0.15)")
+
+    sub = add("filters", "inputs that excite a layer's filters most, by gradient ascent", [model, out, seed])
+    sub.add_argument("--layer", metavar="NAME", help="the conv layer (default the last one; --layer x lists them)")
+    sub.add_argument("--count", type=_positive, default=10, help="how many random filters (default 10)")
+    sub.add_argument("--filters", type=_filter_list, metavar="I,J,..", help="these filters instead of random ones")
+    sub.add_argument("--steps", type=_positive, default=64, help="gradient-ascent steps (default 64)")
+
+    sub = add("activations", "the feature maps of a layer for one image", [model, data, image, out])
+    sub.add_argument("--layer", metavar="NAME", help="the layer (default a middle conv layer)")
+    sub.add_argument("--count", type=_positive, default=31,
+                     help="feature maps shown at most (default 31: with the input, a 4x8 grid)")
+
+    for name, help in (("history", "loss and accuracy per epoch of a run (its history.csv)"),
+                       ("confusion", "the normalized confusion matrix of a run's validation split (validation.npz)")):
+        sub = add(name, help, [out])
+        sub.add_argument("run", metavar="RUN", help="the run directory")
+
+    sub = add("classes", "a bar chart of images per class of the data (report 003)", [data, out])
+    sub = add("samples", "a grid of example faces, one row per class", [data, out, seed])
+    sub.add_argument("--count", type=_positive, default=8, help="faces per class (default 8)")
+    sub = add("augment", "one face under each training augmentation", [data, image, out, seed])
+    sub.add_argument("--count", type=_positive, default=4, help="random draws per augmentation (default 4)")
+
+    sub = add("report", "a self-contained HTML page with every figure of a run", [data, seed],
+              description="Write one HTML file (images embedded, no server needed) with the architecture, history, "
+              "confusion matrix, class distribution, per-class saliency and Grad-CAM, filters of the first and last "
+              "conv layers, activation maps, augmentations and the run's configuration.")
+    sub.add_argument("run", metavar="RUN", help="the run directory")
+    sub.add_argument("--out", metavar="FILE", help="the HTML file (default RUN/report.html)")
+    sub.add_argument("--filters", type=_positive, default=8, help="filters shown per conv layer (default 8)")
+    sub.add_argument("--steps", type=_positive, default=64, help="gradient-ascent steps (default 64)")
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _safe_name(text):
+    """A file-name-safe version of an image id ('angry/00012' -> 'angry_00012')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._") or "image"
+
+
+def _save(figure, out, name):
+    from keras_fer.plots import save_figure
+
+    path = save_figure(figure, Path(out) / name)
+    print(f"wrote {path}")
+    return path
+
+
+def _context(args):
+    """`(model, run, faces)` from --run / --model / --data (faces loaded lazily by callers)."""
+    from keras_fer import report
+
+    run = report.read_run(args.run) if getattr(args, "run", None) else None
+    if run is not None:
+        model_path = run.model_path
+        if not model_path.is_file():
+            raise FerOptionError(f"{run.path}: no best.keras in the run directory")
+    elif getattr(args, "model", None):
+        model_path = Path(args.model)
+    else:
+        model_path = report.default_model_path()
+    return report.load_model(model_path), run
+
+
+def _faces(args, run=None):
+    from keras_fer import report
+
+    return report.load_faces(getattr(args, "data", None), run)
+
+
+def _pick(args, faces):
+    from keras_fer import report
+
+    if getattr(args, "image", None) is None:
+        if len(faces.images) == 0:
+            raise FerOptionError(f"{faces.description} holds no images")
+        return report.select_image(faces, str(faces.images.ids[0]))
+    return report.select_image(faces, args.image)
+
+
+def _explain(args):
+    from keras_fer import report
+
+    model, run = _context(args)
+    if getattr(args, "layer", None) is not None:
+        from keras_fer import explain
+
+        explain.find_layer(model, args.layer)  # an unknown layer fails before any work
+    faces = _faces(args, run)
+    options = {}
+    if args.command == "smoothgrad":
+        options = dict(samples=args.samples, noise=args.noise, seed=args.seed)
+    if args.per_class:
+        within = report.validation_indices(run, faces) if args.data is None else None
+        picks, note = report.per_class_picks(model, faces, args.min_confidence, args.scan, within)
+        if note:
+            print(f"note: {note}")
+        figure = report.explanation_figure(model, picks, args.command, None, getattr(args, "layer", None), **options)
+        return _save(figure, args.out, f"{args.command}_per_class.png")
+    pick = _pick(args, faces)
+    figure = report.explanation_figure(model, [pick], args.command, args.class_index, getattr(args, "layer", None),
+                                       **options)
+    return _save(figure, args.out, f"{args.command}_{_safe_name(pick.name)}.png")
+
+
+def _filters(args):
+    from keras_fer import explain, report
+
+    model, _ = _context(args)
+    layer = explain.find_layer(model, args.layer).name
+    figure = report.filters_figure(model, layer, args.count, args.filters, steps=args.steps, seed=args.seed)
+    return _save(figure, args.out, f"filters_{_safe_name(layer)}.png")
+
+
+def _activations(args):
+    from keras_fer import explain, report
+
+    model, run = _context(args)
+    layer = explain.find_layer(model, args.layer or report.default_activation_layer(model)).name
+    pick = _pick(args, _faces(args, run))
+    figure = report.activations_figure(model, pick, layer, args.count)
+    return _save(figure, args.out, f"activations_{_safe_name(layer)}_{_safe_name(pick.name)}.png")
+
+
+def _history(args):
+    from keras_fer import report
+
+    return _save(report.history_figure(report.read_run(args.run)), args.out, "history.png")
+
+
+def _confusion(args):
+    from keras_fer import report
+
+    run = report.read_run(args.run)
+    evaluation = report.run_evaluation(run)
+    path = _save(report.confusion_figure(run, evaluation), args.out, "confusion.png")
+    pairs = ", ".join(f"{t} -> {p} {s:.1%}" for t, p, s in evaluation.most_confused(3))
+    print(f"accuracy {evaluation.accuracy:.4f}; most confused: {pairs}")
+    return path
+
+
+def _classes(args):
+    from keras_fer import report
+
+    return _save(report.classes_figure(_faces(args)), args.out, "classes.png")
+
+
+def _samples(args):
+    from keras_fer import report
+
+    return _save(report.samples_figure(_faces(args), args.count, args.seed), args.out, "samples.png")
+
+
+def _augment(args):
+    from keras_fer import report
+
+    pick = _pick(args, _faces(args))
+    figure = report.augment_figure(pick, variants=args.count, seed=args.seed)
+    return _save(figure, args.out, f"augment_{_safe_name(pick.name)}.png")
+
+
+def _report(args):
+    from keras_fer import report
+
+    path = report.build_report(
+        args.run, args.data, args.out, filters=args.filters, steps=args.steps, seed=args.seed,
+        progress=lambda title: print(f"  {title}", file=sys.stderr),
+    )
+    print(f"wrote {path}")
+    return path
+
+
+HANDLERS = {
+    "saliency": _explain, "smoothgrad": _explain, "gradcam": _explain, "filters": _filters,
+    "activations": _activations, "history": _history, "confusion": _confusion, "classes": _classes,
+    "samples": _samples, "augment": _augment, "report": _report,
+}
+
+
+@command
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    HANDLERS[args.command](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

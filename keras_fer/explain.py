@@ -1,0 +1,644 @@
+"""Why a model says what it says: saliency, SmoothGrad, Grad-CAM, filter ascent, feature maps.
+
+Everything is written directly with `tf.GradientTape` on the model's *logits* (pre-softmax
+scores: when a model ends in a Softmax, the layer before it is used), batched and compiled with
+`tf.function`, and works for any Functional (or Sequential) Keras model, nested sub-models
+included: layers are looked up inside them too. Images are raw faces as the model takes them
+(float grey levels 0-255, `(N, 48, 48, 1)` for the zoo's models); maps come back as numpy
+arrays with the input's height and width, normalized per image to [0, 1].
+
+Example:
+>>> from keras_fer import explain
+>>> maps = explain.saliency(model, faces.pixels[:8])            # doctest: +SKIP
+>>> cams = explain.grad_cam(model, faces.pixels[:8], layer="conv4")  # doctest: +SKIP
+>>> found = explain.filter_ascent(model, "conv4", [0, 1, 2])    # doctest: +SKIP
+>>> found.images.shape, found.activations.shape                 # doctest: +SKIP
+((3, 48, 48, 1), (3, 65))
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_fer.errors import FerOptionError
+
+#: Images per compiled batch: memory stays bounded whatever N is.
+BATCH_SIZE = 64
+CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+              keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+
+
+# --------------------------------------------------------------------------------------------
+# Layers
+
+
+def _is_graph_model(layer):
+    """True for Functional and Sequential models: their layers can be looked into."""
+    return isinstance(layer, keras.Model) and hasattr(_functional_of(layer), "_run_through_graph")
+
+
+def _functional_of(model):
+    """The Functional graph of a Functional model, or of a built Sequential model."""
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    return model
+
+
+def walk_layers(model):
+    """Every layer of `model` in forward order, looking into nested models (which are not
+    themselves listed)."""
+    for layer in model.layers:
+        if _is_graph_model(layer):
+            yield from walk_layers(layer)
+        else:
+            yield layer
+
+
+def _output_rank(layer):
+    try:
+        return len(layer.output.shape)
+    except (AttributeError, ValueError):
+        return None
+
+
+def conv_layers(model):
+    """Names of the convolution layers of `model`, in forward order (nested ones included)."""
+    return [layer.name for layer in walk_layers(model) if isinstance(layer, CONV_TYPES)]
+
+
+def feature_layers(model):
+    """Names of the layers whose output is a stack of 2-D feature maps `(batch, H, W, C)`:
+    convolutions, activations, pooling, BatchNorm, additions..."""
+    from keras_fer.models.layers import Preprocessing
+
+    return [
+        layer.name for layer in walk_layers(model)
+        if _output_rank(layer) == 4 and not isinstance(layer, (keras.layers.InputLayer, Preprocessing))
+    ]
+
+
+def find_layer(model, name=None, *, rank4=True):
+    """The layer called `name` (nested models included); None picks the last conv layer.
+
+    Raises:
+        FerOptionError: for an unknown name (listing the conv layers), a layer without 2-D
+            feature maps, or a model without conv layers.
+    """
+    convs = conv_layers(model)
+    if name is None:
+        if not convs:
+            raise FerOptionError(f"model {model.name!r} has no convolution layers to explain")
+        name = convs[-1]
+    for layer in walk_layers(model):
+        if layer.name == name:
+            if rank4 and _output_rank(layer) != 4:
+                raise FerOptionError(
+                    f"layer {name!r} has no 2-D feature maps (output {layer.output.shape}): choose one "
+                    f"of the conv layers {', '.join(convs)}"
+                )
+            return layer
+    raise FerOptionError(
+        f"--layer must name a layer of model {model.name!r}: the conv layers are "
+        f"{', '.join(convs) or '(none)'} (any layer with 2-D feature maps also works). Received: layer={name!r}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Tapping: one model that returns some layers' outputs and the logits
+
+
+def _producer(tensor):
+    """The (operation, node index) that produced a symbolic tensor."""
+    history = tensor._keras_history
+    return history.operation, history.node_index
+
+
+def _is_softmax(layer):
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    if isinstance(layer, keras.layers.Activation):
+        return getattr(layer.activation, "__name__", "") == "softmax"
+    return False
+
+
+def _dense_softmax(layer):
+    return isinstance(layer, keras.layers.Dense) and getattr(layer.activation, "__name__", "") == "softmax"
+
+
+def _final_operation(model):
+    """The layer computing `model`'s (single) output, looking into nested models."""
+    operation, _ = _producer(_functional_of(model).outputs[0])
+    while _is_graph_model(operation):
+        operation, _ = _producer(_functional_of(operation).outputs[0])
+    return operation
+
+
+class _Tap:
+    """`model` rewired to return `[outputs of the tapped layers..., logits]`.
+
+    Flat models use `keras.Model(model.inputs, [layer.output, ...])`; when a tapped layer (or
+    the final softmax) sits inside a nested model, the graph is re-run symbolically with the
+    nested models expanded in place, so every layer is reachable from the outer inputs. The
+    rewired model shares the original's layers and weights.
+    """
+
+    def __init__(self, model, layers, logits=True):
+        if not _is_graph_model(model):
+            raise FerOptionError(f"explanations need a Functional or Sequential Keras model. Received: {type(model).__name__}")
+        self.model = model
+        self.layers = list(layers)
+        self.with_logits = logits
+        final = _final_operation(model)
+        # The logits are the input of a final Softmax; a Dense with a softmax activation is
+        # recomputed without it; anything else is taken to output logits already.
+        self.final = final if (_is_softmax(final) or _dense_softmax(final)) else None
+        top = set(id(layer) for layer in _functional_of(model).layers)
+        nested = any(id(layer) not in top for layer in self.layers) or (
+            self.final is not None and id(self.final) not in top
+        )
+        self.tap_model = self._build_nested() if nested else self._build_flat()
+
+    def _logits_source(self):
+        functional = _functional_of(self.model)
+        if self.final is None:
+            return functional.outputs[0]
+        return self.final.input
+
+    def _build_flat(self):
+        functional = _functional_of(self.model)
+        outputs = [layer.output for layer in self.layers]
+        if self.with_logits:
+            outputs.append(self._logits_source())
+        return keras.Model(functional.inputs, outputs)
+
+    def _build_nested(self):
+        functional = _functional_of(self.model)
+        wanted = {id(layer) for layer in self.layers}
+        captured = {}
+
+        def operation_fn(operation):
+            if _is_graph_model(operation):
+                inner = _functional_of(operation)
+
+                def run_nested(*args, **kwargs):
+                    return inner._run_through_graph(args[0] if len(args) == 1 else list(args), operation_fn)
+
+                return run_nested
+
+            def run(*args, **kwargs):
+                if self.final is not None and operation is self.final and "logits" not in captured:
+                    captured["logits"] = args[0]
+                outputs = operation(*args, **kwargs)
+                if id(operation) in wanted and id(operation) not in captured:
+                    captured[id(operation)] = outputs
+                return outputs
+
+            return run
+
+        inputs = [keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype) for tensor in functional.inputs]
+        outputs = functional._run_through_graph(inputs if len(inputs) > 1 else inputs[0], operation_fn)
+        result = [captured[id(layer)] for layer in self.layers]
+        if self.with_logits:
+            result.append(captured["logits"] if self.final is not None else keras.tree.flatten(outputs)[0])
+        return keras.Model(inputs, result)
+
+    def __call__(self, images):
+        """`[tapped outputs..., logits]` for a batch, in inference mode."""
+        outputs = self.tap_model(images, training=False)
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        if self.with_logits and self.final is not None and _dense_softmax(self.final):
+            features = outputs[-1]
+            logits = tf.matmul(features, self.final.kernel)
+            if self.final.use_bias:
+                logits = logits + self.final.bias
+            outputs[-1] = logits
+        return outputs
+
+
+_CACHE_ATTRIBUTE = "_keras_fer_explain_cache"
+
+
+def _cached(model, key, build):
+    """Compiled functions kept on the model itself, so repeated calls do not retrace and they
+    are freed with the model (a module-level dict keyed by model would keep every model alive).
+    `object.__setattr__` keeps the cache out of Keras' attribute tracking and saving."""
+    functions = model.__dict__.get(_CACHE_ATTRIBUTE)
+    if functions is None:
+        functions = {}
+        object.__setattr__(model, _CACHE_ATTRIBUTE, functions)
+    if key not in functions:
+        functions[key] = build()
+    return functions[key]
+
+
+def _input_dtype(model):
+    dtype = _functional_of(model).inputs[0].dtype
+    return tf.as_dtype(getattr(dtype, "name", dtype) if not isinstance(dtype, str) else dtype)
+
+
+def _image_spec(model):
+    """The `tf.function` signature of an image batch: any batch size, the model's image shape."""
+    functional = _functional_of(model)
+    return tf.TensorSpec((None,) + tuple(functional.inputs[0].shape[1:]), _input_dtype(model))
+
+
+CLASSES_SPEC = tf.TensorSpec((None,), tf.int32)
+
+
+def _prepare(model, images):
+    """Images as a float array of the model's input dtype, with a batch axis and channels."""
+    images = np.asarray(images)
+    expected = _functional_of(model).inputs[0].shape
+    if images.ndim == len(expected) - 1:
+        images = images[None]
+    if images.ndim == 3 and len(expected) == 4:
+        images = images[..., None]
+    if images.ndim != len(expected) or tuple(images.shape[1:]) != tuple(d for d in expected[1:]):
+        raise FerOptionError(
+            f"images must be {tuple(expected[1:])} each, as model {model.name!r} takes. Received shape {images.shape}"
+        )
+    return images.astype(_input_dtype(model).as_numpy_dtype)
+
+
+def _class_array(class_index, count):
+    """Per-image class indices; -1 means "the predicted class"."""
+    if class_index is None:
+        return np.full(count, -1, np.int32)
+    classes = np.broadcast_to(np.asarray(class_index, dtype=np.int64), (count,)).astype(np.int32)
+    return classes
+
+
+def _check_classes(classes, num_classes):
+    bad = classes[(classes >= num_classes) | (classes < -1)]
+    if bad.size:
+        raise FerOptionError(f"class_index must be in 0-{num_classes - 1}. Received: class_index={int(bad[0])}")
+
+
+def _chunks(count, size=BATCH_SIZE):
+    for start in range(0, count, size):
+        yield slice(start, min(start + size, count))
+
+
+def _pick(logits, classes):
+    """The logit of each image's class (its argmax where the class is -1), and those classes."""
+    predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
+    chosen = tf.where(classes < 0, predicted, classes)
+    return tf.gather(logits, chosen, axis=1, batch_dims=1), chosen
+
+
+def _normalize(maps):
+    """Scale each map of `(N, H, W)` to [0, 1] by its maximum (all-zero maps stay zero)."""
+    maps = np.asarray(maps, dtype=np.float64)
+    peak = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, *([1] * (maps.ndim - 1)))
+    return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Predictions
+
+
+def logits(model, images, batch_size=BATCH_SIZE):
+    """The model's logits `(N, classes)` (pre-softmax, even for a model ending in Softmax)."""
+    images = _prepare(model, images)
+    tap = _cached(model, ("tap",), lambda: _Tap(model, []))
+    forward = _cached(model, ("logits",),
+                      lambda: tf.function(lambda x: tap(x)[-1], input_signature=[_image_spec(model)]))
+    parts = [forward(tf.constant(images[part])).numpy() for part in _chunks(len(images), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def probabilities(model, images, batch_size=BATCH_SIZE):
+    """Softmax of `logits(model, images)`."""
+    scores = logits(model, images, batch_size).astype(np.float64)
+    scores -= scores.max(axis=1, keepdims=True)
+    exp = np.exp(scores)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Gradients of a class logit with respect to the input
+
+
+def _gradient_function(model):
+    tap = _cached(model, ("tap",), lambda: _Tap(model, []))
+
+    @tf.function(input_signature=[_image_spec(model), CLASSES_SPEC])
+    def gradient(images, classes):
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            score, chosen = _pick(tap(images)[-1], classes)
+            # Images do not interact in inference mode, so the gradient of the sum holds each
+            # image's own d logit / d pixel.
+            total = tf.reduce_sum(score)
+        return tape.gradient(total, images), chosen
+
+    return gradient
+
+
+def gradients(model, images, class_index=None, batch_size=BATCH_SIZE):
+    """Raw gradients d logit[class] / d pixel, shape of `images` (with channels).
+
+    Args:
+        model: a Keras model taking `images`.
+        images: `(N, H, W, C)` (or one image `(H, W, C)` / `(H, W)`) as the model takes them.
+        class_index: None (each image's predicted class), one class for all, or one per image.
+
+    Returns:
+        `(gradients (N, H, W, C), classes (N,))`: the classes used.
+    """
+    images = _prepare(model, images)
+    classes = _class_array(class_index, len(images))
+    function = _cached(model, ("gradient",), lambda: _gradient_function(model))
+    num_classes = int(_functional_of(model).outputs[0].shape[-1])
+    _check_classes(classes, num_classes)
+    grads, chosen = [], []
+    for part in _chunks(len(images), batch_size):
+        g, c = function(tf.constant(images[part]), tf.constant(classes[part]))
+        grads.append(g.numpy())
+        chosen.append(c.numpy())
+    return np.concatenate(grads), np.concatenate(chosen)
+
+
+def saliency(model, images, class_index=None, batch_size=BATCH_SIZE):
+    """Saliency maps (Simonyan et al. 2014): |d logit / d pixel|, the maximum over channels,
+    normalized per image to [0, 1].
+
+    Args:
+        images: `(N, H, W, C)` raw faces as the model takes them (or one image).
+        class_index: None for each image's predicted class, an int for all, or one per image.
+
+    Returns:
+        float32 `(N, H, W)`.
+    """
+    grads, _ = gradients(model, images, class_index, batch_size)
+    return _normalize(np.abs(grads).max(axis=-1))
+
+
+def smoothgrad(model, images, class_index=None, noise=0.15, samples=25, seed=0, batch_size=BATCH_SIZE):
+    """SmoothGrad (Smilkov et al. 2017): the gradient averaged over `samples` noisy copies of
+    each image, then |.|, maximum over channels, normalized per image to [0, 1].
+
+    Args:
+        noise: standard deviation of the gaussian noise as a fraction of each image's pixel
+            range (max - min; 255 for a flat image); the paper finds 0.1-0.2 best.
+        samples: noisy copies per image.
+        seed: seed of the noise: the same seed gives the same maps.
+        class_index: None keeps each image's predicted class (on the clean image) for every
+            noisy copy; or an int, or one per image.
+
+    Returns:
+        float32 `(N, H, W)`.
+    """
+    if samples < 1:
+        raise FerOptionError(f"smoothgrad needs samples >= 1. Received: samples={samples}")
+    if noise < 0:
+        raise FerOptionError(f"smoothgrad needs noise >= 0. Received: noise={noise}")
+    images = _prepare(model, images)
+    classes = _class_array(class_index, len(images))
+    if (classes < 0).any():
+        predicted = logits(model, images, batch_size).argmax(axis=1)
+        classes = np.where(classes < 0, predicted, classes).astype(np.int32)
+    axes = tuple(range(1, images.ndim))
+    spread = images.max(axis=axes, keepdims=True) - images.min(axis=axes, keepdims=True)
+    sigma = noise * np.where(spread > 0, spread, 255.0)
+    rng = np.random.default_rng(seed)
+    total = np.zeros(images.shape, np.float64)
+    for _ in range(samples):
+        noisy = (images + rng.normal(size=images.shape) * sigma).astype(images.dtype)
+        grads, _ = gradients(model, noisy, classes, batch_size)
+        total += grads
+    return _normalize(np.abs(total / samples).max(axis=-1))
+
+
+# --------------------------------------------------------------------------------------------
+# Grad-CAM
+
+
+def _grad_cam_function(model, layer):
+    tap = _cached(model, ("tap", layer.name), lambda: _Tap(model, [layer]))
+
+    @tf.function(input_signature=[_image_spec(model), CLASSES_SPEC])
+    def cam(images, classes):
+        with tf.GradientTape() as tape:
+            features, scores = tap(images)
+            tape.watch(features)
+            score, chosen = _pick(scores, classes)
+            total = tf.reduce_sum(score)
+        grads = tape.gradient(total, features)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        heat = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True))
+        size = tf.shape(images)[1:3]
+        return tf.image.resize(tf.cast(heat, tf.float32), size, method="bilinear")[..., 0], chosen
+
+    return cam
+
+
+def grad_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE):
+    """Grad-CAM (Selvaraju et al. 2017): the feature maps of `layer` weighted by the spatial
+    mean of d logit / d feature map, summed, ReLU, upsampled (bilinear) to the input size,
+    normalized per image to [0, 1].
+
+    Args:
+        layer: a layer name (nested models included); None = the last conv layer.
+        class_index: None for each image's predicted class, an int for all, or one per image.
+
+    Returns:
+        float32 `(N, H, W)` with the input's H and W.
+
+    Raises:
+        FerOptionError: for an unknown layer (listing the conv layers).
+    """
+    target = find_layer(model, layer)
+    images = _prepare(model, images)
+    classes = _class_array(class_index, len(images))
+    _check_classes(classes, int(_functional_of(model).outputs[0].shape[-1]))
+    function = _cached(model, ("grad_cam", target.name), lambda: _grad_cam_function(model, target))
+    maps = [function(tf.constant(images[part]), tf.constant(classes[part]))[0].numpy()
+            for part in _chunks(len(images), batch_size)]
+    return _normalize(np.concatenate(maps))
+
+
+# --------------------------------------------------------------------------------------------
+# Feature maps
+
+
+def activation_maps(model, image, layer):
+    """The feature maps of `layer` for one image, float32 `(H, W, C)` (the layer's own size).
+
+    Raises:
+        FerOptionError: for an unknown layer or one without 2-D feature maps.
+    """
+    target = find_layer(model, layer)
+    images = _prepare(model, image)
+    if len(images) != 1:
+        raise FerOptionError(f"activation_maps takes one image. Received {len(images)}")
+    tap = _cached(model, ("features", target.name), lambda: _Tap(model, [target], logits=False))
+    forward = _cached(model, ("features_fn", target.name),
+                      lambda: tf.function(lambda x: tap(x)[0], input_signature=[_image_spec(model)]))
+    return np.asarray(forward(tf.constant(images))[0], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Filter visualization by gradient ascent
+
+
+@dataclasses.dataclass
+class FilterAscent:
+    """Inputs that excite filters, found by gradient ascent.
+
+    Attributes:
+        layer: the layer name.
+        filters: int `(F,)` filter (channel) indices.
+        images: float32 `(F, H, W, C)` the inputs found, grey levels 0-255.
+        activations: float32 `(F, steps + 1)`: each filter's mean activation (border
+            excluded) on its input, at the start and after every step.
+    """
+
+    layer: str
+    filters: np.ndarray
+    images: np.ndarray
+    activations: np.ndarray
+
+    @property
+    def final(self):
+        """The activation each filter reached, `(F,)`."""
+        return self.activations[:, -1]
+
+    @property
+    def start(self):
+        return self.activations[:, 0]
+
+
+def _border(size):
+    """Feature-map border left out of the objective: edge effects of padding dominate there."""
+    return min(2, size // 6)
+
+
+def _blur(images):
+    kernel = tf.constant([1.0, 2.0, 1.0], images.dtype)
+    kernel = tf.tensordot(kernel, kernel, axes=0) / 16.0
+    channels = images.shape[-1]
+    kernel = tf.tile(tf.reshape(kernel, [3, 3, 1, 1]), [1, 1, channels, 1])
+    padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    return tf.nn.depthwise_conv2d(padded, kernel, strides=[1, 1, 1, 1], padding="VALID")
+
+
+def _ascent_functions(model, layer):
+    tap = _cached(model, ("features", layer.name), lambda: _Tap(model, [layer], logits=False))
+    height, width = layer.output.shape[1], layer.output.shape[2]
+    top, left = _border(height), _border(width)
+
+    def objective(images, filters):
+        maps = tap(images)[0]
+        maps = maps[:, top:height - top, left:width - left, :]
+        chosen = tf.gather(tf.transpose(maps, [0, 3, 1, 2]), filters, axis=1, batch_dims=1)
+        return tf.reduce_mean(tf.cast(chosen, tf.float32), axis=[1, 2])
+
+    image_spec = _image_spec(model)
+    scalar = tf.TensorSpec((), image_spec.dtype)
+
+    @tf.function(input_signature=[image_spec, CLASSES_SPEC])
+    def measure(images, filters):
+        return objective(images, filters)
+
+    @tf.function(input_signature=[image_spec, CLASSES_SPEC, tf.TensorSpec((2,), tf.int32), scalar, scalar])
+    def step(images, filters, shift, lr, tv_weight):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(images)
+            jittered = tf.roll(images, shift=shift, axis=[1, 2])
+            activation = tf.reduce_sum(objective(jittered, filters))
+            dy = images[:, 1:, :, :] - images[:, :-1, :, :]
+            dx = images[:, :, 1:, :] - images[:, :, :-1, :]
+            variation = tf.reduce_sum(tf.sqrt(dy[:, :, :-1, :] ** 2 + dx[:, :-1, :, :] ** 2 + 1.0))
+        grad = tape.gradient(activation, images)
+        tv_grad = tape.gradient(variation, images)
+        del tape
+        # Normalized gradients: a fixed step size in grey levels whatever the layer's scale.
+        axes = [1, 2, 3]
+        grad = grad / (tf.sqrt(tf.reduce_mean(grad**2, axis=axes, keepdims=True)) + 1e-8)
+        tv_grad = tv_grad / (tf.sqrt(tf.reduce_mean(tv_grad**2, axis=axes, keepdims=True)) + 1e-8)
+        return images + lr * (grad - tv_weight * tv_grad)
+
+    return measure, step
+
+
+def filter_ascent(model, layer, filters, steps=64, lr=3.0, seed=0, *, start_noise=8.0, jitter=2,
+                  blur_every=4, l2_decay=0.01, tv_weight=0.1):
+    """Gradient ascent on the input to maximize each filter's mean activation (border excluded).
+
+    Every filter starts from mid-grey (128) plus gaussian noise (`start_noise` grey levels).
+    Each step rolls the image by a random jitter of up to `jitter` pixels, moves it by `lr` grey
+    levels (RMS) along the normalized gradient of the activation minus `tv_weight` times the
+    normalized gradient of its total variation, pulls it towards grey by `l2_decay` (L2
+    regularization), blurs it with a 3x3 gaussian every `blur_every` steps, and clips to 0-255.
+    All filters run as one batch.
+
+    Args:
+        model: the model (input raw faces, grey levels 0-255).
+        layer: a layer name with 2-D feature maps (nested models included).
+        filters: filter (channel) indices of that layer.
+        steps: ascent steps.
+        lr: step size in grey levels.
+        seed: seed of the start noise and the jitter.
+
+    Returns:
+        A `FilterAscent` with the images and the activation at the start and after each step.
+
+    Raises:
+        FerOptionError: for an unknown layer or filter index.
+    """
+    target = find_layer(model, layer)
+    channels = int(target.output.shape[-1])
+    filters = np.atleast_1d(np.asarray(filters, dtype=np.int64))
+    bad = filters[(filters < 0) | (filters >= channels)]
+    if bad.size:
+        raise FerOptionError(f"layer {target.name!r} has filters 0-{channels - 1}. Received: filter={int(bad[0])}")
+    if steps < 0:
+        raise FerOptionError(f"filter_ascent needs steps >= 0. Received: steps={steps}")
+    measure, step = _cached(model, ("ascent", target.name), lambda: _ascent_functions(model, target))
+    shape = tuple(int(d) for d in _functional_of(model).inputs[0].shape[1:])
+    dtype = _input_dtype(model)
+    rng = np.random.default_rng(seed)
+    images = tf.constant((128.0 + rng.normal(0.0, start_noise, (len(filters),) + shape)).clip(0, 255), dtype)
+    picks = tf.constant(filters, tf.int32)
+    history = [measure(images, picks).numpy()]
+    for index in range(steps):
+        shift = tf.constant(rng.integers(-jitter, jitter + 1, size=2) if jitter else [0, 0], tf.int32)
+        images = step(images, picks, shift, tf.constant(lr, dtype), tf.constant(tv_weight, dtype))
+        images = 128.0 + (images - 128.0) * (1.0 - l2_decay)
+        if blur_every and (index + 1) % blur_every == 0 and index + 1 < steps:
+            images = _blur(images)
+        images = tf.clip_by_value(images, 0.0, 255.0)
+        history.append(measure(images, picks).numpy())
+    return FilterAscent(
+        layer=target.name,
+        filters=filters,
+        images=np.asarray(images, dtype=np.float32),
+        activations=np.stack(history, axis=1).astype(np.float32),
+    )
+
+
+def pick_filters(model, layer, count, seed=0):
+    """`count` distinct random filter indices of `layer` (all of them if it has fewer), sorted."""
+    target = find_layer(model, layer)
+    channels = int(target.output.shape[-1])
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(channels, size=min(count, channels), replace=False))
+
+
+def mask_ratio(maps, masks):
+    """How much more of a map's mass lies inside `masks` than their area: (mass share inside) /
+    (area share), averaged over images. 1 is no better than uniform.
+
+    Args:
+        maps: `(N, H, W)` non-negative maps; masks: bool `(N, H, W)`.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    masks = np.asarray(masks, dtype=bool)
+    mass = maps.reshape(len(maps), -1).sum(axis=1)
+    inside = (maps * masks).reshape(len(maps), -1).sum(axis=1)
+    area = masks.reshape(len(masks), -1).mean(axis=1)
+    valid = (mass > 0) & (area > 0)
+    return float(np.mean(inside[valid] / mass[valid] / area[valid])) if valid.any() else float("nan")

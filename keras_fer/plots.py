@@ -1,0 +1,411 @@
+"""Matplotlib figures: one function per figure, each returns a `matplotlib.figure.Figure`.
+
+Figures are built with the object-oriented API (`matplotlib.figure.Figure`, rendered by Agg), so
+nothing here touches pyplot's global state or needs a display, and nothing calls `show()`.
+The caller saves a figure with `save_figure` (atomic PNG) or embeds it with `png_bytes`.
+
+Example:
+>>> figure = history_figure({"epoch": [1, 2], "loss": [1.9, 1.5], "accuracy": [0.2, 0.4],
+...                          "val_loss": [1.8, 1.6], "val_accuracy": [0.25, 0.35]})
+>>> save_figure(figure, "history.png")  # doctest: +SKIP
+"""
+
+import io
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before anything imports pyplot; a no-op when a backend is already Agg
+
+import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from keras_fer.classes import CLASS_NAMES  # noqa: E402
+
+#: Share of the most salient pixels marked in red on the "most influential pixels" panel.
+TOP_FRACTION = 0.05
+SALIENCY_CMAP = "inferno"
+HEATMAP_CMAP = "jet"
+
+
+def _figure(width, height):
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)  # attach a canvas so the figure renders without pyplot
+    return figure
+
+
+def _column(history, name):
+    if hasattr(history, "columns"):  # a pandas DataFrame
+        return None if name not in history.columns else np.asarray(history[name], dtype=float)
+    values = history.get(name)
+    return None if values is None else np.asarray(values, dtype=float)
+
+
+def _face(image):
+    """A `(H, W)` float view of one grayscale image, whatever its trailing channel."""
+    image = np.asarray(image, dtype=float)
+    return image[..., 0] if image.ndim == 3 else image
+
+
+def _hide_axes(axes):
+    axes.set_xticks([])
+    axes.set_yticks([])
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+def history_figure(history, title=None):
+    """Loss and accuracy per epoch, training and validation (the reports' history figure).
+
+    Args:
+        history: a dict of lists or a pandas DataFrame with columns `epoch`, `loss`,
+            `accuracy`, `val_loss`, `val_accuracy` (any of the `val_` columns may be missing
+            or NaN, e.g. when training without a validation split).
+        title: optional figure title.
+    """
+    loss = _column(history, "loss")
+    if loss is None:
+        raise ValueError("history needs at least a `loss` column")
+    epochs = _column(history, "epoch")
+    if epochs is None:
+        epochs = np.arange(1, len(loss) + 1)
+    figure = _figure(11, 4.2)
+    panels = figure.subplots(1, 2)
+    for axes, metric, label in ((panels[0], "loss", "loss"), (panels[1], "accuracy", "accuracy")):
+        for prefix, name, style in (("", "training", "-"), ("val_", "validation", "--")):
+            values = _column(history, prefix + metric)
+            if values is not None and np.isfinite(values).any():
+                axes.plot(epochs, values, style, marker="o" if len(values) <= 30 else None,
+                          markersize=3, label=name)
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_ylabel(label)
+        axes.set_title(label.capitalize())
+        axes.grid(alpha=0.3)
+        if axes.lines:
+            axes.legend()
+    val_accuracy = _column(history, "val_accuracy")
+    if val_accuracy is not None and np.isfinite(val_accuracy).any():
+        best = int(np.nanargmax(val_accuracy))
+        panels[1].annotate(
+            f"best {val_accuracy[best]:.3f}", (epochs[best], val_accuracy[best]),
+            textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8,
+        )
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def confusion_figure(confusion, class_names=CLASS_NAMES, normalize=True, title=None):
+    """A confusion matrix: rows are true classes, columns predicted, a value in every cell.
+
+    Args:
+        confusion: `(C, C)` counts (rows true, columns predicted).
+        class_names: the names on both axes.
+        normalize: show each row's shares (rows sum to 1) instead of counts.
+        title: the title (default "Confusion matrix (normalized)" or "... (counts)").
+    """
+    counts = np.asarray(confusion, dtype=float)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] != len(class_names):
+        raise ValueError(f"confusion must be {len(class_names)}x{len(class_names)}. Received shape {counts.shape}")
+    if normalize:
+        totals = counts.sum(axis=1, keepdims=True)
+        values = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    else:
+        values = counts
+    size = len(class_names)
+    figure = _figure(1.0 + 0.9 * size, 0.6 + 0.85 * size)
+    axes = figure.subplots()
+    image = axes.imshow(values, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else max(values.max(), 1.0))
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    axes.set_xticks(range(size), labels=class_names, rotation=45, ha="right")
+    axes.set_yticks(range(size), labels=class_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    threshold = (1.0 if normalize else values.max()) / 2.0
+    for row in range(size):
+        for column in range(size):
+            value = values[row, column]
+            text = f"{value:.2f}" if normalize else f"{int(value)}"
+            axes.text(column, row, text, ha="center", va="center", fontsize=8,
+                      color="white" if value > threshold else "black")
+    axes.set_title(title or f"Confusion matrix ({'normalized' if normalize else 'counts'})")
+    figure.tight_layout()
+    return figure
+
+
+# --------------------------------------------------------------------------------------------
+# Saving
+
+
+def save_figure(figure, path, dpi=100):
+    """Write `figure` as a PNG at `path` atomically (a temporary file in the same folder, then
+    `os.replace`), creating the folder if needed, and close the figure. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            figure.savefig(stream, format="png", dpi=dpi)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    finally:
+        close_figure(figure)
+    return path
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def png_bytes(figure, dpi=100, close=True):
+    """The figure rendered as PNG bytes (for embedding in HTML); closes it unless `close=False`."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    if close:
+        close_figure(figure)
+    return buffer.getvalue()
+
+
+def close_figure(figure):
+    """Release a figure; only pyplot-managed figures need pyplot's close."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close(figure)
+    figure.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# Explanations
+
+
+def top_pixels(saliency, fraction=TOP_FRACTION):
+    """A bool mask of the `fraction` most salient pixels of one `(H, W)` map."""
+    saliency = np.asarray(saliency, dtype=float)
+    count = max(1, int(round(fraction * saliency.size)))
+    threshold = np.partition(saliency.ravel(), -count)[-count]
+    return saliency >= threshold if threshold > 0 else np.zeros(saliency.shape, bool)
+
+
+def _marked(image, mask):
+    """The grayscale `image` as RGB with `mask` pixels painted red."""
+    gray = np.clip(_face(image), 0, 255) / 255.0
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    rgb[mask] = (1.0, 0.0, 0.0)
+    return rgb
+
+
+def saliency_figure(images, maps, titles=None, top_fraction=TOP_FRACTION, method="saliency"):
+    """Per image one row: the original, the saliency map, and the original with the
+    `top_fraction` most influential pixels marked in red (report 002's layout).
+
+    Args:
+        images: `(N, H, W, 1)` faces (grey levels).
+        maps: `(N, H, W)` maps normalized to [0, 1].
+        titles: one label per row (e.g. "Happy (p=0.97)").
+        method: the name shown over the middle column.
+    """
+    images, maps = np.asarray(images), np.asarray(maps)
+    count = len(images)
+    figure = _figure(7.2, 2.5 * count + 0.3)
+    grid = figure.subplots(count, 3, squeeze=False)
+    for row in range(count):
+        face = _face(images[row])
+        grid[row, 0].imshow(face, cmap="gray", vmin=0, vmax=255)
+        grid[row, 1].imshow(maps[row], cmap=SALIENCY_CMAP, vmin=0.0, vmax=1.0)
+        grid[row, 2].imshow(_marked(face, top_pixels(maps[row], top_fraction)))
+        grid[row, 0].set_ylabel(titles[row] if titles is not None else "", fontsize=9)
+        for axes in grid[row]:
+            _hide_axes(axes)
+    grid[0, 0].set_title("original", fontsize=10)
+    grid[0, 1].set_title(method, fontsize=10)
+    grid[0, 2].set_title(f"top {top_fraction:.0%} pixels", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def heatmap_figure(images, heatmaps, titles=None, method="Grad-CAM", alpha=0.45):
+    """Per image one row: the original, the heatmap, and the heatmap over the original.
+
+    Args:
+        images: `(N, H, W, 1)` faces; heatmaps: `(N, H, W)` in [0, 1].
+    """
+    images, heatmaps = np.asarray(images), np.asarray(heatmaps)
+    count = len(images)
+    colormap = matplotlib.colormaps[HEATMAP_CMAP]
+    figure = _figure(7.2, 2.5 * count + 0.3)
+    grid = figure.subplots(count, 3, squeeze=False)
+    for row in range(count):
+        face = _face(images[row])
+        gray = np.repeat((np.clip(face, 0, 255) / 255.0)[..., None], 3, axis=2)
+        overlay = (1 - alpha) * gray + alpha * colormap(heatmaps[row])[..., :3]
+        grid[row, 0].imshow(face, cmap="gray", vmin=0, vmax=255)
+        grid[row, 1].imshow(heatmaps[row], cmap=HEATMAP_CMAP, vmin=0.0, vmax=1.0)
+        grid[row, 2].imshow(np.clip(overlay, 0, 1))
+        grid[row, 0].set_ylabel(titles[row] if titles is not None else "", fontsize=9)
+        for axes in grid[row]:
+            _hide_axes(axes)
+    grid[0, 0].set_title("original", fontsize=10)
+    grid[0, 1].set_title(method, fontsize=10)
+    grid[0, 2].set_title("overlay", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def image_grid(images, titles=None, columns=5, title=None, cmap="gray", normalize_each=True, cell=1.6):
+    """A grid of single-channel images with optional per-image titles.
+
+    Args:
+        images: `(N, H, W)` or `(N, H, W, 1)`, or a list of 2-D images of any sizes.
+        normalize_each: stretch each image to its own min-max (feature maps, ascended inputs);
+            otherwise show grey levels 0-255 as they are.
+        cmap: a colormap name, or one per image.
+    """
+    count = len(images)
+    columns = max(1, min(columns, count))
+    rows = max(1, -(-count // columns))
+    figure = _figure(cell * columns + 0.2, cell * rows + (0.5 if title else 0.1) + (0.25 * rows if titles else 0))
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for index, axes in enumerate(grid.ravel()):
+        _hide_axes(axes)
+        if index >= count:
+            axes.set_axis_off()
+            continue
+        face = _face(images[index])
+        colors = cmap if isinstance(cmap, str) else cmap[index]
+        if normalize_each:
+            axes.imshow(face, cmap=colors)
+        else:
+            axes.imshow(face, cmap=colors, vmin=0, vmax=255)
+        if titles is not None:
+            axes.set_title(titles[index], fontsize=8)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def filters_figure(images, activations, filters, layer, columns=5):
+    """Inputs found by gradient ascent, one per filter, titled with the activation reached."""
+    titles = [f"{layer}:{f}  act {a:.2f}" for f, a in zip(filters, activations)]
+    return image_grid(images, titles, columns=columns,
+                      title=f"What activates the filters of {layer} (gradient ascent)")
+
+
+def activations_figure(maps, layer, image=None, count=None, columns=8, title=None):
+    """The feature maps `(H, W, C)` of `layer` for one image, one panel per channel (the first
+    `count` channels), with the input first when `image` is given."""
+    maps = np.asarray(maps, dtype=float)
+    channels = maps.shape[-1] if count is None else min(count, maps.shape[-1])
+    panels = [maps[..., index] for index in range(channels)]
+    titles = [f"#{index}" for index in range(channels)]
+    colors = ["viridis"] * channels
+    if image is not None:
+        panels.insert(0, _face(image))
+        titles.insert(0, "input")
+        colors.insert(0, "gray")
+    return image_grid(
+        panels, titles, columns=columns, cmap=colors,
+        title=title or f"Activation maps of {layer} ({maps.shape[0]}x{maps.shape[1]}, "
+                       f"{channels} of {maps.shape[-1]} channels)",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+def class_distribution_figure(labels, class_names=CLASS_NAMES, title=None):
+    """A bar chart of images per class, with count and share over each bar (report 003)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=len(class_names))[: len(class_names)]
+    total = max(int(counts.sum()), 1)
+    figure = _figure(8, 4.2)
+    axes = figure.subplots()
+    bars = axes.bar(range(len(class_names)), counts, color="tab:blue")
+    for bar, count in zip(bars, counts):
+        axes.annotate(f"{count}\n{count / total:.1%}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                      textcoords="offset points", xytext=(0, 2), ha="center", va="bottom", fontsize=8)
+    axes.set_xticks(range(len(class_names)), labels=class_names)
+    axes.set_ylabel("images")
+    axes.set_ylim(0, max(counts.max(), 1) * 1.22)
+    axes.set_title(title or f"Class distribution ({total} images)")
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def samples_figure(pixels, labels, per_class=6, class_names=CLASS_NAMES, seed=0, title=None):
+    """A grid of example faces: one row per class, `per_class` random faces in each."""
+    pixels, labels = np.asarray(pixels), np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    size = len(class_names)
+    figure = _figure(1.25 * per_class + 1.2, 1.3 * size + 0.5)
+    grid = figure.subplots(size, per_class, squeeze=False)
+    for label in range(size):
+        members = np.flatnonzero(labels == label)
+        chosen = rng.permutation(members)[:per_class]
+        for column in range(per_class):
+            axes = grid[label, column]
+            _hide_axes(axes)
+            if column < len(chosen):
+                axes.imshow(_face(pixels[chosen[column]]), cmap="gray", vmin=0, vmax=255)
+            else:
+                for spine in axes.spines.values():
+                    spine.set_visible(False)
+        grid[label, 0].set_ylabel(f"{class_names[label]}\n({len(members)})", fontsize=9)
+    figure.suptitle(title or "Examples per class")
+    figure.tight_layout()
+    return figure
+
+
+def augment_figure(original, augmented, title=None):
+    """One face and its versions under each augmentation.
+
+    Args:
+        original: `(H, W, 1)` grey levels.
+        augmented: dict `{augmentation name: list of (H, W, 1) images}` (one or more each).
+    """
+    names = list(augmented)
+    variants = max((len(images) for images in augmented.values()), default=1)
+    figure = _figure(1.5 * (variants + 1) + 0.4, 1.55 * len(names) + 0.6)
+    grid = figure.subplots(len(names), variants + 1, squeeze=False)
+    for row, name in enumerate(names):
+        grid[row, 0].imshow(_face(original), cmap="gray", vmin=0, vmax=255)
+        grid[row, 0].set_ylabel(name, fontsize=9)
+        for column in range(variants):
+            axes = grid[row, column + 1]
+            if column < len(augmented[name]):
+                axes.imshow(_face(augmented[name][column]), cmap="gray", vmin=0, vmax=255)
+            else:
+                axes.set_axis_off()
+        for axes in grid[row]:
+            _hide_axes(axes)
+    grid[0, 0].set_title("original", fontsize=9)
+    figure.suptitle(title or "Augmentations")
+    figure.tight_layout()
+    return figure
+
+
+def text_figure(text, title=None, fontsize=8):
+    """Monospaced text as a figure (e.g. a model summary for a PNG)."""
+    lines = str(text).splitlines() or [""]
+    figure = _figure(max(4.0, 0.075 * fontsize * max(len(line) for line in lines)), 0.2 + 0.16 * fontsize / 8 * len(lines))
+    figure.text(0.01, 0.99, "\n".join(lines), family="monospace", fontsize=fontsize, va="top", ha="left")
+    if title:
+        figure.suptitle(title)
+    return figure

@@ -1,0 +1,684 @@
+"""The figures of a training run, and the one-page HTML report that holds them all.
+
+A run directory (written by `keras_fer.training`) holds `best.keras`, `config.json`,
+`history.csv`, `validation.npz` and `summary.txt`; `read_run` reads it. The figure recipes here
+join the data, the model, `keras_fer.explain` and `keras_fer.plots`; the `fer-visualize`
+command and `build_report` both use them.
+
+`build_report(run_dir)` writes one self-contained HTML file: every image is embedded as a
+base64 PNG `data:` URI, the style sheet is inline, nothing is fetched, so it opens from disk in
+any browser and can be mailed as one file. The sections follow the reports' order: architecture,
+training history, confusion matrix (with the most confused pairs), class distribution,
+per-class saliency, Grad-CAM, filters of the first and last conv layers, activation maps,
+augmentations, configuration.
+
+Example:
+>>> from keras_fer.report import build_report
+>>> build_report("runs/cnn4")  # doctest: +SKIP
+PosixPath('runs/cnn4/report.html')
+"""
+
+import base64
+import dataclasses
+import datetime
+import html
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from keras_fer import plots
+from keras_fer.classes import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
+from keras_fer.errors import FerDataError, FerModelError, FerOptionError
+
+#: Demo faces generated when neither the run nor the user names data.
+DEMO_FACES = 700
+#: A per-class example is "confident" at this probability (report 002).
+MIN_CONFIDENCE = 0.9
+#: Images scanned at most when looking for per-class examples.
+SCAN_LIMIT = 5000
+
+
+# --------------------------------------------------------------------------------------------
+# Runs, models and data
+
+
+@dataclasses.dataclass
+class Run:
+    """A training run directory.
+
+    Attributes:
+        path: the folder.
+        config: `config.json` as a dict (empty if the file is missing).
+    """
+
+    path: Path
+    config: dict
+
+    @property
+    def model_path(self):
+        return self.path / "best.keras"
+
+    def history(self):
+        """`history.csv` as a pandas DataFrame, or None if there is none."""
+        import pandas as pd
+
+        file = self.path / "history.csv"
+        if not file.is_file():
+            return None
+        try:
+            frame = pd.read_csv(file)
+        except (ValueError, OSError) as error:
+            raise FerDataError(f"unreadable history ({error})", file) from None
+        if "loss" not in frame.columns:
+            raise FerDataError("no `loss` column", file)
+        return frame
+
+    def validation(self):
+        """`(labels, probabilities, ids or None)` from `validation.npz`, or None if missing."""
+        file = self.path / "validation.npz"
+        if not file.is_file():
+            return None
+        try:
+            with np.load(file, allow_pickle=False) as saved:
+                labels = np.asarray(saved["labels"], dtype=np.int64)
+                probabilities = np.asarray(saved["probabilities"], dtype=np.float64)
+                ids = np.asarray(saved["ids"]).astype(str) if "ids" in saved.files else None
+        except (KeyError, ValueError, OSError) as error:
+            raise FerDataError(f"unreadable validation file, expected arrays labels and probabilities ({error})",
+                               file) from None
+        if probabilities.ndim != 2 or len(probabilities) != len(labels):
+            raise FerDataError(f"labels {labels.shape} and probabilities {probabilities.shape} do not match", file)
+        return labels, probabilities, ids
+
+    def summary(self):
+        """`summary.txt`, or None."""
+        file = self.path / "summary.txt"
+        return file.read_text(encoding="utf-8") if file.is_file() else None
+
+    @property
+    def demo_faces(self):
+        """How many demo faces the run trained on (when it had no data)."""
+        options = self.config.get("options") or {}
+        return int(options.get("demo_faces") or self.config.get("demo_faces") or DEMO_FACES)
+
+    @property
+    def seed(self):
+        return int(self.config.get("seed") or 0)
+
+
+def read_run(path):
+    """Read a run directory.
+
+    Raises:
+        FerOptionError: if `path` is not a folder; FerDataError: for a malformed config.json.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FerOptionError(f"{path}: not a run directory (a folder written by fer-train --out)")
+    config = {}
+    file = path / "config.json"
+    if file.is_file():
+        try:
+            config = json.loads(file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as error:
+            raise FerDataError(f"not valid JSON ({error})", file) from None
+        if not isinstance(config, dict):
+            raise FerDataError("expected a JSON object", file)
+    return Run(path, config)
+
+
+def load_model(path):
+    """Load a `.keras` model that takes raw 48x48x1 faces, without compiling it.
+
+    Raises:
+        FerModelError: for a missing file, a file that is not a Keras model, or a model whose
+            input is not 48x48x1.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FerModelError(f"{path}: no such model file")
+    if path.suffix != ".keras":
+        raise FerModelError(f"{path}: expected a Keras v3 model file (.keras)")
+    import keras
+
+    import keras_fer.models.layers  # noqa: F401  registers Preprocessing and RReLU for loading
+
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FerModelError(f"{path}: not a loadable Keras model ({reason[:200]})") from None
+    shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
+    if shape != IMAGE_SHAPE:
+        raise FerModelError(f"{path}: the model takes {model.input_shape}, not raw faces (None, 48, 48, 1)")
+    if model.output_shape[-1] != NUM_CLASSES:
+        raise FerModelError(f"{path}: the model has {model.output_shape[-1]} outputs, not {NUM_CLASSES} classes")
+    return model
+
+
+def default_model_path():
+    """The packaged model (`keras_fer.inference.default_model_path()`), if there is one.
+
+    Raises:
+        FerOptionError: when no packaged model exists.
+    """
+    try:
+        from keras_fer import inference
+    except ImportError:
+        inference = None
+    finder = getattr(inference, "default_model_path", None)
+    path = finder() if finder is not None else None
+    if path is None or not Path(path).is_file():
+        raise FerOptionError("no model: pass --run DIR (a training run directory) or --model FILE.keras")
+    return Path(path)
+
+
+@dataclasses.dataclass
+class Faces:
+    """The images a figure draws from.
+
+    Attributes:
+        images: `keras_fer.data.Images`.
+        masks: demo faces' expression regions `(N, 48, 48)`, or None for real data.
+        description: where they came from, for titles and messages.
+    """
+
+    images: object
+    masks: np.ndarray = None
+    description: str = ""
+
+
+def load_faces(data=None, run=None, demo_faces=DEMO_FACES, seed=0):
+    """The images to explain: `data` (a path) if given, else the run's own data (`config.json`
+    "data"), else `FER_DATA` when there is no run, else demo faces (the run's own when it
+    trained on them)."""
+    from keras_fer import data as data_module
+    from keras_fer.synthetic import generate
+
+    if data is None and run is not None:
+        data = run.config.get("data")
+        if data is None:
+            demo = generate(run.demo_faces, seed=run.seed)
+            return Faces(demo.images, demo.masks, f"{run.demo_faces} demo faces (seed {run.seed})")
+    path = data_module.resolve_data_path(data, "train")
+    if path is None:
+        demo = generate(demo_faces, seed=seed)
+        return Faces(demo.images, demo.masks, f"{demo_faces} demo faces (seed {seed})")
+    images = data_module.read(path)
+    return Faces(images, None, str(path))
+
+
+@dataclasses.dataclass
+class Picked:
+    """One image chosen for a figure: pixels `(48, 48, 1)`, true label or None, and a name."""
+
+    pixels: np.ndarray
+    label: int = None
+    name: str = ""
+    mask: np.ndarray = None
+
+
+def select_image(faces, spec):
+    """The image `spec` names: an id (or row number) of `faces`, or else the path of an existing
+    image file. Ids are never turned into paths, so an id cannot reach outside the data.
+
+    Raises:
+        FerOptionError: when `spec` is neither an id of the data nor an image file.
+    """
+    from keras_fer.data import is_image_file, load_image
+
+    images = faces.images
+    try:
+        index = images.index_of(spec)
+    except FerDataError as error:
+        path = Path(spec)
+        if path.is_file() and is_image_file(path):
+            return Picked(load_image(path), None, path.stem)
+        raise FerOptionError(
+            f"--image must be an id or row number of {faces.description} or an existing image file "
+            f"({error}). Received: image={spec!r}"
+        ) from None
+    label = None if images.labels is None else int(images.labels[index])
+    mask = None if faces.masks is None else faces.masks[index]
+    return Picked(images.pixels[index], label, str(images.ids[index]), mask)
+
+
+@dataclasses.dataclass
+class Example:
+    """A correctly predicted image chosen for its class."""
+
+    label: int
+    index: int
+    probability: float
+    confident: bool
+
+
+def confident_examples(model, images, labels, min_confidence=MIN_CONFIDENCE, limit=SCAN_LIMIT, chunk=256):
+    """One correctly predicted image per class, predicted with at least `min_confidence`
+    (report 002), or else the most confident correct one (`confident=False`). Classes with no
+    correct prediction are left out. Scans at most `limit` images, stopping early once every
+    class has a confident example.
+
+    Returns:
+        A list of `Example`, in class order.
+    """
+    from keras_fer import explain
+
+    if labels is None:
+        raise FerDataError("per-class examples need labelled data")
+    labels = np.asarray(labels, dtype=np.int64)
+    count = len(images) if limit is None else min(len(images), int(limit))
+    best = {}
+    for start in range(0, count, chunk):
+        stop = min(start + chunk, count)
+        probabilities = explain.probabilities(model, np.asarray(images[start:stop], np.float32))
+        predicted = probabilities.argmax(axis=1)
+        for offset in np.flatnonzero(predicted == labels[start:stop]):
+            label = int(labels[start + offset])
+            probability = float(probabilities[offset, label])
+            if label not in best or (best[label][1] < min_confidence and probability > best[label][1]):
+                best[label] = (start + offset, probability)
+        if len(best) == NUM_CLASSES and all(p >= min_confidence for _, p in best.values()):
+            break
+    return [Example(label, int(best[label][0]), best[label][1], best[label][1] >= min_confidence)
+            for label in sorted(best)]
+
+
+def per_class_note(examples, min_confidence=MIN_CONFIDENCE):
+    """A sentence naming the classes that fell back or had no correct example, or ''."""
+    notes = []
+    missing = [CLASS_NAMES[c] for c in range(NUM_CLASSES) if c not in {e.label for e in examples}]
+    fallback = [f"{CLASS_NAMES[e.label]} ({e.probability:.2f})" for e in examples if not e.confident]
+    if fallback:
+        notes.append(f"no correct prediction reached {min_confidence:.0%} for {', '.join(fallback)}: "
+                     "the most confident correct image is shown instead")
+    if missing:
+        notes.append(f"no correct prediction at all for {', '.join(missing)}: left out")
+    return "; ".join(notes)
+
+
+# --------------------------------------------------------------------------------------------
+# Figure recipes
+
+
+EXPLANATIONS = {"saliency": "Saliency", "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM"}
+
+
+def explain_maps(model, pixels, method, class_index=None, layer=None, samples=25, noise=0.15, seed=0):
+    """Maps `(N, 48, 48)` in [0, 1] by `method` (`saliency`, `smoothgrad` or `gradcam`)."""
+    from keras_fer import explain
+
+    pixels = np.asarray(pixels, np.float32)
+    if method == "saliency":
+        return explain.saliency(model, pixels, class_index)
+    if method == "smoothgrad":
+        return explain.smoothgrad(model, pixels, class_index, noise=noise, samples=samples, seed=seed)
+    if method == "gradcam":
+        return explain.grad_cam(model, pixels, layer=layer, class_index=class_index)
+    raise FerOptionError(f"method must be one of {', '.join(EXPLANATIONS)}. Received: method={method!r}")
+
+
+def row_title(name, label, probabilities, class_index):
+    """'00042: true Happy, predicted Happy 0.97' (and 'map of Sad' when a class is forced)."""
+    predicted = int(np.argmax(probabilities))
+    parts = [f"{name}"]
+    if label is not None:
+        parts.append(f"true {CLASS_NAMES[label]}")
+    parts.append(f"pred {CLASS_NAMES[predicted]} {probabilities[predicted]:.2f}")
+    if class_index is not None and class_index != predicted:
+        parts.append(f"map of {CLASS_NAMES[class_index]} ({probabilities[class_index]:.2f})")
+    return "\n".join(parts)
+
+
+def explanation_figure(model, picks, method="saliency", class_index=None, layer=None, **options):
+    """The original / map / marked-original rows for `picks` (a list of `Picked`)."""
+    from keras_fer import explain
+
+    pixels = np.stack([p.pixels for p in picks]).astype(np.float32)
+    probabilities = explain.probabilities(model, pixels)
+    maps = explain_maps(model, pixels, method, class_index, layer, **options)
+    titles = [row_title(p.name, p.label, probabilities[i], class_index) for i, p in enumerate(picks)]
+    label = EXPLANATIONS[method]
+    if method == "gradcam":
+        target = explain.find_layer(model, layer).name
+        return plots.heatmap_figure(pixels, maps, titles, method=f"{label} ({target})")
+    return plots.saliency_figure(pixels, maps, titles, method=label)
+
+
+def validation_indices(run, faces):
+    """Positions in `faces` of the run's validation images (ids in validation.npz), or None when
+    the run has no such file or the data does not hold those ids."""
+    saved = run.validation() if run is not None else None
+    if saved is None or saved[2] is None:
+        return None
+    found = np.flatnonzero(np.isin(faces.images.ids.astype(str), saved[2]))
+    return found if len(found) else None
+
+
+def per_class_picks(model, faces, min_confidence=MIN_CONFIDENCE, limit=SCAN_LIMIT, within=None):
+    """`(picks, note)`: one confidently and correctly predicted image per class.
+
+    Args:
+        within: optional index array restricting the search (e.g. the validation split).
+    """
+    images = faces.images
+    if images.labels is None:
+        raise FerDataError(f"--per-class needs labelled data; {faces.description} has no labels")
+    indices = np.arange(len(images)) if within is None else np.asarray(within)
+    examples = confident_examples(model, images.pixels[indices], images.labels[indices], min_confidence, limit)
+    if not examples:
+        raise FerDataError(f"the model predicts no image of {faces.description} correctly: nothing to show")
+    picks = []
+    for example in examples:
+        index = int(indices[example.index])
+        mask = None if faces.masks is None else faces.masks[index]
+        picks.append(Picked(images.pixels[index], int(images.labels[index]), str(images.ids[index]), mask))
+    return picks, per_class_note(examples, min_confidence)
+
+
+def filters_figure(model, layer=None, count=10, filters=None, steps=64, seed=0):
+    """Gradient-ascent inputs of `count` random filters (or the given `filters`) of `layer`
+    (default the last conv layer), each titled with the activation it reached."""
+    from keras_fer import explain
+
+    target = explain.find_layer(model, layer).name
+    chosen = explain.pick_filters(model, target, count, seed) if filters is None else np.asarray(filters)
+    found = explain.filter_ascent(model, target, chosen, steps=steps, seed=seed)
+    return plots.filters_figure(found.images, found.final, found.filters, target)
+
+
+def default_activation_layer(model):
+    """A middle conv layer: early layers show edges only, late ones are too coarse (report 002)."""
+    from keras_fer import explain
+
+    convs = explain.conv_layers(model)
+    if not convs:
+        raise FerOptionError(f"model {model.name!r} has no convolution layers")
+    return convs[(len(convs) - 1) // 2]
+
+
+def activations_figure(model, pick, layer=None, count=31):
+    """The feature maps of `layer` for one image (the input first)."""
+    from keras_fer import explain
+
+    target = explain.find_layer(model, layer or default_activation_layer(model)).name
+    maps = explain.activation_maps(model, pick.pixels.astype(np.float32), target)
+    what = f"{pick.name}" + (f" ({CLASS_NAMES[pick.label]})" if pick.label is not None else "")
+    return plots.activations_figure(
+        maps, target, image=pick.pixels, count=count,
+        title=f"Activation maps of {target} for {what}: {min(count, maps.shape[-1])} of {maps.shape[-1]} channels, "
+              f"{maps.shape[0]}x{maps.shape[1]}",
+    )
+
+
+def augment_figure(pick, variants=4, seed=0):
+    """One face under each augmentation of `pipeline.AUGMENTATIONS`, `variants` draws each.
+    Random blur and erasing are shown at probability 1, so every draw shows them."""
+    import tensorflow as tf
+
+    from keras_fer.pipeline import AUGMENTATIONS, AugmentConfig, augment_batch
+
+    batch = np.repeat(pick.pixels[None].astype(np.float32), variants, axis=0)
+    augmented = {}
+    for index, name in enumerate(AUGMENTATIONS):
+        config = AugmentConfig(ops=(name,), blur_probability=1.0, erase_probability=1.0)
+        result = augment_batch(batch, tf.constant([seed, index], tf.int64), config)
+        augmented[name] = list(np.asarray(result))
+    return plots.augment_figure(pick.pixels, augmented, title=f"Augmentations of {pick.name}")
+
+
+def history_figure(run):
+    history = run.history()
+    if history is None:
+        raise FerDataError("no history.csv", run.path)
+    return plots.history_figure(history, title=f"Training history: {run.path.name}")
+
+
+def run_evaluation(run):
+    """`metrics.Evaluation` of the run's best model on its validation split (validation.npz)."""
+    from keras_fer import metrics
+
+    saved = run.validation()
+    if saved is None:
+        raise FerDataError("no validation.npz (the run had no validation split?)", run.path)
+    labels, probabilities, _ = saved
+    return metrics.evaluate(labels, probabilities)
+
+
+def confusion_figure(run, evaluation=None):
+    evaluation = evaluation or run_evaluation(run)
+    return plots.confusion_figure(
+        evaluation.confusion, CLASS_NAMES, normalize=True,
+        title=f"Validation confusion, accuracy {evaluation.accuracy:.4f} ({int(evaluation.support.sum())} images)",
+    )
+
+
+def classes_figure(faces):
+    if faces.images.labels is None:
+        raise FerDataError(f"{faces.description} has no labels: no class distribution")
+    return plots.class_distribution_figure(faces.images.labels, title=f"Class distribution: {faces.description}")
+
+
+def samples_figure(faces, per_class=6, seed=0):
+    if faces.images.labels is None:
+        raise FerDataError(f"{faces.description} has no labels: no examples per class")
+    return plots.samples_figure(faces.images.pixels, faces.images.labels, per_class, seed=seed,
+                                title=f"Examples per class: {faces.description}")
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1100px;
+       padding: 1em 2em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
+h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+nav ol { columns: 2; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: 12px; }
+table { border-collapse: collapse; } td, th { padding: .2em .8em; border-bottom: 1px solid #ddd; text-align: left; }
+.note { color: #8a5300; } .missing { color: #a00; }
+"""
+
+
+@dataclasses.dataclass
+class Section:
+    key: str
+    title: str
+    parts: list = dataclasses.field(default_factory=list)
+
+    def text(self, text, css=None):
+        attribute = f' class="{css}"' if css else ""
+        self.parts.append(f"<p{attribute}>{html.escape(text, quote=False)}</p>")
+
+    def pre(self, text):
+        self.parts.append(f"<pre>{html.escape(text, quote=False)}</pre>")
+
+    def image(self, figure, alt):
+        data = base64.b64encode(plots.png_bytes(figure)).decode("ascii")
+        self.parts.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">')
+
+    def raw(self, markup):
+        self.parts.append(markup)
+
+    def render(self):
+        return f'<section id="{self.key}">\n<h2>{html.escape(self.title)}</h2>\n' + "\n".join(self.parts) + "\n</section>"
+
+
+#: The report's sections, in order: (id, title).
+SECTIONS = (
+    ("architecture", "Architecture"),
+    ("history", "Training history"),
+    ("confusion", "Confusion matrix"),
+    ("classes", "Class distribution"),
+    ("saliency", "Saliency maps per class"),
+    ("gradcam", "Grad-CAM per class"),
+    ("filters-first", "Filters of the first conv layer"),
+    ("filters-last", "Filters of the last conv layer"),
+    ("activations", "Activation maps"),
+    ("augmentation", "Augmentations"),
+    ("configuration", "Configuration"),
+)
+
+
+def _guard(section, build):
+    """Run `build(section)`; a missing file or bad data becomes a note in the page, not a crash."""
+    try:
+        build(section)
+    except (FerDataError, FerOptionError, FerModelError) as error:
+        section.text(f"Not available: {error}", css="missing")
+
+
+def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, model=None, progress=None):
+    """Write the HTML report of a run.
+
+    Args:
+        run_dir: the run directory.
+        data: the images to explain; default the run's own data (demo faces when it had none).
+        out: the HTML file to write; default `run_dir/report.html`.
+        filters: filters shown per conv layer; steps: gradient-ascent steps.
+        seed: seed of the random choices (filters, samples, augmentations).
+        model: an already loaded model (default: load `best.keras`).
+        progress: optional callable taking a line of text, called as each section starts.
+
+    Returns:
+        The path of the written file.
+    """
+    run = read_run(run_dir)
+    out = Path(out) if out is not None else run.path / "report.html"
+    if out.is_dir():
+        out = out / "report.html"
+    say = progress or (lambda text: None)
+    model = model if model is not None else load_model(run.model_path)
+    faces = load_faces(data, run)
+    from keras_fer import explain
+
+    sections = {key: Section(key, title) for key, title in SECTIONS}
+
+    # Validation images, when the data holds the ids validation.npz lists: unseen in training.
+    within = validation_indices(run, faces)
+
+    def architecture(section):
+        summary = run.summary()
+        if summary is None:
+            from keras_fer.models import summary_table
+
+            summary = summary_table(model)
+        section.pre(summary.rstrip())
+
+    def history(section):
+        section.image(history_figure(run), "training and validation loss and accuracy per epoch")
+
+    def confusion(section):
+        evaluation = run_evaluation(run)
+        section.image(confusion_figure(run, evaluation), "normalized confusion matrix of the validation split")
+        rows = "".join(
+            f"<tr><td>{html.escape(true)}</td><td>{html.escape(predicted)}</td><td>{share:.1%}</td></tr>"
+            for true, predicted, share in evaluation.most_confused(5)
+        )
+        section.raw("<p>Most confused pairs (share of the true class predicted as the other):</p>"
+                    f"<table><tr><th>true</th><th>predicted as</th><th>share</th></tr>{rows}</table>")
+        section.pre(evaluation.report())
+
+    def classes(section):
+        section.image(classes_figure(faces), "images per class")
+
+    picks_cache = {}
+
+    def picks():
+        if "value" not in picks_cache:
+            picks_cache["value"] = per_class_picks(model, faces, within=within)
+        return picks_cache["value"]
+
+    def saliency(section):
+        chosen, note = picks()
+        section.text(f"One correctly predicted image per class from {faces.description}"
+                     f"{' (validation split)' if within is not None else ''}, predicted with at least "
+                     f"{MIN_CONFIDENCE:.0%} confidence. Red: the 5% most influential pixels.")
+        if note:
+            section.text(note, css="note")
+        section.image(explanation_figure(model, chosen, "saliency"), "saliency map per class")
+
+    def gradcam(section):
+        chosen, note = picks()
+        section.text(f"Grad-CAM of the last conv layer ({explain.find_layer(model).name}) on the same images.")
+        section.image(explanation_figure(model, chosen, "gradcam"), "Grad-CAM per class")
+
+    convs = explain.conv_layers(model)
+
+    def filters_of(layer):
+        def build(section):
+            if layer is None:
+                raise FerModelError("the model has no convolution layers")
+            section.text(f"Inputs found by {steps} steps of gradient ascent on {filters} random filters of {layer}, "
+                         "starting from grey; each title gives the mean activation reached.")
+            section.image(filters_figure(model, layer, filters, steps=steps, seed=seed), f"filters of {layer}")
+        return build
+
+    def activations(section):
+        labels = faces.images.labels
+        index = 0
+        if labels is not None and (labels == CLASS_NAMES.index("Sad")).any():
+            index = int(np.flatnonzero(labels == CLASS_NAMES.index("Sad"))[0])  # report 002 used a Sad face
+        pick = select_image(faces, str(faces.images.ids[index]))
+        section.image(activations_figure(model, pick), "activation maps")
+
+    def augmentation(section):
+        pick = select_image(faces, str(faces.images.ids[0]))
+        section.image(augment_figure(pick, seed=seed), "augmentations")
+
+    def configuration(section):
+        section.pre(json.dumps(run.config, indent=2, sort_keys=True, default=str) if run.config else "(no config.json)")
+
+    builders = {
+        "architecture": architecture, "history": history, "confusion": confusion, "classes": classes,
+        "saliency": saliency, "gradcam": gradcam,
+        "filters-first": filters_of(convs[0] if convs else None),
+        "filters-last": filters_of(convs[-1] if convs else None),
+        "activations": activations, "augmentation": augmentation, "configuration": configuration,
+    }
+    for key, title in SECTIONS:
+        say(title)
+        _guard(sections[key], builders[key])
+
+    name = html.escape(run.path.resolve().name)
+    navigation = "".join(f'<li><a href="#{key}">{html.escape(title)}</a></li>' for key, title in SECTIONS)
+    created = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    page = "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>keras-fer report: {name}</title>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>keras-fer report: {name}</h1>",
+        f"<p>Model <b>{html.escape(str(run.config.get('arch') or model.name))}</b>, run "
+        f"<code>{html.escape(str(run.path))}</code>, images: {html.escape(faces.description)}. Written {created}.</p>",
+        f"<nav><ol>{navigation}</ol></nav>",
+        *[sections[key].render() for key, _ in SECTIONS],
+        "</body></html>",
+    ])
+    write_text_atomic(out, page)
+    return out
+
+
+def write_text_atomic(path, text):
+    """Write `text` to `path` via a temporary file in the same folder and `os.replace`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(temporary, 0o666 & ~mask)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path

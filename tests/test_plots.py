@@ -1,0 +1,119 @@
+"""keras_fer.plots: every figure builds without a display, saves atomically, and closes."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from keras_fer import plots
+from keras_fer.classes import CLASS_NAMES
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+HISTORY = {
+    "epoch": [1, 2, 3],
+    "loss": [1.9, 1.4, 1.1],
+    "accuracy": [0.25, 0.45, 0.55],
+    "val_loss": [1.8, 1.5, 1.4],
+    "val_accuracy": [0.3, 0.42, 0.47],
+    "lr": [1e-3] * 3,
+    "seconds": [10.0] * 3,
+}
+
+
+def is_png(path):
+    with open(path, "rb") as handle:
+        return handle.read(8) == PNG
+
+
+@pytest.mark.parametrize("history", [HISTORY, pd.DataFrame(HISTORY)], ids=["dict", "dataframe"])
+def test_history_figure_has_loss_and_accuracy_panels(history, tmp_path):
+    figure = plots.history_figure(history)
+    assert isinstance(figure, Figure)
+    loss, accuracy = figure.axes
+    assert loss.get_title() == "Loss" and accuracy.get_title() == "Accuracy"
+    assert [line.get_label() for line in loss.lines] == ["training", "validation"]
+    np.testing.assert_allclose(accuracy.lines[1].get_ydata(), HISTORY["val_accuracy"])
+    path = plots.save_figure(figure, tmp_path / "history.png")
+    assert is_png(path)
+
+
+def test_history_without_validation_columns():
+    figure = plots.history_figure({"loss": [2.0, 1.0], "accuracy": [0.2, 0.4], "val_loss": [np.nan, np.nan]})
+    assert [line.get_label() for line in figure.axes[0].lines] == ["training"]
+    with pytest.raises(ValueError, match="loss"):
+        plots.history_figure({"accuracy": [0.1]})
+
+
+def test_confusion_figure_normalizes_rows_and_writes_values():
+    confusion = np.diag([10, 2, 8, 20, 9, 7, 10]) + 1
+    figure = plots.confusion_figure(confusion, CLASS_NAMES, normalize=True, title="val")
+    axes = figure.axes[0]
+    assert axes.get_title() == "val"
+    assert [label.get_text() for label in axes.get_xticklabels()] == list(CLASS_NAMES)
+    assert [label.get_text() for label in axes.get_yticklabels()] == list(CLASS_NAMES)
+    texts = [text.get_text() for text in axes.texts]
+    assert len(texts) == 49
+    assert texts[0] == f"{11 / 17:.2f}"  # Angry row: 11 of 10 + 7 = 17
+    shown = axes.images[0].get_array()
+    np.testing.assert_allclose(np.asarray(shown).sum(axis=1), 1.0)
+    counts = plots.confusion_figure(confusion, normalize=False).axes[0]
+    assert counts.texts[0].get_text() == "11"
+    with pytest.raises(ValueError, match="7x7"):
+        plots.confusion_figure(np.ones((3, 3)))
+
+
+def test_save_figure_is_atomic_and_closes(tmp_path):
+    figure = plots.history_figure(HISTORY)
+    target = tmp_path / "deep" / "folder" / "history.png"
+    plots.save_figure(figure, target)
+    assert is_png(target)
+    assert sorted(os.listdir(target.parent)) == ["history.png"]  # no temporary left behind
+    assert not figure.axes  # closed: cleared
+    mode = os.stat(target).st_mode & 0o777
+    assert mode & 0o044  # readable by others, as a normal file (not mkstemp's 0600)
+
+
+def test_save_figure_leaves_no_partial_file_on_error(tmp_path):
+    figure = plots.history_figure(HISTORY)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    figure.savefig = fail
+    with pytest.raises(RuntimeError):
+        plots.save_figure(figure, tmp_path / "x.png")
+    assert os.listdir(tmp_path) == []
+
+
+def test_top_pixels_marks_the_requested_share():
+    saliency = np.arange(100, dtype=float).reshape(10, 10)
+    mask = plots.top_pixels(saliency, 0.05)
+    assert mask.sum() == 5 and mask.ravel()[-5:].all()
+    assert not plots.top_pixels(np.zeros((10, 10))).any()
+
+
+def test_every_other_figure_renders(tmp_path):
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (3, 48, 48, 1)).astype(np.uint8)
+    maps = rng.uniform(0, 1, (3, 48, 48))
+    labels = np.arange(70) % 7
+    figures = {
+        "saliency": plots.saliency_figure(faces, maps, ["a", "b", "c"]),
+        "heatmap": plots.heatmap_figure(faces, maps, ["a", "b", "c"]),
+        "grid": plots.image_grid(faces, ["a", "b", "c"], columns=2, title="grid"),
+        "filters": plots.filters_figure(faces.astype(float), [1.5, 2.0, 0.3], [0, 4, 9], "conv4"),
+        "activations": plots.activations_figure(rng.normal(size=(12, 12, 20)), "conv2", image=faces[0], count=15),
+        "classes": plots.class_distribution_figure(labels),
+        "samples": plots.samples_figure(rng.integers(0, 256, (70, 48, 48, 1)), labels, per_class=3),
+        "augment": plots.augment_figure(faces[0], {"shift": [faces[1], faces[2]], "flip": [faces[1]]}),
+        "text": plots.text_figure("Model: x\nconv1  (None, 48, 48, 32)  320"),
+    }
+    assert len([axes for axes in figures["activations"].axes if axes.images]) == 16  # input + 15 maps
+    bars = figures["classes"].axes[0].patches
+    assert [bar.get_height() for bar in bars] == [10] * 7
+    for name, figure in figures.items():
+        assert isinstance(figure, Figure), name
+        assert len(plots.png_bytes(figure)) > 1000, name

@@ -1,0 +1,212 @@
+"""fer-visualize: every subcommand writes its figure; bad input is one line and exit 2."""
+
+import base64
+import json
+import re
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from keras_fer import synthetic
+from keras_fer.cli.visualize import main
+from keras_fer.models import summary_table
+from keras_fer.models.layers import Preprocessing
+
+PNG = b"\x89PNG\r\n\x1a\n"
+DEMO_FACES, TRAIN, SEED = 350, 280, 3
+
+
+def tiny_model():
+    inputs = keras.Input((48, 48, 1), name="image")
+    x = Preprocessing(normalize="image", name="preprocessing")(inputs)
+    for index, width in enumerate((8, 16), start=1):
+        x = layers.Conv2D(width, 3, padding="same", name=f"conv{index}")(x)
+        x = layers.ReLU(name=f"conv{index}_act")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{index}")(x)
+    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    return keras.Model(inputs, layers.Dense(7, name="logits")(x), name="tiny")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory as training writes it, from a tiny model trained on demo faces."""
+    keras.utils.set_random_seed(0)
+    folder = tmp_path_factory.mktemp("run")
+    demo = synthetic.generate(DEMO_FACES, seed=SEED).images
+    pixels = demo.pixels.astype("float32")
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    fit = model.fit(pixels[:TRAIN], demo.labels[:TRAIN], validation_data=(pixels[TRAIN:], demo.labels[TRAIN:]),
+                    batch_size=32, epochs=3, verbose=0)
+    model.save(folder / "best.keras")
+    logits = model.predict(pixels[TRAIN:], verbose=0)
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    np.savez(folder / "validation.npz", labels=demo.labels[TRAIN:], probabilities=probabilities,
+             ids=demo.ids[TRAIN:].astype(str))
+    (folder / "config.json").write_text(json.dumps({
+        "arch": "tiny", "data": None, "val": f"first:{TRAIN}", "seed": SEED, "normalize": "image",
+        "augment": "none", "options": {"demo_faces": DEMO_FACES},
+    }))
+    rows = ["epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds"]
+    for epoch in range(3):
+        values = [fit.history[key][epoch] for key in ("loss", "accuracy", "val_loss", "val_accuracy")]
+        rows.append(",".join([str(epoch + 1)] + [f"{v:.5f}" for v in values] + ["0.003", "1.0"]))
+    (folder / "history.csv").write_text("\n".join(rows) + "\n")
+    (folder / "summary.txt").write_text(summary_table(model) + "\n")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def no_fer_data(monkeypatch):
+    monkeypatch.delenv("FER_DATA", raising=False)
+
+
+def check_png(path):
+    assert path.is_file() and path.stat().st_size > 2000
+    assert path.read_bytes()[:8] == PNG
+
+
+COMMANDS = {
+    "saliency": (["saliency", "--image", "00000"], "saliency_00000.png"),
+    "saliency-per-class": (["saliency", "--per-class"], "saliency_per_class.png"),
+    "smoothgrad": (["smoothgrad", "--image", "3", "--samples", "4"], "smoothgrad_00003.png"),
+    "gradcam-per-class": (["gradcam", "--per-class", "--layer", "conv1"], "gradcam_per_class.png"),
+    "gradcam-class": (["gradcam", "--image", "00001", "--class", "Happy"], "gradcam_00001.png"),
+    "filters": (["filters", "--layer", "conv2", "--count", "4", "--steps", "8"], "filters_conv2.png"),
+    "activations": (["activations", "--layer", "conv1", "--image", "00002"], "activations_conv1_00002.png"),
+}
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_model_subcommands_write_pngs(name, run_dir, tmp_path, capsys):
+    argv, filename = COMMANDS[name]
+    assert main(argv + ["--run", str(run_dir), "--out", str(tmp_path)]) == 0
+    check_png(tmp_path / filename)
+    assert f"wrote {tmp_path / filename}" in capsys.readouterr().out
+
+
+def test_model_file_and_image_file(run_dir, tmp_path, capsys):
+    import cv2
+
+    face = synthetic.generate(1, seed=9).images.pixels[0]
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), cv2.resize(face, (96, 96)))  # any size: made 48x48
+    out = tmp_path / "out"
+    assert main(["saliency", "--model", str(run_dir / "best.keras"), "--image", str(photo), "--out", str(out)]) == 0
+    check_png(out / "saliency_photo.png")
+
+
+@pytest.mark.parametrize("argv, filename", [
+    (["history", "{run}"], "history.png"),
+    (["confusion", "{run}"], "confusion.png"),
+    (["classes"], "classes.png"),
+    (["samples", "--count", "3"], "samples.png"),
+    (["augment", "--image", "00002", "--count", "2"], "augment_00002.png"),
+])
+def test_run_and_data_subcommands_write_pngs(argv, filename, run_dir, tmp_path):
+    argv = [part.format(run=run_dir) for part in argv]
+    assert main(argv + ["--out", str(tmp_path)]) == 0
+    check_png(tmp_path / filename)
+
+
+def test_report_is_one_self_contained_page(run_dir, tmp_path):
+    from keras_fer.report import SECTIONS
+
+    out = tmp_path / "report.html"
+    assert main(["report", str(run_dir), "--out", str(out), "--filters", "3", "--steps", "8"]) == 0
+    page = out.read_text(encoding="utf-8")
+    sections = dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', page, re.S))
+    assert list(sections) == [key for key, _ in SECTIONS]
+    text_only = {"architecture", "configuration"}
+    for key, body in sections.items():
+        assert "Not available" not in body, key
+        if key in text_only:
+            assert "<pre>" in body, key
+            continue
+        images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', body)
+        assert images, f"section {key} has no embedded image"
+        assert base64.b64decode(images[0])[:8] == PNG
+    assert "conv1" in sections["architecture"] and '"seed": 3' in sections["configuration"]
+    assert "Most confused pairs" in sections["confusion"]
+    # Nothing points outside the page: every src is a data URI, every link an anchor.
+    assert all(src.startswith("data:") for src in re.findall(r'src="([^"]*)"', page))
+    assert all(href.startswith("#") for href in re.findall(r'href="([^"]*)"', page))
+    assert not re.search(r"url\(|@import|<script|<link", page)
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # written atomically
+
+
+def error_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["saliency", "--image", "../../etc/passwd"], "--image must be an id"),
+    (["saliency", "--image", "99999"], "no image with id '99999'"),
+    (["gradcam", "--image", "0", "--layer", "conv9"], "conv layers are conv1, conv2"),
+    (["filters", "--layer", "dense"], "conv layers are conv1, conv2"),
+    (["activations", "--layer", "logits"], "no 2-D feature maps"),
+    (["saliency", "--model", "missing.keras"], "no such model file"),
+])
+def test_bad_options_are_one_line_and_exit_2(argv, message, run_dir, tmp_path, capsys):
+    if "--model" not in argv:
+        argv = argv + ["--run", str(run_dir)]
+    assert main(argv + ["--out", str(tmp_path)]) == 2
+    assert message in error_line(capsys)
+    assert not list(tmp_path.iterdir())
+
+
+def test_image_must_be_an_image_file(run_dir, tmp_path, capsys):
+    secret = tmp_path / "secret.csv"
+    secret.write_text("label,feature\n")
+    assert main(["saliency", "--run", str(run_dir), "--image", str(secret), "--out", str(tmp_path / "o")]) == 2
+    assert "--image must be an id" in error_line(capsys)
+
+
+def test_no_model_asks_for_a_run(monkeypatch, tmp_path, capsys):
+    import types
+
+    monkeypatch.setitem(__import__("sys").modules, "keras_fer.inference",
+                        types.SimpleNamespace(default_model_path=lambda: None))
+    assert main(["saliency", "--out", str(tmp_path)]) == 2
+    assert "pass --run DIR" in error_line(capsys)
+
+
+def test_run_without_files(tmp_path, capsys):
+    assert main(["history", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "no history.csv" in error_line(capsys)
+    assert main(["history", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a run directory" in error_line(capsys)
+
+
+def test_argparse_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["saliency", "--bogus"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --bogus" in error_line(capsys)
+    with pytest.raises(SystemExit):
+        main(["saliency", "--class", "Bored"])
+    assert "unknown class 'Bored'" in error_line(capsys)
+    with pytest.raises(SystemExit):
+        main(["saliency", "--per-class", "--class", "Sad"])
+    assert "not allowed with" in error_line(capsys)
+
+
+@pytest.mark.parametrize("command", ["saliency", "smoothgrad", "gradcam", "filters", "activations", "history",
+                                     "confusion", "classes", "samples", "augment", "report"])
+def test_help_explains_each_option(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    options = re.findall(r"^\s+(--[a-z-]+)", text, re.M)
+    assert options and "--help" in text
+    for option in options:
+        line = re.search(rf"^\s+{option}\b.*(?:\n\s{{20,}}.*)*", text, re.M).group(0)
+        assert len(line.split(option, 1)[1].strip()) > 10, f"{command} {option} has no explanation"
