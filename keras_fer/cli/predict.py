@@ -1,0 +1,405 @@
+"""`python predict.py` / `fer-predict`: classify FER CSVs, face crops and photos; export models.
+
+See `python predict.py --help` and docs/prediction.md.
+"""
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
+from keras_fer.cli import command
+from keras_fer.errors import FerDataError, FerOptionError
+
+EXAMPLES = """\
+examples:
+  python predict.py test.csv                          submission.csv with the packaged model
+  python predict.py test.csv --model runs/cnn4 --tta flip --out sub.csv
+  python predict.py test.csv --model a.keras --model b.keras --proba
+  python predict.py fer2013.csv --model runs/cnn4     labelled: also prints and saves metrics
+  python predict.py photo.jpg --annotate annotated/   faces found with OpenCV, one line each
+  python predict.py crops/ --no-detect                every image is already a face crop
+  python predict.py --model runs/cnn4 --export tflite runs/cnn4/best.tflite, checked against Keras
+
+inputs:
+  A CSV (optionally .gz) with a pixel column `feature` or `pixels` (2,304 grey levels) and
+  optionally `id`, `label`/`emotion` and Kaggle's `Usage` columns, streamed in chunks. An image
+  file or a folder of images (searched recursively) is classified face by face: images of
+  exactly 48x48 pixels count as face crops, larger ones are searched for faces (unless
+  --no-detect). A folder whose images all sit in class sub-folders (angry/, 0/, ...) is
+  labelled, and metrics are reported. With no input, $FER_DATA's test file is used.
+  Put the input before a multi-path --model (or repeat --model) so it is not read as a model.
+
+outputs:
+  CSV input: `id,label` (+ a probability column per class with --proba), written atomically.
+  Images: `file,face,x,y,w,h,label,class,confidence` (empty label and class "" for a photo with
+  no face). With labels: <out stem>_metrics.json, _confusion.csv and _confusion.png next to it.
+"""
+
+
+@dataclasses.dataclass
+class PredictOptions:
+    """Everything `predict.py` can be asked to do (the CLI maps its flags onto this)."""
+
+    input: str = None
+    models: list = None
+    out: str = None
+    tta: str = "none"
+    proba: bool = False
+    prior_correction: bool = False
+    no_detect: bool = False
+    annotate: str = None
+    min_face: int = 30
+    export: str = None
+    export_to: str = None
+    backend: str = "auto"
+    normalize: str = None
+    batch_size: int = 256
+    chunk_rows: int = 4096
+    timings: bool = False
+
+
+def build_parser():
+    from keras_fer.inference import BACKENDS, EXPORT_FORMATS, TTA_MODES
+
+    parser = argparse.ArgumentParser(
+        prog="predict.py",
+        description="Classify facial expressions (7 FER2013 classes: "
+        + ", ".join(f"{i} {name}" for i, name in enumerate(CLASS_NAMES))
+        + ") in a FER CSV, face crops or photos, and export models for serving.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("input", nargs="?", help="a FER CSV (.csv or .csv.gz), an image file or a folder of images; "
+                        "default: the test file of $FER_DATA")
+    parser.add_argument("--model", "-m", dest="models", action="extend", nargs="+", metavar="PATH",
+                        help="a .keras model, a training run directory (its best.keras and config.json) or a "
+                        ".tflite file from --export; several (--model a b, or --model a --model b) average their "
+                        "softmax (an ensemble). Default: the packaged pretrained model in keras_fer/weights/")
+    parser.add_argument("--out", "-o", metavar="FILE",
+                        help="where to write the predictions CSV (default: submission.csv for CSV input, "
+                        "faces.csv for images); metrics files go next to it")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none",
+                        help="test-time augmentation, averaging the softmax over: flip = the face and its mirror "
+                        "(2 passes); crops = ten-crop: 44x44 crops at the 4 corners and centre, resized to 48x48, "
+                        "plain and mirrored (10 passes). Default: none")
+    parser.add_argument("--proba", action="store_true",
+                        help="add one probability column per class, named by class")
+    parser.add_argument("--prior-correction", action="store_true",
+                        help="logit adjustment: divide each model's probabilities by its training class prior "
+                        "(\"class_prior\" in the config.json next to the model) and renormalize, which favours "
+                        "rare classes such as Disgust")
+    parser.add_argument("--no-detect", action="store_true",
+                        help="images: treat each image as an already-cropped face (no face detection)")
+    parser.add_argument("--annotate", metavar="DIR",
+                        help="images: write copies of the images into DIR with face boxes and labels drawn")
+    parser.add_argument("--min-face", type=int, default=30, metavar="PX",
+                        help="images: smallest face side the detector looks for, in pixels (default: 30)")
+    parser.add_argument("--export", choices=EXPORT_FORMATS,
+                        help="write a serving artifact of each --model and check it gives the Keras model's "
+                        "predictions (prints the max |difference|): tflite = X.tflite next to X.keras (LiteRT; "
+                        "also the fast path predict.py uses), savedmodel = X_savedmodel/ (TensorFlow SavedModel, "
+                        "endpoint 'serve'). Predicts too when an input is given")
+    parser.add_argument("--export-to", metavar="PATH", help="where --export writes (one model only)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto (default): a verified LiteRT copy of the model, made on first use and cached "
+                        "as X.tflite, so later runs skip importing TensorFlow; Keras if LiteRT cannot run it. "
+                        "litert: LiteRT or an error. keras: always Keras")
+    parser.add_argument("--normalize", choices=("none", "unit", "image"),
+                        help="for models without keras-fer's Preprocessing layer (not made by keras-fer): how to "
+                        "scale grey levels: unit = /255, image = per-image standardization, none = 0-255. "
+                        "Default: config.json's \"normalize\", else unit. Faces are also resized and the grey "
+                        "channel replicated to fit such a model's input")
+    parser.add_argument("--batch-size", type=int, default=256, metavar="N",
+                        help="faces per forward pass (default: 256)")
+    parser.add_argument("--chunk-rows", type=int, default=4096, metavar="N",
+                        help="CSV rows read and classified at a time; memory is flat in the file size (default: 4096)")
+    parser.add_argument("--timings", action="store_true",
+                        help="print a line of seconds per stage to stderr (imports, model load, read, "
+                        "inference, write, metrics)")
+    return parser
+
+
+def parse_options(argv):
+    from keras_fer.data import IMAGE_EXTENSIONS
+
+    args = build_parser().parse_args(argv)
+    options = PredictOptions(**{field.name: getattr(args, field.name) for field in dataclasses.fields(PredictOptions)})
+    models = list(options.models or [])
+    # `--model a b data.csv`: argparse gives data.csv to --model; a data file is never a model.
+    if options.input is None and len(models) >= 2:
+        last = models[-1].lower()
+        if last.endswith((".csv", ".gz")) or last.endswith(IMAGE_EXTENSIONS):
+            options.input = models.pop()
+    options.models = models
+    for name in ("batch_size", "chunk_rows", "min_face"):
+        if getattr(options, name) < 1:
+            raise FerOptionError(f"--{name.replace('_', '-')} must be a positive integer. Received: {getattr(options, name)}")
+    if options.export_to and not options.export:
+        raise FerOptionError("--export-to needs --export tflite or --export savedmodel")
+    if options.export_to and len(options.models) > 1:
+        raise FerOptionError("--export-to names one artifact: give one --model")
+    return options
+
+
+def _process_age():
+    """Seconds since this process started (Linux), or None."""
+    try:
+        import os
+
+        with open("/proc/self/stat") as handle:
+            start_ticks = float(handle.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as handle:
+            uptime = float(handle.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def _say(*parts):
+    print(*parts, flush=True)
+
+
+def _note(text):
+    print(f"note: {text}", file=sys.stderr, flush=True)
+
+
+def _progress(unit):
+    from tqdm import tqdm
+
+    return tqdm(unit=unit, disable=not sys.stderr.isatty(), file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def _models_or_default(options):
+    from keras_fer.inference import default_model_path
+
+    return options.models or [str(default_model_path())]
+
+
+def run_export(options, models):
+    from keras_fer.inference import export_model
+
+    for model in models:
+        result = export_model(model, options.export, options.export_to, options.normalize)
+        _say(
+            f"exported {model} -> {result.path} ({result.format}): max |difference| vs Keras "
+            f"{result.max_abs_diff:.2e} in probabilities, {result.max_abs_diff_outputs:.2e} in raw outputs, "
+            f"on {result.sample_size} faces"
+        )
+
+
+def print_evaluations(evaluations):
+    """Print the scores of each split, the report and the normalized confusion matrix."""
+    from keras_fer.inference import split_order
+
+    for split in split_order(evaluations):
+        evaluation = evaluations[split]
+        title = "all rows" if split == "all" else split
+        _say(f"\n{title}: accuracy {evaluation.accuracy:.4f}, macro-F1 {evaluation.macro_f1:.4f} "
+             f"({int(evaluation.support.sum())} rows)")
+        _say(evaluation.report())
+        _say("normalized confusion (rows: true class, columns: predicted)")
+        short = [name[:7] for name in CLASS_NAMES]
+        _say(" " * 9 + "".join(f"{name:>8}" for name in short))
+        for i, row in enumerate(evaluation.confusion_normalized):
+            _say(f"{short[i]:<9}" + "".join(f"{value:>8.2f}" for value in row))
+
+
+def save_and_report(evaluations, out, timings):
+    from keras_fer.inference import save_evaluations
+
+    start = time.perf_counter()
+    print_evaluations(evaluations)
+    paths = save_evaluations(evaluations, out)
+    timings.metrics_s += time.perf_counter() - start
+    _say(f"\nsaved metrics: {paths['json']}, {paths['csv']}, {paths['png']}")
+
+
+def run_csv(options, predictors, timings):
+    from keras_fer.inference import predict_csv
+
+    out = Path(options.out or "submission.csv")
+    if out.resolve() == Path(options.input).resolve():
+        raise FerOptionError(f"--out {out} would overwrite the input")
+    bar = _progress(" faces")
+    try:
+        result = predict_csv(options.input, predictors, out, options.tta, options.prior_correction, options.proba,
+                             options.chunk_rows, on_chunk=bar.update, timings=timings)
+    finally:
+        bar.close()
+    _say(f"wrote {result.out}: {result.rows} rows")
+    if result.labelled:
+        save_and_report(result.evaluations(), result.out, timings)
+    return result.rows
+
+
+def _image_plan(root):
+    """`(files, labels or None, base folder)` for an image file or folder input."""
+    from keras_fer.classes import class_index
+    from keras_fer.faces import list_images
+
+    root = Path(root)
+    if root.is_file():
+        return [root], None, root.parent
+    files = list_images(root)
+    if not files:
+        raise FerDataError("no images in this folder (or its sub-folders)", root)
+    labels = []
+    for file in files:
+        if len(file.parts) != 2:
+            labels = None
+            break
+        try:
+            labels.append(class_index(file.parts[0]))
+        except ValueError:
+            labels = None
+            break
+    return [root / file for file in files], labels, root
+
+
+def run_images(options, predictors, timings):
+    """Classify the faces of an image file or folder; print one line per face; write a CSV."""
+    import csv
+
+    import numpy as np
+
+    from keras_fer import faces as face_tools
+    from keras_fer.inference import _count, atomic_output, predict_proba
+
+    files, labels, base = _image_plan(options.input)
+    out = Path(options.out or "faces.csv")
+    annotate_dir = Path(options.annotate) if options.annotate else None
+    if annotate_dir is not None and annotate_dir.resolve() == Path(base).resolve():
+        raise FerOptionError(f"--annotate {annotate_dir} is the input folder: choose another folder")
+    confusions = {}
+    faces_found = 0
+    bar = _progress(" images")
+    header = ["file", "face", "x", "y", "w", "h", "label", "class", "confidence"]
+    header += ["true_label"] if labels is not None else []
+    header += list(CLASS_NAMES) if options.proba else []
+    group_size = 64
+    try:
+        with atomic_output(out) as stream:
+            writer = csv.writer(stream, lineterminator="\n")
+            writer.writerow(header)
+            for start in range(0, len(files), group_size):
+                group = files[start:start + group_size]
+                read_start = time.perf_counter()
+                items = []  # (file, image, boxes, crops)
+                for file in group:
+                    image = face_tools.read_photo(file)
+                    if options.no_detect or face_tools.is_face_crop(image):
+                        boxes = [(0, 0, int(image.shape[1]), int(image.shape[0]))]
+                    else:
+                        boxes = face_tools.detect_faces(image, min_size=options.min_face)
+                    items.append((file, image, boxes, face_tools.crop_faces(image, boxes)))
+                timings.read_s += time.perf_counter() - read_start
+                infer_start = time.perf_counter()
+                crops = np.concatenate([item[3] for item in items])
+                probabilities = (predict_proba(predictors, crops, options.tta, options.prior_correction)
+                                 if len(crops) else np.zeros((0, NUM_CLASSES)))
+                timings.infer_s += time.perf_counter() - infer_start
+                write_start = time.perf_counter()
+                offset = 0
+                for index, (file, image, boxes, _) in enumerate(items):
+                    shown = file.relative_to(base) if base in file.parents else file
+                    truth = labels[start + index] if labels is not None else None
+                    mine = probabilities[offset:offset + len(boxes)]
+                    offset += len(boxes)
+                    if not boxes:
+                        _say(f"{shown}: no face found")
+                        writer.writerow([shown, "", "", "", "", "", "", "", ""] + ([truth] if labels is not None else [])
+                                        + ([""] * NUM_CLASSES if options.proba else []))
+                    captions = []
+                    for number, (box, row) in enumerate(zip(boxes, mine), start=1):
+                        label = int(row.argmax())
+                        captions.append(f"{CLASS_NAMES[label]} {row[label]:.2f}")
+                        _say(f"{shown}  face {number}  box=({box[0]},{box[1]},{box[2]},{box[3]})  "
+                             f"{CLASS_NAMES[label]}  {row[label]:.3f}")
+                        writer.writerow([shown, number, *box, label, CLASS_NAMES[label], f"{row[label]:.6f}"]
+                                        + ([truth] if labels is not None else [])
+                                        + ([f"{value:.6f}" for value in row] if options.proba else []))
+                        if truth is not None:
+                            _count(confusions, "all", [truth], [label])
+                    faces_found += len(boxes)
+                    if annotate_dir is not None:
+                        face_tools.write_image(annotate_dir / shown, face_tools.annotate(image, boxes, captions))
+                timings.write_s += time.perf_counter() - write_start
+                bar.update(len(group))
+    finally:
+        bar.close()
+    _say(f"wrote {out}: {faces_found} faces in {len(files)} images")
+    if annotate_dir is not None:
+        _say(f"annotated copies in {annotate_dir}")
+    if confusions:
+        from keras_fer.inference import evaluation_from_confusion
+
+        save_and_report({split: evaluation_from_confusion(m) for split, m in confusions.items()}, out, timings)
+    return faces_found
+
+
+def _resolve_input(options):
+    from keras_fer.data import resolve_data_path
+
+    if options.input is not None:
+        path = Path(options.input)
+        if not path.exists():
+            raise FerDataError("no such file or folder", path)
+        return str(path)
+    found = resolve_data_path(None, "test")
+    if found is None:
+        raise FerOptionError("no input: give a CSV, an image or a folder (or set FER_DATA to a folder with test.csv)")
+    if not Path(found).exists():
+        raise FerDataError("no such file or folder (from FER_DATA)", found)
+    if Path(found).is_dir():
+        raise FerDataError("no test.csv or test.csv.gz in this folder (from FER_DATA): give an input", found)
+    return str(found)
+
+
+@command
+def main(argv=None):
+    try:
+        return _main(argv)
+    except FileNotFoundError:
+        raise  # the CLI wrapper names the file
+    except OSError as error:  # unwritable --out or --annotate folder, full disk, ...
+        where = f"{error.filename}: " if error.filename else ""
+        raise FerOptionError(f"{where}{error.strerror or error}") from None
+
+
+def _main(argv):
+    entered = time.perf_counter()
+    imports_s = _process_age()
+    from keras_fer.data import is_image_file
+    from keras_fer.inference import Timings, class_prior, load_predictor, resolve_model
+
+    options = parse_options(argv)
+    timings = Timings()
+    if options.export:
+        run_export(options, _models_or_default(options))
+        if options.input is None:
+            return 0
+    options.input = _resolve_input(options)
+    images = Path(options.input).is_dir() or is_image_file(options.input)
+
+    start = time.perf_counter()
+    models = _models_or_default(options)
+    if options.prior_correction:
+        for path in models:  # fail now, before loading anything, if a model has no prior
+            class_prior(resolve_model(path))
+    predictors = [load_predictor(path, options.backend, options.normalize, options.batch_size) for path in models]
+    timings.load_s = time.perf_counter() - start
+    for predictor in predictors:
+        for note in predictor.notes:
+            _note(f"{predictor.name}: {note}")
+
+    rows = run_images(options, predictors, timings) if images else run_csv(options, predictors, timings)
+    if options.timings:
+        total = time.perf_counter() - entered + (imports_s or 0.0)
+        stages = " ".join(f"{key}={value:.3f}" for key, value in dataclasses.asdict(timings).items())
+        imports = "" if imports_s is None else f" imports_s={imports_s:.3f}"
+        backends = ",".join(predictor.backend for predictor in predictors)
+        print(f"timings{imports} {stages} total_s={total:.3f} rows={rows} backend={backends}", file=sys.stderr)
+    return 0

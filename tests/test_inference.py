@@ -1,0 +1,369 @@
+"""keras_fer.inference: safe loading, probabilities, TTA, ensembles, the LiteRT path, export,
+streaming submissions and metrics. Models are tiny Functional CNNs built here (fast)."""
+
+import csv
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
+from keras_fer.errors import FerDataError, FerModelError, FerOptionError
+from keras_fer import inference
+from keras_fer.synthetic import generate
+
+# TensorFlow 2.21 tensors lack NumPy 2's __array__(copy=...): Keras-internal noise.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def tiny_model(seed=0, softmax=False, input_shape=(48, 48, 1), preprocessing=True):
+    """Input -> [Preprocessing(unit)] -> Conv2D(4) -> GAP -> Dense(7, "logits") [-> Softmax]."""
+    import keras
+
+    from keras_fer.models.layers import Preprocessing
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = Preprocessing(normalize="unit", name="preprocessing")(inputs) if preprocessing else inputs
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(NUM_CLASSES, name="logits",
+                                 kernel_initializer=keras.initializers.RandomNormal(stddev=3.0, seed=seed))(x)
+    if softmax:
+        outputs = keras.layers.Softmax(name="probabilities")(outputs)
+    return keras.Model(inputs, outputs)
+
+
+def save_run(folder, model, prior=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "best.keras")
+    config = {"arch": "tiny", "normalize": "unit"}
+    if prior is not None:
+        config["class_prior"] = list(prior)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def write_fer_csv(path, pixels, labels=None, ids=None, usage=None):
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        header = (["id"] if ids is not None else []) + (["emotion"] if labels is not None else []) + ["pixels"]
+        header += ["Usage"] if usage is not None else []
+        writer.writerow(header)
+        for i, face in enumerate(pixels):
+            row = ([ids[i]] if ids is not None else []) + ([int(labels[i])] if labels is not None else [])
+            row.append(" ".join(map(str, face.reshape(-1).tolist())))
+            row += [usage[i]] if usage is not None else []
+            writer.writerow(row)
+    return path
+
+
+PRIOR = [0.14, 0.015, 0.145, 0.25, 0.17, 0.11, 0.17]
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return generate(40, seed=3).images
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    return {
+        "a": save_run(base / "a", tiny_model(1), PRIOR),
+        "b": save_run(base / "b", tiny_model(2), PRIOR),
+    }
+
+
+@pytest.fixture(scope="module")
+def keras_predictors(runs):
+    return {name: inference.load_predictor(path, backend="keras") for name, path in runs.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def test_missing_model_file_names_it(tmp_path):
+    with pytest.raises(FerModelError, match="nope.keras: no such model file"):
+        inference.resolve_model(tmp_path / "nope.keras")
+
+
+def test_folder_without_best_keras(tmp_path):
+    with pytest.raises(FerModelError, match="no best.keras"):
+        inference.resolve_model(tmp_path)
+
+
+def test_text_file_is_not_a_model(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_text("hello")
+    with pytest.raises(FerModelError, match="model.keras: not a Keras model file") as caught:
+        inference.load_predictor(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_zip_that_is_not_a_keras_model(tmp_path):
+    path = tmp_path / "fake.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", "{not json")
+    with pytest.raises(FerModelError, match="fake.keras: not a loadable Keras model") as caught:
+        inference.load_keras_model(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_hdf5_and_bad_tflite_are_refused(tmp_path):
+    (tmp_path / "old.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    with pytest.raises(FerModelError, match="legacy HDF5"):
+        inference.resolve_model(tmp_path / "old.h5")
+    (tmp_path / "x.tflite").write_bytes(b"garbage!")
+    with pytest.raises(FerModelError, match="not a TensorFlow Lite model"):
+        inference.resolve_model(tmp_path / "x.tflite")
+
+
+def test_default_model_path_is_clear_when_absent():
+    if (inference.WEIGHTS_DIR / "best.keras").exists() or list(inference.WEIGHTS_DIR.glob("*.keras")):
+        assert inference.default_model_path().exists()
+    else:
+        with pytest.raises(FerModelError, match="--model"):
+            inference.default_model_path()
+
+
+def test_prior_correction_needs_config(tmp_path, runs):
+    lone = tmp_path / "lone.keras"
+    lone.write_bytes((runs["a"] / "best.keras").read_bytes())
+    predictor = inference.load_predictor(lone, backend="keras")
+    with pytest.raises(FerModelError, match="config.json"):
+        predictor.prior  # noqa: B018
+
+
+# --------------------------------------------------------------------------------------------
+# Probabilities, TTA, ensembles
+
+
+def test_softmax_and_prior_correction_are_logit_adjustment():
+    logits = np.random.default_rng(0).normal(size=(5, NUM_CLASSES)) * 3
+    probabilities = inference.softmax(logits)
+    assert np.allclose(probabilities.sum(axis=1), 1)
+    adjusted = inference.prior_correct(probabilities, PRIOR)
+    expected = inference.softmax(logits - np.log(np.array(PRIOR) / sum(PRIOR)))
+    assert np.allclose(adjusted, expected)
+
+
+def test_predictions_equal_keras_softmax(keras_predictors, runs, demo):
+    model = inference.load_keras_model(runs["a"])
+    expected = inference.softmax(model.predict(demo.pixels.astype("float32"), verbose=0))
+    got = inference.predict_proba([keras_predictors["a"]], demo.pixels)
+    assert got.shape == (len(demo), NUM_CLASSES)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_ensemble_is_mean_of_softmaxes(keras_predictors, demo):
+    a, b = keras_predictors["a"], keras_predictors["b"]
+    both = inference.predict_proba([a, b], demo.pixels)
+    expected = (a.probabilities(demo.pixels) + b.probabilities(demo.pixels)) / 2
+    np.testing.assert_allclose(both, expected, atol=1e-12)
+    assert not np.allclose(a.probabilities(demo.pixels), b.probabilities(demo.pixels))
+
+
+def test_flip_tta_of_symmetric_face_equals_plain(keras_predictors, demo):
+    half = demo.pixels[:6, :, :24, :]
+    symmetric = np.concatenate([half, half[:, :, ::-1, :]], axis=2)
+    predictor = keras_predictors["a"]
+    plain = inference.predict_proba([predictor], symmetric)
+    flipped = inference.predict_proba([predictor], symmetric, tta="flip")
+    np.testing.assert_allclose(flipped, plain, atol=1e-6)
+    # and on ordinary faces flip-TTA is the mean of the face and its mirror
+    mirror = demo.pixels[:, :, ::-1, :]
+    expected = (predictor.probabilities(demo.pixels) + predictor.probabilities(mirror)) / 2
+    np.testing.assert_allclose(inference.predict_proba([predictor], demo.pixels, tta="flip"), expected, atol=1e-9)
+
+
+def test_ten_crop_views():
+    faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 1)).astype(np.uint8)
+    views = inference.tta_views(faces, "crops")
+    assert len(views) == 10 and all(view.shape == (3, 48, 48, 1) for view in views)
+    flat = np.full((2, 48, 48, 1), 77, np.uint8)
+    assert all(np.allclose(view, 77) for view in inference.tta_views(flat, "crops"))
+    # the top-left crop's top-left pixel is the face's, and mirrored views mirror the plain ones
+    assert np.isclose(views[0][0, 0, 0, 0], faces[0, 0, 0, 0])
+    np.testing.assert_array_equal(views[1], views[0][:, :, ::-1, :])
+    with pytest.raises(FerOptionError, match="--tta"):
+        inference.tta_views(faces, "rotate")
+
+
+def test_prior_correction_in_predict_proba(keras_predictors, demo):
+    predictor = keras_predictors["a"]
+    plain = inference.predict_proba([predictor], demo.pixels)
+    corrected = inference.predict_proba([predictor], demo.pixels, prior_correction=True)
+    np.testing.assert_allclose(corrected, inference.prior_correct(plain, PRIOR), atol=1e-12)
+
+
+def test_softmax_output_is_not_applied_twice(tmp_path, demo):
+    model = tiny_model(4, softmax=True)
+    save_run(tmp_path / "soft", model)
+    predictor = inference.load_predictor(tmp_path / "soft", backend="keras")
+    assert predictor.outputs == "probabilities"
+    expected = model.predict(demo.pixels.astype("float32"), verbose=0)
+    np.testing.assert_allclose(predictor.probabilities(demo.pixels), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 1), (48, 48, 3)])
+def test_foreign_models_are_fed_resized_replicated_unit_faces(tmp_path, demo, shape):
+    import keras
+
+    from keras_fer.models.layers import Preprocessing
+
+    model = tiny_model(5, input_shape=shape, preprocessing=False)
+    path = tmp_path / "foreign.keras"
+    model.save(path)
+    predictor = inference.load_predictor(path, backend="keras")
+    prepare = Preprocessing(normalize="unit", size=shape[:2], channels=shape[2])
+    expected = inference.softmax(model.predict(np.asarray(prepare(keras.ops.convert_to_tensor(
+        demo.pixels.astype("float32")))), verbose=0))
+    np.testing.assert_allclose(predictor.probabilities(demo.pixels), expected, atol=1e-5)
+
+
+def test_model_with_wrong_outputs_is_refused(tmp_path):
+    import keras
+
+    inputs = keras.Input((48, 48, 1))
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(inputs))
+    path = tmp_path / "three.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(FerModelError, match="expected 7 class scores"):
+        inference.load_predictor(path, backend="keras")
+
+
+# --------------------------------------------------------------------------------------------
+# LiteRT path and export
+
+
+def test_litert_copy_agrees_with_keras_and_is_reused(tmp_path, demo):
+    run = save_run(tmp_path / "run", tiny_model(6), PRIOR)
+    first = inference.load_predictor(run)  # backend auto: exports best.tflite on first use
+    assert first.backend == "litert"
+    assert (run / "best.tflite").is_file() and (run / "best.tflite.json").is_file()
+    meta = json.loads((run / "best.tflite.json").read_text())
+    assert meta["verified"] and meta["max_abs_diff"] <= 1e-4
+    keras_predictor = inference.load_predictor(run, backend="keras")
+    faces = np.concatenate([demo.pixels, np.random.default_rng(1).integers(0, 256, (300, 48, 48, 1)).astype(np.uint8)])
+    np.testing.assert_allclose(first.probabilities(faces), keras_predictor.probabilities(faces), atol=1e-4)
+    # the cached copy is found without re-exporting (no note, same file)
+    mtime = (run / "best.tflite").stat().st_mtime_ns
+    again = inference.load_predictor(run)
+    assert again.backend == "litert" and not again.notes
+    assert (run / "best.tflite").stat().st_mtime_ns == mtime
+    # a new best.keras makes the copy stale: it is re-exported
+    tiny_model(7).save(run / "best.keras")
+    fresh = inference.load_predictor(run)
+    assert fresh.notes and "LiteRT copy" in fresh.notes[0]
+    np.testing.assert_allclose(fresh.probabilities(demo.pixels),
+                               inference.load_predictor(run, backend="keras").probabilities(demo.pixels), atol=1e-4)
+
+
+def test_foreign_litert_file_is_not_overwritten(tmp_path, monkeypatch):
+    run = save_run(tmp_path / "run", tiny_model(8))
+    (run / "best.tflite").write_bytes(b"someone else's file")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    predictor = inference.load_predictor(run)
+    assert predictor.backend == "litert"
+    assert (run / "best.tflite").read_bytes() == b"someone else's file"
+    assert list(cache.rglob("model.tflite"))
+
+
+def test_export_savedmodel_and_tflite_agree(tmp_path, demo):
+    run = save_run(tmp_path / "run", tiny_model(9))
+    result = inference.export_model(run, "savedmodel")
+    assert result.path == run / "best_savedmodel" and (result.path / "saved_model.pb").is_file()
+    assert result.max_abs_diff <= 1e-4
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(result.path))  # keep a reference while calling it
+    served = loaded.serve(tf.constant(demo.pixels.astype("float32"))).numpy()
+    expected = inference.load_keras_model(run).predict(demo.pixels.astype("float32"), verbose=0)
+    np.testing.assert_allclose(served, expected, atol=1e-4)
+    lite = inference.export_model(run, "tflite", tmp_path / "elsewhere.tflite")
+    assert lite.path.is_file() and lite.max_abs_diff <= 1e-4
+    predictor = inference.load_predictor(lite.path)
+    np.testing.assert_allclose(predictor.probabilities(demo.pixels), inference.softmax(expected), atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming submissions and metrics
+
+
+def test_predict_csv_streams_in_input_order(tmp_path, keras_predictors, demo):
+    ids = [f"x{i}" for i in range(len(demo))][::-1]
+    path = write_fer_csv(tmp_path / "test.csv", demo.pixels, ids=ids)
+    out = tmp_path / "sub.csv"
+    chunks = []
+    result = inference.predict_csv(path, [keras_predictors["a"]], out, chunk_rows=7, on_chunk=chunks.append)
+    assert result.rows == len(demo) and not result.labelled and sum(chunks) == len(demo) and len(chunks) == 6
+    with open(out) as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["id", "label"]
+    assert [row[0] for row in rows[1:]] == ids
+    expected = inference.predict_proba([keras_predictors["a"]], demo.pixels).argmax(axis=1)
+    assert [int(row[1]) for row in rows[1:]] == expected.tolist()
+
+
+def test_metrics_match_scikit_learn(tmp_path, keras_predictors, demo):
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    usage = np.array(["PublicTest", "PrivateTest"] * (len(demo) // 2), dtype=object)
+    path = write_fer_csv(tmp_path / "fer.csv", demo.pixels, labels=demo.labels, usage=usage)
+    result = inference.predict_csv(path, [keras_predictors["b"]], tmp_path / "sub.csv", chunk_rows=9, proba=True)
+    predictions = inference.predict_proba([keras_predictors["b"]], demo.pixels).argmax(axis=1)
+    evaluations = result.evaluations()
+    assert set(evaluations) == {"all", "PublicTest", "PrivateTest"}
+    for split, mask in [("all", np.ones(len(demo), bool)), ("PublicTest", usage == "PublicTest"),
+                        ("PrivateTest", usage == "PrivateTest")]:
+        truth, guess = demo.labels[mask], predictions[mask]
+        evaluation = evaluations[split]
+        labels = list(range(NUM_CLASSES))
+        assert evaluation.accuracy == pytest.approx(accuracy_score(truth, guess))
+        assert evaluation.macro_f1 == pytest.approx(f1_score(truth, guess, labels=labels, average="macro", zero_division=0))
+        precision, recall, _, support = precision_recall_fscore_support(truth, guess, labels=labels, zero_division=0)
+        np.testing.assert_allclose(evaluation.precision, precision)
+        np.testing.assert_allclose(evaluation.recall, recall)
+        np.testing.assert_array_equal(evaluation.confusion, confusion_matrix(truth, guess, labels=labels))
+    paths = inference.save_evaluations(evaluations, tmp_path / "sub.csv")
+    assert paths["json"].name == "sub_metrics.json" and paths["png"].stat().st_size > 1000
+    saved = json.loads(paths["json"].read_text())
+    assert saved["splits"]["all"]["accuracy"] == pytest.approx(evaluations["all"].accuracy)
+    with open(paths["csv"]) as handle:
+        table = list(csv.reader(handle))
+    assert table[0] == ["split", "true", *CLASS_NAMES] and len(table) == 1 + 3 * NUM_CLASSES
+    with open(tmp_path / "sub.csv") as handle:
+        header = next(csv.reader(handle))
+    assert header == ["id", "label", *CLASS_NAMES]
+
+
+def test_evaluation_from_confusion_with_missing_classes():
+    from sklearn.metrics import f1_score, precision_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        truth = rng.choice([0, 2, 3, 6], size=50)
+        guess = rng.choice([0, 1, 3, 6], size=50)
+        matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+        np.add.at(matrix, (truth, guess), 1)
+        evaluation = inference.evaluation_from_confusion(matrix)
+        labels = list(range(NUM_CLASSES))
+        assert evaluation.macro_f1 == pytest.approx(f1_score(truth, guess, labels=labels, average="macro", zero_division=0))
+        np.testing.assert_allclose(evaluation.precision, precision_score(truth, guess, labels=labels, average=None, zero_division=0))
+
+
+def test_malformed_row_leaves_no_partial_submission(tmp_path, keras_predictors, demo):
+    path = write_fer_csv(tmp_path / "bad.csv", demo.pixels[:20])
+    lines = path.read_text().splitlines()
+    lines[15] = "14,1 2 3"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "sub.csv"
+    out.write_text("previous\n")
+    with pytest.raises(FerDataError, match="line 16"):
+        inference.predict_csv(path, [keras_predictors["a"]], out, chunk_rows=4)
+    assert out.read_text() == "previous\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "sub.csv"]

@@ -1,0 +1,294 @@
+"""predict.py end to end: main([...]) in-process (fast), plus a few real subprocesses for the
+shim, --help and the no-traceback error path."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
+from keras_fer.cli.predict import main
+from keras_fer.synthetic import generate
+
+REPO = Path(__file__).resolve().parents[1]
+PRIOR = [0.14, 0.015, 0.145, 0.25, 0.17, 0.11, 0.17]
+
+# TensorFlow 2.21 tensors lack NumPy 2's __array__(copy=...): Keras-internal noise.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def tiny_run(folder, seed):
+    import keras
+
+    from keras_fer.models.layers import Preprocessing
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=(48, 48, 1))
+    x = Preprocessing(normalize="unit")(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(NUM_CLASSES, name="logits",
+                                 kernel_initializer=keras.initializers.RandomNormal(stddev=3.0, seed=seed))(x)
+    folder.mkdir(parents=True)
+    keras.Model(inputs, outputs).save(folder / "best.keras")
+    (folder / "config.json").write_text(json.dumps({"arch": "tiny", "class_prior": PRIOR, "normalize": "unit"}))
+    return folder
+
+
+def write_csv(path, pixels, first=None, first_name="id", usage=None):
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(([first_name] if first is not None else []) + ["feature"] + (["Usage"] if usage is not None else []))
+        for i, face in enumerate(pixels):
+            writer.writerow(([first[i]] if first is not None else []) + [" ".join(map(str, face.reshape(-1).tolist()))]
+                            + ([usage[i]] if usage is not None else []))
+    return path
+
+
+def read_rows(path):
+    with open(path) as handle:
+        return list(csv.reader(handle))
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return generate(30, seed=5).images
+
+
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cli-runs")
+    return tiny_run(base / "a", 11), tiny_run(base / "b", 12)
+
+
+@pytest.fixture(scope="module")
+def test_csv(tmp_path_factory, demo):
+    ids = [str(1000 + i) for i in range(len(demo))]
+    return write_csv(tmp_path_factory.mktemp("data") / "test.csv", demo.pixels, ids), ids
+
+
+def one_error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in "\n".join(err), err
+    return errors[0]
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--model", "--out", "--tta", "--proba", "--prior-correction", "--no-detect", "--annotate",
+                   "--min-face", "--export", "--export-to", "--backend", "--normalize", "--batch-size",
+                   "--chunk-rows", "--timings"):
+        assert option in text
+    assert "ten-crop" in text and "Usage" in text
+
+
+def test_submission_format(tmp_path, run_dirs, test_csv, capsys):
+    path, ids = test_csv
+    out = tmp_path / "submission.csv"
+    assert main([str(path), "--model", str(run_dirs[0]), "--out", str(out), "--timings"]) == 0
+    rows = read_rows(out)
+    assert rows[0] == ["id", "label"]
+    assert [row[0] for row in rows[1:]] == ids
+    assert all(row[1] in {str(i) for i in range(NUM_CLASSES)} for row in rows[1:])
+    captured = capsys.readouterr()
+    assert f"wrote {out}: {len(ids)} rows" in captured.out
+    assert "timings" in captured.err and "infer_s=" in captured.err and "backend=litert" in captured.err
+    assert (run_dirs[0] / "best.tflite").is_file()  # the lean path's cached copy
+
+
+def test_ensemble_tta_proba_prior(tmp_path, run_dirs, test_csv, demo):
+    from keras_fer import inference
+
+    path, ids = test_csv
+    out = tmp_path / "sub.csv"
+    # `--model a b data.csv`: the data file is not taken for a model
+    argv = ["--model", str(run_dirs[0]), str(run_dirs[1]), str(path), "--out", str(out),
+            "--tta", "flip", "--proba", "--prior-correction", "--backend", "keras"]
+    assert main(argv) == 0
+    rows = read_rows(out)
+    assert rows[0] == ["id", "label", *CLASS_NAMES] and len(rows) == len(ids) + 1
+    probabilities = np.array([[float(v) for v in row[2:]] for row in rows[1:]])
+    predictors = [inference.load_predictor(run, backend="keras") for run in run_dirs]
+    expected = inference.predict_proba(predictors, demo.pixels, tta="flip", prior_correction=True)
+    np.testing.assert_allclose(probabilities, expected, atol=2e-6)
+    assert [int(row[1]) for row in rows[1:]] == expected.argmax(axis=1).tolist()
+
+
+def test_labelled_kaggle_csv_reports_metrics(tmp_path, run_dirs, demo, capsys):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from keras_fer import inference
+
+    usage = ["PublicTest" if i % 3 else "PrivateTest" for i in range(len(demo))]
+    path = write_csv(tmp_path / "fer2013.csv", demo.pixels, demo.labels.tolist(), "emotion", usage)
+    out = tmp_path / "preds.csv"
+    assert main([str(path), "--model", str(run_dirs[1]), "--out", str(out), "--tta", "crops"]) == 0
+    text = capsys.readouterr().out
+    predictor = inference.load_predictor(run_dirs[1])
+    predictions = inference.predict_proba([predictor], demo.pixels, tta="crops").argmax(axis=1)
+    accuracy = accuracy_score(demo.labels, predictions)
+    macro_f1 = f1_score(demo.labels, predictions, labels=list(range(7)), average="macro", zero_division=0)
+    assert f"all rows: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}" in text
+    assert "PublicTest: accuracy" in text and "PrivateTest: accuracy" in text
+    for suffix in ("_metrics.json", "_confusion.csv", "_confusion.png"):
+        assert (tmp_path / f"preds{suffix}").is_file() and f"preds{suffix}" in text
+    metrics = json.loads((tmp_path / "preds_metrics.json").read_text())
+    assert metrics["splits"]["all"]["accuracy"] == pytest.approx(accuracy)
+    assert set(metrics["splits"]) == {"all", "PublicTest", "PrivateTest"}
+
+
+def test_malformed_row_exit_2_no_partial_file(tmp_path, run_dirs, demo, capsys):
+    path = write_csv(tmp_path / "bad.csv", demo.pixels[:10], [str(i) for i in range(10)])
+    lines = path.read_text().splitlines()
+    lines[8] = "7,1 2 x"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "submission.csv"
+    assert main([str(path), "--model", str(run_dirs[0]), "--out", str(out), "--chunk-rows", "3"]) == 2
+    line = one_error_line(capsys)
+    assert "bad.csv" in line and "line 9" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
+
+
+@pytest.mark.parametrize("model, message", [
+    ("missing.keras", "missing.keras: no such model file"),
+    ("folder", "no best.keras"),
+    ("notes.keras", "notes.keras: not a Keras model file"),
+])
+def test_bad_models_exit_2(tmp_path, test_csv, capsys, model, message):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notes.keras").write_text("just text")
+    out = tmp_path / "submission.csv"
+    assert main([str(test_csv[0]), "--model", str(tmp_path / model), "--out", str(out)]) == 2
+    assert message in one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_prior_correction_without_config_says_so(tmp_path, run_dirs, test_csv, capsys):
+    lone = tmp_path / "lone.keras"
+    lone.write_bytes((run_dirs[0] / "best.keras").read_bytes())
+    assert main([str(test_csv[0]), "--model", str(lone), "--prior-correction", "--out", str(tmp_path / "s.csv")]) == 2
+    assert "config.json" in one_error_line(capsys)
+
+
+def test_missing_input_and_bad_options(tmp_path, run_dirs, capsys, monkeypatch):
+    monkeypatch.delenv("FER_DATA", raising=False)
+    assert main(["--model", str(run_dirs[0])]) == 2
+    assert "no input" in one_error_line(capsys)
+    assert main([str(tmp_path / "nothing.csv"), "--model", str(run_dirs[0])]) == 2
+    assert "nothing.csv" in one_error_line(capsys)
+    assert main([str(tmp_path), "--model", str(run_dirs[0]), "--batch-size", "0"]) == 2
+    assert "--batch-size" in one_error_line(capsys)
+
+
+def test_unwritable_out_is_one_line(tmp_path, run_dirs, test_csv, capsys):
+    (tmp_path / "file.txt").write_text("x")
+    assert main([str(test_csv[0]), "--model", str(run_dirs[0]), "--out", str(tmp_path / "file.txt" / "s.csv")]) == 2
+    assert "file.txt" in one_error_line(capsys)
+    nested = tmp_path / "new" / "folder" / "s.csv"  # a missing folder is created
+    assert main([str(test_csv[0]), "--model", str(run_dirs[0]), "--out", str(nested)]) == 0
+    assert nested.is_file()
+
+
+def test_fer_data_supplies_the_input(tmp_path, run_dirs, demo, monkeypatch):
+    write_csv(tmp_path / "test.csv", demo.pixels[:5], [str(i) for i in range(5)])
+    monkeypatch.setenv("FER_DATA", str(tmp_path))
+    out = tmp_path / "s.csv"
+    assert main(["--model", str(run_dirs[0]), "--out", str(out)]) == 0
+    assert len(read_rows(out)) == 6
+
+
+def photo(face_index, blank=False):
+    face = generate(7, seed=0).images.pixels[face_index, :, :, 0]
+    image = np.full((300, 400), 120, np.uint8)
+    if not blank:
+        image[60:252, 110:302] = cv2.resize(face, (192, 192), interpolation=cv2.INTER_CUBIC)
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+
+
+def test_photos_folder_with_faces_and_a_blank(tmp_path, run_dirs, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "face.jpg"), photo(3))
+    cv2.imwrite(str(folder / "blank.png"), photo(0, blank=True))
+    out, annotated = tmp_path / "faces.csv", tmp_path / "annotated"
+    assert main([str(folder), "--model", str(run_dirs[0]), "--out", str(out), "--annotate", str(annotated)]) == 0
+    text = capsys.readouterr().out
+    assert "blank.png: no face found" in text
+    face_lines = [line for line in text.splitlines() if line.startswith("face.jpg  face 1  box=(")]
+    assert len(face_lines) == 1 and any(name in face_lines[0] for name in CLASS_NAMES)
+    rows = read_rows(out)
+    assert rows[0] == ["file", "face", "x", "y", "w", "h", "label", "class", "confidence"]
+    by_file = {row[0]: row for row in rows[1:]}
+    assert by_file["blank.png"][1:] == [""] * 8
+    x, y, w, h = (int(v) for v in by_file["face.jpg"][2:6])
+    assert abs(x - 110) < 40 and abs(y - 60) < 40 and 100 < w < 260
+    assert 0 <= int(by_file["face.jpg"][6]) < NUM_CLASSES and 0 < float(by_file["face.jpg"][8]) <= 1
+    assert (annotated / "face.jpg").is_file() and (annotated / "blank.png").is_file()
+
+
+def test_no_detect_and_labelled_crop_folders(tmp_path, run_dirs, demo, capsys):
+    for i in range(14):
+        folder = tmp_path / "crops" / CLASS_NAMES[int(demo.labels[i])].lower()
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{i}.png"), demo.pixels[i, :, :, 0])
+    out = tmp_path / "crops.csv"
+    assert main([str(tmp_path / "crops"), "--model", str(run_dirs[0]), "--out", str(out), "--proba"]) == 0
+    rows = read_rows(out)
+    assert rows[0][:10] == ["file", "face", "x", "y", "w", "h", "label", "class", "confidence", "true_label"]
+    assert len(rows) == 15 and all(row[2:6] == ["0", "0", "48", "48"] for row in rows[1:])
+    assert "all rows: accuracy" in capsys.readouterr().out and (tmp_path / "crops_metrics.json").is_file()
+    # --no-detect: a big photo is classified whole, as one face
+    cv2.imwrite(str(tmp_path / "big.png"), photo(1))
+    out2 = tmp_path / "big.csv"
+    assert main([str(tmp_path / "big.png"), "--no-detect", "--model", str(run_dirs[0]), "--out", str(out2)]) == 0
+    assert read_rows(out2)[1][1:6] == ["1", "0", "0", "400", "300"]
+
+
+def test_export_tflite_reports_difference(tmp_path, run_dirs, capsys):
+    destination = tmp_path / "model.tflite"
+    assert main(["--model", str(run_dirs[1]), "--export", "tflite", "--export-to", str(destination)]) == 0
+    text = capsys.readouterr().out
+    assert "max |difference| vs Keras" in text and destination.is_file()
+    difference = float(text.split("vs Keras ")[1].split()[0])
+    assert difference <= 1e-4
+
+
+def run_script(*args, env=None):
+    environment = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+    return subprocess.run([sys.executable, str(REPO / "predict.py"), *args], capture_output=True, text=True,
+                          env=environment, cwd=REPO, timeout=300)
+
+
+def test_lean_path_never_imports_tensorflow(tmp_path, run_dirs, test_csv):
+    from keras_fer import inference
+
+    inference.load_predictor(run_dirs[0])  # makes sure the verified LiteRT copy exists
+    code = ("import sys; from keras_fer.cli.predict import main; "
+            f"code = main([{str(test_csv[0])!r}, '--model', {str(run_dirs[0])!r}, '--out', {str(tmp_path / 's.csv')!r}]); "
+            "print(code, sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                               env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=tmp_path)
+    assert completed.stdout.strip().splitlines()[-1] == "0 []", completed.stderr
+    assert len(read_rows(tmp_path / "s.csv")) == len(test_csv[1]) + 1
+
+
+def test_script_help_and_clean_error(tmp_path):
+    help_run = run_script("--help")
+    assert help_run.returncode == 0 and "--tta" in help_run.stdout
+    (tmp_path / "not_a_model.keras").write_bytes(b"PK\x03\x04garbage")
+    (tmp_path / "in.csv").write_text("id,feature\n0," + " ".join(["1"] * 2304) + "\n")
+    failed = run_script(str(tmp_path / "in.csv"), "--model", str(tmp_path / "not_a_model.keras"),
+                        "--out", str(tmp_path / "s.csv"))
+    assert failed.returncode == 2
+    assert failed.stderr.count("\n") == 1 and failed.stderr.startswith("error: ") and "not_a_model.keras" in failed.stderr
+    assert not (tmp_path / "s.csv").exists()
