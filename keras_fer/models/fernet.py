@@ -85,8 +85,11 @@ def fervgg(
     else:
         x = layers.GlobalAveragePooling2D(name="global_pool")(x)
     x = layers.Dense(
-        check_positive_int(dense_units, "dense_units"), kernel_initializer="he_normal", name="dense1"
+        check_positive_int(dense_units, "dense_units"), use_bias=False, kernel_initializer="he_normal", name="dense1"
     )(x)
+    # BatchNorm here too: without it, the first large updates kill every dense1 ReLU under
+    # dropout 0.5 and the model collapses to constant logits (loss ln 7), measured with Adam 1e-3.
+    x = layers.BatchNormalization(name="bn_dense1")(x)
     x = layers.ReLU(name="dense1_act")(x)
     x = layers.Dropout(dense_rate, name="drop5")(x)
     return finish_model(inputs, x, num_classes, softmax, "fervgg")
