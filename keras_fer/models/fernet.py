@@ -30,8 +30,8 @@ def fervgg(
     head="flatten",
 ):
     """A slim VGG for FER2013: 4 stages of 2 x (3x3 conv -> BatchNorm -> ReLU), 2x2 max-pool and
-    dropout per stage, widths 32/64/128/256, then flatten (3x3x256) -> dense1 256 -> ReLU ->
-    dropout -> logits. 1,764,519 trainable parameters, about 236 MFLOPs per 48x48 face.
+    dropout per stage, widths 32/64/128/256, then flatten (3x3x256) -> dense1 256 -> BatchNorm ->
+    ReLU -> dropout -> logits. 1,764,775 trainable parameters, about 236 MFLOPs per 48x48 face.
 
     Why this shape: the strongest plain CNN on FER2013 (Khaireddin & Chen 2021, a VGG of 4
     stages x 2 convs with BatchNorm, 73.3% test) needs 64-512 channels and hundreds of epochs;
