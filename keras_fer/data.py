@@ -27,6 +27,7 @@ import numpy as np
 
 from keras_fer.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS, class_index
 from keras_fer.errors import FerDataError, FerError
+from keras_fer.files import atomic_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 PIXEL_COLUMNS = ("feature", "pixels")
@@ -365,23 +366,15 @@ def resolve_data_path(path=None, kind="train"):
 def write_csv(images, path):
     """Write `images` as a FER CSV: `label,feature` when labelled, else `id,feature`; gzip when
     `path` ends in `.gz`. Written atomically."""
-    import tempfile
-
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        opener = gzip.open if path.suffix == ".gz" else open
+    opener = gzip.open if path.suffix == ".gz" else open
+    with atomic_path(path) as temporary:
         with opener(temporary, "wt", encoding="utf-8", newline="") as out:
             out.write("label,feature\n" if images.labelled else "id,feature\n")
             flat = images.pixels.reshape(len(images), -1)
             for i in range(len(images)):
                 first = images.labels[i] if images.labelled else images.ids[i]
                 out.write(f"{first},{' '.join(map(str, flat[i].tolist()))}\n")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_fer import files
 from keras_fer.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
 from keras_fer.errors import FerModelError, FerOptionError
 
@@ -490,19 +491,8 @@ class ExportResult:
 
 def _export_tflite(model, path):
     """Convert with Keras' LiteRT exporter into `path` (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tflite")
-    os.close(handle)
-    try:
-        with _quiet_native_stderr():
-            model.export(temporary, format="litert", verbose=False)
-        _default_permissions(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    with files.atomic_path(path) as temporary, _quiet_native_stderr():
+        model.export(str(temporary), format="litert", verbose=False)
 
 
 @contextlib.contextmanager
@@ -528,28 +518,6 @@ def _quiet_native_stderr():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def _default_permissions(path):
-    """mkstemp makes 0600 files; give ours the permissions a plain open() would."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
-def _write_json_atomic(path, data):
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2)
-            stream.write("\n")
-        _default_permissions(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 def _tflite_from_keras(source, model, normalize, destination):
@@ -580,7 +548,7 @@ def _tflite_from_keras(source, model, normalize, destination):
     stat = source.path.stat()
     import tensorflow as tf
 
-    _write_json_atomic(
+    files.write_json(
         str(destination) + ".json",
         {
             "format": SIDECAR_FORMAT,
@@ -598,6 +566,7 @@ def _tflite_from_keras(source, model, normalize, destination):
             "keras": keras.__version__,
             "tensorflow": tf.__version__,
         },
+        sort_keys=False,
     )
     return ExportResult(Path(destination), "tflite", diff, diff_outputs, len(sample)), kind
 
@@ -896,7 +865,12 @@ class PredictionRun:
 
 @contextlib.contextmanager
 def atomic_output(path):
-    """Yield a temporary file next to `path`; it replaces `path` only if the block succeeds."""
+    """Yield a text stream (UTF-8, `newline=""` for csv) onto a temporary file next to `path`;
+    it replaces `path` only if the block succeeds (`files.atomic_open`).
+
+    Raises:
+        FerOptionError: when the folder cannot be created or `path` is a folder.
+    """
     path = Path(path)
     folder = path.parent
     try:
@@ -905,16 +879,8 @@ def atomic_output(path):
         raise FerOptionError(f"{path}: cannot create its folder ({error.strerror or error})") from None
     if path.is_dir():
         raise FerOptionError(f"{path}: is a folder; give a file name")
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            yield stream
-        _default_permissions(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    with files.atomic_open(path, "w", encoding="utf-8", newline="") as stream:
+        yield stream
 
 
 def prefetch(iterable, timings=None):
@@ -1104,7 +1070,7 @@ def save_evaluations(evaluations, out):
         entry["rows"] = int(evaluation.support.sum())
         entry["confusion_normalized"] = np.round(evaluation.confusion_normalized, 6).tolist()
         report[split] = entry
-    _write_json_atomic(paths["json"], {"classes": list(CLASS_NAMES), "splits": report})
+    files.write_json(paths["json"], {"classes": list(CLASS_NAMES), "splits": report}, sort_keys=False)
     with atomic_output(paths["csv"]) as stream:
         writer = csv.writer(stream, lineterminator="\n")
         writer.writerow(["split", "true"] + list(CLASS_NAMES))
@@ -1112,20 +1078,8 @@ def save_evaluations(evaluations, out):
             matrix = evaluations[split].confusion_normalized
             for i, name in enumerate(CLASS_NAMES):
                 writer.writerow([split, name] + [f"{value:.6f}" for value in matrix[i]])
-    figure = confusion_figure(evaluations)
-    handle, temporary = tempfile.mkstemp(dir=paths["png"].parent, prefix=".confusion-", suffix=".png")
-    os.close(handle)
-    try:
-        figure.savefig(temporary, dpi=110)
-        _default_permissions(temporary)
-        os.replace(temporary, paths["png"])
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    finally:
-        import matplotlib.pyplot as plt
+    from keras_fer.plots import save_figure
 
-        plt.close(figure)
+    save_figure(confusion_figure(evaluations), paths["png"], dpi=110)
     return paths
 

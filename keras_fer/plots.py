@@ -11,9 +11,7 @@ Example:
 """
 
 import io
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -26,6 +24,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from keras_fer.classes import CLASS_NAMES  # noqa: E402
+from keras_fer.files import atomic_open  # noqa: E402
 
 #: Share of the most salient pixels marked in red on the "most influential pixels" panel.
 TOP_FRACTION = 0.05
@@ -149,27 +148,12 @@ def confusion_figure(confusion, class_names=CLASS_NAMES, normalize=True, title=N
 def save_figure(figure, path, dpi=100):
     """Write `figure` as a PNG at `path` atomically (a temporary file in the same folder, then
     `os.replace`), creating the folder if needed, and close the figure. Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "wb") as stream:
+        with atomic_open(path, "wb") as stream:
             figure.savefig(stream, format="png", dpi=dpi)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
     finally:
         close_figure(figure)
-    return path
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return Path(path)
 
 
 def png_bytes(figure, dpi=100, close=True):

@@ -23,8 +23,6 @@ import dataclasses
 import datetime
 import html
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,7 @@ import numpy as np
 from keras_fer import plots
 from keras_fer.classes import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
+from keras_fer.files import write_text
 
 #: Demo faces generated when neither the run nor the user names data.
 DEMO_FACES = 700
@@ -661,24 +660,6 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
         *[sections[key].render() for key, _ in SECTIONS],
         "</body></html>",
     ])
-    write_text_atomic(out, page)
+    write_text(out, page)
     return out
 
-
-def write_text_atomic(path, text):
-    """Write `text` to `path` via a temporary file in the same folder and `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(temporary, 0o666 & ~mask)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path

@@ -19,7 +19,6 @@ Example:
 >>> result = train(TrainConfig(arch="cnn4", epochs=2, out="runs/demo"))  # doctest: +SKIP
 """
 
-import contextlib
 import csv
 import dataclasses
 import io
@@ -36,6 +35,7 @@ import numpy as np
 
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.errors import FerOptionError
+from keras_fer.files import atomic_path, write_json, write_text
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-nesterov", "adadelta")
 SCHEDULES = ("constant", "plateau", "cosine", "step")
@@ -176,31 +176,7 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic files
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
-def write_text(path, text):
-    with atomic_path(path) as temporary:
-        temporary.write_text(text, encoding="utf-8")
-
-
-def write_json(path, value):
-    write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+# Files
 
 
 def save_model(model, path):

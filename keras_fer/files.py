@@ -1,0 +1,78 @@
+"""Atomic files: write into a temporary file in the target's folder, then `os.replace` it.
+
+Readers see the old file or the complete new one, never a half-written file: an exception, a
+crash or `kill -9` inside the block leaves the target as it was (an exception also removes the
+temporary file). Every keras-fer module that writes a file goes through here.
+
+Example:
+>>> from keras_fer.files import atomic_open, write_json
+>>> with atomic_open("out/predictions.csv", newline="") as stream:  # doctest: +SKIP
+...     stream.write("id,label\\n")
+>>> write_json("out/metrics.json", {"accuracy": 0.7})  # doctest: +SKIP
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_open", "atomic_path", "write_json", "write_text"]
+
+
+def _default_mode():
+    """The permissions a plain `open()` gives a new file: 0o666 without the umask bits."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary `Path` beside `path`; when the block succeeds it gets the usual
+    permissions (mkstemp makes 0600 files) and is renamed onto `path`.
+
+    The folder is created if needed. The temporary file exists (empty) and ends in `path`'s
+    suffix, so writers that pick the format from the name (Keras, matplotlib, LiteRT) work; a
+    writer may also delete and re-create it. On any exception it is removed and `path` is left
+    untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    os.close(handle)
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        os.chmod(temporary, _default_mode())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="w", **open_kwargs):
+    """Yield an open file (`open(temporary, mode, **open_kwargs)`) that replaces `path` when the
+    block succeeds. Text modes default to UTF-8."""
+    if not mode.startswith("w"):
+        raise ValueError(f"atomic_open writes a new file: mode must start with 'w'. Received: {mode!r}")
+    if "b" not in mode:
+        open_kwargs.setdefault("encoding", "utf-8")
+    with atomic_path(path) as temporary:
+        with open(temporary, mode, **open_kwargs) as stream:
+            yield stream
+
+
+def write_text(path, text):
+    """Write `text` (UTF-8) to `path` atomically. Returns the path."""
+    with atomic_open(path) as stream:
+        stream.write(text)
+    return Path(path)
+
+
+def write_json(path, value, sort_keys=True):
+    """Write `value` as indented JSON (non-JSON values as `str`) and a newline, atomically.
+    `sort_keys=False` keeps the dicts' own order. Returns the path."""
+    return write_text(path, json.dumps(value, indent=2, sort_keys=sort_keys, default=str) + "\n")

@@ -1,0 +1,90 @@
+import json
+import os
+import stat
+
+import pytest
+
+from keras_fer import files
+
+
+class Crash(Exception):
+    pass
+
+
+def normal_mode():
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def test_success_replaces_the_file(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old\n")
+    with files.atomic_open(target) as stream:
+        stream.write("new\n")
+        assert target.read_text() == "old\n"  # not visible before the block ends
+    assert target.read_text() == "new\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+@pytest.mark.parametrize("writer", ["atomic_path", "atomic_open"])
+def test_crash_leaves_old_file_and_no_temporary(tmp_path, writer):
+    target = tmp_path / "out.csv"
+    target.write_text("old\n")
+    with pytest.raises(Crash):
+        if writer == "atomic_path":
+            with files.atomic_path(target) as temporary:
+                temporary.write_text("half")
+                raise Crash
+        else:
+            with files.atomic_open(target) as stream:
+                stream.write("half")
+                raise Crash
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_crash_without_old_file_leaves_nothing(tmp_path):
+    with pytest.raises(Crash):
+        with files.atomic_open(tmp_path / "new.bin", "wb") as stream:
+            stream.write(b"x")
+            raise Crash
+    assert not list(tmp_path.iterdir())
+
+
+def test_temporary_is_beside_the_target_with_its_suffix(tmp_path):
+    target = tmp_path / "sub" / "dir" / "model.keras"
+    with files.atomic_path(target) as temporary:
+        assert temporary.parent == target.parent  # the folder was created
+        assert temporary.name.startswith(".") and temporary.suffix == ".keras"
+        temporary.write_bytes(b"zip")
+    assert target.read_bytes() == b"zip"
+    assert not temporary.exists()
+
+
+def test_permissions_are_normal_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        for write in (lambda p: files.write_text(p, "x"), lambda p: files.write_json(p, {})):
+            target = tmp_path / f"f{len(list(tmp_path.iterdir()))}"
+            write(target)
+            assert stat.S_IMODE(os.stat(target).st_mode) == 0o644 == normal_mode()
+    finally:
+        os.umask(old)
+
+
+def test_write_json_format(tmp_path):
+    target = tmp_path / "a.json"
+    files.write_json(target, {"b": 1, "a": tmp_path})
+    text = target.read_text()
+    assert text == json.dumps({"a": str(tmp_path), "b": 1}, indent=2) + "\n"
+    files.write_json(target, {"b": 1, "a": 2}, sort_keys=False)
+    assert list(json.loads(target.read_text())) == ["b", "a"]
+
+
+def test_atomic_open_refuses_read_and_append_modes(tmp_path):
+    for mode in ("r", "a", "r+"):
+        with pytest.raises(ValueError, match="mode"):
+            with files.atomic_open(tmp_path / "x", mode):
+                pass
+    assert not list(tmp_path.iterdir())
