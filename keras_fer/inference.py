@@ -97,10 +97,17 @@ class ModelSource:
 
 
 def default_model_path():
-    """The packaged pretrained model (`keras_fer/weights/`), or FerModelError when absent."""
-    if (WEIGHTS_DIR / "best.keras").is_file():
-        return WEIGHTS_DIR
-    found = sorted(WEIGHTS_DIR.glob("*.keras")) if WEIGHTS_DIR.is_dir() else []
+    """The packaged pretrained model file, `keras_fer/weights/best.keras` (its `config.json` and
+    verified LiteRT copy beside it, as in a run directory), for `resolve_model` /
+    `load_predictor` / `load_keras_model`.
+
+    Raises:
+        FerModelError: when this install has no packaged model.
+    """
+    path = WEIGHTS_DIR / "best.keras"
+    if path.is_file():
+        return path
+    found = sorted(p for p in WEIGHTS_DIR.glob("*.keras") if not p.name.startswith(".")) if WEIGHTS_DIR.is_dir() else []
     if len(found) == 1:
         return found[0]
     raise FerModelError(

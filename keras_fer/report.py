@@ -130,49 +130,23 @@ def read_run(path):
 
 
 def load_model(path):
-    """Load a `.keras` model that takes raw 48x48x1 faces, without compiling it.
+    """Load a model for the figures (`inference.load_keras_model`: a `.keras` file or run
+    directory, `safe_mode=True`, uncompiled) and check that it takes raw 48x48x1 faces and
+    outputs the 7 classes, as the explanations need.
 
     Raises:
         FerModelError: for a missing file, a file that is not a Keras model, or a model whose
-            input is not 48x48x1.
+            input is not 48x48x1 or that does not have 7 outputs.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FerModelError(f"{path}: no such model file")
-    if path.suffix != ".keras":
-        raise FerModelError(f"{path}: expected a Keras v3 model file (.keras)")
-    import keras
+    from keras_fer.inference import load_keras_model
 
-    import keras_fer.models.layers  # noqa: F401  registers Preprocessing and RReLU for loading
-
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:  # Keras raises many types for a bad file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise FerModelError(f"{path}: not a loadable Keras model ({reason[:200]})") from None
+    model = load_keras_model(path)
     shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
     if shape != IMAGE_SHAPE:
         raise FerModelError(f"{path}: the model takes {model.input_shape}, not raw faces (None, 48, 48, 1)")
     if model.output_shape[-1] != NUM_CLASSES:
         raise FerModelError(f"{path}: the model has {model.output_shape[-1]} outputs, not {NUM_CLASSES} classes")
     return model
-
-
-def default_model_path():
-    """The packaged model (`keras_fer.inference.default_model_path()`), if there is one.
-
-    Raises:
-        FerOptionError: when no packaged model exists.
-    """
-    try:
-        from keras_fer import inference
-    except ImportError:
-        inference = None
-    finder = getattr(inference, "default_model_path", None)
-    path = finder() if finder is not None else None
-    if path is None or not Path(path).is_file():
-        raise FerOptionError("no model: pass --run DIR (a training run directory) or --model FILE.keras")
-    return Path(path)
 
 
 @dataclasses.dataclass

@@ -557,7 +557,7 @@ def train(config):
     import keras
     import tensorflow as tf
 
-    from keras_fer import models
+    from keras_fer import models  # also registers the custom layers (Preprocessing, RReLU) load_model needs
     from keras_fer.pipeline import AugmentConfig, dataset_statistics, make_dataset, steps_per_epoch
 
     started = time.perf_counter()

@@ -123,7 +123,7 @@ def test_hdf5_and_bad_tflite_are_refused(tmp_path):
 
 def test_default_model_path_is_clear_when_absent():
     if (inference.WEIGHTS_DIR / "best.keras").exists() or list(inference.WEIGHTS_DIR.glob("*.keras")):
-        assert inference.default_model_path().exists()
+        assert inference.default_model_path().is_file()
     else:
         with pytest.raises(FerModelError, match="--model"):
             inference.default_model_path()

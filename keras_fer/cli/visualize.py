@@ -15,7 +15,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from keras_fer.cli import command
-from keras_fer.errors import FerOptionError
+from keras_fer.errors import FerModelError, FerOptionError
 
 DEFAULT_OUT = "figures"
 
@@ -201,7 +201,15 @@ def _context(args):
     elif getattr(args, "model", None):
         model_path = Path(args.model)
     else:
-        model_path = report.default_model_path()
+        from keras_fer.inference import default_model_path
+
+        try:
+            model_path = default_model_path()
+        except FerModelError:
+            raise FerOptionError(
+                "no model: pass --run DIR (a training run directory) or --model FILE.keras "
+                "(this install has no packaged model)"
+            ) from None
     return report.load_model(model_path), run
 
 
