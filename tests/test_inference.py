@@ -12,37 +12,10 @@ from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
 from keras_fer import inference
 from keras_fer.synthetic import generate
+from conftest import PRIOR, save_run, tiny_model
 
 # TensorFlow 2.21 tensors lack NumPy 2's __array__(copy=...): Keras-internal noise.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
-
-def tiny_model(seed=0, softmax=False, input_shape=(48, 48, 1), preprocessing=True):
-    """Input -> [Preprocessing(unit)] -> Conv2D(4) -> GAP -> Dense(7, "logits") [-> Softmax]."""
-    import keras
-
-    from keras_fer.models.layers import Preprocessing
-
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = Preprocessing(normalize="unit", name="preprocessing")(inputs) if preprocessing else inputs
-    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(NUM_CLASSES, name="logits",
-                                 kernel_initializer=keras.initializers.RandomNormal(stddev=3.0, seed=seed))(x)
-    if softmax:
-        outputs = keras.layers.Softmax(name="probabilities")(outputs)
-    return keras.Model(inputs, outputs)
-
-
-def save_run(folder, model, prior=None):
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save(folder / "best.keras")
-    config = {"arch": "tiny", "normalize": "unit"}
-    if prior is not None:
-        config["class_prior"] = list(prior)
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
 
 
 def write_fer_csv(path, pixels, labels=None, ids=None, usage=None):
@@ -57,9 +30,6 @@ def write_fer_csv(path, pixels, labels=None, ids=None, usage=None):
             row += [usage[i]] if usage is not None else []
             writer.writerow(row)
     return path
-
-
-PRIOR = [0.14, 0.015, 0.145, 0.25, 0.17, 0.11, 0.17]
 
 
 @pytest.fixture(scope="module")

@@ -15,30 +15,16 @@ import pytest
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.cli.predict import main
 from keras_fer.synthetic import generate
+from conftest import PRIOR, save_run, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
-PRIOR = [0.14, 0.015, 0.145, 0.25, 0.17, 0.11, 0.17]
 
 # TensorFlow 2.21 tensors lack NumPy 2's __array__(copy=...): Keras-internal noise.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
 def tiny_run(folder, seed):
-    import keras
-
-    from keras_fer.models.layers import Preprocessing
-
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(shape=(48, 48, 1))
-    x = Preprocessing(normalize="unit")(inputs)
-    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(NUM_CLASSES, name="logits",
-                                 kernel_initializer=keras.initializers.RandomNormal(stddev=3.0, seed=seed))(x)
-    folder.mkdir(parents=True)
-    keras.Model(inputs, outputs).save(folder / "best.keras")
-    (folder / "config.json").write_text(json.dumps({"arch": "tiny", "class_prior": PRIOR, "normalize": "unit"}))
-    return folder
+    return save_run(folder, tiny_model(seed), PRIOR)
 
 
 def write_csv(path, pixels, first=None, first_name="id", usage=None):
