@@ -40,7 +40,7 @@ from keras_fer.files import atomic_path, write_json, write_text
 OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-nesterov", "adadelta")
 SCHEDULES = ("constant", "plateau", "cosine", "step")
 STRATEGIES = ("default", "mirrored", "multi-worker")
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "cpu_seconds")
 DEMO_FACES = 2100
 
 
@@ -323,10 +323,12 @@ def _make_run_recorder(keras):
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch_started = time.perf_counter()
+            self.cpu_started = process_cpu_seconds()
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self.epoch_started, 3)}
+            row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self.epoch_started, 3),
+                   "cpu_seconds": round(process_cpu_seconds() - self.cpu_started, 3)}
             for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
                 row[key] = float(logs.get(key, float("nan")))
             row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
@@ -351,6 +353,14 @@ def _make_run_recorder(keras):
                 write_json(self.run_dir / "state.json", self.state)
 
     return RunRecorder
+
+
+def process_cpu_seconds():
+    """CPU time of this process, all threads: the cost that does not depend on machine load."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _plain(value):

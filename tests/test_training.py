@@ -29,7 +29,8 @@ def test_cli_end_to_end_fills_the_run_directory(tmp_path, capsys):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     history = read_history(out / "history.csv")
     assert [row["epoch"] for row in history] == [1, 2]
-    assert set(history[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+    assert set(history[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "cpu_seconds"}
+    assert all(row["cpu_seconds"] > 0 for row in history)
     config = json.loads((out / "config.json").read_text())
     assert config["arch"] == "cnn4" and len(config["class_prior"]) == 7
     assert abs(sum(config["class_prior"]) - 1) < 1e-6 and config["data"] is None

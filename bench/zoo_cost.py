@@ -1,0 +1,68 @@
+"""Training cost of every registered model: CPU seconds per image and minutes per FER2013 epoch.
+
+The figure to plan report reproductions with (docs/RESULTS.md): each model runs a few `fit`
+steps on random faces at its recipe's batch size, after a warm-up; CPU time is measured as well
+as wall time, since CPU time per image is barely affected when the machine is shared.
+
+    PYTHONPATH=. python bench/zoo_cost.py [--steps 6] [--models cnn4,fervgg]
+
+Ends with `RESULT <model>_cpu_ms=... ...` (CPU milliseconds per training image).
+"""
+
+import argparse
+import os
+import resource
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+EPOCH_IMAGES = 25838  # FER2013 training rows less a 10% validation split
+
+
+def cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per model (default 6)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
+    parser.add_argument("--models", help="comma-separated names (default: every registered model)")
+    args = parser.parse_args()
+
+    import keras
+    import numpy as np
+
+    from keras_fer.models import build_model, list_models, model_info
+    from keras_fer.training import TrainConfig, compile_model
+
+    names = args.models.split(",") if args.models else list_models()
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (args.batch_size * (args.steps + 2), 48, 48, 1)).astype("float32")
+    labels = keras.utils.to_categorical(rng.integers(0, 7, len(faces)), 7)
+    results = {}
+    print(f"{'model':<12}{'MFLOPs':>9}{'img/s':>9}{'CPU ms/img':>12}{'min/epoch (1 core)':>20}{'min/epoch (2 cores)':>21}")
+    for name in names:
+        keras.utils.set_random_seed(0)
+        model = build_model(name, preprocessing={"normalize": "unit"})
+        compile_model(model, "adam", 1e-4, TrainConfig())
+        warm = args.batch_size * 2
+        model.fit(faces[:warm], labels[:warm], batch_size=args.batch_size, epochs=1, verbose=0)
+        started, cpu_started = time.perf_counter(), cpu_seconds()
+        model.fit(faces[warm:], labels[warm:], batch_size=args.batch_size, epochs=1, verbose=0)
+        wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+        images = len(faces) - warm
+        cpu_ms = 1000 * cpu / images
+        results[name] = cpu_ms
+        minutes_one_core = EPOCH_IMAGES * cpu_ms / 1000 / 60
+        print(f"{name:<12}{model_info(name).mflops:>9.1f}{images / wall:>9.0f}{cpu_ms:>12.2f}"
+              f"{minutes_one_core:>20.1f}{minutes_one_core / 2:>21.1f}", flush=True)
+        del model
+        keras.backend.clear_session()
+    print("min/epoch assumes the CPU time per image holds and 2 cores scale ideally (an estimate).")
+    print("RESULT " + " ".join(f"{name.replace('-', '_')}_cpu_ms={value:.2f}" for name, value in results.items()))
+
+
+if __name__ == "__main__":
+    main()
