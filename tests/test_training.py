@@ -165,3 +165,24 @@ def test_two_workers_train_and_the_chief_writes_the_run(tmp_path):
     model = keras.saving.load_model(out / "best.keras", safe_mode=True)
     assert model.predict(np.zeros((2, 48, 48, 1), "float32"), verbose=0).shape == (2, 7)
     assert "run directory" in outputs[0]
+
+
+def test_train_shim_help_explains_every_option_without_tensorflow():
+    result = subprocess.run(
+        [sys.executable, "-c", "import runpy, sys; sys.argv = ['train.py', '--help']\n"
+         "try:\n    runpy.run_path('train.py', run_name='__main__')\nexcept SystemExit as e:\n"
+         "    assert e.code == 0\nassert 'tensorflow' not in sys.modules"],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    for option in ("--arch", "--recipe", "--data", "--val", "--resume", "--strategy", "--augment", "--early-stop"):
+        assert option in result.stdout
+
+
+def test_arch_list_and_summary(capsys):
+    assert main(["--arch", "list"]) == 0
+    table = capsys.readouterr().out
+    assert "cnn39m" in table and "39,569,799" in table
+    assert main(["--arch", "cnn4", "--summary"]) == 0
+    summary = capsys.readouterr().out
+    assert "conv4" in summary and "538,759" in summary
