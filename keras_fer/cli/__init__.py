@@ -12,6 +12,15 @@ def quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def import_tensorflow_quietly():
+    """Import Keras and TensorFlow with their native start-up lines silenced (they write
+    straight to file descriptor 2, whatever TF_CPP_MIN_LOG_LEVEL says) and register keras-fer's
+    layers. Commands call it once they know they need TensorFlow, so `--help` stays instant."""
+    from keras_fer.inference import import_keras
+
+    import_keras()
+
+
 def command(function):
     """Wrap a CLI `main(argv=None) -> int`: package errors become one line on stderr and exit 2,
     Ctrl-C exits 130, a missing file exits 2 with its name; never a traceback for bad input."""

@@ -4,7 +4,7 @@ import argparse
 import dataclasses
 import sys
 
-from keras_fer.cli import command
+from keras_fer.cli import command, import_tensorflow_quietly
 from keras_fer.errors import FerOptionError
 
 EPILOG = """\
@@ -123,6 +123,7 @@ def config_from_args(args):
 @command
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    import_tensorflow_quietly()
     if args.arch == "list":
         from keras_fer.models import registry_table
 

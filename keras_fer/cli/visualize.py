@@ -14,7 +14,7 @@ from pathlib import Path
 # Set before TensorFlow loads (the @command wrapper would default it to 2).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_fer.cli import command
+from keras_fer.cli import command, import_tensorflow_quietly
 from keras_fer.errors import FerModelError, FerOptionError
 
 DEFAULT_OUT = "figures"
@@ -331,6 +331,7 @@ HANDLERS = {
 @command
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    import_tensorflow_quietly()
     HANDLERS[args.command](args)
     return 0
 
