@@ -21,6 +21,7 @@ import hashlib
 import io
 import os
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,9 @@ PIXEL_COLUMNS = ("feature", "pixels")
 LABEL_COLUMNS = ("label", "emotion")
 USAGE_VALUES = ("Training", "PublicTest", "PrivateTest")
 DEFAULT_CHUNK_ROWS = 4096
+# What reading a broken file can raise: bad text, bad CSV, and a truncated or corrupt gzip
+# stream (EOFError, gzip.BadGzipFile, or zlib.error, which is not an OSError).
+READ_ERRORS = (UnicodeDecodeError, csv.Error, OSError, EOFError, gzip.BadGzipFile, zlib.error)
 # Python's csv module refuses fields over 128 KiB by default; a FER row is ~9 KiB, so raise
 # the limit only far enough that a garbage file still fails with a clear error.
 csv.field_size_limit(1 << 24)
@@ -126,13 +130,23 @@ def _open_text(path):
 
 def _parse_pixels(features, path, first_line, column):
     """Turn a list of pixel strings into `(n, 48, 48, 1)` uint8, naming the bad row if any."""
-    text = " ".join(features)
+    count = len(features)
+    if count == 0:
+        return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 1), np.uint8)
+    # Fast path: parse the whole chunk at once, ending every row with a -1 sentinel so that a
+    # short row followed by a long one cannot pass on the total count: each row's count holds
+    # exactly when the sentinels land in the last column and nothing else is out of 0-255.
+    text = " -1 ".join([*features, ""])  # the empty last item ends the last row with -1 too
     try:
-        values = np.fromstring(text, dtype=np.int64, sep=" ") if text.strip() else np.zeros(0, np.int64)
+        values = np.fromstring(text, dtype=np.int64, sep=" ")
     except ValueError:  # a token that is not a number: the slow path below names it
-        values = np.zeros(1, np.int64)
-    if values.size == len(features) * NUM_PIXELS and (values.size == 0 or (values.min() >= 0 and values.max() <= 255)):
-        return values.astype(np.uint8).reshape(len(features), IMAGE_SIZE, IMAGE_SIZE, 1)
+        values = None
+    if values is not None and values.size == count * (NUM_PIXELS + 1):
+        values = values.reshape(count, NUM_PIXELS + 1)
+        if (values[:, -1] == -1).all():
+            values[:, -1] = 0
+            if values.min() >= 0 and values.max() <= 255:
+                return values[:, :NUM_PIXELS].astype(np.uint8).reshape(count, IMAGE_SIZE, IMAGE_SIZE, 1)
     # Slow path, only on bad data: find the first bad row and say what is wrong with it.
     for offset, feature in enumerate(features):
         line = first_line + offset
@@ -177,7 +191,7 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
         reader = csv.reader(handle)
         try:
             header = next(reader, None)
-        except (UnicodeDecodeError, csv.Error, OSError, EOFError) as error:
+        except READ_ERRORS as error:
             raise FerDataError(f"not a readable CSV file ({error})", path, 1) from None
         if header is None or not any(field.strip() for field in header):
             raise FerDataError("empty file: expected a header such as label,feature", path)
@@ -203,6 +217,15 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
                 values.clear()
             return chunk
 
+        def bad_row(message, line, field=None, buffered=None):
+            """The error for a bad label, Usage or field count at `line`; but an earlier row of
+            the chunk with bad pixels (checked only at flush) is the first bad line, so its
+            error wins. `buffered`: how many buffered rows come before `line`."""
+            earlier = buffer["features"][:buffered]
+            if earlier:
+                _parse_pixels(earlier, path, first_line, names[pixel_col])
+            return FerDataError(message, path, line, field)
+
         try:
             for fields in reader:
                 line = reader.line_num
@@ -211,36 +234,35 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
                 if not buffer["features"]:
                     first_line = line
                 if len(fields) != len(names):
-                    raise FerDataError(
-                        f"expected {len(names)} fields ({','.join(names)}), found {len(fields)}", path, line
-                    )
+                    raise bad_row(f"expected {len(names)} fields ({','.join(names)}), found {len(fields)}", line)
                 # Rows in a chunk are contiguous lines unless blank lines intervene; keep the
                 # line numbers exact by flushing at any gap.
                 if buffer["features"] and line != first_line + len(buffer["features"]):
                     yield flush()
                     first_line = line
+                buffered = len(buffer["features"])
                 buffer["features"].append(fields[pixel_col])
                 if label_col is not None:
                     text = fields[label_col].strip()
                     try:
                         buffer["labels"].append(class_index(text))
                     except ValueError:
-                        raise FerDataError(
-                            f"unknown label {text!r}: expected 0-{NUM_CLASSES - 1}", path, line, names[label_col]
+                        raise bad_row(
+                            f"unknown label {text!r}: expected 0-{NUM_CLASSES - 1}", line, names[label_col], buffered
                         ) from None
                 buffer["ids"].append(fields[id_col].strip() if id_col is not None else str(row_number))
                 if usage_col is not None:
                     text = fields[usage_col].strip()
                     if text not in USAGE_VALUES:
-                        raise FerDataError(
+                        raise bad_row(
                             f"unknown Usage {text!r}: expected one of {', '.join(USAGE_VALUES)}",
-                            path, line, names[usage_col],
+                            line, names[usage_col], buffered,
                         )
                     buffer["usage"].append(text)
                 row_number += 1
                 if len(buffer["features"]) >= chunk_rows:
                     yield flush()
-        except (UnicodeDecodeError, csv.Error, OSError, EOFError) as error:
+        except READ_ERRORS as error:
             raise FerDataError(f"not a readable CSV file ({error})", path, reader.line_num) from None
         if buffer["features"]:
             yield flush()

@@ -109,6 +109,52 @@ def test_bad_rows_name_file_line_and_field(tmp_path, rows, line, field, words):
     assert "\n" not in str(error)
 
 
+def test_short_row_then_long_row_is_caught_in_one_chunk(tmp_path):
+    # 2303 + 2305 pixels add up to two full rows: each row's count must still be checked.
+    rows = [f"0,{GOOD}", "1," + " ".join(["1"] * 2303), "2," + " ".join(["2"] * 2305), f"3,{GOOD}"]
+    path = write_rows(tmp_path / "shifted.csv", "label,feature", rows)
+    with pytest.raises(FerDataError, match="expected 2304 pixels, found 2303") as caught:
+        data.read(path, chunk_rows=4096)
+    assert caught.value.row == 3 and caught.value.field == "feature"
+
+
+@pytest.mark.parametrize(
+    "header, later_row",
+    [
+        ("label,feature", f"9,{GOOD}"),  # unknown label
+        ("label,feature", f"0,{GOOD},extra"),  # wrong field count
+        ("emotion,pixels,Usage", f"0,{GOOD},Validation"),  # unknown Usage
+    ],
+)
+def test_first_bad_line_wins_within_a_chunk(tmp_path, header, later_row):
+    usage = ",Training" if "Usage" in header else ""
+    rows = [f"0,{GOOD}{usage}", "1," + " ".join(["1"] * 2303) + usage, f"2,{GOOD}{usage}", later_row]
+    path = write_rows(tmp_path / "bad.csv", header, rows)
+    with pytest.raises(FerDataError, match="expected 2304 pixels, found 2303") as caught:
+        data.read(path, chunk_rows=4096)
+    assert caught.value.row == 3
+
+
+def test_later_bad_label_still_reported_when_earlier_pixels_are_good(tmp_path):
+    path = write_rows(tmp_path / "bad.csv", "label,feature", [f"0,{GOOD}", f"1,{GOOD}", f"9,{GOOD}"])
+    with pytest.raises(FerDataError, match="unknown label '9'") as caught:
+        data.read(path, chunk_rows=4096)
+    assert caught.value.row == 4 and caught.value.field == "label"
+
+
+def test_corrupt_and_truncated_gzip(tmp_path):
+    data.write_csv(random_images(20), tmp_path / "good.csv")
+    packed = gzip.compress((tmp_path / "good.csv").read_bytes())
+    # gzip.compress writes a 10-byte header, then the deflate stream: 0xff there makes the
+    # first block an invalid type, which zlib reports as zlib.error (not an OSError).
+    (tmp_path / "corrupt.csv.gz").write_bytes(packed[:10] + b"\xff" * 16 + packed[26:])
+    (tmp_path / "truncated.csv.gz").write_bytes(packed[: len(packed) // 2])
+    for name in ("corrupt.csv.gz", "truncated.csv.gz"):
+        with pytest.raises(FerDataError, match="not a readable CSV file") as caught:
+            data.read(tmp_path / name)
+        assert name in str(caught.value)
+
+
 def test_missing_column_empty_file_and_missing_file(tmp_path):
     with pytest.raises(FerDataError, match="missing pixel column"):
         data.read(write_rows(tmp_path / "a.csv", "label,image", [f"0,{GOOD}"]))
