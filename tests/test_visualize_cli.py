@@ -193,6 +193,32 @@ def test_run_without_files(tmp_path, capsys):
     assert "not a run directory" in error_line(capsys)
 
 
+def test_unwritable_out_is_one_line(tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("x")  # --out names a file where a folder should be
+    assert main(["classes", "--out", str(tmp_path / "file.txt")]) == 2
+    assert "file.txt" in error_line(capsys)
+    (tmp_path / "o" / "classes.png").mkdir(parents=True)  # a folder where the figure should go
+    assert main(["classes", "--out", str(tmp_path / "o")]) == 2
+    line = error_line(capsys)
+    assert str(tmp_path / "o" / "classes.png") in line and "Is a directory" in line
+    assert list((tmp_path / "o").iterdir()) == [tmp_path / "o" / "classes.png"]  # no temporary left
+
+
+@pytest.mark.parametrize("error, words", [
+    (PermissionError(13, "Permission denied", "/read-only/out.png"), "error: /read-only/out.png: Permission denied"),
+    (IsADirectoryError(21, "Is a directory", "/tmp/.x.png.tmp", None, "/tmp/x.png"), "error: /tmp/x.png: Is a directory"),
+    (OSError(28, "No space left on device"), "error: No space left on device"),
+])
+def test_command_turns_any_os_error_into_one_line(error, words, capsys):
+    from keras_fer.cli import command
+
+    def failing(argv=None):
+        raise error
+
+    assert command(failing)([]) == 2
+    assert error_line(capsys) == words
+
+
 def test_argparse_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["saliency", "--bogus"])

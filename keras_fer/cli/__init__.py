@@ -21,9 +21,19 @@ def import_tensorflow_quietly():
     import_keras()
 
 
+def describe_os_error(error):
+    """`FILE: reason` for an OSError. A failed rename names its destination (`filename2`), the
+    file the user asked for, rather than the temporary file being renamed."""
+    name = error.filename2 if error.filename2 is not None else error.filename
+    reason = error.strerror or str(error)
+    return f"{name}: {reason}" if name not in (None, "") else reason
+
+
 def command(function):
     """Wrap a CLI `main(argv=None) -> int`: package errors become one line on stderr and exit 2,
-    Ctrl-C exits 130, a missing file exits 2 with its name; never a traceback for bad input."""
+    Ctrl-C exits 130, a missing file exits 2 with its name, any other OSError (permission
+    denied, a folder where a file should be, a read-only or full disk) exits 2 with the file
+    and the reason; never a traceback for bad input."""
 
     @functools.wraps(function)
     def wrapper(argv=None):
@@ -35,6 +45,9 @@ def command(function):
             return 2
         except FileNotFoundError as error:
             print(f"error: {error.filename or error}: no such file or folder", file=sys.stderr)
+            return 2
+        except OSError as error:
+            print(f"error: {describe_os_error(error)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

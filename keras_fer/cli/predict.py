@@ -358,18 +358,8 @@ def _resolve_input(options):
     return str(found)
 
 
-@command
+@command  # an unwritable --out or --annotate folder, a full disk...: one line naming the file
 def main(argv=None):
-    try:
-        return _main(argv)
-    except FileNotFoundError:
-        raise  # the CLI wrapper names the file
-    except OSError as error:  # unwritable --out or --annotate folder, full disk, ...
-        where = f"{error.filename}: " if error.filename else ""
-        raise FerOptionError(f"{where}{error.strerror or error}") from None
-
-
-def _main(argv):
     entered = time.perf_counter()
     imports_s = _process_age()
     from keras_fer.data import is_image_file
