@@ -18,6 +18,7 @@ import numpy as np
 from keras_fer.classes import IMAGE_SIZE
 from keras_fer.data import IMAGE_EXTENSIONS, to_face
 from keras_fer.errors import FerDataError, FerModelError
+from keras_fer.files import atomic_path
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 DEFAULT_MIN_FACE = 30
@@ -114,15 +115,16 @@ def annotate(image, boxes, captions):
 
 
 def write_image(path, image):
-    """Write an image with OpenCV (format from the suffix), creating the folder."""
+    """Write an image with OpenCV (format from the suffix), creating the folder. Written
+    atomically: an interrupted write leaves any earlier file at `path` as it was."""
     import cv2
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(path.suffix if path.suffix else ".png", image)
     if not ok:
         raise FerDataError("cannot encode the annotated image", path)
-    encoded.tofile(str(path))
+    with atomic_path(path) as temporary:
+        encoded.tofile(str(temporary))
 
 
 def list_images(folder):

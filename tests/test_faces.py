@@ -82,6 +82,26 @@ def test_read_photo_and_annotate(tmp_path):
         faces.read_photo(tmp_path / "bad.jpg")
 
 
+def test_write_image_is_atomic(tmp_path, monkeypatch):
+    target = tmp_path / "out" / "p.jpg"
+    faces.write_image(target, np.full((20, 30, 3), 200, np.uint8))
+    assert cv2.imread(str(target)).shape == (20, 30, 3)  # a JPEG, from the suffix
+    assert [p.name for p in target.parent.iterdir()] == ["p.jpg"]
+    before = target.read_bytes()
+
+    class HalfWritten:
+        def tofile(self, name):
+            with open(name, "wb") as stream:
+                stream.write(b"half")
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cv2, "imencode", lambda suffix, image: (True, HalfWritten()))
+    with pytest.raises(OSError, match="No space left"):
+        faces.write_image(target, np.zeros((20, 30, 3), np.uint8))
+    assert target.read_bytes() == before
+    assert [p.name for p in target.parent.iterdir()] == ["p.jpg"]
+
+
 def test_list_images_recurses_and_skips_hidden(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / ".hidden").mkdir()
