@@ -533,8 +533,10 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
 
     sections = {key: Section(key, title) for key, title in SECTIONS}
 
-    # Validation images, when the data holds the ids validation.npz lists: unseen in training.
-    within = validation_indices(run, faces)
+    # The run's own data: pick from its validation images (the ids validation.npz lists, unseen
+    # in training) when the data holds them. Other data given by `data` is searched whole, as
+    # `visualize.py saliency --per-class --data` does.
+    within = validation_indices(run, faces) if data is None else None
 
     def architecture(section):
         summary = run.summary()

@@ -139,6 +139,32 @@ def test_report_is_one_self_contained_page(run_dir, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # written atomically
 
 
+def test_report_uses_the_validation_split_only_for_the_runs_own_data(run_dir, tmp_path, monkeypatch):
+    from keras_fer import report
+
+    searched = []
+    real_picks = report.per_class_picks
+
+    def recording_picks(model, faces, *args, within=None, **kwargs):
+        searched.append(within)
+        return real_picks(model, faces, *args, within=within, **kwargs)
+
+    monkeypatch.setattr(report, "per_class_picks", recording_picks)
+    # The run's demo faces with their ids, so the data given holds the validation ids.
+    demo = synthetic.generate(DEMO_FACES, seed=SEED).images
+    rows = [f"{i},{label},{' '.join(map(str, face.reshape(-1).tolist()))}"
+            for i, label, face in zip(demo.ids, demo.labels, demo.pixels)]
+    (tmp_path / "faces.csv").write_text("\n".join(["id,label,feature"] + rows) + "\n")
+    pages = {}
+    for name, data_argv in (("own", []), ("given", ["--data", str(tmp_path / "faces.csv")])):
+        out = tmp_path / f"{name}.html"
+        assert main(["report", str(run_dir), "--out", str(out), "--filters", "1", "--steps", "2"] + data_argv) == 0
+        pages[name] = re.search(r'<section id="saliency">(.*?)</section>', out.read_text(encoding="utf-8"), re.S)[1]
+    own, given = searched
+    assert list(own) == list(range(TRAIN, DEMO_FACES)) and given is None
+    assert "(validation split)" in pages["own"] and "(validation split)" not in pages["given"]
+
+
 def error_line(capsys):
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
