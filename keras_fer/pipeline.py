@@ -163,13 +163,6 @@ def augment_batch(images, seed, config):
     return tf.clip_by_value(images, 0.0, 255.0)
 
 
-def class_weights(labels):
-    """Inverse-frequency class weights for `fit(class_weight=...)`."""
-    from keras_fer.data import class_weights as weights
-
-    return weights(labels)
-
-
 def _options(autotune):
     options = tf.data.Options()
     options.autotune.enabled = bool(autotune)

@@ -21,15 +21,6 @@ history.png, confusion.png, classification_report.txt, config.json and summary.t
 """
 
 
-def flag(value):
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected yes or no. Received: {value!r}")
-
-
 def build_parser():
     from keras_fer.recipes import RECIPES
 
