@@ -1037,34 +1037,6 @@ def split_order(evaluations):
     return sorted(evaluations, key=lambda split: (order.index(split) if split in order else len(order), split))
 
 
-def confusion_figure(evaluations):
-    """A matplotlib Figure: one row-normalized confusion matrix per split."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    splits = split_order(evaluations)
-    figure, axes = plt.subplots(1, len(splits), figsize=(5.2 * len(splits), 4.8), squeeze=False)
-    for axis, split in zip(axes[0], splits):
-        evaluation = evaluations[split]
-        matrix = evaluation.confusion_normalized
-        image = axis.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0)
-        for i in range(NUM_CLASSES):
-            for j in range(NUM_CLASSES):
-                axis.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                          color="white" if matrix[i, j] > 0.5 else "black")
-        axis.set_xticks(range(NUM_CLASSES), CLASS_NAMES, rotation=45, ha="right", fontsize=8)
-        axis.set_yticks(range(NUM_CLASSES), CLASS_NAMES, fontsize=8)
-        axis.set_xlabel("predicted")
-        axis.set_ylabel("true")
-        title = "all rows" if split == "all" else split
-        axis.set_title(f"{title}: acc {evaluation.accuracy:.3f}, macro-F1 {evaluation.macro_f1:.3f}", fontsize=9)
-        figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
-    figure.tight_layout()
-    return figure
-
-
 def save_evaluations(evaluations, out):
     """Write `<stem>_metrics.json`, `<stem>_confusion.csv` and `<stem>_confusion.png` next to
     the submission `out`. Returns the dict of paths written."""
@@ -1085,8 +1057,15 @@ def save_evaluations(evaluations, out):
             matrix = evaluations[split].confusion_normalized
             for i, name in enumerate(CLASS_NAMES):
                 writer.writerow([split, name] + [f"{value:.6f}" for value in matrix[i]])
-    from keras_fer.plots import save_figure
+    from keras_fer import plots
 
-    save_figure(confusion_figure(evaluations), paths["png"], dpi=110)
+    # One row-normalized confusion matrix per split, side by side.
+    titles = [
+        f"{'all rows' if split == 'all' else split}: acc {evaluations[split].accuracy:.3f}, "
+        f"macro-F1 {evaluations[split].macro_f1:.3f}"
+        for split in splits
+    ]
+    matrices = np.stack([evaluations[split].confusion for split in splits])
+    plots.save_figure(plots.confusion_figure(matrices, CLASS_NAMES, normalize=True, title=titles), paths["png"], dpi=110)
     return paths
 

@@ -107,22 +107,40 @@ def confusion_figure(confusion, class_names=CLASS_NAMES, normalize=True, title=N
     """A confusion matrix: rows are true classes, columns predicted, a value in every cell.
 
     Args:
-        confusion: `(C, C)` counts (rows true, columns predicted).
+        confusion: `(C, C)` counts (rows true, columns predicted), or a sequence of them
+            (e.g. one per data split), drawn side by side.
         class_names: the names on both axes.
         normalize: show each row's shares (rows sum to 1) instead of counts.
-        title: the title (default "Confusion matrix (normalized)" or "... (counts)").
+        title: the title (default "Confusion matrix (normalized)" or "... (counts)"), or one
+            per matrix when there are several.
     """
+    several = np.ndim(confusion) == 3
+    matrices = list(confusion) if several else [confusion]
+    titles = list(title) if several and title is not None and not isinstance(title, str) else [title] * len(matrices)
+    if len(titles) != len(matrices):
+        raise ValueError(f"title needs one entry per matrix ({len(matrices)}). Received {len(titles)}")
+    values = [_confusion_values(matrix, class_names, normalize) for matrix in matrices]
+    size = len(class_names)
+    figure = _figure((1.0 + 0.9 * size) * len(matrices), 0.6 + 0.85 * size)
+    panels = figure.subplots(1, len(matrices), squeeze=False)[0]
+    for axes, shown, panel_title in zip(panels, values, titles):
+        _confusion_panel(figure, axes, shown, class_names, normalize, panel_title)
+    figure.tight_layout()
+    return figure
+
+
+def _confusion_values(confusion, class_names, normalize):
     counts = np.asarray(confusion, dtype=float)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] != len(class_names):
         raise ValueError(f"confusion must be {len(class_names)}x{len(class_names)}. Received shape {counts.shape}")
-    if normalize:
-        totals = counts.sum(axis=1, keepdims=True)
-        values = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    else:
-        values = counts
+    if not normalize:
+        return counts
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+
+def _confusion_panel(figure, axes, values, class_names, normalize, title):
     size = len(class_names)
-    figure = _figure(1.0 + 0.9 * size, 0.6 + 0.85 * size)
-    axes = figure.subplots()
     image = axes.imshow(values, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else max(values.max(), 1.0))
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     axes.set_xticks(range(size), labels=class_names, rotation=45, ha="right")
@@ -137,8 +155,6 @@ def confusion_figure(confusion, class_names=CLASS_NAMES, normalize=True, title=N
             axes.text(column, row, text, ha="center", va="center", fontsize=8,
                       color="white" if value > threshold else "black")
     axes.set_title(title or f"Confusion matrix ({'normalized' if normalize else 'counts'})")
-    figure.tight_layout()
-    return figure
 
 
 # --------------------------------------------------------------------------------------------

@@ -311,6 +311,23 @@ def test_metrics_match_scikit_learn(tmp_path, keras_predictors, demo):
     assert header == ["id", "label", *CLASS_NAMES]
 
 
+def test_saved_confusion_png_has_one_panel_per_split(tmp_path, monkeypatch):
+    from keras_fer import plots
+
+    drawn = []
+    real_save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path, dpi=100: drawn.append(
+        [axes.get_title() for axes in figure.axes if axes.images]) or real_save(figure, path, dpi))
+    matrix = np.diag([5, 1, 4, 6, 3, 2, 5]) + 1
+    evaluations = {split: inference.evaluation_from_confusion(matrix) for split in ("PrivateTest", "all")}
+    paths = inference.save_evaluations(evaluations, tmp_path / "sub.csv")
+    assert paths["png"].name == "sub_confusion.png" and paths["png"].read_bytes()[:4] == b"\x89PNG"
+    accuracy, macro_f1 = evaluations["all"].accuracy, evaluations["all"].macro_f1
+    assert drawn == [[f"all rows: acc {accuracy:.3f}, macro-F1 {macro_f1:.3f}",
+                      f"PrivateTest: acc {accuracy:.3f}, macro-F1 {macro_f1:.3f}"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub_confusion.csv", "sub_confusion.png", "sub_metrics.json"]
+
+
 def test_evaluation_from_confusion_with_missing_classes():
     from sklearn.metrics import f1_score, precision_score
 

@@ -65,6 +65,19 @@ def test_confusion_figure_normalizes_rows_and_writes_values():
         plots.confusion_figure(np.ones((3, 3)))
 
 
+def test_confusion_figure_draws_several_matrices_side_by_side():
+    first, second = np.diag([10, 2, 8, 20, 9, 7, 10]) + 1, np.ones((7, 7))
+    figure = plots.confusion_figure(np.stack([first, second]), CLASS_NAMES, title=["all rows", "PublicTest"])
+    panels = [axes for axes in figure.axes if axes.images]  # the others are colour bars
+    assert [axes.get_title() for axes in panels] == ["all rows", "PublicTest"]
+    assert panels[0].texts[0].get_text() == f"{11 / 17:.2f}" and panels[1].texts[0].get_text() == f"{1 / 7:.2f}"
+    assert figure.get_size_inches()[0] == pytest.approx(2 * plots.confusion_figure(first).get_size_inches()[0])
+    with pytest.raises(ValueError, match="one entry per matrix"):
+        plots.confusion_figure(np.stack([first, second]), title=["only one"])
+    with pytest.raises(ValueError, match="7x7"):
+        plots.confusion_figure(np.ones((2, 3, 3)))
+
+
 def test_save_figure_is_atomic_and_closes(tmp_path):
     figure = plots.history_figure(HISTORY)
     target = tmp_path / "deep" / "folder" / "history.png"
