@@ -3,8 +3,8 @@
 A run directory is the unit of work. It holds:
 
 - `best.keras`: the best model by validation accuracy (takes raw faces, outputs logits);
-- `last.keras` + `state.json`: the last finished epoch with optimizer and callback state, for
-  `--resume`;
+- `last-NNNN.keras` + `state.json`: the last finished epoch with optimizer, callback and
+  dropout-generator state, for `--resume` (state.json names the model file);
 - `history.csv`: loss, accuracy, val_loss, val_accuracy, lr, seconds per epoch;
 - `config.json`: every option, the data fingerprint, class prior and library versions;
 - `summary.txt`, `history.png`, `confusion.png`, `classification_report.txt`, `metrics.json`,
@@ -42,6 +42,10 @@ SCHEDULES = ("constant", "plateau", "cosine", "step")
 STRATEGIES = ("default", "mirrored", "multi-worker")
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "cpu_seconds")
 DEMO_FACES = 2100
+# Builder arguments that training owns: logits out (the loss takes logits), 7 classes, raw faces in.
+RESERVED_MODEL_OPTIONS = {"softmax", "num_classes", "preprocessing", "input_shape"}
+# Options that may differ when a run is resumed; every other option must match the run's.
+RESUMABLE_CHANGES = {"epochs", "out", "resume", "verbose", "tensorboard", "strategy"}
 
 
 @dataclasses.dataclass
@@ -131,6 +135,9 @@ class TrainConfig:
             (self.stop_at_accuracy is None or 0 < float(self.stop_at_accuracy) <= 1,
              "--stop-at-accuracy must be in (0, 1]", "stop_at_accuracy"),
             (not (self.class_weight and self.balanced), "--class-weight and --balanced do not go together", "balanced"),
+            (self.max_images is None or int(self.max_images) >= 1, "--max-images must be at least 1", "max_images"),
+            (int(self.demo_faces) >= 7 * 2, "--demo-faces must be at least 14 (two a class)", "demo_faces"),
+            (int(self.warmup_epochs) >= 0, "--warmup-epochs must be >= 0", "warmup_epochs"),
         ]
         for ok, message, name in checks:
             if not ok:
@@ -138,6 +145,11 @@ class TrainConfig:
         for phase in self.phases or ():
             if phase.get("optimizer") not in OPTIMIZERS or int(phase.get("epochs", 0)) < 1:
                 raise FerOptionError(f"each phase needs an optimizer of {', '.join(OPTIMIZERS)} and epochs >= 1. Received: phase={phase!r}")
+        reserved = sorted(set(self.model_options) & RESERVED_MODEL_OPTIONS)
+        if reserved:
+            raise FerOptionError(
+                f"--model-option cannot set {', '.join(reserved)}: training sets it. Received: model_option={reserved[0]}"
+            )
         AugmentConfig.parse(self.augment)
         parse_split(self.val)
         return self
@@ -250,11 +262,14 @@ def make_optimizer(name, lr, config):
 
 
 def scheduled_lr(config, epoch, base_lr, phase_start, phase_end):
-    """Learning rate of `epoch` for the constant, cosine and step schedules."""
+    """Learning rate of `epoch` for the constant, cosine and step schedules and the warm-up;
+    None after the warm-up of the plateau schedule, whose rate ReduceLROnPlateau owns."""
     position = epoch - phase_start
     length = max(phase_end - phase_start, 1)
     if config.warmup_epochs and position < config.warmup_epochs:
         return base_lr * (position + 1) / (config.warmup_epochs + 1)
+    if config.schedule == "plateau":
+        return base_lr if position == config.warmup_epochs and config.warmup_epochs else None
     if config.schedule == "cosine":
         warm = min(config.warmup_epochs, length - 1)
         progress = (position - warm) / max(length - warm, 1)
@@ -333,26 +348,64 @@ def _make_run_recorder(keras):
                 row[key] = float(logs.get(key, float("nan")))
             row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             self.history.append(row)
-            improved = row["val_accuracy"] > self.state.get("best_val_accuracy", -1.0)
+            # Without validation (--val none) every epoch is the best so far: best.keras is the last.
+            improved = math.isnan(row["val_accuracy"]) or row["val_accuracy"] > self.state.get("best_val_accuracy", -1.0)
             if improved:
                 self.state["best_val_accuracy"] = row["val_accuracy"]
                 self.state["best_epoch"] = epoch + 1
             self.state["epoch"] = epoch + 1
             self.state["phase"] = self.phase_index
+            self.state["seed_generators"] = seed_generator_states(self.model)
             self.state["callbacks"] = {
                 name: {attribute: _plain(getattr(callback, attribute)) for attribute in ("wait", "best", "cooldown_counter")
                        if hasattr(callback, attribute)}
                 for name, callback in self.stateful.items()
             }
             if self.write:
-                # Order matters for crash safety: models first, then the state that points at them.
+                # Crash safety: the epoch's model goes to its own file, then state.json (one atomic
+                # rename) commits it; a kill in between leaves the previous state and its model.
                 if improved:
                     save_model(self.model, self.run_dir / "best.keras")
-                save_model(self.model, self.run_dir / "last.keras")
+                self.state["last_model"] = f"last-{epoch + 1:04d}.keras"
+                save_model(self.model, self.run_dir / self.state["last_model"])
                 write_history(self.run_dir / "history.csv", self.history)
                 write_json(self.run_dir / "state.json", self.state)
+                for stale in self.run_dir.glob("last*.keras"):
+                    if stale.name != self.state["last_model"]:
+                        stale.unlink(missing_ok=True)
 
     return RunRecorder
+
+
+def seed_generator_states(model):
+    """The state of every random layer (Dropout, RReLU, ...): Keras does not save it in
+    `.keras` files, and a resumed run needs it to draw the same dropout masks."""
+    states = {}
+    for layer in model._flatten_layers(include_self=False):
+        generator = getattr(layer, "seed_generator", None)
+        if generator is not None:
+            states[layer.name] = np.asarray(generator.state.numpy()).tolist()
+    return states
+
+
+def restore_seed_generators(model, states):
+    for layer in model._flatten_layers(include_self=False):
+        generator = getattr(layer, "seed_generator", None)
+        if generator is not None and layer.name in states:
+            generator.state.assign(np.asarray(states[layer.name], dtype=generator.state.dtype))
+
+
+def load_run_model(path, compile=True):
+    """`keras.saving.load_model` in safe mode, with a one-line FerModelError for a bad file."""
+    import keras
+
+    from keras_fer.errors import FerModelError
+
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as error:  # noqa: BLE001  Keras raises many kinds; all mean "not loadable"
+        reason = " ".join(str(error).split())[:200]
+        raise FerModelError(f"{path}: not a loadable Keras model ({reason})") from None
 
 
 def process_cpu_seconds():
@@ -395,7 +448,9 @@ def _make_lr_setter(keras):
             self.function = function
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.model.optimizer.learning_rate.assign(self.function(epoch))
+            rate = self.function(epoch)
+            if rate is not None:
+                self.model.optimizer.learning_rate.assign(rate)
 
     return EpochLearningRate
 
@@ -472,8 +527,7 @@ def _verbosity(config):
 
 def _check_resume(run_dir, config):
     saved = json.loads((run_dir / "config.json").read_text())
-    keys = ("arch", "data", "val", "seed", "batch_size", "augment", "normalize", "phases", "optimizer",
-            "schedule", "balanced", "class_weight", "model_options")
+    keys = sorted(set(config.to_json()) - RESUMABLE_CHANGES)
     different = [k for k in keys if json.dumps(saved["options"].get(k), sort_keys=True, default=str)
                  != json.dumps(config.to_json().get(k), sort_keys=True, default=str)]
     if different:
@@ -581,8 +635,9 @@ def train(config):
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
     write = chief
+    # Non-chief workers read the run (to resume) but write into a scratch folder.
+    read_dir = run_dir
     if not chief:
-        # Non-chief workers still save (collective ops need every worker) but into a scratch folder.
         run_dir = Path(tempfile.mkdtemp(prefix="keras_fer_worker_"))
 
     train_images, val_images, all_images = load_training_data(config)
@@ -596,8 +651,8 @@ def train(config):
     state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "phase": 0}
     history = []
     if config.resume:
-        state = json.loads((run_dir / "state.json").read_text())
-        history = [row for row in read_history(run_dir / "history.csv") if row["epoch"] <= state["epoch"]]
+        state = json.loads((read_dir / "state.json").read_text())
+        history = [row for row in read_history(read_dir / "history.csv") if row["epoch"] <= state["epoch"]]
     run_dir.mkdir(parents=True, exist_ok=True)
     if write:
         write_json(run_dir / "config.json", {
@@ -613,13 +668,14 @@ def train(config):
     total = config.total_epochs
     steps = steps_per_epoch(len(train_images), config.batch_size)
     verbose = _verbosity(config)
-    stop_reason = None
+    stop_reason = state.get("stopped")
     interrupted = False
     model = None
 
     with strategy.scope():
         if config.resume:
-            model = keras.saving.load_model(run_dir / "last.keras", safe_mode=True)
+            model = load_run_model(read_dir / state.get("last_model", "last.keras"))
+            restore_seed_generators(model, state.get("seed_generators", {}))
         else:
             model = models.build_model(config.arch, preprocessing=preprocessing, **config.model_options)
     if write and not config.resume:
@@ -673,12 +729,15 @@ def train(config):
                 stop_reason = "early stopping" if early.stopped_epoch else "stopped"
                 if stop_at is not None and stop_at.reached:
                     stop_reason = f"validation accuracy reached {config.stop_at_accuracy}"
+                state["stopped"] = stop_reason
+                if write:
+                    write_json(run_dir / "state.json", state)
     except KeyboardInterrupt:
         interrupted = True
         print(f"\ninterrupted: epoch {state['epoch']} is saved; continue with --resume --out {run_dir}", file=sys.stderr)
 
     if write and state["epoch"] > 0:
-        best = keras.saving.load_model(run_dir / "best.keras", safe_mode=True)
+        best = load_run_model(run_dir / "best.keras", compile=False)
         outputs = finish_run(run_dir, best, val_images, history, state)
         evaluation = outputs.get("evaluation")
         if evaluation is not None and verbose:

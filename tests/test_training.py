@@ -17,7 +17,7 @@ from keras_fer.training import TrainConfig, read_history, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--arch", "cnn4", "--demo-faces", "280", "--batch-size", "32", "--verbose", "0"]
-RUN_FILES = ("best.keras", "last.keras", "state.json", "history.csv", "config.json", "summary.txt",
+RUN_FILES = ("best.keras", "last-0002.keras", "state.json", "history.csv", "config.json", "summary.txt",
              "history.png", "confusion.png", "classification_report.txt", "metrics.json", "validation.npz")
 
 
@@ -97,7 +97,8 @@ def test_phases_switch_optimizer(tmp_path):
 
 
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
-    args = SMALL + ["--epochs", "5", "--deterministic", "--seed", "3", "--augment", "basic"]
+    # dnn: dropout, BatchNorm and LeakyReLU, and fast; its dropout masks must survive the resume.
+    args = [*SMALL, "--arch", "dnn", "--epochs", "5", "--deterministic", "--seed", "3", "--augment", "basic"]
     reference = tmp_path / "reference"
     assert main(args + ["--out", str(reference)]) == 0
 
@@ -186,3 +187,34 @@ def test_arch_list_and_summary(capsys):
     assert main(["--arch", "cnn4", "--summary"]) == 0
     summary = capsys.readouterr().out
     assert "conv4" in summary and "538,759" in summary
+
+
+def test_no_validation_keeps_the_last_epoch_as_best(tmp_path):
+    result = train(TrainConfig(arch="dnn", demo_faces=140, batch_size=32, epochs=2, val="none", verbose=0,
+                               out=str(tmp_path / "run")))
+    assert (result.run_dir / "best.keras").is_file() and result.best_epoch == 2
+
+
+def test_plateau_schedule_keeps_its_rate_after_warm_up():
+    from keras_fer.training import scheduled_lr
+
+    config = TrainConfig(schedule="plateau", warmup_epochs=2)
+    rates = [scheduled_lr(config, epoch, 0.1, 0, 10) for epoch in range(5)]
+    assert rates[0] == pytest.approx(0.1 / 3) and rates[1] == pytest.approx(0.2 / 3) and rates[2] == pytest.approx(0.1)
+    assert rates[3] is None and rates[4] is None
+
+
+@pytest.mark.parametrize("option", ["softmax=true", "num_classes=5", "preprocessing=x"])
+def test_reserved_model_options_are_refused(capsys, tmp_path, option):
+    assert main(SMALL + ["--epochs", "1", "--out", str(tmp_path / "r"), "--model-option", option]) == 2
+    assert "cannot set" in capsys.readouterr().err
+
+
+def test_resume_refuses_changed_options_and_keeps_a_stopped_run_stopped(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = [*SMALL, "--arch", "dnn", "--epochs", "4", "--out", str(out)]
+    assert main(base + ["--stop-at-accuracy", "0.01"]) == 0
+    assert main(base + ["--stop-at-accuracy", "0.01", "--resume", "--lr", "0.5"]) == 2
+    assert "lr: run has" in capsys.readouterr().err
+    assert main(base + ["--stop-at-accuracy", "0.01", "--resume"]) == 0
+    assert [row["epoch"] for row in read_history(out / "history.csv")] == [1]

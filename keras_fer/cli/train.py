@@ -16,7 +16,7 @@ examples:
   python train.py --arch list                         # the model registry
   python train.py --arch cnn39m --summary             # one model's layer table
 
-The run directory (--out, default runs/ARCH-TIME) gets best.keras, last.keras, history.csv,
+The run directory (--out, default runs/ARCH-TIME) gets best.keras, last-NNNN.keras, history.csv,
 history.png, confusion.png, classification_report.txt, config.json and summary.txt.
 """
 
