@@ -263,7 +263,6 @@ def main(argv=None):
     train_rate = {spec: train[spec][0] / train[spec][1] for spec in train_sets if train[spec][1]}
     train_cpu = {spec: 1e6 * train[spec][2] / train[spec][0] for spec in train_sets if train[spec][1]}
     base = train_rate.get("none")
-    none_cost = 1e6 / rate["none"] if "none" in rate else 0.0
     none_cpu = cpu.get("none", 0.0)
 
     print()

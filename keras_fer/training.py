@@ -665,12 +665,10 @@ def train(config):
 
     augment = AugmentConfig.parse(config.augment)
     phases = config.phase_list()
-    total = config.total_epochs
     steps = steps_per_epoch(len(train_images), config.batch_size)
     verbose = _verbosity(config)
     stop_reason = state.get("stopped")
     interrupted = False
-    model = None
 
     with strategy.scope():
         if config.resume:
