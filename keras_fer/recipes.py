@@ -59,3 +59,24 @@ def recipe(name):
     if name not in RECIPES:
         raise FerOptionError(f"unknown recipe: choose one of {', '.join(list_recipes())}. Received: recipe={name!r}")
     return {key: value for key, value in RECIPES[name].items() if key != "description"}
+
+
+def cut_phases(phases, epochs):
+    """The first `epochs` epochs of a phased recipe: later phases dropped, the last one kept shortened.
+
+    This is how a run that does not fit the machine is cut ("report 002's first 2 epochs").
+
+    Example:
+    >>> cut_phases(({"optimizer": "adadelta", "epochs": 20}, {"optimizer": "sgd", "epochs": 20}), 25)
+    ({'optimizer': 'adadelta', 'epochs': 20}, {'optimizer': 'sgd', 'epochs': 5})
+    """
+    total = sum(int(phase["epochs"]) for phase in phases)
+    if not 1 <= int(epochs) <= total:
+        raise FerOptionError(f"--epochs on a phased recipe cuts it, so it must be between 1 and {total}. Received: epochs={epochs}")
+    kept, left = [], int(epochs)
+    for phase in phases:
+        if left <= 0:
+            break
+        kept.append({**phase, "epochs": min(int(phase["epochs"]), left)})
+        left -= int(phase["epochs"])
+    return tuple(kept)

@@ -15,6 +15,7 @@ examples:
   python train.py --resume --recipe best --data fer2013/ --out ~/runs/best   # after a crash
   python train.py --arch list                         # the model registry
   python train.py --arch cnn39m --summary             # one model's layer table
+  python train.py --ablation batch-norm --data fer2013/ --out ~/runs/ablations --epochs 10
 
 The run directory (--out, default runs/ARCH-TIME) gets best.keras, last-NNNN.keras, history.csv,
 history.png, confusion.png, classification_report.txt, config.json and summary.txt.
@@ -30,6 +31,10 @@ def build_parser():
     )
     add = parser.add_argument
     add("--arch", help="architecture name, or 'list' to print the registry table (default: cnn4, or the recipe's)")
+    add("--ablation", metavar="NAME",
+        help="train every variant of one of the reports' ablations (batch-norm, augmentation, normalization, "
+        "dnn-vs-cnn) into OUT/VARIANT and draw OUT/ablation-NAME.png; 'list' prints them. Other options apply "
+        "to every variant (e.g. --epochs, --max-images, --model-option width=0.25 to fit a CPU)")
     add("--summary", action="store_true", help="print the architecture's layer table and exit, without training")
     add("--recipe", choices=sorted(RECIPES), metavar="NAME",
         help="a preset: " + "; ".join(f"{name}: {r['description']}" for name, r in sorted(RECIPES.items()))
@@ -38,7 +43,8 @@ def build_parser():
         "train.csv.gz, or an image folder with class sub-folders. Default: $FER_DATA, else built-in demo faces")
     add("--val", help="validation split: first:N (first N rows train), fraction:F (stratified random), usage "
         "(Kaggle Usage column: PublicTest validates) or none (default: fraction:0.1)")
-    add("--epochs", type=int, help="epochs to train (default 30)")
+    add("--epochs", type=int, help="epochs to train (default 30); on a phased recipe (report002) it cuts the "
+        "run to its first N epochs")
     add("--batch-size", type=int, help="images per batch (default 64)")
     add("--optimizer", choices=("adam", "adamw", "sgd", "sgd-nesterov", "adadelta"), help="optimizer (default adam)")
     add("--lr", type=float, help="learning rate (default 1e-3)")
@@ -89,7 +95,7 @@ def parse_value(text):
 
 
 def config_from_args(args):
-    from keras_fer.recipes import recipe
+    from keras_fer.recipes import cut_phases, recipe
     from keras_fer.training import TrainConfig
 
     values = recipe(args.recipe) if args.recipe else {}
@@ -99,7 +105,8 @@ def config_from_args(args):
         if given is not None:
             values[name] = given
     if args.epochs is not None and values.get("phases"):
-        raise FerOptionError(f"--epochs does not apply to recipe {args.recipe}, which trains in phases. Received: epochs={args.epochs}")
+        values["phases"] = cut_phases(values["phases"], args.epochs)
+        values.pop("epochs")
     options = {}
     for item in args.model_option:
         key, equals, value = item.partition("=")
@@ -111,6 +118,32 @@ def config_from_args(args):
     return TrainConfig(**values)
 
 
+def run_ablation(args):
+    from keras_fer import ablation
+
+    if args.ablation == "list":
+        print(ablation.ablation_table())
+        return 0
+    chosen = ablation.get_ablation(args.ablation)
+    if args.recipe not in (None, chosen.recipe):
+        raise FerOptionError(f"ablation {chosen.name} runs recipe {chosen.recipe}. Received: recipe={args.recipe!r}")
+    if args.resume:
+        raise FerOptionError("--ablation resumes its unfinished variants by itself: drop --resume")
+    args.recipe = chosen.recipe
+    out = args.out or "runs/ablations"
+    args.out = None
+    base = config_from_args(args)
+    try:
+        figure, table, rows = ablation.run_ablation(chosen.name, base, out)
+    except KeyboardInterrupt:
+        return 130
+    for row in rows:
+        accuracy = "-" if row["best_val_accuracy"] is None else f"{row['best_val_accuracy']:.4f}"
+        print(f"{row['label']}: validation accuracy {accuracy} (epoch {row['best_epoch']}), {row['run']}")
+    print(f"figure: {figure}\ntable: {table}")
+    return 0
+
+
 @command
 def main(argv=None):
     args = build_parser().parse_args(argv)
@@ -120,6 +153,8 @@ def main(argv=None):
 
         print(registry_table())
         return 0
+    if args.ablation:
+        return run_ablation(args)
     config = config_from_args(args)
     if args.summary:
         from keras_fer.models import build_model, summary_table

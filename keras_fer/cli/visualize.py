@@ -156,6 +156,10 @@ def build_parser():
         sub = add(name, help, [out])
         sub.add_argument("run", metavar="RUN", help="the run directory")
 
+    sub = add("compare", "several runs' validation curves on shared axes (an ablation, or models side by side)", [out])
+    sub.add_argument("runs", metavar="RUN", nargs="+", help="run directories; each is labelled by its folder name")
+    sub.add_argument("--title", help="figure title")
+
     sub = add("classes", "a bar chart of images per class of the data (report 003)", [data, out])
     sub = add("samples", "a grid of example faces, one row per class", [data, out, seed])
     sub.add_argument("--count", type=_positive, default=8, help="faces per class (default 8)")
@@ -279,6 +283,23 @@ def _history(args):
     return _save(report.history_figure(report.read_run(args.run)), args.out, "history.png")
 
 
+def _compare(args):
+    from keras_fer.ablation import summarize_run
+    from keras_fer.plots import compare_figure
+
+    rows = [summarize_run(run) for run in args.runs]
+    histories = {}
+    for row in rows:
+        label = Path(row["run"]).name or row["run"]
+        histories[label if label not in histories else row["run"]] = row["history"]
+    path = _save(compare_figure(histories, title=args.title), args.out, "compare.png")
+    for label, row in zip(histories, rows):
+        accuracy = "-" if row["best_val_accuracy"] is None else f"{row['best_val_accuracy']:.4f}"
+        print(f"{label}: validation accuracy {accuracy} (epoch {row['best_epoch']} of {row['epochs']}), "
+              f"{row['cpu_minutes']:.1f} CPU-min")
+    return path
+
+
 def _confusion(args):
     from keras_fer import report
 
@@ -323,7 +344,7 @@ def _report(args):
 
 HANDLERS = {
     "saliency": _explain, "smoothgrad": _explain, "gradcam": _explain, "filters": _filters,
-    "activations": _activations, "history": _history, "confusion": _confusion, "classes": _classes,
+    "activations": _activations, "history": _history, "compare": _compare, "confusion": _confusion, "classes": _classes,
     "samples": _samples, "augment": _augment, "report": _report,
 }
 

@@ -1,0 +1,146 @@
+"""Ablations (keras_fer.ablation), phase cuts, vgg12's width and the compare figure/command.
+
+Training is replaced by a fake that writes a run directory, so these tests check the plumbing
+(variants, directories, reuse, figure, table, CLI errors) in seconds; the real training path is
+covered by tests/test_training.py.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_fer import ablation, plots
+from keras_fer.cli.train import build_parser, config_from_args
+from keras_fer.cli.train import main as train_main
+from keras_fer.cli.visualize import main as visualize_main
+from keras_fer.errors import FerDataError, FerOptionError
+from keras_fer.models import build_model
+from keras_fer.recipes import cut_phases, recipe
+from keras_fer.training import TrainConfig, write_history
+
+
+def fake_train(accuracies):
+    """A `train` stand-in: writes config.json and a history whose validation accuracy per epoch
+    comes from `accuracies[arch or change]`, and records every config it was given."""
+    calls = []
+
+    def train(config):
+        calls.append(config)
+        run_dir = config.out
+        import pathlib
+
+        run_dir = pathlib.Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        key = "nobn" if config.model_options.get("batch_norm") is False else config.augment
+        values = accuracies[key]
+        rows = [dict(epoch=i + 1, loss=2.0 - 0.1 * i, accuracy=v + 0.05, val_loss=1.9 - 0.1 * i, val_accuracy=v,
+                     lr=1.0, seconds=2.0, cpu_seconds=30.0) for i, v in enumerate(values)]
+        write_history(run_dir / "history.csv", rows)
+        (run_dir / "config.json").write_text(json.dumps({"arch": config.arch, "train_images": 90, "val_images": 10}))
+        (run_dir / "state.json").write_text(json.dumps({"epoch": len(rows)}))
+
+    return train, calls
+
+
+def test_cut_phases_keeps_the_first_epochs():
+    phases = recipe("report002")["phases"]
+    assert cut_phases(phases, 3) == ({**phases[0], "epochs": 3},)
+    assert cut_phases(phases, 25) == (phases[0], {**phases[1], "epochs": 5})
+    assert cut_phases(phases, 40) == tuple(phases)
+    for bad in (0, 41):
+        with pytest.raises(FerOptionError, match="between 1 and 40"):
+            cut_phases(phases, bad)
+
+
+def test_epochs_on_a_phased_recipe_cuts_it():
+    config = config_from_args(build_parser().parse_args(["--recipe", "report002", "--epochs", "2"]))
+    assert config.total_epochs == 2
+    assert [start_end[:3] for start_end in config.phase_list()] == [(0, 2, "adadelta")]
+
+
+def test_vgg12_width_scales_every_layer():
+    full, quarter = build_model("vgg12"), build_model("vgg12", width=0.25)
+    assert full.get_layer("conv1").filters == 64 and quarter.get_layer("conv1").filters == 16
+    assert quarter.get_layer("conv12").filters == 128 and quarter.get_layer("dense1").units == 256
+    assert 10 < full.count_params() / quarter.count_params() < 20
+    with pytest.raises(ValueError, match="Received: width=0"):
+        build_model("vgg12", width=0)
+
+
+def test_variant_configs_merge_options_and_name_directories(tmp_path):
+    base = TrainConfig(arch="vgg12", model_options={"width": 0.25}, epochs=2)
+    configs = ablation.variant_configs(ablation.get_ablation("batch-norm"), base, tmp_path)
+    (label_a, with_bn), (label_b, without_bn) = configs
+    assert (label_a, label_b) == ("with BatchNorm", "without BatchNorm")
+    assert with_bn.model_options == {"width": 0.25} and without_bn.model_options == {"width": 0.25, "batch_norm": False}
+    assert with_bn.out == str(tmp_path / "report002")
+    assert without_bn.out == str(tmp_path / "report002-batch_norm=false")
+    assert not with_bn.resume and without_bn.epochs == 2
+    # A variant whose directory holds a run is resumed (or reused when finished).
+    (tmp_path / "report002").mkdir()
+    (tmp_path / "report002" / "state.json").write_text("{}")
+    assert ablation.variant_configs(ablation.get_ablation("augmentation"), base, tmp_path)[0][1].resume
+
+
+def test_run_ablation_writes_figure_and_table_and_shares_the_baseline(tmp_path):
+    train, calls = fake_train({"basic": [0.3, 0.5, 0.45], "nobn": [0.2, 0.25, 0.3],
+                               "shift,flip,rotate,zoom": [0.3, 0.5, 0.45], "none": [0.4, 0.35, 0.3]})
+    base = config_from_args(build_parser().parse_args(["--recipe", "report002", "--epochs", "3"]))
+    figure, table, rows = ablation.run_ablation("batch-norm", base, tmp_path, train=train)
+    assert [c.resume for c in calls] == [False, False]
+    assert figure.read_bytes().startswith(b"\x89PNG") and figure.name == "ablation-batch-norm.png"
+    assert [(r["label"], r["best_epoch"], r["best_val_accuracy"]) for r in rows] == [
+        ("with BatchNorm", 2, 0.5), ("without BatchNorm", 3, 0.3)]
+    text = table.read_text()
+    assert "| with BatchNorm | `vgg12` | `report002` | 90 / 10 | 3 | 2 | 0.5000 | 1.5 |" in text
+    assert "0.56338" in text  # the report's own figure is quoted
+    # The augmentation ablation finds the baseline's run and resumes (here: reuses) it.
+    calls.clear()
+    _, _, rows = ablation.run_ablation("augmentation", base, tmp_path, train=train)
+    assert [c.resume for c in calls] == [True, False]
+    assert rows[1]["best_val_accuracy"] == 0.4 and rows[1]["run"].endswith("report002-augment=none")
+
+
+def test_summarize_run_names_a_missing_history(tmp_path):
+    with pytest.raises(FerDataError, match="no history.csv") as caught:
+        ablation.summarize_run(tmp_path)
+    assert str(tmp_path) in str(caught.value)
+
+
+def test_compare_figure_marks_each_best():
+    figure = plots.compare_figure({
+        "a": {"epoch": [1, 2], "loss": [2, 1], "accuracy": [0.3, 0.4], "val_loss": [1.9, 1.7], "val_accuracy": [0.3, 0.35]},
+        "b": {"loss": [2, 1, 0.5], "accuracy": [0.2, 0.3, 0.6], "val_loss": [1.8, 1.8, 2.0], "val_accuracy": [0.2, np.nan, 0.25]},
+    }, title="t")
+    accuracy_axes = figure.axes[0]
+    assert accuracy_axes.get_legend_handles_labels()[1] == ["a (best 0.350)", "b (best 0.250)"]
+    assert len(figure.axes[1].lines) == 2
+    with pytest.raises(ValueError, match="at least one"):
+        plots.compare_figure({})
+
+
+def test_ablation_cli_lists_and_refuses_bad_names(capsys, tmp_path):
+    assert train_main(["--ablation", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ablation.list_ablations())
+    for argv, words in ((["--ablation", "nope"], "unknown ablation"),
+                        (["--ablation", "batch-norm", "--recipe", "report000"], "runs recipe report002"),
+                        (["--ablation", "batch-norm", "--resume"], "drop --resume"),
+                        (["--recipe", "report002", "--epochs", "99"], "between 1 and 40")):
+        assert train_main(argv + ["--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and words in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_visualize_compare_draws_runs(tmp_path, capsys):
+    train, _ = fake_train({"basic": [0.3, 0.5], "none": [0.4, 0.2]})
+    for name, augment in (("one", "basic"), ("two", "none")):
+        train(TrainConfig(augment=augment, out=str(tmp_path / name)))
+    assert visualize_main(["compare", str(tmp_path / "one"), str(tmp_path / "two"), "--out", str(tmp_path / "fig")]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "fig" / "compare.png").read_bytes().startswith(b"\x89PNG")
+    assert "one: validation accuracy 0.5000 (epoch 2 of 2)" in out and "two: validation accuracy 0.4000" in out
+    assert visualize_main(["compare", str(tmp_path / "missing")]) == 2
+    assert "no history.csv" in capsys.readouterr().err
