@@ -527,6 +527,29 @@ def _quiet_native_stderr():
         os.close(saved)
 
 
+def _export_reference(source, model, normalize):
+    """What an export is checked against: `(serving model, adapter, sample, Keras outputs on the
+    sample, outputs kind)`."""
+    serving, adapter = serving_model(model, source, normalize)
+    sample = verification_sample()
+    reference = keras_predict(serving, sample, len(sample))
+    kind = "probabilities" if (_ends_in_softmax(model) or _looks_like_probabilities(reference)) else "logits"
+    return serving, adapter, sample, reference, kind
+
+
+def _check_export(exported, reference, kind, what, consequence):
+    """`(max |difference| of the probabilities, of the raw outputs)` of an exported copy against
+    the Keras model; `FerModelError` when the probabilities differ by more than `TOLERANCE`."""
+    diff_outputs = float(np.max(np.abs(exported - reference)))
+    diff = float(np.max(np.abs(_as_probabilities(exported, kind) - _as_probabilities(reference, kind))))
+    if not diff <= TOLERANCE:
+        raise FerModelError(
+            f"{what} differs from the Keras model by {diff:.2e} > {TOLERANCE:.0e} "
+            f"(max |difference| of the probabilities); {consequence}"
+        )
+    return diff, diff_outputs
+
+
 def _tflite_from_keras(source, model, normalize, destination):
     """Export `model` (a loaded Keras model of `source`) to `destination` and verify it.
 
@@ -534,20 +557,11 @@ def _tflite_from_keras(source, model, normalize, destination):
     """
     keras = import_keras()
 
-    serving, adapter = serving_model(model, source, normalize)
-    sample = verification_sample()
-    reference = keras_predict(serving, sample, len(sample))
-    kind = "probabilities" if (_ends_in_softmax(model) or _looks_like_probabilities(reference)) else "logits"
+    serving, adapter, sample, reference, kind = _export_reference(source, model, normalize)
     _export_tflite(serving, destination)
     try:
-        exported = LiteRTRunner(destination)(sample)
-        diff_outputs = float(np.max(np.abs(exported - reference)))
-        diff = float(np.max(np.abs(_as_probabilities(exported, kind) - _as_probabilities(reference, kind))))
-        if not diff <= TOLERANCE:
-            raise FerModelError(
-                f"{destination}: the LiteRT copy differs from the Keras model by {diff:.2e} > {TOLERANCE:.0e} "
-                "(max |difference| of the probabilities); not used"
-            )
+        diff, diff_outputs = _check_export(LiteRTRunner(destination)(sample), reference, kind,
+                                           f"{destination}: the LiteRT copy", "not used")
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(destination)
@@ -581,10 +595,7 @@ def _tflite_from_keras(source, model, normalize, destination):
 def _export_savedmodel(source, model, normalize, destination):
     import tensorflow as tf
 
-    serving, adapter = serving_model(model, source, normalize)
-    sample = verification_sample()
-    reference = keras_predict(serving, sample, len(sample))
-    kind = "probabilities" if (_ends_in_softmax(model) or _looks_like_probabilities(reference)) else "logits"
+    serving, adapter, sample, reference, kind = _export_reference(source, model, normalize)
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}-"))
@@ -592,13 +603,8 @@ def _export_savedmodel(source, model, normalize, destination):
         with _quiet_native_stderr():
             serving.export(str(temporary), format="tf_saved_model", verbose=False)
         loaded = tf.saved_model.load(str(temporary))
-        exported = np.asarray(loaded.serve(tf.constant(sample)))
-        diff_outputs = float(np.max(np.abs(exported - reference)))
-        diff = float(np.max(np.abs(_as_probabilities(exported, kind) - _as_probabilities(reference, kind))))
-        if not diff <= TOLERANCE:
-            raise FerModelError(
-                f"{destination}: the SavedModel differs from the Keras model by {diff:.2e} > {TOLERANCE:.0e}; not written"
-            )
+        diff, diff_outputs = _check_export(np.asarray(loaded.serve(tf.constant(sample))), reference, kind,
+                                           f"{destination}: the SavedModel", "not written")
         (temporary / "keras_fer.json").write_text(
             json.dumps({"adapter": adapter, "outputs": kind, "max_abs_diff": diff,
                         "source_sha256": _sha256(source.path)}, indent=2) + "\n",

@@ -260,6 +260,15 @@ def test_export_savedmodel_and_tflite_agree(tmp_path, demo):
     np.testing.assert_allclose(predictor.probabilities(demo.pixels), inference.softmax(expected), atol=1e-4)
 
 
+@pytest.mark.parametrize("fmt, target", [("tflite", "copy.tflite"), ("savedmodel", "copy_savedmodel")])
+def test_an_export_that_disagrees_is_not_left_behind(tmp_path, monkeypatch, fmt, target):
+    run = save_run(tmp_path / "run", tiny_model(10))
+    monkeypatch.setattr(inference, "TOLERANCE", -1.0)  # any difference, even 0, now disagrees
+    with pytest.raises(FerModelError, match="differs from the Keras model"):
+        inference.export_model(run, fmt, tmp_path / "out" / target)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
 # --------------------------------------------------------------------------------------------
 # Streaming submissions and metrics
 
