@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
-from keras_fer.errors import FerOptionError
+from keras_fer.errors import FerModelError, FerOptionError
 from keras_fer.files import atomic_path, write_json, write_text
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-nesterov", "adadelta")
@@ -72,6 +72,9 @@ class TrainConfig:
         deterministic: enable TensorFlow op determinism (slower).
         out: the run directory.
         resume: continue the run in `out` from its last finished epoch.
+        init_from: start from the weights of this trained model (a `.keras` file or run
+            directory of the same architecture and options) instead of random ones: fine-tuning,
+            or a second schedule after a finished one. `"packaged"` is the packaged model.
         mixed_precision: bfloat16 compute on CPU, float16 on GPU.
         strategy: `default`, `mirrored` (local GPUs) or `multi-worker` (reads `TF_CONFIG`).
         tensorboard: also write TensorBoard logs to `out/tensorboard`.
@@ -105,6 +108,7 @@ class TrainConfig:
     deterministic: bool = False
     out: str = None
     resume: bool = False
+    init_from: str = None
     mixed_precision: bool = False
     strategy: str = "default"
     tensorboard: bool = False
@@ -399,13 +403,34 @@ def load_run_model(path, compile=True):
     """`keras.saving.load_model` in safe mode, with a one-line FerModelError for a bad file."""
     import keras
 
-    from keras_fer.errors import FerModelError
-
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as error:  # noqa: BLE001  Keras raises many kinds; all mean "not loadable"
         reason = " ".join(str(error).split())[:200]
         raise FerModelError(f"{path}: not a loadable Keras model ({reason})") from None
+
+
+def copy_weights_from(path, model):
+    """Set `model`'s weights to those of the trained model at `path` (loaded in safe mode).
+
+    Raises:
+        FerModelError: naming the file, when it is missing, not a Keras model, or a different
+            architecture (its weights do not fit `model`'s one for one).
+    """
+    from keras_fer.inference import default_model_path, load_keras_model, resolve_model
+
+    source = default_model_path() if str(path) == "packaged" else resolve_model(path).path
+    donor = load_keras_model(source)
+    given, wanted = donor.get_weights(), model.get_weights()
+    mismatch = next((index for index, (a, b) in enumerate(zip(given, wanted)) if a.shape != b.shape), None)
+    if len(given) != len(wanted) or mismatch is not None:
+        where = "" if mismatch is None else f" (weight {mismatch}: {given[mismatch].shape} vs {wanted[mismatch].shape})"
+        raise FerModelError(
+            f"{source}: --init-from needs a trained {model.name} with the same options; its weights do not fit"
+            f"{where}. Received: init_from={str(path)!r}"
+        )
+    model.set_weights(given)
+    return source
 
 
 def process_cpu_seconds():
@@ -653,16 +678,6 @@ def train(config):
     if config.resume:
         state = json.loads((read_dir / "state.json").read_text())
         history = [row for row in read_history(read_dir / "history.csv") if row["epoch"] <= state["epoch"]]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if write:
-        write_json(run_dir / "config.json", {
-            "options": config.to_json(), "arch": config.arch, "data": None if config.data is None and not os.environ.get("FER_DATA") else str(all_images.source),
-            "val": config.val, "seed": config.seed, "normalize": config.normalize, "augment": config.augment,
-            "preprocessing": preprocessing, "class_prior": prior, "class_names": list(CLASS_NAMES),
-            "train_images": len(train_images), "val_images": len(val_images),
-            "data_fingerprint": all_images.fingerprint(), "versions": versions(),
-        })
-
     augment = AugmentConfig.parse(config.augment)
     phases = config.phase_list()
     steps = steps_per_epoch(len(train_images), config.batch_size)
@@ -676,6 +691,17 @@ def train(config):
             restore_seed_generators(model, state.get("seed_generators", {}))
         else:
             model = models.build_model(config.arch, preprocessing=preprocessing, **config.model_options)
+            if config.init_from:
+                copy_weights_from(config.init_from, model)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if write:
+        write_json(run_dir / "config.json", {
+            "options": config.to_json(), "arch": config.arch, "data": None if config.data is None and not os.environ.get("FER_DATA") else str(all_images.source),
+            "val": config.val, "seed": config.seed, "normalize": config.normalize, "augment": config.augment,
+            "preprocessing": preprocessing, "class_prior": prior, "class_names": list(CLASS_NAMES),
+            "train_images": len(train_images), "val_images": len(val_images),
+            "data_fingerprint": all_images.fingerprint(), "versions": versions(),
+        })
     if write and not config.resume:
         write_text(run_dir / "summary.txt", model_summary(model) + "\n")
 

@@ -218,3 +218,23 @@ def test_resume_refuses_changed_options_and_keeps_a_stopped_run_stopped(tmp_path
     assert "lr: run has" in capsys.readouterr().err
     assert main(base + ["--stop-at-accuracy", "0.01", "--resume"]) == 0
     assert [row["epoch"] for row in read_history(out / "history.csv")] == [1]
+
+
+def test_init_from_starts_at_a_trained_models_weights(tmp_path, capsys):
+    donor = tmp_path / "donor"
+    train(TrainConfig(arch="dnn", demo_faces=140, batch_size=32, epochs=1, verbose=0, out=str(donor)))
+    # A learning rate of 1e-12 keeps the trainable weights where --init-from put them.
+    assert main(["--arch", "dnn", "--demo-faces", "140", "--batch-size", "32", "--verbose", "0", "--epochs", "1",
+                 "--lr", "1e-12", "--init-from", str(donor), "--out", str(tmp_path / "tuned")]) == 0
+    trained = keras.saving.load_model(donor / "best.keras", compile=False)
+    tuned = keras.saving.load_model(tmp_path / "tuned" / "last-0001.keras", compile=False)
+    fresh = keras.saving.load_model(tmp_path / "tuned" / "best.keras", compile=False)
+    assert fresh is not None and len(trained.trainable_weights) == len(tuned.trainable_weights) > 0
+    for a, b in zip(trained.trainable_weights, tuned.trainable_weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    capsys.readouterr()
+    # Another architecture's weights do not fit: one line naming the file, no run written.
+    code = main(SMALL + ["--epochs", "1", "--init-from", str(donor), "--out", str(tmp_path / "wrong")])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error: ") and str(donor / "best.keras") in last and "do not fit" in last
+    assert not (tmp_path / "wrong").exists()

@@ -69,6 +69,9 @@ def build_parser():
         help="enable TensorFlow op determinism: the same seed then gives the same history (slower)")
     add("--out", help="run directory (default runs/ARCH-TIME). Keep long runs outside the repository")
     add("--resume", action="store_true", default=None, help="continue the run in --out from its last finished epoch")
+    add("--init-from", metavar="MODEL",
+        help="start from a trained model's weights (a .keras file, a run directory, or 'packaged') instead of "
+        "random ones: fine-tune it, or give a finished run a second schedule")
     add("--mixed-precision", action="store_true", default=None, help="bfloat16 compute on CPU, float16 on GPU")
     add("--strategy", choices=("default", "mirrored", "multi-worker"),
         help="distribution: default, mirrored (all local GPUs), multi-worker (reads TF_CONFIG; the chief writes the run)")
