@@ -59,6 +59,14 @@ def test_epochs_on_a_phased_recipe_cuts_it():
     assert [start_end[:3] for start_end in config.phase_list()] == [(0, 2, "adadelta")]
 
 
+def test_an_explicit_optimizer_replaces_a_recipes_phases():
+    config = config_from_args(build_parser().parse_args(["--recipe", "report002", "--optimizer", "adam", "--lr", "0.001"]))
+    assert config.phases is None and (config.optimizer, config.lr, config.total_epochs) == ("adam", 0.001, 40)
+    config = config_from_args(build_parser().parse_args(["--recipe", "report002", "--lr", "0.5", "--epochs", "3"]))
+    assert config.phases is None and (config.optimizer, config.lr, config.total_epochs) == ("adam", 0.5, 3)
+    assert config.augment == "shift,flip,rotate,zoom" and config.normalize == "image"  # the rest of the recipe stays
+
+
 def test_vgg12_width_scales_every_layer():
     full, quarter = build_model("vgg12"), build_model("vgg12", width=0.25)
     assert full.get_layer("conv1").filters == 64 and quarter.get_layer("conv1").filters == 16

@@ -46,7 +46,8 @@ def build_parser():
     add("--epochs", type=int, help="epochs to train (default 30); on a phased recipe (report002) it cuts the "
         "run to its first N epochs")
     add("--batch-size", type=int, help="images per batch (default 64)")
-    add("--optimizer", choices=("adam", "adamw", "sgd", "sgd-nesterov", "adadelta"), help="optimizer (default adam)")
+    add("--optimizer", choices=("adam", "adamw", "sgd", "sgd-nesterov", "adadelta"),
+        help="optimizer (default adam); on a phased recipe, --optimizer or --lr replaces its phases with one")
     add("--lr", type=float, help="learning rate (default 1e-3)")
     add("--momentum", type=float, help="SGD momentum (default 0.9)")
     add("--schedule", choices=("constant", "plateau", "cosine", "step"),
@@ -107,7 +108,11 @@ def config_from_args(args):
         given = getattr(args, name, None)
         if given is not None:
             values[name] = given
-    if args.epochs is not None and values.get("phases"):
+    if values.get("phases") and (args.optimizer is not None or args.lr is not None):
+        # An explicit optimizer or rate replaces the recipe's phases with one phase.
+        total = sum(int(phase["epochs"]) for phase in values.pop("phases"))
+        values.setdefault("epochs", total)
+    elif args.epochs is not None and values.get("phases"):
         values["phases"] = cut_phases(values["phases"], args.epochs)
         values.pop("epochs")
     options = {}
