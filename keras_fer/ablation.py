@@ -30,7 +30,8 @@ class Ablation:
         question: what is compared, for titles and tables.
         recipe: the recipe every variant starts from.
         variants: `(label, overrides)` pairs; overrides are `TrainConfig` fields (`model_options`
-            is merged, not replaced). The first variant is the reference.
+            is merged, not replaced). The first variant is the reference. `{arch}` in a label or
+            an option value stands for the base architecture (the recipe's, or `--arch`).
         reported: the report's own figures, quoted in the table.
     """
 
@@ -62,7 +63,7 @@ ABLATIONS = {
         ),
         Ablation(
             "dnn-vs-cnn", "004", "CNN vs DNN at the same parameter count", "report004",
-            (("cnn4d (CNN, 4.08M)", {}), ("dnn-matched (DNN, 4.06M)", {"arch": "dnn-matched"}),
+            (("CNN ({arch})", {}), ("DNN matched to {arch}", {"arch": "dnn-matched", "model_options": {"match": "{arch}"}}),
              ("dnn (the report's DNN, 3.76M)", {"arch": "dnn"})),
             "CNN ~0.60 after 100 epochs, DNN ~0.30",
         ),
@@ -105,14 +106,29 @@ def _text(value):
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def _fill(value, arch):
+    if isinstance(value, dict):
+        return {key: _fill(item, arch) for key, item in value.items()}
+    return value.format(arch=arch) if isinstance(value, str) else value
+
+
+def get_recipe_arch(ablation):
+    from keras_fer.recipes import recipe
+
+    return recipe(ablation.recipe).get("arch")
+
+
 def variant_configs(ablation, base, out):
     """`(label, TrainConfig)` per variant: `base` (a `TrainConfig` of the recipe plus the
     user's options) with the variant's overrides, its run directory under `out`."""
     configs = []
     for label, overrides in ablation.variants:
+        overrides = _fill(overrides, base.arch)
+        label = label.format(arch=base.arch)
         values = {key: value for key, value in overrides.items() if key != "model_options"}
         options = {**base.model_options, **overrides.get("model_options", {})}
-        run_dir = Path(out) / variant_slug(ablation.recipe, overrides)
+        run_dir = Path(out) / variant_slug(ablation.recipe if base.arch == get_recipe_arch(ablation) else
+                                           f"{ablation.recipe}-{base.arch}", overrides)
         config = dataclasses.replace(base, **values, model_options=options, out=str(run_dir),
                                      resume=(run_dir / "state.json").is_file())
         configs.append((label, config))

@@ -18,7 +18,8 @@ TORCH_BATCH_NORM = {"momentum": 0.9, "epsilon": 1e-5}
 
 
 @register("cnn4", report="000", description="4-block CNN, LeakyReLU(0.05), BatchNorm in blocks 3-4")
-def cnn4(input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES, *, softmax=False, preprocessing=None, negative_slope=0.05):
+def cnn4(input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES, *, softmax=False, preprocessing=None, negative_slope=0.05,
+         batch_norm=True):
     """The 4-block CNN of report 000 (PyTorch): 538,759 trainable parameters.
 
     conv1 32 5x5 -> LeakyReLU -> pool1; conv2 64 3x3 -> LeakyReLU -> pool2; conv3 128 3x3 ->
@@ -34,6 +35,8 @@ def cnn4(input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES, *, softmax=False, pre
         preprocessing: `Preprocessing` options (e.g. `{"normalize": "unit"}`) to build the
             model around raw 48x48x1 faces, or None.
         negative_slope: LeakyReLU slope for negative inputs (0.05 in the report).
+        batch_norm: keep the report's three BatchNorm layers; False drops them all (the
+            BatchNorm ablation of report 002, run on this cheaper network).
 
     Example:
     >>> model = cnn4()
@@ -43,17 +46,18 @@ def cnn4(input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES, *, softmax=False, pre
     inputs, x = model_inputs(input_shape, preprocessing)
     blocks = [(32, 5, False), (64, 3, False), (128, 3, True), (128, 3, True)]
     bn = 0
-    for index, (filters, kernel_size, batch_norm) in enumerate(blocks, start=1):
+    for index, (filters, kernel_size, block_norm) in enumerate(blocks, start=1):
         x = layers.Conv2D(filters, kernel_size, padding="same", name=f"conv{index}")(x)
         x = layers.LeakyReLU(negative_slope=negative_slope, name=f"conv{index}_act")(x)
-        if batch_norm:
+        if block_norm and batch_norm:
             bn += 1
             x = layers.BatchNormalization(**TORCH_BATCH_NORM, name=f"bn{bn}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{index}")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(256, name="dense1")(x)
     x = layers.ReLU(name="dense1_act")(x)
-    x = layers.BatchNormalization(**TORCH_BATCH_NORM, name=f"bn{bn + 1}")(x)
+    if batch_norm:
+        x = layers.BatchNormalization(**TORCH_BATCH_NORM, name=f"bn{bn + 1}")(x)
     return finish_model(inputs, x, num_classes, softmax, "cnn4")
 
 
