@@ -91,6 +91,26 @@ def test_variant_configs_merge_options_and_name_directories(tmp_path):
     assert ablation.variant_configs(ablation.get_ablation("augmentation"), base, tmp_path)[0][1].resume
 
 
+def test_dnn_vs_cnn_matches_the_compared_cnn(tmp_path):
+    chosen = ablation.get_ablation("dnn-vs-cnn")
+    default = ablation.variant_configs(chosen, config_from_args(build_parser().parse_args(["--recipe", "report004"])), tmp_path)
+    assert [label for label, _ in default][:2] == ["CNN (cnn4d)", "DNN matched to cnn4d"]
+    assert default[0][1].out == str(tmp_path / "report004")
+    base = config_from_args(build_parser().parse_args(["--recipe", "report004", "--arch", "cnn4"]))
+    (cnn_label, cnn), (dnn_label, dnn), (_, report_dnn) = ablation.variant_configs(chosen, base, tmp_path)
+    assert (cnn_label, cnn.arch, cnn.out) == ("CNN (cnn4)", "cnn4", str(tmp_path / "report004-cnn4"))
+    assert (dnn_label, dnn.arch, dnn.model_options) == ("DNN matched to cnn4", "dnn-matched", {"match": "cnn4"})
+    assert dnn.out == str(tmp_path / "report004-cnn4-arch=dnn-matched-match=cnn4") and report_dnn.arch == "dnn"
+    cnn_params = build_model("cnn4").count_params()
+    assert abs(build_model("dnn-matched", **dnn.model_options).count_params() - cnn_params) < 0.01 * cnn_params
+
+
+def test_cnn4_batch_norm_false_drops_its_three_batch_norms():
+    names = [layer.name for layer in build_model("cnn4", batch_norm=False).layers]
+    assert not [name for name in names if name.startswith("bn")]
+    assert len([layer for layer in build_model("cnn4").layers if layer.name.startswith("bn")]) == 3
+
+
 def test_run_ablation_writes_figure_and_table_and_shares_the_baseline(tmp_path):
     train, calls = fake_train({"basic": [0.3, 0.5, 0.45], "nobn": [0.2, 0.25, 0.3],
                                "shift,flip,rotate,zoom": [0.3, 0.5, 0.45], "none": [0.4, 0.35, 0.3]})
