@@ -190,12 +190,14 @@ def write_ablation(ablation, runs, out):
     from keras_fer.plots import compare_figure, save_figure
 
     rows = [{"label": label, **summarize_run(run_dir)} for label, run_dir in runs]
-    title = f"Report {ablation.report}: {ablation.question}"
+    first = rows[0]
+    title = (f"Report {ablation.report}: {ablation.question}\n({first['arch']}, {first['train_images'] or '?'} training "
+             f"images, {first['epochs']} epochs, recipe {ablation.recipe})")
     figure = compare_figure({row["label"]: row["history"] for row in rows}, title=title)
     figure_path = Path(out) / f"ablation-{ablation.name}.png"
     save_figure(figure, figure_path)
     lines = [
-        f"# Ablation `{ablation.name}`: {title}", "",
+        f"# Ablation `{ablation.name}`: {' '.join(title.split())}", "",
         f"Recipe `{ablation.recipe}`; the report: {ablation.reported}.", "",
         "| variant | model | run | train / val images | epochs | best epoch | validation accuracy | CPU min |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
