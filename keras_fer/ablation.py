@@ -184,6 +184,27 @@ def summarize_run(run_dir):
     }
 
 
+def _changes(ablation, run_dir):
+    """`" with arch=cnn4, epochs=8, ..."`: the options the reference run changed from the recipe."""
+    from keras_fer.recipes import recipe
+    from keras_fer.training import TrainConfig
+
+    options = json.loads((Path(run_dir) / "config.json").read_text()).get("options")
+    if not options:
+        return ""
+    values = recipe(ablation.recipe)
+    changed = []
+    if values.get("phases") and options.get("phases") is None:
+        values.pop("phases")  # replaced by an explicit optimizer (see `train.py --optimizer`)
+        changed.append(f"optimizer={options['optimizer']}, lr={options['lr']} instead of its phases")
+    reference = TrainConfig(**values).to_json()
+    ignored = {"data", "out", "resume", "verbose", "tensorboard", "strategy", "optimizer", "lr"} if changed else \
+        {"data", "out", "resume", "verbose", "tensorboard", "strategy"}
+    changed += [f"{key}={options[key]}" for key in sorted(options)
+                if key not in ignored and key in reference and options[key] != reference[key]]
+    return f" with {', '.join(changed)}" if changed else ""
+
+
 def write_ablation(ablation, runs, out):
     """Draw `OUT/ablation-<name>.png` and write `OUT/ablation-<name>.md` from finished runs."""
     from keras_fer.files import write_text
@@ -198,7 +219,7 @@ def write_ablation(ablation, runs, out):
     save_figure(figure, figure_path)
     lines = [
         f"# Ablation `{ablation.name}`: {' '.join(title.split())}", "",
-        f"Recipe `{ablation.recipe}`; the report: {ablation.reported}.", "",
+        f"Recipe `{ablation.recipe}`{_changes(ablation, runs[0][1])}; the report: {ablation.reported}.", "",
         "| variant | model | run | train / val images | epochs | best epoch | validation accuracy | CPU min |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]

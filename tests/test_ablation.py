@@ -37,7 +37,8 @@ def fake_train(accuracies):
         rows = [dict(epoch=i + 1, loss=2.0 - 0.1 * i, accuracy=v + 0.05, val_loss=1.9 - 0.1 * i, val_accuracy=v,
                      lr=1.0, seconds=2.0, cpu_seconds=30.0) for i, v in enumerate(values)]
         write_history(run_dir / "history.csv", rows)
-        (run_dir / "config.json").write_text(json.dumps({"arch": config.arch, "train_images": 90, "val_images": 10}))
+        (run_dir / "config.json").write_text(json.dumps({"arch": config.arch, "train_images": 90, "val_images": 10,
+                                                         "options": config.to_json()}))
         (run_dir / "state.json").write_text(json.dumps({"epoch": len(rows)}))
 
     return train, calls
@@ -123,6 +124,8 @@ def test_run_ablation_writes_figure_and_table_and_shares_the_baseline(tmp_path):
     text = table.read_text()
     assert "| with BatchNorm | `vgg12` | `report002` | 90 / 10 | 3 | 2 | 0.5000 | 1.5 |" in text
     assert "0.56338" in text  # the report's own figure is quoted
+    changes = text.split("Recipe `report002` with ")[1].split(";")[0]  # the cut is named
+    assert changes.startswith("phases=") and "'epochs': 3" in changes and "adadelta" in changes and "sgd" not in changes
     # The augmentation ablation finds the baseline's run and resumes (here: reuses) it.
     calls.clear()
     _, _, rows = ablation.run_ablation("augmentation", base, tmp_path, train=train)
