@@ -69,6 +69,8 @@ class TrainConfig:
         early_stop: patience in epochs on validation accuracy (None: off).
         stop_at_accuracy: stop once validation accuracy reaches this (report 003).
         seed: seeds weights, split, shuffle and augmentation.
+        split_seed: seeds the validation split instead (None: `seed`), so that runs with
+            different seeds validate on the same rows and can be ensembled on them.
         deterministic: enable TensorFlow op determinism (slower).
         out: the run directory.
         resume: continue the run in `out` from its last finished epoch.
@@ -105,6 +107,7 @@ class TrainConfig:
     early_stop: int = None
     stop_at_accuracy: float = None
     seed: int = 0
+    split_seed: int = None
     deterministic: bool = False
     out: str = None
     resume: bool = False
@@ -238,7 +241,8 @@ def load_training_data(config):
         images = data_module.read(path)
     if not images.labelled:
         raise FerOptionError(f"training needs labelled data; {images.source} has no labels. Received: data={path}")
-    train_images, val_images = data_module.split(images, config.val, seed=config.seed)
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    train_images, val_images = data_module.split(images, config.val, seed=split_seed)
     if config.max_images:
         train_images = train_images.subset(np.arange(min(config.max_images, len(train_images))))
     return train_images, val_images, images

@@ -238,3 +238,21 @@ def test_init_from_starts_at_a_trained_models_weights(tmp_path, capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and last.startswith("error: ") and str(donor / "best.keras") in last and "do not fit" in last
     assert not (tmp_path / "wrong").exists()
+
+
+def test_split_seed_keeps_the_validation_rows_across_seeds(tmp_path):
+    from keras_fer.data import write_csv
+    from keras_fer.synthetic import generate
+    from keras_fer.training import load_training_data
+
+    path = tmp_path / "faces.csv"
+    write_csv(generate(140, seed=0).images, path)
+
+    def validation(**options):
+        return load_training_data(TrainConfig(data=str(path), **options))[1].pixels
+
+    reference = validation(seed=0)
+    np.testing.assert_array_equal(validation(seed=5, split_seed=0), reference)
+    assert not np.array_equal(validation(seed=5), reference)
+    config = config_from_args(build_parser().parse_args(["--recipe", "best", "--seed", "3", "--split-seed", "0"]))
+    assert (config.seed, config.split_seed) == (3, 0)

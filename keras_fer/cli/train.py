@@ -66,6 +66,8 @@ def build_parser():
     add("--early-stop", type=int, metavar="N", help="stop after N epochs without a better validation accuracy")
     add("--stop-at-accuracy", type=float, metavar="A", help="stop once validation accuracy reaches A (report 003: 0.66)")
     add("--seed", type=int, help="seed of weights, split, shuffle and augmentation (default 0)")
+    add("--split-seed", type=int, help="seed of the validation split only (default: --seed); give runs of "
+        "different --seed the same --split-seed to ensemble them on shared validation rows")
     add("--deterministic", action="store_true", default=None,
         help="enable TensorFlow op determinism: the same seed then gives the same history (slower)")
     add("--out", help="run directory (default runs/ARCH-TIME). Keep long runs outside the repository")
