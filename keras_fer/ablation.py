@@ -122,13 +122,13 @@ def variant_configs(ablation, base, out):
     """`(label, TrainConfig)` per variant: `base` (a `TrainConfig` of the recipe plus the
     user's options) with the variant's overrides, its run directory under `out`."""
     configs = []
+    prefix = ablation.recipe if base.arch == get_recipe_arch(ablation) else f"{ablation.recipe}-{base.arch}"
     for label, overrides in ablation.variants:
         overrides = _fill(overrides, base.arch)
         label = label.format(arch=base.arch)
         values = {key: value for key, value in overrides.items() if key != "model_options"}
         options = {**base.model_options, **overrides.get("model_options", {})}
-        run_dir = Path(out) / variant_slug(ablation.recipe if base.arch == get_recipe_arch(ablation) else
-                                           f"{ablation.recipe}-{base.arch}", overrides)
+        run_dir = Path(out) / variant_slug(prefix, overrides)
         config = dataclasses.replace(base, **values, model_options=options, out=str(run_dir),
                                      resume=(run_dir / "state.json").is_file())
         configs.append((label, config))
@@ -184,6 +184,17 @@ def summarize_run(run_dir):
     }
 
 
+def accuracy_text(row):
+    """A `summarize_run` row's best validation accuracy as text, `-` when the run has none."""
+    return "-" if row["best_val_accuracy"] is None else f"{row['best_val_accuracy']:.4f}"
+
+
+def describe_run(label, row):
+    """One line for a `summarize_run` row: accuracy, best epoch, CPU time."""
+    return (f"{label}: validation accuracy {accuracy_text(row)} (epoch {row['best_epoch'] or '-'} of "
+            f"{row['epochs']}), {row['cpu_minutes']:.1f} CPU-min, {row['run']}")
+
+
 def _changes(ablation, run_dir):
     """`" with arch=cnn4, epochs=8, ..."`: the options the reference run changed from the recipe."""
     from keras_fer.recipes import recipe
@@ -198,8 +209,7 @@ def _changes(ablation, run_dir):
         values.pop("phases")  # replaced by an explicit optimizer (see `train.py --optimizer`)
         changed.append(f"optimizer={options['optimizer']}, lr={options['lr']} instead of its phases")
     reference = TrainConfig(**values).to_json()
-    ignored = {"data", "out", "resume", "verbose", "tensorboard", "strategy", "optimizer", "lr"} if changed else \
-        {"data", "out", "resume", "verbose", "tensorboard", "strategy"}
+    ignored = {"data", "out", "resume", "verbose", "tensorboard", "strategy"} | ({"optimizer", "lr"} if changed else set())
     changed += [f"{key}={options[key]}" for key in sorted(options)
                 if key not in ignored and key in reference and options[key] != reference[key]]
     return f" with {', '.join(changed)}" if changed else ""
@@ -224,10 +234,9 @@ def write_ablation(ablation, runs, out):
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
-        accuracy = "-" if row["best_val_accuracy"] is None else f"{row['best_val_accuracy']:.4f}"
         lines.append(
             f"| {row['label']} | `{row['arch']}` | `{Path(row['run']).name}` | {row['train_images']} / "
-            f"{row['val_images']} | {row['epochs']} | {row['best_epoch'] or '-'} | {accuracy} | "
+            f"{row['val_images']} | {row['epochs']} | {row['best_epoch'] or '-'} | {accuracy_text(row)} | "
             f"{row['cpu_minutes']:.1f} |"
         )
     table_path = Path(out) / f"ablation-{ablation.name}.md"

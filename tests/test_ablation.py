@@ -175,3 +175,10 @@ def test_visualize_compare_draws_runs(tmp_path, capsys):
     assert "one: validation accuracy 0.5000 (epoch 2 of 2)" in out and "two: validation accuracy 0.4000" in out
     assert visualize_main(["compare", str(tmp_path / "missing")]) == 2
     assert "no history.csv" in capsys.readouterr().err
+
+
+def test_describe_run_says_when_a_run_has_no_validation():
+    row = {"best_val_accuracy": None, "best_epoch": None, "epochs": 3, "cpu_minutes": 1.25, "run": "runs/x"}
+    assert ablation.describe_run("x", row) == "x: validation accuracy - (epoch - of 3), 1.2 CPU-min, runs/x"
+    row.update(best_val_accuracy=0.61234, best_epoch=2)
+    assert ablation.describe_run("x", row).startswith("x: validation accuracy 0.6123 (epoch 2 of 3)")

@@ -20,12 +20,13 @@ def test_masks_cover_every_pixel_that_differs_between_classes():
     rng = np.random.default_rng(0)
     for trial in range(5):
         nuisance = synthetic._nuisance(rng)
-        images = []
+        images, class_masks = [], []
         for label in range(NUM_CLASSES):
             expression = synthetic.EXPRESSIONS[synthetic.CLASS_NAMES[label]]
             image, mask = synthetic.render(expression, nuisance)
             images.append(image.astype(int))
-            masks = mask if label == 0 else masks | mask
+            class_masks.append(mask)
+        masks = np.logical_or.reduce(class_masks)
         for label in range(1, NUM_CLASSES):
             changed = images[label] != images[0]
             assert changed.any(), "classes must differ"

@@ -148,8 +148,7 @@ def run_ablation(args):
     except KeyboardInterrupt:
         return 130
     for row in rows:
-        accuracy = "-" if row["best_val_accuracy"] is None else f"{row['best_val_accuracy']:.4f}"
-        print(f"{row['label']}: validation accuracy {accuracy} (epoch {row['best_epoch']}), {row['run']}")
+        print(ablation.describe_run(row["label"], row))
     print(f"figure: {figure}\ntable: {table}")
     return 0
 

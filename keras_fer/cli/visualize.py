@@ -284,7 +284,7 @@ def _history(args):
 
 
 def _compare(args):
-    from keras_fer.ablation import summarize_run
+    from keras_fer.ablation import describe_run, summarize_run
     from keras_fer.plots import compare_figure
 
     rows = [summarize_run(run) for run in args.runs]
@@ -294,9 +294,7 @@ def _compare(args):
         histories[label if label not in histories else row["run"]] = row["history"]
     path = _save(compare_figure(histories, title=args.title), args.out, "compare.png")
     for label, row in zip(histories, rows):
-        accuracy = "-" if row["best_val_accuracy"] is None else f"{row['best_val_accuracy']:.4f}"
-        print(f"{label}: validation accuracy {accuracy} (epoch {row['best_epoch']} of {row['epochs']}), "
-              f"{row['cpu_minutes']:.1f} CPU-min")
+        print(describe_run(label, row))
     return path
 
 
