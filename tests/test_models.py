@@ -21,7 +21,7 @@ from keras_fer.models import (  # noqa: E402
     summary_table,
 )
 from keras_fer.models.dnn import dnn_parameter_count, matched_width  # noqa: E402
-from keras_fer.models.layers import RReLU  # noqa: E402
+from keras_fer.models.layers import ForwardGradConv2D, RReLU  # noqa: E402
 
 # Keras' convert_to_numpy calls np.array on TF tensors, which numpy 2 flags; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -188,6 +188,34 @@ def test_rrelu_is_random_in_training_and_fixed_at_inference():
     np.testing.assert_array_equal(at_inference, to_numpy(layer(negatives, training=False)))
     positives = -negatives
     np.testing.assert_array_equal(to_numpy(layer(positives, training=True)), positives)
+
+
+@pytest.mark.parametrize("kernel_size, strides, applies", [(3, 1, True), (5, 1, True), (3, 2, False), (2, 1, False)])
+def test_forward_grad_conv2d_matches_conv2d_and_its_gradients(kernel_size, strides, applies):
+    options = dict(filters=6, kernel_size=kernel_size, strides=strides, padding="same", use_bias=True)
+    inputs = tf.random.stateless_normal((3, 5, 4, 8), seed=(1, 2))
+    stock, fast = keras.layers.Conv2D(**options), ForwardGradConv2D(**options)
+    stock.build(inputs.shape)
+    fast.build(inputs.shape)
+    fast.set_weights([w + 0.1 for w in stock.get_weights()])  # a nonzero bias
+    stock.set_weights(fast.get_weights())
+    assert fast._forward_gradient_applies() is applies
+    results = []
+    for layer in (stock, fast):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = layer(inputs)
+            loss = tf.reduce_sum(outputs * tf.sin(outputs))
+        results.append([outputs, *tape.gradient(loss, [inputs, layer.kernel.value, layer.bias.value])])
+    for expected, got in zip(*results):
+        np.testing.assert_allclose(to_numpy(got), to_numpy(expected), rtol=1e-4, atol=1e-4)
+
+
+def test_resnet18_uses_forward_grad_convolutions_only_where_they_apply():
+    model = built("resnet18")
+    fast = [layer for layer in model.layers if isinstance(layer, ForwardGradConv2D)]
+    assert [layer.name for layer in fast] == ["conv11", "conv12", "conv13", "conv15", "conv16", "conv17"]
+    assert all(layer._forward_gradient_applies() for layer in fast)
 
 
 def test_cnn39m_uses_rrelu_where_the_report_does():

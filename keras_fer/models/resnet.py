@@ -10,7 +10,7 @@ from keras import layers
 
 from keras_fer.classes import NUM_CLASSES
 from keras_fer.models import finish_model, register
-from keras_fer.models.layers import model_inputs
+from keras_fer.models.layers import ForwardGradConv2D, model_inputs
 
 #: torchvision's BatchNorm (momentum 0.1 of the new batch = Keras 0.9, eps 1e-5).
 _BATCH_NORM = {"momentum": 0.9, "epsilon": 1e-5}
@@ -26,7 +26,10 @@ def _conv_bn(x, filters, kernel_size, stride, index):
         padding = "valid"
     else:
         padding = "same"
-    x = layers.Conv2D(
+    # Stride-1 convolutions of the 256- and 512-channel stages (3x3 and 2x2 maps) take the
+    # faster input gradient of `ForwardGradConv2D` (same weights and outputs as Conv2D).
+    conv = ForwardGradConv2D if stride == 1 and filters >= 256 else layers.Conv2D
+    x = conv(
         filters, kernel_size, strides=stride, padding=padding, use_bias=False,
         kernel_initializer="he_normal", name=f"conv{index}",
     )(x)
