@@ -16,15 +16,10 @@ Ends with `RESULT <model>_<cut>_cpu_ms=... ...` (CPU milliseconds per training i
 
 import argparse
 import os
-import resource
-import time
+
+from zoo_cost import fit_cost, random_faces  # bench/ is the script's folder, first on sys.path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def cpu_seconds():
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def stage_cuts(model):
@@ -41,20 +36,6 @@ def stage_cuts(model):
     return sorted(set(last.values()), key=order.index)
 
 
-def conv_macs(model):
-    """Multiply-adds per image of the model's convolution and dense layers."""
-    import numpy as np
-    from keras import layers
-
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
-            total += int(np.prod(layer.kernel.shape)) * int(np.prod(layer.output.shape[1:3]))
-        elif isinstance(layer, layers.Dense):
-            total += int(np.prod(layer.kernel.shape))
-    return total
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18", help="a registered model (default resnet18)")
@@ -64,10 +45,10 @@ def main():
     args = parser.parse_args()
 
     import keras
-    import numpy as np
     from keras import layers
 
-    from keras_fer.models import build_model
+    from keras_fer.models import build_model, count_flops
+    from keras_fer.training import TrainConfig, compile_model
 
     keras.utils.set_random_seed(0)
     full = build_model(args.model, preprocessing={"normalize": "unit"})
@@ -81,10 +62,7 @@ def main():
 
         full = keras.models.clone_model(full, clone_function=plain)
         print(f"plain Conv2D: {sum(isinstance(layer, ForwardGradConv2D) for layer in full.layers)} ForwardGradConv2D left")
-    rng = np.random.default_rng(0)
-    faces = rng.integers(0, 256, (args.batch_size * (args.steps + 2), 48, 48, 1)).astype("float32")
-    labels = keras.utils.to_categorical(rng.integers(0, 7, len(faces)), 7)
-    warm = args.batch_size * 2
+    faces, labels = random_faces(args.batch_size, args.steps)
     print(f"{'cut after':<16}{'map':>12}{'stage M MACs':>14}{'stage CPU ms/img':>18}{'GFLOP/s':>9}")
     previous_ms = previous_macs = 0.0
     results = {}
@@ -92,12 +70,9 @@ def main():
         output = full.get_layer(cut).output
         head = layers.Dense(7, name="bench_logits")(layers.GlobalAveragePooling2D(name="bench_pool")(output))
         model = keras.Model(full.input, head)
-        model.compile(optimizer="adam", loss=keras.losses.CategoricalCrossentropy(from_logits=True))
-        model.fit(faces[:warm], labels[:warm], batch_size=args.batch_size, verbose=0)
-        started, cpu_started = time.perf_counter(), cpu_seconds()
-        model.fit(faces[warm:], labels[warm:], batch_size=args.batch_size, verbose=0)
-        cpu_ms = 1000 * (cpu_seconds() - cpu_started) / (len(faces) - warm)
-        macs = conv_macs(model) - 7 * int(output.shape[-1])  # without the bench head
+        compile_model(model, "adam", 1e-4, TrainConfig())
+        cpu_ms, _ = fit_cost(model, faces, labels, args.batch_size)
+        macs = count_flops(model) / 2 - 7 * int(output.shape[-1])  # without the bench head
         stage_ms, stage_macs = cpu_ms - previous_ms, macs - previous_macs
         # Training is ~3x the forward multiply-adds (forward, input gradient, weight gradient).
         rate = 2 * 3 * stage_macs / (stage_ms / 1000) / 1e9 if stage_ms > 0 else float("nan")

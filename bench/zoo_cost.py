@@ -24,6 +24,31 @@ def cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
+def random_faces(batch_size, steps, seed=0):
+    """Random 48x48x1 faces and one-hot labels for `steps` timed batches plus 2 warm-up batches."""
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    faces = rng.integers(0, 256, (batch_size * (steps + 2), 48, 48, 1)).astype("float32")
+    return faces, keras.utils.to_categorical(rng.integers(0, 7, len(faces)), 7)
+
+
+def fit_cost(model, faces, labels, batch_size):
+    """Train a compiled model on 2 warm-up batches, then time one `fit` over the rest.
+
+    Returns:
+        `(cpu_ms, images_per_second)`: CPU milliseconds and wall-clock rate per timed image.
+    """
+    warm = batch_size * 2
+    model.fit(faces[:warm], labels[:warm], batch_size=batch_size, epochs=1, verbose=0)
+    started, cpu_started = time.perf_counter(), cpu_seconds()
+    model.fit(faces[warm:], labels[warm:], batch_size=batch_size, epochs=1, verbose=0)
+    wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+    images = len(faces) - warm
+    return 1000 * cpu / images, images / wall
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per model (default 6)")
@@ -32,31 +57,22 @@ def main():
     args = parser.parse_args()
 
     import keras
-    import numpy as np
 
     from keras_fer.models import build_model, list_models, model_info
     from keras_fer.training import TrainConfig, compile_model
 
     names = args.models.split(",") if args.models else list_models()
-    rng = np.random.default_rng(0)
-    faces = rng.integers(0, 256, (args.batch_size * (args.steps + 2), 48, 48, 1)).astype("float32")
-    labels = keras.utils.to_categorical(rng.integers(0, 7, len(faces)), 7)
+    faces, labels = random_faces(args.batch_size, args.steps)
     results = {}
     print(f"{'model':<12}{'MFLOPs':>9}{'img/s':>9}{'CPU ms/img':>12}{'min/epoch (1 core)':>20}{'min/epoch (2 cores)':>21}")
     for name in names:
         keras.utils.set_random_seed(0)
         model = build_model(name, preprocessing={"normalize": "unit"})
         compile_model(model, "adam", 1e-4, TrainConfig())
-        warm = args.batch_size * 2
-        model.fit(faces[:warm], labels[:warm], batch_size=args.batch_size, epochs=1, verbose=0)
-        started, cpu_started = time.perf_counter(), cpu_seconds()
-        model.fit(faces[warm:], labels[warm:], batch_size=args.batch_size, epochs=1, verbose=0)
-        wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
-        images = len(faces) - warm
-        cpu_ms = 1000 * cpu / images
+        cpu_ms, rate = fit_cost(model, faces, labels, args.batch_size)
         results[name] = cpu_ms
         minutes_one_core = EPOCH_IMAGES * cpu_ms / 1000 / 60
-        print(f"{name:<12}{model_info(name).mflops:>9.1f}{images / wall:>9.0f}{cpu_ms:>12.2f}"
+        print(f"{name:<12}{model_info(name).mflops:>9.1f}{rate:>9.0f}{cpu_ms:>12.2f}"
               f"{minutes_one_core:>20.1f}{minutes_one_core / 2:>21.1f}", flush=True)
         del model
         keras.backend.clear_session()
