@@ -517,19 +517,17 @@ def finish_run(run_dir, model, val_images, history, state, write_figures=True):
         write_json(run_dir / "metrics.json", evaluation.as_dict())
         outputs["evaluation"] = evaluation
     if write_figures:
-        try:
-            from keras_fer import plots
-        except ImportError:  # plots arrive with the visualization module
-            plots = None
-        if plots is not None and history:
+        from keras_fer import plots
+
+        if history:
             columns = {key: [row.get(key) for row in history] for key in HISTORY_COLUMNS}
             plots.save_figure(plots.history_figure(columns), run_dir / "history.png")
-            if "evaluation" in outputs:
-                plots.save_figure(
-                    plots.confusion_figure(outputs["evaluation"].confusion, CLASS_NAMES, normalize=True,
-                                           title=f"Validation confusion (accuracy {outputs['evaluation'].accuracy:.4f})"),
-                    run_dir / "confusion.png",
-                )
+        if "evaluation" in outputs:
+            plots.save_figure(
+                plots.confusion_figure(outputs["evaluation"].confusion, CLASS_NAMES, normalize=True,
+                                       title=f"Validation confusion (accuracy {outputs['evaluation'].accuracy:.4f})"),
+                run_dir / "confusion.png",
+            )
     return outputs
 
 

@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import sys
+import time
 
 from keras_fer.cli import command, import_tensorflow_quietly
 from keras_fer.errors import FerOptionError
@@ -16,6 +17,7 @@ examples:
   python train.py --arch list                         # the model registry
   python train.py --arch cnn39m --summary             # one model's layer table
   python train.py --ablation batch-norm --data fer2013/ --out ~/runs/ablations --epochs 10
+  python train.py --soup ~/runs/tune-a ~/runs/tune-b --data fer2013/ --out ~/runs/soup   # average them
 
 The run directory (--out, default runs/ARCH-TIME) gets best.keras, last-NNNN.keras, history.csv,
 history.png, confusion.png, classification_report.txt, config.json and summary.txt.
@@ -35,6 +37,11 @@ def build_parser():
         help="train every variant of one of the reports' ablations (batch-norm, augmentation, normalization, "
         "dnn-vs-cnn) into OUT/VARIANT and draw OUT/ablation-NAME.png; 'list' prints them. Other options apply "
         "to every variant (e.g. --epochs, --max-images, --model-option width=0.25 to fit a CPU)")
+    add("--soup", nargs="+", metavar="MODEL",
+        help="average the weights of trained models of one architecture that started from one model (runs of "
+        "--init-from with other seeds or schedules; a run directory, .keras file or 'packaged'), re-estimate "
+        "BatchNorm statistics on the training split and write the soup to --out as a run directory, "
+        "validated on the models' own split. Costs about a third of a training epoch; no training")
     add("--summary", action="store_true", help="print the architecture's layer table and exit, without training")
     add("--recipe", choices=sorted(RECIPES), metavar="NAME",
         help="a preset: " + "; ".join(f"{name}: {r['description']}" for name, r in sorted(RECIPES.items()))
@@ -153,6 +160,34 @@ def run_ablation(args):
     return 0
 
 
+def run_soup(args):
+    from keras_fer import soup
+
+    for flag, given in (("--resume", args.resume), ("--init-from", args.init_from), ("--ablation", args.ablation)):
+        if given:
+            raise FerOptionError(f"--soup averages finished models and trains nothing: drop {flag}")
+    config = dataclasses.replace(config_from_args(args), val=args.val)
+    if config.out is None:
+        config.out = "runs/soup-" + time.strftime("%Y%m%d-%H%M%S")
+    interactive = sys.stderr.isatty() and (args.verbose is None or args.verbose == 1)
+
+    def progress(total):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="img", desc="BatchNorm statistics", file=sys.stderr, disable=not interactive,
+                   dynamic_ncols=True, leave=False)
+
+        def update(done):
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()
+        return update
+
+    result = soup.make_soup(config, args.soup, progress=progress)
+    print(f"run directory: {result['run_dir']}")
+    return 0
+
+
 @command
 def main(argv=None):
     args = build_parser().parse_args(argv)
@@ -162,6 +197,8 @@ def main(argv=None):
 
         print(registry_table())
         return 0
+    if args.soup:
+        return run_soup(args)
     if args.ablation:
         return run_ablation(args)
     config = config_from_args(args)

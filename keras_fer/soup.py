@@ -1,0 +1,252 @@
+"""Model soups: average the weights of models trained from one start, re-estimate BatchNorm.
+
+Runs that branch from one trained model (`train.py --init-from`, with different seeds or
+schedules) stay in one basin of the loss, so the mean of their weights is itself a good model
+(Wortsman et al. 2022, "Model soups"; Izmailov et al. 2018, SWA), often better than each of them
+and as cheap to run as one, where an ensemble of them costs one pass per member. Averaging the
+BatchNorm moving statistics is only an approximation of the averaged network's statistics, so
+`recalibrate_batch_norm` measures them again on training images, as SWA's `update_bn` does.
+
+Models trained from different random starts do not average: their units are not aligned.
+Ensemble those instead (`predict.py --model A --model B`).
+
+Example:
+>>> soup = average_models(["runs/finetune-a", "runs/finetune-b"])  # doctest: +SKIP
+>>> recalibrate_batch_norm(soup, train_images.pixels)  # doctest: +SKIP
+"""
+
+import numpy as np
+
+from keras_fer.errors import FerModelError
+
+
+def _weight_table(model):
+    return [(variable.path, tuple(variable.shape)) for variable in model.weights]
+
+
+def average_models(models, names=None):
+    """One model whose every floating-point weight is the mean of the models' weights.
+
+    Args:
+        models: Keras models, or paths of `.keras` files / run directories (loaded in safe mode),
+            all of one architecture with the same options.
+        names: what to call each model in errors (default: its path, or its position).
+
+    Returns:
+        A new Keras model (a clone of the first) holding the mean weights. Integer variables
+        (random-generator states) are taken from the first model.
+
+    Raises:
+        FerModelError: when fewer than two models are given, or when a model's weights do not
+            match the first's one for one (naming it and the first weight that differs).
+    """
+    from keras_fer.inference import import_keras, load_keras_model
+
+    keras = import_keras()
+    if names is None:
+        names = [str(m) if not isinstance(m, keras.Model) else f"model {i + 1}" for i, m in enumerate(models)]
+    if len(models) < 2:
+        raise FerModelError(f"a soup needs at least two models. Received: {len(models)} ({', '.join(names)})")
+    loaded = [m if isinstance(m, keras.Model) else load_keras_model(m) for m in models]
+    first = _weight_table(loaded[0])
+    for name, model in zip(names[1:], loaded[1:]):
+        table = _weight_table(model)
+        if len(table) != len(first):
+            raise FerModelError(
+                f"{name}: has {len(table)} weights, {names[0]} has {len(first)}; "
+                "a soup needs models of one architecture with the same options"
+            )
+        for (path, shape), (first_path, first_shape) in zip(table, first):
+            if shape != first_shape:
+                raise FerModelError(
+                    f"{name}: weight {path} has shape {shape}, {names[0]}'s {first_path} {first_shape}; "
+                    "a soup needs models of one architecture with the same options"
+                )
+    soup = keras.models.clone_model(loaded[0])
+    for index, variable in enumerate(soup.weights):
+        values = [np.asarray(model.weights[index].numpy()) for model in loaded]
+        if np.issubdtype(values[0].dtype, np.floating):
+            variable.assign(np.mean(np.stack(values).astype(np.float64), axis=0).astype(values[0].dtype))
+        else:
+            variable.assign(values[0])
+    return soup
+
+
+def batch_norm_layers(model):
+    """The model's BatchNormalization layers (top level; nested models are not searched)."""
+    import keras
+
+    nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)
+              and any(isinstance(inner, keras.layers.BatchNormalization) for inner in layer._flatten_layers())]
+    if nested:
+        raise FerModelError(
+            f"{model.name}: BatchNormalization inside nested models ({', '.join(nested)}) cannot be re-estimated"
+        )
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def recalibrate_batch_norm(model, images, batch_size=256, progress=None):
+    """Set every BatchNormalization layer's moving mean and variance to its input's statistics
+    over `images`, the network run in training mode (batch statistics, dropout on), as in
+    training. Statistics are pooled over all images (not a moving average), so the order of the
+    images does not matter and batches of equal size give the exact mean.
+
+    Args:
+        model: a Keras model taking raw faces; changed in place.
+        images: uint8 or float `(N, 48, 48, 1)` training faces (not the validation ones).
+        batch_size: images per forward pass.
+        progress: an optional callable called with the number of images done after each batch.
+
+    Returns:
+        The number of BatchNormalization layers re-estimated (0: nothing to do).
+    """
+    import keras
+    import tensorflow as tf
+
+    layers = batch_norm_layers(model)
+    if not layers or not len(images):
+        return 0
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    probe = keras.Model(inputs, [layer.input for layer in layers])
+
+    def axes(layer, rank):
+        kept = {a % rank for a in np.atleast_1d(layer.axis)}
+        return [a for a in range(rank) if a not in kept]
+
+    @tf.function(reduce_retracing=True)
+    def moments(batch):
+        inputs = probe(batch, training=True)
+        inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        return [(tf.reduce_mean(x, axes(layer, len(x.shape))), tf.reduce_mean(tf.square(x), axes(layer, len(x.shape))))
+                for layer, x in zip(layers, inputs)]
+
+    sums = [[0.0, 0.0] for _ in layers]
+    seen = 0
+    for start in range(0, len(images), batch_size):
+        batch = np.asarray(images[start:start + batch_size], np.float32)
+        for total, (mean, square) in zip(sums, moments(tf.constant(batch))):
+            total[0] = total[0] + mean.numpy().astype(np.float64) * len(batch)
+            total[1] = total[1] + square.numpy().astype(np.float64) * len(batch)
+        seen += len(batch)
+        if progress is not None:
+            progress(seen)
+    for layer, (mean_sum, square_sum) in zip(layers, sums):
+        mean = mean_sum / seen
+        variance = np.maximum(square_sum / seen - mean**2, 0.0)
+        layer.moving_mean.assign(mean.astype(layer.moving_mean.dtype))
+        layer.moving_variance.assign(variance.astype(layer.moving_variance.dtype))
+    return len(layers)
+
+
+def _ingredient_split(sources, names):
+    """The validation split `(val, split_seed)` the ingredients were trained beside, or None
+    when none of them has a run config. Raises FerOptionError when they disagree."""
+    from keras_fer.errors import FerOptionError
+
+    splits = {}
+    for name, source in zip(names, sources):
+        options = (source.config or {}).get("options")
+        if not isinstance(options, dict):
+            continue
+        seed = options.get("split_seed")
+        splits[name] = (options.get("val"), options.get("seed") if seed is None else seed)
+    if len(set(splits.values())) > 1:
+        described = "; ".join(f"{name}: {val} seed {seed}" for name, (val, seed) in splits.items())
+        raise FerOptionError(
+            f"the models were validated on different splits ({described}): one's validation rows are "
+            "another's training rows, so the soup could not be validated. Received: soup={names}"
+        )
+    return next(iter(splits.values()), None)
+
+
+def _accuracy(model, images):
+    from keras_fer.pipeline import make_dataset
+
+    scores = np.asarray(model.predict(make_dataset(images.pixels, batch_size=256), verbose=0))
+    return float((scores.argmax(axis=1) == images.labels).mean())
+
+
+def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
+    """Average trained models into a run directory and validate it.
+
+    The soup is validated on the split its ingredients were trained beside (read from their
+    run configs; `config.val` and `config.split_seed` must agree when given), and its
+    BatchNorm statistics are re-estimated on that split's training rows
+    (`config.max_images` caps how many).
+
+    Args:
+        config: a `training.TrainConfig`: its `data`, `val`, `seed`/`split_seed`, `max_images`,
+            `demo_faces` and `out` are used; `val=None` takes the ingredients' split.
+        ingredients: `.keras` files or run directories (or `"packaged"`), of one architecture.
+        recalibrate: re-estimate the BatchNorm statistics (else keep their average).
+        say: prints progress lines.
+        progress: a factory `progress(total) -> callable(done)` for the recalibration, or None.
+
+    Returns:
+        A dict: `run_dir`, `ingredients` (name and validation accuracy of each), `averaged`
+        (the soup's accuracy with averaged BatchNorm statistics), `accuracy` (the soup's).
+
+    Raises:
+        FerOptionError: for a run directory that already holds a model, or ingredients
+            validated on different splits; FerModelError: for models that do not average.
+    """
+    import dataclasses
+    import sys
+    from pathlib import Path
+
+    from keras_fer.errors import FerOptionError
+    from keras_fer.files import write_json, write_text
+    from keras_fer.inference import default_model_path, load_keras_model, resolve_model
+    from keras_fer.training import TrainConfig, finish_run, load_training_data, model_summary, save_model
+
+    names = [str(item) for item in ingredients]
+    sources = [resolve_model(default_model_path() if name == "packaged" else name) for name in names]
+    split = _ingredient_split(sources, names)
+    if split is not None:
+        val, split_seed = split
+        given_seed = config.seed if config.split_seed is None else config.split_seed
+        if config.val not in (None, val) or (config.split_seed is not None and given_seed != split_seed):
+            raise FerOptionError(
+                f"the models were validated on {val} with split seed {split_seed}; the soup must be too. "
+                f"Received: val={config.val!r}, split_seed={config.split_seed!r}"
+            )
+        config = dataclasses.replace(config, val=val, split_seed=split_seed)
+    elif config.val is None:
+        config = dataclasses.replace(config, val=TrainConfig.val)
+    run_dir = Path(config.out or Path("runs") / "soup")
+    if (run_dir / "best.keras").exists() or (run_dir / "state.json").exists():
+        raise FerOptionError(f"{run_dir} already holds a model: choose another --out. Received: out={str(run_dir)!r}")
+
+    models = [load_keras_model(source.path) for source in sources]
+    soup = average_models(models, names)
+    train_images, val_images, all_images = load_training_data(config)
+    report = {"ingredients": [], "val": config.val, "split_seed": config.split_seed}
+    for name, source, model in zip(names, sources, models):
+        fingerprint = (source.config or {}).get("data_fingerprint")
+        if fingerprint not in (None, all_images.fingerprint()):
+            print(f"note: {name} was trained on other data ({fingerprint}, not {all_images.fingerprint()}): "
+                  "its training rows may be among these validation rows", file=sys.stderr)
+        accuracy = _accuracy(model, val_images) if len(val_images) else None
+        report["ingredients"].append({"model": str(source.path), "val_accuracy": accuracy})
+        if accuracy is not None:
+            say(f"{accuracy:.4f}  {name}")
+    if len(val_images):
+        report["averaged"] = _accuracy(soup, val_images)
+        say(f"{report['averaged']:.4f}  soup, BatchNorm statistics averaged")
+    if recalibrate and batch_norm_layers(soup):
+        done = progress(len(train_images)) if progress is not None else None
+        recalibrate_batch_norm(soup, train_images.pixels, progress=done)
+        report["recalibrated_on"] = len(train_images)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_model(soup, run_dir / "best.keras")
+    base = dict(sources[0].config or {})
+    base.update({"soup": report, "train_images": len(train_images), "val_images": len(val_images),
+                 "data_fingerprint": all_images.fingerprint()})
+    outputs = finish_run(run_dir, soup, val_images, [], {})
+    evaluation = outputs.get("evaluation")
+    report["accuracy"] = None if evaluation is None else evaluation.accuracy
+    write_json(run_dir / "config.json", base)
+    write_text(run_dir / "summary.txt", model_summary(soup) + "\n")
+    if evaluation is not None and report.get("recalibrated_on"):
+        say(f"{evaluation.accuracy:.4f}  soup, BatchNorm statistics re-estimated on {len(train_images)} training images")
+    return {"run_dir": run_dir, **report}

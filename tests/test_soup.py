@@ -1,0 +1,136 @@
+"""Model soups: weight averaging and BatchNorm re-estimation (keras_fer/soup.py, train.py --soup)."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_fer.cli.train import main
+from keras_fer.errors import FerModelError
+from keras_fer.models import build_model
+from keras_fer.soup import average_models, recalibrate_batch_norm
+
+SMALL = dict(width=0.125, dense_units=16, preprocessing={"normalize": "unit"})
+
+
+def small_fervgg(seed, **options):
+    keras.utils.set_random_seed(seed)
+    return build_model("fervgg", **{**SMALL, **options})
+
+
+def faces(count, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (count, 48, 48, 1)).astype(np.uint8)
+
+
+def test_average_models_takes_the_mean_of_every_weight():
+    models = [small_fervgg(seed) for seed in (1, 2, 3)]
+    for model in models:  # distinct BatchNorm statistics too, as after training
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.moving_mean.assign(np.random.default_rng(len(layer.name)).normal(size=layer.moving_mean.shape))
+    soup = average_models(models)
+    assert soup is not models[0] and len(soup.weights) == len(models[0].weights)
+    for index, variable in enumerate(soup.weights):
+        expected = np.mean([np.asarray(model.weights[index]) for model in models], axis=0)
+        np.testing.assert_allclose(np.asarray(variable), expected, rtol=1e-6, atol=1e-7)
+    # The inputs are left as they were.
+    assert not np.allclose(np.asarray(models[0].get_layer("conv1").kernel), np.asarray(soup.get_layer("conv1").kernel))
+
+
+def test_average_models_refuses_models_that_do_not_match(tmp_path):
+    narrow, wide = small_fervgg(0), small_fervgg(1, width=0.25)
+    with pytest.raises(FerModelError, match=r"^wide\.keras: weight .*conv1.* has shape"):
+        average_models([narrow, wide], names=["narrow.keras", "wide.keras"])
+    with pytest.raises(FerModelError, match="at least two models"):
+        average_models([narrow])
+
+
+def test_recalibrated_statistics_are_those_of_the_training_images():
+    model = small_fervgg(0, conv_dropout=0.0, dense_dropout=0.0)
+    x = faces(64).astype(np.float32)
+    # Fresh statistics (mean 0, variance 1) are far from the data's: inference and training
+    # mode disagree.
+    assert np.abs(np.asarray(model(x, training=False)) - np.asarray(model(x, training=True))).max() > 1e-2
+
+    # Pooled over batches of 16, the first BatchNorm's statistics are exactly those of conv1's
+    # outputs over all 64 images (conv1 does not depend on any BatchNorm).
+    assert recalibrate_batch_norm(model, x, batch_size=16) == 9
+    conv1 = np.asarray(keras.Model(model.inputs[0], model.get_layer("conv1").output)(x))
+    bn1 = model.get_layer("bn1")
+    np.testing.assert_allclose(np.asarray(bn1.moving_mean), conv1.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(bn1.moving_variance), conv1.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-5)
+
+    # In one batch of all the images, every layer's statistics are the batch's own: inference
+    # mode then computes what training mode does on that batch.
+    recalibrate_batch_norm(model, x, batch_size=64)
+    inference = np.asarray(model(x, training=False))
+    training = np.asarray(model(x, training=True))
+    np.testing.assert_allclose(inference, training, atol=2e-3)
+
+
+def test_train_soup_writes_a_validated_run_directory(tmp_path, capsys):
+    paths = []
+    for seed in (1, 2):
+        path = tmp_path / f"tuned-{seed}.keras"
+        small_fervgg(seed).save(path)
+        paths.append(path)
+    out = tmp_path / "soup"
+    code = main(["--soup", *map(str, paths), "--demo-faces", "140", "--max-images", "64", "--out", str(out),
+                 "--verbose", "0"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "soup, BatchNorm statistics re-estimated on 64 training images" in printed
+    assert f"run directory: {out}" in printed
+    for name in ("best.keras", "config.json", "metrics.json", "confusion.png", "summary.txt", "validation.npz"):
+        assert (out / name).is_file(), name
+    soup = keras.saving.load_model(out / "best.keras", compile=False, safe_mode=True)
+    donors = [keras.saving.load_model(path, compile=False) for path in paths]
+    expected = np.mean([np.asarray(d.get_layer("conv5").kernel) for d in donors], axis=0)
+    np.testing.assert_allclose(np.asarray(soup.get_layer("conv5").kernel), expected, rtol=1e-6)
+    # The statistics were measured again, not averaged.
+    averaged = np.mean([np.asarray(d.get_layer("bn5").moving_mean) for d in donors], axis=0)
+    assert not np.allclose(np.asarray(soup.get_layer("bn5").moving_mean), averaged)
+    config = json.loads((out / "config.json").read_text())
+    assert [item["model"] for item in config["soup"]["ingredients"]] == [str(p) for p in paths]
+    assert config["soup"]["recalibrated_on"] == 64 and 0 <= config["soup"]["accuracy"] <= 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(config["soup"]["accuracy"])
+
+    # A second soup into the same folder is refused; nothing there changes.
+    before = (out / "best.keras").read_bytes()
+    assert main(["--soup", *map(str, paths), "--demo-faces", "140", "--out", str(out), "--verbose", "0"]) == 2
+    assert "already holds a model" in capsys.readouterr().err
+    assert (out / "best.keras").read_bytes() == before
+
+
+def test_train_soup_errors_are_one_line_and_write_nothing(tmp_path, capsys):
+    narrow, wide = tmp_path / "narrow.keras", tmp_path / "wide.keras"
+    small_fervgg(0).save(narrow)
+    small_fervgg(1, width=0.25).save(wide)
+
+    def error(*argv):
+        out = tmp_path / "out"
+        code = main([*argv, "--demo-faces", "70", "--out", str(out), "--verbose", "0"])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+        assert not out.exists()
+        return lines[0]
+
+    assert str(wide) in error("--soup", str(narrow), str(wide))
+    assert "no such model file" in error("--soup", str(narrow), str(tmp_path / "missing.keras"))
+    assert "at least two models" in error("--soup", str(narrow))
+    assert "drop --resume" in error("--soup", str(narrow), str(narrow), "--resume")
+
+    # Runs validated on different splits cannot make a validated soup.
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"run-{seed}"
+        run.mkdir()
+        small_fervgg(seed).save(run / "best.keras")
+        (run / "config.json").write_text(json.dumps({"options": {"val": "fraction:0.1", "seed": seed}}))
+        runs.append(str(run))
+    assert "different splits" in error("--soup", *runs)
+    # ... and a soup of runs is validated on their split, not on another one.
+    (tmp_path / "run-1" / "config.json").write_text(json.dumps({"options": {"val": "fraction:0.1", "seed": 0}}))
+    assert "must be too" in error("--soup", *runs, "--val", "fraction:0.2")
