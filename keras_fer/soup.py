@@ -194,6 +194,8 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     import sys
     from pathlib import Path
 
+    from keras_fer.classes import CLASS_NAMES
+    from keras_fer.data import class_counts
     from keras_fer.errors import FerOptionError
     from keras_fer.files import write_json, write_text
     from keras_fer.inference import default_model_path, load_keras_model, resolve_model
@@ -240,13 +242,15 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     run_dir.mkdir(parents=True, exist_ok=True)
     save_model(soup, run_dir / "best.keras")
     base = dict(sources[0].config or {})
+    if "class_prior" not in base and train_images.labels is not None:
+        counts = class_counts(train_images.labels)
+        base["class_prior"] = (counts / counts.sum()).tolist()
+    base.setdefault("class_names", list(CLASS_NAMES))
     base.update({"soup": report, "train_images": len(train_images), "val_images": len(val_images),
                  "data_fingerprint": all_images.fingerprint()})
-    outputs = finish_run(run_dir, soup, val_images, [], {})
-    evaluation = outputs.get("evaluation")
-    report["accuracy"] = None if evaluation is None else evaluation.accuracy
     write_json(run_dir / "config.json", base)
     write_text(run_dir / "summary.txt", model_summary(soup) + "\n")
+    evaluation = finish_run(run_dir, soup, val_images, [], {}).get("evaluation")
     if evaluation is not None and report.get("recalibrated_on"):
         say(f"{evaluation.accuracy:.4f}  soup, BatchNorm statistics re-estimated on {len(train_images)} training images")
-    return {"run_dir": run_dir, **report}
+    return {"run_dir": run_dir, **report, "accuracy": None if evaluation is None else evaluation.accuracy}

@@ -93,9 +93,15 @@ def test_train_soup_writes_a_validated_run_directory(tmp_path, capsys):
     assert not np.allclose(np.asarray(soup.get_layer("bn5").moving_mean), averaged)
     config = json.loads((out / "config.json").read_text())
     assert [item["model"] for item in config["soup"]["ingredients"]] == [str(p) for p in paths]
-    assert config["soup"]["recalibrated_on"] == 64 and 0 <= config["soup"]["accuracy"] <= 1
+    assert config["soup"]["recalibrated_on"] == 64 and config["class_names"][3] == "Happy"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["accuracy"] == pytest.approx(config["soup"]["accuracy"])
+    assert f"{metrics['accuracy']:.4f}  soup, BatchNorm statistics re-estimated" in printed
+
+    # The soup is a run directory like any other: prediction takes it, with its class prior.
+    from keras_fer.inference import load_predictor, predict_proba
+
+    probabilities = predict_proba([load_predictor(out, backend="keras")], faces(5), prior_correction=True)
+    assert probabilities.shape == (5, 7) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
 
     # A second soup into the same folder is refused; nothing there changes.
     before = (out / "best.keras").read_bytes()
