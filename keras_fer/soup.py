@@ -85,7 +85,7 @@ def batch_norm_layers(model):
     return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
 
 
-def recalibrate_batch_norm(model, images, batch_size=256, progress=None):
+def recalibrate_batch_norm(model, images, batch_size=256, augment=None, seed=0, progress=None):
     """Set every BatchNormalization layer's moving mean and variance to its input's statistics
     over `images`, the network run in training mode (batch statistics, dropout on), as in
     training. Statistics are pooled over all images (not a moving average), so the order of the
@@ -95,6 +95,11 @@ def recalibrate_batch_norm(model, images, batch_size=256, progress=None):
         model: a Keras model taking raw faces; changed in place.
         images: uint8 or float `(N, 48, 48, 1)` training faces (not the validation ones).
         batch_size: images per forward pass.
+        augment: a `pipeline.AugmentConfig` to apply to the images first, or None. Give the
+            one the models were trained with: their statistics then describe the shifted,
+            flipped and rotated faces they learned on, which test-time augmentation's views
+            resemble more than the plain faces do.
+        seed: seeds the augmentation.
         progress: an optional callable called with the number of images done after each batch.
 
     Returns:
@@ -113,8 +118,14 @@ def recalibrate_batch_norm(model, images, batch_size=256, progress=None):
         kept = {a % rank for a in np.atleast_1d(layer.axis)}
         return [a for a in range(rank) if a not in kept]
 
+    augment = augment if (augment is not None and augment.ops) else None
+
     @tf.function(reduce_retracing=True)
-    def moments(batch):
+    def moments(batch, step):
+        if augment is not None:
+            from keras_fer.pipeline import augment_batch
+
+            batch = augment_batch(batch, tf.stack([tf.constant(seed, tf.int64), step]), augment)
         inputs = probe(batch, training=True)
         inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
         return [(tf.reduce_mean(x, axes(layer, len(x.shape))), tf.reduce_mean(tf.square(x), axes(layer, len(x.shape))))
@@ -124,7 +135,7 @@ def recalibrate_batch_norm(model, images, batch_size=256, progress=None):
     seen = 0
     for start in range(0, len(images), batch_size):
         batch = np.asarray(images[start:start + batch_size], np.float32)
-        for total, (mean, square) in zip(sums, moments(tf.constant(batch))):
+        for total, (mean, square) in zip(sums, moments(tf.constant(batch), tf.constant(start, tf.int64))):
             total[0] = total[0] + mean.numpy().astype(np.float64) * len(batch)
             total[1] = total[1] + square.numpy().astype(np.float64) * len(batch)
         seen += len(batch)
@@ -176,7 +187,9 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
 
     Args:
         config: a `training.TrainConfig`: its `data`, `val`, `seed`/`split_seed`, `max_images`,
-            `demo_faces` and `out` are used; `val=None` takes the ingredients' split.
+            `demo_faces` and `out` are used; `val=None` takes the ingredients' split; `augment`
+            augments the images BatchNorm statistics are measured on (default none; see
+            `recalibrate_batch_norm`).
         ingredients: `.keras` files or run directories (or `"packaged"`), of one architecture.
         recalibrate: re-estimate the BatchNorm statistics (else keep their average).
         say: prints progress lines.
@@ -199,6 +212,7 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     from keras_fer.errors import FerOptionError
     from keras_fer.files import write_json, write_text
     from keras_fer.inference import default_model_path, load_keras_model, resolve_model
+    from keras_fer.pipeline import AugmentConfig
     from keras_fer.training import TrainConfig, finish_run, load_training_data, model_summary, save_model
 
     names = [str(item) for item in ingredients]
@@ -237,8 +251,10 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
         say(f"{report['averaged']:.4f}  soup, BatchNorm statistics averaged")
     if recalibrate and batch_norm_layers(soup):
         done = progress(len(train_images)) if progress is not None else None
-        recalibrate_batch_norm(soup, train_images.pixels, progress=done)
+        augment = AugmentConfig.parse(config.augment)
+        recalibrate_batch_norm(soup, train_images.pixels, augment=augment, seed=config.seed, progress=done)
         report["recalibrated_on"] = len(train_images)
+        report["recalibration_augment"] = config.augment
     run_dir.mkdir(parents=True, exist_ok=True)
     save_model(soup, run_dir / "best.keras")
     base = dict(sources[0].config or {})
@@ -252,5 +268,7 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     write_text(run_dir / "summary.txt", model_summary(soup) + "\n")
     evaluation = finish_run(run_dir, soup, val_images, [], {}).get("evaluation")
     if evaluation is not None and report.get("recalibrated_on"):
-        say(f"{evaluation.accuracy:.4f}  soup, BatchNorm statistics re-estimated on {len(train_images)} training images")
+        augmented = "" if config.augment in (None, "none") else f" ({config.augment} augmentation)"
+        say(f"{evaluation.accuracy:.4f}  soup, BatchNorm statistics re-estimated on {len(train_images)} training images"
+            f"{augmented}")
     return {"run_dir": run_dir, **report, "accuracy": None if evaluation is None else evaluation.accuracy}

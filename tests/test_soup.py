@@ -69,6 +69,23 @@ def test_recalibrated_statistics_are_those_of_the_training_images():
     np.testing.assert_allclose(inference, training, atol=2e-3)
 
 
+def test_recalibration_can_measure_augmented_faces():
+    from keras_fer.pipeline import AugmentConfig
+
+    model = small_fervgg(0)
+    x = faces(48)
+
+    def bn1_mean(**options):
+        recalibrate_batch_norm(model, x, batch_size=16, **options)
+        return np.asarray(model.get_layer("bn1").moving_mean).copy()
+
+    plain = bn1_mean()
+    shifted = bn1_mean(augment=AugmentConfig.parse("shift,rotate"), seed=3)
+    assert not np.allclose(plain, shifted, rtol=1e-3)
+    np.testing.assert_allclose(bn1_mean(augment=AugmentConfig.parse("shift,rotate"), seed=3), shifted, rtol=1e-5)
+    np.testing.assert_allclose(bn1_mean(augment=AugmentConfig.parse("none")), plain, rtol=1e-5)
+
+
 def test_train_soup_writes_a_validated_run_directory(tmp_path, capsys):
     paths = []
     for seed in (1, 2):

@@ -41,7 +41,8 @@ def build_parser():
         help="average the weights of trained models of one architecture that started from one model (runs of "
         "--init-from with other seeds or schedules; a run directory, .keras file or 'packaged'), re-estimate "
         "BatchNorm statistics on the training split and write the soup to --out as a run directory, "
-        "validated on the models' own split. Costs about a third of a training epoch; no training")
+        "validated on the models' own split (--augment: measure the statistics on augmented faces). Costs about a "
+        "third of a training epoch; no training")
     add("--summary", action="store_true", help="print the architecture's layer table and exit, without training")
     add("--recipe", choices=sorted(RECIPES), metavar="NAME",
         help="a preset: " + "; ".join(f"{name}: {r['description']}" for name, r in sorted(RECIPES.items()))
