@@ -248,7 +248,7 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
             say(f"{accuracy:.4f}  {name}")
     if len(val_images):
         report["averaged"] = _accuracy(soup, val_images)
-        say(f"{report['averaged']:.4f}  soup, BatchNorm statistics averaged")
+        say(f"{report['averaged']:.4f}  soup" + (", BatchNorm statistics averaged" if batch_norm_layers(soup) else ""))
     if recalibrate and batch_norm_layers(soup):
         done = progress(len(train_images)) if progress is not None else None
         augment = AugmentConfig.parse(config.augment)
