@@ -246,10 +246,11 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
         report["ingredients"].append({"model": str(source.path), "val_accuracy": accuracy})
         if accuracy is not None:
             say(f"{accuracy:.4f}  {name}")
+    has_batch_norm = bool(batch_norm_layers(soup))
     if len(val_images):
         report["averaged"] = _accuracy(soup, val_images)
-        say(f"{report['averaged']:.4f}  soup" + (", BatchNorm statistics averaged" if batch_norm_layers(soup) else ""))
-    if recalibrate and batch_norm_layers(soup):
+        say(f"{report['averaged']:.4f}  soup" + (", BatchNorm statistics averaged" if has_batch_norm else ""))
+    if recalibrate and has_batch_norm:
         done = progress(len(train_images)) if progress is not None else None
         augment = AugmentConfig.parse(config.augment)
         recalibrate_batch_norm(soup, train_images.pixels, augment=augment, seed=config.seed, progress=done)

@@ -21,6 +21,14 @@ def import_tensorflow_quietly():
     import_keras()
 
 
+def progress_bar(unit, enabled=True, **options):
+    """A tqdm bar on stderr, shown only on a terminal (and when `enabled`), gone when done."""
+    from tqdm import tqdm
+
+    return tqdm(unit=unit, disable=not (enabled and sys.stderr.isatty()), file=sys.stderr, dynamic_ncols=True,
+                leave=False, **options)
+
+
 def describe_os_error(error):
     """`FILE: reason` for an OSError. A failed rename names its destination (`filename2`), the
     file the user asked for, rather than the temporary file being renamed."""

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
-from keras_fer.cli import command
+from keras_fer.cli import command, progress_bar
 from keras_fer.errors import FerDataError, FerOptionError
 
 EXAMPLES = """\
@@ -166,12 +166,6 @@ def _note(text):
     print(f"note: {text}", file=sys.stderr, flush=True)
 
 
-def _progress(unit):
-    from tqdm import tqdm
-
-    return tqdm(unit=unit, disable=not sys.stderr.isatty(), file=sys.stderr, dynamic_ncols=True, leave=False)
-
-
 def _models_or_default(options):
     from keras_fer.inference import default_model_path
 
@@ -223,7 +217,7 @@ def run_csv(options, predictors, timings):
     out = Path(options.out or "submission.csv")
     if out.resolve() == Path(options.input).resolve():
         raise FerOptionError(f"--out {out} would overwrite the input")
-    bar = _progress(" faces")
+    bar = progress_bar(" faces")
     try:
         result = predict_csv(options.input, predictors, out, options.tta, options.prior_correction, options.proba,
                              options.chunk_rows, on_chunk=bar.update, timings=timings)
@@ -275,7 +269,7 @@ def run_images(options, predictors, timings):
         raise FerOptionError(f"--annotate {annotate_dir} is the input folder: choose another folder")
     confusions = {}
     faces_found = 0
-    bar = _progress(" images")
+    bar = progress_bar(" images")
     header = ["file", "face", "x", "y", "w", "h", "label", "class", "confidence"]
     header += ["true_label"] if labels is not None else []
     header += list(CLASS_NAMES) if options.proba else []

@@ -5,7 +5,7 @@ import dataclasses
 import sys
 import time
 
-from keras_fer.cli import command, import_tensorflow_quietly
+from keras_fer.cli import command, import_tensorflow_quietly, progress_bar
 from keras_fer.errors import FerOptionError
 
 EPILOG = """\
@@ -171,13 +171,9 @@ def run_soup(args):
     config = dataclasses.replace(config_from_args(args), val=args.val)
     if config.out is None:
         config.out = "runs/soup-" + time.strftime("%Y%m%d-%H%M%S")
-    interactive = sys.stderr.isatty() and (args.verbose is None or args.verbose == 1)
 
     def progress(total):
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="img", desc="BatchNorm statistics", file=sys.stderr, disable=not interactive,
-                   dynamic_ncols=True, leave=False)
+        bar = progress_bar("img", enabled=args.verbose in (None, 1), total=total, desc="BatchNorm statistics")
 
         def update(done):
             bar.update(done - bar.n)
