@@ -20,10 +20,6 @@ import numpy as np
 from keras_fer.errors import FerModelError
 
 
-def _weight_table(model):
-    return [(variable.path, tuple(variable.shape)) for variable in model.weights]
-
-
 def average_models(models, names=None):
     """One model whose every floating-point weight is the mean of the models' weights.
 
@@ -41,6 +37,7 @@ def average_models(models, names=None):
             match the first's one for one (naming it and the first weight that differs).
     """
     from keras_fer.inference import import_keras, load_keras_model
+    from keras_fer.models import weight_mismatch
 
     keras = import_keras()
     if names is None:
@@ -48,20 +45,10 @@ def average_models(models, names=None):
     if len(models) < 2:
         raise FerModelError(f"a soup needs at least two models. Received: {len(models)} ({', '.join(names)})")
     loaded = [m if isinstance(m, keras.Model) else load_keras_model(m) for m in models]
-    first = _weight_table(loaded[0])
     for name, model in zip(names[1:], loaded[1:]):
-        table = _weight_table(model)
-        if len(table) != len(first):
-            raise FerModelError(
-                f"{name}: has {len(table)} weights, {names[0]} has {len(first)}; "
-                "a soup needs models of one architecture with the same options"
-            )
-        for (path, shape), (first_path, first_shape) in zip(table, first):
-            if shape != first_shape:
-                raise FerModelError(
-                    f"{name}: weight {path} has shape {shape}, {names[0]}'s {first_path} {first_shape}; "
-                    "a soup needs models of one architecture with the same options"
-                )
+        mismatch = weight_mismatch(model, loaded[0], names[0])
+        if mismatch is not None:
+            raise FerModelError(f"{name}: {mismatch}; a soup needs models of one architecture with the same options")
     soup = keras.models.clone_model(loaded[0])
     for index, variable in enumerate(soup.weights):
         values = [np.asarray(model.weights[index].numpy()) for model in loaded]
@@ -267,7 +254,7 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
                  "data_fingerprint": all_images.fingerprint()})
     write_json(run_dir / "config.json", base)
     write_text(run_dir / "summary.txt", model_summary(soup) + "\n")
-    evaluation = finish_run(run_dir, soup, val_images, [], {}).get("evaluation")
+    evaluation = finish_run(run_dir, soup, val_images, []).get("evaluation")
     if evaluation is not None and report.get("recalibrated_on"):
         augmented = "" if config.augment in (None, "none") else f" ({config.augment} augmentation)"
         say(f"{evaluation.accuracy:.4f}  soup, BatchNorm statistics re-estimated on {len(train_images)} training images"

@@ -422,18 +422,17 @@ def copy_weights_from(path, model):
             architecture (its weights do not fit `model`'s one for one).
     """
     from keras_fer.inference import default_model_path, load_keras_model, resolve_model
+    from keras_fer.models import weight_mismatch
 
     source = default_model_path() if str(path) == "packaged" else resolve_model(path).path
     donor = load_keras_model(source)
-    given, wanted = donor.get_weights(), model.get_weights()
-    mismatch = next((index for index, (a, b) in enumerate(zip(given, wanted)) if a.shape != b.shape), None)
-    if len(given) != len(wanted) or mismatch is not None:
-        where = "" if mismatch is None else f" (weight {mismatch}: {given[mismatch].shape} vs {wanted[mismatch].shape})"
+    mismatch = weight_mismatch(donor, model, f"the {model.name} built")
+    if mismatch is not None:
         raise FerModelError(
-            f"{source}: --init-from needs a trained {model.name} with the same options; its weights do not fit"
-            f"{where}. Received: init_from={str(path)!r}"
+            f"{source}: --init-from needs a trained {model.name} with the same options; its weights do not fit "
+            f"({mismatch}). Received: init_from={str(path)!r}"
         )
-    model.set_weights(given)
+    model.set_weights(donor.get_weights())
     return source
 
 
@@ -496,7 +495,7 @@ def versions():
             "numpy": np.__version__, "keras_fer": __import__("keras_fer").__version__}
 
 
-def finish_run(run_dir, model, val_images, history, state, write_figures=True):
+def finish_run(run_dir, model, val_images, history, write_figures=True):
     """Evaluate the best model on the validation split and write the report files."""
     from keras_fer import metrics
 
@@ -764,7 +763,7 @@ def train(config):
 
     if write and state["epoch"] > 0:
         best = load_run_model(run_dir / "best.keras", compile=False)
-        outputs = finish_run(run_dir, best, val_images, history, state)
+        outputs = finish_run(run_dir, best, val_images, history)
         evaluation = outputs.get("evaluation")
         if evaluation is not None and verbose:
             print(f"best epoch {state['best_epoch']}: validation accuracy {evaluation.accuracy:.4f}, "

@@ -19,6 +19,7 @@ from keras_fer.models import (  # noqa: E402
     parameter_counts,
     registry_table,
     summary_table,
+    weight_mismatch,
 )
 from keras_fer.models.dnn import dnn_parameter_count, matched_width  # noqa: E402
 from keras_fer.models.layers import ForwardGradConv2D, RReLU  # noqa: E402
@@ -134,6 +135,15 @@ def test_vgg12_batch_norm_ablation_drops_only_batch_norm():
     with_bn, without_bn = model_info("vgg12"), parameter_counts(build_model("vgg12", batch_norm=False))
     bn_channels = 3 * (64 + 128 + 256 + 512)
     assert without_bn == (with_bn.trainable_params - 2 * bn_channels, 0)
+
+
+def test_weight_mismatch_names_the_first_weight_that_differs():
+    model = built("vgg12")
+    assert weight_mismatch(model, build_model("vgg12")) is None
+    wider_head = build_model("vgg12", num_classes=8)
+    answer = weight_mismatch(wider_head, model, "the reference")
+    assert answer.startswith("weight ") and "(512, 8)" in answer and "the reference's " in answer and "(512, 7)" in answer
+    assert weight_mismatch(build_model("vgg12", batch_norm=False), model).startswith("has ")
 
 
 def test_flops_of_cnn4_by_hand():

@@ -87,8 +87,8 @@ def build_parser():
     add("--strategy", choices=("default", "mirrored", "multi-worker"),
         help="distribution: default, mirrored (all local GPUs), multi-worker (reads TF_CONFIG; the chief writes the run)")
     add("--tensorboard", action="store_true", default=None, help="also write TensorBoard logs to OUT/tensorboard")
-    add("--max-images", type=int, metavar="N", help="train on the first N training images only (quick trials); with --soup, re-estimate BatchNorm "
-        "statistics on N images")
+    add("--max-images", type=int, metavar="N", help="train on the first N training images only (quick trials); "
+        "with --soup, re-estimate BatchNorm statistics on N images")
     add("--demo-faces", type=int, metavar="N", help="number of demo faces when no data is given (default 2100)")
     add("--model-option", action="append", default=[], metavar="KEY=VALUE",
         help="extra builder option, e.g. batch_norm=false or width=1.5 (repeatable)")

@@ -48,6 +48,7 @@ __all__ = [
     "register",
     "registry_table",
     "summary_table",
+    "weight_mismatch",
 ]
 
 
@@ -185,6 +186,30 @@ def parameter_counts(model):
     trainable = sum(math.prod(weight.shape) for weight in model.trainable_weights)
     non_trainable = sum(math.prod(weight.shape) for weight in model.non_trainable_weights)
     return int(trainable), int(non_trainable)
+
+
+def weight_mismatch(model, reference, reference_name="the other"):
+    """Why `model`'s weights do not fit `reference`'s one for one, or None when they do.
+
+    Args:
+        model: a built Keras model.
+        reference: the built Keras model it should match (same architecture and options).
+        reference_name: what to call `reference` in the answer.
+
+    Returns:
+        None, or a short phrase such as "weight conv1/kernel has shape (3, 3, 1, 8),
+        the other's conv1/kernel (3, 3, 1, 16)".
+    """
+    given, wanted = model.weights, reference.weights
+    if len(given) != len(wanted):
+        return f"has {len(given)} weights, {reference_name} has {len(wanted)}"
+    for mine, theirs in zip(given, wanted):
+        if tuple(mine.shape) != tuple(theirs.shape):
+            return (
+                f"weight {mine.path} has shape {tuple(mine.shape)}, "
+                f"{reference_name}'s {theirs.path} {tuple(theirs.shape)}"
+            )
+    return None
 
 
 def _output_shapes(layer):
