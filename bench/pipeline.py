@@ -60,7 +60,8 @@ def load_faces(data=None, max_images=DEFAULT_IMAGES, demo_faces=2100, seed=0):
         from keras_fer.synthetic import generate
 
         images = generate(demo_faces, seed=seed).images
-        return images, f"{len(images)} demo faces (no --data and no FER_DATA), made in {time.perf_counter() - started:.1f} s"
+        return images, (f"{len(images)} demo faces (no --data and no FER_DATA), "
+                        f"made in {time.perf_counter() - started:.1f} s")
     if os.path.isdir(path) or not str(path).endswith((".csv", ".csv.gz")):
         images = data_module.read(path)
     else:
@@ -75,7 +76,8 @@ def load_faces(data=None, max_images=DEFAULT_IMAGES, demo_faces=2100, seed=0):
         images = images.subset(np.arange(max_images))
     if images.labels is None:
         sys.exit(f"error: {path} has no labels; the benchmark needs labelled training faces")
-    return images, f"{len(images)} FER2013 faces from {path} (first rows), read in {time.perf_counter() - started:.1f} s"
+    return images, (f"{len(images)} FER2013 faces from {path} (first rows), "
+                    f"read in {time.perf_counter() - started:.1f} s")
 
 
 class MachineLoad:
@@ -118,7 +120,8 @@ def versions():
     import keras
     import tensorflow as tf
 
-    return f"tensorflow {tf.__version__}, keras {keras.__version__}, numpy {np.__version__}, python {sys.version.split()[0]}"
+    return (f"tensorflow {tf.__version__}, keras {keras.__version__}, numpy {np.__version__}, "
+            f"python {sys.version.split()[0]}")
 
 
 def compiled_cnn4(lr=1e-3):
@@ -180,7 +183,8 @@ def training_rate(model, dataset, steps, warmup_steps, batch_size):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="FER2013 file or folder (default: FER_DATA, else demo faces)")
     parser.add_argument("--images", type=int, default=DEFAULT_IMAGES,
                         help=f"read only the first N rows (0: all); default {DEFAULT_IMAGES}")
@@ -190,7 +194,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=4, help="untimed batches after each iterator start")
     parser.add_argument("--sets", default=None,
                         help="comma list of sets to time (default: none, basic, strong and each augmentation)")
-    parser.add_argument("--train-steps", type=int, default=24, help="timed cnn4 training steps per round (0: no training)")
+    parser.add_argument("--train-steps", type=int, default=24,
+                        help="timed cnn4 training steps per round (0: no training)")
     parser.add_argument("--no-strong-train", action="store_true", help="skip training cnn4 fed by the strong pipeline")
     parser.add_argument("--autotune", choices=("on", "off", "both"), default="on",
                         help="make_dataset(autotune=...): on is what training uses; both also times every set "
@@ -232,7 +237,8 @@ def main(argv=None):
     if args.train_steps:
         for spec in train_sets:
             models[spec] = compiled_cnn4()
-            training_rate(models[spec], datasets.get(spec) or dataset_for(spec), 2, 2, args.batch_size)  # trace + warm up
+            training_rate(models[spec], datasets.get(spec) or dataset_for(spec), 2, 2,
+                          args.batch_size)  # trace + warm up
         train_datasets = {spec: datasets.get(spec) or dataset_for(spec) for spec in train_sets}
 
     images_per_round = max(args.batch_size, args.per_set // args.rounds)
@@ -248,7 +254,8 @@ def main(argv=None):
             teardown[spec].append(stop)
         if args.train_steps:
             for spec in (train_sets if round_index % 2 == 0 else train_sets[::-1]):
-                seen, seconds, cpu = training_rate(models[spec], train_datasets[spec], args.train_steps, 3, args.batch_size)
+                seen, seconds, cpu = training_rate(models[spec], train_datasets[spec], args.train_steps, 3,
+                                                   args.batch_size)
                 train[spec][0] += seen
                 train[spec][1] += seconds
                 train[spec][2] += cpu
@@ -283,7 +290,8 @@ def main(argv=None):
     if base:
         print(f"\ncnn4 training (Adam, batch {args.batch_size}, no augmentation): {base:,.0f} img/s "
               f"(rounds {min(train_rounds['none']):,.0f}-{max(train_rounds['none']):,.0f}), "
-              f"{train_cpu['none'] / 1e3:.2f} CPU ms per image (= {2e6 / train_cpu['none']:,.0f} img/s on 2 idle cores)")
+              f"{train_cpu['none'] / 1e3:.2f} CPU ms per image "
+              f"(= {2e6 / train_cpu['none']:,.0f} img/s on 2 idle cores)")
         if "strong" in train_rate:
             slow = 1 - train_rate["strong"] / base
             extra = train_cpu["strong"] / train_cpu["none"] - 1

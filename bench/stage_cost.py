@@ -61,7 +61,8 @@ def main():
             return layer.__class__.from_config(layer.get_config())
 
         full = keras.models.clone_model(full, clone_function=plain)
-        print(f"plain Conv2D: {sum(isinstance(layer, ForwardGradConv2D) for layer in full.layers)} ForwardGradConv2D left")
+        print(f"plain Conv2D: {sum(isinstance(layer, ForwardGradConv2D) for layer in full.layers)} "
+              "ForwardGradConv2D left")
     faces, labels = random_faces(args.batch_size, args.steps)
     print(f"{'cut after':<16}{'map':>12}{'stage M MACs':>14}{'stage CPU ms/img':>18}{'GFLOP/s':>9}")
     previous_ms = previous_macs = 0.0

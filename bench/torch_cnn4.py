@@ -137,7 +137,8 @@ def main():
 
     faces = generate(1024, seed=0).images
     trainer = TorchTrainer(faces.pixels, faces.labels, faces.pixels[:256], faces.labels[:256])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {trainer.trainable_params:,} trainable parameters")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{trainer.trainable_params:,} trainable parameters")
     trainer.train_epoch(max_steps=3)
     marks, sizes, val_seconds, _ = trainer.train_epoch()
     print(f"one epoch of {sum(sizes)} demo faces: {sum(sizes[2:]) / (marks[-1] - marks[3]):,.0f} img/s steady, "

@@ -311,25 +311,31 @@ def goal(value, target, higher=True):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="FER2013 file or folder (default: FER_DATA, else demo faces)")
-    parser.add_argument("--images", type=int, default=DEFAULT_IMAGES, help=f"read only the first N rows (0: all); default {DEFAULT_IMAGES}")
+    parser.add_argument("--images", type=int, default=DEFAULT_IMAGES,
+                        help=f"read only the first N rows (0: all); default {DEFAULT_IMAGES}")
     parser.add_argument("--val", default="fraction:0.1", help="validation split, as train.py --val")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (keras, torch, ceiling)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per round (one keras fit call per round)")
-    parser.add_argument("--warmup-steps", type=int, default=5, help="steps left out of the steady rate at each epoch start")
+    parser.add_argument("--warmup-steps", type=int, default=5,
+                        help="steps left out of the steady rate at each epoch start")
     parser.add_argument("--window", type=int, default=10, help="steps per steady-rate window")
     parser.add_argument("--augment", default="none", help="keras-fer augmentation (the PyTorch reference has none)")
     parser.add_argument("--autotune", choices=("on", "off"), default="on", help="make_dataset(autotune=) for training")
-    parser.add_argument("--val-autotune", choices=("on", "off"), default="on", help="make_dataset(autotune=) for validation")
+    parser.add_argument("--val-autotune", choices=("on", "off"), default="on",
+                        help="make_dataset(autotune=) for validation")
     parser.add_argument("--no-callbacks", action="store_true", help="fit without training.py's callbacks")
     parser.add_argument("--mixed-precision", action="store_true",
-                        help="keras-fer in mixed_bfloat16, as train.py --mixed-precision on a CPU (the reference stays float32)")
+                        help="keras-fer in mixed_bfloat16, as train.py --mixed-precision on a CPU "
+                        "(the reference stays float32)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--torch-threads", type=int, default=2)
     parser.add_argument("--omp-wait", choices=("passive", "default"), default="passive",
-                        help="OMP_WAIT_POLICY for PyTorch's OpenMP threads (passive: do not spin; see docs/performance.md)")
+                        help="OMP_WAIT_POLICY for PyTorch's OpenMP threads "
+                        "(passive: do not spin; see docs/performance.md)")
     parser.add_argument("--ceiling-size", type=int, default=2048)
     parser.add_argument("--ceiling-seconds", type=float, default=1.5)
     parser.add_argument("--stall-fits", type=int, default=0,
@@ -355,7 +361,8 @@ def main(argv=None):
     train_flops = 3 * info.flops
     print(f"training throughput benchmark: {description}")
     print(f"{len(train)} training and {len(val)} validation images; batch {args.batch_size}; {args.rounds} rounds x "
-          f"{args.epochs} epochs; augment {args.augment}; autotune train {args.autotune}, validation {args.val_autotune}; "
+          f"{args.epochs} epochs; augment {args.augment}; autotune train {args.autotune}, "
+          f"validation {args.val_autotune}; "
           f"keras-fer in {'mixed_bfloat16' if args.mixed_precision else 'float32'}")
     print(f"{versions()}; TF threads intra {tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, "
           f"inter {tf.config.threading.get_inter_op_parallelism_threads() or 'default'}")
@@ -394,7 +401,8 @@ def main(argv=None):
         for contender in order:
             if contender == "keras":
                 fit = keras_runner.fit(args.epochs)
-                keras_fits.append(analyse_keras_fit(fit, keras_runner.steps, args.batch_size, len(train), args.warmup_steps))
+                keras_fits.append(analyse_keras_fit(fit, keras_runner.steps, args.batch_size, len(train),
+                                                    args.warmup_steps))
                 keras_fits[-1]["cpu"] = keras_runner.last_fit_cpu
             elif torch_trainer is not None:
                 for _ in range(args.epochs):
@@ -411,7 +419,8 @@ def main(argv=None):
         print(line, flush=True)
 
     # ---- keras figures
-    total = {key: sum(f[key] for f in keras_fits) for key in keras_fits[0] if key not in ("first_step", "step_durations")}
+    total = {key: sum(f[key] for f in keras_fits)
+             for key in keras_fits[0] if key not in ("first_step", "step_durations")}
     keras_steady = total["steady_images"] / total["steady_seconds"]
     keras_whole = total["images"] / total["wall"]
     keras_cpu = total["steady_cpu"] / total["steady_images"]  # CPU seconds per image, steady
@@ -493,7 +502,8 @@ def main(argv=None):
               f"CPU ms per image (= {cores / torch_cpu:,.0f} img/s on {cores} idle cores), whole "
               f"{1e3 * cpu_total / images:.2f}; {100 * train_flops / 1e9 / torch_cpu / ceiling_cpu:.0f}% of the matmul "
               f"ceiling per CPU-second")
-        print(f"keras-fer / PyTorch: whole {keras_whole / torch_whole:.2f}x, steady {keras_steady / torch_steady:.2f}x, "
+        print(f"keras-fer / PyTorch: whole {keras_whole / torch_whole:.2f}x, "
+              f"steady {keras_steady / torch_steady:.2f}x, "
               f"CPU per image {torch_cpu / keras_cpu:.2f}x (goal >= 1.5x: {goal(keras_whole / torch_whole, 1.5)} in "
               f"img/s, {goal(torch_cpu / keras_cpu, 1.5)} in CPU)")
 

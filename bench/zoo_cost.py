@@ -64,7 +64,8 @@ def main():
     names = args.models.split(",") if args.models else list_models()
     faces, labels = random_faces(args.batch_size, args.steps)
     results = {}
-    print(f"{'model':<12}{'MFLOPs':>9}{'img/s':>9}{'CPU ms/img':>12}{'min/epoch (1 core)':>20}{'min/epoch (2 cores)':>21}")
+    print(f"{'model':<12}{'MFLOPs':>9}{'img/s':>9}{'CPU ms/img':>12}"
+          f"{'min/epoch (1 core)':>20}{'min/epoch (2 cores)':>21}")
     for name in names:
         keras.utils.set_random_seed(0)
         model = build_model(name, preprocessing={"normalize": "unit"})

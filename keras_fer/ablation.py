@@ -63,7 +63,8 @@ ABLATIONS = {
         ),
         Ablation(
             "dnn-vs-cnn", "004", "CNN vs DNN at the same parameter count", "report004",
-            (("CNN ({arch})", {}), ("DNN matched to {arch}", {"arch": "dnn-matched", "model_options": {"match": "{arch}"}}),
+            (("CNN ({arch})", {}),
+             ("DNN matched to {arch}", {"arch": "dnn-matched", "model_options": {"match": "{arch}"}}),
              ("dnn (the report's DNN, 3.76M)", {"arch": "dnn"})),
             "CNN ~0.60 after 100 epochs, DNN ~0.30",
         ),
@@ -209,7 +210,8 @@ def _changes(ablation, run_dir):
         values.pop("phases")  # replaced by an explicit optimizer (see `train.py --optimizer`)
         changed.append(f"optimizer={options['optimizer']}, lr={options['lr']} instead of its phases")
     reference = TrainConfig(**values).to_json()
-    ignored = {"data", "out", "resume", "verbose", "tensorboard", "strategy"} | ({"optimizer", "lr"} if changed else set())
+    ignored = ({"data", "out", "resume", "verbose", "tensorboard", "strategy"}
+               | ({"optimizer", "lr"} if changed else set()))
     changed += [f"{key}={options[key]}" for key in sorted(options)
                 if key not in ignored and key in reference and options[key] != reference[key]]
     return f" with {', '.join(changed)}" if changed else ""
@@ -222,7 +224,8 @@ def write_ablation(ablation, runs, out):
 
     rows = [{"label": label, **summarize_run(run_dir)} for label, run_dir in runs]
     first = rows[0]
-    title = (f"Report {ablation.report}: {ablation.question}\n({first['arch']}, {first['train_images'] or '?'} training "
+    title = (f"Report {ablation.report}: {ablation.question}\n"
+             f"({first['arch']}, {first['train_images'] or '?'} training "
              f"images, {first['epochs']} epochs, recipe {ablation.recipe})")
     figure = compare_figure({row["label"]: row["history"] for row in rows}, title=title)
     figure_path = Path(out) / f"ablation-{ablation.name}.png"

@@ -146,7 +146,8 @@ class _Tap:
 
     def __init__(self, model, layers, logits=True):
         if not _is_graph_model(model):
-            raise FerOptionError(f"explanations need a Functional or Sequential Keras model. Received: {type(model).__name__}")
+            raise FerOptionError("explanations need a Functional or Sequential Keras model. "
+                                 f"Received: {type(model).__name__}")
         self.model = model
         self.layers = list(layers)
         self.with_logits = logits

@@ -464,7 +464,8 @@ def verification_sample(count=64, seed=7):
     rng = np.random.default_rng(seed)
     faces = generate(max(count - 16, 7), seed=seed).images.pixels.astype(np.float32)
     noise = rng.integers(0, 256, (14, IMAGE_SIZE, IMAGE_SIZE, 1)).astype(np.float32)
-    flat = np.stack([np.zeros((IMAGE_SIZE, IMAGE_SIZE, 1), np.float32), np.full((IMAGE_SIZE, IMAGE_SIZE, 1), 255, np.float32)])
+    flat = np.stack([np.zeros((IMAGE_SIZE, IMAGE_SIZE, 1), np.float32),
+                     np.full((IMAGE_SIZE, IMAGE_SIZE, 1), 255, np.float32)])
     return np.concatenate([faces, noise, flat])
 
 
@@ -656,7 +657,8 @@ def export_model(model_path, fmt="tflite", destination=None, normalize=None):
         if destination.suffix.lower() != ".tflite":
             raise FerOptionError(f"--export-to for tflite must end in .tflite. Received: {destination}")
         if not litert_available():
-            raise FerModelError("--export tflite needs the LiteRT runtime to check the copy: pip install ai-edge-litert")
+            raise FerModelError("--export tflite needs the LiteRT runtime to check the copy: "
+                                "pip install ai-edge-litert")
         result, _ = _tflite_from_keras(source, model, normalize, destination)
         return result
     return _export_savedmodel(source, model, normalize, destination)
@@ -722,10 +724,12 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
         if backend == "keras":
             raise FerOptionError(f"{source.path}: a .tflite model needs --backend litert or auto")
         if not litert_available():
-            raise FerModelError(f"{source.path}: running .tflite models needs ai-edge-litert (pip install ai-edge-litert)")
+            raise FerModelError(f"{source.path}: running .tflite models needs ai-edge-litert "
+                                "(pip install ai-edge-litert)")
         meta = _read_sidecar(source.path) or {}
         runner = LiteRTRunner(source.path, batch_size)
-        kind = meta.get("outputs") or ("probabilities" if _looks_like_probabilities(runner(verification_sample(16))) else "logits")
+        kind = meta.get("outputs") or (
+            "probabilities" if _looks_like_probabilities(runner(verification_sample(16))) else "logits")
         return Predictor(name, "litert", runner, kind, source)
 
     notes = []
@@ -733,7 +737,8 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
         if litert_available():
             cached, meta = find_cached_tflite(source, normalize)
             if cached is not None:
-                return Predictor(name, "litert", LiteRTRunner(cached, batch_size), meta.get("outputs", "logits"), source)
+                return Predictor(name, "litert", LiteRTRunner(cached, batch_size), meta.get("outputs", "logits"),
+                                 source)
         elif backend == "litert":
             raise FerOptionError("--backend litert needs ai-edge-litert (pip install ai-edge-litert)")
         else:
@@ -976,7 +981,8 @@ def predict_csv(path, predictors, out, tta="none", prior_correction=False, proba
             start = time.perf_counter()
             if proba:
                 text = np.char.mod("%.6f", probabilities)
-                writer.writerows([image_id, label, *values] for image_id, label, values in zip(chunk.ids, labels.tolist(), text.tolist()))
+                writer.writerows([image_id, label, *values]
+                                 for image_id, label, values in zip(chunk.ids, labels.tolist(), text.tolist()))
             else:
                 writer.writerows(zip(chunk.ids, labels.tolist()))
             if chunk.labels is not None:
@@ -1072,6 +1078,7 @@ def save_evaluations(evaluations, out):
         for split in splits
     ]
     matrices = np.stack([evaluations[split].confusion for split in splits])
-    plots.save_figure(plots.confusion_figure(matrices, CLASS_NAMES, normalize=True, title=titles), paths["png"], dpi=110)
+    plots.save_figure(plots.confusion_figure(matrices, CLASS_NAMES, normalize=True, title=titles), paths["png"],
+                      dpi=110)
     return paths
 

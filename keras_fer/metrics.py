@@ -37,7 +37,8 @@ class Evaluation:
         shares = self.confusion_normalized.copy()
         np.fill_diagonal(shares, 0.0)
         order = np.argsort(shares, axis=None)[::-1][:count]
-        return [(CLASS_NAMES[i], CLASS_NAMES[j], float(shares[i, j])) for i, j in zip(*np.unravel_index(order, shares.shape))]
+        return [(CLASS_NAMES[i], CLASS_NAMES[j], float(shares[i, j]))
+                for i, j in zip(*np.unravel_index(order, shares.shape))]
 
     def report(self):
         """A classification report in scikit-learn's layout, with class names."""

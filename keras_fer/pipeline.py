@@ -81,7 +81,8 @@ def _transform_matrices(batch, height, width, config, seeds):
     """Per-image projective transforms (output pixel -> input pixel), as TF's 8-vectors."""
     cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
     ones, zeros = tf.ones([batch]), tf.zeros([batch])
-    angle = _uniform(seeds[0], [batch], -1.0, 1.0) * (config.rotation * math.pi / 180.0) if "rotate" in config else zeros
+    angle = (_uniform(seeds[0], [batch], -1.0, 1.0) * (config.rotation * math.pi / 180.0)
+             if "rotate" in config else zeros)
     scale = 1.0 + _uniform(seeds[1], [batch], -config.zoom, config.zoom) if "zoom" in config else ones
     if "shift" in config:
         shift = tf.round(_uniform(seeds[2], [batch, 2], -config.shift - 0.5, config.shift + 0.5))
@@ -233,7 +234,8 @@ def make_dataset(
     labels = np.asarray(labels, dtype=np.int64)
     if not training:
         dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
-        dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)), num_parallel_calls=parallel)
+        dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)),
+                              num_parallel_calls=parallel)
         return dataset.prefetch(2).with_options(_options(autotune))
 
     image_tensor = tf.constant(images)

@@ -138,7 +138,8 @@ def compare_figure(histories, title=None):
         val_loss = _column(history, "val_loss")
         if val_loss is not None and np.isfinite(val_loss).any():
             loss_axes.plot(epochs, val_loss, "-", color=color, label=label)
-    for axes, name in ((accuracy_axes, "accuracy (solid: validation, dotted: training)"), (loss_axes, "validation loss")):
+    for axes, name in ((accuracy_axes, "accuracy (solid: validation, dotted: training)"),
+                       (loss_axes, "validation loss")):
         axes.set_xlabel("epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(name.split(" (")[0])
@@ -453,7 +454,8 @@ def augment_figure(original, augmented, title=None):
 def text_figure(text, title=None, fontsize=8):
     """Monospaced text as a figure (e.g. a model summary for a PNG)."""
     lines = str(text).splitlines() or [""]
-    figure = _figure(max(4.0, 0.075 * fontsize * max(len(line) for line in lines)), 0.2 + 0.16 * fontsize / 8 * len(lines))
+    figure = _figure(max(4.0, 0.075 * fontsize * max(len(line) for line in lines)),
+                     0.2 + 0.16 * fontsize / 8 * len(lines))
     figure.text(0.01, 0.99, "\n".join(lines), family="monospace", fontsize=fontsize, va="top", ha="left")
     if title:
         figure.suptitle(title)

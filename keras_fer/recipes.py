@@ -72,7 +72,8 @@ def cut_phases(phases, epochs):
     """
     total = sum(int(phase["epochs"]) for phase in phases)
     if not 1 <= int(epochs) <= total:
-        raise FerOptionError(f"--epochs on a phased recipe cuts it, so it must be between 1 and {total}. Received: epochs={epochs}")
+        raise FerOptionError(f"--epochs on a phased recipe cuts it, so it must be between 1 and {total}. "
+                             f"Received: epochs={epochs}")
     kept, left = [], int(epochs)
     for phase in phases:
         if left <= 0:

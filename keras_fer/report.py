@@ -480,7 +480,8 @@ class Section:
         self.parts.append(markup)
 
     def render(self):
-        return f'<section id="{self.key}">\n<h2>{html.escape(self.title)}</h2>\n' + "\n".join(self.parts) + "\n</section>"
+        return (f'<section id="{self.key}">\n<h2>{html.escape(self.title)}</h2>\n'
+                + "\n".join(self.parts) + "\n</section>")
 
 
 #: The report's sections, in order: (id, title).

@@ -27,18 +27,26 @@ from keras_fer.data import Images
 #   mouth_width relative to neutral
 #   mouth_skew  one-sided lift (disgust)
 EXPRESSIONS = {
-    "Angry":    dict(brow_tilt=-1.0, brow_lift=-0.6, eye_open=0.65, mouth_curve=-0.35, mouth_open=0.0, mouth_width=0.85, mouth_skew=0.0),
-    "Disgust":  dict(brow_tilt=-0.5, brow_lift=-0.4, eye_open=0.45, mouth_curve=-0.5, mouth_open=0.15, mouth_width=0.9, mouth_skew=0.8),
-    "Fear":     dict(brow_tilt=0.8, brow_lift=0.6, eye_open=1.4, mouth_curve=-0.2, mouth_open=0.45, mouth_width=1.15, mouth_skew=0.0),
-    "Happy":    dict(brow_tilt=0.0, brow_lift=0.1, eye_open=0.8, mouth_curve=1.0, mouth_open=0.35, mouth_width=1.2, mouth_skew=0.0),
-    "Sad":      dict(brow_tilt=0.9, brow_lift=0.0, eye_open=0.75, mouth_curve=-0.9, mouth_open=0.0, mouth_width=0.95, mouth_skew=0.0),
-    "Surprise": dict(brow_tilt=0.1, brow_lift=1.0, eye_open=1.5, mouth_curve=0.0, mouth_open=1.0, mouth_width=0.7, mouth_skew=0.0),
-    "Neutral":  dict(brow_tilt=0.0, brow_lift=0.0, eye_open=1.0, mouth_curve=0.0, mouth_open=0.0, mouth_width=1.0, mouth_skew=0.0),
+    "Angry":    dict(brow_tilt=-1.0, brow_lift=-0.6, eye_open=0.65,
+                     mouth_curve=-0.35, mouth_open=0.0, mouth_width=0.85, mouth_skew=0.0),
+    "Disgust":  dict(brow_tilt=-0.5, brow_lift=-0.4, eye_open=0.45,
+                     mouth_curve=-0.5, mouth_open=0.15, mouth_width=0.9, mouth_skew=0.8),
+    "Fear":     dict(brow_tilt=0.8, brow_lift=0.6, eye_open=1.4,
+                     mouth_curve=-0.2, mouth_open=0.45, mouth_width=1.15, mouth_skew=0.0),
+    "Happy":    dict(brow_tilt=0.0, brow_lift=0.1, eye_open=0.8,
+                     mouth_curve=1.0, mouth_open=0.35, mouth_width=1.2, mouth_skew=0.0),
+    "Sad":      dict(brow_tilt=0.9, brow_lift=0.0, eye_open=0.75,
+                     mouth_curve=-0.9, mouth_open=0.0, mouth_width=0.95, mouth_skew=0.0),
+    "Surprise": dict(brow_tilt=0.1, brow_lift=1.0, eye_open=1.5,
+                     mouth_curve=0.0, mouth_open=1.0, mouth_width=0.7, mouth_skew=0.0),
+    "Neutral":  dict(brow_tilt=0.0, brow_lift=0.0, eye_open=1.0,
+                     mouth_curve=0.0, mouth_open=0.0, mouth_width=1.0, mouth_skew=0.0),
 }
 PARAMETERS = tuple(EXPRESSIONS["Neutral"])
 # How much each expression parameter varies within a class: enough that neighbouring classes
 # overlap a little, so a model does not reach 100% at once.
-EXPRESSION_SPREAD = dict(brow_tilt=0.35, brow_lift=0.3, eye_open=0.2, mouth_curve=0.3, mouth_open=0.15, mouth_width=0.12, mouth_skew=0.25)
+EXPRESSION_SPREAD = dict(brow_tilt=0.35, brow_lift=0.3, eye_open=0.2,
+                         mouth_curve=0.3, mouth_open=0.15, mouth_width=0.12, mouth_skew=0.25)
 
 
 @dataclasses.dataclass

@@ -132,7 +132,8 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}", "optimizer"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}", "schedule"),
             (self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}", "strategy"),
-            (self.normalize in NORMALIZE_MODES, f"--normalize must be one of {', '.join(NORMALIZE_MODES)}", "normalize"),
+            (self.normalize in NORMALIZE_MODES, f"--normalize must be one of {', '.join(NORMALIZE_MODES)}",
+             "normalize"),
             (int(self.epochs) >= 1, "--epochs must be at least 1", "epochs"),
             (int(self.batch_size) >= 1, "--batch-size must be at least 1", "batch_size"),
             (float(self.lr) > 0, "--lr must be positive", "lr"),
@@ -151,11 +152,13 @@ class TrainConfig:
                 raise FerOptionError(f"{message}. Received: {name}={getattr(self, name)!r}")
         for phase in self.phases or ():
             if phase.get("optimizer") not in OPTIMIZERS or int(phase.get("epochs", 0)) < 1:
-                raise FerOptionError(f"each phase needs an optimizer of {', '.join(OPTIMIZERS)} and epochs >= 1. Received: phase={phase!r}")
+                raise FerOptionError(f"each phase needs an optimizer of {', '.join(OPTIMIZERS)} and epochs >= 1. "
+                                     f"Received: phase={phase!r}")
         reserved = sorted(set(self.model_options) & RESERVED_MODEL_OPTIONS)
         if reserved:
             raise FerOptionError(
-                f"--model-option cannot set {', '.join(reserved)}: training sets it. Received: model_option={reserved[0]}"
+                f"--model-option cannot set {', '.join(reserved)}: training sets it. "
+                f"Received: model_option={reserved[0]}"
             )
         AugmentConfig.parse(self.augment)
         parse_split(self.val)
@@ -304,7 +307,8 @@ def make_strategy(name):
         return tf.distribute.MirroredStrategy()
     if name == "multi-worker":
         if "TF_CONFIG" not in os.environ:
-            raise FerOptionError("--strategy multi-worker needs the TF_CONFIG environment variable. Received: TF_CONFIG=None")
+            raise FerOptionError("--strategy multi-worker needs the TF_CONFIG environment variable. "
+                                 "Received: TF_CONFIG=None")
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
@@ -314,7 +318,8 @@ def is_chief(strategy):
     if resolver is None or not getattr(resolver, "cluster_spec", None) or not resolver.cluster_spec().as_dict():
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict())
+    return task_type == "chief" or (task_type == "worker" and task_id == 0
+                                    and "chief" not in resolver.cluster_spec().as_dict())
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,7 +362,8 @@ def _make_run_recorder(keras):
             row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             self.history.append(row)
             # Without validation (--val none) every epoch is the best so far: best.keras is the last.
-            improved = math.isnan(row["val_accuracy"]) or row["val_accuracy"] > self.state.get("best_val_accuracy", -1.0)
+            improved = (math.isnan(row["val_accuracy"])
+                        or row["val_accuracy"] > self.state.get("best_val_accuracy", -1.0))
             if improved:
                 self.state["best_val_accuracy"] = row["val_accuracy"]
                 self.state["best_epoch"] = epoch + 1
@@ -365,7 +371,8 @@ def _make_run_recorder(keras):
             self.state["phase"] = self.phase_index
             self.state["seed_generators"] = seed_generator_states(self.model)
             self.state["callbacks"] = {
-                name: {attribute: _plain(getattr(callback, attribute)) for attribute in ("wait", "best", "cooldown_counter")
+                name: {attribute: _plain(getattr(callback, attribute))
+                       for attribute in ("wait", "best", "cooldown_counter")
                        if hasattr(callback, attribute)}
                 for name, callback in self.stateful.items()
             }
@@ -557,7 +564,8 @@ def _check_resume(run_dir, config):
     different = [k for k in keys if json.dumps(saved["options"].get(k), sort_keys=True, default=str)
                  != json.dumps(config.to_json().get(k), sort_keys=True, default=str)]
     if different:
-        names = ", ".join(f"{k}: run has {saved['options'].get(k)!r}, given {config.to_json().get(k)!r}" for k in different)
+        names = ", ".join(f"{k}: run has {saved['options'].get(k)!r}, given {config.to_json().get(k)!r}"
+                          for k in different)
         raise FerOptionError(f"--resume with options that differ from the run in {run_dir}: {names}")
 
 
@@ -610,7 +618,8 @@ def fit_multi_worker(model, dataset, *, epochs, initial_epoch, steps_per_epoch, 
             for x, y in validation_data:
                 logits = model(x, training=False)
                 val_loss += float(tf.reduce_sum(loss_function(y, logits)))
-                val_correct += float(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(y, 1)), tf.float32)))
+                val_correct += float(tf.reduce_sum(
+                    tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(y, 1)), tf.float32)))
                 val_count += int(x.shape[0])
             logs.update(val_loss=val_loss / val_count, val_accuracy=val_correct / val_count)
         if verbose:
@@ -697,7 +706,8 @@ def train(config):
     run_dir.mkdir(parents=True, exist_ok=True)
     if write:
         write_json(run_dir / "config.json", {
-            "options": config.to_json(), "arch": config.arch, "data": None if config.data is None and not os.environ.get("FER_DATA") else str(all_images.source),
+            "options": config.to_json(), "arch": config.arch,
+            "data": None if config.data is None and not os.environ.get("FER_DATA") else str(all_images.source),
             "val": config.val, "seed": config.seed, "normalize": config.normalize, "augment": config.augment,
             "preprocessing": preprocessing, "class_prior": prior, "class_names": list(CLASS_NAMES),
             "train_images": len(train_images), "val_images": len(val_images),
@@ -759,7 +769,8 @@ def train(config):
                     write_json(run_dir / "state.json", state)
     except KeyboardInterrupt:
         interrupted = True
-        print(f"\ninterrupted: epoch {state['epoch']} is saved; continue with --resume --out {run_dir}", file=sys.stderr)
+        print(f"\ninterrupted: epoch {state['epoch']} is saved; continue with --resume --out {run_dir}",
+              file=sys.stderr)
 
     if write and state["epoch"] > 0:
         best = load_run_model(run_dir / "best.keras", compile=False)

@@ -61,7 +61,8 @@ def test_epochs_on_a_phased_recipe_cuts_it():
 
 
 def test_an_explicit_optimizer_replaces_a_recipes_phases():
-    config = config_from_args(build_parser().parse_args(["--recipe", "report002", "--optimizer", "adam", "--lr", "0.001"]))
+    config = config_from_args(build_parser().parse_args(["--recipe", "report002", "--optimizer", "adam",
+                                                          "--lr", "0.001"]))
     assert config.phases is None and (config.optimizer, config.lr, config.total_epochs) == ("adam", 0.001, 40)
     config = config_from_args(build_parser().parse_args(["--recipe", "report002", "--lr", "0.5", "--epochs", "3"]))
     assert config.phases is None and (config.optimizer, config.lr, config.total_epochs) == ("adam", 0.5, 3)
@@ -94,7 +95,8 @@ def test_variant_configs_merge_options_and_name_directories(tmp_path):
 
 def test_dnn_vs_cnn_matches_the_compared_cnn(tmp_path):
     chosen = ablation.get_ablation("dnn-vs-cnn")
-    default = ablation.variant_configs(chosen, config_from_args(build_parser().parse_args(["--recipe", "report004"])), tmp_path)
+    default = ablation.variant_configs(chosen, config_from_args(build_parser().parse_args(["--recipe", "report004"])),
+                                       tmp_path)
     assert [label for label, _ in default][:2] == ["CNN (cnn4d)", "DNN matched to cnn4d"]
     assert default[0][1].out == str(tmp_path / "report004")
     base = config_from_args(build_parser().parse_args(["--recipe", "report004", "--arch", "cnn4"]))
@@ -141,8 +143,10 @@ def test_summarize_run_names_a_missing_history(tmp_path):
 
 def test_compare_figure_marks_each_best():
     figure = plots.compare_figure({
-        "a": {"epoch": [1, 2], "loss": [2, 1], "accuracy": [0.3, 0.4], "val_loss": [1.9, 1.7], "val_accuracy": [0.3, 0.35]},
-        "b": {"loss": [2, 1, 0.5], "accuracy": [0.2, 0.3, 0.6], "val_loss": [1.8, 1.8, 2.0], "val_accuracy": [0.2, np.nan, 0.25]},
+        "a": {"epoch": [1, 2], "loss": [2, 1], "accuracy": [0.3, 0.4],
+              "val_loss": [1.9, 1.7], "val_accuracy": [0.3, 0.35]},
+        "b": {"loss": [2, 1, 0.5], "accuracy": [0.2, 0.3, 0.6],
+              "val_loss": [1.8, 1.8, 2.0], "val_accuracy": [0.2, np.nan, 0.25]},
     }, title="t")
     accuracy_axes = figure.axes[0]
     assert accuracy_axes.get_legend_handles_labels()[1] == ["a (best 0.350)", "b (best 0.250)"]
@@ -169,7 +173,8 @@ def test_visualize_compare_draws_runs(tmp_path, capsys):
     train, _ = fake_train({"basic": [0.3, 0.5], "none": [0.4, 0.2]})
     for name, augment in (("one", "basic"), ("two", "none")):
         train(TrainConfig(augment=augment, out=str(tmp_path / name)))
-    assert visualize_main(["compare", str(tmp_path / "one"), str(tmp_path / "two"), "--out", str(tmp_path / "fig")]) == 0
+    assert visualize_main(["compare", str(tmp_path / "one"), str(tmp_path / "two"),
+                           "--out", str(tmp_path / "fig")]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "fig" / "compare.png").read_bytes().startswith(b"\x89PNG")
     assert "one: validation accuracy 0.5000 (epoch 2 of 2)" in out and "two: validation accuracy 0.4000" in out

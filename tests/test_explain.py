@@ -97,7 +97,8 @@ def test_softmax_models_are_explained_on_logits():
                                softmax=True)
     with_softmax.set_weights(plain.get_weights())
     faces = synthetic.generate(4, seed=0).images.pixels.astype("float32")
-    np.testing.assert_allclose(explain.logits(with_softmax, faces), plain.predict(faces, verbose=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(explain.logits(with_softmax, faces), plain.predict(faces, verbose=0),
+                               rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(explain.saliency(with_softmax, faces), explain.saliency(plain, faces), atol=1e-5)
     probabilities = explain.probabilities(with_softmax, faces)
     np.testing.assert_allclose(probabilities, with_softmax.predict(faces, verbose=0), rtol=1e-4, atol=1e-6)
@@ -110,7 +111,8 @@ def test_nested_models_are_looked_into():
     outer = keras.Model(inputs, inner(inputs), name="outer")
     faces = synthetic.generate(3, seed=0).images.pixels.astype("float32")
     assert explain.conv_layers(outer) == ["conv1", "conv2", "conv3"]
-    np.testing.assert_allclose(explain.grad_cam(outer, faces, "conv2"), explain.grad_cam(inner, faces, "conv2"), atol=1e-5)
+    np.testing.assert_allclose(explain.grad_cam(outer, faces, "conv2"), explain.grad_cam(inner, faces, "conv2"),
+                               atol=1e-5)
     np.testing.assert_allclose(explain.saliency(outer, faces), explain.saliency(inner, faces), atol=1e-5)
     assert explain.activation_maps(outer, faces[0], "conv3").shape == (12, 12, 8)
 
@@ -153,8 +155,8 @@ def test_smoothgrad_lies_on_the_expression_regions(trained):
     assert explain.mask_ratio(maps, masks[:70]) > SALIENCY_MIN_RATIO
     np.testing.assert_array_equal(maps, explain.smoothgrad(model, faces[:70], samples=8, seed=0))
     # No noise and one sample is plain saliency.
-    np.testing.assert_allclose(explain.smoothgrad(model, faces[:5], noise=0.0, samples=1), explain.saliency(model, faces[:5]),
-                               atol=1e-6)
+    np.testing.assert_allclose(explain.smoothgrad(model, faces[:5], noise=0.0, samples=1),
+                               explain.saliency(model, faces[:5]), atol=1e-6)
 
 
 def test_grad_cam_lies_on_the_expression_regions(trained):

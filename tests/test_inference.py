@@ -8,10 +8,11 @@ import zipfile
 import numpy as np
 import pytest
 
+from keras_fer import inference
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
-from keras_fer import inference
 from keras_fer.synthetic import generate
+
 from conftest import PRIOR, save_run, tiny_model
 
 # TensorFlow 2.21 tensors lack NumPy 2's __array__(copy=...): Keras-internal noise.
@@ -303,7 +304,8 @@ def test_metrics_match_scikit_learn(tmp_path, keras_predictors, demo):
         evaluation = evaluations[split]
         labels = list(range(NUM_CLASSES))
         assert evaluation.accuracy == pytest.approx(accuracy_score(truth, guess))
-        assert evaluation.macro_f1 == pytest.approx(f1_score(truth, guess, labels=labels, average="macro", zero_division=0))
+        assert evaluation.macro_f1 == pytest.approx(f1_score(truth, guess, labels=labels, average="macro",
+                                                             zero_division=0))
         precision, recall, _, support = precision_recall_fscore_support(truth, guess, labels=labels, zero_division=0)
         np.testing.assert_allclose(evaluation.precision, precision)
         np.testing.assert_allclose(evaluation.recall, recall)
@@ -348,8 +350,10 @@ def test_evaluation_from_confusion_with_missing_classes():
         np.add.at(matrix, (truth, guess), 1)
         evaluation = inference.evaluation_from_confusion(matrix)
         labels = list(range(NUM_CLASSES))
-        assert evaluation.macro_f1 == pytest.approx(f1_score(truth, guess, labels=labels, average="macro", zero_division=0))
-        np.testing.assert_allclose(evaluation.precision, precision_score(truth, guess, labels=labels, average=None, zero_division=0))
+        assert evaluation.macro_f1 == pytest.approx(f1_score(truth, guess, labels=labels, average="macro",
+                                                             zero_division=0))
+        np.testing.assert_allclose(evaluation.precision,
+                                   precision_score(truth, guess, labels=labels, average=None, zero_division=0))
 
 
 def test_malformed_row_leaves_no_partial_submission(tmp_path, keras_predictors, demo):

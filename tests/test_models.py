@@ -142,7 +142,8 @@ def test_weight_mismatch_names_the_first_weight_that_differs():
     assert weight_mismatch(model, build_model("vgg12")) is None
     wider_head = build_model("vgg12", num_classes=8)
     answer = weight_mismatch(wider_head, model, "the reference")
-    assert answer.startswith("weight ") and "(512, 8)" in answer and "the reference's " in answer and "(512, 7)" in answer
+    assert (answer.startswith("weight ") and "(512, 8)" in answer
+            and "the reference's " in answer and "(512, 7)" in answer)
     assert weight_mismatch(build_model("vgg12", batch_norm=False), model).startswith("has ")
 
 

@@ -3,8 +3,8 @@ import pytest
 import tensorflow as tf
 
 from keras_fer.errors import FerOptionError
-from keras_fer.pipeline import AUGMENTATIONS, AugmentConfig, augment_batch, make_dataset, steps_per_epoch
 from keras_fer.models.layers import Preprocessing, normalize
+from keras_fer.pipeline import AUGMENTATIONS, AugmentConfig, augment_batch, make_dataset, steps_per_epoch
 from keras_fer.synthetic import generate
 
 FACES = generate(64, seed=2).images

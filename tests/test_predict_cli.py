@@ -15,6 +15,7 @@ import pytest
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.cli.predict import main
 from keras_fer.synthetic import generate
+
 from conftest import PRIOR, save_run, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +31,8 @@ def tiny_run(folder, seed):
 def write_csv(path, pixels, first=None, first_name="id", usage=None):
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(([first_name] if first is not None else []) + ["feature"] + (["Usage"] if usage is not None else []))
+        writer.writerow(([first_name] if first is not None else []) + ["feature"]
+                        + (["Usage"] if usage is not None else []))
         for i, face in enumerate(pixels):
             writer.writerow(([first[i]] if first is not None else []) + [" ".join(map(str, face.reshape(-1).tolist()))]
                             + ([usage[i]] if usage is not None else []))
@@ -260,7 +262,8 @@ def test_lean_path_never_imports_tensorflow(tmp_path, run_dirs, test_csv):
 
     inference.load_predictor(run_dirs[0])  # makes sure the verified LiteRT copy exists
     code = ("import sys; from keras_fer.cli.predict import main; "
-            f"code = main([{str(test_csv[0])!r}, '--model', {str(run_dirs[0])!r}, '--out', {str(tmp_path / 's.csv')!r}]); "
+            f"code = main([{str(test_csv[0])!r}, '--model', {str(run_dirs[0])!r}, "
+            f"'--out', {str(tmp_path / 's.csv')!r}]); "
             "print(code, sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                                env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=tmp_path)
@@ -276,5 +279,6 @@ def test_script_help_and_clean_error(tmp_path):
     failed = run_script(str(tmp_path / "in.csv"), "--model", str(tmp_path / "not_a_model.keras"),
                         "--out", str(tmp_path / "s.csv"))
     assert failed.returncode == 2
-    assert failed.stderr.count("\n") == 1 and failed.stderr.startswith("error: ") and "not_a_model.keras" in failed.stderr
+    assert (failed.stderr.count("\n") == 1 and failed.stderr.startswith("error: ")
+            and "not_a_model.keras" in failed.stderr)
     assert not (tmp_path / "s.csv").exists()

@@ -18,7 +18,7 @@ def test_deterministic_per_seed_and_balanced():
 
 def test_masks_cover_every_pixel_that_differs_between_classes():
     rng = np.random.default_rng(0)
-    for trial in range(5):
+    for _trial in range(5):
         nuisance = synthetic._nuisance(rng)
         images, class_masks = [], []
         for label in range(NUM_CLASSES):

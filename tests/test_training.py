@@ -56,7 +56,8 @@ def test_every_recipe_parses_and_options_override_it(name):
 
 def test_report000_recipe_is_the_report():
     config = config_from_args(build_parser().parse_args(["--recipe", "report000", "--lr", "0.5"]))
-    assert (config.arch, config.val, config.optimizer, config.epochs, config.lr) == ("cnn4", "first:25000", "adam", 30, 0.5)
+    assert ((config.arch, config.val, config.optimizer, config.epochs, config.lr)
+            == ("cnn4", "first:25000", "adam", 30, 0.5))
 
 
 @pytest.mark.parametrize(

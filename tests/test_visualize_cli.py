@@ -232,7 +232,8 @@ def test_unwritable_out_is_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("error, words", [
     (PermissionError(13, "Permission denied", "/read-only/out.png"), "error: /read-only/out.png: Permission denied"),
-    (IsADirectoryError(21, "Is a directory", "/tmp/.x.png.tmp", None, "/tmp/x.png"), "error: /tmp/x.png: Is a directory"),
+    (IsADirectoryError(21, "Is a directory", "/tmp/.x.png.tmp", None, "/tmp/x.png"),
+     "error: /tmp/x.png: Is a directory"),
     (OSError(28, "No space left on device"), "error: No space left on device"),
 ])
 def test_command_turns_any_os_error_into_one_line(error, words, capsys):

@@ -136,7 +136,8 @@ def parse_options(argv):
     options.models = models
     for name in ("batch_size", "chunk_rows", "min_face"):
         if getattr(options, name) < 1:
-            raise FerOptionError(f"--{name.replace('_', '-')} must be a positive integer. Received: {getattr(options, name)}")
+            raise FerOptionError(f"--{name.replace('_', '-')} must be a positive integer. "
+                                 f"Received: {getattr(options, name)}")
     if options.export_to and not options.export:
         raise FerOptionError("--export-to needs --export tflite or --export savedmodel")
     if options.export_to and len(options.models) > 1:
@@ -304,7 +305,8 @@ def run_images(options, predictors, timings):
                     offset += len(boxes)
                     if not boxes:
                         _say(f"{shown}: no face found")
-                        writer.writerow([shown, "", "", "", "", "", "", "", ""] + ([truth] if labels is not None else [])
+                        writer.writerow([shown, "", "", "", "", "", "", "", ""]
+                                        + ([truth] if labels is not None else [])
                                         + ([""] * NUM_CLASSES if options.proba else []))
                     captions = []
                     for number, (box, row) in enumerate(zip(boxes, mine), start=1):

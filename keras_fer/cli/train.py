@@ -72,7 +72,8 @@ def build_parser():
     add("--label-smoothing", type=float, help="label smoothing of the cross-entropy (default 0)")
     add("--weight-decay", type=float, help="decoupled weight decay (default 0)")
     add("--early-stop", type=int, metavar="N", help="stop after N epochs without a better validation accuracy")
-    add("--stop-at-accuracy", type=float, metavar="A", help="stop once validation accuracy reaches A (report 003: 0.66)")
+    add("--stop-at-accuracy", type=float, metavar="A",
+        help="stop once validation accuracy reaches A (report 003: 0.66)")
     add("--seed", type=int, help="seed of weights, split, shuffle and augmentation (default 0)")
     add("--split-seed", type=int, help="seed of the validation split only (default: --seed); give runs of "
         "different --seed the same --split-seed to ensemble them on shared validation rows")
@@ -85,7 +86,8 @@ def build_parser():
         "random ones: fine-tune it, or give a finished run a second schedule")
     add("--mixed-precision", action="store_true", default=None, help="bfloat16 compute on CPU, float16 on GPU")
     add("--strategy", choices=("default", "mirrored", "multi-worker"),
-        help="distribution: default, mirrored (all local GPUs), multi-worker (reads TF_CONFIG; the chief writes the run)")
+        help="distribution: default, mirrored (all local GPUs), "
+        "multi-worker (reads TF_CONFIG; the chief writes the run)")
     add("--tensorboard", action="store_true", default=None, help="also write TensorBoard logs to OUT/tensorboard")
     add("--max-images", type=int, metavar="N", help="train on the first N training images only (quick trials); "
         "with --soup, re-estimate BatchNorm statistics on N images")

@@ -296,7 +296,7 @@ class ModelInfo:
         return self.flops / 1e6
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model_info(name):
     """A `ModelInfo` for the registered model `name` (built once with its defaults, then cached)."""
     entry = _entry(name)
