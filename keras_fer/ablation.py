@@ -15,6 +15,8 @@ Example:
 
 import dataclasses
 import json
+import math
+import re
 from pathlib import Path
 
 from keras_fer.errors import FerDataError, FerOptionError
@@ -168,11 +170,9 @@ def summarize_run(run_dir):
     """Headline figures of one run directory (from history.csv and config.json)."""
     from keras_fer.training import HISTORY_COLUMNS, read_history
 
-    for name in ("history.csv", "config.json"):
-        if not (Path(run_dir) / name).is_file():
-            raise FerDataError(f"no {name}: not a finished run directory", run_dir)
-    history = read_history(Path(run_dir) / "history.csv")
-    config = json.loads((Path(run_dir) / "config.json").read_text())
+    history_file, config_file = _run_file(run_dir, "history.csv"), _run_file(run_dir, "config.json")
+    history = read_history(history_file)
+    config = json.loads(config_file.read_text())
     scored = [row for row in history if row.get("val_accuracy") == row.get("val_accuracy")]
     best = max(scored, key=lambda row: row["val_accuracy"]) if scored else None
     return {
@@ -183,6 +183,96 @@ def summarize_run(run_dir):
         "train_images": config.get("train_images"), "val_images": config.get("val_images"),
         "history": {key: [row.get(key, float("nan")) for row in history] for key in HISTORY_COLUMNS},
     }
+
+
+def _run_file(run_dir, name):
+    file = Path(run_dir) / name
+    if not file.is_file():
+        raise FerDataError(f"no {name}: not a finished run directory", run_dir)
+    return file
+
+
+def started_from(run_dir):
+    """Where a run's first weights came from (its `--init-from`).
+
+    Returns:
+        `(folder, epoch)` when `config.json`'s `init_from` names a run directory or a model file
+        in one (`best.keras` counts up to that run's best epoch, `last-000N.keras` up to epoch
+        N); else the `init_from` text (`"packaged"`, a lone `.keras` file) or None (a fresh start).
+    """
+    from keras_fer.training import read_history
+
+    config = json.loads(_run_file(run_dir, "config.json").read_text())
+    source = (config.get("options") or {}).get("init_from")
+    if not source:
+        return None
+    path = Path(source)
+    folder, name = (path, "best.keras") if path.is_dir() else (path.parent, path.name)
+    if source == "packaged" or not (folder / "history.csv").is_file():
+        return str(source)
+    last = re.fullmatch(r"last-(\d+)\.keras", name)
+    if last:
+        return folder, int(last.group(1))
+    history = read_history(folder / "history.csv")
+    scored = [row for row in history if math.isfinite(row.get("val_accuracy", math.nan))]
+    best = max(scored, key=lambda row: row["val_accuracy"]) if scored else (history[-1] if history else None)
+    return folder, (int(best["epoch"]) if best else 0)
+
+
+def lineage(run_dir):
+    """The runs a run continued, through `--init-from`: `(ancestors, origin)`.
+
+    `ancestors` lists `(folder, epoch)` from the parent back to the first run with a history;
+    `origin` is what that first run started from when it cannot be followed (`"packaged"`, a
+    `.keras` file), else None.
+
+    Raises:
+        FerDataError: when the chain loops.
+    """
+    ancestors, seen, current = [], {Path(run_dir).resolve()}, run_dir
+    while True:
+        parent = started_from(current)
+        if not isinstance(parent, tuple):
+            return ancestors, parent
+        folder, epoch = parent
+        if folder.resolve() in seen:
+            raise FerDataError("its --init-from chain comes back to a run it started from", folder)
+        seen.add(folder.resolve())
+        ancestors.append((folder, epoch))
+        current = folder
+
+
+def _cpu_seconds(run_dir, epochs=None):
+    """Per-epoch CPU seconds of a run's first `epochs` epochs (all by default)."""
+    from keras_fer.training import read_history
+
+    file = _run_file(run_dir, "history.csv")
+    history = [row for row in read_history(file) if epochs is None or row["epoch"] <= epochs]
+    if history and "cpu_seconds" not in history[0]:
+        raise FerDataError("no cpu_seconds column (a run from before keras-fer recorded CPU time)", file)
+    return [row["cpu_seconds"] for row in history]
+
+
+def cpu_hours_column(run_dir, chain=True):
+    """CPU-hours spent by the end of each of a run's epochs, for `compare_figure(x="cpu_hours")`.
+
+    Args:
+        run_dir: a run directory.
+        chain: start the count at the CPU time its `--init-from` ancestors spent to produce the
+            weights it started from (their epochs up to the one handed on; see `lineage`), so a
+            lineage of runs reads as one curve. The packaged model's own training is not counted.
+
+    Returns:
+        `(hours, start)`: a list with one cumulative figure per epoch, and the hours before epoch 1.
+    """
+    start = 0.0
+    if chain:
+        start = sum(sum(_cpu_seconds(folder, epoch)) for folder, epoch in lineage(run_dir)[0]) / 3600
+    hours, total = [], start
+    for seconds in _cpu_seconds(run_dir):
+        total += seconds / 3600
+        hours.append(total)
+    return hours, start
 
 
 def accuracy_text(row):

@@ -103,45 +103,56 @@ def history_figure(history, title=None):
     return figure
 
 
-def compare_figure(histories, title=None):
+COMPARE_AXES = {"epoch": "epoch", "cpu_hours": "CPU-hours"}
+
+
+def compare_figure(histories, title=None, x="epoch"):
     """Several runs' curves on shared axes: an ablation or a model comparison as one figure.
 
-    Left, validation accuracy (solid) and training accuracy (dotted, same colour) per epoch;
-    right, validation loss. Each validation curve's best value is marked and given in the legend.
+    Left, validation accuracy (solid) and training accuracy (dotted, same colour); right,
+    validation loss. Each validation curve's best value is marked and given in the legend.
 
     Args:
         histories: `{label: history}`, each history a dict of lists or a DataFrame with the
             columns `history_figure` reads.
         title: optional figure title.
+        x: the column on the horizontal axis: `"epoch"`, or `"cpu_hours"` (the CPU time spent
+            by the end of each epoch, e.g. from `keras_fer.ablation.cpu_hours_column`), which
+            puts runs of different cost, or a run and the runs it continued, on one cost axis.
     """
     if not histories:
         raise ValueError("compare_figure needs at least one history. Received: histories={}")
+    if x not in COMPARE_AXES:
+        raise ValueError(f"x must be one of {', '.join(COMPARE_AXES)}. Received: x={x!r}")
     figure = _figure(12, 4.6)
     accuracy_axes, loss_axes = figure.subplots(1, 2)
     colors = matplotlib.colormaps["tab10"].colors
     for index, (label, history) in enumerate(histories.items()):
         color = colors[index % len(colors)]
         loss = _column(history, "loss")
-        epochs = _column(history, "epoch")
-        if epochs is None:
-            epochs = np.arange(1, 1 + (0 if loss is None else len(loss)))
+        positions = _column(history, x)
+        if positions is None and x == "epoch":
+            positions = np.arange(1, 1 + (0 if loss is None else len(loss)))
+        elif positions is None:
+            raise ValueError(f"history {label!r} has no {x!r} column. Received: x={x!r}")
         val_accuracy = _column(history, "val_accuracy")
         legend = label
         if val_accuracy is not None and np.isfinite(val_accuracy).any():
             best = int(np.nanargmax(val_accuracy))
             legend = f"{label} (best {val_accuracy[best]:.3f})"
-            accuracy_axes.plot(epochs, val_accuracy, "-", color=color, label=legend)
-            accuracy_axes.plot(epochs[best], val_accuracy[best], "o", color=color, markersize=5)
+            accuracy_axes.plot(positions, val_accuracy, "-", color=color, label=legend)
+            accuracy_axes.plot(positions[best], val_accuracy[best], "o", color=color, markersize=5)
         accuracy = _column(history, "accuracy")
         if accuracy is not None:
-            accuracy_axes.plot(epochs, accuracy, ":", color=color)
+            accuracy_axes.plot(positions, accuracy, ":", color=color)
         val_loss = _column(history, "val_loss")
         if val_loss is not None and np.isfinite(val_loss).any():
-            loss_axes.plot(epochs, val_loss, "-", color=color, label=label)
+            loss_axes.plot(positions, val_loss, "-", color=color, label=label)
     for axes, name in ((accuracy_axes, "accuracy (solid: validation, dotted: training)"),
                        (loss_axes, "validation loss")):
-        axes.set_xlabel("epoch")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel(COMPARE_AXES[x])
+        if x == "epoch":
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(name.split(" (")[0])
         axes.set_title(name.capitalize())
         axes.grid(alpha=0.3)

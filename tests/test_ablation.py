@@ -187,3 +187,59 @@ def test_describe_run_says_when_a_run_has_no_validation():
     assert ablation.describe_run("x", row) == "x: validation accuracy - (epoch - of 3), 1.2 CPU-min, runs/x"
     row.update(best_val_accuracy=0.61234, best_epoch=2)
     assert ablation.describe_run("x", row).startswith("x: validation accuracy 0.6123 (epoch 2 of 3)")
+
+
+def fake_run(folder, val_accuracy, cpu_seconds, init_from=None):
+    """A run directory with only what `summarize_run` and `lineage` read."""
+    folder.mkdir(parents=True)
+    rows = [dict(epoch=i + 1, loss=1.0, accuracy=0.5, val_loss=1.0, val_accuracy=v, lr=1e-3, seconds=1.0,
+                 cpu_seconds=s) for i, (v, s) in enumerate(zip(val_accuracy, cpu_seconds))]
+    write_history(folder / "history.csv", rows)
+    (folder / "config.json").write_text(json.dumps({"arch": "cnn4", "options": {"init_from": init_from}}))
+    return folder
+
+
+def test_cpu_hours_follow_init_from_up_to_the_epoch_handed_on(tmp_path):
+    parent = fake_run(tmp_path / "parent", [0.3, 0.5, 0.4], [3600.0, 3600.0, 3600.0], init_from="packaged")
+    child = fake_run(tmp_path / "child", [0.55, 0.6], [1800.0, 1800.0], init_from=str(parent / "best.keras"))
+    grandchild = fake_run(tmp_path / "grandchild", [0.61], [900.0], init_from=str(child / "last-0001.keras"))
+    fresh = fake_run(tmp_path / "fresh", [0.2], [36.0])
+    # best.keras is the parent's best epoch (2 of 3): its third epoch did not make those weights.
+    assert ablation.started_from(child) == (parent, 2)
+    assert ablation.cpu_hours_column(child) == ([2.5, 3.0], 2.0)
+    assert ablation.lineage(grandchild) == ([(child, 1), (parent, 2)], "packaged")
+    assert ablation.cpu_hours_column(grandchild) == ([2.75], 2.5)
+    assert ablation.cpu_hours_column(grandchild, chain=False) == ([0.25], 0.0)
+    assert ablation.lineage(fresh) == ([], None) and ablation.cpu_hours_column(fresh) == ([0.01], 0.0)
+    # A chain that comes back to itself is an error naming the run, not an endless loop.
+    looped = fake_run(tmp_path / "a", [0.1], [1.0], init_from=str(tmp_path / "b"))
+    fake_run(tmp_path / "b", [0.1], [1.0], init_from=str(looped))
+    with pytest.raises(FerDataError, match="comes back"):
+        ablation.lineage(looped)
+
+
+def test_compare_on_a_cpu_hours_axis(tmp_path, capsys):
+    parent = fake_run(tmp_path / "parent", [0.3, 0.5], [3600.0, 3600.0])
+    fake_run(tmp_path / "child", [0.55, 0.6], [1800.0, 1800.0], init_from=str(parent))
+    assert visualize_main(["compare", str(parent), str(tmp_path / "child"), "--x", "cpu-hours",
+                           "--out", str(tmp_path / "fig")]) == 0
+    out = capsys.readouterr().out
+    assert "child: validation accuracy 0.6000" in out and "starts at 2.00 CPU-hours, after parent" in out
+    history = ablation.summarize_run(tmp_path / "child")["history"]
+    history["cpu_hours"] = ablation.cpu_hours_column(tmp_path / "child")[0]
+    figure = plots.compare_figure({"child": history}, x="cpu_hours")
+    np.testing.assert_allclose(figure.axes[0].lines[0].get_xdata(), [2.5, 3.0])
+    assert figure.axes[0].get_xlabel() == "CPU-hours"
+    with pytest.raises(ValueError, match="no 'cpu_hours' column"):
+        plots.compare_figure({"a": {"loss": [1.0]}}, x="cpu_hours")
+    with pytest.raises(ValueError, match="Received: x='wall'"):
+        plots.compare_figure({"a": {"loss": [1.0]}}, x="wall")
+    # A history from before CPU time was recorded: one line naming the file, no figure.
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy\n1,1.0,0.5,1.0,0.4\n")
+    (old / "config.json").write_text(json.dumps({"arch": "cnn4", "options": {}}))
+    assert visualize_main(["compare", str(old), "--x", "cpu-hours", "--out", str(tmp_path / "fig2")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no cpu_seconds column" in err and str(old / "history.csv") in err
+    assert not (tmp_path / "fig2").exists()

@@ -27,6 +27,7 @@ examples:
   python visualize.py filters --run runs/cnn4 --layer conv4 --count 10
   python visualize.py activations --run runs/cnn4 --layer conv2 --image 00000
   python visualize.py history runs/cnn4
+  python visualize.py compare runs/cnn4 runs/fervgg --x cpu-hours      # accuracy against CPU time
   python visualize.py confusion runs/cnn4
   python visualize.py classes --data fer2013/train.csv.gz
   python visualize.py samples --data fer2013/train.csv.gz
@@ -159,6 +160,10 @@ def build_parser():
     sub = add("compare", "several runs' validation curves on shared axes (an ablation, or models side by side)", [out])
     sub.add_argument("runs", metavar="RUN", nargs="+", help="run directories; each is labelled by its folder name")
     sub.add_argument("--title", help="figure title")
+    sub.add_argument("--x", choices=("epoch", "cpu-hours"), default="epoch",
+                     help="horizontal axis (default epoch); cpu-hours: CPU time spent by each epoch's end, a run "
+                     "continued with --init-from starting where the weights it took were reached (accuracy "
+                     "against cost)")
 
     sub = add("classes", "a bar chart of images per class of the data (report 003)", [data, out])
     sub = add("samples", "a grid of example faces, one row per class", [data, out, seed])
@@ -284,17 +289,28 @@ def _history(args):
 
 
 def _compare(args):
-    from keras_fer.ablation import describe_run, summarize_run
+    from keras_fer.ablation import cpu_hours_column, describe_run, lineage, summarize_run
     from keras_fer.plots import compare_figure
 
     rows = [summarize_run(run) for run in args.runs]
-    histories = {}
+    histories, notes = {}, []
     for row in rows:
         label = Path(row["run"]).name or row["run"]
-        histories[label if label not in histories else row["run"]] = row["history"]
-    path = _save(compare_figure(histories, title=args.title), args.out, "compare.png")
-    for label, row in zip(histories, rows):
-        print(describe_run(label, row))
+        label = label if label not in histories else row["run"]
+        histories[label] = row["history"]
+        if args.x == "cpu-hours":
+            row["history"]["cpu_hours"], start = cpu_hours_column(row["run"])
+            ancestors, origin = lineage(row["run"])
+            chain = ", ".join(Path(folder).name for folder, _ in reversed(ancestors))
+            after = f"; starts at {start:.2f} CPU-hours, after {chain}" if ancestors else ""
+            unknown = f"; from {origin}, whose own training is not counted" if origin else ""
+            notes.append(after + unknown)
+        else:
+            notes.append("")
+    figure = compare_figure(histories, title=args.title, x=args.x.replace("-", "_"))
+    path = _save(figure, args.out, "compare.png")
+    for label, row, note in zip(histories, rows, notes):
+        print(describe_run(label, row) + note)
     return path
 
 
