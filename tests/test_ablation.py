@@ -221,9 +221,12 @@ def test_cpu_hours_follow_init_from_up_to_the_epoch_handed_on(tmp_path):
 def test_compare_on_a_cpu_hours_axis(tmp_path, capsys):
     parent = fake_run(tmp_path / "parent", [0.3, 0.5], [3600.0, 3600.0])
     fake_run(tmp_path / "child", [0.55, 0.6], [1800.0, 1800.0], init_from=str(parent))
+    # --out FILE.png names the figure itself (a folder gets compare.png).
     assert visualize_main(["compare", str(parent), str(tmp_path / "child"), "--x", "cpu-hours",
-                           "--out", str(tmp_path / "fig")]) == 0
+                           "--out", str(tmp_path / "fig" / "cost.png")]) == 0
     out = capsys.readouterr().out
+    assert (tmp_path / "fig" / "cost.png").read_bytes().startswith(b"\x89PNG")
+    assert not (tmp_path / "fig" / "compare.png").exists()
     assert "child: validation accuracy 0.6000" in out and "starts at 2.00 CPU-hours, after parent" in out
     history = ablation.summarize_run(tmp_path / "child")["history"]
     history["cpu_hours"] = ablation.cpu_hours_column(tmp_path / "child")[0]

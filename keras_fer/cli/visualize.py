@@ -97,7 +97,8 @@ def build_parser():
 
     out = Parser(add_help=False)
     out.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
-                     help=f"folder the PNG files go to (created if needed; default {DEFAULT_OUT}/)")
+                     help=f"folder the PNG files go to (created if needed; default {DEFAULT_OUT}/), or a "
+                     "FILE.png to write one figure under that name")
     model = Parser(add_help=False)
     source = model.add_mutually_exclusive_group()
     source.add_argument("--run", metavar="DIR", help="a training run directory: uses its best.keras and its data")
@@ -193,7 +194,8 @@ def _safe_name(text):
 def _save(figure, out, name):
     from keras_fer.plots import save_figure
 
-    path = save_figure(figure, Path(out) / name)
+    out = Path(out)
+    path = save_figure(figure, out if out.suffix.lower() == ".png" else out / name)
     print(f"wrote {path}")
     return path
 
