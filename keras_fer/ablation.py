@@ -168,15 +168,12 @@ def run_ablation(name, base, out, train=None):
 
 def summarize_run(run_dir):
     """Headline figures of one run directory (from history.csv and config.json)."""
-    from keras_fer.training import HISTORY_COLUMNS, read_history
+    from keras_fer.training import HISTORY_COLUMNS
 
-    history_file, config_file = _run_file(run_dir, "history.csv"), _run_file(run_dir, "config.json")
-    history = read_history(history_file)
-    config = json.loads(config_file.read_text())
-    scored = [row for row in history if row.get("val_accuracy") == row.get("val_accuracy")]
-    best = max(scored, key=lambda row: row["val_accuracy"]) if scored else None
+    history, config = _read_history(run_dir), _read_config(run_dir)
+    best = _best_row(history)
     return {
-        "run": str(run_dir), "arch": config["arch"], "epochs": len(history),
+        "run": str(run_dir), "arch": config.get("arch"), "epochs": len(history),
         "best_epoch": best["epoch"] if best else None,
         "best_val_accuracy": best["val_accuracy"] if best else None,
         "cpu_minutes": sum(row.get("cpu_seconds", 0.0) for row in history) / 60,
@@ -188,8 +185,36 @@ def summarize_run(run_dir):
 def _run_file(run_dir, name):
     file = Path(run_dir) / name
     if not file.is_file():
-        raise FerDataError(f"no {name}: not a finished run directory", run_dir)
+        soup = " (a soup has none)" if name == "history.csv" else ""
+        raise FerDataError(f"no {name}: not a finished run directory{soup}", run_dir)
     return file
+
+
+def _read_config(run_dir):
+    file = _run_file(run_dir, "config.json")
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise FerDataError(f"not valid JSON ({error})", file) from None
+    if not isinstance(config, dict):
+        raise FerDataError("expected a JSON object", file)
+    return config
+
+
+def _read_history(run_dir):
+    from keras_fer.training import read_history
+
+    file = _run_file(run_dir, "history.csv")
+    try:
+        return read_history(file)
+    except (ValueError, KeyError, TypeError) as error:
+        raise FerDataError(f"unreadable history ({error})", file) from None
+
+
+def _best_row(history):
+    """The history row with the highest validation accuracy, or None when no epoch was scored."""
+    scored = [row for row in history if math.isfinite(row.get("val_accuracy", math.nan))]
+    return max(scored, key=lambda row: row["val_accuracy"]) if scored else None
 
 
 def started_from(run_dir):
@@ -197,13 +222,12 @@ def started_from(run_dir):
 
     Returns:
         `(folder, epoch)` when `config.json`'s `init_from` names a run directory or a model file
-        in one (`best.keras` counts up to that run's best epoch, `last-000N.keras` up to epoch
-        N); else the `init_from` text (`"packaged"`, a lone `.keras` file) or None (a fresh start).
+        in one: `best.keras` (or the folder) counts up to that run's best epoch, `last-000N.keras`
+        up to epoch N, `last.keras` all its epochs. Otherwise the `init_from` text, for what
+        cannot be followed: `"packaged"`, another `.keras` file, a soup (it has no history), a
+        path that no longer exists or was relative to another folder. None for a fresh start.
     """
-    from keras_fer.training import read_history
-
-    config = json.loads(_run_file(run_dir, "config.json").read_text())
-    source = (config.get("options") or {}).get("init_from")
+    source = (_read_config(run_dir).get("options") or {}).get("init_from")
     if not source:
         return None
     path = Path(source)
@@ -213,9 +237,12 @@ def started_from(run_dir):
     last = re.fullmatch(r"last-(\d+)\.keras", name)
     if last:
         return folder, int(last.group(1))
-    history = read_history(folder / "history.csv")
-    scored = [row for row in history if math.isfinite(row.get("val_accuracy", math.nan))]
-    best = max(scored, key=lambda row: row["val_accuracy"]) if scored else (history[-1] if history else None)
+    history = _read_history(folder)
+    if name == "last.keras":
+        return folder, (int(history[-1]["epoch"]) if history else 0)
+    if name != "best.keras":
+        return str(source)
+    best = _best_row(history) or (history[-1] if history else None)
     return folder, (int(best["epoch"]) if best else 0)
 
 
@@ -244,30 +271,30 @@ def lineage(run_dir):
 
 def _cpu_seconds(run_dir, epochs=None):
     """Per-epoch CPU seconds of a run's first `epochs` epochs (all by default)."""
-    from keras_fer.training import read_history
-
-    file = _run_file(run_dir, "history.csv")
-    history = [row for row in read_history(file) if epochs is None or row["epoch"] <= epochs]
-    if history and "cpu_seconds" not in history[0]:
-        raise FerDataError("no cpu_seconds column (a run from before keras-fer recorded CPU time)", file)
+    history = [row for row in _read_history(run_dir) if epochs is None or row["epoch"] <= epochs]
+    missing = [row["epoch"] for row in history if not math.isfinite(row.get("cpu_seconds", math.nan))]
+    if missing:
+        raise FerDataError(f"no cpu_seconds for epoch {missing[0]} (a run from before keras-fer measured CPU "
+                           "time, or one resumed since)", Path(run_dir) / "history.csv")
     return [row["cpu_seconds"] for row in history]
 
 
-def cpu_hours_column(run_dir, chain=True):
+def cpu_hours_column(run_dir, ancestors=None):
     """CPU-hours spent by the end of each of a run's epochs, for `compare_figure(x="cpu_hours")`.
 
     Args:
         run_dir: a run directory.
-        chain: start the count at the CPU time its `--init-from` ancestors spent to produce the
-            weights it started from (their epochs up to the one handed on; see `lineage`), so a
-            lineage of runs reads as one curve. The packaged model's own training is not counted.
+        ancestors: the `(folder, epoch)` runs whose CPU time comes first (default
+            `lineage(run_dir)[0]`: the epochs its `--init-from` ancestors spent to produce the
+            weights it started from, so a lineage of runs reads as one curve; the packaged
+            model's own training is not counted). `[]` counts from zero.
 
     Returns:
         `(hours, start)`: a list with one cumulative figure per epoch, and the hours before epoch 1.
     """
-    start = 0.0
-    if chain:
-        start = sum(sum(_cpu_seconds(folder, epoch)) for folder, epoch in lineage(run_dir)[0]) / 3600
+    if ancestors is None:
+        ancestors = lineage(run_dir)[0]
+    start = sum(sum(_cpu_seconds(folder, epoch)) for folder, epoch in ancestors) / 3600
     hours, total = [], start
     for seconds in _cpu_seconds(run_dir):
         total += seconds / 3600

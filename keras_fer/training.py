@@ -219,7 +219,9 @@ def write_history(path, rows):
 
 def read_history(path):
     with open(path, newline="") as handle:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(handle)]
+        # An empty cell (a column added after the run's first epochs, e.g. cpu_seconds) reads as NaN.
+        return [{k: (int(v) if k == "epoch" else float(v) if v != "" else math.nan) for k, v in row.items()}
+                for row in csv.DictReader(handle)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,7 +435,7 @@ def copy_weights_from(path, model):
 
     source = default_model_path() if str(path) == "packaged" else resolve_model(path).path
     donor = load_keras_model(source)
-    mismatch = weight_mismatch(donor, model, f"the {model.name} built")
+    mismatch = weight_mismatch(donor, model, f"the built {model.name}")
     if mismatch is not None:
         raise FerModelError(
             f"{source}: --init-from needs a trained {model.name} with the same options; its weights do not fit "

@@ -209,8 +209,13 @@ def test_cpu_hours_follow_init_from_up_to_the_epoch_handed_on(tmp_path):
     assert ablation.cpu_hours_column(child) == ([2.5, 3.0], 2.0)
     assert ablation.lineage(grandchild) == ([(child, 1), (parent, 2)], "packaged")
     assert ablation.cpu_hours_column(grandchild) == ([2.75], 2.5)
-    assert ablation.cpu_hours_column(grandchild, chain=False) == ([0.25], 0.0)
+    assert ablation.cpu_hours_column(grandchild, ancestors=[]) == ([0.25], 0.0)
     assert ablation.lineage(fresh) == ([], None) and ablation.cpu_hours_column(fresh) == ([0.01], 0.0)
+    # last.keras hands on every epoch; a path that is not a run directory here is not followed.
+    fake_run(tmp_path / "from-last", [0.5], [1.0], init_from=str(parent / "last.keras"))
+    assert ablation.started_from(tmp_path / "from-last") == (parent, 3)
+    fake_run(tmp_path / "lost", [0.5], [1.0], init_from="runs/elsewhere/best.keras")
+    assert ablation.lineage(tmp_path / "lost") == ([], "runs/elsewhere/best.keras")
     # A chain that comes back to itself is an error naming the run, not an endless loop.
     looped = fake_run(tmp_path / "a", [0.1], [1.0], init_from=str(tmp_path / "b"))
     fake_run(tmp_path / "b", [0.1], [1.0], init_from=str(looped))
@@ -244,5 +249,10 @@ def test_compare_on_a_cpu_hours_axis(tmp_path, capsys):
     (old / "config.json").write_text(json.dumps({"arch": "cnn4", "options": {}}))
     assert visualize_main(["compare", str(old), "--x", "cpu-hours", "--out", str(tmp_path / "fig2")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no cpu_seconds column" in err and str(old / "history.csv") in err
+    assert err.count("\n") == 1 and "no cpu_seconds for epoch 1" in err and str(old / "history.csv") in err
     assert not (tmp_path / "fig2").exists()
+    # A config.json that is not JSON: one line naming it, no traceback.
+    (old / "config.json").write_text("{not json")
+    assert visualize_main(["compare", str(old), "--out", str(tmp_path / "fig3")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not valid JSON" in err and str(old / "config.json") in err

@@ -96,7 +96,7 @@ def build_parser():
     commands.required = True
 
     out = Parser(add_help=False)
-    out.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+    out.add_argument("--out", default=DEFAULT_OUT, metavar="DIR|FILE.png",
                      help=f"folder the PNG files go to (created if needed; default {DEFAULT_OUT}/), or a "
                      "FILE.png to write one figure under that name")
     model = Parser(add_help=False)
@@ -301,12 +301,15 @@ def _compare(args):
         label = label if label not in histories else row["run"]
         histories[label] = row["history"]
         if args.x == "cpu-hours":
-            row["history"]["cpu_hours"], start = cpu_hours_column(row["run"])
             ancestors, origin = lineage(row["run"])
+            row["history"]["cpu_hours"], start = cpu_hours_column(row["run"], ancestors)
             chain = ", ".join(Path(folder).name for folder, _ in reversed(ancestors))
             after = f"; starts at {start:.2f} CPU-hours, after {chain}" if ancestors else ""
-            unknown = f"; from {origin}, whose own training is not counted" if origin else ""
-            notes.append(after + unknown)
+            if origin == "packaged":
+                after += "; from the packaged model, whose own training is not counted"
+            elif origin:
+                after += f"; from {origin}, not a run directory with a history here: its cost is not counted"
+            notes.append(after)
         else:
             notes.append("")
     figure = compare_figure(histories, title=args.title, x=args.x.replace("-", "_"))
