@@ -191,14 +191,9 @@ def _run_file(run_dir, name):
 
 
 def _read_config(run_dir):
-    file = _run_file(run_dir, "config.json")
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise FerDataError(f"not valid JSON ({error})", file) from None
-    if not isinstance(config, dict):
-        raise FerDataError("expected a JSON object", file)
-    return config
+    from keras_fer.files import read_json_object
+
+    return read_json_object(_run_file(run_dir, "config.json"))
 
 
 def _read_history(run_dir):

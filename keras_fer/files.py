@@ -72,6 +72,23 @@ def write_text(path, text):
     return Path(path)
 
 
+def read_json_object(path):
+    """A JSON file holding one object, as a dict.
+
+    Raises:
+        FerDataError: naming the file, when it is not UTF-8 JSON or not an object.
+    """
+    from keras_fer.errors import FerDataError
+
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise FerDataError(f"not valid JSON ({error})", path) from None
+    if not isinstance(value, dict):
+        raise FerDataError("expected a JSON object", path)
+    return value
+
+
 def write_json(path, value, sort_keys=True):
     """Write `value` as indented JSON (non-JSON values as `str`) and a newline, atomically.
     `sort_keys=False` keeps the dicts' own order. Returns the path."""

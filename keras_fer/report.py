@@ -30,7 +30,7 @@ import numpy as np
 from keras_fer import plots
 from keras_fer.classes import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
-from keras_fer.files import write_text
+from keras_fer.files import read_json_object, write_text
 
 #: Demo faces generated when neither the run nor the user names data.
 DEMO_FACES = 700
@@ -117,16 +117,8 @@ def read_run(path):
     path = Path(path)
     if not path.is_dir():
         raise FerOptionError(f"{path}: not a run directory (a folder written by fer-train --out)")
-    config = {}
     file = path / "config.json"
-    if file.is_file():
-        try:
-            config = json.loads(file.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as error:
-            raise FerDataError(f"not valid JSON ({error})", file) from None
-        if not isinstance(config, dict):
-            raise FerDataError("expected a JSON object", file)
-    return Run(path, config)
+    return Run(path, read_json_object(file) if file.is_file() else {})
 
 
 def load_model(path):
