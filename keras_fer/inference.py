@@ -96,6 +96,28 @@ class ModelSource:
     config_path: Path = None
 
 
+def validation_split(sources, names, consequence):
+    """The validation split `(val, split_seed)` models were trained beside, read from their run
+    configs, or None when none has one. Raises FerOptionError when they disagree.
+
+    Args:
+        sources: `ModelSource`s; names: how the user named them.
+        consequence: what a disagreement breaks, ending the error message.
+    """
+    splits = {}
+    for name, source in zip(names, sources):
+        options = (source.config or {}).get("options")
+        if not isinstance(options, dict):
+            continue
+        seed = options.get("split_seed")
+        splits[name] = (options.get("val"), options.get("seed") if seed is None else seed)
+    if len(set(splits.values())) > 1:
+        described = "; ".join(f"{name}: {val} seed {seed}" for name, (val, seed) in splits.items())
+        raise FerOptionError(f"the models were validated on different splits ({described}): one's validation "
+                             f"rows are another's training rows, {consequence}. Received: models={names}")
+    return next(iter(splits.values()), None)
+
+
 def default_model_path():
     """The packaged pretrained model file, `keras_fer/weights/best.keras` (its `config.json` and
     verified LiteRT copy beside it, as in a run directory), for `resolve_model` /

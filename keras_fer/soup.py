@@ -136,27 +136,6 @@ def recalibrate_batch_norm(model, images, batch_size=256, augment=None, seed=0, 
     return len(layers)
 
 
-def _ingredient_split(sources, names):
-    """The validation split `(val, split_seed)` the ingredients were trained beside, or None
-    when none of them has a run config. Raises FerOptionError when they disagree."""
-    from keras_fer.errors import FerOptionError
-
-    splits = {}
-    for name, source in zip(names, sources):
-        options = (source.config or {}).get("options")
-        if not isinstance(options, dict):
-            continue
-        seed = options.get("split_seed")
-        splits[name] = (options.get("val"), options.get("seed") if seed is None else seed)
-    if len(set(splits.values())) > 1:
-        described = "; ".join(f"{name}: {val} seed {seed}" for name, (val, seed) in splits.items())
-        raise FerOptionError(
-            f"the models were validated on different splits ({described}): one's validation rows are "
-            "another's training rows, so the soup could not be validated. Received: soup={names}"
-        )
-    return next(iter(splits.values()), None)
-
-
 def _accuracy(model, images):
     from keras_fer.pipeline import make_dataset
 
@@ -198,13 +177,13 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     from keras_fer.data import class_counts
     from keras_fer.errors import FerOptionError
     from keras_fer.files import write_json, write_text
-    from keras_fer.inference import default_model_path, load_keras_model, resolve_model
+    from keras_fer.inference import default_model_path, load_keras_model, resolve_model, validation_split
     from keras_fer.pipeline import AugmentConfig
     from keras_fer.training import TrainConfig, finish_run, load_training_data, model_summary, save_model
 
     names = [str(item) for item in ingredients]
     sources = [resolve_model(default_model_path() if name == "packaged" else name) for name in names]
-    split = _ingredient_split(sources, names)
+    split = validation_split(sources, names, "so the soup could not be validated")
     if split is not None:
         val, split_seed = split
         given_seed = config.seed if config.split_seed is None else config.split_seed

@@ -77,6 +77,11 @@ class TrainConfig:
         init_from: start from the weights of this trained model (a `.keras` file or run
             directory of the same architecture and options) instead of random ones: fine-tuning,
             or a second schedule after a finished one. `"packaged"` is the packaged model.
+        teacher: distil from these trained models (run directories or `"packaged"`, validated on
+            this run's split): train on their softened probabilities mixed with the labels
+            (`keras_fer.distill`); None trains on the labels alone.
+        teacher_weight: the teachers' share of each training target, in [0, 1].
+        temperature: softens the teachers' probabilities (`softmax(log(p) / T)`).
         mixed_precision: bfloat16 compute on CPU, float16 on GPU.
         strategy: `default`, `mirrored` (local GPUs) or `multi-worker` (reads `TF_CONFIG`).
         tensorboard: also write TensorBoard logs to `out/tensorboard`.
@@ -112,6 +117,9 @@ class TrainConfig:
     out: str = None
     resume: bool = False
     init_from: str = None
+    teacher: tuple = None
+    teacher_weight: float = 0.5
+    temperature: float = 2.0
     mixed_precision: bool = False
     strategy: str = "default"
     tensorboard: bool = False
@@ -146,6 +154,8 @@ class TrainConfig:
             (self.max_images is None or int(self.max_images) >= 1, "--max-images must be at least 1", "max_images"),
             (int(self.demo_faces) >= 7 * 2, "--demo-faces must be at least 14 (two a class)", "demo_faces"),
             (int(self.warmup_epochs) >= 0, "--warmup-epochs must be >= 0", "warmup_epochs"),
+            (0.0 <= float(self.teacher_weight) <= 1.0, "--teacher-weight must be in [0, 1]", "teacher_weight"),
+            (float(self.temperature) > 0, "--temperature must be positive", "temperature"),
         ]
         for ok, message, name in checks:
             if not ok:
@@ -181,6 +191,7 @@ class TrainConfig:
     def to_json(self):
         values = dataclasses.asdict(self)
         values["phases"] = list(self.phases) if self.phases else None
+        values["teacher"] = [str(name) for name in self.teacher] if self.teacher else None
         return values
 
 
@@ -685,6 +696,12 @@ def train(config):
     mean, std = dataset_statistics(train_images.pixels)
     preprocessing = {"normalize": config.normalize, "mean": mean, "std": std}
 
+    targets, teacher_record = None, None
+    if config.teacher:
+        from keras_fer.distill import teacher_targets
+
+        targets, teacher_record = teacher_targets(config, train_images, all_images)
+
     state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "phase": 0}
     history = []
     if config.resume:
@@ -714,6 +731,7 @@ def train(config):
             "preprocessing": preprocessing, "class_prior": prior, "class_names": list(CLASS_NAMES),
             "train_images": len(train_images), "val_images": len(val_images),
             "data_fingerprint": all_images.fingerprint(), "versions": versions(),
+            **({"teacher": teacher_record} if teacher_record else {}),
         })
     if write and not config.resume:
         write_text(run_dir / "summary.txt", model_summary(model) + "\n")
@@ -753,7 +771,7 @@ def train(config):
             callbacks.append(_make_run_recorder(keras)(run_dir, config, history, state, stateful, phase_index, True))
             dataset = make_dataset(
                 train_images.pixels, train_images.labels, config.batch_size, training=True, augment=augment,
-                seed=config.seed, balanced=config.balanced, first_epoch=first, epochs=phase_end,
+                seed=config.seed, balanced=config.balanced, first_epoch=first, epochs=phase_end, targets=targets,
             )
             fit = fit_multi_worker if config.strategy == "multi-worker" else fit_keras
             fit(

@@ -18,6 +18,7 @@ examples:
   python train.py --arch cnn39m --summary             # one model's layer table
   python train.py --ablation batch-norm --data fer2013/ --out ~/runs/ablations --epochs 10
   python train.py --soup ~/runs/tune-a ~/runs/tune-b --data fer2013/ --out ~/runs/soup   # average them
+  python train.py --recipe best --model-option width=0.5 --teacher ~/runs/best --data fer2013/   # distil
 
 The run directory (--out, default runs/ARCH-TIME) gets best.keras, last-NNNN.keras, history.csv,
 history.png, confusion.png, classification_report.txt, config.json and summary.txt.
@@ -45,7 +46,9 @@ def build_parser():
         "third of a training epoch; no training")
     add("--summary", action="store_true", help="print the architecture's layer table and exit, without training")
     add("--recipe", choices=sorted(RECIPES), metavar="NAME",
-        help="a preset: " + "; ".join(f"{name}: {r['description']}" for name, r in sorted(RECIPES.items()))
+        # argparse %-formats help text: a "12% s..." in a description would print the action's dict.
+        help="a preset: " + "; ".join(f"{name}: {r['description']}".replace("%", "%%")
+                                      for name, r in sorted(RECIPES.items()))
         + ". Explicit options override it.")
     add("--data", help="FER2013 CSV (label,feature or Kaggle's emotion,pixels,Usage; .gz ok), a folder holding "
         "train.csv.gz, or an image folder with class sub-folders. Default: $FER_DATA, else built-in demo faces")
@@ -84,6 +87,15 @@ def build_parser():
     add("--init-from", metavar="MODEL",
         help="start from a trained model's weights (a .keras file, a run directory, or 'packaged') instead of "
         "random ones: fine-tune it, or give a finished run a second schedule")
+    add("--teacher", nargs="+", metavar="MODEL",
+        help="distil: train on these trained models' probabilities (run directories or 'packaged', validated on "
+        "this run's split; several are averaged), softened by --temperature and mixed with the labels, to give "
+        "a small model a large one's accuracy. The teachers run once over the training faces before epoch 1")
+    add("--teacher-weight", type=float, metavar="W",
+        help="the teachers' share of each training target, in [0, 1] (default 0.5: the true class stays the "
+        "largest)")
+    add("--temperature", type=float, metavar="T",
+        help="softens the teachers' probabilities: softmax(log(p) / T) (default 2)")
     add("--mixed-precision", action="store_true", default=None, help="bfloat16 compute on CPU, float16 on GPU")
     add("--strategy", choices=("default", "mirrored", "multi-worker"),
         help="distribution: default, mirrored (all local GPUs), "
@@ -167,7 +179,8 @@ def run_ablation(args):
 def run_soup(args):
     from keras_fer import soup
 
-    for flag, given in (("--resume", args.resume), ("--init-from", args.init_from), ("--ablation", args.ablation)):
+    for flag, given in (("--resume", args.resume), ("--init-from", args.init_from), ("--ablation", args.ablation),
+                        ("--teacher", args.teacher)):
         if given:
             raise FerOptionError(f"--soup averages finished models and trains nothing: drop {flag}")
     config = dataclasses.replace(config_from_args(args), val=args.val)

@@ -1,0 +1,131 @@
+"""Knowledge distillation (keras_fer/distill.py, train.py --teacher)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_fer.cli.train import main
+from keras_fer.distill import soft_targets, soften, teacher_probabilities
+from keras_fer.errors import FerOptionError
+from keras_fer.pipeline import make_dataset
+
+from conftest import tiny_model
+
+STUDENT = ["--arch", "fervgg", "--model-option", "width=0.125", "--model-option", "dense_units=16",
+           "--demo-faces", "140", "--epochs", "1", "--batch-size", "32", "--verbose", "0"]
+
+
+def test_soften_flattens_and_keeps_the_order():
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.05, 0.05, 0.9]])
+    np.testing.assert_allclose(soften(probabilities, 1.0), probabilities)
+    softer = soften(probabilities, 3.0)
+    np.testing.assert_allclose(softer.sum(axis=1), 1.0)
+    assert (softer.argsort(axis=1) == probabilities.argsort(axis=1)).all()
+    assert (softer.max(axis=1) < probabilities.max(axis=1)).all()
+    np.testing.assert_allclose(soften(probabilities, 1e6), 1 / 3, atol=1e-5)
+    with pytest.raises(FerOptionError, match="temperature"):
+        soften(probabilities, 0.0)
+
+
+def test_soft_targets_mix_labels_and_teachers():
+    labels = np.array([0, 2])
+    confident_elsewhere = np.array([[0.0, 1.0, 0.0], [0.2, 0.3, 0.5]])
+    np.testing.assert_allclose(soft_targets(labels, confident_elsewhere, 0.0, 2.0), np.eye(3)[labels])
+    targets = soft_targets(labels, confident_elsewhere, 0.5, 1.0)
+    assert targets.dtype == np.float32
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(targets[1], [0.1, 0.15, 0.75], rtol=1e-6)
+    # At weight 0.5 the true class stays the largest entry, even against a sure teacher.
+    assert (targets.argmax(axis=1) == labels).all()
+    with pytest.raises(FerOptionError, match="teacher-weight"):
+        soft_targets(labels, confident_elsewhere, 1.5, 1.0)
+    with pytest.raises(FerOptionError, match="one row per face"):
+        soft_targets(labels, confident_elsewhere[:1], 0.5, 1.0)
+
+
+def test_training_dataset_yields_each_images_own_targets():
+    count = 50
+    images = np.repeat(np.arange(count, dtype=np.uint8), 48 * 48).reshape(count, 48, 48, 1)
+    labels = np.arange(count) % 7
+    targets = np.random.default_rng(0).dirichlet(np.ones(7), count).astype(np.float32)
+    dataset = make_dataset(images, labels, 16, training=True, seed=3, epochs=2, targets=targets)
+    seen = []
+    for x, y in dataset:
+        index = np.asarray(x)[:, 0, 0, 0].astype(int)
+        np.testing.assert_allclose(np.asarray(y), targets[index])
+        seen.extend(index)
+    assert sorted(seen) == sorted(list(range(count)) * 2)  # shuffled, each image once an epoch
+    with pytest.raises(ValueError, match="targets"):
+        make_dataset(images, labels, 16, training=True, targets=targets[:-1])
+
+
+def teacher_run(folder, seed=0, val="fraction:0.1", split_seed=None, fingerprint=None):
+    folder.mkdir(parents=True)
+    tiny_model(seed).save(folder / "best.keras")
+    config = {"options": {"val": val, "seed": seed, "split_seed": split_seed}}
+    if fingerprint is not None:
+        config["data_fingerprint"] = fingerprint
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_train_with_teachers_fits_their_soft_labels(tmp_path, monkeypatch):
+    import keras_fer.pipeline
+    from keras_fer.training import TrainConfig, load_training_data
+
+    teachers = [str(teacher_run(tmp_path / "teacher-a", seed=0)),
+                str(teacher_run(tmp_path / "teacher-b", seed=1, split_seed=0))]
+    given = {}
+    original = keras_fer.pipeline.make_dataset
+
+    def spy(*args, **kwargs):
+        if kwargs.get("training"):
+            given.update(labels=np.asarray(args[1]), targets=kwargs.get("targets"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(keras_fer.pipeline, "make_dataset", spy)
+    out = tmp_path / "student"
+    assert main([*STUDENT, "--teacher", *teachers, "--temperature", "3", "--out", str(out)]) == 0
+
+    config = json.loads((out / "config.json").read_text())
+    record = config["teacher"]
+    assert record["models"] == [str(tmp_path / name / "best.keras") for name in ("teacher-a", "teacher-b")]
+    assert record["weight"] == 0.5 and record["temperature"] == 3.0 and record["tta"] == "flip"
+    assert record["mean_top_probability_softened"] < record["mean_top_probability"]
+    assert config["options"]["teacher"] == teachers
+    # The student trained on the mean of both teachers (face and mirror image), softened, half and half.
+    train_images, _, _ = load_training_data(TrainConfig(demo_faces=140, seed=0))
+    probabilities = teacher_probabilities(teachers, train_images.pixels)
+    mirrored = teacher_probabilities(teachers, train_images.pixels[:, :, ::-1])
+    np.testing.assert_allclose(probabilities, mirrored, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(given["labels"], train_images.labels)
+    expected = soft_targets(train_images.labels, probabilities, 0.5, 3.0)
+    np.testing.assert_allclose(given["targets"], expected, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(expected, np.eye(7)[train_images.labels], atol=0.05)
+    assert record["train_accuracy"] == pytest.approx((probabilities.argmax(1) == train_images.labels).mean())
+    assert (out / "best.keras").is_file()
+
+
+def test_teachers_that_may_have_seen_the_validation_rows_are_refused(tmp_path, capsys):
+    def error(*argv):
+        out = tmp_path / "out"
+        code = main([*STUDENT, *argv, "--out", str(out)])
+        lines = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("notice: ")]
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+        assert not out.exists()
+        return lines[0]
+
+    bare = tmp_path / "bare.keras"
+    tiny_model().save(bare)
+    assert "no training config" in error("--teacher", str(bare))
+    other_split = teacher_run(tmp_path / "other-split", split_seed=5)
+    message = error("--teacher", str(other_split))
+    assert "split seed 5" in message and "--split-seed 5" in message
+    other_data = teacher_run(tmp_path / "other-data", fingerprint="0123456789abcdef")
+    assert "other data" in error("--teacher", str(other_data))
+    assert "different splits" in error("--teacher", str(other_split), str(other_data))
+    good = teacher_run(tmp_path / "good")
+    assert "teacher_weight=1.5" in error("--teacher", str(good), "--teacher-weight", "1.5")
+    assert "temperature=0.0" in error("--teacher", str(good), "--temperature", "0")
+    assert "drop --teacher" in error("--soup", str(good), str(good), "--teacher", str(good))
