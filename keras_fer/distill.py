@@ -132,6 +132,8 @@ def teacher_targets(config, train_images, all_images, say=print):
     sources = [resolve_model(default_model_path() if name == "packaged" else name) for name in names]
     split_seed = config.seed if config.split_seed is None else config.split_seed
     check_teachers(names, sources, config.val, split_seed, all_images.fingerprint())
+    say(f"teachers: {len(names)} model(s) over the {len(train_images)} training faces and their mirror images "
+        "(once, before epoch 1)")
     probabilities = teacher_probabilities(names, train_images.pixels)
     softened = soften(probabilities, config.temperature)
     targets = soft_targets(train_images.labels, probabilities, config.teacher_weight, config.temperature)
@@ -144,7 +146,7 @@ def teacher_targets(config, train_images, all_images, say=print):
         "mean_top_probability": float(probabilities.max(axis=1).mean()),
         "mean_top_probability_softened": float(softened.max(axis=1).mean()),
     }
-    say(f"teachers: accuracy {record['train_accuracy']:.4f} on the {len(train_images)} training faces, mean top "
+    say(f"teachers: accuracy {record['train_accuracy']:.4f} on the training faces, mean top "
         f"probability {record['mean_top_probability']:.3f} ({record['mean_top_probability_softened']:.3f} at "
         f"temperature {config.temperature:g}); targets are {1 - config.teacher_weight:g} one-hot + "
         f"{config.teacher_weight:g} teachers")

@@ -465,10 +465,13 @@ def find_cached_tflite(source, normalize=None):
 
 
 def _writable_cache_path(source):
-    """Where to write a new LiteRT copy: next to the model unless that is not ours to write."""
+    """Where to write a new LiteRT copy: next to the model unless that is not ours to write (a file
+    someone else put there, a read-only folder, or the package's own weights folder, which an
+    install should not change and a checkout should not see change), else the user cache."""
     sibling, cache_base = _cache_locations(source.path)
     sibling_is_foreign = sibling.exists() and _read_sidecar(sibling) is None
-    if not sibling_is_foreign and os.access(sibling.parent, os.W_OK):
+    packaged = WEIGHTS_DIR.is_dir() and sibling.parent.resolve() == WEIGHTS_DIR.resolve()
+    if not sibling_is_foreign and not packaged and os.access(sibling.parent, os.W_OK):
         return sibling
     folder = cache_base / _sha256(source.path)[:24]
     folder.mkdir(parents=True, exist_ok=True)

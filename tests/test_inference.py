@@ -244,6 +244,21 @@ def test_foreign_litert_file_is_not_overwritten(tmp_path, monkeypatch):
     assert list(cache.rglob("model.tflite"))
 
 
+def test_the_packaged_folder_gets_no_litert_copy(tmp_path, monkeypatch):
+    weights = save_run(tmp_path / "weights", tiny_model(11))
+    monkeypatch.setattr(inference, "WEIGHTS_DIR", weights)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    before = sorted(path.name for path in weights.iterdir())
+    predictor = inference.load_predictor(inference.default_model_path())
+    assert predictor.backend == "litert"
+    assert sorted(path.name for path in weights.iterdir()) == before
+    (copy,) = cache.rglob("model.tflite")
+    # ... and later runs find the cached copy.
+    again = inference.load_predictor(inference.default_model_path())
+    assert again.backend == "litert" and not again.notes and copy.is_file()
+
+
 def test_export_savedmodel_and_tflite_agree(tmp_path, demo):
     run = save_run(tmp_path / "run", tiny_model(9))
     result = inference.export_model(run, "savedmodel")
