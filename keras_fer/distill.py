@@ -112,7 +112,7 @@ def teacher_probabilities(names, faces, progress=None):
     return total / len(predictors)
 
 
-def teacher_targets(config, train_images, all_images, say=print):
+def teacher_targets(config, train_images, all_images, previous=None, say=print):
     """The soft training targets of `config.teacher` for `train_images`, and a record for the run config.
 
     Args:
@@ -120,18 +120,29 @@ def teacher_targets(config, train_images, all_images, say=print):
             `val` and `seed` / `split_seed`.
         train_images: the student's training rows (`FerImages`).
         all_images: the whole data set, for its fingerprint.
+        previous: the `teacher` record of the run being resumed, or None: a teacher whose file
+            changed since is refused.
         say: prints one line of figures.
 
     Returns:
         `(targets, record)`: float32 `(N, 7)` targets and a dict of what was used and measured
         (the teachers' training accuracy and mean top probability before and after softening).
     """
-    from keras_fer.inference import default_model_path, resolve_model
+    from keras_fer.data import parse_split
+    from keras_fer.inference import default_model_path, file_sha256, resolve_model
 
     names = [str(name) for name in config.teacher]
     sources = [resolve_model(default_model_path() if name == "packaged" else name) for name in names]
     split_seed = config.seed if config.split_seed is None else config.split_seed
-    check_teachers(names, sources, config.val, split_seed, all_images.fingerprint())
+    if parse_split(config.val)[0] != "none":  # with no validation rows there is nothing to flatter
+        check_teachers(names, sources, config.val, split_seed, all_images.fingerprint())
+    digests = [file_sha256(source.path) for source in sources]
+    if previous is not None and previous.get("sha256") not in (None, digests):
+        changed = [name for name, old, new in zip(names, previous["sha256"], digests) if old != new]
+        raise FerOptionError(
+            f"--resume: teacher {', '.join(changed) or names} changed since the run started, so its soft labels "
+            f"would too. Received: teacher={names}"
+        )
     say(f"teachers: {len(names)} model(s) over the {len(train_images)} training faces and their mirror images "
         "(once, before epoch 1)")
     probabilities = teacher_probabilities(names, train_images.pixels)
@@ -139,6 +150,7 @@ def teacher_targets(config, train_images, all_images, say=print):
     targets = soft_targets(train_images.labels, probabilities, config.teacher_weight, config.temperature)
     record = {
         "models": [str(source.path) for source in sources],
+        "sha256": digests,
         "tta": TEACHER_TTA,
         "weight": float(config.teacher_weight),
         "temperature": float(config.temperature),

@@ -401,7 +401,8 @@ class LiteRTRunner:
         return np.concatenate(results)
 
 
-def _sha256(path):
+def file_sha256(path):
+    """The SHA-256 of a file, in hex (read in 1 MiB blocks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -434,7 +435,7 @@ def _source_matches(meta, source_path, digest_holder):
     if meta.get("source_size") == stat.st_size and meta.get("source_mtime_ns") == stat.st_mtime_ns:
         return True
     if "sha" not in digest_holder:
-        digest_holder["sha"] = _sha256(source_path)
+        digest_holder["sha"] = file_sha256(source_path)
     return meta.get("source_sha256") == digest_holder["sha"]
 
 
@@ -455,7 +456,7 @@ def find_cached_tflite(source, normalize=None):
             and _adapter_matches(meta, normalize, source.config):
         return sibling, meta
     if cache_base.is_dir():
-        digest.setdefault("sha", _sha256(source.path))
+        digest.setdefault("sha", file_sha256(source.path))
         candidate = cache_base / digest["sha"][:24] / "model.tflite"
         meta = _read_sidecar(candidate)
         if meta is not None and meta.get("verified") and meta.get("source_sha256") == digest["sha"] \
@@ -473,7 +474,7 @@ def _writable_cache_path(source):
     packaged = WEIGHTS_DIR.is_dir() and sibling.parent.resolve() == WEIGHTS_DIR.resolve()
     if not sibling_is_foreign and not packaged and os.access(sibling.parent, os.W_OK):
         return sibling
-    folder = cache_base / _sha256(source.path)[:24]
+    folder = cache_base / file_sha256(source.path)[:24]
     folder.mkdir(parents=True, exist_ok=True)
     return folder / "model.tflite"
 
@@ -600,7 +601,7 @@ def _tflite_from_keras(source, model, normalize, destination):
         {
             "format": SIDECAR_FORMAT,
             "source": str(source.path.name),
-            "source_sha256": _sha256(source.path),
+            "source_sha256": file_sha256(source.path),
             "source_size": stat.st_size,
             "source_mtime_ns": stat.st_mtime_ns,
             "adapter": adapter,
@@ -633,7 +634,7 @@ def _export_savedmodel(source, model, normalize, destination):
                                            f"{destination}: the SavedModel", "not written")
         (temporary / "keras_fer.json").write_text(
             json.dumps({"adapter": adapter, "outputs": kind, "max_abs_diff": diff,
-                        "source_sha256": _sha256(source.path)}, indent=2) + "\n",
+                        "source_sha256": file_sha256(source.path)}, indent=2) + "\n",
             encoding="utf-8",
         )
         if destination.exists():

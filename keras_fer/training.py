@@ -700,7 +700,8 @@ def train(config):
     if config.teacher:
         from keras_fer.distill import teacher_targets
 
-        targets, teacher_record = teacher_targets(config, train_images, all_images)
+        previous = json.loads((read_dir / "config.json").read_text()).get("teacher") if config.resume else None
+        targets, teacher_record = teacher_targets(config, train_images, all_images, previous)
 
     state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "phase": 0}
     history = []

@@ -129,3 +129,21 @@ def test_teachers_that_may_have_seen_the_validation_rows_are_refused(tmp_path, c
     assert "teacher_weight=1.5" in error("--teacher", str(good), "--teacher-weight", "1.5")
     assert "temperature=0.0" in error("--teacher", str(good), "--temperature", "0")
     assert "drop --teacher" in error("--soup", str(good), str(good), "--teacher", str(good))
+
+
+def test_no_validation_takes_any_teacher_and_resume_refuses_a_changed_one(tmp_path, capsys):
+    teacher = tmp_path / "teacher.keras"
+    tiny_model(3).save(teacher)
+    out = tmp_path / "student"
+    # With no validation rows there is nothing a teacher could flatter: a bare model will do.
+    assert main([*STUDENT, "--val", "none", "--teacher", str(teacher), "--out", str(out)]) == 0
+    assert len(json.loads((out / "config.json").read_text())["teacher"]["sha256"]) == 1
+    state = (out / "state.json").read_text()
+    tiny_model(4).save(teacher)
+    capsys.readouterr()
+    code = main([*STUDENT, "--epochs", "2", "--val", "none", "--teacher", str(teacher), "--out", str(out),
+                 "--resume"])
+    lines = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("notice: ")]
+    assert code == 2 and len(lines) == 1 and "changed since the run started" in lines[0], lines
+    assert (out / "state.json").read_text() == state
+
