@@ -212,33 +212,51 @@ def _best_row(history):
     return max(scored, key=lambda row: row["val_accuracy"]) if scored else None
 
 
-def started_from(run_dir):
-    """Where a run's first weights came from (its `--init-from`).
+def handed_on(source):
+    """The run and epoch whose weights the model file `source` holds.
 
     Returns:
-        `(folder, epoch)` when `config.json`'s `init_from` names a run directory or a model file
-        in one: `best.keras` (or the folder) counts up to that run's best epoch, `last-000N.keras`
-        up to epoch N, `last.keras` all its epochs. Otherwise the `init_from` text, for what
-        cannot be followed: `"packaged"`, another `.keras` file, a soup (it has no history), a
-        path that no longer exists or was relative to another folder. None for a fresh start.
+        `(folder, epoch)` when `source` names a run directory or a model file in one:
+        `best.keras` (or the folder) is that run's best epoch, `last-000N.keras` epoch N,
+        `last.keras` its last epoch. Otherwise the `source` text, for what cannot be followed:
+        `"packaged"`, another `.keras` file, a soup (it has no history), a path that does not
+        exist (or was relative to another folder).
     """
-    source = (_read_config(run_dir).get("options") or {}).get("init_from")
-    if not source:
-        return None
     path = Path(source)
     folder, name = (path, "best.keras") if path.is_dir() else (path.parent, path.name)
     if source == "packaged" or not (folder / "history.csv").is_file():
         return str(source)
     last = re.fullmatch(r"last-(\d+)\.keras", name)
     if last:
-        return folder, int(last.group(1))
+        return folder.resolve(), int(last.group(1))
     history = _read_history(folder)
     if name == "last.keras":
-        return folder, (int(history[-1]["epoch"]) if history else 0)
+        return folder.resolve(), (int(history[-1]["epoch"]) if history else 0)
     if name != "best.keras":
         return str(source)
     best = _best_row(history) or (history[-1] if history else None)
-    return folder, (int(best["epoch"]) if best else 0)
+    return folder.resolve(), (int(best["epoch"]) if best else 0)
+
+
+def started_from(run_dir):
+    """Where a run's first weights came from (its `--init-from`).
+
+    Runs trained since the `init_from` record say it themselves: the parent's folder and the
+    epoch it had reached when training started (`handed_on`, measured then, so a parent resumed
+    later does not move it). Older runs only kept the `--init-from` text, followed now.
+
+    Returns:
+        `(folder, epoch)`, or the `init_from` text for what cannot be followed (see
+        `handed_on`), or None for a fresh start.
+    """
+    config = _read_config(run_dir)
+    record = config.get("init_from")
+    if isinstance(record, dict) and record.get("run"):
+        return Path(record["run"]), int(record["epoch"])
+    source = (config.get("options") or {}).get("init_from")
+    if not source:
+        return None
+    return handed_on(source)
 
 
 def lineage(run_dir):

@@ -456,6 +456,21 @@ def copy_weights_from(path, model):
     return source
 
 
+def init_from_record(loaded):
+    """What `config.json` keeps of `--init-from`: the model file loaded and, when it is in a run
+    directory, that run and the epoch it had reached (for `ablation.lineage`), as of now.
+
+    Example:
+    >>> init_from_record(Path("keras_fer/weights/best.keras"))["run"] is None
+    True
+    """
+    from keras_fer.ablation import handed_on
+
+    parent = handed_on(str(loaded))
+    folder, epoch = parent if isinstance(parent, tuple) else (None, None)
+    return {"model": str(Path(loaded).resolve()), "run": None if folder is None else str(folder), "epoch": epoch}
+
+
 def process_cpu_seconds():
     """CPU time of this process, all threads: the cost that does not depend on machine load."""
     import resource
@@ -705,7 +720,9 @@ def train(config):
 
     state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "phase": 0}
     history = []
+    init_record = None
     if config.resume:
+        init_record = json.loads((read_dir / "config.json").read_text()).get("init_from")
         state = json.loads((read_dir / "state.json").read_text())
         history = [row for row in read_history(read_dir / "history.csv") if row["epoch"] <= state["epoch"]]
     augment = AugmentConfig.parse(config.augment)
@@ -722,7 +739,7 @@ def train(config):
         else:
             model = models.build_model(config.arch, preprocessing=preprocessing, **config.model_options)
             if config.init_from:
-                copy_weights_from(config.init_from, model)
+                init_record = init_from_record(copy_weights_from(config.init_from, model))
     run_dir.mkdir(parents=True, exist_ok=True)
     if write:
         write_json(run_dir / "config.json", {
@@ -733,6 +750,7 @@ def train(config):
             "train_images": len(train_images), "val_images": len(val_images),
             "data_fingerprint": all_images.fingerprint(), "versions": versions(),
             **({"teacher": teacher_record} if teacher_record else {}),
+            **({"init_from": init_record} if init_record else {}),
         })
     if write and not config.resume:
         write_text(run_dir / "summary.txt", model_summary(model) + "\n")

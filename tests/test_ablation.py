@@ -216,6 +216,14 @@ def test_cpu_hours_follow_init_from_up_to_the_epoch_handed_on(tmp_path):
     assert ablation.started_from(tmp_path / "from-last") == (parent, 3)
     fake_run(tmp_path / "lost", [0.5], [1.0], init_from="runs/elsewhere/best.keras")
     assert ablation.lineage(tmp_path / "lost") == ([], "runs/elsewhere/best.keras")
+    # A run trained since the init_from record says which epoch it took, whatever the parent did
+    # later (here: resumed past it) and however the path was typed (here: relative to elsewhere).
+    recorded = fake_run(tmp_path / "recorded", [0.5], [1.0], init_from="runs/parent/best.keras")
+    config = json.loads((recorded / "config.json").read_text())
+    config["init_from"] = {"model": str(parent / "best.keras"), "run": str(parent), "epoch": 1}
+    (recorded / "config.json").write_text(json.dumps(config))
+    assert ablation.started_from(recorded) == (parent, 1)
+    assert ablation.cpu_hours_column(recorded) == ([1.0 + 1 / 3600], 1.0)
     # A chain that comes back to itself is an error naming the run, not an endless loop.
     looped = fake_run(tmp_path / "a", [0.1], [1.0], init_from=str(tmp_path / "b"))
     fake_run(tmp_path / "b", [0.1], [1.0], init_from=str(looped))

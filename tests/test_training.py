@@ -237,6 +237,9 @@ def test_init_from_starts_at_a_trained_models_weights(tmp_path, capsys):
     assert fresh is not None and len(trained.trainable_weights) == len(tuned.trainable_weights) > 0
     for a, b in zip(trained.trainable_weights, tuned.trainable_weights):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    # config.json keeps which run and epoch the weights came from, as of the start.
+    record = json.loads((tmp_path / "tuned" / "config.json").read_text())["init_from"]
+    assert record == {"model": str((donor / "best.keras").resolve()), "run": str(donor.resolve()), "epoch": 1}
     capsys.readouterr()
     # Another architecture's weights do not fit: one line naming the file, no run written.
     code = main(SMALL + ["--epochs", "1", "--init-from", str(donor), "--out", str(tmp_path / "wrong")])
