@@ -3,10 +3,13 @@
 `train.py --teacher RUN [RUN ...]` runs the teachers once over the student's training rows
 (each face and its mirror image, averaged over the teachers), softens their probabilities with a
 temperature and mixes them with the one-hot labels; the student then trains on those targets
-with the usual cross-entropy (Hinton et al. 2015, "Distilling the knowledge in a neural
-network", with the teacher's outputs computed once instead of at every step). The soft labels
-say which wrong classes a face resembles (a fearful face that looks surprised), which a one-hot
-label cannot.
+with the usual cross-entropy. This is the soft-target half of Hinton et al. 2015 ("Distilling
+the knowledge in a neural network") in its simplest form: the student's own logits are not
+divided by the temperature (so no T^2 scaling), and the teachers' outputs are computed once, on
+plain faces, instead of on each augmented batch. The soft labels say which wrong classes a face
+resembles (a fearful face that looks surprised), which a one-hot label cannot. Above a weight of
+0.5 a teacher can outvote the label: training accuracy and `--class-weight` then follow each
+target's largest entry, not the label.
 
 The teachers must have been validated on the student's split of the same data: a teacher
 trained on the student's validation rows would pass their labels on, and the student's
@@ -16,15 +19,24 @@ Example:
 >>> targets = soft_targets(np.array([0, 3]), teacher_probabilities, weight=0.5, temperature=2.0)  # doctest: +SKIP
 """
 
+from pathlib import Path
+
 import numpy as np
 
+from keras_fer.classes import NUM_CLASSES
 from keras_fer.errors import FerOptionError
 
 TEACHER_TTA = "flip"
+# The teachers' probabilities of the training faces, kept in the run directory for --resume.
+CACHE_NAME = "teacher_probabilities.npy"
 
 
 def soften(probabilities, temperature):
     """Probabilities at a higher temperature: `softmax(log(p) / T)`, row by row.
+
+    Args:
+        probabilities: `(N, classes)`, rows summing to 1.
+        temperature: > 1 flattens, 1 keeps, < 1 sharpens.
 
     Example:
     >>> soften(np.array([[0.8, 0.2]]), 1.0).round(2).tolist()
@@ -61,25 +73,54 @@ def soft_targets(labels, probabilities, weight, temperature):
     return ((1.0 - weight) * one_hot + weight * soften(probabilities, temperature)).astype(np.float32)
 
 
+def resolve_teachers(names):
+    """The `inference.ModelSource` of each teacher argument, before any data is read.
+
+    Raises:
+        FerModelError / FerOptionError: one line naming the teacher, for a missing file, a
+            folder without a model, or a `.tflite` file (a teacher runs in Keras).
+    """
+    from keras_fer.errors import FerError
+    from keras_fer.inference import resolve_model_argument
+
+    sources = []
+    for name in map(str, names):
+        try:
+            source = resolve_model_argument(name)
+        except FerError as error:
+            raise type(error)(f"{error} Received: teacher={name!r}") from None
+        if source.path.suffix.lower() != ".keras":
+            raise FerOptionError(f"{source.path}: a teacher must be a Keras model (.keras file or run directory). "
+                                 f"Received: teacher={name!r}")
+        sources.append(source)
+    return sources
+
+
 def check_teachers(names, sources, val, split_seed, fingerprint):
     """Refuse teachers that may have trained on the student's validation rows.
 
+    Args:
+        names: the teachers as the user named them; sources: their `inference.ModelSource`s.
+        val, split_seed: the student's validation split.
+        fingerprint: the student's data fingerprint.
+
     Each teacher needs a run config (`config.json` beside its model) saying it was validated on
-    `val` with `split_seed`, on data with this `fingerprint`.
+    `val` with `split_seed`, on data with this `fingerprint`. Not checked: the rows of a model a
+    teacher started from (`--init-from`); keep such chains on one split, as `--split-seed` does.
     """
+    from keras_fer.inference import validation_split
+
     for name, source in zip(names, sources):
         if not isinstance((source.config or {}).get("options"), dict):
             raise FerOptionError(
                 f"{name}: no training config beside the model, so which rows it trained on is unknown: "
                 f"a teacher must be a run directory (or 'packaged'). Received: teacher={name!r}"
             )
-    from keras_fer.inference import validation_split
-
     teacher_val, teacher_seed = validation_split(sources, names, "so they cannot teach one student")
     if (teacher_val, teacher_seed) != (val, split_seed):
         raise FerOptionError(
             f"the teachers were validated on {teacher_val} with split seed {teacher_seed}, the student on {val} "
-            f"with split seed {split_seed}: they trained on its validation rows. Pass --val {teacher_val} "
+            f"with split seed {split_seed}: they may have trained on its validation rows. Pass --val {teacher_val} "
             f"--split-seed {teacher_seed}. Received: teacher={names}"
         )
     for name, source in zip(names, sources):
@@ -91,48 +132,46 @@ def check_teachers(names, sources, val, split_seed, fingerprint):
             )
 
 
-def teacher_probabilities(names, faces, progress=None):
+def teacher_probabilities(sources, faces):
     """The teachers' mean probabilities over `faces` and their mirror images, `(N, 7)` float64.
 
     Args:
-        names: run directories, `.keras` files or `"packaged"`.
+        sources: `inference.ModelSource`s of Keras models (`resolve_teachers`).
         faces: uint8 or float `(N, 48, 48, 1)`.
-        progress: called with the number of teachers done, or None.
     """
-    from keras_fer.inference import default_model_path, load_predictor, predict_proba
+    from keras_fer.inference import load_predictor, predict_proba
 
-    predictors = [load_predictor(default_model_path() if name == "packaged" else name, backend="keras")
-                  for name in names]
-    total = None
-    for done, predictor in enumerate(predictors, start=1):
-        probabilities = predict_proba([predictor], faces, tta=TEACHER_TTA)
-        total = probabilities if total is None else total + probabilities
-        if progress is not None:
-            progress(done)
-    return total / len(predictors)
+    predictors = [load_predictor(source.path, backend="keras") for source in sources]
+    return predict_proba(predictors, faces, tta=TEACHER_TTA)
 
 
-def teacher_targets(config, train_images, all_images, previous=None, say=print):
-    """The soft training targets of `config.teacher` for `train_images`, and a record for the run config.
+def teacher_targets(config, sources, train_images, all_images, previous=None, run_dir=None, write=True, say=print):
+    """The soft training targets of the teachers for `train_images`, and a record for the run config.
+
+    The teachers' probabilities are kept in `run_dir/teacher_probabilities.npy`, so a resumed run
+    reads them back instead of running the teachers again.
 
     Args:
         config: a `training.TrainConfig` with `teacher`, `teacher_weight`, `temperature`,
             `val` and `seed` / `split_seed`.
+        sources: the teachers' `inference.ModelSource`s (`resolve_teachers(config.teacher)`).
         train_images: the student's training rows (`FerImages`).
         all_images: the whole data set, for its fingerprint.
         previous: the `teacher` record of the run being resumed, or None: a teacher whose file
             changed since is refused.
-        say: prints one line of figures.
+        run_dir: the run directory, or None to keep nothing.
+        write: whether this process writes the run directory (the chief).
+        say: prints progress and figures.
 
     Returns:
         `(targets, record)`: float32 `(N, 7)` targets and a dict of what was used and measured
         (the teachers' training accuracy and mean top probability before and after softening).
     """
     from keras_fer.data import parse_split
-    from keras_fer.inference import default_model_path, file_sha256, resolve_model
+    from keras_fer.files import atomic_open
+    from keras_fer.inference import file_sha256
 
     names = [str(name) for name in config.teacher]
-    sources = [resolve_model(default_model_path() if name == "packaged" else name) for name in names]
     split_seed = config.seed if config.split_seed is None else config.split_seed
     if parse_split(config.val)[0] != "none":  # with no validation rows there is nothing to flatter
         check_teachers(names, sources, config.val, split_seed, all_images.fingerprint())
@@ -143,9 +182,20 @@ def teacher_targets(config, train_images, all_images, previous=None, say=print):
             f"--resume: teacher {', '.join(changed) or names} changed since the run started, so its soft labels "
             f"would too. Received: teacher={names}"
         )
-    say(f"teachers: {len(names)} model(s) over the {len(train_images)} training faces and their mirror images "
-        "(once, before epoch 1)")
-    probabilities = teacher_probabilities(names, train_images.pixels)
+    kept = Path(run_dir) / CACHE_NAME if run_dir is not None else None
+    probabilities = None
+    if previous is not None and kept is not None and kept.is_file():
+        probabilities = np.load(kept, allow_pickle=False).astype(np.float64)
+        if probabilities.shape != (len(train_images), NUM_CLASSES):
+            probabilities = None
+    if probabilities is None:
+        say(f"teachers: {len(names)} model(s) over the {len(train_images):,} training faces and their mirror "
+            "images (once, before epoch 1)")
+        probabilities = teacher_probabilities(sources, train_images.pixels)
+        if kept is not None and write:
+            with atomic_open(kept, "wb") as stream:
+                np.save(stream, probabilities.astype(np.float32))
+            probabilities = probabilities.astype(np.float32).astype(np.float64)  # as a resume will read them
     softened = soften(probabilities, config.temperature)
     targets = soft_targets(train_images.labels, probabilities, config.teacher_weight, config.temperature)
     record = {

@@ -138,6 +138,11 @@ def default_model_path():
     )
 
 
+def resolve_model_argument(name):
+    """`resolve_model` of a model argument, where `"packaged"` is the packaged model."""
+    return resolve_model(default_model_path() if str(name) == "packaged" else name)
+
+
 def resolve_model(path):
     """Turn a model argument (file or run directory) into a `ModelSource`.
 

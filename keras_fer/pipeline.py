@@ -234,6 +234,8 @@ def make_dataset(
         dataset = dataset.map(lambda x: tf.cast(x, tf.float32), num_parallel_calls=parallel)
         return dataset.prefetch(2).with_options(_options(autotune))
     labels = np.asarray(labels, dtype=np.int64)
+    if targets is not None and not training:
+        raise ValueError("`targets` are training targets: pass `training=True`. Received: training=False")
     if not training:
         dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
         dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)),

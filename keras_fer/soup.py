@@ -177,12 +177,12 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     from keras_fer.data import class_counts
     from keras_fer.errors import FerOptionError
     from keras_fer.files import write_json, write_text
-    from keras_fer.inference import default_model_path, load_keras_model, resolve_model, validation_split
+    from keras_fer.inference import load_keras_model, resolve_model_argument, validation_split
     from keras_fer.pipeline import AugmentConfig
     from keras_fer.training import TrainConfig, finish_run, load_training_data, model_summary, save_model
 
     names = [str(item) for item in ingredients]
-    sources = [resolve_model(default_model_path() if name == "packaged" else name) for name in names]
+    sources = [resolve_model_argument(name) for name in names]
     split = validation_split(sources, names, "so the soup could not be validated")
     if split is not None:
         val, split_seed = split

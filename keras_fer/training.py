@@ -164,6 +164,9 @@ class TrainConfig:
             if phase.get("optimizer") not in OPTIMIZERS or int(phase.get("epochs", 0)) < 1:
                 raise FerOptionError(f"each phase needs an optimizer of {', '.join(OPTIMIZERS)} and epochs >= 1. "
                                      f"Received: phase={phase!r}")
+        if not self.teacher and (float(self.teacher_weight), float(self.temperature)) != (0.5, 2.0):
+            raise FerOptionError("--teacher-weight and --temperature shape a teacher's targets: add --teacher. "
+                                 f"Received: teacher_weight={self.teacher_weight!r}, temperature={self.temperature!r}")
         reserved = sorted(set(self.model_options) & RESERVED_MODEL_OPTIONS)
         if reserved:
             raise FerOptionError(
@@ -441,10 +444,10 @@ def copy_weights_from(path, model):
         FerModelError: naming the file, when it is missing, not a Keras model, or a different
             architecture (its weights do not fit `model`'s one for one).
     """
-    from keras_fer.inference import default_model_path, load_keras_model, resolve_model
+    from keras_fer.inference import load_keras_model, resolve_model_argument
     from keras_fer.models import weight_mismatch
 
-    source = default_model_path() if str(path) == "packaged" else resolve_model(path).path
+    source = resolve_model_argument(path).path
     donor = load_keras_model(source)
     mismatch = weight_mismatch(donor, model, f"the built {model.name}")
     if mismatch is not None:
@@ -588,12 +591,14 @@ def _verbosity(config):
 
 def _check_resume(run_dir, config):
     saved = json.loads((run_dir / "config.json").read_text())
-    keys = sorted(set(config.to_json()) - RESUMABLE_CHANGES)
-    different = [k for k in keys if json.dumps(saved["options"].get(k), sort_keys=True, default=str)
-                 != json.dumps(config.to_json().get(k), sort_keys=True, default=str)]
+    # An option added since the run started was at its default then.
+    saved_options = {**TrainConfig().to_json(), **saved["options"]}
+    given = config.to_json()
+    keys = sorted(set(given) - RESUMABLE_CHANGES)
+    different = [k for k in keys if json.dumps(saved_options.get(k), sort_keys=True, default=str)
+                 != json.dumps(given.get(k), sort_keys=True, default=str)]
     if different:
-        names = ", ".join(f"{k}: run has {saved['options'].get(k)!r}, given {config.to_json().get(k)!r}"
-                          for k in different)
+        names = ", ".join(f"{k}: run has {saved_options.get(k)!r}, given {given.get(k)!r}" for k in different)
         raise FerOptionError(f"--resume with options that differ from the run in {run_dir}: {names}")
 
 
@@ -703,6 +708,11 @@ def train(config):
     if not chief:
         run_dir = Path(tempfile.mkdtemp(prefix="keras_fer_worker_"))
 
+    teachers = None
+    if config.teacher:
+        from keras_fer.distill import resolve_teachers, teacher_targets
+
+        teachers = resolve_teachers(config.teacher)  # a bad path fails before the data is read
     train_images, val_images, all_images = load_training_data(config)
     from keras_fer.data import class_counts, class_weights
 
@@ -712,11 +722,10 @@ def train(config):
     preprocessing = {"normalize": config.normalize, "mean": mean, "std": std}
 
     targets, teacher_record = None, None
-    if config.teacher:
-        from keras_fer.distill import teacher_targets
-
+    if teachers is not None:
         previous = json.loads((read_dir / "config.json").read_text()).get("teacher") if config.resume else None
-        targets, teacher_record = teacher_targets(config, train_images, all_images, previous)
+        targets, teacher_record = teacher_targets(config, teachers, train_images, all_images, previous, run_dir, write)
+        keras.utils.set_random_seed(config.seed)  # loading the teachers drew random numbers: same start as without
 
     state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "phase": 0}
     history = []

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from keras_fer.cli.train import main
-from keras_fer.distill import soft_targets, soften, teacher_probabilities
+from keras_fer.distill import soft_targets, soften
 from keras_fer.errors import FerOptionError
+from keras_fer.inference import file_sha256
 from keras_fer.pipeline import make_dataset
 
 from conftest import tiny_model
@@ -56,8 +57,20 @@ def test_training_dataset_yields_each_images_own_targets():
         np.testing.assert_allclose(np.asarray(y), targets[index])
         seen.extend(index)
     assert sorted(seen) == sorted(list(range(count)) * 2)  # shuffled, each image once an epoch
+    # Balanced sampling draws by label, and a resumed epoch is the same epoch: targets follow.
+    resumed = make_dataset(images, labels, 16, training=True, seed=3, balanced=True, first_epoch=1, epochs=2,
+                           targets=targets)
+    whole = make_dataset(images, labels, 16, training=True, seed=3, balanced=True, epochs=2, targets=targets)
+    second_epoch = list(whole)[len(list(resumed)):]
+    for (x, y), (x_whole, y_whole) in zip(resumed, second_epoch):
+        index = np.asarray(x)[:, 0, 0, 0].astype(int)
+        np.testing.assert_allclose(np.asarray(y), targets[index])
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(x_whole))
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(y_whole))
     with pytest.raises(ValueError, match="targets"):
         make_dataset(images, labels, 16, training=True, targets=targets[:-1])
+    with pytest.raises(ValueError, match="training=True"):
+        make_dataset(images, labels, 16, targets=targets)
 
 
 def teacher_run(folder, seed=0, val="fraction:0.1", split_seed=None, fingerprint=None):
@@ -71,8 +84,11 @@ def teacher_run(folder, seed=0, val="fraction:0.1", split_seed=None, fingerprint
 
 
 def test_train_with_teachers_fits_their_soft_labels(tmp_path, monkeypatch):
+    import keras
+
+    import keras_fer.distill
     import keras_fer.pipeline
-    from keras_fer.training import TrainConfig, load_training_data
+    from keras_fer.training import TrainConfig, load_training_data, read_history
 
     teachers = [str(teacher_run(tmp_path / "teacher-a", seed=0)),
                 str(teacher_run(tmp_path / "teacher-b", seed=1, split_seed=0))]
@@ -96,15 +112,29 @@ def test_train_with_teachers_fits_their_soft_labels(tmp_path, monkeypatch):
     assert config["options"]["teacher"] == teachers
     # The student trained on the mean of both teachers (face and mirror image), softened, half and half.
     train_images, _, _ = load_training_data(TrainConfig(demo_faces=140, seed=0))
-    probabilities = teacher_probabilities(teachers, train_images.pixels)
-    mirrored = teacher_probabilities(teachers, train_images.pixels[:, :, ::-1])
-    np.testing.assert_allclose(probabilities, mirrored, rtol=1e-4, atol=1e-6)
+    faces = train_images.pixels.astype("float32")
+    views = []
+    for name in ("teacher-a", "teacher-b"):
+        model = keras.saving.load_model(tmp_path / name / "best.keras", safe_mode=True)
+        for view in (faces, faces[:, :, ::-1]):
+            views.append(keras.ops.convert_to_numpy(keras.ops.softmax(model(view, training=False))))
+    probabilities = np.mean(views, axis=0)
+    assert not np.allclose(views[0], views[2], atol=1e-3)  # two different teachers
     np.testing.assert_array_equal(given["labels"], train_images.labels)
     expected = soft_targets(train_images.labels, probabilities, 0.5, 3.0)
     np.testing.assert_allclose(given["targets"], expected, rtol=1e-4, atol=1e-6)
     assert not np.allclose(expected, np.eye(7)[train_images.labels], atol=0.05)
     assert record["train_accuracy"] == pytest.approx((probabilities.argmax(1) == train_images.labels).mean())
+    assert record["sha256"] == [file_sha256(tmp_path / name / "best.keras") for name in ("teacher-a", "teacher-b")]
     assert (out / "best.keras").is_file()
+
+    # A resume reads the kept probabilities instead of running the teachers again, and takes the same targets.
+    given.clear()
+    monkeypatch.setattr(keras_fer.distill, "teacher_probabilities", None)  # would fail if called
+    assert main([*STUDENT, "--epochs", "2", "--teacher", *teachers, "--temperature", "3", "--out", str(out),
+                 "--resume"]) == 0
+    np.testing.assert_allclose(given["targets"], expected, rtol=1e-4, atol=1e-6)
+    assert [row["epoch"] for row in read_history(out / "history.csv")] == [1, 2]
 
 
 def test_teachers_that_may_have_seen_the_validation_rows_are_refused(tmp_path, capsys):
@@ -119,6 +149,11 @@ def test_teachers_that_may_have_seen_the_validation_rows_are_refused(tmp_path, c
     bare = tmp_path / "bare.keras"
     tiny_model().save(bare)
     assert "no training config" in error("--teacher", str(bare))
+    missing = error("--teacher", str(tmp_path / "missing"))
+    assert "missing" in missing and "Received: teacher=" in missing
+    lite = teacher_run(tmp_path / "lite")
+    (lite / "best.tflite").write_bytes(b"TFL3" * 8)
+    assert "must be a Keras model" in error("--teacher", str(lite / "best.tflite"))
     other_split = teacher_run(tmp_path / "other-split", split_seed=5)
     message = error("--teacher", str(other_split))
     assert "split seed 5" in message and "--split-seed 5" in message
@@ -129,6 +164,8 @@ def test_teachers_that_may_have_seen_the_validation_rows_are_refused(tmp_path, c
     assert "teacher_weight=1.5" in error("--teacher", str(good), "--teacher-weight", "1.5")
     assert "temperature=0.0" in error("--teacher", str(good), "--temperature", "0")
     assert "drop --teacher" in error("--soup", str(good), str(good), "--teacher", str(good))
+    assert "drop --teacher" in error("--ablation", "batch-norm", "--teacher", str(good))
+    assert "add --teacher" in error("--temperature", "4")
 
 
 def test_no_validation_takes_any_teacher_and_resume_refuses_a_changed_one(tmp_path, capsys):
@@ -137,7 +174,7 @@ def test_no_validation_takes_any_teacher_and_resume_refuses_a_changed_one(tmp_pa
     out = tmp_path / "student"
     # With no validation rows there is nothing a teacher could flatter: a bare model will do.
     assert main([*STUDENT, "--val", "none", "--teacher", str(teacher), "--out", str(out)]) == 0
-    assert len(json.loads((out / "config.json").read_text())["teacher"]["sha256"]) == 1
+    assert json.loads((out / "config.json").read_text())["teacher"]["sha256"] == [file_sha256(teacher)]
     state = (out / "state.json").read_text()
     tiny_model(4).save(teacher)
     capsys.readouterr()
@@ -147,3 +184,27 @@ def test_no_validation_takes_any_teacher_and_resume_refuses_a_changed_one(tmp_pa
     assert code == 2 and len(lines) == 1 and "changed since the run started" in lines[0], lines
     assert (out / "state.json").read_text() == state
 
+
+
+def test_a_teacher_leaves_the_students_first_weights_as_the_seed_makes_them(tmp_path, monkeypatch):
+    import keras_fer.models
+    from keras_fer.training import TrainConfig, train
+
+    class Built(Exception):
+        pass
+
+    built, original = [], keras_fer.models.build_model
+
+    def spy(name, **options):
+        built.append([np.asarray(weight) for weight in original(name, **options).weights])
+        raise Built  # the first weights are all this test needs
+
+    monkeypatch.setattr(keras_fer.models, "build_model", spy)
+    teacher = str(teacher_run(tmp_path / "teacher"))
+    small = dict(arch="fervgg", model_options={"width": 0.125, "dense_units": 16}, demo_faces=140, verbose=0)
+    for extra in ({}, {"teacher": [teacher]}):
+        with pytest.raises(Built):
+            train(TrainConfig(**small, **extra, out=str(tmp_path / f"run-{len(built)}")))
+    assert len(built) == 2 and len(built[0]) == len(built[1])
+    for plain, taught in zip(*built):
+        np.testing.assert_array_equal(plain, taught)

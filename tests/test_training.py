@@ -223,6 +223,12 @@ def test_resume_refuses_changed_options_and_keeps_a_stopped_run_stopped(tmp_path
     assert "lr: run has" in capsys.readouterr().err
     assert main(base + ["--stop-at-accuracy", "0.01", "--resume"]) == 0
     assert [row["epoch"] for row in read_history(out / "history.csv")] == [1]
+    # A run from before an option existed resumes: the option was at its default then.
+    config = json.loads((out / "config.json").read_text())
+    for added in ("teacher", "teacher_weight", "temperature"):
+        del config["options"][added]
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(base + ["--stop-at-accuracy", "0.01", "--resume"]) == 0
 
 
 def test_init_from_starts_at_a_trained_models_weights(tmp_path, capsys):

@@ -90,7 +90,9 @@ def build_parser():
     add("--teacher", nargs="+", metavar="MODEL",
         help="distil: train on these trained models' probabilities (run directories or 'packaged', validated on "
         "this run's split; several are averaged), softened by --temperature and mixed with the labels, to give "
-        "a small model a large one's accuracy. The teachers run once over the training faces before epoch 1")
+        "a small model as much of a large one's accuracy as it can hold. The teachers run once over the "
+        "training faces before epoch 1. With --val none any model will do; otherwise each must be a run validated "
+        "on this run's split of the same data (so it never trained on its validation rows)")
     add("--teacher-weight", type=float, metavar="W",
         help="the teachers' share of each training target, in [0, 1] (default 0.5: the true class stays the "
         "largest)")
@@ -162,6 +164,8 @@ def run_ablation(args):
         raise FerOptionError(f"ablation {chosen.name} runs recipe {chosen.recipe}. Received: recipe={args.recipe!r}")
     if args.resume:
         raise FerOptionError("--ablation resumes its unfinished variants by itself: drop --resume")
+    if args.teacher:
+        raise FerOptionError("--ablation trains each report's recipe as the report did: drop --teacher")
     args.recipe = chosen.recipe
     out = args.out or "runs/ablations"
     args.out = None
