@@ -126,7 +126,8 @@ def compare_figure(histories, title=None, x="epoch"):
         raise ValueError(f"x must be one of {', '.join(COMPARE_AXES)}. Received: x={x!r}")
     figure = _figure(12, 4.6)
     accuracy_axes, loss_axes = figure.subplots(1, 2)
-    colors = matplotlib.colormaps["tab10"].colors
+    # Ten distinct colours while they suffice, else twenty (no two runs share one up to 20).
+    colors = matplotlib.colormaps["tab10" if len(histories) <= 10 else "tab20"].colors
     for index, (label, history) in enumerate(histories.items()):
         color = colors[index % len(colors)]
         loss = _column(history, "loss")

@@ -153,6 +153,10 @@ def test_compare_figure_marks_each_best():
     assert len(figure.axes[1].lines) == 2
     with pytest.raises(ValueError, match="at least one"):
         plots.compare_figure({})
+    # Twelve runs, twelve colours (the ten-colour cycle would repeat two).
+    many = plots.compare_figure({f"run{i}": {"loss": [1.0], "accuracy": [0.5], "val_loss": [1.0],
+                                             "val_accuracy": [0.5]} for i in range(12)})
+    assert len({tuple(line.get_color()) for line in many.axes[1].lines}) == 12
 
 
 def test_ablation_cli_lists_and_refuses_bad_names(capsys, tmp_path):
