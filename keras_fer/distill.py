@@ -132,20 +132,28 @@ def check_teachers(names, sources, val, split_seed, fingerprint):
             )
 
 
-def teacher_probabilities(sources, faces):
+def teacher_probabilities(sources, faces, progress=None, chunk_rows=4096):
     """The teachers' mean probabilities over `faces` and their mirror images, `(N, 7)` float64.
 
     Args:
         sources: `inference.ModelSource`s of Keras models (`resolve_teachers`).
         faces: uint8 or float `(N, 48, 48, 1)`.
+        progress: an optional callable called with the number of faces done after each chunk.
+        chunk_rows: faces a chunk.
     """
     from keras_fer.inference import load_predictor, predict_proba
 
     predictors = [load_predictor(source.path, backend="keras") for source in sources]
-    return predict_proba(predictors, faces, tta=TEACHER_TTA)
+    parts = []
+    for start in range(0, len(faces), chunk_rows):
+        parts.append(predict_proba(predictors, faces[start:start + chunk_rows], tta=TEACHER_TTA))
+        if progress is not None:
+            progress(min(start + chunk_rows, len(faces)))
+    return np.concatenate(parts) if parts else np.zeros((0, NUM_CLASSES))
 
 
-def teacher_targets(config, sources, train_images, all_images, previous=None, run_dir=None, write=True, say=print):
+def teacher_targets(config, sources, train_images, all_images, previous=None, run_dir=None, write=True, say=print,
+                    progress=None):
     """The soft training targets of the teachers for `train_images`, and a record for the run config.
 
     The teachers' probabilities are kept in `run_dir/teacher_probabilities.npy`, so a resumed run
@@ -162,6 +170,8 @@ def teacher_targets(config, sources, train_images, all_images, previous=None, ru
         run_dir: the run directory, or None to keep nothing.
         write: whether this process writes the run directory (the chief).
         say: prints progress and figures.
+        progress: a factory `progress(total, description) -> callable(done)` for the teachers'
+            pass, or None.
 
     Returns:
         `(targets, record)`: float32 `(N, 7)` targets and a dict of what was used and measured
@@ -172,9 +182,8 @@ def teacher_targets(config, sources, train_images, all_images, previous=None, ru
     from keras_fer.inference import file_sha256
 
     names = [str(name) for name in config.teacher]
-    split_seed = config.seed if config.split_seed is None else config.split_seed
     if parse_split(config.val)[0] != "none":  # with no validation rows there is nothing to flatter
-        check_teachers(names, sources, config.val, split_seed, all_images.fingerprint())
+        check_teachers(names, sources, config.val, config.effective_split_seed, all_images.fingerprint())
     digests = [file_sha256(source.path) for source in sources]
     if previous is not None and previous.get("sha256") not in (None, digests):
         changed = [name for name, old, new in zip(names, previous["sha256"], digests) if old != new]
@@ -191,7 +200,8 @@ def teacher_targets(config, sources, train_images, all_images, previous=None, ru
     if probabilities is None:
         say(f"teachers: {len(names)} model(s) over the {len(train_images):,} training faces and their mirror "
             "images (once, before epoch 1)")
-        probabilities = teacher_probabilities(sources, train_images.pixels)
+        done = progress(len(train_images), "teachers") if progress is not None else None
+        probabilities = teacher_probabilities(sources, train_images.pixels, progress=done)
         if kept is not None and write:
             with atomic_open(kept, "wb") as stream:
                 np.save(stream, probabilities.astype(np.float32))

@@ -159,7 +159,8 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
         ingredients: `.keras` files or run directories (or `"packaged"`), of one architecture.
         recalibrate: re-estimate the BatchNorm statistics (else keep their average).
         say: prints progress lines.
-        progress: a factory `progress(total) -> callable(done)` for the recalibration, or None.
+        progress: a factory `progress(total, description) -> callable(done)` for the
+            recalibration, or None.
 
     Returns:
         A dict: `run_dir`, `ingredients` (name and validation accuracy of each), `averaged`
@@ -186,8 +187,7 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     split = validation_split(sources, names, "so the soup could not be validated")
     if split is not None:
         val, split_seed = split
-        given_seed = config.seed if config.split_seed is None else config.split_seed
-        if config.val not in (None, val) or (config.split_seed is not None and given_seed != split_seed):
+        if config.val not in (None, val) or config.split_seed not in (None, split_seed):
             raise FerOptionError(
                 f"the models were validated on {val} with split seed {split_seed}; the soup must be too. "
                 f"Received: val={config.val!r}, split_seed={config.split_seed!r}"
@@ -217,7 +217,7 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
         report["averaged"] = _accuracy(soup, val_images)
         say(f"{report['averaged']:.4f}  soup" + (", BatchNorm statistics averaged" if has_batch_norm else ""))
     if recalibrate and has_batch_norm:
-        done = progress(len(train_images)) if progress is not None else None
+        done = progress(len(train_images), "BatchNorm statistics") if progress is not None else None
         augment = AugmentConfig.parse(config.augment)
         recalibrate_batch_norm(soup, train_images.pixels, augment=augment, seed=config.seed, progress=done)
         report["recalibrated_on"] = len(train_images)

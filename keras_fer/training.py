@@ -178,6 +178,11 @@ class TrainConfig:
         return self
 
     @property
+    def effective_split_seed(self):
+        """The seed of the validation split: `split_seed`, or `seed` when it is not given."""
+        return self.seed if self.split_seed is None else self.split_seed
+
+    @property
     def total_epochs(self):
         return sum(int(p["epochs"]) for p in self.phases) if self.phases else int(self.epochs)
 
@@ -260,8 +265,7 @@ def load_training_data(config):
         images = data_module.read(path)
     if not images.labelled:
         raise FerOptionError(f"training needs labelled data; {images.source} has no labels. Received: data={path}")
-    split_seed = config.seed if config.split_seed is None else config.split_seed
-    train_images, val_images = data_module.split(images, config.val, seed=split_seed)
+    train_images, val_images = data_module.split(images, config.val, seed=config.effective_split_seed)
     if config.max_images:
         train_images = train_images.subset(np.arange(min(config.max_images, len(train_images))))
     return train_images, val_images, images
@@ -590,7 +594,14 @@ def _verbosity(config):
 
 
 def _check_resume(run_dir, config):
-    saved = json.loads((run_dir / "config.json").read_text())
+    """The run's saved `config.json` as a dict, after checking that `config` may continue it."""
+    path = run_dir / "config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FerOptionError(f"--resume: {path} is unreadable ({type(error).__name__}: {error})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("options"), dict):
+        raise FerOptionError(f"--resume: {path} is not a run config (no \"options\" object)")
     # An option added since the run started was at its default then.
     saved_options = {**TrainConfig().to_json(), **saved["options"]}
     given = config.to_json()
@@ -600,6 +611,7 @@ def _check_resume(run_dir, config):
     if different:
         names = ", ".join(f"{k}: run has {saved_options.get(k)!r}, given {given.get(k)!r}" for k in different)
         raise FerOptionError(f"--resume with options that differ from the run in {run_dir}: {names}")
+    return saved
 
 
 def fit_keras(model, dataset, *, strategy, config, **options):
@@ -663,11 +675,13 @@ def fit_multi_worker(model, dataset, *, epochs, initial_epoch, steps_per_epoch, 
     callback_list.on_train_end()
 
 
-def train(config):
+def train(config, progress=None):
     """Train `config.arch` as `config` says and fill the run directory.
 
     Args:
         config: a `TrainConfig`.
+        progress: a factory `progress(total, description) -> callable(done)` for the work before
+            the first epoch (the teachers' pass), or None.
 
     Returns:
         A `TrainResult`.
@@ -677,10 +691,11 @@ def train(config):
     """
     config.validate()
     run_dir = Path(config.out or default_run_dir(config))
+    saved_config = {}
     if config.resume:
         if not (run_dir / "state.json").is_file():
             raise FerOptionError(f"--resume: no finished epoch to resume in {run_dir} (no state.json)")
-        _check_resume(run_dir, config)
+        saved_config = _check_resume(run_dir, config)
     elif (run_dir / "state.json").exists():
         raise FerOptionError(
             f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out"
@@ -723,15 +738,16 @@ def train(config):
 
     targets, teacher_record = None, None
     if teachers is not None:
-        previous = json.loads((read_dir / "config.json").read_text()).get("teacher") if config.resume else None
-        targets, teacher_record = teacher_targets(config, teachers, train_images, all_images, previous, run_dir, write)
+        targets, teacher_record = teacher_targets(
+            config, teachers, train_images, all_images, saved_config.get("teacher"), run_dir, write,
+            progress=progress,
+        )
         keras.utils.set_random_seed(config.seed)  # loading the teachers drew random numbers: same start as without
 
     state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "phase": 0}
     history = []
-    init_record = None
+    init_record = saved_config.get("init_from")
     if config.resume:
-        init_record = json.loads((read_dir / "config.json").read_text()).get("init_from")
         state = json.loads((read_dir / "state.json").read_text())
         history = [row for row in read_history(read_dir / "history.csv") if row["epoch"] <= state["epoch"]]
     augment = AugmentConfig.parse(config.augment)

@@ -202,9 +202,29 @@ def test_a_teacher_leaves_the_students_first_weights_as_the_seed_makes_them(tmp_
     monkeypatch.setattr(keras_fer.models, "build_model", spy)
     teacher = str(teacher_run(tmp_path / "teacher"))
     small = dict(arch="fervgg", model_options={"width": 0.125, "dense_units": 16}, demo_faces=140, verbose=0)
+    bars = []
+
+    def progress(total, description):
+        bars.append((total, description, []))
+        return bars[-1][2].append
+
     for extra in ({}, {"teacher": [teacher]}):
         with pytest.raises(Built):
-            train(TrainConfig(**small, **extra, out=str(tmp_path / f"run-{len(built)}")))
+            train(TrainConfig(**small, **extra, out=str(tmp_path / f"run-{len(built)}")), progress=progress)
     assert len(built) == 2 and len(built[0]) == len(built[1])
     for plain, taught in zip(*built):
         np.testing.assert_array_equal(plain, taught)
+    # Only the teachers' pass shows a bar, counted up to the training faces.
+    assert len(bars) == 1 and bars[0][1] == "teachers" and bars[0][2][-1] == bars[0][0] == 126
+
+
+def test_teacher_probabilities_in_chunks_match_one_pass_and_count_progress(tmp_path):
+    from keras_fer.distill import resolve_teachers, teacher_probabilities
+
+    sources = resolve_teachers([str(teacher_run(tmp_path / "teacher"))])
+    faces = np.random.default_rng(0).integers(0, 256, (10, 48, 48, 1)).astype(np.uint8)
+    seen = []
+    chunked = teacher_probabilities(sources, faces, progress=seen.append, chunk_rows=4)
+    assert seen == [4, 8, 10] and chunked.shape == (10, 7)
+    np.testing.assert_allclose(chunked, teacher_probabilities(sources, faces), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(chunked.sum(axis=1), 1.0, rtol=1e-6)

@@ -229,6 +229,12 @@ def test_resume_refuses_changed_options_and_keeps_a_stopped_run_stopped(tmp_path
         del config["options"][added]
     (out / "config.json").write_text(json.dumps(config))
     assert main(base + ["--stop-at-accuracy", "0.01", "--resume"]) == 0
+    # A damaged run config is one line naming it.
+    capsys.readouterr()
+    (out / "config.json").write_text("{not json")
+    assert main(base + ["--stop-at-accuracy", "0.01", "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --resume: ") and str(out / "config.json") in err[0]
 
 
 def test_init_from_starts_at_a_trained_models_weights(tmp_path, capsys):

@@ -29,6 +29,21 @@ def progress_bar(unit, enabled=True, **options):
                 leave=False, **options)
 
 
+def counting_bar(unit, enabled=True):
+    """A factory `(total, description) -> update(done)` of `progress_bar`s that take the count
+    done so far (not the increment) and close when it reaches `total`."""
+
+    def start(total, description):
+        bar = progress_bar(unit, enabled=enabled, total=total, desc=description)
+
+        def update(done):
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()
+        return update
+    return start
+
+
 def describe_os_error(error):
     """`FILE: reason` for an OSError. A failed rename names its destination (`filename2`), the
     file the user asked for, rather than the temporary file being renamed."""

@@ -5,7 +5,7 @@ import dataclasses
 import sys
 import time
 
-from keras_fer.cli import command, import_tensorflow_quietly, progress_bar
+from keras_fer.cli import command, counting_bar, import_tensorflow_quietly
 from keras_fer.errors import FerOptionError
 
 EPILOG = """\
@@ -191,16 +191,7 @@ def run_soup(args):
     if config.out is None:
         config.out = "runs/soup-" + time.strftime("%Y%m%d-%H%M%S")
 
-    def progress(total):
-        bar = progress_bar("img", enabled=args.verbose in (None, 1), total=total, desc="BatchNorm statistics")
-
-        def update(done):
-            bar.update(done - bar.n)
-            if done >= total:
-                bar.close()
-        return update
-
-    result = soup.make_soup(config, args.soup, progress=progress)
+    result = soup.make_soup(config, args.soup, progress=counting_bar("img", enabled=args.verbose in (None, 1)))
     print(f"run directory: {result['run_dir']}")
     return 0
 
@@ -228,7 +219,7 @@ def main(argv=None):
     from keras_fer.training import train
 
     try:
-        result = train(config)
+        result = train(config, progress=counting_bar("img", enabled=args.verbose in (None, 1)))
     except KeyboardInterrupt:
         return 130
     print(f"run directory: {result.run_dir} (best epoch {result.best_epoch}, "
