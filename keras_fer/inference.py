@@ -64,7 +64,7 @@ __all__ = [
 
 TTA_MODES = ("none", "flip", "crops")
 BACKENDS = ("auto", "litert", "keras")
-EXPORT_FORMATS = ("tflite", "savedmodel")
+EXPORT_FORMATS = ("tflite", "savedmodel", "keras")
 SERVING_NORMALIZE = ("none", "unit", "image")
 #: Largest |difference| of the probabilities an exported copy may show against the Keras model.
 TOLERANCE = 1e-4
@@ -514,8 +514,8 @@ class ExportResult:
     """An exported serving artifact and how closely it matches the Keras model.
 
     Attributes:
-        path: the `.tflite` file or SavedModel folder.
-        format: `"tflite"` or `"savedmodel"`.
+        path: the `.tflite` file, SavedModel folder or `.keras` file.
+        format: `"tflite"`, `"savedmodel"` or `"keras"`.
         max_abs_diff: max |difference| of the class probabilities on the sample.
         max_abs_diff_outputs: max |difference| of the raw outputs (logits) on the sample.
         sample_size: faces in the check sample.
@@ -655,10 +655,50 @@ def _export_savedmodel(source, model, normalize, destination):
     return ExportResult(destination, "savedmodel", diff, diff_outputs, len(sample))
 
 
+def _export_keras(source, model, destination):
+    """The model alone (no optimizer state, no training run): a `.keras` file for serving,
+    packaging or `--init-from`, with the run's `config.json` beside it when it goes elsewhere."""
+    destination = Path(destination)
+    if destination.suffix.lower() != ".keras":
+        raise FerOptionError(f"--export-to for keras must end in .keras. Received: {destination}")
+    if destination.resolve() == source.path.resolve():
+        raise FerOptionError(f"--export-to would replace the model it reads; choose another file. "
+                             f"Received: {destination}")
+    config_copy = None
+    if source.config is not None and destination.parent.resolve() != source.path.parent.resolve():
+        config_copy = destination.parent / "config.json"
+        if config_copy.exists():
+            try:
+                existing = json.loads(config_copy.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                existing = None
+            if existing != source.config:
+                raise FerOptionError(f"{config_copy} belongs to another model (the export would replace it): "
+                                     f"export into another folder. Received: {destination}")
+            config_copy = None  # already the same
+    keras = import_keras()
+    sample = verification_sample()
+    reference = keras_predict(model, sample, len(sample))
+    kind = "probabilities" if (_ends_in_softmax(model) or _looks_like_probabilities(reference)) else "logits"
+    with files.atomic_path(destination) as temporary:
+        os.unlink(temporary)
+        model.save(str(temporary))  # loaded with compile=False: no optimizer, so none is saved
+        copy = keras.saving.load_model(temporary, compile=False, safe_mode=True)
+        diff, diff_outputs = _check_export(keras_predict(copy, sample, len(sample)), reference, kind,
+                                           f"{destination}: the copy", "not written")
+        if config_copy is not None:
+            with files.atomic_open(config_copy) as stream:
+                json.dump(source.config, stream, indent=2)
+                stream.write("\n")
+    return ExportResult(destination, "keras", diff, diff_outputs, len(sample))
+
+
 def default_export_path(model_path, fmt):
     source_path = resolve_model(model_path).path
     if fmt == "tflite":
         return source_path.with_suffix(".tflite")
+    if fmt == "keras":
+        return source_path.with_name(f"{source_path.stem}-inference.keras")
     return source_path.with_name(f"{source_path.stem}_savedmodel")
 
 
@@ -669,7 +709,9 @@ def export_model(model_path, fmt="tflite", destination=None, normalize=None):
         model_path: a `.keras` file or run directory.
         fmt: `"tflite"` (LiteRT flatbuffer; by default `X.tflite` next to `X.keras`, which is
             also the cached copy `load_predictor` uses) or `"savedmodel"` (a TensorFlow
-            SavedModel folder `X_savedmodel/` with a `serve` endpoint).
+            SavedModel folder `X_savedmodel/` with a `serve` endpoint) or `"keras"` (the model
+            without its optimizer state, a third of a run's `best.keras` for Adam:
+            `X-inference.keras`; elsewhere, with the run's `config.json` copied beside it).
         destination: where to write it instead.
         normalize: for models without a `Preprocessing` layer (see `serving_model`).
 
@@ -684,6 +726,8 @@ def export_model(model_path, fmt="tflite", destination=None, normalize=None):
         raise FerModelError(f"{source.path}: already a TensorFlow Lite file; export needs the .keras model")
     model = load_keras_model(source.path)
     destination = Path(destination) if destination else default_export_path(source.path, fmt)
+    if fmt == "keras":
+        return _export_keras(source, model, destination)
     if fmt == "tflite":
         if destination.suffix.lower() != ".tflite":
             raise FerOptionError(f"--export-to for tflite must end in .tflite. Received: {destination}")

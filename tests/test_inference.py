@@ -276,7 +276,38 @@ def test_export_savedmodel_and_tflite_agree(tmp_path, demo):
     np.testing.assert_allclose(predictor.probabilities(demo.pixels), inference.softmax(expected), atol=1e-4)
 
 
-@pytest.mark.parametrize("fmt, target", [("tflite", "copy.tflite"), ("savedmodel", "copy_savedmodel")])
+def test_export_keras_drops_the_optimizer_state_and_keeps_the_run_config(tmp_path, demo):
+    model = tiny_model(12)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(demo.pixels.astype("float32"), demo.labels, epochs=1, verbose=0)  # Adam's moments now exist
+    run = save_run(tmp_path / "run", model, PRIOR)
+    result = inference.export_model(run, "keras")
+    assert result.path == run / "best-inference.keras" and result.format == "keras" and result.max_abs_diff == 0
+    with zipfile.ZipFile(run / "best.keras") as full, zipfile.ZipFile(result.path) as slim:
+        assert json.loads(full.read("config.json")).get("compile_config")
+        assert not json.loads(slim.read("config.json")).get("compile_config")
+        assert slim.getinfo("model.weights.h5").file_size < full.getinfo("model.weights.h5").file_size
+    exported = inference.load_keras_model(result.path)
+    expected = inference.load_keras_model(run).predict(demo.pixels.astype("float32"), verbose=0)
+    np.testing.assert_array_equal(exported.predict(demo.pixels.astype("float32"), verbose=0), expected)
+    # Elsewhere, the run config goes beside it, so the copy predicts as the run does (its class prior).
+    elsewhere = inference.export_model(run, "keras", tmp_path / "package" / "model.keras").path
+    assert json.loads((elsewhere.parent / "config.json").read_text()) == json.loads((run / "config.json").read_text())
+    corrected = inference.load_predictor(elsewhere, backend="keras")
+    assert inference.class_prior(corrected.source) == pytest.approx(PRIOR)
+    # ... but never over another model's config, nor over the model it reads.
+    other = save_run(tmp_path / "other", tiny_model(13))
+    with pytest.raises(FerOptionError, match="belongs to another model"):
+        inference.export_model(run, "keras", other / "slim.keras")
+    assert not (other / "slim.keras").exists()
+    with pytest.raises(FerOptionError, match="replace the model it reads"):
+        inference.export_model(run, "keras", run / "best.keras")
+    with pytest.raises(FerOptionError, match="must end in .keras"):
+        inference.export_model(run, "keras", tmp_path / "model.h5")
+
+
+@pytest.mark.parametrize("fmt, target", [("tflite", "copy.tflite"), ("savedmodel", "copy_savedmodel"),
+                                         ("keras", "copy.keras")])
 def test_an_export_that_disagrees_is_not_left_behind(tmp_path, monkeypatch, fmt, target):
     run = save_run(tmp_path / "run", tiny_model(10))
     monkeypatch.setattr(inference, "TOLERANCE", -1.0)  # any difference, even 0, now disagrees

@@ -101,7 +101,8 @@ def build_parser():
                         help="write a serving artifact of each --model and check it gives the Keras model's "
                         "predictions (prints the max |difference|): tflite = X.tflite next to X.keras (LiteRT; "
                         "also the fast path predict.py uses), savedmodel = X_savedmodel/ (TensorFlow SavedModel, "
-                        "endpoint 'serve'). Predicts too when an input is given")
+                        "endpoint 'serve'), keras = X-inference.keras (the model without optimizer state, for "
+                        "serving or packaging; config.json goes beside it). Predicts too when an input is given")
     parser.add_argument("--export-to", metavar="PATH", help="where --export writes (one model only)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto (default): a verified LiteRT copy of the model, made on first use and cached "
@@ -139,7 +140,7 @@ def parse_options(argv):
             raise FerOptionError(f"--{name.replace('_', '-')} must be a positive integer. "
                                  f"Received: {getattr(options, name)}")
     if options.export_to and not options.export:
-        raise FerOptionError("--export-to needs --export tflite or --export savedmodel")
+        raise FerOptionError("--export-to needs --export tflite, savedmodel or keras")
     if options.export_to and len(options.models) > 1:
         raise FerOptionError("--export-to names one artifact: give one --model")
     return options
