@@ -657,25 +657,43 @@ def _export_savedmodel(source, model, normalize, destination):
 
 def _export_keras(source, model, destination):
     """The model alone (no optimizer state, no training run): a `.keras` file for serving,
-    packaging or `--init-from`, with the run's `config.json` beside it when it goes elsewhere."""
+    packaging or `--init-from`, with the run's `config.json` beside it when it goes elsewhere.
+
+    A `config.json` describes every model in its folder (`resolve_model`), so the export refuses
+    to put one where it would describe other models, or to go where one describes another model;
+    it never replaces a file it did not make (only an earlier `*-inference.keras`).
+    """
     destination = Path(destination)
-    if destination.suffix.lower() != ".keras":
-        raise FerOptionError(f"--export-to for keras must end in .keras. Received: {destination}")
-    if destination.resolve() == source.path.resolve():
-        raise FerOptionError(f"--export-to would replace the model it reads; choose another file. "
-                             f"Received: {destination}")
+    received = f"Received: export_to={str(destination)!r}"
+    if destination.is_dir():
+        raise FerOptionError(f"--export-to {destination} is a folder; name the .keras file. {received}")
+    if not destination.name.endswith(".keras"):
+        raise FerOptionError(f"--export-to for keras must end in .keras (Keras' format). {received}")
+    if destination.exists():
+        if destination.resolve() == source.path.resolve():
+            raise FerOptionError(f"--export-to would replace the model it reads; choose another file. {received}")
+        if not destination.name.endswith("-inference.keras"):
+            raise FerOptionError(f"{destination} already exists and is not an earlier export: remove it or "
+                                 f"choose another file. {received}")
+    folder = destination.parent
     config_copy = None
-    if source.config is not None and destination.parent.resolve() != source.path.parent.resolve():
-        config_copy = destination.parent / "config.json"
-        if config_copy.exists():
+    if folder.resolve() != source.path.parent.resolve():
+        existing_path = folder / "config.json"
+        if existing_path.exists():
             try:
-                existing = json.loads(config_copy.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-                existing = None
+                existing = json.loads(existing_path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise FerModelError(f"{existing_path}: unreadable run config ({_one_line(error)}); "
+                                    f"export into another folder") from None
             if existing != source.config:
-                raise FerOptionError(f"{config_copy} belongs to another model (the export would replace it): "
-                                     f"export into another folder. Received: {destination}")
-            config_copy = None  # already the same
+                raise FerOptionError(f"{existing_path} describes another model, and would describe this one: "
+                                     f"export into another folder. {received}")
+        elif source.config is not None:
+            others = sorted(path.name for path in folder.glob("*.keras") if path.name != destination.name)
+            if others:
+                raise FerOptionError(f"{folder} holds other models ({', '.join(others[:3])}) that this model's "
+                                     f"config.json would then describe: export into another folder. {received}")
+            config_copy = existing_path
     keras = import_keras()
     sample = verification_sample()
     reference = keras_predict(model, sample, len(sample))
@@ -686,10 +704,10 @@ def _export_keras(source, model, destination):
         copy = keras.saving.load_model(temporary, compile=False, safe_mode=True)
         diff, diff_outputs = _check_export(keras_predict(copy, sample, len(sample)), reference, kind,
                                            f"{destination}: the copy", "not written")
-        if config_copy is not None:
-            with files.atomic_open(config_copy) as stream:
-                json.dump(source.config, stream, indent=2)
-                stream.write("\n")
+    if config_copy is not None:  # after the model: a config.json never stands alone
+        with files.atomic_open(config_copy) as stream:
+            json.dump(source.config, stream, indent=2)
+            stream.write("\n")
     return ExportResult(destination, "keras", diff, diff_outputs, len(sample))
 
 

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -405,8 +406,8 @@ def _make_run_recorder(keras):
                 save_model(self.model, self.run_dir / self.state["last_model"])
                 write_history(self.run_dir / "history.csv", self.history)
                 write_json(self.run_dir / "state.json", self.state)
-                for stale in self.run_dir.glob("last*.keras"):
-                    if stale.name != self.state["last_model"]:
+                for stale in self.run_dir.glob("last*.keras"):  # not an export (last-0003-inference.keras)
+                    if re.fullmatch(r"last(-\d+)?\.keras", stale.name) and stale.name != self.state["last_model"]:
                         stale.unlink(missing_ok=True)
 
     return RunRecorder
@@ -599,9 +600,9 @@ def _check_resume(run_dir, config):
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FerOptionError(f"--resume: {path} is unreadable ({type(error).__name__}: {error})") from None
+        raise FerOptionError(f"--resume: {path}: unreadable run config ({' '.join(str(error).split())})") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("options"), dict):
-        raise FerOptionError(f"--resume: {path} is not a run config (no \"options\" object)")
+        raise FerOptionError(f"--resume: {path}: unreadable run config (no \"options\" object)")
     # An option added since the run started was at its default then.
     saved_options = {**TrainConfig().to_json(), **saved["options"]}
     given = config.to_json()

@@ -295,15 +295,32 @@ def test_export_keras_drops_the_optimizer_state_and_keeps_the_run_config(tmp_pat
     assert json.loads((elsewhere.parent / "config.json").read_text()) == json.loads((run / "config.json").read_text())
     corrected = inference.load_predictor(elsewhere, backend="keras")
     assert inference.class_prior(corrected.source) == pytest.approx(PRIOR)
-    # ... but never over another model's config, nor over the model it reads.
-    other = save_run(tmp_path / "other", tiny_model(13))
-    with pytest.raises(FerOptionError, match="belongs to another model"):
-        inference.export_model(run, "keras", other / "slim.keras")
-    assert not (other / "slim.keras").exists()
+    # An equal config there (however formatted) is fine; an earlier export is replaced, nothing else.
+    (elsewhere.parent / "config.json").write_text(json.dumps(json.loads((run / "config.json").read_text())))
+    assert inference.export_model(run, "keras", tmp_path / "package" / "second.keras").max_abs_diff == 0
+    assert inference.export_model(run, "keras").path == run / "best-inference.keras"
+    with pytest.raises(FerOptionError, match="already exists and is not an earlier export"):
+        inference.export_model(run, "keras", elsewhere)
     with pytest.raises(FerOptionError, match="replace the model it reads"):
         inference.export_model(run, "keras", run / "best.keras")
-    with pytest.raises(FerOptionError, match="must end in .keras"):
-        inference.export_model(run, "keras", tmp_path / "model.h5")
+    # A config.json describes every model in its folder: never another model's, never over other models.
+    other = save_run(tmp_path / "other", tiny_model(13))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    tiny_model(14).save(bare / "model.keras")
+    crowded = tmp_path / "crowded"
+    crowded.mkdir()
+    tiny_model(15).save(crowded / "someone.keras")
+    for source, target, message in [(run, other / "slim.keras", "describes another model"),
+                                    (bare, other / "bare.keras", "describes another model"),
+                                    (run, crowded / "slim.keras", "holds other models"),
+                                    (run, tmp_path / "model.h5", "must end in .keras"),
+                                    (run, tmp_path / "MODEL.KERAS", "must end in .keras"),
+                                    (run, other, "is a folder")]:
+        with pytest.raises(FerOptionError, match=message):
+            inference.export_model(source / "model.keras" if source == bare else source, "keras", target)
+    assert sorted(path.name for path in other.iterdir()) == ["best.keras", "config.json"]
+    assert sorted(path.name for path in crowded.iterdir()) == ["someone.keras"]
 
 
 @pytest.mark.parametrize("fmt, target", [("tflite", "copy.tflite"), ("savedmodel", "copy_savedmodel"),

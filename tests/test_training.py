@@ -122,7 +122,10 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
             process.kill()
     finished = json.loads((killed / "state.json").read_text())["epoch"]
     assert 2 <= finished < 5
+    (killed / "last-0001-inference.keras").write_bytes(b"an export (predict.py --export keras)")
     assert main(args + ["--out", str(killed), "--resume"]) == 0
+    # Each epoch drops the previous epoch's model, never an export named after it.
+    assert sorted(path.name for path in killed.glob("last*.keras")) == ["last-0001-inference.keras", "last-0005.keras"]
 
     expected, resumed = read_history(reference / "history.csv"), read_history(killed / "history.csv")
     assert [row["epoch"] for row in resumed] == [1, 2, 3, 4, 5]
@@ -235,6 +238,9 @@ def test_resume_refuses_changed_options_and_keeps_a_stopped_run_stopped(tmp_path
     assert main(base + ["--stop-at-accuracy", "0.01", "--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --resume: ") and str(out / "config.json") in err[0]
+    (out / "config.json").write_text("[]")
+    assert main(base + ["--stop-at-accuracy", "0.01", "--resume"]) == 2
+    assert 'no "options" object' in capsys.readouterr().err
 
 
 def test_init_from_starts_at_a_trained_models_weights(tmp_path, capsys):
