@@ -149,7 +149,11 @@ def teacher_probabilities(sources, faces, progress=None, chunk_rows=4096):
         parts.append(predict_proba(predictors, faces[start:start + chunk_rows], tta=TEACHER_TTA))
         if progress is not None:
             progress(min(start + chunk_rows, len(faces)))
-    return np.concatenate(parts) if parts else np.zeros((0, NUM_CLASSES))
+    if not parts:
+        if progress is not None:
+            progress(0)  # nothing to do: the bar still ends
+        return np.zeros((0, NUM_CLASSES))
+    return np.concatenate(parts)
 
 
 def teacher_targets(config, sources, train_images, all_images, previous=None, run_dir=None, write=True, say=print,

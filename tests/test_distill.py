@@ -228,3 +228,5 @@ def test_teacher_probabilities_in_chunks_match_one_pass_and_count_progress(tmp_p
     assert seen == [4, 8, 10] and chunked.shape == (10, 7)
     np.testing.assert_allclose(chunked, teacher_probabilities(sources, faces), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(chunked.sum(axis=1), 1.0, rtol=1e-6)
+    seen.clear()
+    assert teacher_probabilities(sources, faces[:0], progress=seen.append).shape == (0, 7) and seen == [0]
