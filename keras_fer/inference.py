@@ -565,8 +565,12 @@ def _export_reference(source, model, normalize):
     serving, adapter = serving_model(model, source, normalize)
     sample = verification_sample()
     reference = keras_predict(serving, sample, len(sample))
-    kind = "probabilities" if (_ends_in_softmax(model) or _looks_like_probabilities(reference)) else "logits"
-    return serving, adapter, sample, reference, kind
+    return serving, adapter, sample, reference, _outputs_kind(model, reference)
+
+
+def _outputs_kind(model, outputs):
+    """`"probabilities"` when the model ends in a softmax or its `outputs` look like it, else `"logits"`."""
+    return "probabilities" if (_ends_in_softmax(model) or _looks_like_probabilities(outputs)) else "logits"
 
 
 def _check_export(exported, reference, kind, what, consequence):
@@ -680,12 +684,7 @@ def _export_keras(source, model, destination):
     if folder.resolve() != source.path.parent.resolve():
         existing_path = folder / "config.json"
         if existing_path.exists():
-            try:
-                existing = json.loads(existing_path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise FerModelError(f"{existing_path}: unreadable run config ({_one_line(error)}); "
-                                    f"export into another folder") from None
-            if existing != source.config:
+            if files.read_json_object(existing_path) != source.config:
                 raise FerOptionError(f"{existing_path} describes another model, and would describe this one: "
                                      f"export into another folder. {received}")
         elif source.config is not None:
@@ -697,7 +696,7 @@ def _export_keras(source, model, destination):
     keras = import_keras()
     sample = verification_sample()
     reference = keras_predict(model, sample, len(sample))
-    kind = "probabilities" if (_ends_in_softmax(model) or _looks_like_probabilities(reference)) else "logits"
+    kind = _outputs_kind(model, reference)
     with files.atomic_path(destination) as temporary:
         os.unlink(temporary)
         model.save(str(temporary))  # loaded with compile=False: no optimizer, so none is saved

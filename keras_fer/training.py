@@ -596,12 +596,15 @@ def _verbosity(config):
 
 def _check_resume(run_dir, config):
     """The run's saved `config.json` as a dict, after checking that `config` may continue it."""
+    from keras_fer.errors import FerDataError
+    from keras_fer.files import read_json_object
+
     path = run_dir / "config.json"
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FerOptionError(f"--resume: {path}: unreadable run config ({' '.join(str(error).split())})") from None
-    if not isinstance(saved, dict) or not isinstance(saved.get("options"), dict):
+        saved = read_json_object(path)
+    except FerDataError as error:
+        raise FerOptionError(f"--resume: {error}") from None
+    if not isinstance(saved.get("options"), dict):
         raise FerOptionError(f"--resume: {path}: unreadable run config (no \"options\" object)")
     # An option added since the run started was at its default then.
     saved_options = {**TrainConfig().to_json(), **saved["options"]}

@@ -240,6 +240,9 @@ def test_resume_refuses_changed_options_and_keeps_a_stopped_run_stopped(tmp_path
     assert len(err) == 1 and err[0].startswith("error: --resume: ") and str(out / "config.json") in err[0]
     (out / "config.json").write_text("[]")
     assert main(base + ["--stop-at-accuracy", "0.01", "--resume"]) == 2
+    assert "expected a JSON object" in capsys.readouterr().err
+    (out / "config.json").write_text("{}")
+    assert main(base + ["--stop-at-accuracy", "0.01", "--resume"]) == 2
     assert 'no "options" object' in capsys.readouterr().err
 
 
