@@ -16,6 +16,7 @@ class FerDataError(FerError):
     """
 
     def __init__(self, message, path=None, row=None, field=None):
+        self.reason = message
         self.path = None if path is None else str(path)
         self.row = row
         self.field = field

@@ -76,13 +76,17 @@ def read_json_object(path):
     """A JSON file holding one object, as a dict.
 
     Raises:
-        FerDataError: naming the file, when it is not UTF-8 JSON or not an object.
+        FerDataError: naming the file, when it cannot be read, is not UTF-8 JSON or not an object.
     """
     from keras_fer.errors import FerDataError
 
     try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise FerDataError(f"cannot read it ({error.strerror or error})", path) from None
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except ValueError as error:  # also UnicodeDecodeError
         raise FerDataError(f"not valid JSON ({error})", path) from None
     if not isinstance(value, dict):
         raise FerDataError("expected a JSON object", path)

@@ -36,7 +36,7 @@ import numpy as np
 
 from keras_fer import files
 from keras_fer.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
-from keras_fer.errors import FerModelError, FerOptionError
+from keras_fer.errors import FerDataError, FerModelError, FerOptionError
 
 __all__ = [
     "BACKENDS",
@@ -174,11 +174,9 @@ def resolve_model(path):
     config = None
     if config_path.is_file():
         try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise FerModelError(f"{config_path}: unreadable run config ({_one_line(error)})") from None
-        if not isinstance(config, dict):
-            raise FerModelError(f"{config_path}: unreadable run config (expected a JSON object)")
+            config = files.read_json_object(config_path)
+        except FerDataError as error:
+            raise FerModelError(f"{config_path}: unreadable run config ({_one_line(error.reason)})") from None
     return ModelSource(path, config, config_path)
 
 

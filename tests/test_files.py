@@ -88,3 +88,29 @@ def test_atomic_open_refuses_read_and_append_modes(tmp_path):
             with files.atomic_open(tmp_path / "x", mode):
                 pass
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [(lambda p: p.write_bytes(b'{"a": 1,}'), "not valid JSON"),
+     (lambda p: p.write_bytes(b"\xff\xfe{}"), "not valid JSON"),
+     (lambda p: p.write_text("[1, 2]"), "expected a JSON object"),
+     (lambda p: p.mkdir(), "cannot read it"),
+     (lambda p: None, "cannot read it")],
+    ids=["syntax", "not-utf8", "list", "folder", "missing"],
+)
+def test_read_json_object_names_the_file_and_the_fault(tmp_path, make, reason):
+    from keras_fer.errors import FerDataError
+
+    path = tmp_path / "config.json"
+    make(path)
+    with pytest.raises(FerDataError) as caught:
+        files.read_json_object(path)
+    assert str(caught.value).startswith(f"{path}: {reason}") and caught.value.reason.startswith(reason)
+    assert "\n" not in str(caught.value)
+
+
+def test_read_json_object_reads_an_object(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"options": {"seed": 3}, "name": "\u00e9"}), encoding="utf-8")
+    assert files.read_json_object(path) == {"options": {"seed": 3}, "name": "\u00e9"}

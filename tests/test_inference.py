@@ -108,6 +108,22 @@ def test_prior_correction_needs_config(tmp_path, runs):
         predictor.prior  # noqa: B018
 
 
+@pytest.mark.parametrize(
+    "content, reason",
+    [(b"{not json", "not valid JSON"), (b"\xff\xfe{}", "not valid JSON"), (b"[1, 2]", "expected a JSON object")],
+)
+def test_unreadable_run_config_is_one_line_naming_it(tmp_path, runs, content, reason):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.keras").write_bytes((runs["a"] / "best.keras").read_bytes())
+    (run / "config.json").write_bytes(content)
+    with pytest.raises(FerModelError) as caught:
+        inference.resolve_model(run)
+    message = str(caught.value)
+    assert message.startswith(f"{run / 'config.json'}: unreadable run config (") and reason in message
+    assert "\n" not in message and message.count(str(run / "config.json")) == 1
+
+
 # --------------------------------------------------------------------------------------------
 # Probabilities, TTA, ensembles
 
