@@ -5,8 +5,10 @@ steps on random faces at its recipe's batch size, after a warm-up; CPU time is m
 as wall time, since CPU time per image is barely affected when the machine is shared.
 
     PYTHONPATH=. python bench/zoo_cost.py [--steps 6] [--models cnn4,fervgg]
+    PYTHONPATH=. python bench/zoo_cost.py --models fervgg --policies float32,mixed_bfloat16
 
-Ends with `RESULT <model>_cpu_ms=... ...` (CPU milliseconds per training image).
+Ends with `RESULT <model>_cpu_ms=... ...` (CPU milliseconds per training image; with several
+`--policies`, `<model>_<policy>_cpu_ms=...` and each policy's speed-up over the first).
 """
 
 import argparse
@@ -54,6 +56,9 @@ def main():
     parser.add_argument("--steps", type=int, default=6, help="timed steps per model (default 6)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
     parser.add_argument("--models", help="comma-separated names (default: every registered model)")
+    parser.add_argument("--policies", default="float32",
+                        help="comma-separated Keras dtype policies, each measured on every model in turn "
+                             "(default float32; mixed_bfloat16 is train.py --mixed-precision on a CPU)")
     args = parser.parse_args()
 
     import keras
@@ -62,23 +67,33 @@ def main():
     from keras_fer.training import TrainConfig, compile_model
 
     names = args.models.split(",") if args.models else list_models()
+    policies = list(dict.fromkeys(args.policies.split(",")))
     faces, labels = random_faces(args.batch_size, args.steps)
     results = {}
-    print(f"{'model':<12}{'MFLOPs':>9}{'img/s':>9}{'CPU ms/img':>12}"
+    print(f"{'model':<12}{'policy':<16}{'MFLOPs':>9}{'img/s':>9}{'CPU ms/img':>12}"
           f"{'min/epoch (1 core)':>20}{'min/epoch (2 cores)':>21}")
     for name in names:
-        keras.utils.set_random_seed(0)
-        model = build_model(name, preprocessing={"normalize": "unit"})
-        compile_model(model, "adam", 1e-4, TrainConfig())
-        cpu_ms, rate = fit_cost(model, faces, labels, args.batch_size)
-        results[name] = cpu_ms
-        minutes_one_core = EPOCH_IMAGES * cpu_ms / 1000 / 60
-        print(f"{name:<12}{model_info(name).mflops:>9.1f}{rate:>9.0f}{cpu_ms:>12.2f}"
-              f"{minutes_one_core:>20.1f}{minutes_one_core / 2:>21.1f}", flush=True)
-        del model
-        keras.backend.clear_session()
+        for policy in policies:
+            keras.mixed_precision.set_global_policy(policy)
+            keras.utils.set_random_seed(0)
+            model = build_model(name, preprocessing={"normalize": "unit"})
+            compile_model(model, "adam", 1e-4, TrainConfig())
+            cpu_ms, rate = fit_cost(model, faces, labels, args.batch_size)
+            key = name.replace("-", "_") + ("" if len(policies) == 1 else f"_{policy}")
+            results[key] = cpu_ms
+            minutes_one_core = EPOCH_IMAGES * cpu_ms / 1000 / 60
+            print(f"{name:<12}{policy:<16}{model_info(name).mflops:>9.1f}{rate:>9.0f}{cpu_ms:>12.2f}"
+                  f"{minutes_one_core:>20.1f}{minutes_one_core / 2:>21.1f}", flush=True)
+            del model
+            keras.backend.clear_session()
+        if len(policies) > 1:
+            stem = name.replace("-", "_")
+            for policy in policies[1:]:
+                results[f"{stem}_{policy}_speedup"] = results[f"{stem}_{policies[0]}"] / results[f"{stem}_{policy}"]
+    keras.mixed_precision.set_global_policy("float32")
     print("min/epoch assumes the CPU time per image holds and 2 cores scale ideally (an estimate).")
-    print("RESULT " + " ".join(f"{name.replace('-', '_')}_cpu_ms={value:.2f}" for name, value in results.items()))
+    print("RESULT " + " ".join(f"{key}={value:.2f}" if key.endswith("_speedup") else f"{key}_cpu_ms={value:.2f}"
+                               for key, value in results.items()))
 
 
 if __name__ == "__main__":

@@ -246,9 +246,51 @@ def load_keras_model(path):
         raise FerModelError(f"{source.path}: a TensorFlow Lite file, not a Keras model")
     keras = import_keras()
     try:
-        return keras.saving.load_model(source.path, compile=False, safe_mode=True)
+        model = keras.saving.load_model(source.path, compile=False, safe_mode=True)
     except Exception as error:  # noqa: BLE001  Keras raises many kinds; all mean "not loadable"
         raise FerModelError(f"{source.path}: not a loadable Keras model ({_one_line(error)})") from None
+    return float32_model(model)
+
+
+def _is_mixed(policy):
+    return str(getattr(policy, "name", policy)).startswith("mixed_")
+
+
+def _float32_config(value):
+    """A serialized model with every mixed-precision policy (and the bfloat16 / float16 tensor
+    dtypes they recorded between layers) replaced by float32."""
+    if isinstance(value, list):
+        return [_float32_config(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if value.get("class_name") == "DTypePolicy" and _is_mixed(value.get("config", {}).get("name", "")):
+        return {key: item for key, item in value.items() if key != "shared_object_id"} | {"config": {"name": "float32"}}
+    return {
+        key: "float32" if key == "dtype" and item in ("bfloat16", "float16") else _float32_config(item)
+        for key, item in value.items()
+    }
+
+
+def float32_model(model):
+    """`model` computing in float32: a model trained with `--mixed-precision` keeps its
+    `mixed_bfloat16` policy in the saved file and would predict in bfloat16 (and refuse the
+    LiteRT copy); its weights are float32 already, so it is rebuilt from a float32 config with the
+    same weights. Any other model is returned as it is."""
+    if not any(_is_mixed(layer.dtype_policy) for layer in _all_layers(model)):
+        return model
+    keras = import_keras()
+    rebuilt = keras.saving.deserialize_keras_object(
+        _float32_config(keras.saving.serialize_keras_object(model)), safe_mode=True
+    )
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
 
 
 def _contains_preprocessing(model):

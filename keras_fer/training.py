@@ -693,6 +693,22 @@ def train(config, progress=None):
     Raises:
         FerOptionError: for bad options; FerDataError: for bad data.
     """
+    if not config.mixed_precision:
+        return _train(config, progress)
+    import keras
+    import tensorflow as tf
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(
+        "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    )
+    try:
+        return _train(config, progress)
+    finally:  # the policy is global: leave it as it was for whatever the caller does next
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _train(config, progress):
     config.validate()
     run_dir = Path(config.out or default_run_dir(config))
     saved_config = {}
@@ -715,10 +731,6 @@ def train(config, progress=None):
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy(
-            "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-        )
     strategy = make_strategy(config.strategy)
     chief = is_chief(strategy)
     write = chief

@@ -285,3 +285,28 @@ def test_split_seed_keeps_the_validation_rows_across_seeds(tmp_path):
     assert not np.array_equal(validation(seed=5), reference)
     config = config_from_args(build_parser().parse_args(["--recipe", "best", "--seed", "3", "--split-seed", "0"]))
     assert (config.seed, config.split_seed) == (3, 0)
+
+
+def test_mixed_precision_trains_in_bfloat16_and_predicts_in_float32(tmp_path):
+    from keras_fer import inference
+
+    out = tmp_path / "run"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert main(SMALL + ["--epochs", "1", "--mixed-precision", "--out", str(out)]) == 0
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored for the caller
+    saved = keras.saving.load_model(out / "best.keras", compile=False, safe_mode=True)
+    policies = {layer.dtype_policy.name for layer in saved.layers}
+    assert "mixed_bfloat16" in policies  # it did train in bfloat16, and the file says so
+    model = inference.load_keras_model(out)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    faces = np.random.default_rng(0).integers(0, 256, (8, 48, 48, 1)).astype("float32")
+    in_float32, in_bfloat16 = model.predict(faces, verbose=0), saved.predict(faces, verbose=0)
+    assert in_float32.dtype == np.float32
+    np.testing.assert_allclose(in_float32, in_bfloat16, atol=0.05)  # same weights, bfloat16 rounding apart
+    # A plain float32 model is not rebuilt.
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    assert inference.float32_model(plain) is plain
+    # The LiteRT copy, which bfloat16 ops would refuse, is made and verified.
+    predictor = inference.load_predictor(out)
+    assert predictor.backend == "litert" and (out / "best.tflite").is_file()
+    np.testing.assert_allclose(predictor.probabilities(faces), inference.softmax(in_float32), atol=1e-4)
