@@ -156,8 +156,8 @@ class KerasRunner:
                                            mixed_precision=mixed_precision)
         keras.utils.set_random_seed(0)
         mean, std = dataset_statistics(train.pixels)
-        if mixed_precision:  # as train(mixed_precision=True) does on a CPU
-            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        if mixed_precision:  # as train(mixed_precision=True) does
+            keras.mixed_precision.set_global_policy(training.mixed_policy_name())
         try:
             self.model = build_model("cnn4", preprocessing={"normalize": "unit", "mean": mean, "std": std})
         finally:

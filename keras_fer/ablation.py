@@ -14,7 +14,6 @@ Example:
 """
 
 import dataclasses
-import json
 import math
 import re
 from pathlib import Path
@@ -328,10 +327,11 @@ def describe_run(label, row):
 
 def _changes(ablation, run_dir):
     """`" with arch=cnn4, epochs=8, ..."`: the options the reference run changed from the recipe."""
+    from keras_fer.files import read_json_object
     from keras_fer.recipes import recipe
     from keras_fer.training import TrainConfig
 
-    options = json.loads((Path(run_dir) / "config.json").read_text()).get("options")
+    options = read_json_object(Path(run_dir) / "config.json").get("options")
     if not options:
         return ""
     values = recipe(ablation.recipe)

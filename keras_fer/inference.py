@@ -51,6 +51,7 @@ __all__ = [
     "evaluation_from_confusion",
     "export_model",
     "load_keras_model",
+    "float32_model",
     "load_predictor",
     "predict_csv",
     "predict_proba",
@@ -249,11 +250,20 @@ def load_keras_model(path):
         model = keras.saving.load_model(source.path, compile=False, safe_mode=True)
     except Exception as error:  # noqa: BLE001  Keras raises many kinds; all mean "not loadable"
         raise FerModelError(f"{source.path}: not a loadable Keras model ({_one_line(error)})") from None
-    return float32_model(model)
+    try:
+        return float32_model(model)
+    except Exception as error:  # noqa: BLE001
+        raise FerModelError(
+            f"{source.path}: cannot rebuild this mixed-precision model in float32 ({_one_line(error)})"
+        ) from None
 
 
 def _is_mixed(policy):
     return str(getattr(policy, "name", policy)).startswith("mixed_")
+
+
+def _mixed_layers(model):
+    return [layer.name for layer in model._flatten_layers(include_self=True) if _is_mixed(layer.dtype_policy)]
 
 
 def _float32_config(value):
@@ -263,7 +273,7 @@ def _float32_config(value):
         return [_float32_config(item) for item in value]
     if not isinstance(value, dict):
         return value
-    if value.get("class_name") == "DTypePolicy" and _is_mixed(value.get("config", {}).get("name", "")):
+    if str(value.get("class_name", "")).endswith("DTypePolicy") and _is_mixed(value.get("config", {}).get("name", "")):
         return {key: item for key, item in value.items() if key != "shared_object_id"} | {"config": {"name": "float32"}}
     return {
         key: "float32" if key == "dtype" and item in ("bfloat16", "float16") else _float32_config(item)
@@ -272,25 +282,32 @@ def _float32_config(value):
 
 
 def float32_model(model):
-    """`model` computing in float32: a model trained with `--mixed-precision` keeps its
-    `mixed_bfloat16` policy in the saved file and would predict in bfloat16 (and refuse the
-    LiteRT copy); its weights are float32 already, so it is rebuilt from a float32 config with the
-    same weights. Any other model is returned as it is."""
-    if not any(_is_mixed(layer.dtype_policy) for layer in _all_layers(model)):
+    """`model` computing in float32.
+
+    A model trained with `--mixed-precision` keeps its `mixed_bfloat16` policy in the saved file
+    and would predict in bfloat16 (and its LiteRT copy would be refused); its weights are float32
+    already, so it is rebuilt from a float32 config with the same weights. Any other model is
+    returned as it is.
+
+    Raises:
+        ValueError: when a layer still computes in mixed precision after the rebuild.
+    """
+    if not _mixed_layers(model):
         return model
     keras = import_keras()
-    rebuilt = keras.saving.deserialize_keras_object(
-        _float32_config(keras.saving.serialize_keras_object(model)), safe_mode=True
-    )
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")  # also inside a mixed-precision run's own evaluation
+    try:
+        rebuilt = keras.saving.deserialize_keras_object(
+            _float32_config(keras.saving.serialize_keras_object(model)), safe_mode=True
+        )
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     rebuilt.set_weights(model.get_weights())
+    left = _mixed_layers(rebuilt)
+    if left:
+        raise ValueError(f"layers still in mixed precision after the rebuild: {', '.join(left)}")
     return rebuilt
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
 
 
 def _contains_preprocessing(model):
@@ -700,8 +717,9 @@ def _export_savedmodel(source, model, normalize, destination):
 
 
 def _export_keras(source, model, destination):
-    """The model alone (no optimizer state, no training run): a `.keras` file for serving,
-    packaging or `--init-from`, with the run's `config.json` beside it when it goes elsewhere.
+    """The model alone (no optimizer state, no training run, float32 even when it was trained
+    with `--mixed-precision`): a `.keras` file for serving, packaging or `--init-from`, with the
+    run's `config.json` beside it when it goes elsewhere.
 
     A `config.json` describes every model in its folder (`resolve_model`), so the export refuses
     to put one where it would describe other models, or to go where one describes another model;

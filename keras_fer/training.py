@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
-from keras_fer.errors import FerModelError, FerOptionError
-from keras_fer.files import atomic_path, write_json, write_text
+from keras_fer.errors import FerDataError, FerModelError, FerOptionError
+from keras_fer.files import atomic_path, read_json_object, write_json, write_text
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-nesterov", "adadelta")
 SCHEDULES = ("constant", "plateau", "cosine", "step")
@@ -596,9 +596,6 @@ def _verbosity(config):
 
 def _check_resume(run_dir, config):
     """The run's saved `config.json` as a dict, after checking that `config` may continue it."""
-    from keras_fer.errors import FerDataError
-    from keras_fer.files import read_json_object
-
     path = run_dir / "config.json"
     try:
         saved = read_json_object(path)
@@ -696,16 +693,20 @@ def train(config, progress=None):
     if not config.mixed_precision:
         return _train(config, progress)
     import keras
-    import tensorflow as tf
 
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(
-        "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-    )
+    keras.mixed_precision.set_global_policy(mixed_policy_name())
     try:
         return _train(config, progress)
     finally:  # the policy is global: leave it as it was for whatever the caller does next
         keras.mixed_precision.set_global_policy(previous)
+
+
+def mixed_policy_name():
+    """The Keras dtype policy of `--mixed-precision`: `mixed_float16` on a GPU, else `mixed_bfloat16`."""
+    import tensorflow as tf
+
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
 def _train(config, progress):
@@ -764,7 +765,10 @@ def _train(config, progress):
     history = []
     init_record = saved_config.get("init_from")
     if config.resume:
-        state = json.loads((read_dir / "state.json").read_text())
+        try:
+            state = read_json_object(read_dir / "state.json")
+        except FerDataError as error:
+            raise FerOptionError(f"--resume: {error}") from None
         history = [row for row in read_history(read_dir / "history.csv") if row["epoch"] <= state["epoch"]]
     augment = AugmentConfig.parse(config.augment)
     phases = config.phase_list()
@@ -853,7 +857,10 @@ def _train(config, progress):
               file=sys.stderr)
 
     if write and state["epoch"] > 0:
-        best = load_run_model(run_dir / "best.keras", compile=False)
+        from keras_fer.inference import float32_model
+
+        # evaluated as predict.py will run it: in float32, also after --mixed-precision
+        best = float32_model(load_run_model(run_dir / "best.keras", compile=False))
         outputs = finish_run(run_dir, best, val_images, history)
         evaluation = outputs.get("evaluation")
         if evaluation is not None and verbose:

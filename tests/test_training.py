@@ -301,12 +301,42 @@ def test_mixed_precision_trains_in_bfloat16_and_predicts_in_float32(tmp_path):
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     faces = np.random.default_rng(0).integers(0, 256, (8, 48, 48, 1)).astype("float32")
     in_float32, in_bfloat16 = model.predict(faces, verbose=0), saved.predict(faces, verbose=0)
-    assert in_float32.dtype == np.float32
-    np.testing.assert_allclose(in_float32, in_bfloat16, atol=0.05)  # same weights, bfloat16 rounding apart
-    # A plain float32 model is not rebuilt.
+    assert 0 < np.abs(in_float32 - in_bfloat16).max() < 0.05  # same weights, bfloat16 rounding apart
+    # The run's own evaluation is the float32 model's, as predict.py will see it.
+    from keras_fer.synthetic import generate
+
+    validation = np.load(out / "validation.npz")
+    demo = generate(280, seed=0).images
+    rows = [list(demo.ids).index(i) for i in validation["ids"]]
+    np.testing.assert_allclose(validation["probabilities"],
+                               inference.softmax(model.predict(demo.pixels[rows], verbose=0)), atol=1e-5)
+    # A model wrapping it is rebuilt all through; a plain float32 model is not rebuilt.
+    wrapper = keras.Sequential([keras.Input((48, 48, 1)), saved])
+    rebuilt = inference.float32_model(wrapper)
+    assert {layer.dtype_policy.name for layer in rebuilt._flatten_layers()} == {"float32"}
+    np.testing.assert_allclose(rebuilt.predict(faces, verbose=0), in_float32, atol=1e-5)
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     assert inference.float32_model(plain) is plain
     # The LiteRT copy, which bfloat16 ops would refuse, is made and verified.
     predictor = inference.load_predictor(out)
     assert predictor.backend == "litert" and (out / "best.tflite").is_file()
     np.testing.assert_allclose(predictor.probabilities(faces), inference.softmax(in_float32), atol=1e-4)
+
+
+def test_mixed_precision_policy_is_restored_when_training_fails(tmp_path):
+    config = TrainConfig(arch="cnn4", mixed_precision=True, data=str(tmp_path / "missing.csv"), out=str(tmp_path / "r"))
+    with pytest.raises(Exception, match="missing.csv"):
+        train(config)
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_resume_with_a_damaged_state_file_is_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(SMALL + ["--epochs", "1", "--out", str(out)]) == 0
+    (out / "state.json").write_text('{"epoch": 1,')
+    capsys.readouterr()
+    assert main(SMALL + ["--epochs", "2", "--out", str(out), "--resume"]) != 0
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("error: --resume: ")
+    assert str(out / "state.json") in last and "not valid JSON" in last
