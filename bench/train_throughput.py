@@ -143,7 +143,7 @@ class KerasRunner:
         import keras
 
         from keras_fer import training
-        from keras_fer.models import build_model
+        from keras_fer.models import build_model, dtype_policy
         from keras_fer.pipeline import AugmentConfig, dataset_statistics, make_dataset, steps_per_epoch
 
         self.keras, self.training, self.make_dataset = keras, training, make_dataset
@@ -156,12 +156,9 @@ class KerasRunner:
                                            mixed_precision=mixed_precision)
         keras.utils.set_random_seed(0)
         mean, std = dataset_statistics(train.pixels)
-        if mixed_precision:  # as train(mixed_precision=True) does
-            keras.mixed_precision.set_global_policy(training.mixed_policy_name())
-        try:
+        # as train(mixed_precision=True) does
+        with dtype_policy(training.mixed_policy_name() if mixed_precision else "float32"):
             self.model = build_model("cnn4", preprocessing={"normalize": "unit", "mean": mean, "std": std})
-        finally:
-            keras.mixed_precision.set_global_policy("float32")
         training.compile_model(self.model, "adam", 1e-3, self.config)
         if jit_compile != "auto" or steps_per_execution != 1:
             # compile_model's settings, with other execution options.

@@ -63,7 +63,7 @@ def main():
 
     import keras
 
-    from keras_fer.models import build_model, list_models, model_info
+    from keras_fer.models import build_model, dtype_policy, list_models, model_info
     from keras_fer.training import TrainConfig, compile_model
 
     names = args.models.split(",") if args.models else list_models()
@@ -74,9 +74,9 @@ def main():
           f"{'min/epoch (1 core)':>20}{'min/epoch (2 cores)':>21}")
     for name in names:
         for policy in policies:
-            keras.mixed_precision.set_global_policy(policy)
             keras.utils.set_random_seed(0)
-            model = build_model(name, preprocessing={"normalize": "unit"})
+            with dtype_policy(policy):
+                model = build_model(name, preprocessing={"normalize": "unit"})
             compile_model(model, "adam", 1e-4, TrainConfig())
             cpu_ms, rate = fit_cost(model, faces, labels, args.batch_size)
             key = name.replace("-", "_") + ("" if len(policies) == 1 else f"_{policy}")
@@ -90,7 +90,6 @@ def main():
             stem = name.replace("-", "_")
             for policy in policies[1:]:
                 results[f"{stem}_{policy}_speedup"] = results[f"{stem}_{policies[0]}"] / results[f"{stem}_{policy}"]
-    keras.mixed_precision.set_global_policy("float32")
     print("min/epoch assumes the CPU time per image holds and 2 cores scale ideally (an estimate).")
     print("RESULT " + " ".join(f"{key}={value:.2f}" if key.endswith("_speedup") else f"{key}_cpu_ms={value:.2f}"
                                for key, value in results.items()))

@@ -295,14 +295,12 @@ def float32_model(model):
     if not _mixed_layers(model):
         return model
     keras = import_keras()
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")  # also inside a mixed-precision run's own evaluation
-    try:
+    from keras_fer.models import dtype_policy
+
+    with dtype_policy("float32"):  # also inside a mixed-precision run's own evaluation
         rebuilt = keras.saving.deserialize_keras_object(
             _float32_config(keras.saving.serialize_keras_object(model)), safe_mode=True
         )
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
     rebuilt.set_weights(model.get_weights())
     left = _mixed_layers(rebuilt)
     if left:

@@ -594,13 +594,18 @@ def _verbosity(config):
     return 1 if sys.stdout.isatty() else 2
 
 
+def _read_resumed(path):
+    """A resumed run's JSON file (config.json, state.json), or a one-line `--resume:` FerOptionError."""
+    try:
+        return read_json_object(path)
+    except FerDataError as error:
+        raise FerOptionError(f"--resume: {error}") from None
+
+
 def _check_resume(run_dir, config):
     """The run's saved `config.json` as a dict, after checking that `config` may continue it."""
     path = run_dir / "config.json"
-    try:
-        saved = read_json_object(path)
-    except FerDataError as error:
-        raise FerOptionError(f"--resume: {error}") from None
+    saved = _read_resumed(path)
     if not isinstance(saved.get("options"), dict):
         raise FerOptionError(f"--resume: {path}: unreadable run config (no \"options\" object)")
     # An option added since the run started was at its default then.
@@ -692,14 +697,10 @@ def train(config, progress=None):
     """
     if not config.mixed_precision:
         return _train(config, progress)
-    import keras
+    from keras_fer.models import dtype_policy
 
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(mixed_policy_name())
-    try:
+    with dtype_policy(mixed_policy_name()):  # and back as it was for whatever the caller does next
         return _train(config, progress)
-    finally:  # the policy is global: leave it as it was for whatever the caller does next
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def mixed_policy_name():
@@ -765,10 +766,7 @@ def _train(config, progress):
     history = []
     init_record = saved_config.get("init_from")
     if config.resume:
-        try:
-            state = read_json_object(read_dir / "state.json")
-        except FerDataError as error:
-            raise FerOptionError(f"--resume: {error}") from None
+        state = _read_resumed(read_dir / "state.json")
         history = [row for row in read_history(read_dir / "history.csv") if row["epoch"] <= state["epoch"]]
     augment = AugmentConfig.parse(config.augment)
     phases = config.phase_list()

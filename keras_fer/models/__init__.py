@@ -24,6 +24,7 @@ Adding a model is adding one decorated builder in a module imported at the botto
         return finish_model(inputs, x, num_classes, softmax, "mynet")
 """
 
+import contextlib
 import dataclasses
 import functools
 import gc
@@ -144,6 +145,24 @@ def build_model(name, **kwargs):
             )
         kwargs["input_shape"] = tuple(check_positive_int(size, "input_shape") for size in shape)
     return entry.builder(**kwargs)
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Build (or load) models under the global Keras dtype policy `name` (e.g. `"mixed_bfloat16"`),
+    and put the previous policy back afterwards: the policy is global, and a model keeps the one
+    it was built under.
+
+    Example:
+    >>> with dtype_policy("mixed_bfloat16"):
+    ...     model = build_model("cnn4")
+    """
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def finish_model(inputs, features, num_classes, softmax, name):
