@@ -177,7 +177,7 @@ def resolve_model(path):
         try:
             config = files.read_json_object(config_path)
         except FerDataError as error:
-            raise FerModelError(f"{config_path}: unreadable run config ({_one_line(error.reason)})") from None
+            raise FerModelError(f"{config_path}: unreadable run config: {_one_line(error.reason)}") from None
     return ModelSource(path, config, config_path)
 
 

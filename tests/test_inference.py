@@ -120,7 +120,7 @@ def test_unreadable_run_config_is_one_line_naming_it(tmp_path, runs, content, re
     with pytest.raises(FerModelError) as caught:
         inference.resolve_model(run)
     message = str(caught.value)
-    assert message.startswith(f"{run / 'config.json'}: unreadable run config (") and reason in message
+    assert message.startswith(f"{run / 'config.json'}: unreadable run config: ") and reason in message
     assert "\n" not in message and message.count(str(run / "config.json")) == 1
 
 
