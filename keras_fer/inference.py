@@ -624,8 +624,14 @@ def _export_reference(source, model, normalize):
 
 
 def _outputs_kind(model, outputs):
-    """`"probabilities"` when the model ends in a softmax or its `outputs` look like it, else `"logits"`."""
-    return "probabilities" if (_ends_in_softmax(model) or _looks_like_probabilities(outputs)) else "logits"
+    """`"probabilities"` when the model ends in a softmax or its `outputs` look like it, else `"logits"`.
+    `outputs` is an array, or a function giving one, called only when the model's last layer
+    does not already say so."""
+    if _ends_in_softmax(model):
+        return "probabilities"
+    if callable(outputs):
+        outputs = outputs()
+    return "probabilities" if _looks_like_probabilities(outputs) else "logits"
 
 
 def _check_export(exported, reference, kind, what, consequence):
@@ -909,11 +915,12 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
                 raise FerModelError(f"{source.path}: no LiteRT copy ({_one_line(error)})") from None
             notes.append(f"no LiteRT copy ({_one_line(error)}): using Keras")
     serving, _ = serving_model(model, source, normalize)
-    kind = "probabilities" if _ends_in_softmax(model) else "logits"
-    if kind == "logits":
+
+    def probe():
         sample = verification_sample(16)
-        if _looks_like_probabilities(keras_predict(serving, sample, len(sample))):
-            kind = "probabilities"
+        return keras_predict(serving, sample, len(sample))
+
+    kind = _outputs_kind(model, probe)
     return Predictor(name, "keras", _keras_runner(serving, batch_size), kind, source, notes)
 
 

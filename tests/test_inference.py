@@ -92,6 +92,30 @@ def test_hdf5_and_bad_tflite_are_refused(tmp_path):
         inference.resolve_model(tmp_path / "x.tflite")
 
 
+@pytest.mark.parametrize(
+    "tail, outputs",
+    [("none", "logits"), ("layer", "probabilities"), ("activation", "probabilities"), ("hidden", "probabilities")],
+)
+def test_keras_predictor_tells_logits_from_probabilities(tmp_path, tail, outputs):
+    import keras
+
+    base = tiny_model(3)
+    x = base.output
+    if tail == "layer":
+        x = keras.layers.Softmax()(x)
+    elif tail == "activation":
+        x = keras.layers.Activation("softmax")(x)
+    elif tail == "hidden":  # a softmax that the last layer does not show: found by probing
+        x = keras.layers.Reshape((NUM_CLASSES,))(keras.layers.Softmax()(x))
+    run = save_run(tmp_path / tail, keras.Model(base.input, x), PRIOR)
+    predictor = inference.load_predictor(run, backend="keras")
+    assert predictor.outputs == outputs
+    faces = inference.verification_sample(8)
+    probabilities = inference.softmax(predictor.run(faces)) if outputs == "logits" else predictor.run(faces)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert np.all(probabilities >= 0)
+
+
 def test_default_model_path_is_clear_when_absent():
     if (inference.WEIGHTS_DIR / "best.keras").exists() or list(inference.WEIGHTS_DIR.glob("*.keras")):
         assert inference.default_model_path().is_file()
