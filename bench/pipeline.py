@@ -198,8 +198,8 @@ def main(argv=None):
                         help="timed cnn4 training steps per round (0: no training)")
     parser.add_argument("--no-strong-train", action="store_true", help="skip training cnn4 fed by the strong pipeline")
     parser.add_argument("--autotune", choices=("on", "off", "both"), default="on",
-                        help="make_dataset(autotune=...): on is what training uses; both also times every set "
-                             "with autotune off (rows `SET@off`)")
+                        help="make_dataset(autotune=...): on is tf.data autotune (training runs with it off "
+                             "since 6ff9f88); both also times every set with autotune off (rows `SET@off`)")
     args = parser.parse_args(argv)
 
     quiet_tensorflow()

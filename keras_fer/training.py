@@ -349,7 +349,7 @@ def is_chief(strategy):
 
 def _make_run_recorder(keras):
     class RunRecorder(keras.callbacks.Callback):
-        """Writes history.csv, last.keras, best.keras and state.json atomically every epoch, and
+        """Writes history.csv, last-NNNN.keras, best.keras and state.json atomically every epoch, and
         restores the state of the other callbacks on resume (Keras' BackupAndRestore keeps the
         weights but not EarlyStopping's or ReduceLROnPlateau's counters, so a resumed run would
         diverge from an uninterrupted one)."""

@@ -21,7 +21,8 @@ examples:
   python train.py --recipe best --model-option width=0.5 --teacher ~/runs/best --data fer2013/   # distil
 
 The run directory (--out, default runs/ARCH-TIME) gets best.keras, last-NNNN.keras, history.csv,
-history.png, confusion.png, classification_report.txt, config.json and summary.txt.
+history.png, confusion.png, classification_report.txt, config.json, summary.txt, state.json (for
+--resume), metrics.json and validation.npz.
 """
 
 

@@ -35,7 +35,7 @@ def fervgg(
 
     Why this shape: the strongest plain CNN on FER2013 (Khaireddin & Chen 2021, a VGG of 4
     stages x 2 convs with BatchNorm, 73.3% test) needs 64-512 channels and hundreds of epochs;
-    at a quarter of the width a conv costs 1/16 of the FLOPs, which on 2 CPU cores buys ~40
+    at half the width a conv costs a quarter of the FLOPs, which on 2 CPU cores buys ~40
     epochs in 1.5-2 hours. Doubling the width at each halving of the map keeps every stage at
     ~59 MFLOPs, so no stage is a bottleneck. BatchNorm after every conv (report 002's ablation:
     0.68 with it, 0.56 without) lets a high learning rate train it fast; convs have no bias
