@@ -44,8 +44,7 @@ RECIPES = {
     "best": dict(
         description="Ours: fervgg, Adam with a 50-epoch cosine schedule, shift/flip/rotation augmentation: "
         "0.679 validation accuracy, 0.690 with predict.py --tta crops, in one run with --seed 2 (docs/RESULTS.md); "
-        "about 2 CPU-hours "
-        "on an AVX-512 CPU, resumable",
+        "about 2 CPU-hours on an AVX-512 CPU, resumable",
         arch="fervgg", val="fraction:0.1", optimizer="adam", lr=1e-3, batch_size=64, epochs=50,
         schedule="cosine", augment="basic", normalize="unit",
     ),
