@@ -624,10 +624,10 @@ def _export_reference(source, model, normalize):
 
 
 def _outputs_kind(model, outputs):
-    """`"probabilities"` when the model ends in a softmax or its `outputs` look like it, else `"logits"`.
-    `outputs` is an array, or a function giving one, called only when the model's last layer
-    does not already say so."""
-    if _ends_in_softmax(model):
+    """`"probabilities"` when the Keras `model` ends in a softmax or its `outputs` look like it, else
+    `"logits"`. `outputs` is an array, or a function giving one, called only when the model's last
+    layer does not already say so (or there is no Keras model: `model=None`)."""
+    if model is not None and _ends_in_softmax(model):
         return "probabilities"
     if callable(outputs):
         outputs = outputs()
@@ -882,8 +882,7 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
                                 "(pip install ai-edge-litert)")
         meta = _read_sidecar(source.path) or {}
         runner = LiteRTRunner(source.path, batch_size)
-        kind = meta.get("outputs") or (
-            "probabilities" if _looks_like_probabilities(runner(verification_sample(16))) else "logits")
+        kind = meta.get("outputs") or _outputs_kind(None, _probe_outputs(runner))
         return Predictor(name, "litert", runner, kind, source)
 
     notes = []
@@ -915,13 +914,14 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
                 raise FerModelError(f"{source.path}: no LiteRT copy ({_one_line(error)})") from None
             notes.append(f"no LiteRT copy ({_one_line(error)}): using Keras")
     serving, _ = serving_model(model, source, normalize)
+    runner = _keras_runner(serving, batch_size)
+    kind = _outputs_kind(model, lambda: _probe_outputs(runner))
+    return Predictor(name, "keras", runner, kind, source, notes)
 
-    def probe():
-        sample = verification_sample(16)
-        return keras_predict(serving, sample, len(sample))
 
-    kind = _outputs_kind(model, probe)
-    return Predictor(name, "keras", _keras_runner(serving, batch_size), kind, source, notes)
+def _probe_outputs(run):
+    """`run`'s raw outputs on a small fixed sample, to tell logits from probabilities."""
+    return run(verification_sample(16))
 
 
 # --------------------------------------------------------------------------------------------

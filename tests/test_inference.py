@@ -250,6 +250,15 @@ def test_model_with_wrong_outputs_is_refused(tmp_path):
 # LiteRT path and export
 
 
+@pytest.mark.parametrize("softmax, outputs", [(False, "logits"), (True, "probabilities")])
+def test_tflite_without_its_sidecar_is_probed_for_its_outputs(tmp_path, softmax, outputs):
+    run = save_run(tmp_path / "run", tiny_model(8, softmax=softmax), PRIOR)
+    inference.load_predictor(run)  # exports best.tflite and its sidecar
+    (run / "best.tflite.json").unlink()
+    predictor = inference.load_predictor(run / "best.tflite")
+    assert predictor.backend == "litert" and predictor.outputs == outputs
+
+
 def test_litert_copy_agrees_with_keras_and_is_reused(tmp_path, demo):
     run = save_run(tmp_path / "run", tiny_model(6), PRIOR)
     first = inference.load_predictor(run)  # backend auto: exports best.tflite on first use
