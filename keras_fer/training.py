@@ -607,7 +607,7 @@ def _check_resume(run_dir, config):
     path = run_dir / "config.json"
     saved = _read_resumed(path)
     if not isinstance(saved.get("options"), dict):
-        raise FerOptionError(f"--resume: {path}: unreadable run config (no \"options\" object)")
+        raise FerOptionError(f"--resume: {path}: unreadable run config: no \"options\" object")
     # An option added since the run started was at its default then.
     saved_options = {**TrainConfig().to_json(), **saved["options"]}
     given = config.to_json()

@@ -243,7 +243,7 @@ def test_resume_refuses_changed_options_and_keeps_a_stopped_run_stopped(tmp_path
     assert "expected a JSON object" in capsys.readouterr().err
     (out / "config.json").write_text("{}")
     assert main(base + ["--stop-at-accuracy", "0.01", "--resume"]) == 2
-    assert 'no "options" object' in capsys.readouterr().err
+    assert f'{out / "config.json"}: unreadable run config: no "options" object' in capsys.readouterr().err
 
 
 def test_init_from_starts_at_a_trained_models_weights(tmp_path, capsys):
