@@ -74,14 +74,14 @@ def soft_targets(labels, probabilities, weight, temperature):
 
 
 def resolve_teachers(names):
-    """The `inference.ModelSource` of each teacher argument, before any data is read.
+    """The `loading.ModelSource` of each teacher argument, before any data is read.
 
     Raises:
         FerModelError / FerOptionError: one line naming the teacher, for a missing file, a
             folder without a model, or a `.tflite` file (a teacher runs in Keras).
     """
     from keras_fer.errors import FerError
-    from keras_fer.inference import resolve_model_argument
+    from keras_fer.loading import resolve_model_argument
 
     sources = []
     for name in map(str, names):
@@ -100,7 +100,7 @@ def check_teachers(names, sources, val, split_seed, fingerprint):
     """Refuse teachers that may have trained on the student's validation rows.
 
     Args:
-        names: the teachers as the user named them; sources: their `inference.ModelSource`s.
+        names: the teachers as the user named them; sources: their `loading.ModelSource`s.
         val, split_seed: the student's validation split.
         fingerprint: the student's data fingerprint.
 
@@ -108,7 +108,7 @@ def check_teachers(names, sources, val, split_seed, fingerprint):
     `val` with `split_seed`, on data with this `fingerprint`. Not checked: the rows of a model a
     teacher started from (`--init-from`); keep such chains on one split, as `--split-seed` does.
     """
-    from keras_fer.inference import validation_split
+    from keras_fer.loading import validation_split
 
     for name, source in zip(names, sources):
         if not isinstance((source.config or {}).get("options"), dict):
@@ -136,7 +136,7 @@ def teacher_probabilities(sources, faces, progress=None, chunk_rows=4096):
     """The teachers' mean probabilities over `faces` and their mirror images, `(N, 7)` float64.
 
     Args:
-        sources: `inference.ModelSource`s of Keras models (`resolve_teachers`).
+        sources: `loading.ModelSource`s of Keras models (`resolve_teachers`).
         faces: uint8 or float `(N, 48, 48, 1)`.
         progress: an optional callable called with the number of faces done after each chunk.
         chunk_rows: faces a chunk.
@@ -166,7 +166,7 @@ def teacher_targets(config, sources, train_images, all_images, previous=None, ru
     Args:
         config: a `training.TrainConfig` with `teacher`, `teacher_weight`, `temperature`,
             `val` and `seed` / `split_seed`.
-        sources: the teachers' `inference.ModelSource`s (`resolve_teachers(config.teacher)`).
+        sources: the teachers' `loading.ModelSource`s (`resolve_teachers(config.teacher)`).
         train_images: the student's training rows (`FerImages`).
         all_images: the whole data set, for its fingerprint.
         previous: the `teacher` record of the run being resumed, or None: a teacher whose file
@@ -182,8 +182,8 @@ def teacher_targets(config, sources, train_images, all_images, previous=None, ru
         (the teachers' training accuracy and mean top probability before and after softening).
     """
     from keras_fer.data import parse_split
+    from keras_fer.export import file_sha256
     from keras_fer.files import atomic_open
-    from keras_fer.inference import file_sha256
 
     names = [str(name) for name in config.teacher]
     if parse_split(config.val)[0] != "none":  # with no validation rows there is nothing to flatter

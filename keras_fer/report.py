@@ -122,7 +122,7 @@ def read_run(path):
 
 
 def load_model(path):
-    """Load a model for the figures (`inference.load_keras_model`: a `.keras` file or run
+    """Load a model for the figures (`loading.load_keras_model`: a `.keras` file or run
     directory, `safe_mode=True`, uncompiled) and check that it takes raw 48x48x1 faces and
     outputs the 7 classes, as the explanations need.
 
@@ -130,7 +130,7 @@ def load_model(path):
         FerModelError: for a missing file, a file that is not a Keras model, or a model whose
             input is not 48x48x1 or that does not have 7 outputs.
     """
-    from keras_fer.inference import load_keras_model
+    from keras_fer.loading import load_keras_model
 
     model = load_keras_model(path)
     shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None

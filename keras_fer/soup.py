@@ -36,7 +36,7 @@ def average_models(models, names=None):
         FerModelError: when fewer than two models are given, or when a model's weights do not
             match the first's one for one (naming it and the first weight that differs).
     """
-    from keras_fer.inference import import_keras, load_keras_model
+    from keras_fer.loading import import_keras, load_keras_model
     from keras_fer.models import weight_mismatch
 
     keras = import_keras()
@@ -178,7 +178,7 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     from keras_fer.data import class_counts
     from keras_fer.errors import FerOptionError
     from keras_fer.files import write_json, write_text
-    from keras_fer.inference import load_keras_model, resolve_model_argument, validation_split
+    from keras_fer.loading import load_keras_model, resolve_model_argument, validation_split
     from keras_fer.pipeline import AugmentConfig
     from keras_fer.training import TrainConfig, finish_run, load_training_data, model_summary, save_model
 

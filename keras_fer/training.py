@@ -449,7 +449,7 @@ def copy_weights_from(path, model):
         FerModelError: naming the file, when it is missing, not a Keras model, or a different
             architecture (its weights do not fit `model`'s one for one).
     """
-    from keras_fer.inference import load_keras_model, resolve_model_argument
+    from keras_fer.loading import load_keras_model, resolve_model_argument
     from keras_fer.models import weight_mismatch
 
     source = resolve_model_argument(path).path
@@ -855,7 +855,7 @@ def _train(config, progress):
               file=sys.stderr)
 
     if write and state["epoch"] > 0:
-        from keras_fer.inference import float32_model
+        from keras_fer.loading import float32_model
 
         # evaluated as predict.py will run it: in float32, also after --mixed-precision
         best = float32_model(load_run_model(run_dir / "best.keras", compile=False))

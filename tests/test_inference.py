@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from keras_fer import inference
+from keras_fer import export, inference, loading
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
 from keras_fer.synthetic import generate
@@ -58,12 +58,12 @@ def keras_predictors(runs):
 
 def test_missing_model_file_names_it(tmp_path):
     with pytest.raises(FerModelError, match="nope.keras: no such model file"):
-        inference.resolve_model(tmp_path / "nope.keras")
+        loading.resolve_model(tmp_path / "nope.keras")
 
 
 def test_folder_without_best_keras(tmp_path):
     with pytest.raises(FerModelError, match="no best.keras"):
-        inference.resolve_model(tmp_path)
+        loading.resolve_model(tmp_path)
 
 
 def test_text_file_is_not_a_model(tmp_path):
@@ -79,17 +79,17 @@ def test_zip_that_is_not_a_keras_model(tmp_path):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("config.json", "{not json")
     with pytest.raises(FerModelError, match="fake.keras: not a loadable Keras model") as caught:
-        inference.load_keras_model(path)
+        loading.load_keras_model(path)
     assert "\n" not in str(caught.value)
 
 
 def test_hdf5_and_bad_tflite_are_refused(tmp_path):
     (tmp_path / "old.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
     with pytest.raises(FerModelError, match="legacy HDF5"):
-        inference.resolve_model(tmp_path / "old.h5")
+        loading.resolve_model(tmp_path / "old.h5")
     (tmp_path / "x.tflite").write_bytes(b"garbage!")
     with pytest.raises(FerModelError, match="not a TensorFlow Lite model"):
-        inference.resolve_model(tmp_path / "x.tflite")
+        loading.resolve_model(tmp_path / "x.tflite")
 
 
 @pytest.mark.parametrize(
@@ -110,18 +110,18 @@ def test_keras_predictor_tells_logits_from_probabilities(tmp_path, tail, outputs
     run = save_run(tmp_path / tail, keras.Model(base.input, x), PRIOR)
     predictor = inference.load_predictor(run, backend="keras")
     assert predictor.outputs == outputs
-    faces = inference.verification_sample(8)
-    probabilities = inference.softmax(predictor.run(faces)) if outputs == "logits" else predictor.run(faces)
+    faces = export.verification_sample(8)
+    probabilities = loading.softmax(predictor.run(faces)) if outputs == "logits" else predictor.run(faces)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert np.all(probabilities >= 0)
 
 
 def test_default_model_path_is_clear_when_absent():
-    if (inference.WEIGHTS_DIR / "best.keras").exists() or list(inference.WEIGHTS_DIR.glob("*.keras")):
-        assert inference.default_model_path().is_file()
+    if (loading.WEIGHTS_DIR / "best.keras").exists() or list(loading.WEIGHTS_DIR.glob("*.keras")):
+        assert loading.default_model_path().is_file()
     else:
         with pytest.raises(FerModelError, match="--model"):
-            inference.default_model_path()
+            loading.default_model_path()
 
 
 def test_prior_correction_needs_config(tmp_path, runs):
@@ -142,7 +142,7 @@ def test_unreadable_run_config_is_one_line_naming_it(tmp_path, runs, content, re
     (run / "best.keras").write_bytes((runs["a"] / "best.keras").read_bytes())
     (run / "config.json").write_bytes(content)
     with pytest.raises(FerModelError) as caught:
-        inference.resolve_model(run)
+        loading.resolve_model(run)
     message = str(caught.value)
     assert message.startswith(f"{run / 'config.json'}: unreadable run config: ") and reason in message
     assert "\n" not in message and message.count(str(run / "config.json")) == 1
@@ -154,16 +154,16 @@ def test_unreadable_run_config_is_one_line_naming_it(tmp_path, runs, content, re
 
 def test_softmax_and_prior_correction_are_logit_adjustment():
     logits = np.random.default_rng(0).normal(size=(5, NUM_CLASSES)) * 3
-    probabilities = inference.softmax(logits)
+    probabilities = loading.softmax(logits)
     assert np.allclose(probabilities.sum(axis=1), 1)
     adjusted = inference.prior_correct(probabilities, PRIOR)
-    expected = inference.softmax(logits - np.log(np.array(PRIOR) / sum(PRIOR)))
+    expected = loading.softmax(logits - np.log(np.array(PRIOR) / sum(PRIOR)))
     assert np.allclose(adjusted, expected)
 
 
 def test_predictions_equal_keras_softmax(keras_predictors, runs, demo):
-    model = inference.load_keras_model(runs["a"])
-    expected = inference.softmax(model.predict(demo.pixels.astype("float32"), verbose=0))
+    model = loading.load_keras_model(runs["a"])
+    expected = loading.softmax(model.predict(demo.pixels.astype("float32"), verbose=0))
     got = inference.predict_proba([keras_predictors["a"]], demo.pixels)
     assert got.shape == (len(demo), NUM_CLASSES)
     np.testing.assert_allclose(got, expected, atol=1e-6)
@@ -230,7 +230,7 @@ def test_foreign_models_are_fed_resized_replicated_unit_faces(tmp_path, demo, sh
     model.save(path)
     predictor = inference.load_predictor(path, backend="keras")
     prepare = Preprocessing(normalize="unit", size=shape[:2], channels=shape[2])
-    expected = inference.softmax(model.predict(np.asarray(prepare(keras.ops.convert_to_tensor(
+    expected = loading.softmax(model.predict(np.asarray(prepare(keras.ops.convert_to_tensor(
         demo.pixels.astype("float32")))), verbose=0))
     np.testing.assert_allclose(predictor.probabilities(demo.pixels), expected, atol=1e-5)
 
@@ -295,34 +295,34 @@ def test_foreign_litert_file_is_not_overwritten(tmp_path, monkeypatch):
 
 def test_the_packaged_folder_gets_no_litert_copy(tmp_path, monkeypatch):
     weights = save_run(tmp_path / "weights", tiny_model(11))
-    monkeypatch.setattr(inference, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(loading, "WEIGHTS_DIR", weights)
     cache = tmp_path / "cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     before = sorted(path.name for path in weights.iterdir())
-    predictor = inference.load_predictor(inference.default_model_path())
+    predictor = inference.load_predictor(loading.default_model_path())
     assert predictor.backend == "litert"
     assert sorted(path.name for path in weights.iterdir()) == before
     (copy,) = cache.rglob("model.tflite")
     # ... and later runs find the cached copy.
-    again = inference.load_predictor(inference.default_model_path())
+    again = inference.load_predictor(loading.default_model_path())
     assert again.backend == "litert" and not again.notes and copy.is_file()
 
 
 def test_export_savedmodel_and_tflite_agree(tmp_path, demo):
     run = save_run(tmp_path / "run", tiny_model(9))
-    result = inference.export_model(run, "savedmodel")
+    result = export.export_model(run, "savedmodel")
     assert result.path == run / "best_savedmodel" and (result.path / "saved_model.pb").is_file()
     assert result.max_abs_diff <= 1e-4
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(result.path))  # keep a reference while calling it
     served = loaded.serve(tf.constant(demo.pixels.astype("float32"))).numpy()
-    expected = inference.load_keras_model(run).predict(demo.pixels.astype("float32"), verbose=0)
+    expected = loading.load_keras_model(run).predict(demo.pixels.astype("float32"), verbose=0)
     np.testing.assert_allclose(served, expected, atol=1e-4)
-    lite = inference.export_model(run, "tflite", tmp_path / "elsewhere.tflite")
+    lite = export.export_model(run, "tflite", tmp_path / "elsewhere.tflite")
     assert lite.path.is_file() and lite.max_abs_diff <= 1e-4
     predictor = inference.load_predictor(lite.path)
-    np.testing.assert_allclose(predictor.probabilities(demo.pixels), inference.softmax(expected), atol=1e-4)
+    np.testing.assert_allclose(predictor.probabilities(demo.pixels), loading.softmax(expected), atol=1e-4)
 
 
 def test_export_keras_drops_the_optimizer_state_and_keeps_the_run_config(tmp_path, demo):
@@ -330,28 +330,28 @@ def test_export_keras_drops_the_optimizer_state_and_keeps_the_run_config(tmp_pat
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.fit(demo.pixels.astype("float32"), demo.labels, epochs=1, verbose=0)  # Adam's moments now exist
     run = save_run(tmp_path / "run", model, PRIOR)
-    result = inference.export_model(run, "keras")
+    result = export.export_model(run, "keras")
     assert result.path == run / "best-inference.keras" and result.format == "keras" and result.max_abs_diff == 0
     with zipfile.ZipFile(run / "best.keras") as full, zipfile.ZipFile(result.path) as slim:
         assert json.loads(full.read("config.json")).get("compile_config")
         assert not json.loads(slim.read("config.json")).get("compile_config")
         assert slim.getinfo("model.weights.h5").file_size < full.getinfo("model.weights.h5").file_size
-    exported = inference.load_keras_model(result.path)
-    expected = inference.load_keras_model(run).predict(demo.pixels.astype("float32"), verbose=0)
+    exported = loading.load_keras_model(result.path)
+    expected = loading.load_keras_model(run).predict(demo.pixels.astype("float32"), verbose=0)
     np.testing.assert_array_equal(exported.predict(demo.pixels.astype("float32"), verbose=0), expected)
     # Elsewhere, the run config goes beside it, so the copy predicts as the run does (its class prior).
-    elsewhere = inference.export_model(run, "keras", tmp_path / "package" / "model.keras").path
+    elsewhere = export.export_model(run, "keras", tmp_path / "package" / "model.keras").path
     assert json.loads((elsewhere.parent / "config.json").read_text()) == json.loads((run / "config.json").read_text())
     corrected = inference.load_predictor(elsewhere, backend="keras")
-    assert inference.class_prior(corrected.source) == pytest.approx(PRIOR)
+    assert loading.class_prior(corrected.source) == pytest.approx(PRIOR)
     # An equal config there (however formatted) is fine; an earlier export is replaced, nothing else.
     (elsewhere.parent / "config.json").write_text(json.dumps(json.loads((run / "config.json").read_text())))
-    assert inference.export_model(run, "keras", tmp_path / "package" / "second.keras").max_abs_diff == 0
-    assert inference.export_model(run, "keras").path == run / "best-inference.keras"
+    assert export.export_model(run, "keras", tmp_path / "package" / "second.keras").max_abs_diff == 0
+    assert export.export_model(run, "keras").path == run / "best-inference.keras"
     with pytest.raises(FerOptionError, match="already exists and is not an earlier export"):
-        inference.export_model(run, "keras", elsewhere)
+        export.export_model(run, "keras", elsewhere)
     with pytest.raises(FerOptionError, match="replace the model it reads"):
-        inference.export_model(run, "keras", run / "best.keras")
+        export.export_model(run, "keras", run / "best.keras")
     # A config.json describes every model in its folder: never another model's, never over other models.
     other = save_run(tmp_path / "other", tiny_model(13))
     bare = tmp_path / "bare"
@@ -367,7 +367,7 @@ def test_export_keras_drops_the_optimizer_state_and_keeps_the_run_config(tmp_pat
                                     (run, tmp_path / "MODEL.KERAS", "must end in .keras"),
                                     (run, other, "is a folder")]:
         with pytest.raises(FerOptionError, match=message):
-            inference.export_model(source / "model.keras" if source == bare else source, "keras", target)
+            export.export_model(source / "model.keras" if source == bare else source, "keras", target)
     assert sorted(path.name for path in other.iterdir()) == ["best.keras", "config.json"]
     assert sorted(path.name for path in crowded.iterdir()) == ["someone.keras"]
 
@@ -376,9 +376,9 @@ def test_export_keras_drops_the_optimizer_state_and_keeps_the_run_config(tmp_pat
                                          ("keras", "copy.keras")])
 def test_an_export_that_disagrees_is_not_left_behind(tmp_path, monkeypatch, fmt, target):
     run = save_run(tmp_path / "run", tiny_model(10))
-    monkeypatch.setattr(inference, "TOLERANCE", -1.0)  # any difference, even 0, now disagrees
+    monkeypatch.setattr(export, "TOLERANCE", -1.0)  # any difference, even 0, now disagrees
     with pytest.raises(FerModelError, match="differs from the Keras model"):
-        inference.export_model(run, fmt, tmp_path / "out" / target)
+        export.export_model(run, fmt, tmp_path / "out" / target)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 

@@ -288,7 +288,7 @@ def test_split_seed_keeps_the_validation_rows_across_seeds(tmp_path):
 
 
 def test_mixed_precision_trains_in_bfloat16_and_predicts_in_float32(tmp_path):
-    from keras_fer import inference
+    from keras_fer import inference, loading
 
     out = tmp_path / "run"
     assert keras.mixed_precision.global_policy().name == "float32"
@@ -297,7 +297,7 @@ def test_mixed_precision_trains_in_bfloat16_and_predicts_in_float32(tmp_path):
     saved = keras.saving.load_model(out / "best.keras", compile=False, safe_mode=True)
     policies = {layer.dtype_policy.name for layer in saved.layers}
     assert "mixed_bfloat16" in policies  # it did train in bfloat16, and the file says so
-    model = inference.load_keras_model(out)
+    model = loading.load_keras_model(out)
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     faces = np.random.default_rng(0).integers(0, 256, (8, 48, 48, 1)).astype("float32")
     in_float32, in_bfloat16 = model.predict(faces, verbose=0), saved.predict(faces, verbose=0)
@@ -309,18 +309,18 @@ def test_mixed_precision_trains_in_bfloat16_and_predicts_in_float32(tmp_path):
     demo = generate(280, seed=0).images
     rows = [list(demo.ids).index(i) for i in validation["ids"]]
     np.testing.assert_allclose(validation["probabilities"],
-                               inference.softmax(model.predict(demo.pixels[rows], verbose=0)), atol=1e-5)
+                               loading.softmax(model.predict(demo.pixels[rows], verbose=0)), atol=1e-5)
     # A model wrapping it is rebuilt all through; a plain float32 model is not rebuilt.
     wrapper = keras.Sequential([keras.Input((48, 48, 1)), saved])
-    rebuilt = inference.float32_model(wrapper)
+    rebuilt = loading.float32_model(wrapper)
     assert {layer.dtype_policy.name for layer in rebuilt._flatten_layers()} == {"float32"}
     np.testing.assert_allclose(rebuilt.predict(faces, verbose=0), in_float32, atol=1e-5)
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    assert inference.float32_model(plain) is plain
+    assert loading.float32_model(plain) is plain
     # The LiteRT copy, which bfloat16 ops would refuse, is made and verified.
     predictor = inference.load_predictor(out)
     assert predictor.backend == "litert" and (out / "best.tflite").is_file()
-    np.testing.assert_allclose(predictor.probabilities(faces), inference.softmax(in_float32), atol=1e-4)
+    np.testing.assert_allclose(predictor.probabilities(faces), loading.softmax(in_float32), atol=1e-4)
 
 
 def test_mixed_precision_policy_is_restored_when_training_fails(tmp_path):

@@ -196,17 +196,17 @@ def test_image_must_be_an_image_file(run_dir, tmp_path, capsys):
 
 
 def test_no_model_asks_for_a_run(monkeypatch, tmp_path, capsys):
-    from keras_fer import inference
+    from keras_fer import loading
 
-    monkeypatch.setattr(inference, "WEIGHTS_DIR", tmp_path / "no-weights")  # an install without a packaged model
+    monkeypatch.setattr(loading, "WEIGHTS_DIR", tmp_path / "no-weights")  # an install without a packaged model
     assert main(["saliency", "--out", str(tmp_path)]) == 2
     assert "pass --run DIR" in error_line(capsys)
 
 
 def test_no_model_uses_the_packaged_one(tmp_path, capsys):
-    from keras_fer import inference
+    from keras_fer import loading
 
-    if not (inference.WEIGHTS_DIR / "best.keras").is_file():
+    if not (loading.WEIGHTS_DIR / "best.keras").is_file():
         pytest.skip("this install has no packaged model")
     assert main(["filters", "--count", "1", "--steps", "2", "--out", str(tmp_path)]) == 0
     assert [p.suffix for p in tmp_path.iterdir()] == [".png"]

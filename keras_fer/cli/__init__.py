@@ -16,7 +16,7 @@ def import_tensorflow_quietly():
     """Import Keras and TensorFlow with their native start-up lines silenced (they write
     straight to file descriptor 2, whatever TF_CPP_MIN_LOG_LEVEL says) and register keras-fer's
     layers. Commands call it once they know they need TensorFlow, so `--help` stays instant."""
-    from keras_fer.inference import import_keras
+    from keras_fer.loading import import_keras
 
     import_keras()
 

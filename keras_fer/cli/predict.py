@@ -62,7 +62,8 @@ class PredictOptions:
 
 
 def build_parser():
-    from keras_fer.inference import BACKENDS, EXPORT_FORMATS, TTA_MODES
+    from keras_fer.export import EXPORT_FORMATS
+    from keras_fer.inference import BACKENDS, TTA_MODES
 
     parser = argparse.ArgumentParser(
         prog="predict.py",
@@ -169,13 +170,13 @@ def _note(text):
 
 
 def _models_or_default(options):
-    from keras_fer.inference import default_model_path
+    from keras_fer.loading import default_model_path
 
     return options.models or [str(default_model_path())]
 
 
 def run_export(options, models):
-    from keras_fer.inference import export_model
+    from keras_fer.export import export_model
 
     for model in models:
         result = export_model(model, options.export, options.export_to, options.normalize)
@@ -360,7 +361,8 @@ def main(argv=None):
     entered = time.perf_counter()
     imports_s = _process_age()
     from keras_fer.data import is_image_file
-    from keras_fer.inference import Timings, class_prior, load_predictor, resolve_model
+    from keras_fer.inference import Timings, load_predictor
+    from keras_fer.loading import class_prior, resolve_model
 
     options = parse_options(argv)
     timings = Timings()

@@ -212,7 +212,7 @@ def _context(args):
     elif getattr(args, "model", None):
         model_path = Path(args.model)
     else:
-        from keras_fer.inference import default_model_path
+        from keras_fer.loading import default_model_path
 
         try:
             model_path = default_model_path()

@@ -1,0 +1,458 @@
+"""Verified serving copies of Keras models: the LiteRT runner and its cache, and export.
+
+Importing TensorFlow/Keras costs ~5 s, more than classifying the whole FER2013 test set, so
+`keras_fer.inference.load_predictor` runs a verified LiteRT copy of a model when it can: the
+first use of `X.keras` exports `X.tflite` next to it (or into `~/.cache/keras-fer` when that
+folder is read-only or is the package's own), checks it against the Keras model on a fixed sample
+(max |difference| of the probabilities <= `TOLERANCE`) and records the check and the source's
+SHA-256 in `X.tflite.json`. Later runs find the verified copy and never import TensorFlow.
+`export_model` writes the same check-before-keep artifacts on request: LiteRT, SavedModel, or the
+model alone as `.keras`.
+
+Example:
+>>> result = export_model("runs/cnn4", "tflite")  # doctest: +SKIP
+>>> result.max_abs_diff <= TOLERANCE  # doctest: +SKIP
+True
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from keras_fer import files, loading
+from keras_fer.classes import IMAGE_SIZE, NUM_CLASSES
+from keras_fer.errors import FerModelError, FerOptionError
+from keras_fer.loading import (
+    DEFAULT_BATCH_SIZE,
+    _ends_in_softmax,
+    _one_line,
+    _quiet_native_stderr,
+    import_keras,
+    keras_predict,
+    load_keras_model,
+    resolve_model,
+    serving_model,
+    softmax,
+)
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "TOLERANCE",
+    "ExportResult",
+    "LiteRTRunner",
+    "export_model",
+    "file_sha256",
+    "find_cached_tflite",
+    "litert_available",
+    "verification_sample",
+]
+
+EXPORT_FORMATS = ("tflite", "savedmodel", "keras")
+#: Largest |difference| of the probabilities an exported copy may show against the Keras model.
+TOLERANCE = 1e-4
+SIDECAR_FORMAT = "keras-fer-litert/1"
+
+
+# --------------------------------------------------------------------------------------------
+# LiteRT
+
+
+def litert_available():
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _cpu_count():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class LiteRTRunner:
+    """Runs a `.tflite` model on float32 faces in fixed-size batches (the last one padded)."""
+
+    def __init__(self, path, batch_size=DEFAULT_BATCH_SIZE, threads=None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            with _quiet_native_stderr():
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads or _cpu_count())
+        except (ValueError, RuntimeError) as error:
+            raise FerModelError(f"{path}: LiteRT cannot load it ({_one_line(error)})") from None
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise FerModelError(f"{path}: expected one input and one output")
+        shape = tuple(int(v) for v in inputs[0]["shape_signature"])
+        if shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1):
+            raise FerModelError(f"{path}: takes input {shape}; expected raw faces (-1, 48, 48, 1)")
+        self.input_index, self.output_index = inputs[0]["index"], outputs[0]["index"]
+        self.fixed_batch = shape[0] if shape[0] > 0 else None
+        self.batch_size = self.fixed_batch or batch_size
+        self.allocated = None
+        self.path = path
+
+    def _allocate(self, size):
+        if self.allocated != size:
+            with _quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+                self.interpreter.resize_tensor_input(self.input_index, (size, IMAGE_SIZE, IMAGE_SIZE, 1), strict=False)
+                self.interpreter.allocate_tensors()
+            self.allocated = size
+
+    def __call__(self, faces):
+        faces = np.asarray(faces, np.float32)
+        results = []
+        for start in range(0, len(faces), self.batch_size):
+            batch = faces[start:start + self.batch_size]
+            count = len(batch)
+            if count < self.batch_size:
+                batch = np.concatenate([batch, np.zeros((self.batch_size - count,) + batch.shape[1:], np.float32)])
+            self._allocate(self.batch_size)
+            self.interpreter.set_tensor(self.input_index, np.ascontiguousarray(batch))
+            self.interpreter.invoke()
+            results.append(np.array(self.interpreter.get_tensor(self.output_index)[:count]))
+        if not results:
+            return np.zeros((0, NUM_CLASSES), np.float32)
+        return np.concatenate(results)
+
+
+def file_sha256(path):
+    """The SHA-256 of a file, in hex (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cache_locations(source_path):
+    """Where the verified LiteRT copy of `source_path` may live: next to it, then the user cache."""
+    source_path = Path(source_path)
+    sibling = source_path.with_suffix(".tflite")
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "keras-fer" / "litert"
+    return sibling, base
+
+
+def _read_sidecar(tflite_path):
+    sidecar = Path(str(tflite_path) + ".json")
+    if not (sidecar.is_file() and Path(tflite_path).is_file()):
+        return None
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == SIDECAR_FORMAT else None
+
+
+def _source_matches(meta, source_path, digest_holder):
+    """Whether the sidecar `meta` was made from this exact `source_path` (size+mtime, else SHA)."""
+    stat = source_path.stat()
+    if meta.get("source_size") == stat.st_size and meta.get("source_mtime_ns") == stat.st_mtime_ns:
+        return True
+    if "sha" not in digest_holder:
+        digest_holder["sha"] = file_sha256(source_path)
+    return meta.get("source_sha256") == digest_holder["sha"]
+
+
+def _adapter_matches(meta, normalize, config):
+    adapter = meta.get("adapter")
+    if adapter is None:
+        return True  # a keras-fer model: it normalizes itself, the option does not apply
+    wanted = normalize or (config or {}).get("normalize") or "unit"
+    return adapter.get("normalize") == wanted
+
+
+def find_cached_tflite(source, normalize=None):
+    """The verified LiteRT copy of `source` and its sidecar metadata, or `(None, None)`."""
+    sibling, cache_base = _cache_locations(source.path)
+    digest = {}
+    meta = _read_sidecar(sibling)
+    if meta is not None and meta.get("verified") and _source_matches(meta, source.path, digest) \
+            and _adapter_matches(meta, normalize, source.config):
+        return sibling, meta
+    if cache_base.is_dir():
+        digest.setdefault("sha", file_sha256(source.path))
+        candidate = cache_base / digest["sha"][:24] / "model.tflite"
+        meta = _read_sidecar(candidate)
+        if meta is not None and meta.get("verified") and meta.get("source_sha256") == digest["sha"] \
+                and _adapter_matches(meta, normalize, source.config):
+            return candidate, meta
+    return None, None
+
+
+def _writable_cache_path(source):
+    """Where to write a new LiteRT copy: next to the model unless that is not ours to write (a file
+    someone else put there, a read-only folder, or the package's own weights folder, which an
+    install should not change and a checkout should not see change), else the user cache."""
+    sibling, cache_base = _cache_locations(source.path)
+    sibling_is_foreign = sibling.exists() and _read_sidecar(sibling) is None
+    packaged = loading.WEIGHTS_DIR.is_dir() and sibling.parent.resolve() == loading.WEIGHTS_DIR.resolve()
+    if not sibling_is_foreign and not packaged and os.access(sibling.parent, os.W_OK):
+        return sibling
+    folder = cache_base / file_sha256(source.path)[:24]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "model.tflite"
+
+
+# --------------------------------------------------------------------------------------------
+# Verification and export
+
+
+def verification_sample(count=64, seed=7):
+    """A fixed float32 sample of raw faces for checking exports: demo faces, noise, flat images."""
+    from keras_fer.synthetic import generate
+
+    rng = np.random.default_rng(seed)
+    faces = generate(max(count - 16, 7), seed=seed).images.pixels.astype(np.float32)
+    noise = rng.integers(0, 256, (14, IMAGE_SIZE, IMAGE_SIZE, 1)).astype(np.float32)
+    flat = np.stack([np.zeros((IMAGE_SIZE, IMAGE_SIZE, 1), np.float32),
+                     np.full((IMAGE_SIZE, IMAGE_SIZE, 1), 255, np.float32)])
+    return np.concatenate([faces, noise, flat])
+
+
+def _looks_like_probabilities(outputs):
+    outputs = np.asarray(outputs, np.float64)
+    return bool(len(outputs)) and outputs.min() >= -1e-6 and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-4)
+
+
+def _as_probabilities(outputs, kind):
+    return np.asarray(outputs, np.float64) if kind == "probabilities" else softmax(outputs)
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """An exported serving artifact and how closely it matches the Keras model.
+
+    Attributes:
+        path: the `.tflite` file, SavedModel folder or `.keras` file.
+        format: `"tflite"`, `"savedmodel"` or `"keras"`.
+        max_abs_diff: max |difference| of the class probabilities on the sample.
+        max_abs_diff_outputs: max |difference| of the raw outputs (logits) on the sample.
+        sample_size: faces in the check sample.
+    """
+
+    path: Path
+    format: str
+    max_abs_diff: float
+    max_abs_diff_outputs: float
+    sample_size: int
+
+
+def _export_tflite(model, path):
+    """Convert with Keras' LiteRT exporter into `path` (atomically)."""
+    with files.atomic_path(path) as temporary, _quiet_native_stderr():
+        model.export(str(temporary), format="litert", verbose=False)
+
+
+def _export_reference(source, model, normalize):
+    """What an export is checked against: `(serving model, adapter, sample, Keras outputs on the
+    sample, outputs kind)`."""
+    serving, adapter = serving_model(model, source, normalize)
+    sample = verification_sample()
+    reference = keras_predict(serving, sample, len(sample))
+    return serving, adapter, sample, reference, _outputs_kind(model, reference)
+
+
+def _outputs_kind(model, outputs):
+    """`"probabilities"` when the Keras `model` ends in a softmax or its `outputs` look like it, else
+    `"logits"`. `outputs` is an array, or a function giving one, called only when the model's last
+    layer does not already say so (or there is no Keras model: `model=None`)."""
+    if model is not None and _ends_in_softmax(model):
+        return "probabilities"
+    if callable(outputs):
+        outputs = outputs()
+    return "probabilities" if _looks_like_probabilities(outputs) else "logits"
+
+
+def _check_export(exported, reference, kind, what, consequence):
+    """`(max |difference| of the probabilities, of the raw outputs)` of an exported copy against
+    the Keras model; `FerModelError` when the probabilities differ by more than `TOLERANCE`."""
+    diff_outputs = float(np.max(np.abs(exported - reference)))
+    diff = float(np.max(np.abs(_as_probabilities(exported, kind) - _as_probabilities(reference, kind))))
+    if not diff <= TOLERANCE:
+        raise FerModelError(
+            f"{what} differs from the Keras model by {diff:.2e} > {TOLERANCE:.0e} "
+            f"(max |difference| of the probabilities); {consequence}"
+        )
+    return diff, diff_outputs
+
+
+def _tflite_from_keras(source, model, normalize, destination):
+    """Export `model` (a loaded Keras model of `source`) to `destination` and verify it.
+
+    Returns `(ExportResult, outputs kind)`; raises FerModelError when the copy disagrees.
+    """
+    keras = import_keras()
+
+    serving, adapter, sample, reference, kind = _export_reference(source, model, normalize)
+    _export_tflite(serving, destination)
+    try:
+        diff, diff_outputs = _check_export(LiteRTRunner(destination)(sample), reference, kind,
+                                           f"{destination}: the LiteRT copy", "not used")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(destination)
+        raise
+    stat = source.path.stat()
+    import tensorflow as tf
+
+    files.write_json(
+        str(destination) + ".json",
+        {
+            "format": SIDECAR_FORMAT,
+            "source": str(source.path.name),
+            "source_sha256": file_sha256(source.path),
+            "source_size": stat.st_size,
+            "source_mtime_ns": stat.st_mtime_ns,
+            "adapter": adapter,
+            "outputs": kind,
+            "verified": True,
+            "tolerance": TOLERANCE,
+            "max_abs_diff": diff,
+            "max_abs_diff_outputs": diff_outputs,
+            "sample": f"{len(sample)} faces: keras_fer.export.verification_sample()",
+            "keras": keras.__version__,
+            "tensorflow": tf.__version__,
+        },
+        sort_keys=False,
+    )
+    return ExportResult(Path(destination), "tflite", diff, diff_outputs, len(sample)), kind
+
+
+def _export_savedmodel(source, model, normalize, destination):
+    import tensorflow as tf
+
+    serving, adapter, sample, reference, kind = _export_reference(source, model, normalize)
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}-"))
+    try:
+        with _quiet_native_stderr():
+            serving.export(str(temporary), format="tf_saved_model", verbose=False)
+        loaded = tf.saved_model.load(str(temporary))
+        diff, diff_outputs = _check_export(np.asarray(loaded.serve(tf.constant(sample))), reference, kind,
+                                           f"{destination}: the SavedModel", "not written")
+        (temporary / "keras_fer.json").write_text(
+            json.dumps({"adapter": adapter, "outputs": kind, "max_abs_diff": diff,
+                        "source_sha256": file_sha256(source.path)}, indent=2) + "\n",
+            encoding="utf-8",
+        )
+        if destination.exists():
+            old = destination.with_name(f".{destination.name}.old-{os.getpid()}")
+            os.replace(destination, old)
+            os.replace(temporary, destination)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temporary, destination)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return ExportResult(destination, "savedmodel", diff, diff_outputs, len(sample))
+
+
+def _export_keras(source, model, destination):
+    """The model alone (no optimizer state, no training run, float32 even when it was trained
+    with `--mixed-precision`): a `.keras` file for serving, packaging or `--init-from`, with the
+    run's `config.json` beside it when it goes elsewhere.
+
+    A `config.json` describes every model in its folder (`resolve_model`), so the export refuses
+    to put one where it would describe other models, or to go where one describes another model;
+    it never replaces a file it did not make (only an earlier `*-inference.keras`).
+    """
+    destination = Path(destination)
+    received = f"Received: export_to={str(destination)!r}"
+    if destination.is_dir():
+        raise FerOptionError(f"--export-to {destination} is a folder; name the .keras file. {received}")
+    if not destination.name.endswith(".keras"):
+        raise FerOptionError(f"--export-to for keras must end in .keras (Keras' format). {received}")
+    if destination.exists():
+        if destination.resolve() == source.path.resolve():
+            raise FerOptionError(f"--export-to would replace the model it reads; choose another file. {received}")
+        if not destination.name.endswith("-inference.keras"):
+            raise FerOptionError(f"{destination} already exists and is not an earlier export: remove it or "
+                                 f"choose another file. {received}")
+    folder = destination.parent
+    config_copy = None
+    if folder.resolve() != source.path.parent.resolve():
+        existing_path = folder / "config.json"
+        if existing_path.exists():
+            if files.read_json_object(existing_path) != source.config:
+                raise FerOptionError(f"{existing_path} describes another model, and would describe this one: "
+                                     f"export into another folder. {received}")
+        elif source.config is not None:
+            others = sorted(path.name for path in folder.glob("*.keras") if path.name != destination.name)
+            if others:
+                raise FerOptionError(f"{folder} holds other models ({', '.join(others[:3])}) that this model's "
+                                     f"config.json would then describe: export into another folder. {received}")
+            config_copy = existing_path
+    keras = import_keras()
+    sample = verification_sample()
+    reference = keras_predict(model, sample, len(sample))
+    kind = _outputs_kind(model, reference)
+    with files.atomic_path(destination) as temporary:
+        os.unlink(temporary)
+        model.save(str(temporary))  # loaded with compile=False: no optimizer, so none is saved
+        copy = keras.saving.load_model(temporary, compile=False, safe_mode=True)
+        diff, diff_outputs = _check_export(keras_predict(copy, sample, len(sample)), reference, kind,
+                                           f"{destination}: the copy", "not written")
+    if config_copy is not None:  # after the model: a config.json never stands alone
+        with files.atomic_open(config_copy) as stream:
+            json.dump(source.config, stream, indent=2)
+            stream.write("\n")
+    return ExportResult(destination, "keras", diff, diff_outputs, len(sample))
+
+
+def default_export_path(model_path, fmt):
+    source_path = resolve_model(model_path).path
+    if fmt == "tflite":
+        return source_path.with_suffix(".tflite")
+    if fmt == "keras":
+        return source_path.with_name(f"{source_path.stem}-inference.keras")
+    return source_path.with_name(f"{source_path.stem}_savedmodel")
+
+
+def export_model(model_path, fmt="tflite", destination=None, normalize=None):
+    """Write a serving artifact of a Keras model and check it against the model.
+
+    Args:
+        model_path: a `.keras` file or run directory.
+        fmt: `"tflite"` (LiteRT flatbuffer; by default `X.tflite` next to `X.keras`, which is
+            also the cached copy `load_predictor` uses) or `"savedmodel"` (a TensorFlow
+            SavedModel folder `X_savedmodel/` with a `serve` endpoint) or `"keras"` (the model
+            without its optimizer state, a third of a run's `best.keras` for Adam:
+            `X-inference.keras`; elsewhere, with the run's `config.json` copied beside it).
+        destination: where to write it instead.
+        normalize: for models without a `Preprocessing` layer (see `serving_model`).
+
+    Returns:
+        An `ExportResult` with the max |difference| of the probabilities on
+        `verification_sample()`. The artifact is only left in place when that is <= 1e-4.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise FerOptionError(f"--export must be one of {', '.join(EXPORT_FORMATS)}. Received: {fmt!r}")
+    source = resolve_model(model_path)
+    if source.path.suffix.lower() == ".tflite":
+        raise FerModelError(f"{source.path}: already a TensorFlow Lite file; export needs the .keras model")
+    model = load_keras_model(source.path)
+    destination = Path(destination) if destination else default_export_path(source.path, fmt)
+    if fmt == "keras":
+        return _export_keras(source, model, destination)
+    if fmt == "tflite":
+        if destination.suffix.lower() != ".tflite":
+            raise FerOptionError(f"--export-to for tflite must end in .tflite. Received: {destination}")
+        if not litert_available():
+            raise FerModelError("--export tflite needs the LiteRT runtime to check the copy: "
+                                "pip install ai-edge-litert")
+        result, _ = _tflite_from_keras(source, model, normalize, destination)
+        return result
+    return _export_savedmodel(source, model, normalize, destination)

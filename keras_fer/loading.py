@@ -1,0 +1,395 @@
+"""Find models and load them safely: the one model loader of keras-fer.
+
+A model is a `.keras` file, a training run directory (its `best.keras` and `config.json`), or a
+`.tflite` file written by `keras_fer.export`. `.keras` files are loaded with
+`safe_mode=True` (no code is deserialized) and uncompiled; legacy HDF5 files are refused. Models
+take raw faces: float32 `(N, 48, 48, 1)` grey levels 0-255, and output 7 logits (or
+probabilities, when their last layer is a softmax); `serving_model` adapts other inputs.
+
+Example:
+>>> source = resolve_model("runs/cnn4")  # doctest: +SKIP
+>>> model = load_keras_model(source.path)  # doctest: +SKIP
+"""
+
+import contextlib
+import dataclasses
+import os
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from keras_fer import files
+from keras_fer.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
+from keras_fer.errors import FerDataError, FerModelError, FerOptionError
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "ModelSource",
+    "class_prior",
+    "default_model_path",
+    "float32_model",
+    "import_keras",
+    "keras_predict",
+    "load_keras_model",
+    "resolve_model",
+    "resolve_model_argument",
+    "serving_model",
+    "softmax",
+    "validation_split",
+]
+
+SERVING_NORMALIZE = ("none", "unit", "image")
+DEFAULT_BATCH_SIZE = 256
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+# --------------------------------------------------------------------------------------------
+# Finding models
+
+
+@dataclasses.dataclass
+class ModelSource:
+    """Where a model lives.
+
+    Attributes:
+        path: the model file (`.keras` or `.tflite`).
+        config: the run's `config.json` as a dict, or None when there is none next to the file.
+        config_path: where the config was (or would be) read.
+    """
+
+    path: Path
+    config: dict = None
+    config_path: Path = None
+
+
+def validation_split(sources, names, consequence):
+    """The validation split `(val, split_seed)` models were trained beside, read from their run
+    configs, or None when none has one. Raises FerOptionError when they disagree.
+
+    Args:
+        sources: `ModelSource`s; names: how the user named them.
+        consequence: what a disagreement breaks, ending the error message.
+    """
+    splits = {}
+    for name, source in zip(names, sources):
+        options = (source.config or {}).get("options")
+        if not isinstance(options, dict):
+            continue
+        seed = options.get("split_seed")
+        splits[name] = (options.get("val"), options.get("seed") if seed is None else seed)
+    if len(set(splits.values())) > 1:
+        described = "; ".join(f"{name}: {val} seed {seed}" for name, (val, seed) in splits.items())
+        raise FerOptionError(f"the models were validated on different splits ({described}): one's validation "
+                             f"rows are another's training rows, {consequence}. Received: models={names}")
+    return next(iter(splits.values()), None)
+
+
+def default_model_path():
+    """The packaged pretrained model file, `keras_fer/weights/best.keras` (its `config.json` and
+    verified LiteRT copy beside it, as in a run directory), for `resolve_model` /
+    `load_predictor` / `load_keras_model`.
+
+    Raises:
+        FerModelError: when this install has no packaged model.
+    """
+    path = WEIGHTS_DIR / "best.keras"
+    if path.is_file():
+        return path
+    found = sorted(p for p in WEIGHTS_DIR.glob("*.keras") if not p.name.startswith(".")) if WEIGHTS_DIR.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    raise FerModelError(
+        f"no packaged pretrained model in {WEIGHTS_DIR} (this install has none): "
+        "pass --model with a .keras file or a training run directory"
+    )
+
+
+def resolve_model_argument(name):
+    """`resolve_model` of a model argument, where `"packaged"` is the packaged model."""
+    return resolve_model(default_model_path() if str(name) == "packaged" else name)
+
+
+def resolve_model(path):
+    """Turn a model argument (file or run directory) into a `ModelSource`.
+
+    Raises:
+        FerModelError: for a missing file, a folder without `best.keras`, an unsupported kind
+            of file or an unreadable `config.json`, naming the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / "best.keras"
+        if not candidate.is_file():
+            raise FerModelError(f"{path}: no best.keras in this folder (expected a training run directory)")
+        path = candidate
+    elif not path.exists():
+        raise FerModelError(f"{path}: no such model file")
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        raise FerModelError(
+            f"{path}: legacy HDF5 models are not loaded (they can carry code); re-save it as .keras"
+        )
+    if suffix == ".tflite":
+        with open(path, "rb") as handle:
+            magic = handle.read(8)
+        if magic[4:8] != b"TFL3":
+            raise FerModelError(f"{path}: not a TensorFlow Lite model file")
+    elif not zipfile.is_zipfile(path):
+        raise FerModelError(f"{path}: not a Keras model file (a .keras file is a zip archive)")
+    config_path = path.parent / "config.json"
+    config = None
+    if config_path.is_file():
+        try:
+            config = files.read_json_object(config_path)
+        except FerDataError as error:
+            raise FerModelError(f"{config_path}: unreadable run config: {_one_line(error.reason)}") from None
+    return ModelSource(path, config, config_path)
+
+
+def class_prior(source):
+    """The training class prior from the run config, validated, or FerModelError."""
+    if source.config is None:
+        raise FerModelError(
+            f"--prior-correction needs the training class prior from config.json next to {source.path}: "
+            f"{source.config_path} not found"
+        )
+    prior = source.config.get("class_prior")
+    try:
+        prior = np.asarray(prior, dtype=np.float64)
+    except (TypeError, ValueError):
+        prior = None
+    if prior is None or prior.shape != (NUM_CLASSES,) or not np.all(np.isfinite(prior)):
+        raise FerModelError(f"{source.config_path}: \"class_prior\" must be a list of {NUM_CLASSES} numbers")
+    if np.any(prior <= 0):
+        missing = ", ".join(CLASS_NAMES[i] for i in np.flatnonzero(prior <= 0))
+        raise FerModelError(
+            f"{source.config_path}: \"class_prior\" is 0 for {missing}: prior correction is undefined"
+        )
+    return prior / prior.sum()
+
+
+def _one_line(error):
+    text = " ".join(str(error).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+# --------------------------------------------------------------------------------------------
+# Keras models
+
+
+def _register_custom_objects():
+    """Import the modules that register keras-fer's layers for deserialization."""
+    import keras_fer.models.layers  # noqa: F401  (Preprocessing, RReLU)
+
+    try:
+        import keras_fer.models  # noqa: F401  (any layers of the zoo's families)
+    except Exception:  # noqa: BLE001  the zoo is optional for loading; layers.py is enough
+        pass
+
+
+def import_keras():
+    """Import Keras (and TensorFlow) with their native start-up log lines silenced, and register
+    keras-fer's custom layers."""
+    import sys
+
+    if "keras" not in sys.modules:
+        with _quiet_native_stderr():
+            import keras  # noqa: F401
+    import keras
+
+    _register_custom_objects()
+    return keras
+
+
+def load_keras_model(path):
+    """Load a `.keras` model with `safe_mode=True` (no code is deserialized), uncompiled.
+
+    Raises:
+        FerModelError: naming the file, for anything that is not a loadable Keras model.
+    """
+    source = resolve_model(path)
+    if source.path.suffix.lower() == ".tflite":
+        raise FerModelError(f"{source.path}: a TensorFlow Lite file, not a Keras model")
+    keras = import_keras()
+    try:
+        model = keras.saving.load_model(source.path, compile=False, safe_mode=True)
+    except Exception as error:  # noqa: BLE001  Keras raises many kinds; all mean "not loadable"
+        raise FerModelError(f"{source.path}: not a loadable Keras model ({_one_line(error)})") from None
+    try:
+        return float32_model(model)
+    except Exception as error:  # noqa: BLE001
+        raise FerModelError(
+            f"{source.path}: cannot rebuild this mixed-precision model in float32 ({_one_line(error)})"
+        ) from None
+
+
+def _is_mixed(policy):
+    return str(getattr(policy, "name", policy)).startswith("mixed_")
+
+
+def _mixed_layers(model):
+    return [layer.name for layer in model._flatten_layers(include_self=True) if _is_mixed(layer.dtype_policy)]
+
+
+def _float32_config(value):
+    """A serialized model with every mixed-precision policy (and the bfloat16 / float16 tensor
+    dtypes they recorded between layers) replaced by float32."""
+    if isinstance(value, list):
+        return [_float32_config(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if str(value.get("class_name", "")).endswith("DTypePolicy") and _is_mixed(value.get("config", {}).get("name", "")):
+        return {key: item for key, item in value.items() if key != "shared_object_id"} | {"config": {"name": "float32"}}
+    return {
+        key: "float32" if key == "dtype" and item in ("bfloat16", "float16") else _float32_config(item)
+        for key, item in value.items()
+    }
+
+
+def float32_model(model):
+    """`model` computing in float32.
+
+    A model trained with `--mixed-precision` keeps its `mixed_bfloat16` policy in the saved file
+    and would predict in bfloat16 (and its LiteRT copy would be refused); its weights are float32
+    already, so it is rebuilt from a float32 config with the same weights. Any other model is
+    returned as it is.
+
+    Raises:
+        ValueError: when a layer still computes in mixed precision after the rebuild.
+    """
+    if not _mixed_layers(model):
+        return model
+    keras = import_keras()
+    from keras_fer.models import dtype_policy
+
+    with dtype_policy("float32"):  # also inside a mixed-precision run's own evaluation
+        rebuilt = keras.saving.deserialize_keras_object(
+            _float32_config(keras.saving.serialize_keras_object(model)), safe_mode=True
+        )
+    rebuilt.set_weights(model.get_weights())
+    left = _mixed_layers(rebuilt)
+    if left:
+        raise ValueError(f"layers still in mixed precision after the rebuild: {', '.join(left)}")
+    return rebuilt
+
+
+def _contains_preprocessing(model):
+    from keras_fer.models.layers import Preprocessing
+
+    for layer in model.layers:
+        if isinstance(layer, Preprocessing):
+            return True
+        if hasattr(layer, "layers") and any(isinstance(inner, Preprocessing) for inner in layer.layers):
+            return True
+    return False
+
+
+def _ends_in_softmax(model):
+    keras = import_keras()
+
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    activation = getattr(last, "activation", None)
+    if activation is not None and getattr(activation, "__name__", "") == "softmax":
+        return True
+    if hasattr(last, "layers") and last.layers:  # a wrapped model: look inside
+        return _ends_in_softmax(last)
+    return False
+
+
+def serving_model(model, source=None, normalize=None):
+    """The model as something that takes raw 48x48x1 faces, and how it was adapted.
+
+    keras-fer models (with a `Preprocessing` layer and a 48x48x1 input) are returned as they
+    are. Other models are wrapped: raw faces -> `Preprocessing(normalize, size, channels)` ->
+    model, so a `(64, 64, 1)` or `(48, 48, 3)` model is fed resized / replicated faces.
+
+    Args:
+        normalize: for models without a `Preprocessing` layer; default: the run config's
+            `"normalize"` if there is one, else `"unit"`.
+
+    Returns:
+        `(model, adapter)`: adapter is None, or the `Preprocessing` options of the wrapper.
+    """
+    keras = import_keras()
+    from keras_fer.models.layers import Preprocessing
+
+    name = source.path if source is not None else model.name
+    if isinstance(model.inputs, (list, tuple)) and len(model.inputs) != 1:
+        raise FerModelError(f"{name}: takes {len(model.inputs)} inputs; expected one image input")
+    input_shape = tuple(model.inputs[0].shape)
+    output_shape = tuple(model.outputs[0].shape) if len(model.outputs) == 1 else None
+    if output_shape is None or len(output_shape) != 2 or output_shape[1] != NUM_CLASSES:
+        raise FerModelError(
+            f"{name}: outputs {output_shape if output_shape else len(model.outputs)}; "
+            f"expected {NUM_CLASSES} class scores (None, {NUM_CLASSES})"
+        )
+    if len(input_shape) != 4 or input_shape[3] not in (1, 3, None):
+        raise FerModelError(f"{name}: takes input {input_shape}; expected images (None, height, width, 1 or 3)")
+    height, width, channels = (input_shape[1] or IMAGE_SIZE), (input_shape[2] or IMAGE_SIZE), (input_shape[3] or 1)
+    has_preprocessing = _contains_preprocessing(model)
+    if has_preprocessing and (height, width, channels) == (IMAGE_SIZE, IMAGE_SIZE, 1):
+        return model, None
+    if has_preprocessing:
+        mode = "none"  # the model normalizes; only adapt the geometry
+    else:
+        config_mode = (source.config or {}).get("normalize") if source is not None else None
+        mode = normalize or config_mode or "unit"
+        if mode not in SERVING_NORMALIZE:
+            raise FerModelError(
+                f"{name}: has no Preprocessing layer and its config asks for normalize={mode!r}; "
+                f"pass --normalize ({', '.join(SERVING_NORMALIZE)})"
+            )
+    adapter = {"normalize": mode, "size": [int(height), int(width)], "channels": int(channels)}
+    inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="face")
+    x = Preprocessing(name="serving_preprocessing", **adapter)(inputs)
+    wrapped = keras.Model(inputs, model(x), name=f"{model.name}_serving")
+    return wrapped, adapter
+
+
+def keras_predict(model, faces, batch_size=DEFAULT_BATCH_SIZE):
+    """`model.predict` on float32 faces, as a NumPy array."""
+    with warnings.catch_warnings():
+        # TensorFlow 2.21's tensors lack NumPy 2's `copy` argument: noise, not our concern.
+        warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+        return np.asarray(model.predict(np.asarray(faces, np.float32), batch_size=batch_size, verbose=0))
+
+
+def _keras_runner(model, batch_size):
+    return lambda faces: keras_predict(model, faces, batch_size)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence native (C++) log lines of TensorFlow, its converter and LiteRT, which write
+    straight to file descriptor 2, unless TF_CPP_MIN_LOG_LEVEL asks for them (0)."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "0":
+        yield
+        return
+    import sys
+
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # pragma: no cover
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def softmax(logits):
+    """Row-wise softmax in float64."""
+    logits = np.asarray(logits, np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
