@@ -31,12 +31,12 @@ from keras_fer.classes import IMAGE_SIZE, NUM_CLASSES
 from keras_fer.errors import FerModelError, FerOptionError
 from keras_fer.loading import (
     DEFAULT_BATCH_SIZE,
-    _ends_in_softmax,
-    _one_line,
-    _quiet_native_stderr,
+    ends_in_softmax,
     import_keras,
     keras_predict,
     load_keras_model,
+    one_line,
+    quiet_native_stderr,
     resolve_model,
     serving_model,
     softmax,
@@ -47,10 +47,14 @@ __all__ = [
     "TOLERANCE",
     "ExportResult",
     "LiteRTRunner",
+    "cached_litert_copy",
+    "default_export_path",
     "export_model",
     "file_sha256",
     "find_cached_tflite",
     "litert_available",
+    "outputs_kind",
+    "read_sidecar",
     "verification_sample",
 ]
 
@@ -86,10 +90,10 @@ class LiteRTRunner:
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            with _quiet_native_stderr():
+            with quiet_native_stderr():
                 self.interpreter = Interpreter(model_path=str(path), num_threads=threads or _cpu_count())
         except (ValueError, RuntimeError) as error:
-            raise FerModelError(f"{path}: LiteRT cannot load it ({_one_line(error)})") from None
+            raise FerModelError(f"{path}: LiteRT cannot load it ({one_line(error)})") from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise FerModelError(f"{path}: expected one input and one output")
@@ -104,7 +108,7 @@ class LiteRTRunner:
 
     def _allocate(self, size):
         if self.allocated != size:
-            with _quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+            with quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
                 self.interpreter.resize_tensor_input(self.input_index, (size, IMAGE_SIZE, IMAGE_SIZE, 1), strict=False)
                 self.interpreter.allocate_tensors()
             self.allocated = size
@@ -143,7 +147,7 @@ def _cache_locations(source_path):
     return sibling, base
 
 
-def _read_sidecar(tflite_path):
+def read_sidecar(tflite_path):
     sidecar = Path(str(tflite_path) + ".json")
     if not (sidecar.is_file() and Path(tflite_path).is_file()):
         return None
@@ -176,14 +180,14 @@ def find_cached_tflite(source, normalize=None):
     """The verified LiteRT copy of `source` and its sidecar metadata, or `(None, None)`."""
     sibling, cache_base = _cache_locations(source.path)
     digest = {}
-    meta = _read_sidecar(sibling)
+    meta = read_sidecar(sibling)
     if meta is not None and meta.get("verified") and _source_matches(meta, source.path, digest) \
             and _adapter_matches(meta, normalize, source.config):
         return sibling, meta
     if cache_base.is_dir():
         digest.setdefault("sha", file_sha256(source.path))
         candidate = cache_base / digest["sha"][:24] / "model.tflite"
-        meta = _read_sidecar(candidate)
+        meta = read_sidecar(candidate)
         if meta is not None and meta.get("verified") and meta.get("source_sha256") == digest["sha"] \
                 and _adapter_matches(meta, normalize, source.config):
             return candidate, meta
@@ -195,7 +199,7 @@ def _writable_cache_path(source):
     someone else put there, a read-only folder, or the package's own weights folder, which an
     install should not change and a checkout should not see change), else the user cache."""
     sibling, cache_base = _cache_locations(source.path)
-    sibling_is_foreign = sibling.exists() and _read_sidecar(sibling) is None
+    sibling_is_foreign = sibling.exists() and read_sidecar(sibling) is None
     packaged = loading.WEIGHTS_DIR.is_dir() and sibling.parent.resolve() == loading.WEIGHTS_DIR.resolve()
     if not sibling_is_foreign and not packaged and os.access(sibling.parent, os.W_OK):
         return sibling
@@ -250,7 +254,7 @@ class ExportResult:
 
 def _export_tflite(model, path):
     """Convert with Keras' LiteRT exporter into `path` (atomically)."""
-    with files.atomic_path(path) as temporary, _quiet_native_stderr():
+    with files.atomic_path(path) as temporary, quiet_native_stderr():
         model.export(str(temporary), format="litert", verbose=False)
 
 
@@ -260,14 +264,14 @@ def _export_reference(source, model, normalize):
     serving, adapter = serving_model(model, source, normalize)
     sample = verification_sample()
     reference = keras_predict(serving, sample, len(sample))
-    return serving, adapter, sample, reference, _outputs_kind(model, reference)
+    return serving, adapter, sample, reference, outputs_kind(model, reference)
 
 
-def _outputs_kind(model, outputs):
+def outputs_kind(model, outputs):
     """`"probabilities"` when the Keras `model` ends in a softmax or its `outputs` look like it, else
     `"logits"`. `outputs` is an array, or a function giving one, called only when the model's last
     layer does not already say so (or there is no Keras model: `model=None`)."""
-    if model is not None and _ends_in_softmax(model):
+    if model is not None and ends_in_softmax(model):
         return "probabilities"
     if callable(outputs):
         outputs = outputs()
@@ -337,7 +341,7 @@ def _export_savedmodel(source, model, normalize, destination):
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}-"))
     try:
-        with _quiet_native_stderr():
+        with quiet_native_stderr():
             serving.export(str(temporary), format="tf_saved_model", verbose=False)
         loaded = tf.saved_model.load(str(temporary))
         diff, diff_outputs = _check_export(np.asarray(loaded.serve(tf.constant(sample))), reference, kind,
@@ -398,7 +402,7 @@ def _export_keras(source, model, destination):
     keras = import_keras()
     sample = verification_sample()
     reference = keras_predict(model, sample, len(sample))
-    kind = _outputs_kind(model, reference)
+    kind = outputs_kind(model, reference)
     with files.atomic_path(destination) as temporary:
         os.unlink(temporary)
         model.save(str(temporary))  # loaded with compile=False: no optimizer, so none is saved
@@ -410,6 +414,17 @@ def _export_keras(source, model, destination):
             json.dump(source.config, stream, indent=2)
             stream.write("\n")
     return ExportResult(destination, "keras", diff, diff_outputs, len(sample))
+
+
+def cached_litert_copy(source, model, normalize=None):
+    """Export and verify the LiteRT copy of `model` (loaded from `source`) that
+    `inference.load_predictor` runs, where `find_cached_tflite` finds it later: next to the model,
+    or in the user cache when that folder is not ours to write.
+
+    Returns `(ExportResult, outputs kind)`; raises FerModelError when the copy disagrees (then no
+    copy is left behind).
+    """
+    return _tflite_from_keras(source, model, normalize, _writable_cache_path(source))
 
 
 def default_export_path(model_path, fmt):
@@ -427,7 +442,7 @@ def export_model(model_path, fmt="tflite", destination=None, normalize=None):
     Args:
         model_path: a `.keras` file or run directory.
         fmt: `"tflite"` (LiteRT flatbuffer; by default `X.tflite` next to `X.keras`, which is
-            also the cached copy `load_predictor` uses) or `"savedmodel"` (a TensorFlow
+            also the cached copy `inference.load_predictor` uses) or `"savedmodel"` (a TensorFlow
             SavedModel folder `X_savedmodel/` with a `serve` endpoint) or `"keras"` (the model
             without its optimizer state, a third of a run's `best.keras` for Adam:
             `X-inference.keras`; elsewhere, with the run's `config.json` copied beside it).

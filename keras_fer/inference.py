@@ -25,22 +25,21 @@ from keras_fer.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
 from keras_fer.errors import FerModelError, FerOptionError
 from keras_fer.export import (
     LiteRTRunner,
-    _outputs_kind,
-    _read_sidecar,
-    _tflite_from_keras,
-    _writable_cache_path,
+    cached_litert_copy,
     find_cached_tflite,
     litert_available,
+    outputs_kind,
+    read_sidecar,
     verification_sample,
 )
 from keras_fer.loading import (
     DEFAULT_BATCH_SIZE,
     SERVING_NORMALIZE,
     ModelSource,
-    _keras_runner,
-    _one_line,
     class_prior,
+    keras_predict,
     load_keras_model,
+    one_line,
     resolve_model,
     serving_model,
     softmax,
@@ -131,9 +130,9 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
         if not litert_available():
             raise FerModelError(f"{source.path}: running .tflite models needs ai-edge-litert "
                                 "(pip install ai-edge-litert)")
-        meta = _read_sidecar(source.path) or {}
+        meta = read_sidecar(source.path) or {}
         runner = LiteRTRunner(source.path, batch_size)
-        kind = meta.get("outputs") or _outputs_kind(None, _probe_outputs(runner))
+        kind = meta.get("outputs") or outputs_kind(None, _probe_outputs(runner))
         return Predictor(name, "litert", runner, kind, source)
 
     notes = []
@@ -151,8 +150,7 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
     model = load_keras_model(source.path)
     if backend in ("auto", "litert") and litert_available():
         try:
-            destination = _writable_cache_path(source)
-            result, kind = _tflite_from_keras(source, model, normalize, destination)
+            result, kind = cached_litert_copy(source, model, normalize)
             notes.append(
                 f"made a verified LiteRT copy {result.path} (max |difference| {result.max_abs_diff:.1e}); "
                 "later runs start fast"
@@ -162,12 +160,16 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
             raise
         except Exception as error:  # noqa: BLE001  any conversion failure: Keras still works
             if backend == "litert":
-                raise FerModelError(f"{source.path}: no LiteRT copy ({_one_line(error)})") from None
-            notes.append(f"no LiteRT copy ({_one_line(error)}): using Keras")
+                raise FerModelError(f"{source.path}: no LiteRT copy ({one_line(error)})") from None
+            notes.append(f"no LiteRT copy ({one_line(error)}): using Keras")
     serving, _ = serving_model(model, source, normalize)
     runner = _keras_runner(serving, batch_size)
-    kind = _outputs_kind(model, lambda: _probe_outputs(runner))
+    kind = outputs_kind(model, lambda: _probe_outputs(runner))
     return Predictor(name, "keras", runner, kind, source, notes)
+
+
+def _keras_runner(model, batch_size):
+    return lambda faces: keras_predict(model, faces, batch_size)
 
 
 def _probe_outputs(run):

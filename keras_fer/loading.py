@@ -5,6 +5,8 @@ A model is a `.keras` file, a training run directory (its `best.keras` and `conf
 `safe_mode=True` (no code is deserialized) and uncompiled; legacy HDF5 files are refused. Models
 take raw faces: float32 `(N, 48, 48, 1)` grey levels 0-255, and output 7 logits (or
 probabilities, when their last layer is a softmax); `serving_model` adapts other inputs.
+Also here: what a run's `config.json` says about a model (`class_prior`, `validation_split`),
+`float32_model` for models trained with `--mixed-precision`, `keras_predict` and `softmax`.
 
 Example:
 >>> source = resolve_model("runs/cnn4")  # doctest: +SKIP
@@ -26,13 +28,18 @@ from keras_fer.errors import FerDataError, FerModelError, FerOptionError
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "SERVING_NORMALIZE",
+    "WEIGHTS_DIR",
     "ModelSource",
     "class_prior",
     "default_model_path",
+    "ends_in_softmax",
     "float32_model",
     "import_keras",
     "keras_predict",
     "load_keras_model",
+    "one_line",
+    "quiet_native_stderr",
     "resolve_model",
     "resolve_model_argument",
     "serving_model",
@@ -89,7 +96,7 @@ def validation_split(sources, names, consequence):
 def default_model_path():
     """The packaged pretrained model file, `keras_fer/weights/best.keras` (its `config.json` and
     verified LiteRT copy beside it, as in a run directory), for `resolve_model` /
-    `load_predictor` / `load_keras_model`.
+    `inference.load_predictor` / `load_keras_model`.
 
     Raises:
         FerModelError: when this install has no packaged model.
@@ -144,7 +151,7 @@ def resolve_model(path):
         try:
             config = files.read_json_object(config_path)
         except FerDataError as error:
-            raise FerModelError(f"{config_path}: unreadable run config: {_one_line(error.reason)}") from None
+            raise FerModelError(f"{config_path}: unreadable run config: {one_line(error.reason)}") from None
     return ModelSource(path, config, config_path)
 
 
@@ -170,7 +177,8 @@ def class_prior(source):
     return prior / prior.sum()
 
 
-def _one_line(error):
+def one_line(error):
+    """An error's text on one line, at most 300 characters, for one-line error messages."""
     text = " ".join(str(error).split())
     return text[:300] + ("..." if len(text) > 300 else "")
 
@@ -195,7 +203,7 @@ def import_keras():
     import sys
 
     if "keras" not in sys.modules:
-        with _quiet_native_stderr():
+        with quiet_native_stderr():
             import keras  # noqa: F401
     import keras
 
@@ -216,12 +224,12 @@ def load_keras_model(path):
     try:
         model = keras.saving.load_model(source.path, compile=False, safe_mode=True)
     except Exception as error:  # noqa: BLE001  Keras raises many kinds; all mean "not loadable"
-        raise FerModelError(f"{source.path}: not a loadable Keras model ({_one_line(error)})") from None
+        raise FerModelError(f"{source.path}: not a loadable Keras model ({one_line(error)})") from None
     try:
         return float32_model(model)
     except Exception as error:  # noqa: BLE001
         raise FerModelError(
-            f"{source.path}: cannot rebuild this mixed-precision model in float32 ({_one_line(error)})"
+            f"{source.path}: cannot rebuild this mixed-precision model in float32 ({one_line(error)})"
         ) from None
 
 
@@ -286,7 +294,7 @@ def _contains_preprocessing(model):
     return False
 
 
-def _ends_in_softmax(model):
+def ends_in_softmax(model):
     keras = import_keras()
 
     last = model.layers[-1]
@@ -296,7 +304,7 @@ def _ends_in_softmax(model):
     if activation is not None and getattr(activation, "__name__", "") == "softmax":
         return True
     if hasattr(last, "layers") and last.layers:  # a wrapped model: look inside
-        return _ends_in_softmax(last)
+        return ends_in_softmax(last)
     return False
 
 
@@ -358,12 +366,8 @@ def keras_predict(model, faces, batch_size=DEFAULT_BATCH_SIZE):
         return np.asarray(model.predict(np.asarray(faces, np.float32), batch_size=batch_size, verbose=0))
 
 
-def _keras_runner(model, batch_size):
-    return lambda faces: keras_predict(model, faces, batch_size)
-
-
 @contextlib.contextmanager
-def _quiet_native_stderr():
+def quiet_native_stderr():
     """Silence native (C++) log lines of TensorFlow, its converter and LiteRT, which write
     straight to file descriptor 2, unless TF_CPP_MIN_LOG_LEVEL asks for them (0)."""
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "0":

@@ -1,5 +1,6 @@
-"""keras_fer.inference: safe loading, probabilities, TTA, ensembles, the LiteRT path, export,
-streaming submissions and metrics. Models are tiny Functional CNNs built here (fast)."""
+"""keras_fer.loading (safe loading), keras_fer.export (the LiteRT path, export) and
+keras_fer.inference (probabilities, TTA, ensembles, streaming submissions, metrics).
+Models are tiny Functional CNNs built here (fast)."""
 
 import csv
 import json
