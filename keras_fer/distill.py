@@ -182,8 +182,7 @@ def teacher_targets(config, sources, train_images, all_images, previous=None, ru
         (the teachers' training accuracy and mean top probability before and after softening).
     """
     from keras_fer.data import parse_split
-    from keras_fer.export import file_sha256
-    from keras_fer.files import atomic_open
+    from keras_fer.files import atomic_open, file_sha256
 
     names = [str(name) for name in config.teacher]
     if parse_split(config.val)[0] != "none":  # with no validation rows there is nothing to flatter

@@ -17,7 +17,6 @@ True
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -50,7 +49,6 @@ __all__ = [
     "cached_litert_copy",
     "default_export_path",
     "export_model",
-    "file_sha256",
     "find_cached_tflite",
     "litert_available",
     "outputs_kind",
@@ -130,15 +128,6 @@ class LiteRTRunner:
         return np.concatenate(results)
 
 
-def file_sha256(path):
-    """The SHA-256 of a file, in hex (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _cache_locations(source_path):
     """Where the verified LiteRT copy of `source_path` may live: next to it, then the user cache."""
     source_path = Path(source_path)
@@ -164,7 +153,7 @@ def _source_matches(meta, source_path, digest_holder):
     if meta.get("source_size") == stat.st_size and meta.get("source_mtime_ns") == stat.st_mtime_ns:
         return True
     if "sha" not in digest_holder:
-        digest_holder["sha"] = file_sha256(source_path)
+        digest_holder["sha"] = files.file_sha256(source_path)
     return meta.get("source_sha256") == digest_holder["sha"]
 
 
@@ -185,7 +174,7 @@ def find_cached_tflite(source, normalize=None):
             and _adapter_matches(meta, normalize, source.config):
         return sibling, meta
     if cache_base.is_dir():
-        digest.setdefault("sha", file_sha256(source.path))
+        digest.setdefault("sha", files.file_sha256(source.path))
         candidate = cache_base / digest["sha"][:24] / "model.tflite"
         meta = read_sidecar(candidate)
         if meta is not None and meta.get("verified") and meta.get("source_sha256") == digest["sha"] \
@@ -203,7 +192,7 @@ def _writable_cache_path(source):
     packaged = loading.WEIGHTS_DIR.is_dir() and sibling.parent.resolve() == loading.WEIGHTS_DIR.resolve()
     if not sibling_is_foreign and not packaged and os.access(sibling.parent, os.W_OK):
         return sibling
-    folder = cache_base / file_sha256(source.path)[:24]
+    folder = cache_base / files.file_sha256(source.path)[:24]
     folder.mkdir(parents=True, exist_ok=True)
     return folder / "model.tflite"
 
@@ -315,7 +304,7 @@ def _tflite_from_keras(source, model, normalize, destination):
         {
             "format": SIDECAR_FORMAT,
             "source": str(source.path.name),
-            "source_sha256": file_sha256(source.path),
+            "source_sha256": files.file_sha256(source.path),
             "source_size": stat.st_size,
             "source_mtime_ns": stat.st_mtime_ns,
             "adapter": adapter,
@@ -348,7 +337,7 @@ def _export_savedmodel(source, model, normalize, destination):
                                            f"{destination}: the SavedModel", "not written")
         (temporary / "keras_fer.json").write_text(
             json.dumps({"adapter": adapter, "outputs": kind, "max_abs_diff": diff,
-                        "source_sha256": file_sha256(source.path)}, indent=2) + "\n",
+                        "source_sha256": files.file_sha256(source.path)}, indent=2) + "\n",
             encoding="utf-8",
         )
         if destination.exists():

@@ -12,12 +12,13 @@ Example:
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_open", "atomic_path", "write_json", "write_text"]
+__all__ = ["atomic_open", "atomic_path", "file_sha256", "read_json_object", "write_json", "write_text"]
 
 
 def _default_mode():
@@ -97,3 +98,12 @@ def write_json(path, value, sort_keys=True):
     """Write `value` as indented JSON (non-JSON values as `str`) and a newline, atomically.
     `sort_keys=False` keeps the dicts' own order. Returns the path."""
     return write_text(path, json.dumps(value, indent=2, sort_keys=sort_keys, default=str) + "\n")
+
+
+def file_sha256(path):
+    """The SHA-256 of a file, in hex (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -8,7 +8,7 @@ import pytest
 from keras_fer.cli.train import main
 from keras_fer.distill import soft_targets, soften
 from keras_fer.errors import FerOptionError
-from keras_fer.export import file_sha256
+from keras_fer.files import file_sha256
 from keras_fer.pipeline import make_dataset
 
 from conftest import tiny_model
