@@ -38,6 +38,7 @@ __all__ = [
     "import_keras",
     "keras_predict",
     "load_keras_model",
+    "model_in_dtype",
     "one_line",
     "quiet_native_stderr",
     "resolve_model",
@@ -229,58 +230,77 @@ def load_keras_model(path):
         return float32_model(model)
     except Exception as error:  # noqa: BLE001
         raise FerModelError(
-            f"{source.path}: cannot rebuild this mixed-precision model in float32 ({one_line(error)})"
+            f"{source.path}: cannot rebuild this reduced-precision model in float32 ({one_line(error)})"
         ) from None
 
 
-def _is_mixed(policy):
-    return str(getattr(policy, "name", policy)).startswith("mixed_")
+REDUCED_PRECISION_POLICIES = ("mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
 
 
-def _mixed_layers(model):
-    return [layer.name for layer in model._flatten_layers(include_self=True) if _is_mixed(layer.dtype_policy)]
+def _is_reduced(policy):
+    return str(getattr(policy, "name", policy)) in REDUCED_PRECISION_POLICIES
 
 
-def _float32_config(value):
-    """A serialized model with every mixed-precision policy (and the bfloat16 / float16 tensor
-    dtypes they recorded between layers) replaced by float32."""
+def _reduced_layers(model):
+    return [layer.name for layer in model._flatten_layers(include_self=True) if _is_reduced(layer.dtype_policy)]
+
+
+def _config_in_dtype(value, dtype):
+    """A serialized model with every float dtype policy (and the float tensor dtypes recorded
+    between layers) replaced by `dtype` ("float32" or "float16")."""
     if isinstance(value, list):
-        return [_float32_config(item) for item in value]
+        return [_config_in_dtype(item, dtype) for item in value]
     if not isinstance(value, dict):
         return value
-    if str(value.get("class_name", "")).endswith("DTypePolicy") and _is_mixed(value.get("config", {}).get("name", "")):
-        return {key: item for key, item in value.items() if key != "shared_object_id"} | {"config": {"name": "float32"}}
+    policy_name = value.get("config", {}).get("name", "") if isinstance(value.get("config"), dict) else ""
+    if str(value.get("class_name", "")).endswith("DTypePolicy") and policy_name in (
+        "float32", *REDUCED_PRECISION_POLICIES
+    ):
+        return {key: item for key, item in value.items() if key != "shared_object_id"} | {"config": {"name": dtype}}
     return {
-        key: "float32" if key == "dtype" and item in ("bfloat16", "float16") else _float32_config(item)
+        key: dtype if key == "dtype" and item in ("float32", "bfloat16", "float16") else _config_in_dtype(item, dtype)
         for key, item in value.items()
     }
+
+
+def model_in_dtype(model, dtype):
+    """`model` rebuilt from its config with every layer in `dtype` ("float32" or "float16") and its
+    weights cast to it. `float16` halves a model's file (`predict.py --export keras-float16`).
+
+    Raises:
+        ValueError: when a layer is still in another precision after the rebuild.
+    """
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be float32 or float16. Received: dtype={dtype!r}")
+    keras = import_keras()
+    from keras_fer.models import dtype_policy
+
+    with dtype_policy(dtype):  # also inside a mixed-precision run's own evaluation
+        rebuilt = keras.saving.deserialize_keras_object(
+            _config_in_dtype(keras.saving.serialize_keras_object(model), dtype), safe_mode=True
+        )
+    rebuilt.set_weights([np.asarray(weight).astype(dtype) for weight in model.get_weights()])
+    left = [layer.name for layer in rebuilt._flatten_layers(include_self=True)
+            if str(getattr(layer.dtype_policy, "name", layer.dtype_policy)) != dtype]
+    if left:
+        raise ValueError(f"layers still in another precision after the rebuild: {', '.join(left)}")
+    return rebuilt
 
 
 def float32_model(model):
     """`model` computing in float32.
 
     A model trained with `--mixed-precision` keeps its `mixed_bfloat16` policy in the saved file
-    and would predict in bfloat16 (and its LiteRT copy would be refused); its weights are float32
-    already, so it is rebuilt from a float32 config with the same weights. Any other model is
-    returned as it is.
+    and would predict in bfloat16 (and its LiteRT copy would be refused), and a model exported
+    with `--export keras-float16` holds float16 weights; either is rebuilt from a float32 config
+    with its weights cast to float32. Any other model is returned as it is.
 
     Raises:
-        ValueError: when a layer still computes in mixed precision after the rebuild.
+        ValueError: when a layer still computes in reduced precision after the rebuild.
     """
-    if not _mixed_layers(model):
+    if not _reduced_layers(model):
         return model
-    keras = import_keras()
-    from keras_fer.models import dtype_policy
-
-    with dtype_policy("float32"):  # also inside a mixed-precision run's own evaluation
-        rebuilt = keras.saving.deserialize_keras_object(
-            _float32_config(keras.saving.serialize_keras_object(model)), safe_mode=True
-        )
-    rebuilt.set_weights(model.get_weights())
-    left = _mixed_layers(rebuilt)
-    if left:
-        raise ValueError(f"layers still in mixed precision after the rebuild: {', '.join(left)}")
-    return rebuilt
+    return model_in_dtype(model, "float32")
 
 
 def _contains_preprocessing(model):

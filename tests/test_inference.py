@@ -373,11 +373,44 @@ def test_export_keras_drops_the_optimizer_state_and_keeps_the_run_config(tmp_pat
     assert sorted(path.name for path in crowded.iterdir()) == ["someone.keras"]
 
 
+def test_export_keras_float16_halves_the_file_and_loads_back_in_float32(tmp_path, demo):
+    import h5py
+    import keras
+
+    from keras_fer.models import build_model
+
+    keras.utils.set_random_seed(3)
+    model = build_model("fervgg", width=0.5, dense_units=64, preprocessing={"normalize": "unit"})
+    run = save_run(tmp_path / "run", model)
+    full = export.export_model(run, "keras")
+    half = export.export_model(run, "keras-float16")
+    assert half.path == run / "best-float16-inference.keras" and half.format == "keras-float16"
+    assert 0 < half.max_abs_diff <= export.FLOAT16_TOLERANCE  # rounded, so not identical
+    dtypes = set()
+    with zipfile.ZipFile(half.path) as archive, h5py.File(archive.open("model.weights.h5"), "r") as weights:
+        weights.visititems(lambda name, item: dtypes.add(str(item.dtype)) if isinstance(item, h5py.Dataset) else None)
+    assert dtypes == {"float16"}
+    assert half.path.stat().st_size < 0.6 * full.path.stat().st_size
+    # Loaded, it computes in float32 with the rounded weights, within the tolerance of the original.
+    loaded = loading.load_keras_model(half.path)
+    assert {weight.dtype for weight in loaded.weights} == {"float32"}
+    assert {layer.dtype_policy.name for layer in loaded.layers} == {"float32"}
+    faces = demo.pixels.astype("float32")
+    expected = loading.softmax(model.predict(faces, verbose=0))
+    got = loading.softmax(loaded.predict(faces, verbose=0))
+    np.testing.assert_allclose(got, expected, atol=export.FLOAT16_TOLERANCE)
+    # ... and predict.py's fast path (a verified LiteRT copy) takes it like any model.
+    predictor = inference.load_predictor(half.path)
+    assert predictor.backend == "litert"
+    np.testing.assert_allclose(predictor.probabilities(demo.pixels), got, atol=1e-4)
+
+
 @pytest.mark.parametrize("fmt, target", [("tflite", "copy.tflite"), ("savedmodel", "copy_savedmodel"),
-                                         ("keras", "copy.keras")])
+                                         ("keras", "copy.keras"), ("keras-float16", "copy.keras")])
 def test_an_export_that_disagrees_is_not_left_behind(tmp_path, monkeypatch, fmt, target):
     run = save_run(tmp_path / "run", tiny_model(10))
     monkeypatch.setattr(export, "TOLERANCE", -1.0)  # any difference, even 0, now disagrees
+    monkeypatch.setattr(export, "FLOAT16_TOLERANCE", -1.0)
     with pytest.raises(FerModelError, match="differs from the Keras model"):
         export.export_model(run, fmt, tmp_path / "out" / target)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

@@ -103,7 +103,9 @@ def build_parser():
                         "predictions (prints the max |difference|): tflite = X.tflite next to X.keras (LiteRT; "
                         "also the fast path predict.py uses), savedmodel = X_savedmodel/ (TensorFlow SavedModel, "
                         "endpoint 'serve'), keras = X-inference.keras (the model without optimizer state, for "
-                        "serving or packaging; config.json goes beside it). Predicts too when an input is given")
+                        "serving or packaging; config.json goes beside it), keras-float16 = X-float16-inference.keras "
+                        "(the same with float16 weights: half the file, probabilities within 1e-2). "
+                        "Predicts too when an input is given")
     parser.add_argument("--export-to", metavar="PATH", help="where --export writes (one model only)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto (default): a verified LiteRT copy of the model, made on first use and cached "
@@ -141,7 +143,7 @@ def parse_options(argv):
             raise FerOptionError(f"--{name.replace('_', '-')} must be a positive integer. "
                                  f"Received: {getattr(options, name)}")
     if options.export_to and not options.export:
-        raise FerOptionError("--export-to needs --export tflite, savedmodel or keras")
+        raise FerOptionError("--export-to needs --export tflite, savedmodel, keras or keras-float16")
     if options.export_to and len(options.models) > 1:
         raise FerOptionError("--export-to names one artifact: give one --model")
     return options
