@@ -359,17 +359,17 @@ def _export_savedmodel(source, model, normalize, destination):
     return ExportResult(destination, "savedmodel", diff, diff_outputs, len(sample))
 
 
-def _export_keras(source, model, destination, dtype="float32"):
+def _export_keras(source, model, destination, fmt="keras"):
     """The model alone (no optimizer state, no training run, float32 even when it was trained
     with `--mixed-precision`): a `.keras` file for serving, packaging or `--init-from`, with the
-    run's `config.json` beside it when it goes elsewhere. `dtype="float16"` stores the weights
-    in float16, half the file; `load_keras_model` computes in float32 with them.
+    run's `config.json` beside it when it goes elsewhere. `fmt="keras-float16"` stores the
+    weights in float16, half the file; `load_keras_model` computes in float32 with them.
 
     A `config.json` describes every model in its folder (`resolve_model`), so the export refuses
     to put one where it would describe other models, or to go where one describes another model;
     it never replaces a file it did not make (only an earlier `*-inference.keras`).
     """
-    fmt = "keras" if dtype == "float32" else f"keras-{dtype}"
+    dtype, tolerance = ("float16", FLOAT16_TOLERANCE) if fmt == "keras-float16" else ("float32", TOLERANCE)
     destination = Path(destination)
     received = f"Received: export_to={str(destination)!r}"
     if destination.is_dir():
@@ -406,8 +406,7 @@ def _export_keras(source, model, destination, dtype="float32"):
         stored.save(str(temporary))  # loaded with compile=False: no optimizer, so none is saved
         copy = loading.float32_model(keras.saving.load_model(temporary, compile=False, safe_mode=True))
         diff, diff_outputs = _check_export(keras_predict(copy, sample, len(sample)), reference, kind,
-                                           f"{destination}: the copy", "not written",
-                                           TOLERANCE if dtype == "float32" else FLOAT16_TOLERANCE)
+                                           f"{destination}: the copy", "not written", tolerance)
     if config_copy is not None:  # after the model: a config.json never stands alone
         with files.atomic_open(config_copy) as stream:
             json.dump(source.config, stream, indent=2)
@@ -465,7 +464,7 @@ def export_model(model_path, fmt="tflite", destination=None, normalize=None):
     model = load_keras_model(source.path)
     destination = Path(destination) if destination else default_export_path(source.path, fmt)
     if fmt in ("keras", "keras-float16"):
-        return _export_keras(source, model, destination, "float16" if fmt == "keras-float16" else "float32")
+        return _export_keras(source, model, destination, fmt)
     if fmt == "tflite":
         if destination.suffix.lower() != ".tflite":
             raise FerOptionError(f"--export-to for tflite must end in .tflite. Received: {destination}")
