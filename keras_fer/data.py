@@ -119,7 +119,7 @@ def describe_ids(ids):
 # CSV
 
 
-def _open_text(path):
+def open_text(path):
     path = Path(path)
     with open(path, "rb") as handle:
         magic = handle.read(2)
@@ -187,7 +187,7 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
     path = Path(path)
     if not path.is_file():
         raise FerDataError("no such file", path)
-    with _open_text(path) as handle:
+    with open_text(path) as handle:
         reader = csv.reader(handle)
         try:
             header = next(reader, None)

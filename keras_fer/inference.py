@@ -3,7 +3,9 @@
 `load_predictor` turns a model argument (a `.keras` file, a training run directory or a
 `.tflite` file; see `keras_fer.loading`) into a `Predictor` that runs the model's verified LiteRT
 copy when it can (`keras_fer.export`) and Keras otherwise. `predict_proba` averages models and
-test-time views; `predict_csv` streams a FER2013-style CSV into a Kaggle submission.
+test-time views; `predict_csv` streams a FER2013-style CSV into a Kaggle submission, and can
+average in `SavedProbabilities`: the `--proba` output of an earlier run on the same CSV (a
+member trained elsewhere, whose model is not at hand).
 
 Example:
 >>> predictor = load_predictor("runs/cnn4")  # doctest: +SKIP
@@ -22,7 +24,7 @@ import numpy as np
 
 from keras_fer import files
 from keras_fer.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
-from keras_fer.errors import FerModelError, FerOptionError
+from keras_fer.errors import FerDataError, FerModelError, FerOptionError
 from keras_fer.export import (
     LiteRTRunner,
     cached_litert_copy,
@@ -50,12 +52,14 @@ __all__ = [
     "TTA_MODES",
     "Predictor",
     "PredictionRun",
+    "SavedProbabilities",
     "Timings",
     "evaluation_from_confusion",
     "load_predictor",
     "predict_csv",
     "predict_proba",
     "prior_correct",
+    "read_saved_probabilities",
     "save_evaluations",
     "tta_views",
 ]
@@ -232,14 +236,124 @@ def predict_proba(predictors, faces, tta="none", prior_correction=False):
     softmax over the TTA views (prior-corrected per model when asked)."""
     if not predictors:
         raise FerOptionError("no model to predict with")
-    views = tta_views(faces, tta)
-    total = None
+    return _sum_proba(predictors, faces, tta, prior_correction) / len(predictors)
+
+
+def _sum_proba(predictors, faces, tta, prior_correction):
+    """The sum over `predictors` of their TTA-averaged probabilities (0.0 when there are none)."""
+    views = tta_views(faces, tta) if predictors else []
+    total = 0.0
     for predictor in predictors:
         probabilities = sum(predictor.probabilities(view) for view in views) / len(views)
         if prior_correction:
             probabilities = prior_correct(probabilities, predictor.prior)
-        total = probabilities if total is None else total + probabilities
-    return total / len(predictors)
+        total = total + probabilities
+    return total
+
+
+# Saved probabilities are written with 6 decimals: 7 roundings move a row's sum by < 4e-6.
+SAVED_SUM_TOLERANCE = 1e-3
+
+
+@dataclasses.dataclass
+class SavedProbabilities:
+    """An ensemble member that is a file: the `id` and class-probability columns that
+    `predict.py --proba` wrote for a CSV, to be averaged in when the same CSV is predicted again
+    (same ids, same order). Its probabilities are used as written: the TTA and prior correction
+    chosen when it was written stay.
+
+    Attributes:
+        path: the file.
+        ids: the ids, one per row, in file order.
+        probabilities: `(N, 7)` float64, rows summing to 1.
+        position: rows already consumed by `take`.
+    """
+
+    path: Path
+    ids: np.ndarray
+    probabilities: np.ndarray
+    position: int = 0
+
+    def take(self, ids):
+        """The probabilities of the next `len(ids)` rows, which must carry exactly `ids`.
+
+        Raises:
+            FerDataError: naming the file, its line and the `id` field, at the first row whose
+                id is not the input's (or where the file ends before the input does).
+        """
+        ids = np.asarray(ids).astype(str)
+        start, end = self.position, self.position + len(ids)
+        mine = self.ids[start:end]
+        if len(mine) < len(ids):
+            raise FerDataError(f"ends after {len(self.ids)} rows, but the input goes on (id {str(ids[len(mine)])!r}): "
+                               "these are predictions of another file", self.path, len(self.ids) + 2)
+        wrong = np.flatnonzero(mine != ids)
+        if wrong.size:
+            first = int(wrong[0])
+            theirs, wanted = str(mine[first]), str(ids[first])
+            raise FerDataError(f"id {theirs!r} where the input has {wanted!r}: these are predictions of another file "
+                               "(or of its rows in another order)", self.path, start + first + 2, "id")
+        self.position = end
+        return self.probabilities[start:end]
+
+    def check_consumed(self):
+        """Raise FerDataError when the file has rows the input did not have."""
+        if self.position != len(self.ids):
+            raise FerDataError(f"has {len(self.ids)} rows but the input only {self.position}: these are "
+                               "predictions of another file", self.path, self.position + 2)
+
+
+def read_saved_probabilities(path):
+    """Read a `predict.py --proba` output (`.csv` or `.csv.gz`) as a `SavedProbabilities`.
+
+    Raises:
+        FerDataError: naming the file, line and field, for a missing `id` or class column, a
+            value that is not a number, a negative one, a row not summing to 1 or a repeated id.
+    """
+    from keras_fer.data import open_text
+
+    path = Path(path)
+    if not path.is_file():
+        raise FerDataError("no such file (saved probabilities)", path)
+    try:
+        with open_text(path) as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise FerDataError(f"not a readable CSV file ({error})", path) from None
+    if not rows:
+        raise FerDataError("empty file: expected the id,label,<class>... header that predict.py --proba writes", path)
+    header = [name.strip() for name in rows[0]]
+    missing = [name for name in ("id", *CLASS_NAMES) if name not in header]
+    if missing:
+        raise FerDataError(f"missing column(s) {', '.join(missing)}: expected the output of predict.py --proba "
+                           f"(id,label,{','.join(CLASS_NAMES)}). Received: {','.join(header)}", path, 1)
+    id_column = header.index("id")
+    columns = [header.index(name) for name in CLASS_NAMES]
+    body = rows[1:]
+    if not body:
+        raise FerDataError("no rows after the header", path)
+    ids = np.empty(len(body), dtype=object)
+    probabilities = np.empty((len(body), NUM_CLASSES))
+    seen = {}
+    for index, row in enumerate(body):
+        line = index + 2
+        if len(row) != len(header):
+            raise FerDataError(f"expected {len(header)} fields, found {len(row)}", path, line)
+        ids[index] = row[id_column].strip()
+        if ids[index] in seen:
+            raise FerDataError(f"id {ids[index]!r} repeats line {seen[ids[index]]}", path, line, "id")
+        seen[ids[index]] = line
+        for class_index, column in enumerate(columns):
+            try:
+                value = float(row[column])
+            except ValueError:
+                value = float("nan")
+            if not np.isfinite(value) or value < 0.0:
+                raise FerDataError(f"not a probability: {row[column][:20]!r}", path, line, CLASS_NAMES[class_index])
+            probabilities[index, class_index] = value
+        if abs(probabilities[index].sum() - 1.0) > SAVED_SUM_TOLERANCE:
+            raise FerDataError(f"the class probabilities sum to {probabilities[index].sum():.6f}, not 1", path, line)
+    return SavedProbabilities(path, ids.astype(str), probabilities)
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,7 +463,7 @@ def prefetch(iterable, timings=None):
 
 
 def predict_csv(path, predictors, out, tta="none", prior_correction=False, proba=False,
-                chunk_rows=4096, on_chunk=None, timings=None):
+                chunk_rows=4096, on_chunk=None, timings=None, saved=()):
     """Stream a FER CSV through the models into a Kaggle-style submission `id,label`.
 
     Memory stays flat: rows are read, classified and written `chunk_rows` at a time; with
@@ -357,6 +471,7 @@ def predict_csv(path, predictors, out, tta="none", prior_correction=False, proba
 
     Args:
         proba: add one probability column per class, named by class.
+        saved: `SavedProbabilities` of this same CSV: each counts as one more ensemble member.
         on_chunk: called with the number of rows after each chunk (for a progress bar).
         timings: a `Timings` to add the time spent reading (waiting for rows: reading runs in
             a background thread, overlapping inference), classifying and writing to.
@@ -375,7 +490,12 @@ def predict_csv(path, predictors, out, tta="none", prior_correction=False, proba
         writer.writerow(["id", "label"] + (list(CLASS_NAMES) if proba else []))
         for chunk in prefetch(iter_csv(path, chunk_rows), timings):
             start = time.perf_counter()
-            probabilities = predict_proba(predictors, chunk.pixels, tta, prior_correction)
+            if not predictors and not saved:
+                raise FerOptionError("no model to predict with")
+            total = _sum_proba(predictors, chunk.pixels, tta, prior_correction)
+            for member in saved:
+                total = total + member.take(chunk.ids)
+            probabilities = total / (len(predictors) + len(saved))
             labels = probabilities.argmax(axis=1)
             timings.infer_s += time.perf_counter() - start
             start = time.perf_counter()
@@ -395,6 +515,8 @@ def predict_csv(path, predictors, out, tta="none", prior_correction=False, proba
             timings.write_s += time.perf_counter() - start
             if on_chunk is not None:
                 on_chunk(len(chunk))
+        for member in saved:
+            member.check_consumed()
     return PredictionRun(out, rows, confusions or None)
 
 

@@ -73,8 +73,8 @@ def test_help_explains_every_option(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--model", "--out", "--tta", "--proba", "--prior-correction", "--no-detect", "--annotate",
-                   "--min-face", "--export", "--export-to", "--backend", "--normalize", "--batch-size",
+    for option in ("--model", "--saved-proba", "--out", "--tta", "--proba", "--prior-correction", "--no-detect",
+                   "--annotate", "--min-face", "--export", "--export-to", "--backend", "--normalize", "--batch-size",
                    "--chunk-rows", "--timings"):
         assert option in text
     assert "ten-crop" in text and "Usage" in text
@@ -240,6 +240,95 @@ def test_no_detect_and_labelled_crop_folders(tmp_path, run_dirs, demo, capsys):
     out2 = tmp_path / "big.csv"
     assert main([str(tmp_path / "big.png"), "--no-detect", "--model", str(run_dirs[0]), "--out", str(out2)]) == 0
     assert read_rows(out2)[1][1:6] == ["1", "0", "0", "400", "300"]
+
+
+def write_saved(path, ids, probabilities):
+    """A file as `predict.py --proba` writes it (gzipped when `path` ends in .gz)."""
+    import gzip
+
+    lines = [",".join(["id", "label", *CLASS_NAMES])]
+    lines += [",".join([str(i), str(int(np.argmax(row))), *(f"{v:.6f}" for v in row)])
+              for i, row in zip(ids, probabilities)]
+    text = "\n".join(lines) + "\n"
+    if str(path).endswith(".gz"):
+        Path(path).write_bytes(gzip.compress(text.encode()))
+    else:
+        Path(path).write_text(text)
+    return path
+
+
+def saved_probabilities(rows, seed):
+    return np.random.default_rng(seed).dirichlet(np.full(NUM_CLASSES, 0.5), size=rows)
+
+
+def test_saved_proba_members_average_with_models_and_score(tmp_path, run_dirs, demo, capsys):
+    from keras_fer import inference
+
+    path = write_csv(tmp_path / "val.csv", demo.pixels, demo.labels.tolist(), "emotion")  # ids: row numbers
+    ids = [str(i) for i in range(len(demo))]
+    first = tmp_path / "first.csv"
+    assert main([str(path), "--model", str(run_dirs[0]), "--tta", "flip", "--proba", "--out", str(first)]) == 0
+    other = saved_probabilities(len(demo), seed=3)
+    write_saved(tmp_path / "other.csv.gz", ids, other)
+    out = tmp_path / "ensemble.csv"
+    assert main([str(path), "--model", str(run_dirs[1]), "--saved-proba", str(first), str(tmp_path / "other.csv.gz"),
+                 "--proba", "--out", str(out)]) == 0
+    rows = read_rows(out)
+    probabilities = np.array([[float(v) for v in row[2:]] for row in rows[1:]])
+    first_probabilities = inference.predict_proba([inference.load_predictor(run_dirs[0])], demo.pixels, tta="flip")
+    model = inference.predict_proba([inference.load_predictor(run_dirs[1])], demo.pixels)
+    expected = (first_probabilities + model + other) / 3  # the files as written, the model without TTA
+    np.testing.assert_allclose(probabilities, expected, atol=2e-6)
+    assert [row[0] for row in rows[1:]] == ids
+
+    capsys.readouterr()
+    only = tmp_path / "only.csv"  # no --model: the saved members alone, scored against the labels
+    assert main([str(path), "--saved-proba", str(tmp_path / "other.csv.gz"), "--out", str(only)]) == 0
+    assert [int(row[1]) for row in read_rows(only)[1:]] == other.argmax(axis=1).tolist()
+    accuracy = float(np.mean(other.argmax(axis=1) == demo.labels))
+    assert f"all rows: accuracy {accuracy:.4f}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda ids, p: (ids[:-1], p[:-1]), "ends after 29 rows, but the input goes on (id '1029')"),
+    (lambda ids, p: (ids + ["2000"], np.vstack([p, p[:1]])), "has 31 rows but the input only 30"),
+    (lambda ids, p: (ids[:3] + ids[4:5] + ids[3:4] + ids[5:], p),
+     "line 5, field 'id': id '1004' where the input has '1003'"),
+    (lambda ids, p: (ids, p * 1.1), "line 2: the class probabilities sum to 1.1"),
+])
+def test_saved_proba_of_another_file_exit_2_no_output(tmp_path, test_csv, change, message, capsys):
+    path, ids = test_csv
+    saved = write_saved(tmp_path / "saved.csv", *change(list(ids), saved_probabilities(len(ids), seed=1)))
+    out = tmp_path / "s.csv"
+    assert main([str(path), "--saved-proba", str(saved), "--out", str(out), "--chunk-rows", "7"]) == 2
+    line = one_error_line(capsys)
+    assert "saved.csv" in line and message in line, line
+    assert not out.exists()
+
+
+def test_saved_proba_malformed_files_and_image_input(tmp_path, test_csv, run_dirs, capsys):
+    path, ids = test_csv
+    good = write_saved(tmp_path / "good.csv", ids, saved_probabilities(len(ids), seed=2))
+    lines = good.read_text().splitlines()
+    cases = {
+        "word.csv": (lines[:3] + [lines[3].rsplit(",", 2)[0] + ",high," + lines[3].rsplit(",", 1)[1]] + lines[4:],
+                     "word.csv, line 4, field 'Surprise': not a probability: 'high'"),
+        "header.csv": ([lines[0].replace(",Neutral", "")] + [line.rsplit(",", 1)[0] for line in lines[1:]],
+                       "header.csv, line 1: missing column(s) Neutral"),
+        "repeat.csv": (lines[:3] + [lines[2]] + lines[4:], "repeat.csv, line 4, field 'id': id '1001' repeats line 3"),
+        "negative.csv": (lines[:2] + [lines[2].replace(",0.", ",-0.", 1)] + lines[3:], "negative.csv, line 3, field"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_text("\n".join(content) + "\n")
+        out = tmp_path / f"out-{name}"
+        assert main([str(path), "--model", str(run_dirs[0]), "--saved-proba", str(tmp_path / name),
+                     "--out", str(out)]) == 2, name
+        assert message in one_error_line(capsys), name
+        assert not out.exists()
+    photo_path = tmp_path / "face.png"
+    cv2.imwrite(str(photo_path), generate(1, seed=0).images.pixels[0, :, :, 0])
+    assert main([str(photo_path), "--saved-proba", str(good), "--out", str(tmp_path / "faces.csv")]) == 2
+    assert "--saved-proba" in one_error_line(capsys)
 
 
 def test_export_tflite_reports_difference(tmp_path, run_dirs, capsys):

@@ -18,6 +18,8 @@ examples:
   python predict.py test.csv                          submission.csv with the packaged model
   python predict.py test.csv --model runs/cnn4 --tta flip --out sub.csv
   python predict.py test.csv --model a.keras --model b.keras --proba
+  python predict.py val.csv --model runs/c --saved-proba a_val.csv b_val.csv
+                                                      ensemble with members saved by --proba
   python predict.py fer2013.csv --model runs/cnn4     labelled: also prints and saves metrics
   python predict.py photo.jpg --annotate annotated/   faces found with OpenCV, one line each
   python predict.py crops/ --no-detect                every image is already a face crop
@@ -30,7 +32,8 @@ inputs:
   exactly 48x48 pixels count as face crops, larger ones are searched for faces (unless
   --no-detect). A folder whose images all sit in class sub-folders (angry/, 0/, ...) is
   labelled, and metrics are reported. With no input, $FER_DATA's test file is used.
-  Put the input before a multi-path --model (or repeat --model) so it is not read as a model.
+  Put the input before a multi-path --model or --saved-proba (or repeat the flag) so it is not
+  read as a model or a saved member.
 
 outputs:
   CSV input: `id,label` (+ a probability column per class with --proba), written atomically.
@@ -45,6 +48,7 @@ class PredictOptions:
 
     input: str = None
     models: list = None
+    saved_proba: list = None
     out: str = None
     tta: str = "none"
     proba: bool = False
@@ -79,6 +83,11 @@ def build_parser():
                         help="a .keras model, a training run directory (its best.keras and config.json) or a "
                         ".tflite file from --export; several (--model a b, or --model a --model b) average their "
                         "softmax (an ensemble). Default: the packaged pretrained model in keras_fer/weights/")
+    parser.add_argument("--saved-proba", dest="saved_proba", action="extend", nargs="+", metavar="CSV",
+                        help="ensemble members saved as files: the output of an earlier --proba run on this same "
+                        "input CSV (.csv or .csv.gz; same ids, same order), e.g. from a model trained on another "
+                        "machine. Each file counts as one member and is averaged in as written (its TTA and prior "
+                        "correction stay). With --saved-proba and no --model, only the files are averaged")
     parser.add_argument("--out", "-o", metavar="FILE",
                         help="where to write the predictions CSV (default: submission.csv for CSV input, "
                         "faces.csv for images); metrics files go next to it")
@@ -138,6 +147,7 @@ def parse_options(argv):
         if last.endswith((".csv", ".gz")) or last.endswith(IMAGE_EXTENSIONS):
             options.input = models.pop()
     options.models = models
+    options.saved_proba = list(options.saved_proba or [])
     for name in ("batch_size", "chunk_rows", "min_face"):
         if getattr(options, name) < 1:
             raise FerOptionError(f"--{name.replace('_', '-')} must be a positive integer. "
@@ -172,9 +182,12 @@ def _note(text):
 
 
 def _models_or_default(options):
+    """The --model paths; the packaged model when there are none and no --saved-proba either."""
     from keras_fer.loading import default_model_path
 
-    return options.models or [str(default_model_path())]
+    if options.models or (options.saved_proba and not options.export):
+        return options.models
+    return [str(default_model_path())]
 
 
 def run_export(options, models):
@@ -216,7 +229,7 @@ def save_and_report(evaluations, out, timings):
     _say(f"\nsaved metrics: {paths['json']}, {paths['csv']}, {paths['png']}")
 
 
-def run_csv(options, predictors, timings):
+def run_csv(options, predictors, timings, saved=()):
     from keras_fer.inference import predict_csv
 
     out = Path(options.out or "submission.csv")
@@ -225,7 +238,7 @@ def run_csv(options, predictors, timings):
     bar = progress_bar(" faces")
     try:
         result = predict_csv(options.input, predictors, out, options.tta, options.prior_correction, options.proba,
-                             options.chunk_rows, on_chunk=bar.update, timings=timings)
+                             options.chunk_rows, on_chunk=bar.update, timings=timings, saved=saved)
     finally:
         bar.close()
     _say(f"wrote {result.out}: {result.rows} rows")
@@ -363,7 +376,7 @@ def main(argv=None):
     entered = time.perf_counter()
     imports_s = _process_age()
     from keras_fer.data import is_image_file
-    from keras_fer.inference import Timings, load_predictor
+    from keras_fer.inference import Timings, load_predictor, read_saved_probabilities
     from keras_fer.loading import class_prior, resolve_model
 
     options = parse_options(argv)
@@ -374,6 +387,10 @@ def main(argv=None):
             return 0
     options.input = _resolve_input(options)
     images = Path(options.input).is_dir() or is_image_file(options.input)
+    if images and options.saved_proba:
+        raise FerOptionError(f"--saved-proba averages in probabilities saved for a CSV: give that CSV as the input. "
+                             f"Received: input={options.input}")
+    saved = [read_saved_probabilities(path) for path in options.saved_proba]  # bad files fail before any model loads
 
     start = time.perf_counter()
     models = _models_or_default(options)
@@ -386,11 +403,11 @@ def main(argv=None):
         for note in predictor.notes:
             _note(f"{predictor.name}: {note}")
 
-    rows = run_images(options, predictors, timings) if images else run_csv(options, predictors, timings)
+    rows = run_images(options, predictors, timings) if images else run_csv(options, predictors, timings, saved)
     if options.timings:
         total = time.perf_counter() - entered + (imports_s or 0.0)
         stages = " ".join(f"{key}={value:.3f}" for key, value in dataclasses.asdict(timings).items())
         imports = "" if imports_s is None else f" imports_s={imports_s:.3f}"
-        backends = ",".join(predictor.backend for predictor in predictors)
+        backends = ",".join([predictor.backend for predictor in predictors] + ["saved"] * len(saved))
         print(f"timings{imports} {stages} total_s={total:.3f} rows={rows} backend={backends}", file=sys.stderr)
     return 0
