@@ -496,16 +496,44 @@ def describe(images):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m keras_fer.data", description="Inspect FER data files and folders."
+        prog="python -m keras_fer.data",
+        description="Inspect FER data files and folders, and write the validation split a training run used.",
+        epilog="example:\n  python -m keras_fer.data split ../shared/fer2013/train.csv.gz --val fraction:0.1 "
+        "--split-seed 0 --out-val val.csv.gz\n  (the rows `train.py --recipe best --split-seed 0` validates on, "
+        "for predict.py to score models and --saved-proba ensembles on)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="print what a file or folder holds")
     info.add_argument("path", help="a FER CSV (optionally .gz), an image folder, or an image")
+    splitter = commands.add_parser(
+        "split", help="write the validation rows (and optionally the training rows) of a split as FER CSVs",
+        description="Split labelled data as train.py --val/--split-seed do, and write the parts as FER CSVs "
+        "(label,feature; gzipped when the name ends in .gz; written atomically).",
+    )
+    splitter.add_argument("path", help="a labelled FER CSV (optionally .gz) or image folder")
+    splitter.add_argument("--val", default="fraction:0.1",
+                          help="first:N, fraction:F, usage or none, as in train.py (default: fraction:0.1)")
+    splitter.add_argument("--split-seed", type=int, default=0, help="seed of the stratified draw (default: 0)")
+    splitter.add_argument("--out-val", required=True, metavar="FILE", help="where the validation rows go")
+    splitter.add_argument("--out-train", metavar="FILE", help="where the training rows go (default: not written)")
     args = parser.parse_args(argv)
     try:
-        print(describe(read(args.path)))
+        if args.command == "info":
+            print(describe(read(args.path)))
+            return 0
+        parse_split(args.val)  # a bad spec fails before the file is read
+        train, validation = split(read(args.path), args.val, seed=args.split_seed)
+        write_csv(validation, args.out_val)
+        print(f"wrote {args.out_val}: {len(validation)} validation rows ({args.val}, split seed {args.split_seed})")
+        if args.out_train:
+            write_csv(train, args.out_train)
+            print(f"wrote {args.out_train}: {len(train)} training rows")
     except FerError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: {error.filename or args.out_val}: {error.strerror or error}", file=sys.stderr)
         return 2
     return 0
 

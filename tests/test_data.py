@@ -253,3 +253,31 @@ def test_info_command(tmp_path, capsys):
     assert data.main(["info", str(tmp_path / "missing.csv")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "missing.csv" in err and err.count("\n") == 1
+
+
+def test_split_command_writes_the_rows_train_py_validates_on(tmp_path, capsys):
+    images = random_images(70, seed=4)
+    data.write_csv(images, tmp_path / "train.csv")
+    val_out, train_out = tmp_path / "val.csv.gz", tmp_path / "rest.csv"
+    argv = ["split", str(tmp_path / "train.csv"), "--val", "fraction:0.2", "--split-seed", "3",
+            "--out-val", str(val_out), "--out-train", str(train_out)]
+    assert data.main(argv) == 0
+    expected_train, expected_val = data.split(data.read(tmp_path / "train.csv"), "fraction:0.2", seed=3)
+    for path, expected in ((val_out, expected_val), (train_out, expected_train)):
+        back = data.read(path)
+        np.testing.assert_array_equal(back.pixels, expected.pixels)
+        np.testing.assert_array_equal(back.labels, expected.labels)
+    assert f"{len(expected_val)} validation rows" in capsys.readouterr().out
+    assert 0 < len(expected_val) < 70 and len(expected_val) + len(expected_train) == 70
+
+
+def test_split_command_bad_spec_or_unlabelled_data_exit_2_no_output(tmp_path, capsys):
+    data.write_csv(random_images(10, labelled=False), tmp_path / "test.csv")
+    data.write_csv(random_images(10), tmp_path / "train.csv")
+    for source, spec, message in (("train.csv", "fraction:2", "0 < F < 1"),
+                                  ("test.csv", "fraction:0.1", "needs labelled data")):
+        out = tmp_path / "val.csv"
+        assert data.main(["split", str(tmp_path / source), "--val", spec, "--out-val", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+        assert not out.exists()
