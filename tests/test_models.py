@@ -132,6 +132,18 @@ def test_resnet18_one_channel_option():
     assert parameter_counts(model)[0] == 11_180_103 - 7 * 7 * 64 * 2
 
 
+def test_resnet18_small_stem_keeps_four_times_the_map():
+    imagenet, small = build_model("resnet18"), build_model("resnet18", stem="small")
+    # A 3x3 conv1 instead of 7x7 over 3 channels; every other weight is the same.
+    assert parameter_counts(small)[0] == parameter_counts(imagenet)[0] - (7 * 7 - 3 * 3) * 3 * 64
+    assert small.get_layer("block1_add").output.shape[1:3] == (24, 24)
+    assert imagenet.get_layer("block1_add").output.shape[1:3] == (12, 12)
+    assert count_flops(small) > 3 * count_flops(imagenet)
+    assert tuple(small(random_images(small, 2), training=False).shape) == (2, 7)
+    with pytest.raises(FerOptionError, match="Received: stem='tiny'"):
+        build_model("resnet18", stem="tiny")
+
+
 def test_vgg12_batch_norm_ablation_drops_only_batch_norm():
     with_bn, without_bn = model_info("vgg12"), parameter_counts(build_model("vgg12", batch_norm=False))
     bn_channels = 3 * (64 + 128 + 256 + 512)
