@@ -6,6 +6,11 @@ as wall time, since CPU time per image is barely affected when the machine is sh
 
     PYTHONPATH=. python bench/zoo_cost.py [--steps 6] [--models cnn4,fervgg]
     PYTHONPATH=. python bench/zoo_cost.py --models fervgg --policies float32,mixed_bfloat16
+    PYTHONPATH=. python bench/zoo_cost.py --models fervgg:width=1.5,resnet18:stem=small
+
+A model may carry builder options after a colon (`NAME:KEY=VALUE:KEY=VALUE`, values parsed as
+`train.py --model-option` parses them); its RESULT key is then the whole spec, `:`/`=`/`.`/`-`
+replaced by `_`.
 
 Ends with `RESULT <model>_cpu_ms=... ...` (CPU milliseconds per training image; with several
 `--policies`, `<model>_<policy>_cpu_ms=...` and each policy's speed-up over the first).
@@ -13,6 +18,7 @@ Ends with `RESULT <model>_cpu_ms=... ...` (CPU milliseconds per training image; 
 
 import argparse
 import os
+import re
 import resource
 import time
 
@@ -51,11 +57,30 @@ def fit_cost(model, faces, labels, batch_size):
     return 1000 * cpu / images, images / wall
 
 
+def parse_model_spec(spec):
+    """`"resnet18:stem=small"` -> `("resnet18", {"stem": "small"})`.
+
+    Raises:
+        SystemExit: for an option without `=` (argparse-style, exit 2).
+    """
+    from keras_fer.cli.train import parse_value
+
+    name, *items = spec.split(":")
+    options = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise SystemExit(f"error: --models takes NAME or NAME:KEY=VALUE... Received: {spec!r}")
+        options[key] = parse_value(value)
+    return name, options
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per model (default 6)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
-    parser.add_argument("--models", help="comma-separated names (default: every registered model)")
+    parser.add_argument("--models", help="comma-separated names, each optionally with builder options "
+                        "(fervgg:width=1.5); default: every registered model")
     parser.add_argument("--policies", default="float32",
                         help="comma-separated Keras dtype policies, each measured on every model in turn "
                              "(default float32; mixed_bfloat16 is train.py --mixed-precision on a CPU)")
@@ -63,31 +88,37 @@ def main():
 
     import keras
 
-    from keras_fer.models import build_model, dtype_policy, list_models, model_info
+    from keras_fer.errors import FerOptionError
+    from keras_fer.models import build_model, count_flops, dtype_policy, list_models
     from keras_fer.training import TrainConfig, compile_model
 
     names = args.models.split(",") if args.models else list_models()
     policies = list(dict.fromkeys(args.policies.split(",")))
     faces, labels = random_faces(args.batch_size, args.steps)
     results = {}
-    print(f"{'model':<12}{'policy':<16}{'MFLOPs':>9}{'img/s':>9}{'CPU ms/img':>12}"
+    column = max([12] + [len(spec) + 2 for spec in names])
+    print(f"{'model':<{column}}{'policy':<16}{'MFLOPs':>9}{'img/s':>9}{'CPU ms/img':>12}"
           f"{'min/epoch (1 core)':>20}{'min/epoch (2 cores)':>21}")
-    for name in names:
+    for spec in names:
+        name, options = parse_model_spec(spec)
+        stem = re.sub(r"[-:=.]", "_", spec)
         for policy in policies:
             keras.utils.set_random_seed(0)
-            with dtype_policy(policy):
-                model = build_model(name, preprocessing={"normalize": "unit"})
+            try:
+                with dtype_policy(policy):
+                    model = build_model(name, preprocessing={"normalize": "unit"}, **options)
+            except FerOptionError as error:
+                raise SystemExit(f"error: --models {spec}: {error}") from None
             compile_model(model, "adam", 1e-4, TrainConfig())
             cpu_ms, rate = fit_cost(model, faces, labels, args.batch_size)
-            key = name.replace("-", "_") + ("" if len(policies) == 1 else f"_{policy}")
+            key = stem + ("" if len(policies) == 1 else f"_{policy}")
             results[key] = cpu_ms
             minutes_one_core = EPOCH_IMAGES * cpu_ms / 1000 / 60
-            print(f"{name:<12}{policy:<16}{model_info(name).mflops:>9.1f}{rate:>9.0f}{cpu_ms:>12.2f}"
+            print(f"{spec:<{column}}{policy:<16}{count_flops(model) / 1e6:>9.1f}{rate:>9.0f}{cpu_ms:>12.2f}"
                   f"{minutes_one_core:>20.1f}{minutes_one_core / 2:>21.1f}", flush=True)
             del model
             keras.backend.clear_session()
         if len(policies) > 1:
-            stem = name.replace("-", "_")
             for policy in policies[1:]:
                 results[f"{stem}_{policy}_speedup"] = results[f"{stem}_{policies[0]}"] / results[f"{stem}_{policy}"]
     print("min/epoch assumes the CPU time per image holds and 2 cores scale ideally (an estimate).")
