@@ -63,16 +63,14 @@ def parse_model_spec(spec):
     Raises:
         SystemExit: for an option without `=` (argparse-style, exit 2).
     """
-    from keras_fer.cli.train import parse_value
+    from keras_fer.cli.train import parse_model_options
+    from keras_fer.errors import FerOptionError
 
     name, *items = spec.split(":")
-    options = {}
-    for item in items:
-        key, equals, value = item.partition("=")
-        if not equals or not key:
-            raise SystemExit(f"error: --models takes NAME or NAME:KEY=VALUE... Received: {spec!r}")
-        options[key] = parse_value(value)
-    return name, options
+    try:
+        return name, parse_model_options(items)
+    except FerOptionError:
+        raise SystemExit(f"error: --models takes NAME or NAME:KEY=VALUE... Received: {spec!r}") from None
 
 
 def main():

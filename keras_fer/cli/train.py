@@ -129,6 +129,21 @@ def parse_value(text):
     return text
 
 
+def parse_model_options(items):
+    """`["width=1.5", "head=avg"]` -> `{"width": 1.5, "head": "avg"}` (values as `parse_value` reads them).
+
+    Raises:
+        FerOptionError: for an item without `=` or without a key.
+    """
+    options = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise FerOptionError(f"--model-option takes KEY=VALUE. Received: model_option={item!r}")
+        options[key.strip()] = parse_value(value)
+    return options
+
+
 def config_from_args(args):
     from keras_fer.recipes import cut_phases, recipe
     from keras_fer.training import TrainConfig
@@ -146,12 +161,7 @@ def config_from_args(args):
     elif args.epochs is not None and values.get("phases"):
         values["phases"] = cut_phases(values["phases"], args.epochs)
         values.pop("epochs")
-    options = {}
-    for item in args.model_option:
-        key, equals, value = item.partition("=")
-        if not equals or not key:
-            raise FerOptionError(f"--model-option takes KEY=VALUE. Received: model_option={item!r}")
-        options[key.strip()] = parse_value(value)
+    options = parse_model_options(args.model_option)
     if options:
         values["model_options"] = {**values.get("model_options", {}), **options}
     return TrainConfig(**values)
