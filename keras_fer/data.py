@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_fer.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS, class_index
+from keras_fer.cli import describe_os_error, seed_value
 from keras_fer.errors import FerDataError, FerError
 from keras_fer.files import atomic_path
 
@@ -120,12 +121,31 @@ def describe_ids(ids):
 
 
 def open_text(path):
+    """Open a CSV as text, gunzipping it if it is gzipped; a UTF-8 byte-order mark (as Excel's
+    "CSV UTF-8" writes) is dropped, so it does not become part of the first column's name."""
+    return io.TextIOWrapper(_open_bytes(path), encoding="utf-8-sig", newline="")
+
+
+def _open_bytes(path):
     path = Path(path)
     with open(path, "rb") as handle:
         magic = handle.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+
+
+def _undecodable_line(path):
+    """The 1-based line of the first bytes that are not UTF-8 (None if it cannot be found):
+    a decoding error surfaces where the text reader's buffer ends, not where the bad byte is."""
+    try:
+        with _open_bytes(path) as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return number
+    except READ_ERRORS:
+        return None
+    return None
 
 
 def _parse_pixels(features, path, first_line, column):
@@ -154,7 +174,7 @@ def _parse_pixels(features, path, first_line, column):
         if len(tokens) != NUM_PIXELS:
             raise FerDataError(f"expected {NUM_PIXELS} pixels, found {len(tokens)}", path, line, column)
         for position, token in enumerate(tokens):
-            if not token.lstrip("-").isdigit():
+            if not (token.isascii() and token.lstrip("-").isdigit()):
                 raise FerDataError(f"pixel {position + 1} is not an integer: {token[:20]!r}", path, line, column)
             if not 0 <= int(token) <= 255:
                 raise FerDataError(f"pixel {position + 1} is out of range 0-255: {token}", path, line, column)
@@ -176,6 +196,15 @@ def _header_columns(header, path):
     return names, pixel, label, image_id, usage
 
 
+def _read_error(error, path, line):
+    """The `FerDataError` for a file that cannot be read after `line` (the last line read)."""
+    if isinstance(error, UnicodeDecodeError):
+        line = _undecodable_line(path) or line + 1
+        return FerDataError(f"not UTF-8 text: byte {error.object[error.start:error.start + 1]!r} "
+                            "cannot be decoded (save the file as UTF-8)", path, line)
+    return FerDataError(f"not a readable CSV file ({error})", path, max(line, 1))
+
+
 def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
     """Yield a FER CSV file as `Images` chunks of at most `chunk_rows` rows.
 
@@ -192,7 +221,7 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
         try:
             header = next(reader, None)
         except READ_ERRORS as error:
-            raise FerDataError(f"not a readable CSV file ({error})", path, 1) from None
+            raise _read_error(error, path, 0) from None
         if header is None or not any(field.strip() for field in header):
             raise FerDataError("empty file: expected a header such as label,feature", path)
         names, pixel_col, label_col, id_col, usage_col = _header_columns(header, path)
@@ -263,7 +292,7 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
                 if len(buffer["features"]) >= chunk_rows:
                     yield flush()
         except READ_ERRORS as error:
-            raise FerDataError(f"not a readable CSV file ({error})", path, reader.line_num) from None
+            raise _read_error(error, path, reader.line_num) from None
         if buffer["features"]:
             yield flush()
         if emitted == 0:
@@ -306,7 +335,10 @@ def to_face(image):
 
 
 def _image_files(folder):
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
 
 
 def read_folder(path):
@@ -393,7 +425,7 @@ def write_csv(images, path):
     with atomic_path(path) as temporary:
         with opener(temporary, "wt", encoding="utf-8", newline="") as out:
             out.write("label,feature\n" if images.labelled else "id,feature\n")
-            flat = images.pixels.reshape(len(images), -1)
+            flat = images.pixels.reshape(len(images), NUM_PIXELS)
             for i in range(len(images)):
                 first = images.labels[i] if images.labelled else images.ids[i]
                 out.write(f"{first},{' '.join(map(str, flat[i].tolist()))}\n")
@@ -514,7 +546,7 @@ def main(argv=None):
     splitter.add_argument("path", help="a labelled FER CSV (optionally .gz) or image folder")
     splitter.add_argument("--val", default="fraction:0.1",
                           help="first:N, fraction:F, usage or none, as in train.py (default: fraction:0.1)")
-    splitter.add_argument("--split-seed", type=int, default=0, help="seed of the stratified draw (default: 0)")
+    splitter.add_argument("--split-seed", type=seed_value, default=0, help="seed of the stratified draw (default: 0)")
     splitter.add_argument("--out-val", required=True, metavar="FILE", help="where the validation rows go")
     splitter.add_argument("--out-train", metavar="FILE", help="where the training rows go (default: not written)")
     args = parser.parse_args(argv)
@@ -523,7 +555,14 @@ def main(argv=None):
             print(describe(read(args.path)))
             return 0
         parse_split(args.val)  # a bad spec fails before the file is read
+        source = Path(args.path).resolve()
+        for option, out in (("--out-val", args.out_val), ("--out-train", args.out_train)):
+            if out is not None and Path(out).resolve() == source:
+                raise FerError(f"{option} {out} would overwrite the input")
         train, validation = split(read(args.path), args.val, seed=args.split_seed)
+        if len(validation) == 0:
+            raise FerError(f"--val {args.val} leaves no validation rows of the {len(train)} images of "
+                           f"{args.path} to write to --out-val")
         write_csv(validation, args.out_val)
         print(f"wrote {args.out_val}: {len(validation)} validation rows ({args.val}, split seed {args.split_seed})")
         if args.out_train:
@@ -532,8 +571,11 @@ def main(argv=None):
     except FerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `... info FILE | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as error:
-        print(f"error: {error.filename or args.out_val}: {error.strerror or error}", file=sys.stderr)
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     return 0
 

@@ -281,3 +281,79 @@ def test_split_command_bad_spec_or_unlabelled_data_exit_2_no_output(tmp_path, ca
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
         assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["bom.csv", "bom.csv.gz"])
+def test_utf8_byte_order_mark_is_not_part_of_the_first_column(tmp_path, name):
+    # Excel's "CSV UTF-8" starts the file with a BOM; it must not hide the id or label column.
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(tmp_path / name, "wb") as out:
+        out.write(b"\xef\xbb\xbfid,feature\n" + f"100,{GOOD}\n101,{GOOD}\n".encode())
+    assert list(data.read(tmp_path / name).ids) == ["100", "101"]
+    (tmp_path / "labelled.csv").write_bytes(b"\xef\xbb\xbflabel,feature\n" + f"3,{GOOD}\n".encode())
+    assert data.read(tmp_path / "labelled.csv").labels.tolist() == [3]
+
+
+def test_a_non_ascii_digit_is_not_a_pixel(tmp_path):
+    # '²'.isdigit() is True, but int('²') fails: the error must still be the one-line data error.
+    path = write_rows(tmp_path / "sup.csv", "label,feature", [f"0,{GOOD}", "1," + " ".join(["1"] * 2303 + ["²"])])
+    with pytest.raises(FerDataError, match="pixel 2304 is not an integer") as caught:
+        data.read(path)
+    assert caught.value.row == 3 and caught.value.field == "feature"
+
+
+@pytest.mark.parametrize("bad_line", [2, 4, 26])
+def test_undecodable_bytes_name_their_own_line(tmp_path, bad_line):
+    rows = [f"{i % 7},{GOOD}".encode() for i in range(30)]
+    rows[bad_line - 2] = rows[bad_line - 2].replace(b" 0 ", b" 0\xe9 ", 1)  # latin-1 e-acute
+    (tmp_path / "latin1.csv").write_bytes(b"\n".join([b"label,feature", *rows]) + b"\n")
+    with pytest.raises(FerDataError, match="not UTF-8 text") as caught:
+        data.read(tmp_path / "latin1.csv")
+    assert caught.value.row == bad_line and "latin1.csv" in str(caught.value)
+
+
+def test_hidden_files_in_image_folders_are_skipped(tmp_path):
+    folder = tmp_path / "faces" / "happy"
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "0.png"), np.full((48, 48), 50, np.uint8))
+    (folder / "._0.png").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")  # AppleDouble, not an image
+    images = data.read(tmp_path / "faces")
+    assert len(images) == 1 and images.labels.tolist() == [3]
+
+
+def test_write_csv_of_no_rows_writes_the_header_only(tmp_path):
+    data.write_csv(random_images(3).subset(np.zeros(0, dtype=np.int64)), tmp_path / "empty.csv")
+    assert (tmp_path / "empty.csv").read_text() == "label,feature\n"
+
+
+def test_split_command_refuses_an_empty_part_or_overwriting_its_input(tmp_path, capsys):
+    data.write_csv(random_images(10), tmp_path / "train.csv")
+    before = (tmp_path / "train.csv").read_bytes()
+    cases = ((["--val", "none", "--out-val", str(tmp_path / "val.csv")], "leaves no validation rows"),
+             (["--val", "first:2", "--out-val", str(tmp_path / "train.csv")], "would overwrite the input"),
+             (["--out-val", str(tmp_path / "v.csv"), "--out-train", str(tmp_path / "train.csv")],
+              "--out-train"))
+    for options, message in cases:
+        assert data.main(["split", str(tmp_path / "train.csv"), *options]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert (tmp_path / "train.csv").read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["train.csv"]
+    with pytest.raises(SystemExit) as caught:
+        data.main(["split", str(tmp_path / "train.csv"), "--split-seed", "-1", "--out-val", str(tmp_path / "v.csv")])
+    assert caught.value.code == 2 and "a seed must be in [0, 2**32)" in capsys.readouterr().err
+
+
+def test_data_command_os_errors_are_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    data.write_csv(random_images(10), tmp_path / "train.csv")
+    (tmp_path / "folder.csv").mkdir()
+    assert data.main(["split", str(tmp_path / "train.csv"), "--val", "first:2", "--out-val",
+                      str(tmp_path / "folder.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'folder.csv'}: ") and err.count("\n") == 1  # not the temporary file
+
+    def failing_describe(images):
+        raise OSError(5, "Input/output error", str(tmp_path / "train.csv"))
+    monkeypatch.setattr(data, "describe", failing_describe)
+    assert data.main(["info", str(tmp_path / "train.csv")]) == 2  # `info` has no --out-val to fall back on
+    assert capsys.readouterr().err == f"error: {tmp_path / 'train.csv'}: Input/output error\n"

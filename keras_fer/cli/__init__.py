@@ -44,6 +44,19 @@ def counting_bar(unit, enabled=True):
     return start
 
 
+def seed_value(text):
+    """An argparse type for random seeds: an integer in [0, 2**32), as Keras and NumPy take."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed. Received: {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"a seed must be in [0, 2**32). Received: {text!r}")
+    return value
+
+
 def describe_os_error(error):
     """`FILE: reason` for an OSError. A failed rename names its destination (`filename2`), the
     file the user asked for, rather than the temporary file being renamed."""
