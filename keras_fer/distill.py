@@ -88,7 +88,7 @@ def resolve_teachers(names):
         try:
             source = resolve_model_argument(name)
         except FerError as error:
-            raise type(error)(f"{error} Received: teacher={name!r}") from None
+            raise type(error)(f"{str(error).rstrip('.')}. Received: teacher={name!r}") from None
         if source.path.suffix.lower() != ".keras":
             raise FerOptionError(f"{source.path}: a teacher must be a Keras model (.keras file or run directory). "
                                  f"Received: teacher={name!r}")

@@ -146,6 +146,10 @@ class TrainConfig:
             (int(self.epochs) >= 1, "--epochs must be at least 1", "epochs"),
             (int(self.batch_size) >= 1, "--batch-size must be at least 1", "batch_size"),
             (float(self.lr) > 0, "--lr must be positive", "lr"),
+            (0.0 <= float(self.momentum) <= 1.0, "--momentum must be in [0, 1]", "momentum"),
+            (0 <= int(self.seed) < 2**32, "--seed must be in [0, 2**32)", "seed"),
+            (self.split_seed is None or 0 <= int(self.split_seed) < 2**32, "--split-seed must be in [0, 2**32)",
+             "split_seed"),
             (0.0 <= float(self.label_smoothing) < 1.0, "--label-smoothing must be in [0, 1)", "label_smoothing"),
             (float(self.weight_decay) >= 0, "--weight-decay must be >= 0", "weight_decay"),
             (self.early_stop is None or int(self.early_stop) >= 1, "--early-stop must be at least 1", "early_stop"),
@@ -746,6 +750,10 @@ def _train(config, progress):
         from keras_fer.distill import resolve_teachers, teacher_targets
 
         teachers = resolve_teachers(config.teacher)  # a bad path fails before the data is read
+    if config.init_from and not config.resume:
+        from keras_fer.loading import resolve_model_argument
+
+        resolve_model_argument(config.init_from)  # so does a missing or non-model --init-from
     train_images, val_images, all_images = load_training_data(config)
     from keras_fer.data import class_counts, class_weights
 

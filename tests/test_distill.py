@@ -150,7 +150,7 @@ def test_teachers_that_may_have_seen_the_validation_rows_are_refused(tmp_path, c
     tiny_model().save(bare)
     assert "no training config" in error("--teacher", str(bare))
     missing = error("--teacher", str(tmp_path / "missing"))
-    assert "missing" in missing and "Received: teacher=" in missing
+    assert "missing" in missing and "model file. Received: teacher=" in missing  # a sentence, then Received
     lite = teacher_run(tmp_path / "lite")
     (lite / "best.tflite").write_bytes(b"TFL3" * 8)
     assert "must be a Keras model" in error("--teacher", str(lite / "best.tflite"))

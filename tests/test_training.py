@@ -70,6 +70,8 @@ def test_report000_recipe_is_the_report():
         (["--class-weight", "--balanced"], "do not go together"),
         (["--model-option", "novalue"], "KEY=VALUE"),
         (["--resume"], "no finished epoch to resume"),
+        (["--optimizer", "sgd", "--momentum", "2"], "--momentum must be in [0, 1]. Received: momentum=2.0"),
+        (["--init-from", "missing.keras"], "missing.keras: no such model file"),
     ],
 )
 def test_bad_options_give_one_line_errors(tmp_path, capsys, argv, words):
@@ -77,6 +79,26 @@ def test_bad_options_give_one_line_errors(tmp_path, capsys, argv, words):
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: ") and words in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()  # nothing half-made
+
+
+def test_a_bad_init_from_fails_before_the_data_is_read(tmp_path, capsys):
+    (tmp_path / "notmodel.keras").write_text("not a zip")
+    code = main([*SMALL, "--epochs", "1", "--data", str(tmp_path / "missing.csv"),
+                 "--init-from", str(tmp_path / "notmodel.keras"), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "notmodel.keras" in err and "missing.csv" not in err
+
+
+@pytest.mark.parametrize("option", ["--seed", "--split-seed"])
+def test_negative_seeds_are_refused_by_the_parser_and_the_config(capsys, option):
+    with pytest.raises(SystemExit) as caught:
+        main([*SMALL, option, "-1"])
+    assert caught.value.code == 2 and "a seed must be in [0, 2**32)" in capsys.readouterr().err
+    from keras_fer.errors import FerOptionError
+
+    with pytest.raises(FerOptionError, match=r"must be in \[0, 2\*\*32\)"):
+        TrainConfig(**{option[2:].replace("-", "_"): -1}).validate()
 
 
 def test_refuses_to_overwrite_a_run_and_stops_at_accuracy(tmp_path, capsys):
@@ -197,10 +219,15 @@ def test_arch_list_and_summary(capsys):
     assert "conv4" in summary and "538,759" in summary
 
 
-def test_no_validation_keeps_the_last_epoch_as_best(tmp_path):
+def test_no_validation_keeps_the_last_epoch_as_best(tmp_path, capsys):
     result = train(TrainConfig(arch="dnn", demo_faces=140, batch_size=32, epochs=2, val="none", verbose=0,
                                out=str(tmp_path / "run")))
     assert (result.run_dir / "best.keras").is_file() and result.best_epoch == 2
+    capsys.readouterr()
+    assert main(["--arch", "dnn", "--demo-faces", "140", "--epochs", "1", "--val", "none", "--verbose", "0",
+                 "--out", str(tmp_path / "cli")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "(last epoch 1, no validation split," in last and "nan" not in last
 
 
 def test_plateau_schedule_keeps_its_rate_after_warm_up():

@@ -2,10 +2,11 @@
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 
-from keras_fer.cli import command, counting_bar, import_tensorflow_quietly
+from keras_fer.cli import command, counting_bar, import_tensorflow_quietly, seed_value
 from keras_fer.errors import FerOptionError
 
 EPILOG = """\
@@ -78,8 +79,8 @@ def build_parser():
     add("--early-stop", type=int, metavar="N", help="stop after N epochs without a better validation accuracy")
     add("--stop-at-accuracy", type=float, metavar="A",
         help="stop once validation accuracy reaches A (report 003: 0.66)")
-    add("--seed", type=int, help="seed of weights, split, shuffle and augmentation (default 0)")
-    add("--split-seed", type=int, help="seed of the validation split only (default: --seed); give runs of "
+    add("--seed", type=seed_value, help="seed of weights, split, shuffle and augmentation (default 0)")
+    add("--split-seed", type=seed_value, help="seed of the validation split only (default: --seed); give runs of "
         "different --seed the same --split-seed to ensemble them on shared validation rows")
     add("--deterministic", action="store_true", default=None,
         help="enable TensorFlow op determinism: the same seed then gives the same history (slower)")
@@ -236,8 +237,12 @@ def main(argv=None):
         result = train(config, progress=counting_bar("img", enabled=args.verbose in (None, 1)))
     except KeyboardInterrupt:
         return 130
-    print(f"run directory: {result.run_dir} (best epoch {result.best_epoch}, "
-          f"validation accuracy {result.best_val_accuracy:.4f}, {result.seconds:.0f} s)")
+    if math.isnan(result.best_val_accuracy):  # --val none: nothing to choose a best epoch on
+        print(f"run directory: {result.run_dir} (last epoch {result.best_epoch}, no validation split, "
+              f"{result.seconds:.0f} s)")
+    else:
+        print(f"run directory: {result.run_dir} (best epoch {result.best_epoch}, "
+              f"validation accuracy {result.best_val_accuracy:.4f}, {result.seconds:.0f} s)")
     return 0
 
 
