@@ -223,12 +223,19 @@ def _confusion_panel(figure, axes, values, class_names, normalize, title):
 # Saving
 
 
+FIGURE_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
+
 def save_figure(figure, path, dpi=100):
-    """Write `figure` as a PNG at `path` atomically (a temporary file in the same folder, then
-    `os.replace`), creating the folder if needed, and close the figure. Returns the path."""
+    """Write `figure` at `path` atomically (a temporary file in the same folder, then
+    `os.replace`), creating the folder if needed, and close the figure. Returns the path.
+
+    The format follows the name's suffix when it is one of `FIGURE_FORMATS`, else PNG."""
+    suffix = Path(path).suffix.lower()
+    kind = suffix[1:] if suffix in FIGURE_FORMATS else "png"
     try:
         with atomic_open(path, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=dpi)
+            figure.savefig(stream, format=kind, dpi=dpi)
     finally:
         close_figure(figure)
     return Path(path)

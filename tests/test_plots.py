@@ -130,3 +130,10 @@ def test_every_other_figure_renders(tmp_path):
     for name, figure in figures.items():
         assert isinstance(figure, Figure), name
         assert len(plots.png_bytes(figure)) > 1000, name
+
+
+@pytest.mark.parametrize("name, magic", [("h.png", b"\x89PNG"), ("h.JPG", b"\xff\xd8\xff"), ("h.pdf", b"%PDF"),
+                                         ("h.svg", b"<?xml"), ("h.figure", b"\x89PNG")])
+def test_save_figure_takes_its_format_from_the_suffix(tmp_path, name, magic):
+    plots.save_figure(plots.history_figure(HISTORY), tmp_path / name)
+    assert (tmp_path / name).read_bytes().startswith(magic)  # an unknown suffix stays PNG

@@ -271,3 +271,17 @@ def test_help_explains_each_option(command, capsys):
     for option in options:
         line = re.search(rf"^\s+{option}\b.*(?:\n\s{{20,}}.*)*", text, re.M).group(0)
         assert len(line.split(option, 1)[1].strip()) > 10, f"{command} {option} has no explanation"
+
+
+def test_out_names_one_figure_in_any_figure_format_or_a_folder(tmp_path):
+    assert main(["samples", "--count", "2", "--out", str(tmp_path / "grid.jpg")]) == 0
+    assert (tmp_path / "grid.jpg").is_file() and (tmp_path / "grid.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+    assert main(["samples", "--count", "2", "--out", str(tmp_path / "figures.v2")]) == 0
+    check_png(tmp_path / "figures.v2" / "samples.png")  # not a figure suffix: a folder
+
+
+def test_negative_seed_is_an_option_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["samples", "--seed", "-1", "--out", str(tmp_path)])
+    assert caught.value.code == 2 and "a seed must be in [0, 2**32)" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -14,7 +14,7 @@ from pathlib import Path
 # Set before TensorFlow loads (the @command wrapper would default it to 2).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_fer.cli import command, import_tensorflow_quietly
+from keras_fer.cli import command, import_tensorflow_quietly, seed_value
 from keras_fer.errors import FerModelError, FerOptionError
 
 DEFAULT_OUT = "figures"
@@ -98,7 +98,7 @@ def build_parser():
     out = Parser(add_help=False)
     out.add_argument("--out", default=DEFAULT_OUT, metavar="DIR|FILE.png",
                      help=f"folder the PNG files go to (created if needed; default {DEFAULT_OUT}/), or a "
-                     "FILE.png to write one figure under that name")
+                     "FILE.png (or .jpg, .pdf, .svg) to write one figure under that name and format")
     model = Parser(add_help=False)
     source = model.add_mutually_exclusive_group()
     source.add_argument("--run", metavar="DIR", help="a training run directory: uses its best.keras and its data")
@@ -112,7 +112,7 @@ def build_parser():
                        help="the image: an id or row number of the data (e.g. 00000), or the path of an image file "
                        "(any size or colour; made 48x48 grey). Default: the first image")
     seed = Parser(add_help=False)
-    seed.add_argument("--seed", type=int, default=0, help="seed of random choices (default 0)")
+    seed.add_argument("--seed", type=seed_value, default=0, help="seed of random choices (default 0)")
 
     def add(name, help, parents, description=None):
         return commands.add_parser(name, help=help, description=description or help, parents=parents)
@@ -192,10 +192,10 @@ def _safe_name(text):
 
 
 def _save(figure, out, name):
-    from keras_fer.plots import save_figure
+    from keras_fer.plots import FIGURE_FORMATS, save_figure
 
     out = Path(out)
-    path = save_figure(figure, out if out.suffix.lower() == ".png" else out / name)
+    path = save_figure(figure, out if out.suffix.lower() in FIGURE_FORMATS and not out.is_dir() else out / name)
     print(f"wrote {path}")
     return path
 
