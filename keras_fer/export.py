@@ -187,14 +187,21 @@ def find_cached_tflite(source, normalize=None):
     return None, None
 
 
+PACKAGED_EXPORT_DIR = "keras-fer-packaged"
+
+
+def _is_packaged(path):
+    """Whether `path` is in the package's own weights folder."""
+    return loading.WEIGHTS_DIR.is_dir() and Path(path).parent.resolve() == loading.WEIGHTS_DIR.resolve()
+
+
 def _writable_cache_path(source):
     """Where to write a new LiteRT copy: next to the model unless that is not ours to write (a file
     someone else put there, a read-only folder, or the package's own weights folder, which an
     install should not change and a checkout should not see change), else the user cache."""
     sibling, cache_base = _cache_locations(source.path)
     sibling_is_foreign = sibling.exists() and read_sidecar(sibling) is None
-    packaged = loading.WEIGHTS_DIR.is_dir() and sibling.parent.resolve() == loading.WEIGHTS_DIR.resolve()
-    if not sibling_is_foreign and not packaged and os.access(sibling.parent, os.W_OK):
+    if not sibling_is_foreign and not _is_packaged(sibling) and os.access(sibling.parent, os.W_OK):
         return sibling
     folder = cache_base / files.file_sha256(source.path)[:24]
     folder.mkdir(parents=True, exist_ok=True)
@@ -426,7 +433,11 @@ def cached_litert_copy(source, model, normalize=None):
 
 
 def default_export_path(model_path, fmt):
+    """Where `--export` writes without `--export-to`: beside the model, or for the packaged model
+    in `./keras-fer-packaged/` (an install's package folder is not ours to change)."""
     source_path = resolve_model(model_path).path
+    if _is_packaged(source_path):
+        source_path = Path.cwd() / PACKAGED_EXPORT_DIR / source_path.name
     if fmt == "tflite":
         return source_path.with_suffix(".tflite")
     if fmt == "keras":

@@ -557,7 +557,8 @@ def evaluation_from_confusion(confusion):
 def metrics_paths(out):
     """Where `save_evaluations` writes, next to the submission `out`."""
     out = Path(out)
-    stem = out.name[: -len("".join(out.suffixes))] if out.suffixes else out.name
+    name = out.name[: -len(".gz")] if out.name.lower().endswith(".gz") else out.name
+    stem = Path(name).stem  # sub.v1.csv -> sub.v1, sub.csv.gz -> sub: only the file type goes
     base = out.with_name(stem or out.name)
     return {
         "json": Path(f"{base}_metrics.json"),

@@ -5,6 +5,7 @@ Models are tiny Functional CNNs built here (fast)."""
 import csv
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -307,6 +308,28 @@ def test_the_packaged_folder_gets_no_litert_copy(tmp_path, monkeypatch):
     # ... and later runs find the cached copy.
     again = inference.load_predictor(loading.default_model_path())
     assert again.backend == "litert" and not again.notes and copy.is_file()
+
+
+def test_exports_of_the_packaged_model_go_to_the_current_folder_not_the_package(tmp_path, monkeypatch):
+    weights = save_run(tmp_path / "weights", tiny_model(11))
+    monkeypatch.setattr(loading, "WEIGHTS_DIR", weights)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(path.name for path in weights.iterdir())
+    result = export.export_model(loading.default_model_path(), "keras")
+    assert result.path == tmp_path / "keras-fer-packaged" / "best-inference.keras"
+    assert (tmp_path / "keras-fer-packaged" / "config.json").is_file()  # how to feed it goes with it
+    assert sorted(path.name for path in weights.iterdir()) == before
+    assert export.default_export_path(loading.default_model_path(), "tflite") == tmp_path / "keras-fer-packaged" / "best.tflite"
+    other = save_run(tmp_path / "run", tiny_model(12))
+    assert export.default_export_path(other, "tflite") == other / "best.tflite"  # other models: beside them
+
+
+@pytest.mark.parametrize("out, stem", [("sub.csv", "sub"), ("sub.csv.gz", "sub"), ("sub.v1.csv", "sub.v1"),
+                                       ("dir.x/sub", "dir.x/sub"), ("sub.v2.csv.gz", "sub.v2")])
+def test_metrics_files_keep_everything_of_the_name_but_its_type(out, stem):
+    paths = inference.metrics_paths(out)
+    assert paths == {"json": Path(f"{stem}_metrics.json"), "csv": Path(f"{stem}_confusion.csv"),
+                     "png": Path(f"{stem}_confusion.png")}
 
 
 def test_export_savedmodel_and_tflite_agree(tmp_path, demo):

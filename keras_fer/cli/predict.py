@@ -114,7 +114,7 @@ def build_parser():
                         "endpoint 'serve'), keras = X-inference.keras (the model without optimizer state, for "
                         "serving or packaging; config.json goes beside it), keras-float16 = X-float16-inference.keras "
                         "(the same with float16 weights: half the file, probabilities within 1e-2). "
-                        "Predicts too when an input is given")
+                        "Predicts too when an input is given. The packaged model's go to ./keras-fer-packaged/")
     parser.add_argument("--export-to", metavar="PATH", help="where --export writes (one model only)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto (default): a verified LiteRT copy of the model, made on first use and cached "
