@@ -100,7 +100,7 @@ def find_layer(model, name=None, *, rank4=True):
                 )
             return layer
     raise FerOptionError(
-        f"--layer must name a layer of model {model.name!r}: the conv layers are "
+        f"no layer {name!r} in model {model.name!r}: the conv layers are "
         f"{', '.join(convs) or '(none)'} (any layer with 2-D feature maps also works). Received: layer={name!r}"
     )
 

@@ -12,6 +12,7 @@ Example:
 
 import io
 import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -347,7 +348,12 @@ def image_grid(images, titles=None, columns=5, title=None, cmap="gray", normaliz
     count = len(images)
     columns = max(1, min(columns, count))
     rows = max(1, -(-count // columns))
-    figure = _figure(cell * columns + 0.2, cell * rows + (0.5 if title else 0.1) + (0.25 * rows if titles else 0))
+    width = cell * columns + 0.2
+    # A narrow grid (one or two images) wraps its title rather than cut it at the edges:
+    # about 8 characters of the 12-point title fit in an inch.
+    title_lines = textwrap.wrap(title, max(12, int(width * 8))) if title else []
+    title_height = 0.2 + 0.25 * len(title_lines) if title_lines else 0.1
+    figure = _figure(width, cell * rows + title_height + (0.25 * rows if titles else 0))
     grid = figure.subplots(rows, columns, squeeze=False)
     for index, axes in enumerate(grid.ravel()):
         _hide_axes(axes)
@@ -362,8 +368,8 @@ def image_grid(images, titles=None, columns=5, title=None, cmap="gray", normaliz
             axes.imshow(face, cmap=colors, vmin=0, vmax=255)
         if titles is not None:
             axes.set_title(titles[index], fontsize=8)
-    if title:
-        figure.suptitle(title)
+    if title_lines:
+        figure.suptitle("\n".join(title_lines))
     figure.tight_layout()
     return figure
 

@@ -137,3 +137,13 @@ def test_every_other_figure_renders(tmp_path):
 def test_save_figure_takes_its_format_from_the_suffix(tmp_path, name, magic):
     plots.save_figure(plots.history_figure(HISTORY), tmp_path / name)
     assert (tmp_path / name).read_bytes().startswith(magic)  # an unknown suffix stays PNG
+
+
+@pytest.mark.parametrize("count", [1, 2, 5])
+def test_grid_titles_fit_their_figure_however_few_the_images(count):
+    faces = np.random.default_rng(0).integers(0, 256, (count, 48, 48)).astype(np.uint8)
+    figure = plots.filters_figure(faces, np.ones(count), list(range(count)), "conv8")
+    figure.canvas.draw()
+    box = figure._suptitle.get_window_extent()
+    assert 0 <= box.x0 and box.x1 <= figure.bbox.width and box.y1 <= figure.bbox.height
+    assert figure._suptitle.get_text().replace("\n", " ") == "What activates the filters of conv8 (gradient ascent)"
