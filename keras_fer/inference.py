@@ -554,12 +554,17 @@ def evaluation_from_confusion(confusion):
 # Saving metrics
 
 
-def metrics_paths(out):
-    """Where `save_evaluations` writes, next to the submission `out`."""
+def companion_path(out, suffix):
+    """A file that goes with the output `out`: `DIR/STEM{suffix}`, where STEM is `out`'s name
+    without its file type (sub.v1.csv -> sub.v1, sub.csv.gz -> sub)."""
     out = Path(out)
     name = out.name[: -len(".gz")] if out.name.lower().endswith(".gz") else out.name
-    stem = Path(name).stem  # sub.v1.csv -> sub.v1, sub.csv.gz -> sub: only the file type goes
-    base = out.with_name(stem or out.name)
+    return out.with_name(f"{Path(name).stem or out.name}{suffix}")
+
+
+def metrics_paths(out):
+    """Where `save_evaluations` writes, next to the submission `out`."""
+    base = companion_path(out, "")
     return {
         "json": Path(f"{base}_metrics.json"),
         "csv": Path(f"{base}_confusion.csv"),

@@ -166,6 +166,40 @@ def compare_figure(histories, title=None, x="epoch"):
     return figure
 
 
+def timeline_figure(positions, probabilities, xlabel="seconds", class_names=CLASS_NAMES, title=None):
+    """Expressions over time (a video): each class's probability as a line, and beneath it a
+    strip coloured by the top class; NaN rows (no face) leave gaps.
+
+    Args:
+        positions: `(T,)` times (or frame numbers) of the rows.
+        probabilities: `(T, K)` class probabilities, NaN rows where there was no face.
+    """
+    positions = np.asarray(positions, dtype=float)
+    probabilities = np.asarray(probabilities, dtype=float).reshape(len(positions), len(class_names))
+    colors = matplotlib.colormaps["tab10"].colors
+    figure = _figure(10, 4.4)
+    lines_axes, strip_axes = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [5, 1]})
+    for index, name in enumerate(class_names):
+        lines_axes.plot(positions, probabilities[:, index], "-", color=colors[index], label=name, linewidth=1.2)
+    lines_axes.set_ylim(0, 1)
+    lines_axes.set_ylabel("probability")
+    lines_axes.grid(alpha=0.3)
+    lines_axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    seen = ~np.isnan(probabilities).any(axis=1)
+    if len(positions):
+        step = np.diff(positions).min() if len(positions) > 1 and np.isfinite(np.diff(positions)).all() else 1.0
+        for position, row in zip(positions[seen], probabilities[seen]):
+            strip_axes.axvspan(position - step / 2, position + step / 2, color=colors[int(row.argmax())], linewidth=0)
+    strip_axes.set_yticks([])
+    strip_axes.set_ylabel("top", rotation=0, ha="right", va="center")
+    strip_axes.set_xlabel(xlabel)
+    frames_with_face = int(seen.sum())
+    figure.suptitle(title or f"Expressions over time ({frames_with_face} of {len(positions)} analysed frames "
+                    "with a face; the largest face of each)")
+    figure.tight_layout()
+    return figure
+
+
 def confusion_figure(confusion, class_names=CLASS_NAMES, normalize=True, title=None):
     """A confusion matrix: rows are true classes, columns predicted, a value in every cell.
 

@@ -147,3 +147,17 @@ def test_grid_titles_fit_their_figure_however_few_the_images(count):
     box = figure._suptitle.get_window_extent()
     assert 0 <= box.x0 and box.x1 <= figure.bbox.width and box.y1 <= figure.bbox.height
     assert figure._suptitle.get_text().replace("\n", " ") == "What activates the filters of conv8 (gradient ascent)"
+
+
+def test_timeline_draws_each_class_and_leaves_gaps_without_a_face():
+    probabilities = np.full((4, 7), 1 / 7)
+    probabilities[1] = np.nan  # no face in the second frame
+    probabilities[3] = np.eye(7)[3]
+    figure = plots.timeline_figure([0.0, 0.5, 1.0, 1.5], probabilities)
+    lines_axes, strip_axes = figure.axes[:2]
+    assert [line.get_label() for line in lines_axes.get_lines()] == list(CLASS_NAMES)
+    assert np.isnan(lines_axes.get_lines()[0].get_ydata()[1])
+    assert len(strip_axes.patches) == 3  # one coloured span per frame with a face
+    assert "3 of 4 analysed frames" in figure._suptitle.get_text()
+    with pytest.raises(ValueError):
+        plots.timeline_figure([0.0, 1.0], np.ones((3, 7)))

@@ -1,4 +1,4 @@
-"""`python predict.py` / `fer-predict`: classify FER CSVs, face crops and photos; export models.
+"""`python predict.py` / `fer-predict`: classify FER CSVs, face crops, photos and videos; export models.
 
 See `python predict.py --help` and docs/prediction.md.
 """
@@ -23,6 +23,9 @@ examples:
   python predict.py fer2013.csv --model runs/cnn4     labelled: also prints and saves metrics
   python predict.py photo.jpg --annotate annotated/   faces found with OpenCV, one line each
   python predict.py crops/ --no-detect                every image is already a face crop
+  python predict.py clip.mp4 --every 5 --annotate out/
+                                                      every 5th frame's faces, a timeline plot,
+                                                      and out/clip.mp4 with boxes and labels
   python predict.py --model runs/cnn4 --export tflite runs/cnn4/best.tflite, checked against Keras
 
 inputs:
@@ -31,7 +34,9 @@ inputs:
   file or a folder of images (searched recursively) is classified face by face: images of
   exactly 48x48 pixels count as face crops, larger ones are searched for faces (unless
   --no-detect). A folder whose images all sit in class sub-folders (angry/, 0/, ...) is
-  labelled, and metrics are reported. With no input, $FER_DATA's test file is used.
+  labelled, and metrics are reported. A video file (.mp4, .avi, .mov, .mkv, .webm, ...) is
+  read frame by frame (every --every-th frame analysed). With no input, $FER_DATA's test file
+  is used.
   Put the input before a multi-path --model or --saved-proba (or repeat the flag) so it is not
   read as a model or a saved member.
 
@@ -39,6 +44,8 @@ outputs:
   CSV input: `id,label` (+ a probability column per class with --proba), written atomically.
   Images: `file,face,x,y,w,h,label,class,confidence` (empty label and class "" for a photo with
   no face). With labels: <out stem>_metrics.json, _confusion.csv and _confusion.png next to it.
+  Video: `frame,time_s,face,x,y,w,h,label,class,confidence` and <out stem>_timeline.png (each
+  class's probability over time for the largest face); --annotate DIR writes DIR/NAME.mp4.
 """
 
 
@@ -56,6 +63,7 @@ class PredictOptions:
     no_detect: bool = False
     annotate: str = None
     min_face: int = 30
+    every: int = 1
     export: str = None
     export_to: str = None
     backend: str = "auto"
@@ -77,8 +85,8 @@ def build_parser():
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", nargs="?", help="a FER CSV (.csv or .csv.gz), an image file or a folder of images; "
-                        "default: the test file of $FER_DATA")
+    parser.add_argument("input", nargs="?", help="a FER CSV (.csv or .csv.gz), an image file, a folder of images "
+                        "or a video file; default: the test file of $FER_DATA")
     parser.add_argument("--model", "-m", dest="models", action="extend", nargs="+", metavar="PATH",
                         help="a .keras model, a training run directory (its best.keras and config.json) or a "
                         ".tflite file from --export; several (--model a b, or --model a --model b) average their "
@@ -104,9 +112,12 @@ def build_parser():
     parser.add_argument("--no-detect", action="store_true",
                         help="images: treat each image as an already-cropped face (no face detection)")
     parser.add_argument("--annotate", metavar="DIR",
-                        help="images: write copies of the images into DIR with face boxes and labels drawn")
+                        help="images: write copies of the images into DIR with face boxes and labels drawn; "
+                        "video: DIR/NAME.mp4, every frame with the boxes of the last analysed one")
     parser.add_argument("--min-face", type=int, default=30, metavar="PX",
                         help="images: smallest face side the detector looks for, in pixels (default: 30)")
+    parser.add_argument("--every", type=int, default=1, metavar="N",
+                        help="video: analyse every Nth frame (default: 1, every frame)")
     parser.add_argument("--export", choices=EXPORT_FORMATS,
                         help="write a serving artifact of each --model and check it gives the Keras model's "
                         "predictions (prints the max |difference|): tflite = X.tflite next to X.keras (LiteRT; "
@@ -137,6 +148,7 @@ def build_parser():
 
 def parse_options(argv):
     from keras_fer.data import IMAGE_EXTENSIONS
+    from keras_fer.video import VIDEO_EXTENSIONS
 
     args = build_parser().parse_args(argv)
     options = PredictOptions(**{field.name: getattr(args, field.name) for field in dataclasses.fields(PredictOptions)})
@@ -144,11 +156,11 @@ def parse_options(argv):
     # `--model a b data.csv`: argparse gives data.csv to --model; a data file is never a model.
     if options.input is None and len(models) >= 2:
         last = models[-1].lower()
-        if last.endswith((".csv", ".gz")) or last.endswith(IMAGE_EXTENSIONS):
+        if last.endswith((".csv", ".gz")) or last.endswith(IMAGE_EXTENSIONS) or last.endswith(VIDEO_EXTENSIONS):
             options.input = models.pop()
     options.models = models
     options.saved_proba = list(options.saved_proba or [])
-    for name in ("batch_size", "chunk_rows", "min_face"):
+    for name in ("batch_size", "chunk_rows", "min_face", "every"):
         if getattr(options, name) < 1:
             raise FerOptionError(f"--{name.replace('_', '-')} must be a positive integer. "
                                  f"Received: {getattr(options, name)}")
@@ -353,6 +365,47 @@ def run_images(options, predictors, timings):
     return faces_found
 
 
+def run_video(options, predictors, timings, frame_count=0):
+    """Classify the faces of a video's frames; write the CSV and the timeline; summarize.
+    `frame_count`: the frames the container claims, for the progress bar (0: unknown)."""
+    import numpy as np
+
+    from keras_fer.inference import companion_path
+    from keras_fer.plots import save_figure, timeline_figure
+    from keras_fer.video import predict_video
+
+    out = Path(options.out or "faces.csv")
+    if out.resolve() == Path(options.input).resolve():
+        raise FerOptionError(f"--out {out} would overwrite the input")
+    bar = progress_bar(" frames", total=frame_count or None)
+    start = time.perf_counter()
+    try:
+        result = predict_video(options.input, predictors, out, options.every, options.tta, options.prior_correction,
+                               options.proba, options.min_face, not options.no_detect, options.annotate,
+                               on_frames=lambda done: bar.update(done - bar.n))
+    finally:
+        bar.close()
+    timings.infer_s += time.perf_counter() - start
+    span = f", {result.frames / result.fps:.1f} s at {result.fps:g} fps" if result.fps else ""
+    _say(f"wrote {result.out}: {result.faces} faces in {result.analysed} analysed of {result.frames} frames{span}")
+    if result.annotated is not None:
+        _say(f"annotated video: {result.annotated}")
+    shares = result.dominant_shares()
+    if shares.any():
+        ranked = sorted(range(NUM_CLASSES), key=lambda index: -shares[index])
+        _say("top expression of the largest face, by share of the frames with a face: "
+             + ", ".join(f"{CLASS_NAMES[index]} {shares[index]:.0%}" for index in ranked if shares[index] > 0))
+    else:
+        _say("no face found in the analysed frames (try --min-face, or --no-detect for a video of a face)")
+    timeline = companion_path(out, "_timeline.png")
+    positions, xlabel = (result.times, "seconds") if result.fps else (np.arange(result.analysed) * options.every,
+                                                                      "frame")
+    save_figure(timeline_figure(positions, result.timeline, xlabel=xlabel,
+                                title=f"{Path(options.input).name}: expressions over time"), timeline)
+    _say(f"timeline: {timeline}")
+    return result.faces
+
+
 def _resolve_input(options):
     from keras_fer.data import resolve_data_path
 
@@ -377,6 +430,7 @@ def main(argv=None):
     imports_s = _process_age()
     from keras_fer.data import is_image_file
     from keras_fer.inference import Timings, load_predictor, read_saved_probabilities
+    from keras_fer.video import is_video_file
     from keras_fer.loading import class_prior, resolve_model
 
     options = parse_options(argv)
@@ -386,11 +440,18 @@ def main(argv=None):
         if options.input is None:
             return 0
     options.input = _resolve_input(options)
+    video = is_video_file(options.input)
     images = Path(options.input).is_dir() or is_image_file(options.input)
-    if images and options.saved_proba:
+    if (images or video) and options.saved_proba:
         raise FerOptionError(f"--saved-proba averages in probabilities saved for a CSV: give that CSV as the input. "
                              f"Received: input={options.input}")
     saved = [read_saved_probabilities(path) for path in options.saved_proba]  # bad files fail before any model loads
+    frame_count = 0
+    if video:
+        from keras_fer.video import open_video
+
+        capture, _, frame_count = open_video(options.input)  # so does a bad video
+        capture.release()
 
     start = time.perf_counter()
     models = _models_or_default(options)
@@ -403,7 +464,12 @@ def main(argv=None):
         for note in predictor.notes:
             _note(f"{predictor.name}: {note}")
 
-    rows = run_images(options, predictors, timings) if images else run_csv(options, predictors, timings, saved)
+    if video:
+        rows = run_video(options, predictors, timings, frame_count)
+    elif images:
+        rows = run_images(options, predictors, timings)
+    else:
+        rows = run_csv(options, predictors, timings, saved)
     if options.timings:
         total = time.perf_counter() - entered + (imports_s or 0.0)
         stages = " ".join(f"{key}={value:.3f}" for key, value in dataclasses.asdict(timings).items())

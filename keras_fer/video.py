@@ -1,0 +1,228 @@
+"""Facial expressions in a video: the faces of every Nth frame classified, one CSV row per face,
+a timeline of the expressions, and optionally an annotated copy of the video.
+
+Frames are read with OpenCV (its FFmpeg back end: .mp4, .avi, .mov, .mkv, .webm, ...), faces
+found and cropped as in photos (`keras_fer.faces`), and the crops of several frames classified
+in one batch.
+
+Example:
+>>> from keras_fer import inference, video
+>>> predictors = [inference.load_predictor("runs/cnn4")]  # doctest: +SKIP
+>>> result = video.predict_video("clip.mp4", predictors, "clip_faces.csv", every=5)  # doctest: +SKIP
+>>> result.timeline.shape  # (analysed frames, 7): the largest face's probabilities  # doctest: +SKIP
+"""
+
+import contextlib
+import csv
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from keras_fer import faces as face_tools
+from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
+from keras_fer.errors import FerDataError, FerOptionError
+from keras_fer.files import atomic_path
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+HEADER = ["frame", "time_s", "face", "x", "y", "w", "h", "label", "class", "confidence"]
+# Frames held at once while their faces wait for one batched prediction (with --annotate every
+# frame in between is held too, to be drawn with the boxes of the frame analysed before it).
+BUFFERED_FRAMES = 64
+
+
+def is_video_file(path):
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+@dataclasses.dataclass
+class VideoResult:
+    """What `predict_video` found.
+
+    Attributes:
+        out: the CSV written.
+        frames: frames read from the video; analysed: how many of them were classified.
+        faces: faces found in the analysed frames.
+        fps: the video's frame rate (as its container states it; 0 when unknown).
+        times: `(analysed,)` seconds of each analysed frame.
+        timeline: `(analysed, 7)` probabilities of each analysed frame's largest face (NaN
+            rows for frames without a face).
+        annotated: the annotated copy of the video, if one was asked for.
+    """
+
+    out: Path
+    frames: int
+    analysed: int
+    faces: int
+    fps: float
+    times: np.ndarray
+    timeline: np.ndarray
+    annotated: Path = None
+
+    def dominant_shares(self):
+        """Share of the analysed frames with a face in which each class is the top one, `(7,)`."""
+        seen = ~np.isnan(self.timeline).any(axis=1)
+        if not seen.any():
+            return np.zeros(NUM_CLASSES)
+        return np.bincount(self.timeline[seen].argmax(axis=1), minlength=NUM_CLASSES) / seen.sum()
+
+
+def open_video(path):
+    """`(capture, fps, frame count)` of a video file; the count is the container's claim (0 if none).
+
+    Raises:
+        FerDataError: naming the file, when it is missing or OpenCV cannot open it.
+    """
+    import cv2
+
+    from keras_fer.loading import quiet_native_stderr
+
+    path = Path(path)
+    if not path.is_file():
+        raise FerDataError("no such video file", path)
+    with quiet_native_stderr():  # FFmpeg writes its complaints about a bad file straight to stderr
+        capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise FerDataError("unreadable video (corrupt, or a format OpenCV cannot decode)", path)
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    count = int(max(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0, 0))
+    return capture, (fps if np.isfinite(fps) and fps > 0 else 0.0), count
+
+
+class _AnnotatedWriter:
+    """An .mp4 copy of the video with boxes and captions, made once the first frame's size is known."""
+
+    def __init__(self, temporary, fps):
+        self.temporary, self.fps, self.writer = temporary, fps, None
+
+    def write(self, frame, boxes, captions):
+        import cv2
+
+        canvas = face_tools.annotate(frame, boxes, captions)
+        if self.writer is None:
+            height, width = canvas.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.temporary), cv2.VideoWriter_fourcc(*"mp4v"), self.fps or 25.0,
+                                          (width, height))
+            if not self.writer.isOpened():
+                raise FerDataError("OpenCV cannot write an .mp4 video here", self.temporary)
+        self.writer.write(canvas)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.release()
+
+
+def predict_video(path, predictors, out, every=1, tta="none", prior_correction=False, proba=False,
+                  min_face=face_tools.DEFAULT_MIN_FACE, detect=True, annotate=None, on_frames=None):
+    """Classify the faces of every `every`-th frame of a video and write them as a CSV.
+
+    Args:
+        path: the video file.
+        predictors: `inference.Predictor`s (several average their probabilities).
+        out: the CSV to write (atomically): `frame,time_s,face,x,y,w,h,label,class,confidence`,
+            plus one probability column per class with `proba`; one row per face, and one with
+            empty face fields for an analysed frame without a face.
+        every: analyse frames 0, every, 2 * every, ...
+        tta, prior_correction: as in `inference.predict_proba`.
+        min_face: smallest face side the detector looks for, in pixels.
+        detect: False to take each whole frame as one face.
+        annotate: a folder for an annotated copy, `NAME.mp4` (written atomically), or None.
+        on_frames: called with the number of frames read so far (for a progress bar).
+
+    Returns:
+        A `VideoResult`.
+
+    Raises:
+        FerDataError: for a missing or unreadable video, or one with no readable frame.
+    """
+    from keras_fer.inference import atomic_output, predict_proba
+
+    if int(every) < 1:
+        raise FerOptionError(f"--every must be at least 1. Received: every={every!r}")
+    path, out = Path(path), Path(out)
+    capture, fps, _ = open_video(path)
+    annotated = Path(annotate) / f"{path.stem}.mp4" if annotate is not None else None
+    if annotated is not None and annotated.resolve() == path.resolve():
+        raise FerOptionError(f"--annotate {annotate} would overwrite the input video: choose another folder")
+    times, timeline = [], []
+    counts = {"frames": 0, "faces": 0}
+    boxes_now, captions_now = [], []  # the last analysed frame's, drawn on the frames after it
+
+    def flush(held, writer, annotation):
+        nonlocal boxes_now, captions_now
+        analysed = [item for item in held if item[2] is not None]
+        crops = [face_tools.crop_faces(frame, boxes) for _, frame, boxes in analysed]
+        crops = np.concatenate(crops) if crops else np.zeros((0, 48, 48, 1), np.uint8)
+        probabilities = (predict_proba(predictors, crops, tta, prior_correction) if len(crops)
+                         else np.zeros((0, NUM_CLASSES)))
+        offset = 0
+        for index, frame, boxes in held:
+            if boxes is not None:
+                mine = probabilities[offset:offset + len(boxes)]
+                offset += len(boxes)
+                second = index / fps if fps else float("nan")
+                times.append(second)
+                shown_time = f"{second:.3f}" if fps else ""
+                if not boxes:
+                    writer.writerow([index, shown_time] + [""] * 8 + ([""] * NUM_CLASSES if proba else []))
+                    timeline.append(np.full(NUM_CLASSES, np.nan))
+                for number, (box, row) in enumerate(zip(boxes, mine), start=1):
+                    label = int(row.argmax())
+                    writer.writerow([index, shown_time, number, *box, label, CLASS_NAMES[label], f"{row[label]:.6f}"]
+                                    + ([f"{value:.6f}" for value in row] if proba else []))
+                if boxes:
+                    largest = max(range(len(boxes)), key=lambda i: boxes[i][2] * boxes[i][3])
+                    timeline.append(mine[largest])
+                counts["faces"] += len(boxes)
+                boxes_now = boxes
+                captions_now = [f"{CLASS_NAMES[int(row.argmax())]} {row.max():.2f}" for row in mine]
+            if annotation is not None:
+                annotation.write(frame, boxes_now, captions_now)
+        held.clear()
+
+    try:
+        with atomic_output(out) as stream, (atomic_path(annotated) if annotated is not None
+                                            else contextlib.nullcontext()) as temporary:
+            writer = csv.writer(stream, lineterminator="\n")
+            writer.writerow(HEADER + (list(CLASS_NAMES) if proba else []))
+            annotation = _AnnotatedWriter(temporary, fps) if annotated is not None else None
+            held = []
+            try:
+                while True:
+                    analyse = counts["frames"] % int(every) == 0
+                    if analyse or annotation is not None:
+                        ok, frame = capture.read()
+                    else:
+                        ok, frame = capture.grab(), None
+                    if not ok:
+                        break
+                    index = counts["frames"]
+                    counts["frames"] += 1
+                    if analyse:
+                        if detect and not face_tools.is_face_crop(frame):
+                            boxes = face_tools.detect_faces(frame, min_size=min_face)
+                        else:
+                            boxes = [(0, 0, int(frame.shape[1]), int(frame.shape[0]))]
+                        held.append((index, frame, boxes))
+                    elif annotation is not None:
+                        held.append((index, frame, None))
+                    if len(held) >= BUFFERED_FRAMES:
+                        flush(held, writer, annotation)
+                        if on_frames is not None:
+                            on_frames(counts["frames"])
+                flush(held, writer, annotation)
+                if on_frames is not None:
+                    on_frames(counts["frames"])
+            finally:
+                if annotation is not None:
+                    annotation.close()
+            if counts["frames"] == 0:
+                raise FerDataError("no frame could be read (empty or corrupt video)", path)
+    finally:
+        capture.release()
+    return VideoResult(
+        out=out, frames=counts["frames"], analysed=len(times), faces=counts["faces"], fps=fps,
+        times=np.asarray(times, dtype=float), timeline=np.asarray(timeline, dtype=float).reshape(-1, NUM_CLASSES),
+        annotated=annotated,
+    )
+

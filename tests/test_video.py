@@ -1,0 +1,124 @@
+"""keras_fer.video and `predict.py VIDEO`: frames read, faces classified, CSV, timeline, annotated copy."""
+
+import csv
+
+import cv2
+import numpy as np
+import pytest
+
+from keras_fer import inference, video
+from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
+from keras_fer.cli.predict import main
+from keras_fer.errors import FerDataError, FerOptionError
+from keras_fer.synthetic import generate
+
+from conftest import PRIOR, save_run, tiny_model
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+FPS = 10.0
+
+
+def write_video(path, frames, fps=FPS):
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame)
+    writer.release()
+    return path
+
+
+def face_video(path, count=30, size=96):
+    faces = generate(14, seed=0).images.pixels[..., 0]
+    return write_video(path, [cv2.resize(faces[i % 14], (size, size)) for i in range(count)])
+
+
+def decoded_frames(path):
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
+@pytest.fixture(scope="module")
+def predictors(tmp_path_factory):
+    run = save_run(tmp_path_factory.mktemp("run"), tiny_model(3), PRIOR)
+    return [inference.load_predictor(run, backend="keras")]
+
+
+def read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_every_nth_frame_is_classified_as_the_crops_of_its_decoded_frame(tmp_path, predictors):
+    clip = face_video(tmp_path / "clip.mp4")
+    result = video.predict_video(clip, predictors, tmp_path / "faces.csv", every=3, proba=True, detect=False,
+                                 annotate=tmp_path / "annotated")
+    rows = read_rows(tmp_path / "faces.csv")
+    assert (result.frames, result.analysed, result.faces, result.fps) == (30, 10, 10, FPS)
+    assert [int(row["frame"]) for row in rows] == list(range(0, 30, 3))
+    assert [float(row["time_s"]) for row in rows] == pytest.approx([frame / FPS for frame in range(0, 30, 3)])
+    # What the model says of each analysed frame, decoded independently: the same, row by row.
+    frames = decoded_frames(clip)
+    crops = np.concatenate([video.face_tools.crop_faces(frames[i], [(0, 0, 96, 96)]) for i in range(0, 30, 3)])
+    expected = inference.predict_proba(predictors, crops)
+    written = np.array([[float(row[name]) for name in CLASS_NAMES] for row in rows])
+    np.testing.assert_allclose(written, expected, atol=2e-6)
+    np.testing.assert_allclose(result.timeline, expected, atol=1e-6)
+    assert [int(row["label"]) for row in rows] == expected.argmax(axis=1).tolist()
+    assert [row["class"] for row in rows] == [CLASS_NAMES[i] for i in expected.argmax(axis=1)]
+    shares = result.dominant_shares()
+    assert shares.sum() == pytest.approx(1.0)
+    assert shares.tolist() == (np.bincount(expected.argmax(axis=1), minlength=NUM_CLASSES) / 10).tolist()
+    # The annotated copy has every frame (boxes drawn, enlarged to at least 192 pixels).
+    assert result.annotated == tmp_path / "annotated" / "clip.mp4"
+    copy = decoded_frames(result.annotated)
+    assert len(copy) == 30 and copy[0].shape == (192, 192, 3)
+    assert sorted(p.name for p in (tmp_path / "annotated").iterdir()) == ["clip.mp4"]  # no temporary left
+
+
+def test_frames_without_faces_get_an_empty_row_and_a_gap_in_the_timeline(tmp_path, predictors):
+    clip = write_video(tmp_path / "wall.avi", [np.full((120, 160), 128, np.uint8)] * 6)
+    result = video.predict_video(clip, predictors, tmp_path / "faces.csv", every=2)
+    rows = read_rows(tmp_path / "faces.csv")
+    assert [row["frame"] for row in rows] == ["0", "2", "4"]
+    assert all(row["face"] == row["label"] == row["class"] == "" for row in rows)
+    assert result.faces == 0 and np.isnan(result.timeline).all() and result.timeline.shape == (3, NUM_CLASSES)
+    assert not result.dominant_shares().any()
+
+
+def test_bad_videos_and_options_are_data_errors_with_no_output(tmp_path, predictors):
+    (tmp_path / "bad.mp4").write_bytes(b"not a video" * 20)
+    for path, words in ((tmp_path / "bad.mp4", "unreadable video"), (tmp_path / "missing.mp4", "no such video")):
+        with pytest.raises(FerDataError, match=words) as caught:
+            video.predict_video(path, predictors, tmp_path / "out.csv")
+        assert path.name in str(caught.value)
+    with pytest.raises(FerOptionError, match="--every must be at least 1"):
+        video.predict_video(face_video(tmp_path / "ok.mp4", count=2), predictors, tmp_path / "out.csv", every=0)
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_predict_cli_on_a_video_writes_csv_timeline_and_summary(tmp_path, capsys):
+    run = save_run(tmp_path / "run", tiny_model(4), PRIOR)
+    clip = face_video(tmp_path / "clip.mp4", count=12)
+    out = tmp_path / "results" / "clip.v1.csv"
+    assert main([str(clip), "--model", str(run), "--backend", "keras", "--no-detect", "--every", "4",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 faces in 3 analysed of 12 frames, 1.2 s at 10 fps" in printed
+    assert "top expression of the largest face" in printed
+    assert len(read_rows(out)) == 3
+    timeline = tmp_path / "results" / "clip.v1_timeline.png"
+    assert timeline.read_bytes()[:4] == b"\x89PNG" and f"timeline: {timeline}" in printed
+    # Bad input: one line, exit 2, nothing written, before any model is loaded.
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 64)
+    for argv in ([str(tmp_path / "bad.mp4")], [str(clip), "--every", "0"]):
+        assert main([*argv, "--model", str(run), "--backend", "keras", "--out", str(tmp_path / "bad.csv")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), err
+    assert not (tmp_path / "bad.csv").exists()
