@@ -1,0 +1,137 @@
+"""One call from an image to the expressions of its faces, as the PyPI `fer` package's
+`FER().detect_emotions(image)` gives them: `keras_fer.recognize(image)`.
+
+Faces are found with OpenCV's Haar cascade (`keras_fer.faces`; an image of exactly 48x48 pixels
+is taken as a face crop) and classified by the packaged model, or by any model or ensemble
+`predict.py` takes. Models are loaded once and reused by later calls.
+
+Example:
+>>> import keras_fer
+>>> faces = keras_fer.recognize("party.jpg")  # doctest: +SKIP
+>>> [(face.box, face.name, face.confidence) for face in faces]  # (x, y, w, h), top class, its probability  # doctest: +SKIP
+>>> faces[0].emotions()  # {'Angry': ..., 'Disgust': ..., ..., 'Neutral': ...}: all seven  # doctest: +SKIP
+"""
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from keras_fer import faces as face_tools
+from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
+from keras_fer.errors import FerOptionError
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Face:
+    """One face: its box in the image and the model's class probabilities.
+
+    Attributes:
+        box: `(x, y, w, h)` in pixels of the image given.
+        probabilities: `(7,)` float probabilities, in the order of `CLASS_NAMES`.
+    """
+
+    box: tuple
+    probabilities: np.ndarray
+
+    @property
+    def label(self):
+        """The class index (0-6) of the most probable expression."""
+        return int(np.argmax(self.probabilities))
+
+    @property
+    def name(self):
+        """The most probable expression's name, e.g. `"Happy"`."""
+        return CLASS_NAMES[self.label]
+
+    @property
+    def confidence(self):
+        """The most probable expression's probability."""
+        return float(np.max(self.probabilities))
+
+    def emotions(self):
+        """`{class name: probability}` for all seven classes."""
+        return {name: float(value) for name, value in zip(CLASS_NAMES, self.probabilities)}
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path, backend):
+    from keras_fer.inference import load_predictor
+
+    return load_predictor(path, backend)
+
+
+def _predictors(model, backend):
+    from keras_fer.inference import Predictor
+    from keras_fer.loading import default_model_path, resolve_model_argument
+
+    models = model if isinstance(model, (list, tuple)) else [model]
+    if not models:
+        raise FerOptionError("model must name at least one model. Received: model=[]")
+    found = []
+    for item in models:
+        if isinstance(item, Predictor):
+            found.append(item)
+        else:
+            path = default_model_path() if item is None else resolve_model_argument(item).path
+            found.append(_load(str(Path(path).resolve()), backend))
+    return found
+
+
+def _as_image(image):
+    """A path or an OpenCV-style uint8 array, as uint8 gray `(H, W)` or BGR `(H, W, 3)`."""
+    if isinstance(image, (str, Path)):
+        return face_tools.read_photo(image)
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))):
+        raise FerOptionError(
+            "image must be a file path or a uint8 array of shape (H, W), (H, W, 1), (H, W, 3) (BGR, as "
+            f"OpenCV reads it) or (H, W, 4). Received: image.shape={array.shape}, image.dtype={array.dtype}"
+        )
+    if min(array.shape[:2]) < 1:
+        raise FerOptionError(f"image is empty. Received: image.shape={array.shape}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        return array[:, :, 0]
+    if array.ndim == 3 and array.shape[2] == 4:
+        return array[:, :, :3]
+    return array
+
+
+def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DEFAULT_MIN_FACE, backend="auto"):
+    """Find the faces in an image and classify their expressions.
+
+    Args:
+        image: an image file path, or a uint8 array as OpenCV reads one: gray `(H, W)` or BGR
+            `(H, W, 3)` (an RGB array works too, its grey levels weighted slightly differently).
+        model: a `.keras` or `.tflite` file or a training run directory, an
+            `inference.Predictor`, or a list of those (an ensemble, their softmax averaged);
+            None for the packaged model. Models are loaded once and kept for later calls.
+        tta: test-time augmentation: `"none"`, `"flip"` or `"crops"` (ten-crop).
+        detect: False to take the whole image as one face.
+        min_face: smallest face side the detector looks for, in pixels.
+        backend: `"auto"` (a verified LiteRT copy, else Keras), `"litert"` or `"keras"`.
+
+    Returns:
+        A list of `Face`, left to right; empty when no face is found.
+
+    Raises:
+        FerDataError: for an unreadable image file.
+        FerModelError: for a missing or unloadable model.
+        FerOptionError: for an image array of the wrong type or shape, or a bad option.
+    """
+    from keras_fer.inference import TTA_MODES, predict_proba
+
+    if tta not in TTA_MODES:
+        raise FerOptionError(f"tta must be one of {', '.join(TTA_MODES)}. Received: tta={tta!r}")
+    picture = _as_image(image)
+    predictors = _predictors(model, backend)
+    if not detect or face_tools.is_face_crop(picture):
+        boxes = [(0, 0, int(picture.shape[1]), int(picture.shape[0]))]
+    else:
+        boxes = face_tools.detect_faces(picture, min_size=min_face)
+    if not boxes:
+        return []
+    probabilities = predict_proba(predictors, face_tools.crop_faces(picture, boxes), tta)
+    return [Face(tuple(int(v) for v in box), np.asarray(row, dtype=float).reshape(NUM_CLASSES))
+            for box, row in zip(boxes, probabilities)]

@@ -1,0 +1,73 @@
+"""keras_fer.recognize: an image (path or array) to its faces' expressions."""
+
+import cv2
+import numpy as np
+import pytest
+
+import keras_fer
+from keras_fer import inference
+from keras_fer.classes import CLASS_NAMES
+from keras_fer.errors import FerDataError, FerOptionError
+from keras_fer.synthetic import generate
+
+from conftest import PRIOR, save_run, tiny_model
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return [save_run(root / f"run{seed}", tiny_model(seed), PRIOR) for seed in (5, 6)]
+
+
+@pytest.fixture(scope="module")
+def face():
+    return generate(7, seed=1).images.pixels[3]  # (48, 48, 1) uint8
+
+
+def test_a_crop_path_or_array_is_one_face_classified_as_predict_proba_does(tmp_path, runs, face):
+    cv2.imwrite(str(tmp_path / "face.png"), face[:, :, 0])
+    expected = inference.predict_proba([inference.load_predictor(runs[0], backend="keras")], face[None])[0]
+    for image in (tmp_path / "face.png", str(tmp_path / "face.png"), face[:, :, 0], face,
+                  cv2.cvtColor(face[:, :, 0], cv2.COLOR_GRAY2BGR)):
+        (found,) = keras_fer.recognize(image, model=runs[0], backend="keras")
+        assert found.box == (0, 0, 48, 48)
+        np.testing.assert_allclose(found.probabilities, expected, atol=1e-6)
+        assert found.label == int(expected.argmax()) and found.name == CLASS_NAMES[found.label]
+        assert found.confidence == pytest.approx(float(expected.max()))
+        assert list(found.emotions()) == list(CLASS_NAMES) and sum(found.emotions().values()) == pytest.approx(1.0)
+
+
+def test_an_ensemble_averages_and_tta_and_detect_are_honoured(runs, face):
+    big = cv2.resize(face[:, :, 0], (100, 80))  # not a crop: detection would run, unless detect=False
+    members = [inference.load_predictor(run, backend="keras") for run in runs]
+    crop = cv2.resize(big, (48, 48), interpolation=cv2.INTER_AREA)[:, :, None]
+    (found,) = keras_fer.recognize(big, model=runs, detect=False, tta="flip", backend="keras")
+    assert found.box == (0, 0, 100, 80)
+    np.testing.assert_allclose(found.probabilities, inference.predict_proba(members, crop[None], "flip")[0],
+                               atol=1e-6)
+    assert keras_fer.recognize(np.full((200, 200), 90, np.uint8), model=members) == []  # a wall: no face
+
+
+def test_bad_images_and_options_are_package_errors_naming_what_was_received(tmp_path, runs):
+    for image, words in ((np.zeros((48, 48), np.float32), "image.dtype=float32"),
+                         (np.zeros((48, 48, 2), np.uint8), "image.shape=(48, 48, 2)"),
+                         (np.zeros((0, 48), np.uint8), "image is empty")):
+        with pytest.raises(FerOptionError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            keras_fer.recognize(image, model=runs[0])
+    with pytest.raises(FerOptionError, match="Received: tta='twirl'"):
+        keras_fer.recognize(np.zeros((48, 48), np.uint8), model=runs[0], tta="twirl")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(FerDataError, match="unreadable image"):
+        keras_fer.recognize(tmp_path / "broken.png", model=runs[0])
+
+
+def test_the_packaged_model_is_the_default(face):
+    from keras_fer import loading
+
+    if not (loading.WEIGHTS_DIR / "best.keras").is_file():
+        pytest.skip("this install has no packaged model")
+    (found,) = keras_fer.recognize(face, backend="keras")
+    packaged = inference.load_predictor(loading.default_model_path(), backend="keras")
+    np.testing.assert_allclose(found.probabilities, inference.predict_proba([packaged], face[None])[0], atol=1e-6)
