@@ -417,7 +417,7 @@ def smoothgrad(model, images, class_index=None, noise=0.15, samples=25, seed=0, 
 # Grad-CAM
 
 
-def _grad_cam_function(model, layer):
+def _grad_cam_function(model, layer, plus_plus=False):
     tap = _cached(model, ("tap", layer.name), lambda: _Tap(model, [layer]))
 
     @tf.function(input_signature=[_image_spec(model), CLASSES_SPEC])
@@ -428,7 +428,10 @@ def _grad_cam_function(model, layer):
             score, chosen = _pick(scores, classes)
             total = tf.reduce_sum(score)
         grads = tape.gradient(total, features)
-        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        if plus_plus:
+            weights = _plus_plus_weights(features, grads)
+        else:
+            weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         heat = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True))
         size = tf.shape(images)[1:3]
         return tf.image.resize(tf.cast(heat, tf.float32), size, method="bilinear")[..., 0], chosen
@@ -436,7 +439,19 @@ def _grad_cam_function(model, layer):
     return cam
 
 
-def grad_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE):
+def _plus_plus_weights(features, grads):
+    """Grad-CAM++'s channel weights (Chattopadhay et al. 2018, eq. 19 with an exponential
+    score, whose factor cancels in the normalized map): sum over positions of
+    alpha * ReLU(g), alpha = g^2 / (2 g^2 + sum_ab(A) g^3), g = d logit / d A."""
+    features = tf.cast(features, tf.float32)
+    grads = tf.cast(grads, tf.float32)
+    squared = tf.square(grads)
+    denominator = 2.0 * squared + tf.reduce_sum(features, axis=(1, 2), keepdims=True) * squared * grads
+    alpha = tf.math.divide_no_nan(squared, denominator)
+    return tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2), keepdims=True)
+
+
+def grad_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE, plus_plus=False):
     """Grad-CAM (Selvaraju et al. 2017): the feature maps of `layer` weighted by the spatial
     mean of d logit / d feature map, summed, ReLU, upsampled (bilinear) to the input size,
     normalized per image to [0, 1].
@@ -444,6 +459,10 @@ def grad_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE)
     Args:
         layer: a layer name (nested models included); None = the last conv layer.
         class_index: None for each image's predicted class, an int for all, or one per image.
+        plus_plus: Grad-CAM++ (Chattopadhay et al. 2018) instead: each position's gradient
+            weighted by its own alpha and only positive gradients counted, which spreads the map
+            over every region that raises the class (several faces, both eyes) rather than
+            the strongest one.
 
     Returns:
         float32 `(N, H, W)` with the input's H and W.
@@ -455,7 +474,8 @@ def grad_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE)
     images = _prepare(model, images)
     classes = _class_array(class_index, len(images))
     _check_classes(classes, int(_functional_of(model).outputs[0].shape[-1]))
-    function = _cached(model, ("grad_cam", target.name), lambda: _grad_cam_function(model, target))
+    function = _cached(model, ("grad_cam", target.name, bool(plus_plus)),
+                       lambda: _grad_cam_function(model, target, bool(plus_plus)))
     maps = [function(tf.constant(images[part]), tf.constant(classes[part]))[0].numpy()
             for part in _chunks(len(images), batch_size)]
     return _normalize(np.concatenate(maps))

@@ -269,11 +269,11 @@ def per_class_note(examples, min_confidence=MIN_CONFIDENCE):
 # Figure recipes
 
 
-EXPLANATIONS = {"saliency": "Saliency", "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM"}
+EXPLANATIONS = {"saliency": "Saliency", "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
 
 
 def explain_maps(model, pixels, method, class_index=None, layer=None, samples=25, noise=0.15, seed=0):
-    """Maps `(N, 48, 48)` in [0, 1] by `method` (`saliency`, `smoothgrad` or `gradcam`)."""
+    """Maps `(N, 48, 48)` in [0, 1] by `method` (`saliency`, `smoothgrad`, `gradcam` or `gradcam++`)."""
     from keras_fer import explain
 
     pixels = np.asarray(pixels, np.float32)
@@ -281,8 +281,8 @@ def explain_maps(model, pixels, method, class_index=None, layer=None, samples=25
         return explain.saliency(model, pixels, class_index)
     if method == "smoothgrad":
         return explain.smoothgrad(model, pixels, class_index, noise=noise, samples=samples, seed=seed)
-    if method == "gradcam":
-        return explain.grad_cam(model, pixels, layer=layer, class_index=class_index)
+    if method in ("gradcam", "gradcam++"):
+        return explain.grad_cam(model, pixels, layer=layer, class_index=class_index, plus_plus=method == "gradcam++")
     raise FerOptionError(f"method must be one of {', '.join(EXPLANATIONS)}. Received: method={method!r}")
 
 
@@ -307,7 +307,7 @@ def explanation_figure(model, picks, method="saliency", class_index=None, layer=
     maps = explain_maps(model, pixels, method, class_index, layer, **options)
     titles = [row_title(p.name, p.label, probabilities[i], class_index) for i, p in enumerate(picks)]
     label = EXPLANATIONS[method]
-    if method == "gradcam":
+    if method in ("gradcam", "gradcam++"):
         target = explain.find_layer(model, layer).name
         return plots.heatmap_figure(pixels, maps, titles, method=f"{label} ({target})")
     return plots.saliency_figure(pixels, maps, titles, method=label)

@@ -166,6 +166,39 @@ def test_grad_cam_lies_on_the_expression_regions(trained):
     assert explain.mask_ratio(cams, masks[:140]) > GRAD_CAM_MIN_RATIO
 
 
+def test_grad_cam_plus_plus_lies_on_the_expression_regions_too(trained):
+    model, faces, _, masks = trained
+    cams = explain.grad_cam(model, faces[:140], plus_plus=True)
+    assert cams.shape == (140, 48, 48) and cams.min() >= 0 and cams.max() <= 1
+    assert explain.mask_ratio(cams, masks[:140]) > GRAD_CAM_MIN_RATIO
+    assert not np.allclose(cams, explain.grad_cam(model, faces[:140]), atol=1e-3)  # its own weights
+
+
+def test_grad_cam_plus_plus_is_the_papers_formula():
+    # A conv layer that keeps the 48x48 size, so the map needs no resizing to compare.
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((48, 48, 1))
+    features = layers.Conv2D(3, 3, padding="same", activation="relu", name="conv1")(inputs)
+    logits = layers.Dense(7, name="logits")(layers.GlobalAveragePooling2D()(layers.Conv2D(5, 3)(features)))
+    model = keras.Model(inputs, logits)
+    faces = synthetic.generate(4, seed=2).images.pixels.astype("float32") / 255.0
+    tap = keras.Model(inputs, [features, logits])
+    with tf.GradientTape() as tape:
+        maps, scores = tap(faces)
+        tape.watch(maps)
+        chosen = tf.argmax(scores, axis=1)
+        total = tf.reduce_sum(tf.gather(scores, chosen, axis=1, batch_dims=1))
+    a, g = maps.numpy().astype(np.float64), tape.gradient(total, maps).numpy().astype(np.float64)
+    denominator = 2 * g**2 + a.sum(axis=(1, 2), keepdims=True) * g**3
+    alpha = np.divide(g**2, denominator, out=np.zeros_like(g), where=denominator != 0)
+    weights = (alpha * np.maximum(g, 0)).sum(axis=(1, 2), keepdims=True)
+    heat = np.maximum((weights * a).sum(axis=-1), 0)
+    peak = heat.max(axis=(1, 2), keepdims=True)
+    assert (peak > 0).all()
+    expected = heat / peak
+    np.testing.assert_allclose(explain.grad_cam(model, faces, "conv1", plus_plus=True), expected, atol=1e-4)
+
+
 def test_activation_maps_have_the_layer_shape(trained):
     model, faces, _, _ = trained
     for name in explain.feature_layers(model):

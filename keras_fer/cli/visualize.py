@@ -119,7 +119,9 @@ def build_parser():
 
     for name, help in (("saliency", "saliency maps: |d class score / d pixel| (Simonyan et al. 2014)"),
                        ("smoothgrad", "SmoothGrad: saliency averaged over noisy copies (Smilkov et al. 2017)"),
-                       ("gradcam", "Grad-CAM heatmaps of a conv layer (Selvaraju et al. 2017)")):
+                       ("gradcam", "Grad-CAM heatmaps of a conv layer (Selvaraju et al. 2017)"),
+                       ("gradcam++", "Grad-CAM++ heatmaps: Grad-CAM with per-position gradient weights, which "
+                        "covers every region that raises the class (Chattopadhay et al. 2018)")):
         sub = add(name, help, [model, data, image, out] + ([seed] if name == "smoothgrad" else []),
                   description=f"{help}. Draws the original, the map, and the original with the most influential "
                   "pixels marked (or the heatmap overlaid), for one image or one image per class.")
@@ -134,7 +136,7 @@ def build_parser():
                          help="with --per-class: the confidence an example needs (default 0.9, as report 002)")
         sub.add_argument("--scan", type=_positive, default=5000, metavar="N",
                          help="with --per-class: look at most at the first N images (default 5000)")
-        if name == "gradcam":
+        if name in ("gradcam", "gradcam++"):
             sub.add_argument("--layer", metavar="NAME", help="the conv layer (default the last one)")
         if name == "smoothgrad":
             sub.add_argument("--samples", type=_positive, default=25, help="noisy copies per image (default 25)")
@@ -240,6 +242,11 @@ def _pick(args, faces):
     return report.select_image(faces, args.image)
 
 
+def _file_stem(command):
+    """The figure's file name stem: the command, with `++` spelled `pp` (gradcampp_00042.png)."""
+    return command.replace("++", "pp")
+
+
 def _explain(args):
     from keras_fer import report
 
@@ -258,11 +265,11 @@ def _explain(args):
         if note:
             print(f"note: {note}")
         figure = report.explanation_figure(model, picks, args.command, None, getattr(args, "layer", None), **options)
-        return _save(figure, args.out, f"{args.command}_per_class.png")
+        return _save(figure, args.out, f"{_file_stem(args.command)}_per_class.png")
     pick = _pick(args, faces)
     figure = report.explanation_figure(model, [pick], args.command, args.class_index, getattr(args, "layer", None),
                                        **options)
-    return _save(figure, args.out, f"{args.command}_{_safe_name(pick.name)}.png")
+    return _save(figure, args.out, f"{_file_stem(args.command)}_{_safe_name(pick.name)}.png")
 
 
 def _filters(args):
@@ -362,7 +369,7 @@ def _report(args):
 
 
 HANDLERS = {
-    "saliency": _explain, "smoothgrad": _explain, "gradcam": _explain, "filters": _filters,
+    "saliency": _explain, "smoothgrad": _explain, "gradcam": _explain, "gradcam++": _explain, "filters": _filters,
     "activations": _activations, "history": _history, "compare": _compare, "confusion": _confusion, "classes": _classes,
     "samples": _samples, "augment": _augment, "report": _report,
 }
