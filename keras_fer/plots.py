@@ -166,13 +166,14 @@ def compare_figure(histories, title=None, x="epoch"):
     return figure
 
 
-def timeline_figure(positions, probabilities, xlabel="seconds", class_names=CLASS_NAMES, title=None):
+def timeline_figure(positions, probabilities, xlabel="seconds", class_names=CLASS_NAMES, title=None, source=None):
     """Expressions over time (a video): each class's probability as a line, and beneath it a
     strip coloured by the top class; NaN rows (no face) leave gaps.
 
     Args:
         positions: `(T,)` times (or frame numbers) of the rows.
         probabilities: `(T, K)` class probabilities, NaN rows where there was no face.
+        source: the video's name, to begin the default title with.
     """
     positions = np.asarray(positions, dtype=float)
     probabilities = np.asarray(probabilities, dtype=float).reshape(len(positions), len(class_names))
@@ -194,8 +195,8 @@ def timeline_figure(positions, probabilities, xlabel="seconds", class_names=CLAS
     strip_axes.set_ylabel("top", rotation=0, ha="right", va="center")
     strip_axes.set_xlabel(xlabel)
     frames_with_face = int(seen.sum())
-    figure.suptitle(title or f"Expressions over time ({frames_with_face} of {len(positions)} analysed frames "
-                    "with a face; the largest face of each)")
+    figure.suptitle(title or f"{source + ': e' if source else 'E'}xpressions over time ({frames_with_face} of "
+                    f"{len(positions)} analysed frames with a face; the largest face of each)")
     figure.tight_layout()
     return figure
 

@@ -400,8 +400,8 @@ def run_video(options, predictors, timings, frame_count=0):
     timeline = companion_path(out, "_timeline.png")
     positions, xlabel = (result.times, "seconds") if result.fps else (np.arange(result.analysed) * options.every,
                                                                       "frame")
-    save_figure(timeline_figure(positions, result.timeline, xlabel=xlabel,
-                                title=f"{Path(options.input).name}: expressions over time"), timeline)
+    save_figure(timeline_figure(positions, result.timeline, xlabel=xlabel, source=Path(options.input).name),
+                timeline)
     _say(f"timeline: {timeline}")
     return result.faces
 
