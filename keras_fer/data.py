@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import sys
 import zlib
 from pathlib import Path
@@ -122,30 +123,34 @@ def describe_ids(ids):
 
 def open_text(path):
     """Open a CSV as text, gunzipping it if it is gzipped; a UTF-8 byte-order mark (as Excel's
-    "CSV UTF-8" writes) is dropped, so it does not become part of the first column's name."""
-    return io.TextIOWrapper(_open_bytes(path), encoding="utf-8-sig", newline="")
+    "CSV UTF-8" writes) is dropped, so it does not become part of the first column's name.
 
-
-def _open_bytes(path):
+    Bytes that are not UTF-8 come through as lone surrogates (`surrogateescape`) rather than
+    failing where the reader's buffer happens to end, so `iter_csv` can name their own line, in
+    line order with every other error (`_undecodable`)."""
     path = Path(path)
     with open(path, "rb") as handle:
         magic = handle.read(2)
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+    raw = gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
-def _undecodable_line(path):
-    """The 1-based line of the first bytes that are not UTF-8 (None if it cannot be found):
-    a decoding error surfaces where the text reader's buffer ends, not where the bad byte is."""
-    try:
-        with _open_bytes(path) as handle:
-            for number, raw in enumerate(handle, start=1):
-                try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    return number
-    except READ_ERRORS:
-        return None
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def _undecodable(fields):
+    """The first byte that was not UTF-8 in a row's fields (see `open_text`), or None. Cheap
+    for the usual all-ASCII row: `str.isascii` is a flag lookup."""
+    for field in fields:
+        if not field.isascii():
+            found = _SURROGATE.search(field)
+            if found:
+                return bytes([ord(found.group()) - 0xDC00])
     return None
+
+
+def _not_utf8(byte, path, line):
+    return FerDataError(f"not UTF-8 text: byte {byte!r} cannot be decoded (save the file as UTF-8)", path, line)
 
 
 def _parse_pixels(features, path, first_line, column):
@@ -196,15 +201,6 @@ def _header_columns(header, path):
     return names, pixel, label, image_id, usage
 
 
-def _read_error(error, path, line):
-    """The `FerDataError` for a file that cannot be read after `line` (the last line read)."""
-    if isinstance(error, UnicodeDecodeError):
-        line = _undecodable_line(path) or line + 1
-        return FerDataError(f"not UTF-8 text: byte {error.object[error.start:error.start + 1]!r} "
-                            "cannot be decoded (save the file as UTF-8)", path, line)
-    return FerDataError(f"not a readable CSV file ({error})", path, max(line, 1))
-
-
 def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
     """Yield a FER CSV file as `Images` chunks of at most `chunk_rows` rows.
 
@@ -221,9 +217,12 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
         try:
             header = next(reader, None)
         except READ_ERRORS as error:
-            raise _read_error(error, path, 0) from None
+            raise FerDataError(f"not a readable CSV file ({error})", path, 1) from None
         if header is None or not any(field.strip() for field in header):
             raise FerDataError("empty file: expected a header such as label,feature", path)
+        byte = _undecodable(header)
+        if byte is not None:
+            raise _not_utf8(byte, path, reader.line_num)
         names, pixel_col, label_col, id_col, usage_col = _header_columns(header, path)
         row_number = 0
         emitted = 0
@@ -246,14 +245,15 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
                 values.clear()
             return chunk
 
-        def bad_row(message, line, field=None, buffered=None):
-            """The error for a bad label, Usage or field count at `line`; but an earlier row of
-            the chunk with bad pixels (checked only at flush) is the first bad line, so its
-            error wins. `buffered`: how many buffered rows come before `line`."""
+        def bad_row(message, line, field=None, buffered=None, error=None):
+            """The error for a bad label, Usage, field count or byte at `line` (`error`, if
+            made already); but an earlier row of the chunk with bad pixels (checked only at
+            flush) is the first bad line, so its error wins. `buffered`: how many buffered rows
+            come before `line`."""
             earlier = buffer["features"][:buffered]
             if earlier:
                 _parse_pixels(earlier, path, first_line, names[pixel_col])
-            return FerDataError(message, path, line, field)
+            return error or FerDataError(message, path, line, field)
 
         try:
             for fields in reader:
@@ -262,6 +262,9 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
                     continue  # a blank line, as at the end of many files
                 if not buffer["features"]:
                     first_line = line
+                byte = _undecodable(fields)
+                if byte is not None:
+                    raise bad_row(None, line, error=_not_utf8(byte, path, line))
                 if len(fields) != len(names):
                     raise bad_row(f"expected {len(names)} fields ({','.join(names)}), found {len(fields)}", line)
                 # Rows in a chunk are contiguous lines unless blank lines intervene; keep the
@@ -292,7 +295,7 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
                 if len(buffer["features"]) >= chunk_rows:
                     yield flush()
         except READ_ERRORS as error:
-            raise _read_error(error, path, reader.line_num) from None
+            raise FerDataError(f"not a readable CSV file ({error})", path, reader.line_num) from None
         if buffer["features"]:
             yield flush()
         if emitted == 0:
@@ -559,6 +562,8 @@ def main(argv=None):
         for option, out in (("--out-val", args.out_val), ("--out-train", args.out_train)):
             if out is not None and Path(out).resolve() == source:
                 raise FerError(f"{option} {out} would overwrite the input")
+        if args.out_train is not None and Path(args.out_train).resolve() == Path(args.out_val).resolve():
+            raise FerError(f"--out-val and --out-train are the same file ({args.out_val}): name two files")
         train, validation = split(read(args.path), args.val, seed=args.split_seed)
         if len(validation) == 0:
             raise FerError(f"--val {args.val} leaves no validation rows of the {len(train)} images of "

@@ -312,6 +312,19 @@ def test_undecodable_bytes_name_their_own_line(tmp_path, bad_line):
     assert caught.value.row == bad_line and "latin1.csv" in str(caught.value)
 
 
+def test_an_undecodable_byte_does_not_hide_an_earlier_bad_row(tmp_path):
+    rows = [f"0,{GOOD}".encode(), f"9,{GOOD}".encode(), f"1,{GOOD}".encode().replace(b" 0 ", b" 0\xe9 ", 1)]
+    (tmp_path / "mixed.csv").write_bytes(b"\n".join([b"label,feature", *rows]) + b"\n")
+    with pytest.raises(FerDataError, match="unknown label '9'") as caught:
+        data.read(tmp_path / "mixed.csv")
+    assert caught.value.row == 3
+    rows[1] = f"1,{' '.join(['7'] * 2303)}".encode()  # bad pixels, found only when the chunk is parsed
+    (tmp_path / "mixed.csv").write_bytes(b"\n".join([b"label,feature", *rows]) + b"\n")
+    with pytest.raises(FerDataError, match="expected 2304 pixels") as caught:
+        data.read(tmp_path / "mixed.csv")
+    assert caught.value.row == 3
+
+
 def test_hidden_files_in_image_folders_are_skipped(tmp_path):
     folder = tmp_path / "faces" / "happy"
     folder.mkdir(parents=True)
@@ -332,7 +345,9 @@ def test_split_command_refuses_an_empty_part_or_overwriting_its_input(tmp_path, 
     cases = ((["--val", "none", "--out-val", str(tmp_path / "val.csv")], "leaves no validation rows"),
              (["--val", "first:2", "--out-val", str(tmp_path / "train.csv")], "would overwrite the input"),
              (["--out-val", str(tmp_path / "v.csv"), "--out-train", str(tmp_path / "train.csv")],
-              "--out-train"))
+              "--out-train"),
+             (["--val", "first:2", "--out-val", str(tmp_path / "same.csv"), "--out-train", str(tmp_path / "same.csv")],
+              "are the same file"))
     for options, message in cases:
         assert data.main(["split", str(tmp_path / "train.csv"), *options]) == 2
         err = capsys.readouterr().err
