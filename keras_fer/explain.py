@@ -428,8 +428,8 @@ def _grad_cam_function(model, layer, plus_plus=False):
             score, chosen = _pick(scores, classes)
             total = tf.reduce_sum(score)
         grads = tape.gradient(total, features)
-        if plus_plus:
-            weights = _plus_plus_weights(features, grads)
+        if plus_plus:  # computed in float32, applied in the layer's own dtype (bfloat16 under mixed precision)
+            weights = tf.cast(_plus_plus_weights(features, grads), features.dtype)
         else:
             weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         heat = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True))

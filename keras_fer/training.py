@@ -753,7 +753,7 @@ def _train(config, progress):
     if config.init_from and not config.resume:
         from keras_fer.loading import resolve_model_argument
 
-        resolve_model_argument(config.init_from)  # so does a missing or non-model --init-from
+        resolve_model_argument(config.init_from)  # so does a missing file or one that is no model archive
     train_images, val_images, all_images = load_training_data(config)
     from keras_fer.data import class_counts, class_weights
 

@@ -68,7 +68,8 @@ class VideoResult:
 
 
 def open_video(path):
-    """`(capture, fps, frame count)` of a video file; the count is the container's claim (0 if none).
+    """`(capture, fps, frame count)` of a video file; the count is the container's claim (0 if
+    none). The caller releases the capture.
 
     Raises:
         FerDataError: naming the file, when it is missing or OpenCV cannot open it.
@@ -89,11 +90,43 @@ def open_video(path):
     return capture, (fps if np.isfinite(fps) and fps > 0 else 0.0), count
 
 
-class _AnnotatedWriter:
-    """An .mp4 copy of the video with boxes and captions, made once the first frame's size is known."""
+def annotated_path(path, annotate):
+    """Where `--annotate DIR` puts the copy of the video `path`: `DIR/NAME.mp4`."""
+    return Path(annotate) / f"{Path(path).stem}.mp4"
 
-    def __init__(self, temporary, fps):
-        self.temporary, self.fps, self.writer = temporary, fps, None
+
+def _check_outputs(path, out, annotated):
+    for option, target in (("--out", out), ("--annotate", annotated)):
+        if target is not None and Path(target).resolve() == Path(path).resolve():
+            raise FerOptionError(f"{option} {target} would overwrite the input video")
+
+
+def check_video(path, out=None, annotate=None):
+    """Check, before any model loads, that `path` is a video with a readable frame and that the
+    outputs do not overwrite it. Returns the container's frame count (0 if unknown).
+
+    Raises:
+        FerDataError: for a missing or unreadable video; FerOptionError: for an output that is
+            the input.
+    """
+    path = Path(path)
+    _check_outputs(path, out, annotated_path(path, annotate) if annotate is not None else None)
+    capture, _, count = open_video(path)
+    try:
+        ok, _ = capture.read()
+    finally:
+        capture.release()
+    if not ok:
+        raise FerDataError("no frame could be read (empty or corrupt video)", path)
+    return count
+
+
+class _AnnotatedWriter:
+    """An .mp4 copy of the video with boxes and captions, made once the first frame's size is known.
+    `temporary` is written; `target` (the file it will become) is the name errors give."""
+
+    def __init__(self, temporary, target, fps):
+        self.temporary, self.target, self.fps, self.writer = temporary, target, fps, None
 
     def write(self, frame, boxes, captions):
         import cv2
@@ -104,12 +137,23 @@ class _AnnotatedWriter:
             self.writer = cv2.VideoWriter(str(self.temporary), cv2.VideoWriter_fourcc(*"mp4v"), self.fps or 25.0,
                                           (width, height))
             if not self.writer.isOpened():
-                raise FerDataError("OpenCV cannot write an .mp4 video here", self.temporary)
+                raise FerDataError("OpenCV cannot write an .mp4 video here", self.target)
         self.writer.write(canvas)
 
     def close(self):
         if self.writer is not None:
             self.writer.release()
+
+
+def _frame_time(capture, index, fps):
+    """Seconds of the frame just read: the container's timestamp, which holds for a variable
+    frame rate too, else `index / fps` (NaN when the frame rate is unknown)."""
+    import cv2
+
+    msec = capture.get(cv2.CAP_PROP_POS_MSEC)
+    if np.isfinite(msec) and (msec > 0 or index == 0) and fps:
+        return msec / 1000.0
+    return index / fps if fps else float("nan")
 
 
 def predict_video(path, predictors, out, every=1, tta="none", prior_correction=False, proba=False,
@@ -140,29 +184,26 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
     if int(every) < 1:
         raise FerOptionError(f"--every must be at least 1. Received: every={every!r}")
     path, out = Path(path), Path(out)
-    capture, fps, _ = open_video(path)
-    annotated = Path(annotate) / f"{path.stem}.mp4" if annotate is not None else None
-    if annotated is not None and annotated.resolve() == path.resolve():
-        raise FerOptionError(f"--annotate {annotate} would overwrite the input video: choose another folder")
+    annotated = annotated_path(path, annotate) if annotate is not None else None
+    _check_outputs(path, out, annotated)
     times, timeline = [], []
     counts = {"frames": 0, "faces": 0}
     boxes_now, captions_now = [], []  # the last analysed frame's, drawn on the frames after it
 
     def flush(held, writer, annotation):
         nonlocal boxes_now, captions_now
-        analysed = [item for item in held if item[2] is not None]
-        crops = [face_tools.crop_faces(frame, boxes) for _, frame, boxes in analysed]
+        analysed = [item for item in held if item[3] is not None]
+        crops = [face_tools.crop_faces(frame, boxes) for _, _, frame, boxes in analysed]
         crops = np.concatenate(crops) if crops else np.zeros((0, 48, 48, 1), np.uint8)
         probabilities = (predict_proba(predictors, crops, tta, prior_correction) if len(crops)
                          else np.zeros((0, NUM_CLASSES)))
         offset = 0
-        for index, frame, boxes in held:
+        for index, second, frame, boxes in held:
             if boxes is not None:
                 mine = probabilities[offset:offset + len(boxes)]
                 offset += len(boxes)
-                second = index / fps if fps else float("nan")
                 times.append(second)
-                shown_time = f"{second:.3f}" if fps else ""
+                shown_time = f"{second:.3f}" if np.isfinite(second) else ""
                 if not boxes:
                     writer.writerow([index, shown_time] + [""] * 8 + ([""] * NUM_CLASSES if proba else []))
                     timeline.append(np.full(NUM_CLASSES, np.nan))
@@ -180,12 +221,13 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
                 annotation.write(frame, boxes_now, captions_now)
         held.clear()
 
+    capture, fps, _ = open_video(path)
     try:
         with atomic_output(out) as stream, (atomic_path(annotated) if annotated is not None
                                             else contextlib.nullcontext()) as temporary:
             writer = csv.writer(stream, lineterminator="\n")
             writer.writerow(HEADER + (list(CLASS_NAMES) if proba else []))
-            annotation = _AnnotatedWriter(temporary, fps) if annotated is not None else None
+            annotation = _AnnotatedWriter(temporary, annotated, fps) if annotated is not None else None
             held = []
             try:
                 while True:
@@ -203,9 +245,9 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
                             boxes = face_tools.detect_faces(frame, min_size=min_face)
                         else:
                             boxes = [(0, 0, int(frame.shape[1]), int(frame.shape[0]))]
-                        held.append((index, frame, boxes))
+                        held.append((index, _frame_time(capture, index, fps), frame, boxes))
                     elif annotation is not None:
-                        held.append((index, frame, None))
+                        held.append((index, None, frame, None))
                     if len(held) >= BUFFERED_FRAMES:
                         flush(held, writer, annotation)
                         if on_frames is not None:

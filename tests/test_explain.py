@@ -199,6 +199,18 @@ def test_grad_cam_plus_plus_is_the_papers_formula():
     np.testing.assert_allclose(explain.grad_cam(model, faces, "conv1", plus_plus=True), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("plus_plus", [False, True])
+def test_grad_cam_of_a_bfloat16_model(plus_plus):
+    keras.utils.set_random_seed(8)
+    inputs = keras.Input((48, 48, 1))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1", dtype="mixed_bfloat16")(inputs)
+    x = layers.GlobalAveragePooling2D(dtype="mixed_bfloat16")(x)
+    model = keras.Model(inputs, layers.Dense(7, name="logits", dtype="float32")(x))
+    faces = synthetic.generate(3, seed=3).images.pixels.astype("float32")
+    cams = explain.grad_cam(model, faces, "conv1", plus_plus=plus_plus)
+    assert cams.shape == (3, 48, 48) and np.isfinite(cams).all() and cams.max() == pytest.approx(1.0)
+
+
 def test_activation_maps_have_the_layer_shape(trained):
     model, faces, _, _ = trained
     for name in explain.feature_layers(model):

@@ -117,8 +117,47 @@ def test_predict_cli_on_a_video_writes_csv_timeline_and_summary(tmp_path, capsys
     assert timeline.read_bytes()[:4] == b"\x89PNG" and f"timeline: {timeline}" in printed
     # Bad input: one line, exit 2, nothing written, before any model is loaded.
     (tmp_path / "bad.mp4").write_bytes(b"\x00" * 64)
-    for argv in ([str(tmp_path / "bad.mp4")], [str(clip), "--every", "0"]):
+    for argv in ([str(tmp_path / "bad.mp4")], [str(clip), "--every", "0"], [str(clip), "--annotate", str(tmp_path)]):
         assert main([*argv, "--model", str(run), "--backend", "keras", "--out", str(tmp_path / "bad.csv")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: "), err
     assert not (tmp_path / "bad.csv").exists()
+
+
+def test_annotation_and_timeline_follow_each_frames_faces_across_batches(tmp_path, predictors, monkeypatch):
+    monkeypatch.setattr(video, "BUFFERED_FRAMES", 4)  # 10 frames: three batches, boxes carried between them
+    frames = [np.full((240, 240), 20 + 20 * i, np.uint8) for i in range(10)]  # frame i: grey 20 + 20 i
+    clip = write_video(tmp_path / "steps.mp4", frames)
+    plan = {0: [(10, 10, 60, 60), (120, 100, 100, 100)], 3: [(30, 40, 80, 80)], 6: [], 9: [(100, 20, 90, 90)]}
+    seen = []
+
+    def fake_detect(image, min_size=30):
+        index = int(round((float(np.mean(image)) - 20) / 20))  # which frame this is, by its grey level
+        seen.append(index)
+        return plan[index]
+    monkeypatch.setattr(video.face_tools, "detect_faces", fake_detect)
+    result = video.predict_video(clip, predictors, tmp_path / "faces.csv", every=3, proba=True,
+                                 annotate=tmp_path / "annotated")
+    assert seen == [0, 3, 6, 9] and (result.frames, result.analysed, result.faces) == (10, 4, 4)
+    rows = read_rows(tmp_path / "faces.csv")
+    assert [(row["frame"], row["face"], row["x"]) for row in rows] == [
+        ("0", "1", "10"), ("0", "2", "120"), ("3", "1", "30"), ("6", "", ""), ("9", "1", "100")]
+    # The timeline holds the largest face of each frame, and a gap for frame 6.
+    second_face = [float(rows[1][name]) for name in CLASS_NAMES]
+    np.testing.assert_allclose(result.timeline[0], second_face, atol=2e-6)
+    assert np.isnan(result.timeline[2]).all() and not np.isnan(result.timeline[[0, 1, 3]]).any()
+
+    copy = decoded_frames(result.annotated)
+    assert len(copy) == 10
+    levels = [float(np.median(frame[200:, :40])) for frame in copy]  # a corner no box reaches
+    assert levels == sorted(levels) and levels[-1] - levels[0] > 150  # every frame, in order
+
+    def green(frame, x, y):
+        blue, g, red = (int(v) for v in frame[y, x])
+        return g > 150 and g - max(blue, red) > 80
+
+    for index, frame in enumerate(copy):
+        drawn = plan[index - index % 3]  # the boxes of the last analysed frame
+        for x, y, w, h in [(10, 10, 60, 60), (30, 40, 80, 80), (100, 20, 90, 90)]:
+            expected = (x, y, w, h) in drawn
+            assert green(frame, x, y + h // 2) == expected, (index, (x, y, w, h))

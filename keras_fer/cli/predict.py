@@ -375,8 +375,6 @@ def run_video(options, predictors, timings, frame_count=0):
     from keras_fer.video import predict_video
 
     out = Path(options.out or "faces.csv")
-    if out.resolve() == Path(options.input).resolve():
-        raise FerOptionError(f"--out {out} would overwrite the input")
     bar = progress_bar(" frames", total=frame_count or None)
     start = time.perf_counter()
     try:
@@ -447,11 +445,10 @@ def main(argv=None):
                              f"Received: input={options.input}")
     saved = [read_saved_probabilities(path) for path in options.saved_proba]  # bad files fail before any model loads
     frame_count = 0
-    if video:
-        from keras_fer.video import open_video
+    if video:  # so does a bad video, or an output over it
+        from keras_fer.video import check_video
 
-        capture, _, frame_count = open_video(options.input)  # so does a bad video
-        capture.release()
+        frame_count = check_video(options.input, options.out or "faces.csv", options.annotate)
 
     start = time.perf_counter()
     models = _models_or_default(options)
