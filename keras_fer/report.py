@@ -178,17 +178,37 @@ def load_faces(data=None, run=None, demo_faces=DEMO_FACES, seed=0):
 
 @dataclasses.dataclass
 class Picked:
-    """One image chosen for a figure: pixels `(48, 48, 1)`, true label or None, and a name."""
+    """One image chosen for a figure: pixels `(48, 48, 1)`, true label or None, a name, and a
+    note on how it was made from a photo (None for an image of the data)."""
 
     pixels: np.ndarray
     label: int = None
     name: str = ""
     mask: np.ndarray = None
+    note: str = None
+
+
+def _photo_pick(path, load_image):
+    from keras_fer import faces as face_tools
+
+    image = face_tools.read_photo(path)
+    if not face_tools.is_face_crop(image):
+        boxes = face_tools.detect_faces(image)
+        if boxes:
+            x, y, w, h = max(boxes, key=lambda box: box[2] * box[3])
+            crop = face_tools.crop_faces(image, [(x, y, w, h)])[0]
+            found = f"{len(boxes)} faces found, the largest" if len(boxes) > 1 else "face found"
+            return Picked(crop, None, path.stem, note=f"{path.name}: {found} at x={x}, y={y}, {w}x{h} px")
+        return Picked(load_image(path), None, path.stem,
+                      note=f"{path.name}: no face found; the whole image is explained, resized to 48x48")
+    return Picked(load_image(path), None, path.stem)
 
 
 def select_image(faces, spec):
     """The image `spec` names: an id (or row number) of `faces`, or else the path of an existing
-    image file. Ids are never turned into paths, so an id cannot reach outside the data.
+    image file. Ids are never turned into paths, so an id cannot reach outside the data. In a
+    photo (any image but a 48x48 crop) the largest face is found as `predict.py` finds faces, and
+    explained; without one, the whole image is.
 
     Raises:
         FerOptionError: when `spec` is neither an id of the data nor an image file.
@@ -201,7 +221,7 @@ def select_image(faces, spec):
     except FerDataError as error:
         path = Path(spec)
         if path.is_file() and is_image_file(path):
-            return Picked(load_image(path), None, path.stem)
+            return _photo_pick(path, load_image)
         raise FerOptionError(
             f"--image must be an id or row number of {faces.description} or an existing image file "
             f"({error}). Received: image={spec!r}"

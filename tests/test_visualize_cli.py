@@ -286,3 +286,23 @@ def test_negative_seed_is_an_option_error(tmp_path, capsys):
         main(["samples", "--seed", "-1", "--out", str(tmp_path)])
     assert caught.value.code == 2 and "a seed must be in [0, 2**32)" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_photos_largest_face_is_explained_not_the_whole_photo(tmp_path, monkeypatch, capsys):
+    import cv2
+
+    from keras_fer import faces as face_tools
+    from keras_fer import report
+
+    face = synthetic.generate(1, seed=9).images.pixels[0, :, :, 0]
+    photo = np.full((240, 320), 30, np.uint8)
+    photo[60:180, 150:270] = cv2.resize(face, (120, 120))
+    cv2.imwrite(str(tmp_path / "scene.png"), photo)
+    monkeypatch.setattr(face_tools, "detect_faces", lambda image, **options: [(10, 10, 40, 40), (150, 60, 120, 120)])
+    pick = report.select_image(report.load_faces(None), str(tmp_path / "scene.png"))
+    assert pick.note == "scene.png: 2 faces found, the largest at x=150, y=60, 120x120 px"
+    np.testing.assert_array_equal(pick.pixels, face_tools.crop_faces(photo, [(150, 60, 120, 120)])[0])
+    monkeypatch.setattr(face_tools, "detect_faces", lambda image, **options: [])
+    pick = report.select_image(report.load_faces(None), str(tmp_path / "scene.png"))
+    assert "no face found; the whole image is explained" in pick.note
+    np.testing.assert_array_equal(pick.pixels, cv2.resize(photo, (48, 48), interpolation=cv2.INTER_AREA)[:, :, None])

@@ -110,7 +110,8 @@ def build_parser():
     image = Parser(add_help=False)
     image.add_argument("--image", metavar="ID",
                        help="the image: an id or row number of the data (e.g. 00000), or the path of an image file "
-                       "(any size or colour; made 48x48 grey). Default: the first image")
+                       "(any size or colour; in a photo the largest face is found and explained). Default: the "
+                       "first image")
     seed = Parser(add_help=False)
     seed.add_argument("--seed", type=seed_value, default=0, help="seed of random choices (default 0)")
 
@@ -239,7 +240,10 @@ def _pick(args, faces):
         if len(faces.images) == 0:
             raise FerOptionError(f"{faces.description} holds no images")
         return report.select_image(faces, str(faces.images.ids[0]))
-    return report.select_image(faces, args.image)
+    pick = report.select_image(faces, args.image)
+    if pick.note:
+        print(f"note: {pick.note}")
+    return pick
 
 
 def _file_stem(command):
