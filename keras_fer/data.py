@@ -408,7 +408,9 @@ def read(path, chunk_rows=DEFAULT_CHUNK_ROWS):
 
 def resolve_data_path(path=None, kind="train"):
     """The data path from an option or `FER_DATA`; a folder holding `train.csv[.gz]` /
-    `test.csv[.gz]` resolves to the file of that `kind`. Returns None when neither is set."""
+    `test.csv[.gz]` resolves to the file of that `kind`, and one holding `train/` / `test/`
+    image folders (Kaggle's msambare/fer2013 layout) to that folder. Returns None when neither
+    is set."""
     path = path or os.environ.get("FER_DATA") or None
     if path is None:
         return None
@@ -417,6 +419,8 @@ def resolve_data_path(path=None, kind="train"):
         for name in (f"{kind}.csv.gz", f"{kind}.csv"):
             if (path / name).is_file():
                 return path / name
+        if (path / kind).is_dir():
+            return path / kind
     return path
 
 

@@ -372,3 +372,18 @@ def test_data_command_os_errors_are_one_line_naming_the_file(tmp_path, capsys, m
     monkeypatch.setattr(data, "describe", failing_describe)
     assert data.main(["info", str(tmp_path / "train.csv")]) == 2  # `info` has no --out-val to fall back on
     assert capsys.readouterr().err == f"error: {tmp_path / 'train.csv'}: Input/output error\n"
+
+
+def test_a_data_folder_resolves_to_its_csv_or_its_image_folder_of_that_kind(tmp_path, monkeypatch):
+    monkeypatch.delenv("FER_DATA", raising=False)
+    for kind in ("train", "test"):  # msambare/fer2013: train/angry/*.png, test/angry/*.png
+        (tmp_path / "images" / kind / "happy").mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "images" / kind / "happy" / "0.png"), np.full((48, 48), 9, np.uint8))
+        assert data.resolve_data_path(tmp_path / "images", kind) == tmp_path / "images" / kind
+    assert data.read(data.resolve_data_path(tmp_path / "images", "train")).labels.tolist() == [3]
+    data.write_csv(random_images(3), tmp_path / "csvs" / "train.csv.gz")
+    (tmp_path / "csvs" / "train").mkdir()  # a CSV wins over a folder of the same kind
+    assert data.resolve_data_path(tmp_path / "csvs", "train") == tmp_path / "csvs" / "train.csv.gz"
+    assert data.resolve_data_path(tmp_path / "csvs", "test") == tmp_path / "csvs"  # nothing of that kind
+    monkeypatch.setenv("FER_DATA", str(tmp_path / "images"))
+    assert data.resolve_data_path(None, "test") == tmp_path / "images" / "test"

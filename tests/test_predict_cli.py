@@ -195,6 +195,19 @@ def test_fer_data_supplies_the_input(tmp_path, run_dirs, demo, monkeypatch):
     assert len(read_rows(out)) == 6
 
 
+def test_fer_data_with_msambare_image_folders_supplies_its_test_folder(tmp_path, run_dirs, demo, monkeypatch, capsys):
+    for index in range(3):  # test/happy/*.png: labelled, so scored
+        folder = tmp_path / "fer2013" / "test" / "happy"
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{index}.png"), demo.pixels[index, :, :, 0])
+    (tmp_path / "fer2013" / "train").mkdir()
+    monkeypatch.setenv("FER_DATA", str(tmp_path / "fer2013"))
+    out = tmp_path / "faces.csv"
+    assert main(["--model", str(run_dirs[0]), "--out", str(out)]) == 0
+    assert [row[0] for row in read_rows(out)[1:]] == ["happy/0.png", "happy/1.png", "happy/2.png"]
+    assert "accuracy" in capsys.readouterr().out
+
+
 def photo(face_index, blank=False):
     face = generate(7, seed=0).images.pixels[face_index, :, :, 0]
     image = np.full((300, 400), 120, np.uint8)

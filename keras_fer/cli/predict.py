@@ -417,8 +417,8 @@ def _resolve_input(options):
         raise FerOptionError("no input: give a CSV, an image or a folder (or set FER_DATA to a folder with test.csv)")
     if not Path(found).exists():
         raise FerDataError("no such file or folder (from FER_DATA)", found)
-    if Path(found).is_dir():
-        raise FerDataError("no test.csv or test.csv.gz in this folder (from FER_DATA): give an input", found)
+    if Path(found).is_dir() and Path(found).name != "test":  # a test/ image folder is an input
+        raise FerDataError("no test.csv, test.csv.gz or test/ in this folder (from FER_DATA): give an input", found)
     return str(found)
 
 
