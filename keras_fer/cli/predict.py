@@ -81,7 +81,7 @@ def build_parser():
         prog="predict.py",
         description="Classify facial expressions (7 FER2013 classes: "
         + ", ".join(f"{i} {name}" for i, name in enumerate(CLASS_NAMES))
-        + ") in a FER CSV, face crops or photos, and export models for serving.",
+        + ") in a FER CSV, face crops, photos or videos, and export models for serving.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -98,7 +98,8 @@ def build_parser():
                         "correction stay). With --saved-proba and no --model, only the files are averaged")
     parser.add_argument("--out", "-o", metavar="FILE",
                         help="where to write the predictions CSV (default: submission.csv for CSV input, "
-                        "faces.csv for images); metrics files go next to it")
+                        "faces.csv for images and videos); metrics files (and a video's timeline plot) go next to "
+                        "it")
     parser.add_argument("--tta", choices=TTA_MODES, default="none",
                         help="test-time augmentation, averaging the softmax over: flip = the face and its mirror "
                         "(2 passes); crops = ten-crop: 44x44 crops at the 4 corners and centre, resized to 48x48, "
@@ -110,12 +111,13 @@ def build_parser():
                         "(\"class_prior\" in the config.json next to the model) and renormalize, which favours "
                         "rare classes such as Disgust")
     parser.add_argument("--no-detect", action="store_true",
-                        help="images: treat each image as an already-cropped face (no face detection)")
+                        help="images and video frames: take each as an already-cropped face (no face detection)")
     parser.add_argument("--annotate", metavar="DIR",
                         help="images: write copies of the images into DIR with face boxes and labels drawn; "
                         "video: DIR/NAME.mp4, every frame with the boxes of the last analysed one")
     parser.add_argument("--min-face", type=int, default=30, metavar="PX",
-                        help="images: smallest face side the detector looks for, in pixels (default: 30)")
+                        help="images and videos: smallest face side the detector looks for, in pixels "
+                        "(default: 30)")
     parser.add_argument("--every", type=int, default=1, metavar="N",
                         help="video: analyse every Nth frame (default: 1, every frame)")
     parser.add_argument("--export", choices=EXPORT_FORMATS,
