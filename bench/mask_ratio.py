@@ -8,7 +8,8 @@ area): 1 is no better than uniform. The same setup as the tests' bounds, with ev
 
     PYTHONPATH=. python bench/mask_ratio.py [--faces 140] [--seed 0]
 
-Ends with `RESULT accuracy=... saliency=... smoothgrad=... gradcam_conv3=... ... gradcampp_conv1=...`.
+Ends with `RESULT accuracy=... saliency=... smoothgrad=... gradcampp_conv3_act=... gradcam_conv3=... ...`
+(Grad-CAM++'s default layer is the rectified `conv3_act`).
 """
 
 import argparse
@@ -43,6 +44,7 @@ def main(argv=None):
     results = {"accuracy": float(model.evaluate(pixels[840:], labels[840:], verbose=0)[1])}
     results["saliency"] = explain.mask_ratio(explain.saliency(model, faces), masks)
     results["smoothgrad"] = explain.mask_ratio(explain.smoothgrad(model, faces, samples=25), masks)
+    results["gradcampp_conv3_act"] = explain.mask_ratio(explain.grad_cam(model, faces, plus_plus=True), masks)
     for layer in ("conv3", "conv2", "conv1"):
         results[f"gradcam_{layer}"] = explain.mask_ratio(explain.grad_cam(model, faces, layer), masks)
         results[f"gradcampp_{layer}"] = explain.mask_ratio(explain.grad_cam(model, faces, layer, plus_plus=True),

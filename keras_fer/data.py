@@ -221,8 +221,9 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
         if header is None or not any(field.strip() for field in header):
             raise FerDataError("empty file: expected a header such as label,feature", path)
         byte = _undecodable(header)
-        if byte is not None:
-            raise _not_utf8(byte, path, reader.line_num)
+        if byte is not None:  # no text at all: most likely an image or video under another name
+            raise FerDataError(f"not a CSV file: its first line is not text (byte {byte!r}); images and videos are "
+                               "recognized by their extension (.png, .jpg, .mp4, .avi, ...)", path, reader.line_num)
         names, pixel_col, label_col, id_col, usage_col = _header_columns(header, path)
         row_number = 0
         emitted = 0

@@ -451,13 +451,27 @@ def _plus_plus_weights(features, grads):
     return tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2), keepdims=True)
 
 
+def grad_cam_layer(model, layer=None, plus_plus=False):
+    """The layer `grad_cam` uses: `layer`, or by default the last conv layer; for Grad-CAM++ its
+    rectified output (`convN_act`, in the zoo's models) when there is one, since the alpha
+    weights assume non-negative feature maps (on a pre-activation conv layer, a fifth of the demo
+    faces got an all-zero map)."""
+    target = find_layer(model, layer)
+    if plus_plus and layer is None:
+        rectified = [candidate for candidate in walk_layers(model) if candidate.name == f"{target.name}_act"]
+        if rectified and _output_rank(rectified[0]) == 4:
+            return rectified[0]
+    return target
+
+
 def grad_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE, plus_plus=False):
     """Grad-CAM (Selvaraju et al. 2017): the feature maps of `layer` weighted by the spatial
     mean of d logit / d feature map, summed, ReLU, upsampled (bilinear) to the input size,
     normalized per image to [0, 1].
 
     Args:
-        layer: a layer name (nested models included); None = the last conv layer.
+        layer: a layer name (nested models included); None = the last conv layer (for
+            Grad-CAM++ its rectified output, `grad_cam_layer`).
         class_index: None for each image's predicted class, an int for all, or one per image.
         plus_plus: Grad-CAM++ (Chattopadhay et al. 2018) instead: each position's gradient
             weighted by its own alpha and only positive gradients counted, which spreads the map
@@ -470,7 +484,7 @@ def grad_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE,
     Raises:
         FerOptionError: for an unknown layer (listing the conv layers).
     """
-    target = find_layer(model, layer)
+    target = grad_cam_layer(model, layer, plus_plus)
     images = _prepare(model, images)
     classes = _class_array(class_index, len(images))
     _check_classes(classes, int(_functional_of(model).outputs[0].shape[-1]))

@@ -41,6 +41,8 @@ def read_photo(path):
     import cv2
 
     path = Path(path)
+    if not path.exists():
+        raise FerDataError("no such file", path)
     data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
     if image is None:

@@ -182,7 +182,9 @@ def timeline_figure(positions, probabilities, xlabel="seconds", class_names=CLAS
     figure = _figure(10, 4.4)
     lines_axes, strip_axes = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [5, 1]})
     for index, name in enumerate(class_names):
-        lines_axes.plot(positions, probabilities[:, index], "-", color=colors[index], label=name, linewidth=1.2)
+        # Markers too: a frame whose neighbours have no face is a lone point, which a line alone would not show.
+        lines_axes.plot(positions, probabilities[:, index], "-o", color=colors[index], label=name, linewidth=1.2,
+                        markersize=2.5)
     lines_axes.set_ylim(0, 1)
     lines_axes.set_ylabel("probability")
     lines_axes.grid(alpha=0.3)

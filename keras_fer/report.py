@@ -328,7 +328,7 @@ def explanation_figure(model, picks, method="saliency", class_index=None, layer=
     titles = [row_title(p.name, p.label, probabilities[i], class_index) for i, p in enumerate(picks)]
     label = EXPLANATIONS[method]
     if method in ("gradcam", "gradcam++"):
-        target = explain.find_layer(model, layer).name
+        target = explain.grad_cam_layer(model, layer, method == "gradcam++").name
         return plots.heatmap_figure(pixels, maps, titles, method=f"{label} ({target})")
     return plots.saliency_figure(pixels, maps, titles, method=label)
 

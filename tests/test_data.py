@@ -167,6 +167,10 @@ def test_missing_column_empty_file_and_missing_file(tmp_path):
     (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(FerDataError):
         data.read(tmp_path / "binary.csv")
+    ok, png = cv2.imencode(".png", np.zeros((48, 48), np.uint8))  # an image under a name that is not an image's
+    (tmp_path / "face.txt").write_bytes(png.tobytes())
+    with pytest.raises(FerDataError, match="not a CSV file: its first line is not text.*recognized by their extension"):
+        data.read(tmp_path / "face.txt")
 
 
 def test_class_folders_by_name_and_number(tmp_path):

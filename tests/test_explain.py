@@ -168,6 +168,8 @@ def test_grad_cam_lies_on_the_expression_regions(trained):
 
 def test_grad_cam_plus_plus_lies_on_the_expression_regions_too(trained):
     model, faces, _, masks = trained
+    assert explain.grad_cam_layer(model, plus_plus=True).name == "conv3_act"  # rectified: alpha needs A >= 0
+    assert explain.grad_cam_layer(model, "conv3", plus_plus=True).name == "conv3"  # a named layer is kept
     cams = explain.grad_cam(model, faces[:140], plus_plus=True)
     assert cams.shape == (140, 48, 48) and cams.min() >= 0 and cams.max() <= 1
     assert explain.mask_ratio(cams, masks[:140]) > GRAD_CAM_MIN_RATIO

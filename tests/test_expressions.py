@@ -61,6 +61,8 @@ def test_bad_images_and_options_are_package_errors_naming_what_was_received(tmp_
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(FerDataError, match="unreadable image"):
         keras_fer.recognize(tmp_path / "broken.png", model=runs[0])
+    with pytest.raises(FerDataError, match="nope.png: no such file"):
+        keras_fer.recognize(tmp_path / "nope.png", model=runs[0])
 
 
 def test_the_packaged_model_is_the_default(face):

@@ -227,10 +227,9 @@ def print_evaluations(evaluations):
              f"({int(evaluation.support.sum())} rows)")
         _say(evaluation.report())
         _say("normalized confusion (rows: true class, columns: predicted)")
-        short = [name[:7] for name in CLASS_NAMES]
-        _say(" " * 9 + "".join(f"{name:>8}" for name in short))
+        _say(" " * 9 + "".join(f"{name:>9}" for name in CLASS_NAMES))
         for i, row in enumerate(evaluation.confusion_normalized):
-            _say(f"{short[i]:<9}" + "".join(f"{value:>8.2f}" for value in row))
+            _say(f"{CLASS_NAMES[i]:<9}" + "".join(f"{value:>9.2f}" for value in row))
 
 
 def save_and_report(evaluations, out, timings):
@@ -367,6 +366,10 @@ def run_images(options, predictors, timings):
     return faces_found
 
 
+def _count_of(count, noun):
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def run_video(options, predictors, timings, frame_count=0):
     """Classify the faces of a video's frames; write the CSV and the timeline; summarize.
     `frame_count`: the frames the container claims, for the progress bar (0: unknown)."""
@@ -387,7 +390,8 @@ def run_video(options, predictors, timings, frame_count=0):
         bar.close()
     timings.infer_s += time.perf_counter() - start
     span = f", {result.frames / result.fps:.1f} s at {result.fps:g} fps" if result.fps else ""
-    _say(f"wrote {result.out}: {result.faces} faces in {result.analysed} analysed of {result.frames} frames{span}")
+    _say(f"wrote {result.out}: {_count_of(result.faces, 'face')} in {result.analysed} analysed of "
+         f"{_count_of(result.frames, 'frame')}{span}")
     if result.annotated is not None:
         _say(f"annotated video: {result.annotated}")
     shares = result.dominant_shares()
