@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_fer.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS, class_index
-from keras_fer.cli import describe_os_error, seed_value
+from keras_fer.cli import command, seed_value
 from keras_fer.errors import FerDataError, FerError
 from keras_fer.files import atomic_path
 
@@ -534,6 +534,7 @@ def describe(images):
     return "\n".join(lines)
 
 
+@command  # package errors and OS errors: one line, exit 2
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m keras_fer.data",
@@ -558,35 +559,25 @@ def main(argv=None):
     splitter.add_argument("--out-val", required=True, metavar="FILE", help="where the validation rows go")
     splitter.add_argument("--out-train", metavar="FILE", help="where the training rows go (default: not written)")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "info":
-            print(describe(read(args.path)))
-            return 0
-        parse_split(args.val)  # a bad spec fails before the file is read
-        source = Path(args.path).resolve()
-        for option, out in (("--out-val", args.out_val), ("--out-train", args.out_train)):
-            if out is not None and Path(out).resolve() == source:
-                raise FerError(f"{option} {out} would overwrite the input")
-        if args.out_train is not None and Path(args.out_train).resolve() == Path(args.out_val).resolve():
-            raise FerError(f"--out-val and --out-train are the same file ({args.out_val}): name two files")
-        train, validation = split(read(args.path), args.val, seed=args.split_seed)
-        if len(validation) == 0:
-            raise FerError(f"--val {args.val} leaves no validation rows of the {len(train)} images of "
-                           f"{args.path} to write to --out-val")
-        write_csv(validation, args.out_val)
-        print(f"wrote {args.out_val}: {len(validation)} validation rows ({args.val}, split seed {args.split_seed})")
-        if args.out_train:
-            write_csv(train, args.out_train)
-            print(f"wrote {args.out_train}: {len(train)} training rows")
-    except FerError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `... info FILE | head`: the reader left; say nothing more
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except OSError as error:
-        print(f"error: {describe_os_error(error)}", file=sys.stderr)
-        return 2
+    if args.command == "info":
+        print(describe(read(args.path)))
+        return 0
+    parse_split(args.val)  # a bad spec fails before the file is read
+    source = Path(args.path).resolve()
+    for option, out in (("--out-val", args.out_val), ("--out-train", args.out_train)):
+        if out is not None and Path(out).resolve() == source:
+            raise FerError(f"{option} {out} would overwrite the input")
+    if args.out_train is not None and Path(args.out_train).resolve() == Path(args.out_val).resolve():
+        raise FerError(f"--out-val and --out-train are the same file ({args.out_val}): name two files")
+    train, validation = split(read(args.path), args.val, seed=args.split_seed)
+    if len(validation) == 0:
+        raise FerError(f"--val {args.val} leaves no validation rows of the {len(train)} images of "
+                       f"{args.path} to write to --out-val")
+    write_csv(validation, args.out_val)
+    print(f"wrote {args.out_val}: {len(validation)} validation rows ({args.val}, split seed {args.split_seed})")
+    if args.out_train:
+        write_csv(train, args.out_train)
+        print(f"wrote {args.out_train}: {len(train)} training rows")
     return 0
 
 

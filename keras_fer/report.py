@@ -188,8 +188,9 @@ class Picked:
     note: str = None
 
 
-def _photo_pick(path, load_image):
+def _photo_pick(path):
     from keras_fer import faces as face_tools
+    from keras_fer.data import to_face
 
     image = face_tools.read_photo(path)
     if not face_tools.is_face_crop(image):
@@ -199,9 +200,9 @@ def _photo_pick(path, load_image):
             crop = face_tools.crop_faces(image, [(x, y, w, h)])[0]
             found = f"{len(boxes)} faces found, the largest" if len(boxes) > 1 else "face found"
             return Picked(crop, None, path.stem, note=f"{path.name}: {found} at x={x}, y={y}, {w}x{h} px")
-        return Picked(load_image(path), None, path.stem,
+        return Picked(to_face(image), None, path.stem,
                       note=f"{path.name}: no face found; the whole image is explained, resized to 48x48")
-    return Picked(load_image(path), None, path.stem)
+    return Picked(to_face(image), None, path.stem)
 
 
 def select_image(faces, spec):
@@ -213,7 +214,7 @@ def select_image(faces, spec):
     Raises:
         FerOptionError: when `spec` is neither an id of the data nor an image file.
     """
-    from keras_fer.data import is_image_file, load_image
+    from keras_fer.data import is_image_file
 
     images = faces.images
     try:
@@ -221,7 +222,7 @@ def select_image(faces, spec):
     except FerDataError as error:
         path = Path(spec)
         if path.is_file() and is_image_file(path):
-            return _photo_pick(path, load_image)
+            return _photo_pick(path)
         raise FerOptionError(
             f"--image must be an id or row number of {faces.description} or an existing image file "
             f"({error}). Received: image={spec!r}"

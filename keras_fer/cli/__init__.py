@@ -79,6 +79,9 @@ def command(function):
         except FerError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # `... | head`: the reader left; say nothing more
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
         except FileNotFoundError as error:
             print(f"error: {error.filename or error}: no such file or folder", file=sys.stderr)
             return 2
