@@ -130,8 +130,6 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
         boxes = [(0, 0, int(picture.shape[1]), int(picture.shape[0]))]
     else:
         boxes = face_tools.detect_faces(picture, min_size=min_face)
-    if not boxes:
-        return []
     probabilities = predict_proba(predictors, face_tools.crop_faces(picture, boxes), tta)
     return [Face(tuple(int(v) for v in box), np.asarray(row, dtype=float).reshape(NUM_CLASSES))
             for box, row in zip(boxes, probabilities)]

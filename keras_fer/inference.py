@@ -233,9 +233,12 @@ def tta_views(faces, mode="none"):
 
 def predict_proba(predictors, faces, tta="none", prior_correction=False):
     """Class probabilities `(N, 7)` of raw faces: the mean over models of each model's mean
-    softmax over the TTA views (prior-corrected per model when asked)."""
+    softmax over the TTA views (prior-corrected per model when asked). No faces (a photo or
+    frames without one) give `(0, 7)` without running a model."""
     if not predictors:
         raise FerOptionError("no model to predict with")
+    if len(faces) == 0:
+        return np.zeros((0, NUM_CLASSES))
     return _sum_proba(predictors, faces, tta, prior_correction) / len(predictors)
 
 

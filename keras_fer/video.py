@@ -195,8 +195,7 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
         analysed = [item for item in held if item[3] is not None]
         crops = [face_tools.crop_faces(frame, boxes) for _, _, frame, boxes in analysed]
         crops = np.concatenate(crops) if crops else np.zeros((0, 48, 48, 1), np.uint8)
-        probabilities = (predict_proba(predictors, crops, tta, prior_correction) if len(crops)
-                         else np.zeros((0, NUM_CLASSES)))
+        probabilities = predict_proba(predictors, crops, tta, prior_correction)
         offset = 0
         for index, second, frame, boxes in held:
             if boxes is not None:

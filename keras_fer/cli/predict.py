@@ -323,8 +323,7 @@ def run_images(options, predictors, timings):
                 timings.read_s += time.perf_counter() - read_start
                 infer_start = time.perf_counter()
                 crops = np.concatenate([item[3] for item in items])
-                probabilities = (predict_proba(predictors, crops, options.tta, options.prior_correction)
-                                 if len(crops) else np.zeros((0, NUM_CLASSES)))
+                probabilities = predict_proba(predictors, crops, options.tta, options.prior_correction)
                 timings.infer_s += time.perf_counter() - infer_start
                 write_start = time.perf_counter()
                 offset = 0
