@@ -30,7 +30,7 @@ import numpy as np
 from keras_fer.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS, class_index
 from keras_fer.cli import command, seed_value
 from keras_fer.errors import FerDataError, FerError
-from keras_fer.files import atomic_path
+from keras_fer.files import atomic_path, check_not_input, same_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 PIXEL_COLUMNS = ("feature", "pixels")
@@ -563,11 +563,8 @@ def main(argv=None):
         print(describe(read(args.path)))
         return 0
     parse_split(args.val)  # a bad spec fails before the file is read
-    source = Path(args.path).resolve()
-    for option, out in (("--out-val", args.out_val), ("--out-train", args.out_train)):
-        if out is not None and Path(out).resolve() == source:
-            raise FerError(f"{option} {out} would overwrite the input")
-    if args.out_train is not None and Path(args.out_train).resolve() == Path(args.out_val).resolve():
+    check_not_input((("--out-val", args.out_val), ("--out-train", args.out_train)), args.path)
+    if args.out_train is not None and same_file(args.out_train, args.out_val):
         raise FerError(f"--out-val and --out-train are the same file ({args.out_val}): name two files")
     train, validation = split(read(args.path), args.val, seed=args.split_seed)
     if len(validation) == 0:

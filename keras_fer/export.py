@@ -384,7 +384,7 @@ def _export_keras(source, model, destination, fmt="keras"):
     if not destination.name.endswith(".keras"):
         raise FerOptionError(f"--export-to for {fmt} must end in .keras (Keras' format). {received}")
     if destination.exists():
-        if destination.resolve() == source.path.resolve():
+        if files.same_file(destination, source.path):
             raise FerOptionError(f"--export-to would replace the model it reads; choose another file. {received}")
         if not destination.name.endswith("-inference.keras"):
             raise FerOptionError(f"{destination} already exists and is not an earlier export: remove it or "

@@ -18,7 +18,10 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_open", "atomic_path", "file_sha256", "read_json_object", "write_json", "write_text"]
+__all__ = [
+    "atomic_open", "atomic_path", "check_not_input", "file_sha256", "read_json_object", "same_file", "write_json",
+    "write_text",
+]
 
 
 def _default_mode():
@@ -107,3 +110,35 @@ def file_sha256(path):
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def same_file(first, second):
+    """Whether two paths name one file: equal once resolved (symbolic links, `..`), or, when both
+    exist, the same file on disk (hard links, case-insensitive file systems)."""
+    first, second = Path(first), Path(second)
+    if first.resolve() == second.resolve():
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def check_not_input(outputs, source, what="the input"):
+    """Refuse outputs that would replace the file they are made from, before any work starts.
+
+    Args:
+        outputs: `(option, path)` pairs, such as `("--out", "submission.csv")`; `None` paths are
+            skipped.
+        source: the input file.
+        what: how the message names the input.
+
+    Raises:
+        FerOptionError: naming the option and the path, e.g. "--out test.csv would overwrite the
+            input".
+    """
+    from keras_fer.errors import FerOptionError
+
+    for option, path in outputs:
+        if path is not None and same_file(path, source):
+            raise FerOptionError(f"{option} {path} would overwrite {what}")

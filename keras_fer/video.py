@@ -22,7 +22,7 @@ import numpy as np
 from keras_fer import faces as face_tools
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.errors import FerDataError, FerOptionError
-from keras_fer.files import atomic_path
+from keras_fer.files import atomic_path, check_not_input
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 HEADER = ["frame", "time_s", "face", "x", "y", "w", "h", "label", "class", "confidence"]
@@ -95,10 +95,11 @@ def annotated_path(path, annotate):
     return Path(annotate) / f"{Path(path).stem}.mp4"
 
 
-def _check_outputs(path, out, annotated):
-    for option, target in (("--out", out), ("--annotate", annotated)):
-        if target is not None and Path(target).resolve() == Path(path).resolve():
-            raise FerOptionError(f"{option} {target} would overwrite the input video")
+def _check_outputs(path, out, annotate):
+    """Refuse outputs that are the video itself; returns the annotated copy's path (or None)."""
+    annotated = annotated_path(path, annotate) if annotate is not None else None
+    check_not_input((("--out", out), ("--annotate", annotated)), path, "the input video")
+    return annotated
 
 
 def check_video(path, out=None, annotate=None):
@@ -110,7 +111,7 @@ def check_video(path, out=None, annotate=None):
             the input.
     """
     path = Path(path)
-    _check_outputs(path, out, annotated_path(path, annotate) if annotate is not None else None)
+    _check_outputs(path, out, annotate)
     capture, _, count = open_video(path)
     try:
         ok, _ = capture.read()
@@ -184,8 +185,7 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
     if int(every) < 1:
         raise FerOptionError(f"--every must be at least 1. Received: every={every!r}")
     path, out = Path(path), Path(out)
-    annotated = annotated_path(path, annotate) if annotate is not None else None
-    _check_outputs(path, out, annotated)
+    annotated = _check_outputs(path, out, annotate)
     times, timeline = [], []
     counts = {"frames": 0, "faces": 0}
     boxes_now, captions_now = [], []  # the last analysed frame's, drawn on the frames after it

@@ -5,6 +5,7 @@ import stat
 import pytest
 
 from keras_fer import files
+from keras_fer.errors import FerOptionError
 
 
 class Crash(Exception):
@@ -114,3 +115,25 @@ def test_read_json_object_reads_an_object(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"options": {"seed": 3}, "name": "\u00e9"}), encoding="utf-8")
     assert files.read_json_object(path) == {"options": {"seed": 3}, "name": "\u00e9"}
+
+
+def test_same_file_sees_through_links_and_relative_paths(tmp_path, monkeypatch):
+    (tmp_path / "input.csv").write_text("label,feature\n")
+    os.link(tmp_path / "input.csv", tmp_path / "hard.csv")
+    (tmp_path / "soft.csv").symlink_to(tmp_path / "input.csv")
+    (tmp_path / "other.csv").write_text("label,feature\n")
+    monkeypatch.chdir(tmp_path)
+    for name in ("input.csv", "./sub/../input.csv", "hard.csv", "soft.csv", tmp_path / "input.csv"):
+        assert files.same_file(name, tmp_path / "input.csv"), name
+    for name in ("other.csv", "missing.csv"):
+        assert not files.same_file(name, tmp_path / "input.csv"), name
+
+
+def test_check_not_input_names_the_option_and_skips_unset_outputs(tmp_path):
+    (tmp_path / "input.csv").write_text("id,feature\n")
+    os.link(tmp_path / "input.csv", tmp_path / "hard.csv")
+    files.check_not_input([("--out", tmp_path / "sub.csv"), ("--annotate", None)], tmp_path / "input.csv")
+    with pytest.raises(FerOptionError) as caught:
+        files.check_not_input([("--out", tmp_path / "sub.csv"), ("--out-train", tmp_path / "hard.csv")],
+                              tmp_path / "input.csv", "the input video")
+    assert str(caught.value) == f"--out-train {tmp_path / 'hard.csv'} would overwrite the input video"

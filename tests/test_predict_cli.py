@@ -187,6 +187,16 @@ def test_unwritable_out_is_one_line(tmp_path, run_dirs, test_csv, capsys):
     assert nested.is_file()
 
 
+def test_out_that_is_the_input_is_refused_and_the_input_kept(tmp_path, run_dirs, test_csv, capsys):
+    source = tmp_path / "test.csv"
+    source.write_bytes(Path(test_csv[0]).read_bytes())
+    os.link(source, tmp_path / "linked.csv")
+    for out in (source, tmp_path / "sub" / ".." / "test.csv", tmp_path / "linked.csv"):
+        assert main([str(source), "--model", str(run_dirs[0]), "--out", str(out)]) == 2
+        assert f"--out {out} would overwrite the input" in one_error_line(capsys)
+    assert source.read_bytes() == Path(test_csv[0]).read_bytes()
+
+
 def test_fer_data_supplies_the_input(tmp_path, run_dirs, demo, monkeypatch):
     write_csv(tmp_path / "test.csv", demo.pixels[:5], [str(i) for i in range(5)])
     monkeypatch.setenv("FER_DATA", str(tmp_path))

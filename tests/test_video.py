@@ -101,6 +101,12 @@ def test_bad_videos_and_options_are_data_errors_with_no_output(tmp_path, predict
     with pytest.raises(FerOptionError, match="--every must be at least 1"):
         video.predict_video(face_video(tmp_path / "ok.mp4", count=2), predictors, tmp_path / "out.csv", every=0)
     assert not (tmp_path / "out.csv").exists()
+    clip = face_video(tmp_path / "clip.mp4", count=2)
+    before = clip.read_bytes()
+    for option, value, target in (("out", clip, clip), ("annotate", tmp_path, clip)):
+        with pytest.raises(FerOptionError, match=f"--{option} {target} would overwrite the input video"):
+            video.check_video(clip, **{option: value})
+    assert clip.read_bytes() == before
 
 
 def test_predict_cli_on_a_video_writes_csv_timeline_and_summary(tmp_path, capsys):

@@ -12,6 +12,7 @@ from pathlib import Path
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.cli import command, progress_bar
 from keras_fer.errors import FerDataError, FerOptionError
+from keras_fer.files import check_not_input, same_file
 
 EXAMPLES = """\
 examples:
@@ -246,8 +247,7 @@ def run_csv(options, predictors, timings, saved=()):
     from keras_fer.inference import predict_csv
 
     out = Path(options.out or "submission.csv")
-    if out.resolve() == Path(options.input).resolve():
-        raise FerOptionError(f"--out {out} would overwrite the input")
+    check_not_input([("--out", out)], options.input)
     bar = progress_bar(" faces")
     try:
         result = predict_csv(options.input, predictors, out, options.tta, options.prior_correction, options.proba,
@@ -296,7 +296,7 @@ def run_images(options, predictors, timings):
     files, labels, base = _image_plan(options.input)
     out = Path(options.out or "faces.csv")
     annotate_dir = Path(options.annotate) if options.annotate else None
-    if annotate_dir is not None and annotate_dir.resolve() == Path(base).resolve():
+    if annotate_dir is not None and same_file(annotate_dir, base):
         raise FerOptionError(f"--annotate {annotate_dir} is the input folder: choose another folder")
     confusions = {}
     faces_found = 0
