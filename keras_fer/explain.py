@@ -1,7 +1,9 @@
-"""Why a model says what it says: saliency, SmoothGrad, Grad-CAM, filter ascent, feature maps.
+"""Why a model says what it says: saliency, SmoothGrad, Grad-CAM(++), Score-CAM, filter ascent,
+feature maps.
 
-Everything is written directly with `tf.GradientTape` on the model's *logits* (pre-softmax
-scores: when a model ends in a Softmax, the layer before it is used), batched and compiled with
+The gradient methods are written directly with `tf.GradientTape` on the model's *logits*
+(pre-softmax scores: when a model ends in a Softmax, the layer before it is used; Score-CAM uses
+the softmax of those logits and no gradient). Everything is batched and compiled with
 `tf.function`, and works for any Functional (or Sequential) Keras model, nested sub-models
 included: layers are looked up inside them too. Images are raw faces as the model takes them
 (float grey levels 0-255, `(N, 48, 48, 1)` for the zoo's models); maps come back as numpy
@@ -451,13 +453,14 @@ def _plus_plus_weights(features, grads):
     return tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2), keepdims=True)
 
 
-def grad_cam_layer(model, layer=None, plus_plus=False):
-    """The layer `grad_cam` uses: `layer`, or by default the last conv layer; for Grad-CAM++ its
-    rectified output (`convN_act`, in the zoo's models) when there is one, since the alpha
-    weights assume non-negative feature maps (on a pre-activation conv layer, a fifth of the demo
-    faces got an all-zero map)."""
+def cam_layer(model, layer=None, rectified=False):
+    """The layer a class activation map (`grad_cam`, `score_cam`) uses: `layer`, or by default
+    the last conv layer; with `rectified` (Grad-CAM++, Score-CAM) its rectified output
+    (`convN_act`, in the zoo's models) when there is one, since those methods assume
+    non-negative feature maps (Grad-CAM++ on a pre-activation conv layer gave a fifth of the
+    demo faces an all-zero map)."""
     target = find_layer(model, layer)
-    if plus_plus and layer is None:
+    if rectified and layer is None:
         rectified = [candidate for candidate in walk_layers(model) if candidate.name == f"{target.name}_act"]
         if rectified and _output_rank(rectified[0]) == 4:
             return rectified[0]
@@ -471,7 +474,7 @@ def grad_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE,
 
     Args:
         layer: a layer name (nested models included); None = the last conv layer (for
-            Grad-CAM++ its rectified output, `grad_cam_layer`).
+            Grad-CAM++ its rectified output, `cam_layer`).
         class_index: None for each image's predicted class, an int for all, or one per image.
         plus_plus: Grad-CAM++ (Chattopadhay et al. 2018) instead: each position's gradient
             weighted by its own alpha and only positive gradients counted, which spreads the map
@@ -484,7 +487,7 @@ def grad_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE,
     Raises:
         FerOptionError: for an unknown layer (listing the conv layers).
     """
-    target = grad_cam_layer(model, layer, plus_plus)
+    target = cam_layer(model, layer, rectified=plus_plus)
     images = _prepare(model, images)
     classes = _class_array(class_index, len(images))
     _check_classes(classes, int(_functional_of(model).outputs[0].shape[-1]))
@@ -493,6 +496,62 @@ def grad_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE,
     maps = [function(tf.constant(images[part]), tf.constant(classes[part]))[0].numpy()
             for part in _chunks(len(images), batch_size)]
     return _normalize(np.concatenate(maps))
+
+
+def score_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE, max_channels=None):
+    """Score-CAM (Wang et al. 2020), without gradients: each feature map of `layer`, upsampled to
+    the input size and scaled to [0, 1], masks the image; the map's weight is the class's softmax
+    probability on that masked image (as the authors' released code; tf-keras-vis' `Scorecam`).
+    The map is ReLU(sum of weight x feature map), upsampled (bilinear) and normalized per image to
+    [0, 1]. Constant feature maps (no mask) are skipped.
+
+    It costs one forward pass per feature map and image (`max_channels` caps it: tf-keras-vis'
+    Faster-ScoreCAM `max_N`, keeping the maps of largest variance).
+
+    Args:
+        layer: a layer name (nested models included); None = the last conv layer's rectified
+            output (`cam_layer`).
+        class_index: None for each image's predicted class, an int for all, or one per image.
+        max_channels: use only this many feature maps per image (None = all).
+
+    Returns:
+        float32 `(N, H, W)` with the input's H and W.
+
+    Raises:
+        FerOptionError: for an unknown layer or a `max_channels` below 1.
+
+    Example:
+    >>> cams = explain.score_cam(model, faces.pixels[:4], max_channels=64)  # doctest: +SKIP
+    """
+    if max_channels is not None and int(max_channels) < 1:
+        raise FerOptionError(f"max_channels must be at least 1. Received: max_channels={max_channels!r}")
+    target = cam_layer(model, layer, rectified=True)
+    images = _prepare(model, images)
+    classes = _class_array(class_index, len(images))
+    _check_classes(classes, int(_functional_of(model).outputs[0].shape[-1]))
+    tap = _cached(model, ("tap", target.name), lambda: _Tap(model, [target]))
+    forward = _cached(model, ("tap_fn", target.name),
+                      lambda: tf.function(lambda x: tap(x), input_signature=[_image_spec(model)]))
+    size = images.shape[1:3]
+    maps = np.zeros(images.shape[:3], np.float32)
+    for index, image in enumerate(images):
+        features, scores = forward(tf.constant(image[None]))
+        features = tf.cast(features[0], tf.float32)  # (h, w, K)
+        upsampled = tf.image.resize(features, size, method="bilinear").numpy()  # (H, W, K)
+        low, high = upsampled.min(axis=(0, 1)), upsampled.max(axis=(0, 1))
+        channels = np.flatnonzero(high > low)
+        if max_channels is not None and len(channels) > int(max_channels):
+            spread = features.numpy().reshape(-1, features.shape[-1]).var(axis=0)[channels]
+            channels = np.sort(channels[np.argsort(-spread, kind="stable")[:int(max_channels)]])
+        if not len(channels):
+            continue
+        masks = (upsampled[..., channels] - low[channels]) / (high[channels] - low[channels])
+        masked = image[None] * np.moveaxis(masks, -1, 0)[..., None]  # (k, H, W, C)
+        chosen = classes[index] if classes[index] >= 0 else int(np.argmax(scores[0]))
+        weights = probabilities(model, masked, batch_size)[:, chosen]
+        heat = np.maximum(features.numpy()[..., channels] @ weights, 0.0)
+        maps[index] = tf.image.resize(heat[..., None], size, method="bilinear").numpy()[..., 0]
+    return _normalize(maps)
 
 
 # --------------------------------------------------------------------------------------------

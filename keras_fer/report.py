@@ -290,11 +290,15 @@ def per_class_note(examples, min_confidence=MIN_CONFIDENCE):
 # Figure recipes
 
 
-EXPLANATIONS = {"saliency": "Saliency", "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+EXPLANATIONS = {"saliency": "Saliency", "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++",
+                "scorecam": "Score-CAM"}
+#: The methods drawn as heatmaps of a conv layer (the others mark pixels).
+CAM_METHODS = ("gradcam", "gradcam++", "scorecam")
 
 
-def explain_maps(model, pixels, method, class_index=None, layer=None, samples=25, noise=0.15, seed=0):
-    """Maps `(N, 48, 48)` in [0, 1] by `method` (`saliency`, `smoothgrad`, `gradcam` or `gradcam++`)."""
+def explain_maps(model, pixels, method, class_index=None, layer=None, samples=25, noise=0.15, seed=0,
+                 max_channels=None):
+    """Maps `(N, 48, 48)` in [0, 1] by `method` (one of `EXPLANATIONS`)."""
     from keras_fer import explain
 
     pixels = np.asarray(pixels, np.float32)
@@ -304,6 +308,8 @@ def explain_maps(model, pixels, method, class_index=None, layer=None, samples=25
         return explain.smoothgrad(model, pixels, class_index, noise=noise, samples=samples, seed=seed)
     if method in ("gradcam", "gradcam++"):
         return explain.grad_cam(model, pixels, layer=layer, class_index=class_index, plus_plus=method == "gradcam++")
+    if method == "scorecam":
+        return explain.score_cam(model, pixels, layer=layer, class_index=class_index, max_channels=max_channels)
     raise FerOptionError(f"method must be one of {', '.join(EXPLANATIONS)}. Received: method={method!r}")
 
 
@@ -328,8 +334,8 @@ def explanation_figure(model, picks, method="saliency", class_index=None, layer=
     maps = explain_maps(model, pixels, method, class_index, layer, **options)
     titles = [row_title(p.name, p.label, probabilities[i], class_index) for i, p in enumerate(picks)]
     label = EXPLANATIONS[method]
-    if method in ("gradcam", "gradcam++"):
-        target = explain.grad_cam_layer(model, layer, method == "gradcam++").name
+    if method in CAM_METHODS:
+        target = explain.cam_layer(model, layer, rectified=method != "gradcam").name
         return plots.heatmap_figure(pixels, maps, titles, method=f"{label} ({target})")
     return plots.saliency_figure(pixels, maps, titles, method=label)
 

@@ -168,8 +168,8 @@ def test_grad_cam_lies_on_the_expression_regions(trained):
 
 def test_grad_cam_plus_plus_lies_on_the_expression_regions_too(trained):
     model, faces, _, masks = trained
-    assert explain.grad_cam_layer(model, plus_plus=True).name == "conv3_act"  # rectified: alpha needs A >= 0
-    assert explain.grad_cam_layer(model, "conv3", plus_plus=True).name == "conv3"  # a named layer is kept
+    assert explain.cam_layer(model, rectified=True).name == "conv3_act"  # rectified: alpha needs A >= 0
+    assert explain.cam_layer(model, "conv3", rectified=True).name == "conv3"  # a named layer is kept
     cams = explain.grad_cam(model, faces[:140], plus_plus=True)
     assert cams.shape == (140, 48, 48) and cams.min() >= 0 and cams.max() <= 1
     assert explain.mask_ratio(cams, masks[:140]) > GRAD_CAM_MIN_RATIO
@@ -201,15 +201,61 @@ def test_grad_cam_plus_plus_is_the_papers_formula():
     np.testing.assert_allclose(explain.grad_cam(model, faces, "conv1", plus_plus=True), expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("plus_plus", [False, True])
-def test_grad_cam_of_a_bfloat16_model(plus_plus):
+def test_score_cam_lies_on_the_expression_regions_too(trained):
+    model, faces, _, masks = trained
+    cams = explain.score_cam(model, faces[:40])  # default: conv3_act, 64 masked copies per face
+    assert cams.shape == (40, 48, 48) and cams.min() >= 0 and np.allclose(cams.max(axis=(1, 2)), 1)
+    assert explain.mask_ratio(cams, masks[:40]) > GRAD_CAM_MIN_RATIO
+
+
+def softmax(scores):
+    exp = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def test_score_cam_is_the_papers_formula():
+    # A conv layer that keeps the 48x48 size (no resizing), one of its 4 channels constant (skipped).
+    keras.utils.set_random_seed(9)
+    inputs = keras.Input((48, 48, 1))
+    conv = layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")
+    features = conv(inputs)
+    logits = layers.Dense(7, name="logits")(layers.GlobalAveragePooling2D()(layers.Conv2D(5, 3)(features)))
+    model = keras.Model(inputs, logits)
+    kernel, bias = conv.get_weights()
+    kernel[..., 3], bias[3] = 0.0, 0.5  # channel 3 is 0.5 everywhere
+    conv.set_weights([kernel, bias])
+    faces = synthetic.generate(3, seed=2).images.pixels.astype("float32") / 255.0
+    maps = keras.Model(inputs, features)(faces).numpy().astype(np.float64)
+    forced = np.array([4, 0, 6])
+    expected = []
+    for face, a, chosen in zip(faces, maps, forced):
+        a = a[..., :3]
+        masks = (a - a.min(axis=(0, 1))) / (a.max(axis=(0, 1)) - a.min(axis=(0, 1)))
+        masked = face[None] * np.moveaxis(masks, -1, 0)[..., None]
+        weights = softmax(model(masked.astype("float32")).numpy().astype(np.float64))[:, chosen]
+        heat = np.maximum(a @ weights, 0)
+        expected.append(heat / heat.max())
+    np.testing.assert_allclose(explain.score_cam(model, faces, "conv1", class_index=forced), expected, atol=1e-4)
+    # One feature map: its weight cancels in the normalization, leaving the map of largest variance.
+    spread = maps.reshape(3, -1, 4).var(axis=1).argmax(axis=1)
+    single = np.stack([a[..., k] / a[..., k].max() for a, k in zip(maps, spread)])
+    np.testing.assert_allclose(explain.score_cam(model, faces, "conv1", max_channels=1), single, atol=1e-5)
+    with pytest.raises(FerOptionError, match="max_channels must be at least 1"):
+        explain.score_cam(model, faces, max_channels=0)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "scorecam"])
+def test_class_activation_maps_of_a_bfloat16_model(method):
     keras.utils.set_random_seed(8)
     inputs = keras.Input((48, 48, 1))
     x = layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1", dtype="mixed_bfloat16")(inputs)
     x = layers.GlobalAveragePooling2D(dtype="mixed_bfloat16")(x)
     model = keras.Model(inputs, layers.Dense(7, name="logits", dtype="float32")(x))
     faces = synthetic.generate(3, seed=3).images.pixels.astype("float32")
-    cams = explain.grad_cam(model, faces, "conv1", plus_plus=plus_plus)
+    if method == "scorecam":
+        cams = explain.score_cam(model, faces, "conv1")
+    else:
+        cams = explain.grad_cam(model, faces, "conv1", plus_plus=method == "gradcam++")
     assert cams.shape == (3, 48, 48) and np.isfinite(cams).all() and cams.max() == pytest.approx(1.0)
 
 

@@ -24,6 +24,7 @@ examples:
   python visualize.py saliency --run runs/cnn4 --image 00000
   python visualize.py saliency --run runs/cnn4 --per-class            # one confident face per class
   python visualize.py gradcam --run runs/cnn4 --image photo.jpg --class Happy
+  python visualize.py scorecam --per-class --max-channels 64           # gradient-free heatmaps
   python visualize.py filters --run runs/cnn4 --layer conv4 --count 10
   python visualize.py activations --run runs/cnn4 --layer conv2 --image 00000
   python visualize.py history runs/cnn4
@@ -122,7 +123,9 @@ def build_parser():
                        ("smoothgrad", "SmoothGrad: saliency averaged over noisy copies (Smilkov et al. 2017)"),
                        ("gradcam", "Grad-CAM heatmaps of a conv layer (Selvaraju et al. 2017)"),
                        ("gradcam++", "Grad-CAM++ heatmaps: Grad-CAM with per-position gradient weights, which "
-                        "covers every region that raises the class (Chattopadhay et al. 2018)")):
+                        "covers every region that raises the class (Chattopadhay et al. 2018)"),
+                       ("scorecam", "Score-CAM heatmaps: each feature map masks the face and is weighted by the "
+                        "class probability it keeps, no gradients (Wang et al. 2020)")):
         sub = add(name, help, [model, data, image, out] + ([seed] if name == "smoothgrad" else []),
                   description=f"{help}. Draws the original, the map, and the original with the most influential "
                   "pixels marked (or the heatmap overlaid), for one image or one image per class.")
@@ -137,8 +140,13 @@ def build_parser():
                          help="with --per-class: the confidence an example needs (default 0.9, as report 002)")
         sub.add_argument("--scan", type=_positive, default=5000, metavar="N",
                          help="with --per-class: look at most at the first N images (default 5000)")
-        if name in ("gradcam", "gradcam++"):
-            sub.add_argument("--layer", metavar="NAME", help="the conv layer (default the last one)")
+        if name in ("gradcam", "gradcam++", "scorecam"):
+            sub.add_argument("--layer", metavar="NAME", help="the conv layer (default the last one; for gradcam++ "
+                             "and scorecam its rectified output, e.g. conv8_act)")
+        if name == "scorecam":
+            sub.add_argument("--max-channels", type=_positive, metavar="N",
+                             help="use only the N feature maps of largest variance: N forward passes per image "
+                             "instead of one per feature map (Faster Score-CAM; default all)")
         if name == "smoothgrad":
             sub.add_argument("--samples", type=_positive, default=25, help="noisy copies per image (default 25)")
             # --seed (from the parent) seeds the noise.
@@ -263,6 +271,8 @@ def _explain(args):
     options = {}
     if args.command == "smoothgrad":
         options = dict(samples=args.samples, noise=args.noise, seed=args.seed)
+    if args.command == "scorecam":
+        options = dict(max_channels=args.max_channels)
     if args.per_class:
         within = report.validation_indices(run, faces) if args.data is None else None
         picks, note = report.per_class_picks(model, faces, args.min_confidence, args.scan, within)
@@ -373,7 +383,8 @@ def _report(args):
 
 
 HANDLERS = {
-    "saliency": _explain, "smoothgrad": _explain, "gradcam": _explain, "gradcam++": _explain, "filters": _filters,
+    "saliency": _explain, "smoothgrad": _explain, "gradcam": _explain, "gradcam++": _explain, "scorecam": _explain,
+    "filters": _filters,
     "activations": _activations, "history": _history, "compare": _compare, "confusion": _confusion, "classes": _classes,
     "samples": _samples, "augment": _augment, "report": _report,
 }
