@@ -98,7 +98,8 @@ def _as_image(image):
     return array
 
 
-def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DEFAULT_MIN_FACE, backend="auto"):
+def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DEFAULT_MIN_FACE, backend="auto",
+              detector="haar"):
     """Find the faces in an image and classify their expressions.
 
     Args:
@@ -111,6 +112,8 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
         detect: False to take the whole image as one face.
         min_face: smallest face side the detector looks for, in pixels.
         backend: `"auto"` (a verified LiteRT copy, else Keras), `"litert"` or `"keras"`.
+        detector: `"haar"` (OpenCV's cascade) or `"mtcnn"` (finds turned faces too; needs the
+            `mtcnn` extra), as in `faces.detect_faces`.
 
     Returns:
         A list of `Face`, left to right; empty when no face is found.
@@ -124,12 +127,10 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
 
     if tta not in TTA_MODES:
         raise FerOptionError(f"tta must be one of {', '.join(TTA_MODES)}. Received: tta={tta!r}")
+    face_tools.check_detector(detector)
     picture = _as_image(image)
     predictors = _predictors(model, backend)
-    if not detect or face_tools.is_face_crop(picture):
-        boxes = [(0, 0, int(picture.shape[1]), int(picture.shape[0]))]
-    else:
-        boxes = face_tools.detect_faces(picture, min_size=min_face)
+    boxes = face_tools.face_boxes(picture, detect, min_face, detector)
     probabilities = predict_proba(predictors, face_tools.crop_faces(picture, boxes), tta)
     return [Face(tuple(int(v) for v in box), np.asarray(row, dtype=float).reshape(NUM_CLASSES))
             for box, row in zip(boxes, probabilities)]

@@ -158,7 +158,7 @@ def _frame_time(capture, index, fps):
 
 
 def predict_video(path, predictors, out, every=1, tta="none", prior_correction=False, proba=False,
-                  min_face=face_tools.DEFAULT_MIN_FACE, detect=True, annotate=None, on_frames=None):
+                  min_face=face_tools.DEFAULT_MIN_FACE, detect=True, annotate=None, on_frames=None, detector="haar"):
     """Classify the faces of every `every`-th frame of a video and write them as a CSV.
 
     Args:
@@ -173,6 +173,7 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
         detect: False to take each whole frame as one face.
         annotate: a folder for an annotated copy, `NAME.mp4` (written atomically), or None.
         on_frames: called with the number of frames read so far (for a progress bar).
+        detector: the face detector, `"haar"` or `"mtcnn"` (`faces.detect_faces`).
 
     Returns:
         A `VideoResult`.
@@ -240,10 +241,7 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
                     index = counts["frames"]
                     counts["frames"] += 1
                     if analyse:
-                        if detect and not face_tools.is_face_crop(frame):
-                            boxes = face_tools.detect_faces(frame, min_size=min_face)
-                        else:
-                            boxes = [(0, 0, int(frame.shape[1]), int(frame.shape[0]))]
+                        boxes = face_tools.face_boxes(frame, detect, min_face, detector)
                         held.append((index, _frame_time(capture, index, fps), frame, boxes))
                     elif annotation is not None:
                         held.append((index, None, frame, None))

@@ -108,3 +108,101 @@ def test_list_images_recurses_and_skips_hidden(tmp_path):
     for name in ("a/1.png", "2.jpg", ".hidden/3.png", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
     assert [str(p) for p in faces.list_images(tmp_path)] == ["2.jpg", "a/1.png"]
+
+
+# --------------------------------------------------------------------------------------------
+# MTCNN (the mtcnn extra, installed with the test extra)
+
+
+@pytest.fixture(scope="module")
+def portrait():
+    """matplotlib's sample photo of Grace Hopper (600x512 BGR): a real face, no data file of ours."""
+    from matplotlib import cbook
+
+    return faces.read_photo(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+def rotate(image, angle):
+    height, width = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+    return cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REPLICATE), matrix
+
+
+def centre(box):
+    x, y, w, h = box
+    return np.array([x + w / 2, y + h / 2])
+
+
+def test_mtcnn_frames_an_upright_face_as_the_cascade_does(portrait):
+    (mtcnn_box,) = faces.detect_faces(portrait, detector="mtcnn")
+    (haar_box,) = faces.detect_faces(portrait)
+    assert mtcnn_box[2] == mtcnn_box[3]  # square, as FER2013's crops
+    assert overlap(mtcnn_box, haar_box) > 0.6
+    assert faces.detect_faces(np.full((240, 320, 3), 128, np.uint8), detector="mtcnn") == []
+    assert faces.detect_faces(portrait, detector="mtcnn", min_size=400) == []  # smaller than min_size
+
+
+@pytest.mark.parametrize("angle", [20, 35])
+def test_mtcnn_finds_a_tilted_face_the_cascade_misses(portrait, angle):
+    (upright,) = faces.detect_faces(portrait, detector="mtcnn")
+    tilted, matrix = rotate(portrait, angle)
+    assert faces.detect_faces(tilted) == []  # why MTCNN is offered
+    (box,) = faces.detect_faces(tilted, detector="mtcnn")
+    expected = matrix @ np.append(centre(upright), 1.0)  # where the face's centre went
+    assert np.linalg.norm(centre(box) - expected) < 0.15 * upright[2]
+    assert 0.8 < box[2] / upright[2] < 1.35
+
+
+def test_mtcnn_weights_load_as_arrays_and_nothing_else(tmp_path):
+    import joblib
+    from importlib import resources
+
+    from keras_fer.errors import FerModelError
+
+    shipped = faces.load_mtcnn_weights(resources.files("mtcnn.assets.weights") / "pnet.lz4")
+    assert len(shipped) == 13 and all(array.dtype == np.float32 for array in shipped)
+    arrays = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(4, np.float64)]
+    joblib.dump(arrays, tmp_path / "good.lz4", compress="lz4")
+    loaded = faces.load_mtcnn_weights(tmp_path / "good.lz4")
+    assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(loaded, arrays))
+    marker = tmp_path / "ran"
+    for name, value in (("code", [Exploit(marker)]), ("objects", [np.array([Exploit(marker)], dtype=object)]),
+                        ("dict", {"weights": arrays[0]})):
+        joblib.dump(value, tmp_path / f"{name}.lz4", compress="lz4")
+        with pytest.raises(FerModelError, match=f"{name}.lz4: not an MTCNN weight file of plain arrays"):
+            faces.load_mtcnn_weights(tmp_path / f"{name}.lz4")
+    (tmp_path / "corrupt.lz4").write_bytes(b"\x04\x22\x4d\x18 not really lz4")
+    with pytest.raises(FerModelError, match="corrupt.lz4"):
+        faces.load_mtcnn_weights(tmp_path / "corrupt.lz4")
+    assert not marker.exists()  # nothing pickled ran
+
+
+class Exploit:
+    """Unpickling this would create `path`: what a hostile weight file could do."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_unknown_or_missing_detector_is_an_option_error(monkeypatch):
+    from keras_fer.errors import FerOptionError
+
+    with pytest.raises(FerOptionError, match="detector must be one of haar, mtcnn. Received: detector='yolo'"):
+        faces.detect_faces(np.zeros((64, 64), np.uint8), detector="yolo")
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mtcnn" else real(name, *a))
+    with pytest.raises(FerOptionError, match=r'pip install "keras-fer\[mtcnn\]"'):
+        faces.check_detector("mtcnn")
+    faces.check_detector("haar")
+
+
+def test_face_boxes_take_crops_whole_and_detect_otherwise(portrait):
+    crop = np.zeros((48, 48), np.uint8)
+    assert faces.face_boxes(crop) == [(0, 0, 48, 48)]
+    assert faces.face_boxes(portrait, detect=False) == [(0, 0, 512, 600)]
+    assert faces.face_boxes(portrait, detector="mtcnn") == faces.detect_faces(portrait, detector="mtcnn")

@@ -247,6 +247,26 @@ def test_photos_folder_with_faces_and_a_blank(tmp_path, run_dirs, capsys):
     assert (annotated / "face.jpg").is_file() and (annotated / "blank.png").is_file()
 
 
+def test_mtcnn_detector_finds_the_tilted_face(tmp_path, run_dirs, capsys):
+    from matplotlib import cbook
+
+    portrait = cv2.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    matrix = cv2.getRotationMatrix2D((256, 300), 25, 1.0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "tilted.png"), cv2.warpAffine(portrait, matrix, (512, 600), borderMode=cv2.BORDER_REPLICATE))
+    counts = {}
+    for detector in ("haar", "mtcnn"):
+        out = tmp_path / f"{detector}.csv"
+        assert main([str(folder), "--model", str(run_dirs[0]), "--out", str(out), "--detector", detector]) == 0
+        counts[detector] = sum(1 for row in read_rows(out)[1:] if row[1])
+    capsys.readouterr()
+    assert counts == {"haar": 0, "mtcnn": 1}
+    with pytest.raises(SystemExit) as caught:
+        main([str(folder), "--model", str(run_dirs[0]), "--detector", "yolo"])
+    assert caught.value.code == 2 and "invalid choice: 'yolo'" in capsys.readouterr().err
+
+
 def test_no_detect_and_labelled_crop_folders(tmp_path, run_dirs, demo, capsys):
     for i in range(14):
         folder = tmp_path / "crops" / CLASS_NAMES[int(demo.labels[i])].lower()

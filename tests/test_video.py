@@ -137,7 +137,7 @@ def test_annotation_and_timeline_follow_each_frames_faces_across_batches(tmp_pat
     plan = {0: [(10, 10, 60, 60), (120, 100, 100, 100)], 3: [(30, 40, 80, 80)], 6: [], 9: [(100, 20, 90, 90)]}
     seen = []
 
-    def fake_detect(image, min_size=30):
+    def fake_detect(image, min_size=30, detector="haar"):
         index = int(round((float(np.mean(image)) - 20) / 20))  # which frame this is, by its grey level
         seen.append(index)
         return plan[index]
