@@ -188,13 +188,13 @@ class Picked:
     note: str = None
 
 
-def _photo_pick(path):
+def _photo_pick(path, detector="haar"):
     from keras_fer import faces as face_tools
     from keras_fer.data import to_face
 
     image = face_tools.read_photo(path)
     if not face_tools.is_face_crop(image):
-        boxes = face_tools.detect_faces(image)
+        boxes = face_tools.detect_faces(image, detector=detector)
         if boxes:
             x, y, w, h = max(boxes, key=lambda box: box[2] * box[3])
             crop = face_tools.crop_faces(image, [(x, y, w, h)])[0]
@@ -205,11 +205,11 @@ def _photo_pick(path):
     return Picked(to_face(image), None, path.stem)
 
 
-def select_image(faces, spec):
+def select_image(faces, spec, detector="haar"):
     """The image `spec` names: an id (or row number) of `faces`, or else the path of an existing
     image file. Ids are never turned into paths, so an id cannot reach outside the data. In a
-    photo (any image but a 48x48 crop) the largest face is found as `predict.py` finds faces, and
-    explained; without one, the whole image is.
+    photo (any image but a 48x48 crop) the largest face is found as `predict.py` finds faces (by
+    `detector`, `"haar"` or `"mtcnn"`), and explained; without one, the whole image is.
 
     Raises:
         FerOptionError: when `spec` is neither an id of the data nor an image file.
@@ -222,7 +222,7 @@ def select_image(faces, spec):
     except FerDataError as error:
         path = Path(spec)
         if path.is_file() and is_image_file(path):
-            return _photo_pick(path)
+            return _photo_pick(path, detector)
         raise FerOptionError(
             f"--image must be an id or row number of {faces.description} or an existing image file "
             f"({error}). Received: image={spec!r}"

@@ -308,3 +308,21 @@ def test_a_photos_largest_face_is_explained_not_the_whole_photo(tmp_path, monkey
     pick = report.select_image(report.load_faces(None), str(tmp_path / "scene.png"))
     assert "no face found; the whole image is explained" in pick.note
     np.testing.assert_array_equal(pick.pixels, cv2.resize(photo, (48, 48), interpolation=cv2.INTER_AREA)[:, :, None])
+
+
+def test_detector_option_picks_the_face_of_a_tilted_photo(tmp_path, capsys):
+    import cv2
+    from matplotlib import cbook
+
+    portrait = cv2.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    matrix = cv2.getRotationMatrix2D((256, 300), 25, 1.0)
+    cv2.imwrite(str(tmp_path / "tilted.png"), cv2.warpAffine(portrait, matrix, (512, 600),
+                                                             borderMode=cv2.BORDER_REPLICATE))
+    notes = {}
+    for detector in ("haar", "mtcnn"):
+        assert main(["saliency", "--image", str(tmp_path / "tilted.png"), "--detector", detector,
+                     "--out", str(tmp_path / detector)]) == 0
+        notes[detector] = capsys.readouterr().out
+        check_png(tmp_path / detector / "saliency_tilted.png")
+    assert "tilted.png: no face found" in notes["haar"]
+    assert "tilted.png: face found at x=" in notes["mtcnn"]

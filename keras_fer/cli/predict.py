@@ -64,7 +64,7 @@ class PredictOptions:
     no_detect: bool = False
     annotate: str = None
     min_face: int = 30
-    detector: str = "haar"
+    detector: str = "haar"  # faces.DETECTORS[0]
     every: int = 1
     export: str = None
     export_to: str = None
@@ -77,6 +77,7 @@ class PredictOptions:
 
 def build_parser():
     from keras_fer.export import EXPORT_FORMATS
+    from keras_fer.faces import DETECTORS
     from keras_fer.inference import BACKENDS, TTA_MODES
 
     parser = argparse.ArgumentParser(
@@ -120,7 +121,7 @@ def build_parser():
     parser.add_argument("--min-face", type=int, default=30, metavar="PX",
                         help="images and videos: smallest face side the detector looks for, in pixels "
                         "(default: 30)")
-    parser.add_argument("--detector", choices=("haar", "mtcnn"), default="haar",
+    parser.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0],
                         help="images and videos: the face detector - haar (OpenCV's frontal-face cascade, fast) or "
                         "mtcnn (a CNN: finds turned and tilted faces too, about 5x slower; needs "
                         "pip install \"keras-fer[mtcnn]\"). Default: haar")

@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from keras_fer.cli import command, import_tensorflow_quietly, seed_value
 from keras_fer.errors import FerModelError, FerOptionError
+from keras_fer.faces import DETECTORS
 
 DEFAULT_OUT = "figures"
 
@@ -113,6 +114,9 @@ def build_parser():
                        help="the image: an id or row number of the data (e.g. 00000), or the path of an image file "
                        "(any size or colour; in a photo the largest face is found and explained). Default: the "
                        "first image")
+    image.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0],
+                       help="with a photo as --image: the face detector, haar or mtcnn (as predict.py's; default "
+                       "haar)")
     seed = Parser(add_help=False)
     seed.add_argument("--seed", type=seed_value, default=0, help="seed of random choices (default 0)")
 
@@ -248,7 +252,7 @@ def _pick(args, faces):
         if len(faces.images) == 0:
             raise FerOptionError(f"{faces.description} holds no images")
         return report.select_image(faces, str(faces.images.ids[0]))
-    pick = report.select_image(faces, args.image)
+    pick = report.select_image(faces, args.image, getattr(args, "detector", DETECTORS[0]))
     if pick.note:
         print(f"note: {pick.note}")
     return pick
