@@ -63,6 +63,19 @@ def test_bad_images_and_options_are_package_errors_naming_what_was_received(tmp_
         keras_fer.recognize(tmp_path / "broken.png", model=runs[0])
     with pytest.raises(FerDataError, match="nope.png: no such file"):
         keras_fer.recognize(tmp_path / "nope.png", model=runs[0])
+    with pytest.raises(FerOptionError, match="Received: detector='yolo'"):
+        keras_fer.recognize(np.zeros((48, 48), np.uint8), model=runs[0], detector="yolo")
+
+
+def test_the_mtcnn_detector_finds_a_tilted_face(runs):
+    from matplotlib import cbook
+
+    portrait = cv2.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    matrix = cv2.getRotationMatrix2D((256, 300), 30, 1.0)
+    tilted = cv2.warpAffine(portrait, matrix, (512, 600), borderMode=cv2.BORDER_REPLICATE)
+    assert keras_fer.recognize(tilted, model=runs[0]) == []
+    (found,) = keras_fer.recognize(tilted, model=runs[0], detector="mtcnn")
+    assert 150 < found.box[2] < 300 and found.box[2] == found.box[3]
 
 
 def test_the_packaged_model_is_the_default(face):
