@@ -31,13 +31,6 @@ import numpy as np
 ENLARGE, FRAME = 4, 320
 
 
-def overlap(a, b):
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    inter = max(0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0, min(ay + ah, by + bh) - max(ay, by))
-    return inter / float(aw * ah + bw * bh - inter)
-
-
 def photo(face):
     """The face enlarged and framed; returns (photo, true box)."""
     import cv2
@@ -77,23 +70,26 @@ def main(argv=None):
             start = time.perf_counter()
             boxes = faces.detect_faces(image, detector=name)
             seconds += time.perf_counter() - start
-            best = max(boxes, key=lambda box: overlap(box, truth), default=None)
-            if best is None or overlap(best, truth) <= 0.3:
+            best = max(boxes, key=lambda box: faces.iou(box, truth), default=None)
+            if best is None or faces.iou(best, truth) <= 0.3:
                 continue
             found += 1
-            ious.append(overlap(best, truth))
+            ious.append(faces.iou(best, truth))
             ratios.append(truth[2] / max(best[2], best[3]))
             crops.append(faces.crop_faces(image, [best])[0])
             kept.append(index)
+        if not found:
+            print(f"{name:>6}: found no face of {len(pixels)}")
+            results[name] = dict(found=0.0, ms=1000 * seconds / len(pixels))
+            continue
         kept = np.asarray(kept, dtype=int)
-        right = predict_proba(predictors, np.stack(crops), "crops").argmax(axis=1) == labels[kept] if crops else []
-        results[name] = dict(found=found / len(pixels), iou=float(np.mean(ious)) if ious else 0.0,
-                             scale=float(np.median(ratios)) if ratios else 0.0,
-                             drop=100 * (float(np.mean(original[kept])) - float(np.mean(right))) if crops else 0.0,
-                             ms=1000 * seconds / len(pixels))
+        right = predict_proba(predictors, np.stack(crops), "crops").argmax(axis=1) == labels[kept]
+        before, after = float(np.mean(original[kept])), float(np.mean(right))
+        results[name] = dict(found=found / len(pixels), iou=float(np.mean(ious)), scale=float(np.median(ratios)),
+                             drop=100 * (before - after), ms=1000 * seconds / len(pixels))
         print(f"{name:>6}: found {found}/{len(pixels)} ({results[name]['found']:.1%}), IoU {results[name]['iou']:.2f}, "
-              f"scale {results[name]['scale']:.3f}, accuracy on originals {np.mean(original[kept]):.3f} -> crops "
-              f"{np.mean(right) if crops else 0:.3f}, {results[name]['ms']:.0f} ms/photo")
+              f"scale {results[name]['scale']:.3f}, accuracy on originals {before:.3f} -> crops {after:.3f}, "
+              f"{results[name]['ms']:.0f} ms/photo")
     print("RESULT " + " ".join(f"{name}_{key}={value:.3f}" for name, values in results.items()
                                for key, value in values.items()))
 

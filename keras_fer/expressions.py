@@ -1,8 +1,9 @@
 """One call from an image to the expressions of its faces, as the PyPI `fer` package's
 `FER().detect_emotions(image)` gives them: `keras_fer.recognize(image)`.
 
-Faces are found with OpenCV's Haar cascade (`keras_fer.faces`; an image of exactly 48x48 pixels
-is taken as a face crop) and classified by the packaged model, or by any model or ensemble
+Faces are found with OpenCV's Haar cascade, or MTCNN with `detector="mtcnn"` (`keras_fer.faces`;
+an image of exactly 48x48 pixels is taken as a face crop) and classified by the packaged model, or
+by any model or ensemble
 `predict.py` takes. Models are loaded once and reused by later calls.
 
 Example:

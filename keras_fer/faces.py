@@ -12,6 +12,7 @@ Example:
 """
 
 import functools
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -84,12 +85,21 @@ def check_detector(detector):
     Raises:
         FerOptionError: saying what to choose or install.
     """
-    import importlib.util
+    from importlib import metadata
 
     if detector not in DETECTORS:
         raise FerOptionError(f"detector must be one of {', '.join(DETECTORS)}. Received: detector={detector!r}")
-    if detector == "mtcnn" and (importlib.util.find_spec("mtcnn") is None or importlib.util.find_spec("lz4") is None):
-        raise FerOptionError('the mtcnn detector needs the mtcnn package: pip install "keras-fer[mtcnn]"')
+    if detector != "mtcnn":
+        return
+    versions = {}
+    for package in ("mtcnn", "lz4", "joblib"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            raise FerOptionError('the mtcnn detector needs the mtcnn package: pip install "keras-fer[mtcnn]"') from None
+    if versions["mtcnn"] != MTCNN_VERSION or not versions["joblib"].startswith("1.6."):
+        raise FerOptionError(f"the mtcnn detector needs mtcnn {MTCNN_VERSION} and joblib 1.6 (found mtcnn "
+                             f"{versions['mtcnn']}, joblib {versions['joblib']}): pip install \"keras-fer[mtcnn]\"")
 
 
 def detect_faces(image, min_size=DEFAULT_MIN_FACE, scale_factor=1.1, min_neighbors=5, detector="haar"):
@@ -133,12 +143,30 @@ def detect_faces(image, min_size=DEFAULT_MIN_FACE, scale_factor=1.1, min_neighbo
 MTCNN_BOX_SCALE = 0.95
 
 
-def _weights_unpickler():
-    """joblib's unpickler for the `mtcnn` package's weight files, limited to plain numeric arrays.
+#: The SHA-256 of the weight files of mtcnn 1.0.0 (the pinned release): nothing else is loaded.
+MTCNN_WEIGHTS_SHA256 = {
+    "pnet.lz4": "ea6b0c3e685ebee3165326ad6484acc95f2ef78f1c94fbf40a55704fa989f7b5",
+    "rnet.lz4": "cb00e6460f3c98b0bfafaba3c0a0ded4bdf6e62cee7174d969e8670d7e757fee",
+    "onet.lz4": "94f6ea2f4cf985275ee958cdd762d17b6009348a4fb9d8c6be39ba73ffd22ca3",
+}
+MTCNN_VERSION = "1.0.0"
+_WRAPPER_STATE = {"subclass", "shape", "order", "dtype", "allow_mmap", "numpy_array_alignment_bytes"}
 
-    The package loads its weights with `joblib.load`, which is pickle and could run any code; this
-    one resolves no global but joblib's array wrapper, `numpy.ndarray` and `numpy.dtype`, and
-    refuses object arrays (joblib reads those with an unrestricted `pickle.load`).
+
+def _refuse(what):
+    import pickle
+
+    raise pickle.UnpicklingError(f"refused {what}: only numeric arrays are loaded")
+
+
+def _weights_unpickler():
+    """joblib's unpickler limited to what the `mtcnn` weight files hold: a list of numeric arrays.
+
+    Globals: only joblib's array wrapper, `numpy.ndarray` (as the wrapper's `subclass`) and
+    `numpy.dtype`. Calls: only `numpy.dtype(str, ...)` and the wrapper's empty constructor. State
+    (BUILD): only an integer or float dtype's, or a wrapper's own fields with such a dtype (made
+    afresh from its type string, so no state set on it survives). Every other way pickle has of
+    making or changing an object is refused.
     """
     import pickle
 
@@ -151,50 +179,101 @@ def _weights_unpickler():
 
         def find_class(self, module, name):
             if (module, name) not in allowed:
-                raise pickle.UnpicklingError(f"refused global {module}.{name}: only numeric arrays are loaded")
+                _refuse(f"global {module}.{name}")
             return super().find_class(module, name)
+
+        def load_reduce(self):
+            function, arguments = self.stack[-2], self.stack[-1]
+            if function is not np.dtype or not arguments or not isinstance(arguments[0], str):
+                _refuse(f"call of {getattr(function, '__name__', type(function).__name__)}")
+            pickle._Unpickler.load_reduce(self)
+
+        def load_newobj(self):
+            if self.stack[-2] is not NumpyArrayWrapper or self.stack[-1] != ():
+                _refuse("object construction")
+            pickle._Unpickler.load_newobj(self)
 
         def load_build(self):
             state, target = self.stack[-1], self.stack[-2]
-            if isinstance(target, NumpyArrayWrapper) and (
-                not isinstance(state, dict) or state.get("subclass") is not np.ndarray
-                or not isinstance(state.get("dtype"), np.dtype) or state["dtype"].hasobject
-            ):
-                raise pickle.UnpicklingError("refused array: only plain numeric arrays are loaded")
+            if isinstance(target, np.dtype) and target.kind in "fiu":  # numpy's own dtype pickles carry a state
+                pickle._Unpickler.load_build(self)
+                return
+            if type(target) is not NumpyArrayWrapper or not isinstance(state, dict) or not set(state) <= _WRAPPER_STATE:
+                _refuse("object state")
+            dtype = state.get("dtype")
+            if state.get("subclass") is not np.ndarray or not isinstance(dtype, np.dtype) or dtype.kind not in "fiu":
+                _refuse(f"array of dtype {dtype!r}")
+            state["dtype"] = np.dtype(dtype.str)  # a fresh dtype: no state carried over
             NumpyUnpickler.load_build(self)
 
+        def refused(self):
+            _refuse("opcode")
+
+        dispatch[pickle.REDUCE[0]] = load_reduce
+        dispatch[pickle.NEWOBJ[0]] = load_newobj
         dispatch[pickle.BUILD[0]] = load_build
+        for opcode in (pickle.INST, pickle.OBJ, pickle.NEWOBJ_EX, pickle.PERSID, pickle.BINPERSID,
+                       pickle.EXT1, pickle.EXT2, pickle.EXT4):
+            dispatch[opcode[0]] = refused
 
     return ArraysOnly
 
 
-def load_mtcnn_weights(path):
-    """The list of arrays in one of the `mtcnn` package's `.lz4` weight files, loaded without
-    running pickled code (`_weights_unpickler`).
+def _read_arrays(path):
+    """The list of numeric arrays in a joblib `.lz4` file, read by `_weights_unpickler`.
 
     Raises:
-        FerModelError: naming the file, when it cannot be read or holds anything but arrays.
+        FerModelError: naming the file, when it cannot be read or holds anything else.
     """
     import lz4.frame
 
     try:
         with lz4.frame.open(path, "rb") as stream:
-            unpickler = _weights_unpickler()(str(path), stream, ensure_native_byte_order=True)
-            weights = unpickler.load()
+            weights = _weights_unpickler()(str(path), stream, ensure_native_byte_order=True).load()
     except Exception as error:  # corrupt, truncated or refused: one clear line
         raise FerModelError(f"{path}: not an MTCNN weight file of plain arrays ({error})") from None
-    if not isinstance(weights, list) or not all(isinstance(array, np.ndarray) for array in weights):
+    if not isinstance(weights, list) or not all(
+        type(array) is np.ndarray and array.dtype.kind in "fiu" for array in weights
+    ):
         raise FerModelError(f"{path}: not an MTCNN weight file of plain arrays (got {type(weights).__name__})")
     return weights
+
+
+def load_mtcnn_weights(path):
+    """The arrays of one of mtcnn 1.0.0's weight files (`pnet.lz4`, `rnet.lz4`, `onet.lz4`).
+
+    The package loads them with `joblib.load`, which is pickle and could run any code. Here the
+    file must have the SHA-256 of that release's file of the same name, and is then read by a
+    joblib reader that makes nothing but numeric arrays (`_read_arrays`).
+
+    Raises:
+        FerModelError: naming the file, when it is not one of those files.
+    """
+    from keras_fer.files import file_sha256
+
+    path = Path(path)
+    expected = MTCNN_WEIGHTS_SHA256.get(path.name)
+    if expected is None:
+        raise FerModelError(f"{path}: not an mtcnn {MTCNN_VERSION} weight file ({', '.join(MTCNN_WEIGHTS_SHA256)})")
+    try:
+        digest = file_sha256(path)
+    except OSError as error:
+        raise FerModelError(f"{path}: cannot read it ({error.strerror or error})") from None
+    if digest != expected:
+        raise FerModelError(f"{path}: not mtcnn {MTCNN_VERSION}'s {path.name} (its SHA-256 differs): "
+                            f"reinstall it, pip install mtcnn=={MTCNN_VERSION}")
+    return _read_arrays(path)
+
+
+_MTCNN_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
 def mtcnn_detector():
     """The `mtcnn` package's detector (all three stages), built once, its weights loaded by
     `load_mtcnn_weights` instead of the package's own `joblib.load`."""
-    from unittest import mock
-
     from importlib import resources
+    from unittest import mock
 
     check_detector("mtcnn")
     import mtcnn
@@ -205,34 +284,46 @@ def mtcnn_detector():
     def weights(name):
         return load_mtcnn_weights(folder / name)
 
-    with mock.patch.object(stage_pnet, "load_weights", weights), mock.patch.object(
+    # The stages call the `load_weights` their modules imported; it is swapped while they are built.
+    with _MTCNN_LOCK, mock.patch.object(stage_pnet, "load_weights", weights), mock.patch.object(
         stage_rnet, "load_weights", weights
     ), mock.patch.object(stage_onet, "load_weights", weights):
         return mtcnn.MTCNN(stages="face_and_landmarks_detection")
 
 
+def iou(first, second):
+    """Intersection over union of two `(x, y, w, h)` boxes (0 for disjoint ones)."""
+    ax, ay, aw, ah = first
+    bx, by, bw, bh = second
+    inter = max(0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0, min(ay + ah, by + bh) - max(ay, by))
+    union = aw * ah + bw * bh - inter
+    return inter / float(union) if union > 0 else 0.0
+
+
+def square_box(x, y, w, h, scale, width, height):
+    """A square of side `scale * max(w, h)` about the centre of box `(x, y, w, h)`, moved (or, if
+    larger than the image, shrunk) to lie inside a `width` x `height` image, as int `(x, y, side,
+    side)`: a crop is never stretched out of square nor cut off at an image edge."""
+    side = int(round(min(scale * max(w, h), width, height)))
+    left = int(round(x + w / 2 - side / 2))
+    top = int(round(y + h / 2 - side / 2))
+    left, top = min(max(left, 0), width - side), min(max(top, 0), height - side)
+    return left, top, side, side
+
+
 def _mtcnn_boxes(image, min_size):
-    """MTCNN's boxes, made square and scaled by `MTCNN_BOX_SCALE`, clipped to the image."""
+    """MTCNN's boxes as `square_box`es scaled by `MTCNN_BOX_SCALE`, those of side `min_size` or more."""
     import cv2
 
     rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     # The package's own min_face_size fails inside TensorFlow for some values (30 on a 320x400
-    # photo: "Incompatible shapes"), so it keeps its default (20) and small faces are dropped here.
-    found = mtcnn_detector().detect_faces(rgb)
+    # photo: "Incompatible shapes"), so it keeps its default (faces from 20 px) and small faces
+    # are dropped here. Its boxes are taken unclipped (fit_to_image=False): clipping first would
+    # make an edge face's square off-centre.
+    found = mtcnn_detector().detect_faces(rgb, fit_to_image=False)
     height, width = image.shape[:2]
-    boxes = []
-    for face in found:
-        x, y, w, h = (float(v) for v in face["box"])
-        if max(w, h) < min_size:
-            continue
-        side = MTCNN_BOX_SCALE * max(w, h)
-        left, top = x + w / 2 - side / 2, y + h / 2 - side / 2
-        left, top = max(0, int(round(left))), max(0, int(round(top)))
-        side = int(round(side))
-        right, bottom = min(width, left + side), min(height, top + side)
-        if right - left >= 2 and bottom - top >= 2:
-            boxes.append((left, top, right - left, bottom - top))
-    return boxes
+    boxes = [square_box(*(float(v) for v in face["box"]), MTCNN_BOX_SCALE, width, height) for face in found]
+    return [box for box in boxes if box[2] >= max(int(min_size), 2)]
 
 
 def crop_faces(image, boxes):

@@ -1,6 +1,8 @@
 """keras_fer.faces: OpenCV's Haar cascade finds a (demo) face pasted into a larger photo, and
 nothing in a blank one; crops come out as FER input."""
 
+import pickle
+
 import cv2
 import numpy as np
 import pytest
@@ -23,11 +25,7 @@ def photo_with_face(index=0, scale=4, size=(300, 400), at=(60, 110), colour=True
     return image, (at[1], at[0], side, side)
 
 
-def overlap(a, b):
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    inter = max(0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0, min(ay + ah, by + bh) - max(ay, by))
-    return inter / float(aw * ah + bw * bh - inter)
+overlap = faces.iou
 
 
 @pytest.mark.parametrize("index", range(7))
@@ -153,7 +151,7 @@ def test_mtcnn_finds_a_tilted_face_the_cascade_misses(portrait, angle):
     assert 0.8 < box[2] / upright[2] < 1.35
 
 
-def test_mtcnn_weights_load_as_arrays_and_nothing_else(tmp_path):
+def test_mtcnn_weights_are_the_pinned_files(tmp_path):
     import joblib
     from importlib import resources
 
@@ -161,20 +159,29 @@ def test_mtcnn_weights_load_as_arrays_and_nothing_else(tmp_path):
 
     shipped = faces.load_mtcnn_weights(resources.files("mtcnn.assets.weights") / "pnet.lz4")
     assert len(shipped) == 13 and all(array.dtype == np.float32 for array in shipped)
-    arrays = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(4, np.float64)]
-    joblib.dump(arrays, tmp_path / "good.lz4", compress="lz4")
-    loaded = faces.load_mtcnn_weights(tmp_path / "good.lz4")
-    assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(loaded, arrays))
-    marker = tmp_path / "ran"
-    for name, value in (("code", [Exploit(marker)]), ("objects", [np.array([Exploit(marker)], dtype=object)]),
-                        ("dict", {"weights": arrays[0]})):
-        joblib.dump(value, tmp_path / f"{name}.lz4", compress="lz4")
-        with pytest.raises(FerModelError, match=f"{name}.lz4: not an MTCNN weight file of plain arrays"):
-            faces.load_mtcnn_weights(tmp_path / f"{name}.lz4")
-    (tmp_path / "corrupt.lz4").write_bytes(b"\x04\x22\x4d\x18 not really lz4")
-    with pytest.raises(FerModelError, match="corrupt.lz4"):
-        faces.load_mtcnn_weights(tmp_path / "corrupt.lz4")
-    assert not marker.exists()  # nothing pickled ran
+    joblib.dump([np.ones(3, np.float32)], tmp_path / "pnet.lz4", compress="lz4")  # arrays, but not the release's
+    with pytest.raises(FerModelError, match="pnet.lz4: not mtcnn 1.0.0's pnet.lz4 \\(its SHA-256 differs\\)"):
+        faces.load_mtcnn_weights(tmp_path / "pnet.lz4")
+    with pytest.raises(FerModelError, match="other.lz4: not an mtcnn 1.0.0 weight file"):
+        faces.load_mtcnn_weights(tmp_path / "other.lz4")
+
+
+def test_mtcnn_detector_loads_its_weights_through_the_pinned_reader(monkeypatch):
+    import joblib
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("joblib.load was called")
+
+    read = []
+    real = faces.load_mtcnn_weights
+    monkeypatch.setattr(joblib, "load", no_pickle)
+    monkeypatch.setattr(faces, "load_mtcnn_weights", lambda path: read.append(path.name) or real(path))
+    faces.mtcnn_detector.cache_clear()
+    try:
+        faces.mtcnn_detector()
+    finally:
+        faces.mtcnn_detector.cache_clear()
+    assert read == ["pnet.lz4", "rnet.lz4", "onet.lz4"]
 
 
 class Exploit:
@@ -187,18 +194,113 @@ class Exploit:
         return (open, (self.path, "w"))
 
 
+def _text(value):
+    data = value.encode()
+    return pickle.BINUNICODE + len(data).to_bytes(4, "little") + data
+
+
+def _global(module, name):
+    return pickle.GLOBAL + f"{module}\n{name}\n".encode()
+
+
+WRAPPER, NDARRAY, DTYPE = (_global("joblib.numpy_pickle", "NumpyArrayWrapper"), _global("numpy", "ndarray"),
+                           _global("numpy", "dtype"))
+
+
+def _dtype(code):
+    return DTYPE + _text(code) + pickle.NEWFALSE + pickle.NEWTRUE + pickle.TUPLE3 + pickle.REDUCE
+
+
+def _build_state(pairs):
+    return pickle.EMPTY_DICT + pickle.MARK + b"".join(_text(key) + value for key, value in pairs) + pickle.SETITEMS
+
+
+def _payloads(marker):
+    """Hand-made pickles that use only the allowed globals (a review found each got past an
+    earlier version of the reader), and the plain ones."""
+    int32 = lambda n: pickle.BININT + n.to_bytes(4, "little", signed=True)  # noqa: E731
+    # 1. An object dtype whose flags a BUILD clears, so it no longer says it holds objects.
+    cleared = (_dtype("O8") + pickle.MARK + pickle.BININT1 + b"\x03" + _text("|") + pickle.NONE * 3 + int32(-1)
+               + int32(-1) + pickle.BININT1 + b"\x00" + pickle.TUPLE + pickle.BUILD)
+    flags = (WRAPPER + pickle.MARK + NDARRAY + pickle.BININT1 + b"\x02" + pickle.TUPLE1 + _text("C") + cleared
+             + pickle.TUPLE + pickle.REDUCE + _build_state([("subclass", NDARRAY)]) + pickle.BUILD
+             + b"\x00" + b"\x41" * 16)
+    # 2. A BUILD on the wrapper class itself, giving it a __setstate__ that swallows the checked state.
+    setstate = (WRAPPER + pickle.NONE + pickle.EMPTY_DICT + _text("__setstate__") + DTYPE + pickle.SETITEM
+                + pickle.TUPLE2 + pickle.BUILD + pickle.POP)
+    # 3. numpy.ndarray called directly with an object dtype, filled by its own BUILD.
+    direct = (NDARRAY + pickle.BININT1 + b"\x01" + pickle.TUPLE1 + _dtype("O8") + pickle.TUPLE2 + pickle.REDUCE
+              + pickle.MARK + pickle.BININT1 + b"\x01" + pickle.BININT1 + b"\x01" + pickle.TUPLE1 + _dtype("O8")
+              + pickle.NEWFALSE + pickle.EMPTY_LIST + _text("not a number") + pickle.APPEND + pickle.TUPLE
+              + pickle.BUILD)
+    raw = {name: pickle.PROTO + b"\x02" + pickle.EMPTY_LIST + body + pickle.APPEND + pickle.STOP
+           for name, body in (("flags", flags), ("setstate", setstate + flags), ("direct", direct))}
+    raw["code"] = pickle.dumps([Exploit(marker)], protocol=4)
+    raw["objects"] = pickle.dumps([np.array([Exploit(marker)], dtype=object)], protocol=4)
+    raw["dict"] = pickle.dumps({"weights": np.ones(2)}, protocol=4)
+    return raw
+
+
+def test_the_weight_reader_makes_numeric_arrays_and_nothing_else(tmp_path):
+    import joblib
+    import lz4.frame
+
+    from keras_fer.errors import FerModelError
+
+    arrays = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(4, np.float64), np.arange(3, dtype=np.int64)]
+    joblib.dump(arrays, tmp_path / "good.lz4", compress="lz4")
+    loaded = faces._read_arrays(tmp_path / "good.lz4")
+    assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(loaded, arrays))
+    marker = tmp_path / "ran"
+    for name, raw in _payloads(marker).items():
+        with lz4.frame.open(tmp_path / f"{name}.lz4", "wb") as stream:
+            stream.write(raw)
+        with pytest.raises(FerModelError, match=f"{name}.lz4: not an MTCNN weight file of plain arrays"):
+            faces._read_arrays(tmp_path / f"{name}.lz4")
+    (tmp_path / "corrupt.lz4").write_bytes(b"\x04\x22\x4d\x18 not really lz4")
+    with pytest.raises(FerModelError, match="corrupt.lz4"):
+        faces._read_arrays(tmp_path / "corrupt.lz4")
+    assert not marker.exists()  # nothing pickled ran
+    assert faces._read_arrays(tmp_path / "good.lz4")[0].dtype == np.float32  # joblib itself left as it was
+
+
+@pytest.mark.parametrize("box, expected", [
+    ((100, 100, 40, 50), (95, 100, 50, 50)),   # squared about the centre
+    ((0, 10, 30, 40), (0, 10, 40, 40)),        # at the left edge: moved inside, not cut
+    ((70, 10, 30, 40), (60, 10, 40, 40)),      # at the right edge
+    ((-10, -10, 300, 300), (0, 20, 100, 100)),  # larger than the image: shrunk to it
+])
+def test_square_boxes_stay_square_and_inside(box, expected):
+    image_width, image_height = (200, 200) if expected[2] == 50 else (100, 120)
+    assert faces.square_box(*box, 1.0, image_width, image_height) == expected
+
+
 def test_unknown_or_missing_detector_is_an_option_error(monkeypatch):
     from keras_fer.errors import FerOptionError
 
     with pytest.raises(FerOptionError, match="detector must be one of haar, mtcnn. Received: detector='yolo'"):
         faces.detect_faces(np.zeros((64, 64), np.uint8), detector="yolo")
-    import importlib.util
+    from importlib import metadata
 
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mtcnn" else real(name, *a))
-    with pytest.raises(FerOptionError, match=r'pip install "keras-fer\[mtcnn\]"'):
+    real = metadata.version
+
+    def installed(versions):
+        def version(name):
+            if name not in versions:
+                return real(name)
+            if versions[name] is None:
+                raise metadata.PackageNotFoundError(name)
+            return versions[name]
+        return version
+
+    monkeypatch.setattr(metadata, "version", installed({"mtcnn": None}))
+    with pytest.raises(FerOptionError, match=r'needs the mtcnn package: pip install "keras-fer\[mtcnn\]"'):
         faces.check_detector("mtcnn")
     faces.check_detector("haar")
+    for versions in ({"mtcnn": "0.1.1"}, {"joblib": "1.5.3"}):  # the fer package's mtcnn; a joblib not checked
+        monkeypatch.setattr(metadata, "version", installed(versions))
+        with pytest.raises(FerOptionError, match=r"needs mtcnn 1.0.0 and joblib 1.6 \(found mtcnn"):
+            faces.check_detector("mtcnn")
 
 
 def test_face_boxes_take_crops_whole_and_detect_otherwise(portrait):
