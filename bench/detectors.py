@@ -12,7 +12,9 @@ original 48x48 frame. For each detector (`faces.DETECTORS`):
 - accuracy: the packaged model (ten-crop) on the crops of the found boxes, next to its accuracy
   on the same faces' original 48x48 images - how much the framing costs (the draw is from the
   training data, which the packaged model was trained on, so only the difference means something);
-- ms/photo: wall time per detection.
+- ms/photo: wall time per detection, one photo a call; for MTCNN also `batched_ms`, all the
+  photos (one size) through `faces.face_boxes_each`, as video frames go, which must give the
+  same boxes.
 
     PYTHONPATH=. python bench/detectors.py --data ../shared/fer2013 [--faces 400] [--seed 0]
 
@@ -78,6 +80,13 @@ def main(argv=None):
             ratios.append(truth[2] / max(best[2], best[3]))
             crops.append(faces.crop_faces(image, [best])[0])
             kept.append(index)
+        if name == "mtcnn":
+            photos = [photo(face)[0] for face in pixels[:, :, :, 0]]
+            start = time.perf_counter()
+            batched = faces.face_boxes_each(photos, detector=name)
+            batched_ms = 1000 * (time.perf_counter() - start) / len(photos)
+            single = [faces.detect_faces(image, detector=name) for image in photos]
+            print(f"{name:>6}: batched {batched_ms:.0f} ms/photo, same boxes as one by one: {batched == single}")
         if not found:
             print(f"{name:>6}: found no face of {len(pixels)}")
             results[name] = dict(found=0.0, ms=1000 * seconds / len(pixels))
@@ -87,6 +96,8 @@ def main(argv=None):
         before, after = float(np.mean(original[kept])), float(np.mean(right))
         results[name] = dict(found=found / len(pixels), iou=float(np.mean(ious)), scale=float(np.median(ratios)),
                              drop=100 * (before - after), ms=1000 * seconds / len(pixels))
+        if name == "mtcnn":
+            results[name]["batched_ms"] = batched_ms
         print(f"{name:>6}: found {found}/{len(pixels)} ({results[name]['found']:.1%}), IoU {results[name]['iou']:.2f}, "
               f"scale {results[name]['scale']:.3f}, accuracy on originals {before:.3f} -> crops {after:.3f}, "
               f"{results[name]['ms']:.0f} ms/photo")

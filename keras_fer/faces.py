@@ -74,9 +74,37 @@ def is_face_crop(image):
 def face_boxes(image, detect=True, min_size=DEFAULT_MIN_FACE, detector="haar"):
     """The boxes to classify in `image`: the whole image when `detect` is False or the image is
     already a 48x48 face crop, else `detect_faces`'s."""
-    if not detect or is_face_crop(image):
-        return [(0, 0, int(image.shape[1]), int(image.shape[0]))]
-    return detect_faces(image, min_size=min_size, detector=detector)
+    return face_boxes_each([image], detect, min_size, detector)[0]
+
+
+#: MTCNN runs images of one size together up to this many pixels a batch (its first pyramid level
+#: of a batch is this many float32 RGB pixels: ~100 MB).
+MTCNN_BATCH_PIXELS = 8_000_000
+
+
+def face_boxes_each(images, detect=True, min_size=DEFAULT_MIN_FACE, detector="haar"):
+    """`face_boxes` of each image, in order. MTCNN runs the images of one size as batches (video
+    frames, photos from one camera): 3.6 times faster a frame than one by one, on 16 frames of
+    376x320 (bench in docs/prediction.md)."""
+    found = [None] * len(images)
+    searched = []
+    for position, image in enumerate(images):
+        if not detect or is_face_crop(image):
+            found[position] = [(0, 0, int(image.shape[1]), int(image.shape[0]))]
+        elif detector != "mtcnn":
+            found[position] = detect_faces(image, min_size=min_size, detector=detector)
+        else:
+            searched.append(position)
+    by_shape = {}
+    for position in searched:
+        by_shape.setdefault(images[position].shape, []).append(position)
+    for shape, positions in by_shape.items():
+        step = max(1, MTCNN_BATCH_PIXELS // (shape[0] * shape[1]))
+        for start in range(0, len(positions), step):
+            chunk = positions[start:start + step]
+            for position, boxes in zip(chunk, _mtcnn_boxes([images[p] for p in chunk], min_size)):
+                found[position] = sorted(boxes, key=lambda box: (box[0], box[1]))
+    return found
 
 
 def check_detector(detector):
@@ -121,7 +149,7 @@ def detect_faces(image, min_size=DEFAULT_MIN_FACE, scale_factor=1.1, min_neighbo
     """
     check_detector(detector)
     if detector == "mtcnn":
-        boxes = _mtcnn_boxes(image, min_size)
+        boxes = _mtcnn_boxes([image], min_size)[0]
     else:
         import cv2
 
@@ -311,19 +339,25 @@ def square_box(x, y, w, h, scale, width, height):
     return left, top, side, side
 
 
-def _mtcnn_boxes(image, min_size):
-    """MTCNN's boxes as `square_box`es scaled by `MTCNN_BOX_SCALE`, those of side `min_size` or more."""
+def _mtcnn_boxes(images, min_size):
+    """MTCNN's boxes of each of `images` (all of one size, run as one batch), as `square_box`es
+    scaled by `MTCNN_BOX_SCALE`, those of side `min_size` or more."""
     import cv2
 
-    rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    rgb = [cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+           for image in images]
     # The package's own min_face_size fails inside TensorFlow for some values (30 on a 320x400
     # photo: "Incompatible shapes"), so it keeps its default (faces from 20 px) and small faces
     # are dropped here. Its boxes are taken unclipped (fit_to_image=False): clipping first would
-    # make an edge face's square off-centre.
+    # make an edge face's square off-centre. A list in gives one list of faces per image.
     found = mtcnn_detector().detect_faces(rgb, fit_to_image=False)
-    height, width = image.shape[:2]
-    boxes = [square_box(*(float(v) for v in face["box"]), MTCNN_BOX_SCALE, width, height) for face in found]
-    return [box for box in boxes if box[2] >= max(int(min_size), 2)]
+    height, width = images[0].shape[:2]
+    result = []
+    for faces_of_image in found:
+        boxes = [square_box(*(float(v) for v in face["box"]), MTCNN_BOX_SCALE, width, height)
+                 for face in faces_of_image]
+        result.append([box for box in boxes if box[2] >= max(int(min_size), 2)])
+    return result
 
 
 def crop_faces(image, boxes):

@@ -193,6 +193,9 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
 
     def flush(held, writer, annotation):
         nonlocal boxes_now, captions_now
+        searched = iter(face_tools.face_boxes_each([frame for _, _, frame, analyse in held if analyse],
+                                                   detect, min_face, detector))
+        held = [(index, second, frame, next(searched) if analyse else None) for index, second, frame, analyse in held]
         analysed = [item for item in held if item[3] is not None]
         crops = [face_tools.crop_faces(frame, boxes) for _, _, frame, boxes in analysed]
         crops = np.concatenate(crops) if crops else np.zeros((0, 48, 48, 1), np.uint8)
@@ -219,7 +222,6 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
                 captions_now = [f"{CLASS_NAMES[int(row.argmax())]} {row.max():.2f}" for row in mine]
             if annotation is not None:
                 annotation.write(frame, boxes_now, captions_now)
-        held.clear()
 
     capture, fps, _ = open_video(path)
     try:
@@ -240,13 +242,13 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
                         break
                     index = counts["frames"]
                     counts["frames"] += 1
-                    if analyse:
-                        boxes = face_tools.face_boxes(frame, detect, min_face, detector)
-                        held.append((index, _frame_time(capture, index, fps), frame, boxes))
+                    if analyse:  # its faces are found in `flush`, with the other held frames'
+                        held.append((index, _frame_time(capture, index, fps), frame, True))
                     elif annotation is not None:
-                        held.append((index, None, frame, None))
+                        held.append((index, None, frame, False))
                     if len(held) >= BUFFERED_FRAMES:
                         flush(held, writer, annotation)
+                        held = []
                         if on_frames is not None:
                             on_frames(counts["frames"])
                 flush(held, writer, annotation)

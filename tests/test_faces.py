@@ -303,6 +303,20 @@ def test_unknown_or_missing_detector_is_an_option_error(monkeypatch):
             faces.check_detector("mtcnn")
 
 
+def test_mtcnn_batches_give_each_image_its_own_boxes(portrait, monkeypatch):
+    frames = [cv2.resize(np.roll(portrait, 40 * i, axis=1), (320, 376)) for i in range(3)]  # the face moves
+    images = frames[:2] + [portrait, np.full((100, 100, 3), 128, np.uint8), frames[2], portrait[:48, :48]]
+    monkeypatch.setattr(faces, "MTCNN_BATCH_PIXELS", 2 * 320 * 376)  # the three frames: batches of 2 and 1
+    calls = []
+    real = faces._mtcnn_boxes
+    monkeypatch.setattr(faces, "_mtcnn_boxes", lambda batch, size: calls.append(len(batch)) or real(batch, size))
+    found = faces.face_boxes_each(images, detector="mtcnn")
+    assert sorted(calls) == [1, 1, 1, 2]  # 2 + 1 frames, the portrait, the blank; the crop is not searched
+    assert found[5] == [(0, 0, 48, 48)] and found[3] == []
+    assert found == [faces.face_boxes(image, detector="mtcnn") for image in images]
+    assert found[0][0][0] < found[1][0][0] < found[4][0][0]  # each frame's face where it moved
+
+
 def test_face_boxes_take_crops_whole_and_detect_otherwise(portrait):
     crop = np.zeros((48, 48), np.uint8)
     assert faces.face_boxes(crop) == [(0, 0, 48, 48)]

@@ -321,11 +321,10 @@ def run_images(options, predictors, timings):
             for start in range(0, len(files), group_size):
                 group = files[start:start + group_size]
                 read_start = time.perf_counter()
-                items = []  # (file, image, boxes, crops)
-                for file in group:
-                    image = face_tools.read_photo(file)
-                    boxes = face_tools.face_boxes(image, not options.no_detect, options.min_face, options.detector)
-                    items.append((file, image, boxes, face_tools.crop_faces(image, boxes)))
+                images = [face_tools.read_photo(file) for file in group]
+                found = face_tools.face_boxes_each(images, not options.no_detect, options.min_face, options.detector)
+                items = [(file, image, boxes, face_tools.crop_faces(image, boxes))  # (file, image, boxes, crops)
+                         for file, image, boxes in zip(group, images, found)]
                 timings.read_s += time.perf_counter() - read_start
                 infer_start = time.perf_counter()
                 crops = np.concatenate([item[3] for item in items])
