@@ -8,8 +8,9 @@ area): 1 is no better than uniform. The same setup as the tests' bounds, with ev
 
     PYTHONPATH=. python bench/mask_ratio.py [--faces 140] [--seed 0]
 
-Ends with `RESULT accuracy=... saliency=... smoothgrad=... gradcampp_conv3_act=... scorecam_conv3_act=...
-gradcam_conv3=... ...` (Grad-CAM++'s and Score-CAM's default layer is the rectified `conv3_act`).
+Ends with `RESULT accuracy=... saliency=... smoothgrad=... gradcampp_conv3_act=... layercam_conv3_act=...
+scorecam_conv3_act=... gradcam_conv3=... ...` (Grad-CAM++'s, LayerCAM's and Score-CAM's default layer
+is the rectified `conv3_act`).
 """
 
 import argparse
@@ -46,6 +47,7 @@ def main(argv=None):
     results["smoothgrad"] = explain.mask_ratio(explain.smoothgrad(model, faces, samples=25), masks)
     results["gradcampp_conv3_act"] = explain.mask_ratio(explain.grad_cam(model, faces, plus_plus=True), masks)
     for layer in ("conv3", "conv2", "conv1"):
+        results[f"layercam_{layer}_act"] = explain.mask_ratio(explain.layer_cam(model, faces, f"{layer}_act"), masks)
         results[f"scorecam_{layer}_act"] = explain.mask_ratio(explain.score_cam(model, faces, f"{layer}_act"), masks)
         results[f"gradcam_{layer}"] = explain.mask_ratio(explain.grad_cam(model, faces, layer), masks)
         results[f"gradcampp_{layer}"] = explain.mask_ratio(explain.grad_cam(model, faces, layer, plus_plus=True),

@@ -1,5 +1,5 @@
-"""Why a model says what it says: saliency, SmoothGrad, Grad-CAM(++), Score-CAM, filter ascent,
-feature maps.
+"""Why a model says what it says: saliency, SmoothGrad, Grad-CAM(++), LayerCAM, Score-CAM,
+filter ascent, feature maps.
 
 The gradient methods are written directly with `tf.GradientTape` on the model's *logits*
 (pre-softmax scores: when a model ends in a Softmax, the layer before it is used; Score-CAM uses
@@ -419,7 +419,7 @@ def smoothgrad(model, images, class_index=None, noise=0.15, samples=25, seed=0, 
 # Grad-CAM
 
 
-def _grad_cam_function(model, layer, plus_plus=False):
+def _grad_cam_function(model, layer, weighting="gradcam"):
     tap = _cached(model, ("tap", layer.name), lambda: _Tap(model, [layer]))
 
     @tf.function(input_signature=[_image_spec(model), CLASSES_SPEC])
@@ -430,8 +430,10 @@ def _grad_cam_function(model, layer, plus_plus=False):
             score, chosen = _pick(scores, classes)
             total = tf.reduce_sum(score)
         grads = tape.gradient(total, features)
-        if plus_plus:  # computed in float32, applied in the layer's own dtype (bfloat16 under mixed precision)
+        if weighting == "gradcam++":  # computed in float32, applied in the layer's own dtype (bfloat16 under mixed precision)
             weights = tf.cast(_plus_plus_weights(features, grads), features.dtype)
+        elif weighting == "layercam":  # each position by its own positive gradient
+            weights = tf.nn.relu(grads)
         else:
             weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         heat = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True))
@@ -487,12 +489,32 @@ def grad_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE,
     Raises:
         FerOptionError: for an unknown layer (listing the conv layers).
     """
-    target = cam_layer(model, layer, rectified=plus_plus)
+    return _gradient_cam(model, images, layer, class_index, batch_size, "gradcam++" if plus_plus else "gradcam")
+
+
+def layer_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE):
+    """LayerCAM (Jiang et al. 2021; tf-keras-vis' `Layercam`): ReLU(sum over channels of
+    ReLU(d logit / d A) x A), each position weighted by its own positive gradient rather than by
+    the channel's mean, so it keeps fine detail and works on shallow layers too; upsampled
+    (bilinear) and normalized per image to [0, 1].
+
+    Args:
+        layer: a layer name; None = the last conv layer's rectified output (`cam_layer`).
+        class_index: None for each image's predicted class, an int for all, or one per image.
+
+    Returns:
+        float32 `(N, H, W)` with the input's H and W.
+    """
+    return _gradient_cam(model, images, layer, class_index, batch_size, "layercam")
+
+
+def _gradient_cam(model, images, layer, class_index, batch_size, weighting):
+    target = cam_layer(model, layer, rectified=weighting != "gradcam")
     images = _prepare(model, images)
     classes = _class_array(class_index, len(images))
     _check_classes(classes, int(_functional_of(model).outputs[0].shape[-1]))
-    function = _cached(model, ("grad_cam", target.name, bool(plus_plus)),
-                       lambda: _grad_cam_function(model, target, bool(plus_plus)))
+    function = _cached(model, ("grad_cam", target.name, weighting),
+                       lambda: _grad_cam_function(model, target, weighting))
     maps = [function(tf.constant(images[part]), tf.constant(classes[part]))[0].numpy()
             for part in _chunks(len(images), batch_size)]
     return _normalize(np.concatenate(maps))

@@ -291,9 +291,9 @@ def per_class_note(examples, min_confidence=MIN_CONFIDENCE):
 
 
 EXPLANATIONS = {"saliency": "Saliency", "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++",
-                "scorecam": "Score-CAM"}
+                "layercam": "LayerCAM", "scorecam": "Score-CAM"}
 #: The methods drawn as heatmaps of a conv layer (the others mark pixels).
-CAM_METHODS = ("gradcam", "gradcam++", "scorecam")
+CAM_METHODS = ("gradcam", "gradcam++", "layercam", "scorecam")
 
 
 def explain_maps(model, pixels, method, class_index=None, layer=None, samples=25, noise=0.15, seed=0,
@@ -308,6 +308,8 @@ def explain_maps(model, pixels, method, class_index=None, layer=None, samples=25
         return explain.smoothgrad(model, pixels, class_index, noise=noise, samples=samples, seed=seed)
     if method in ("gradcam", "gradcam++"):
         return explain.grad_cam(model, pixels, layer=layer, class_index=class_index, plus_plus=method == "gradcam++")
+    if method == "layercam":
+        return explain.layer_cam(model, pixels, layer=layer, class_index=class_index)
     if method == "scorecam":
         return explain.score_cam(model, pixels, layer=layer, class_index=class_index, max_channels=max_channels)
     raise FerOptionError(f"method must be one of {', '.join(EXPLANATIONS)}. Received: method={method!r}")

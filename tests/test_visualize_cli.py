@@ -77,6 +77,7 @@ COMMANDS = {
     "gradcam-per-class": (["gradcam", "--per-class", "--layer", "conv1"], "gradcam_per_class.png"),
     "gradcam-class": (["gradcam", "--image", "00001", "--class", "Happy"], "gradcam_00001.png"),
     "gradcam++": (["gradcam++", "--image", "00001", "--layer", "conv2"], "gradcampp_00001.png"),
+    "layercam": (["layercam", "--per-class", "--layer", "conv1"], "layercam_per_class.png"),
     "scorecam": (["scorecam", "--image", "00001", "--max-channels", "4"], "scorecam_00001.png"),
     "filters": (["filters", "--layer", "conv2", "--count", "4", "--steps", "8"], "filters_conv2.png"),
     "activations": (["activations", "--layer", "conv1", "--image", "00002"], "activations_conv1_00002.png"),
@@ -261,7 +262,8 @@ def test_argparse_errors_are_one_line(capsys):
     assert "not allowed with" in error_line(capsys)
 
 
-@pytest.mark.parametrize("command", ["saliency", "smoothgrad", "gradcam", "gradcam++", "scorecam", "filters",
+@pytest.mark.parametrize("command", ["saliency", "smoothgrad", "gradcam", "gradcam++", "layercam", "scorecam",
+                                     "filters",
                                      "activations",
                                      "history", "confusion", "classes", "samples", "augment", "report"])
 def test_help_explains_each_option(command, capsys):

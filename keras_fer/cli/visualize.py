@@ -128,6 +128,8 @@ def build_parser():
                        ("gradcam", "Grad-CAM heatmaps of a conv layer (Selvaraju et al. 2017)"),
                        ("gradcam++", "Grad-CAM++ heatmaps: Grad-CAM with per-position gradient weights, which "
                         "covers every region that raises the class (Chattopadhay et al. 2018)"),
+                       ("layercam", "LayerCAM heatmaps: each position weighted by its own positive gradient, "
+                        "fine detail and shallow layers too (Jiang et al. 2021)"),
                        ("scorecam", "Score-CAM heatmaps: each feature map masks the face and is weighted by the "
                         "class probability it keeps, no gradients (Wang et al. 2020)")):
         sub = add(name, help, [model, data, image, out] + ([seed] if name == "smoothgrad" else []),
@@ -144,9 +146,9 @@ def build_parser():
                          help="with --per-class: the confidence an example needs (default 0.9, as report 002)")
         sub.add_argument("--scan", type=_positive, default=5000, metavar="N",
                          help="with --per-class: look at most at the first N images (default 5000)")
-        if name in ("gradcam", "gradcam++", "scorecam"):
-            sub.add_argument("--layer", metavar="NAME", help="the conv layer (default the last one; for gradcam++ "
-                             "and scorecam its rectified output, e.g. conv8_act)")
+        if name in ("gradcam", "gradcam++", "layercam", "scorecam"):
+            sub.add_argument("--layer", metavar="NAME", help="the conv layer (default the last one; for gradcam++, "
+                             "layercam and scorecam its rectified output, e.g. conv8_act)")
         if name == "scorecam":
             sub.add_argument("--max-channels", type=_positive, metavar="N",
                              help="use only the N feature maps of largest variance: N forward passes per image "
@@ -387,9 +389,8 @@ def _report(args):
 
 
 HANDLERS = {
-    "saliency": _explain, "smoothgrad": _explain, "gradcam": _explain, "gradcam++": _explain, "scorecam": _explain,
-    "filters": _filters,
-    "activations": _activations, "history": _history, "compare": _compare, "confusion": _confusion, "classes": _classes,
+    "saliency": _explain, "smoothgrad": _explain, "gradcam": _explain, "gradcam++": _explain, "layercam": _explain,
+    "scorecam": _explain, "filters": _filters, "activations": _activations, "history": _history, "compare": _compare, "confusion": _confusion, "classes": _classes,
     "samples": _samples, "augment": _augment, "report": _report,
 }
 
