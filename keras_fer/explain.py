@@ -430,7 +430,7 @@ def _grad_cam_function(model, layer, weighting="gradcam"):
             score, chosen = _pick(scores, classes)
             total = tf.reduce_sum(score)
         grads = tape.gradient(total, features)
-        if weighting == "gradcam++":  # computed in float32, applied in the layer's own dtype (bfloat16 under mixed precision)
+        if weighting == "gradcam++":  # in float32, applied in the layer's own dtype (bfloat16 under mixed precision)
             weights = tf.cast(_plus_plus_weights(features, grads), features.dtype)
         elif weighting == "layercam":  # each position by its own positive gradient
             weights = tf.nn.relu(grads)

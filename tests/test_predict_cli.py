@@ -254,7 +254,8 @@ def test_mtcnn_detector_finds_the_tilted_face(tmp_path, run_dirs, capsys):
     matrix = cv2.getRotationMatrix2D((256, 300), 25, 1.0)
     folder = tmp_path / "photos"
     folder.mkdir()
-    cv2.imwrite(str(folder / "tilted.png"), cv2.warpAffine(portrait, matrix, (512, 600), borderMode=cv2.BORDER_REPLICATE))
+    tilted = cv2.warpAffine(portrait, matrix, (512, 600), borderMode=cv2.BORDER_REPLICATE)
+    cv2.imwrite(str(folder / "tilted.png"), tilted)
     counts = {}
     for detector in ("haar", "mtcnn"):
         out = tmp_path / f"{detector}.csv"

@@ -390,8 +390,8 @@ def _report(args):
 
 HANDLERS = {
     "saliency": _explain, "smoothgrad": _explain, "gradcam": _explain, "gradcam++": _explain, "layercam": _explain,
-    "scorecam": _explain, "filters": _filters, "activations": _activations, "history": _history, "compare": _compare, "confusion": _confusion, "classes": _classes,
-    "samples": _samples, "augment": _augment, "report": _report,
+    "scorecam": _explain, "filters": _filters, "activations": _activations, "history": _history, "compare": _compare,
+    "confusion": _confusion, "classes": _classes, "samples": _samples, "augment": _augment, "report": _report,
 }
 
 
