@@ -167,3 +167,22 @@ def test_annotation_and_timeline_follow_each_frames_faces_across_batches(tmp_pat
         for x, y, w, h in [(10, 10, 60, 60), (30, 40, 80, 80), (100, 20, 90, 90)]:
             expected = (x, y, w, h) in drawn
             assert green(frame, x, y + h // 2) == expected, (index, (x, y, w, h))
+
+
+def test_mtcnn_finds_the_tilted_face_of_every_analysed_frame(tmp_path, predictors):
+    from matplotlib import cbook
+
+    portrait = cv2.resize(cv2.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)), (256, 300))
+    frames = []
+    for index in range(6):  # the face turns from 20 to 35 degrees: the cascade finds it in none
+        matrix = cv2.getRotationMatrix2D((128, 150), 20 + 3 * index, 1.0)
+        frames.append(cv2.warpAffine(portrait, matrix, (256, 300), borderMode=cv2.BORDER_REPLICATE))
+    clip = write_video(tmp_path / "tilted.mp4", frames)
+    found = {}
+    for detector in ("haar", "mtcnn"):
+        result = video.predict_video(clip, predictors, tmp_path / f"{detector}.csv", every=2, detector=detector)
+        rows = read_rows(tmp_path / f"{detector}.csv")
+        assert [row["frame"] for row in rows if row["face"] in ("", "1")] == ["0", "2", "4"]
+        found[detector] = (result.faces, [row["w"] for row in rows])
+    assert found["haar"] == (0, ["", "", ""])
+    assert found["mtcnn"][0] == 3 and all(60 < int(w) < 160 for w in found["mtcnn"][1])
