@@ -513,6 +513,7 @@ SECTIONS = (
     ("classes", "Class distribution"),
     ("saliency", "Saliency maps per class"),
     ("gradcam", "Grad-CAM per class"),
+    ("layercam", "LayerCAM per class"),
     ("filters-first", "Filters of the first conv layer"),
     ("filters-last", "Filters of the last conv layer"),
     ("activations", "Activation maps"),
@@ -606,6 +607,12 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
         section.text(f"Grad-CAM of the last conv layer ({explain.find_layer(model).name}) on the same images.")
         section.image(explanation_figure(model, chosen, "gradcam"), "Grad-CAM per class")
 
+    def layercam(section):
+        chosen, _ = picks()
+        section.text(f"LayerCAM of {explain.cam_layer(model, rectified=True).name} on the same images: each position "
+                     "weighted by its own positive gradient, so finer than Grad-CAM.")
+        section.image(explanation_figure(model, chosen, "layercam"), "LayerCAM per class")
+
     convs = explain.conv_layers(model)
 
     def filters_of(layer):
@@ -634,7 +641,7 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
 
     builders = {
         "architecture": architecture, "history": history, "confusion": confusion, "classes": classes,
-        "saliency": saliency, "gradcam": gradcam,
+        "saliency": saliency, "gradcam": gradcam, "layercam": layercam,
         "filters-first": filters_of(convs[0] if convs else None),
         "filters-last": filters_of(convs[-1] if convs else None),
         "activations": activations, "augmentation": augmentation, "configuration": configuration,
