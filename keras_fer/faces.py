@@ -179,6 +179,10 @@ MTCNN_WEIGHTS_SHA256 = {
 }
 MTCNN_VERSION = "1.0.0"
 _WRAPPER_STATE = {"subclass", "shape", "order", "dtype", "allow_mmap", "numpy_array_alignment_bytes"}
+#: The dtypes a weight file may name: numpy's own integer and float type codes (never a name, which
+#: could reach a dtype another package registered), in any byte order.
+_NUMERIC_CODES = {f"{order}{kind}{size}" for order in ("", "<", ">", "|", "=")
+                  for kind, sizes in (("f", (2, 4, 8)), ("i", (1, 2, 4, 8)), ("u", (1, 2, 4, 8))) for size in sizes}
 
 
 def _refuse(what):
@@ -191,10 +195,11 @@ def _weights_unpickler():
     """joblib's unpickler limited to what the `mtcnn` weight files hold: a list of numeric arrays.
 
     Globals: only joblib's array wrapper, `numpy.ndarray` (as the wrapper's `subclass`) and
-    `numpy.dtype`. Calls: only `numpy.dtype(str, ...)` and the wrapper's empty constructor. State
-    (BUILD): only an integer or float dtype's, or a wrapper's own fields with such a dtype (made
-    afresh from its type string, so no state set on it survives). Every other way pickle has of
-    making or changing an object is refused.
+    `numpy.dtype`. Calls: only `numpy.dtype(code, bool, ...)` with a numeric type code, and the
+    wrapper's empty constructor. State (BUILD): on a dtype this file made, only the plain state
+    numpy writes for a numeric dtype; on a wrapper, only its own fields with such a dtype (made
+    afresh from its type string). Every other way pickle has of making or changing an object is
+    refused. (Two reviews found five ways past earlier versions: tests/test_faces.py.)
     """
     import pickle
 
@@ -205,6 +210,10 @@ def _weights_unpickler():
     class ArraysOnly(NumpyUnpickler):
         dispatch = NumpyUnpickler.dispatch.copy()
 
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.made_dtypes, self.kept = set(), []
+
         def find_class(self, module, name):
             if (module, name) not in allowed:
                 _refuse(f"global {module}.{name}")
@@ -212,9 +221,13 @@ def _weights_unpickler():
 
         def load_reduce(self):
             function, arguments = self.stack[-2], self.stack[-1]
-            if function is not np.dtype or not arguments or not isinstance(arguments[0], str):
+            if (function is not np.dtype or type(arguments) is not tuple or not arguments
+                    or type(arguments[0]) is not str or arguments[0] not in _NUMERIC_CODES
+                    or not all(type(flag) is bool for flag in arguments[1:])):
                 _refuse(f"call of {getattr(function, '__name__', type(function).__name__)}")
             pickle._Unpickler.load_reduce(self)
+            self.made_dtypes.add(id(self.stack[-1]))
+            self.kept.append(self.stack[-1])  # alive while loading, so its id is not reused
 
         def load_newobj(self):
             if self.stack[-2] is not NumpyArrayWrapper or self.stack[-1] != ():
@@ -223,7 +236,11 @@ def _weights_unpickler():
 
         def load_build(self):
             state, target = self.stack[-1], self.stack[-2]
-            if isinstance(target, np.dtype) and target.kind in "fiu":  # numpy's own dtype pickles carry a state
+            if isinstance(target, np.dtype):  # numpy's own dtype pickles carry a state: only the plain one
+                if (id(target) not in self.made_dtypes or type(state) is not tuple or len(state) != 8
+                        or state[0] != 3 or state[1] not in ("<", ">", "|", "=")
+                        or state[2:] != (None, None, None, -1, -1, 0)):
+                    _refuse("dtype state")
                 pickle._Unpickler.load_build(self)
                 return
             if type(target) is not NumpyArrayWrapper or not isinstance(state, dict) or not set(state) <= _WRAPPER_STATE:

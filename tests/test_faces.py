@@ -215,6 +215,13 @@ def _build_state(pairs):
     return pickle.EMPTY_DICT + pickle.MARK + b"".join(_text(key) + value for key, value in pairs) + pickle.SETITEMS
 
 
+def _array_of_ones():
+    """A float64 array of two ones, as joblib writes it (wrapper, then the raw bytes)."""
+    state = _build_state([("subclass", NDARRAY), ("shape", pickle.BININT1 + b"\x02" + pickle.TUPLE1),
+                          ("order", _text("C")), ("dtype", _dtype("<f8")), ("allow_mmap", pickle.NEWFALSE)])
+    return WRAPPER + pickle.EMPTY_TUPLE + pickle.NEWOBJ + state + pickle.BUILD + np.ones(2).astype("<f8").tobytes()
+
+
 def _payloads(marker):
     """Hand-made pickles that use only the allowed globals (a review found each got past an
     earlier version of the reader), and the plain ones."""
@@ -233,8 +240,27 @@ def _payloads(marker):
               + pickle.MARK + pickle.BININT1 + b"\x01" + pickle.BININT1 + b"\x01" + pickle.TUPLE1 + _dtype("O8")
               + pickle.NEWFALSE + pickle.EMPTY_LIST + _text("not a number") + pickle.APPEND + pickle.TUPLE
               + pickle.BUILD)
+    # A second review: 4. a dtype registered by name (ml_dtypes', kind 'f', shared by the whole
+    # process) given an object field by a BUILD; 5. a dtype made an array of itself (hashing it
+    # overflows the C stack); 6. a dict as numpy.dtype's arguments, checked as one thing, called as another.
+    shared = (_dtype("float8_e5m2") + pickle.MARK + pickle.BININT1 + b"\x03" + _text("<") + pickle.NONE
+              + _text("a") + pickle.TUPLE1 + pickle.EMPTY_DICT + _text("a") + _dtype("O") + pickle.BININT1 + b"\x00"
+              + pickle.TUPLE2 + pickle.SETITEM + pickle.BININT1 + b"\x01" + pickle.BININT1 + b"\x01"
+              + pickle.BININT1 + b"\x3f" + pickle.TUPLE + pickle.BUILD + pickle.POP)
+    itself = (DTYPE + _text("f8") + pickle.NEWFALSE + pickle.NEWTRUE + pickle.TUPLE3 + pickle.REDUCE
+              + pickle.BINPUT + b"\x00" + pickle.MARK + pickle.BININT1 + b"\x03" + _text("<") + pickle.BINGET + b"\x00"
+              + pickle.BININT1 + b"\x01" + pickle.TUPLE1 + pickle.TUPLE2 + pickle.NONE + pickle.NONE
+              + pickle.BININT1 + b"\x08" + pickle.BININT1 + b"\x08" + pickle.BININT1 + b"\x00" + pickle.TUPLE
+              + pickle.BUILD + pickle.POP + pickle.EMPTY_DICT + pickle.BINGET + b"\x00" + pickle.NONE
+              + pickle.SETITEM + pickle.POP)
+    arguments = (DTYPE + pickle.EMPTY_DICT + WRAPPER + pickle.NONE + pickle.SETITEM + pickle.NEWFALSE + _text("f8")
+                 + pickle.SETITEM + pickle.REDUCE)
     raw = {name: pickle.PROTO + b"\x02" + pickle.EMPTY_LIST + body + pickle.APPEND + pickle.STOP
-           for name, body in (("flags", flags), ("setstate", setstate + flags), ("direct", direct))}
+           for name, body in (("flags", flags), ("setstate", setstate + flags), ("direct", direct),
+                              ("arguments", arguments))}
+    plain = pickle.PROTO + b"\x02" + pickle.EMPTY_LIST + _array_of_ones() + pickle.APPEND + pickle.STOP
+    for name, prefix in (("shared", shared), ("itself", itself)):  # each before a plain array
+        raw[name] = pickle.PROTO + b"\x02" + prefix + plain[2:]
     raw["code"] = pickle.dumps([Exploit(marker)], protocol=4)
     raw["objects"] = pickle.dumps([np.array([Exploit(marker)], dtype=object)], protocol=4)
     raw["dict"] = pickle.dumps({"weights": np.ones(2)}, protocol=4)
@@ -244,6 +270,7 @@ def _payloads(marker):
 def test_the_weight_reader_makes_numeric_arrays_and_nothing_else(tmp_path):
     import joblib
     import lz4.frame
+    import ml_dtypes  # comes with keras: it registers dtypes by name, which payload 4 goes for
 
     from keras_fer.errors import FerModelError
 
@@ -262,6 +289,11 @@ def test_the_weight_reader_makes_numeric_arrays_and_nothing_else(tmp_path):
         faces._read_arrays(tmp_path / "corrupt.lz4")
     assert not marker.exists()  # nothing pickled ran
     assert faces._read_arrays(tmp_path / "good.lz4")[0].dtype == np.float32  # joblib itself left as it was
+    assert not np.dtype(ml_dtypes.float8_e5m2).hasobject and np.dtype(ml_dtypes.float8_e5m2).names is None
+    with lz4.frame.open(tmp_path / "plain.lz4", "wb") as stream:  # the hand-made plain array is accepted
+        stream.write(pickle.PROTO + b"\x02" + pickle.EMPTY_LIST + _array_of_ones() + pickle.APPEND + pickle.STOP)
+    (ones,) = faces._read_arrays(tmp_path / "plain.lz4")
+    assert ones.tolist() == [1.0, 1.0]
 
 
 @pytest.mark.parametrize("box, expected", [
