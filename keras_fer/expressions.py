@@ -128,7 +128,8 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
 
     if tta not in TTA_MODES:
         raise FerOptionError(f"tta must be one of {', '.join(TTA_MODES)}. Received: tta={tta!r}")
-    face_tools.check_detector(detector)
+    if detect:
+        face_tools.check_detector(detector)
     picture = _as_image(image)
     predictors = _predictors(model, backend)
     boxes = face_tools.face_boxes(picture, detect, min_face, detector)

@@ -175,7 +175,8 @@ def parse_options(argv):
                                  f"Received: {getattr(options, name)}")
     from keras_fer.faces import check_detector
 
-    check_detector(options.detector)  # a missing mtcnn package fails before any model loads
+    if not options.no_detect:
+        check_detector(options.detector)  # a missing mtcnn package fails before any model loads
     if options.export_to and not options.export:
         raise FerOptionError("--export-to needs --export tflite, savedmodel, keras or keras-float16")
     if options.export_to and len(options.models) > 1:
