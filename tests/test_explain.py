@@ -176,21 +176,31 @@ def test_grad_cam_plus_plus_lies_on_the_expression_regions_too(trained):
     assert not np.allclose(cams, explain.grad_cam(model, faces[:140]), atol=1e-3)  # its own weights
 
 
-def test_grad_cam_plus_plus_is_the_papers_formula():
-    # A conv layer that keeps the 48x48 size, so the map needs no resizing to compare.
-    keras.utils.set_random_seed(7)
+def same_size_model(seed=7):
+    """A conv layer `conv1` that keeps the 48x48 size (maps compare without resizing), then
+    logits; four demo faces scaled to [0, 1]; and the layer's maps A and gradients g = d logit / d A
+    (float64) for `classes` (default: each face's predicted class)."""
+    keras.utils.set_random_seed(seed)
     inputs = keras.Input((48, 48, 1))
     features = layers.Conv2D(3, 3, padding="same", activation="relu", name="conv1")(inputs)
     logits = layers.Dense(7, name="logits")(layers.GlobalAveragePooling2D()(layers.Conv2D(5, 3)(features)))
-    model = keras.Model(inputs, logits)
     faces = synthetic.generate(4, seed=2).images.pixels.astype("float32") / 255.0
     tap = keras.Model(inputs, [features, logits])
-    with tf.GradientTape() as tape:
-        maps, scores = tap(faces)
-        tape.watch(maps)
-        chosen = tf.argmax(scores, axis=1)
-        total = tf.reduce_sum(tf.gather(scores, chosen, axis=1, batch_dims=1))
-    a, g = maps.numpy().astype(np.float64), tape.gradient(total, maps).numpy().astype(np.float64)
+
+    def maps_and_gradients(classes=None):
+        with tf.GradientTape() as tape:
+            maps, scores = tap(faces)
+            tape.watch(maps)
+            chosen = tf.argmax(scores, axis=1) if classes is None else tf.constant(classes)
+            total = tf.reduce_sum(tf.gather(scores, chosen, axis=1, batch_dims=1))
+        return maps.numpy().astype(np.float64), tape.gradient(total, maps).numpy().astype(np.float64)
+
+    return keras.Model(inputs, logits), faces, maps_and_gradients
+
+
+def test_grad_cam_plus_plus_is_the_papers_formula():
+    model, faces, maps_and_gradients = same_size_model()
+    a, g = maps_and_gradients()
     denominator = 2 * g**2 + a.sum(axis=(1, 2), keepdims=True) * g**3
     alpha = np.divide(g**2, denominator, out=np.zeros_like(g), where=denominator != 0)
     weights = (alpha * np.maximum(g, 0)).sum(axis=(1, 2), keepdims=True)
@@ -210,19 +220,9 @@ def test_layer_cam_lies_on_the_expression_regions_too(trained):
 
 
 def test_layer_cam_is_the_papers_formula():
-    keras.utils.set_random_seed(7)
-    inputs = keras.Input((48, 48, 1))
-    features = layers.Conv2D(3, 3, padding="same", activation="relu", name="conv1")(inputs)
-    logits = layers.Dense(7, name="logits")(layers.GlobalAveragePooling2D()(layers.Conv2D(5, 3)(features)))
-    model = keras.Model(inputs, logits)
-    faces = synthetic.generate(4, seed=2).images.pixels.astype("float32") / 255.0
+    model, faces, maps_and_gradients = same_size_model()
     forced = np.array([1, 2, 3, 4])
-    tap = keras.Model(inputs, [features, logits])
-    with tf.GradientTape() as tape:
-        maps, scores = tap(faces)
-        tape.watch(maps)
-        total = tf.reduce_sum(tf.gather(scores, forced, axis=1, batch_dims=1))
-    a, g = maps.numpy().astype(np.float64), tape.gradient(total, maps).numpy().astype(np.float64)
+    a, g = maps_and_gradients(forced)
     heat = np.maximum((np.maximum(g, 0) * a).sum(axis=-1), 0)
     expected = heat / heat.max(axis=(1, 2), keepdims=True)
     np.testing.assert_allclose(explain.layer_cam(model, faces, "conv1", class_index=forced), expected, atol=1e-4)
