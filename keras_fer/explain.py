@@ -560,10 +560,11 @@ def score_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE
         features, scores = forward(tf.constant(image[None]))
         features = tf.cast(features[0], tf.float32)  # (h, w, K)
         upsampled = tf.image.resize(features, size, method="bilinear").numpy()  # (H, W, K)
+        features = features.numpy()
         low, high = upsampled.min(axis=(0, 1)), upsampled.max(axis=(0, 1))
         channels = np.flatnonzero(high > low)
         if max_channels is not None and len(channels) > int(max_channels):
-            spread = features.numpy().reshape(-1, features.shape[-1]).var(axis=0)[channels]
+            spread = features.reshape(-1, features.shape[-1]).var(axis=0)[channels]
             channels = np.sort(channels[np.argsort(-spread, kind="stable")[:int(max_channels)]])
         if not len(channels):
             continue
@@ -571,7 +572,7 @@ def score_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE
         masked = image[None] * np.moveaxis(masks, -1, 0)[..., None]  # (k, H, W, C)
         chosen = classes[index] if classes[index] >= 0 else int(np.argmax(scores[0]))
         weights = probabilities(model, masked, batch_size)[:, chosen]
-        heat = np.maximum(features.numpy()[..., channels] @ weights, 0.0)
+        heat = np.maximum(features[..., channels] @ weights, 0.0)
         maps[index] = tf.image.resize(heat[..., None], size, method="bilinear").numpy()[..., 0]
     return _normalize(maps)
 

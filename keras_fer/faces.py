@@ -103,7 +103,7 @@ def face_boxes_each(images, detect=True, min_size=DEFAULT_MIN_FACE, detector="ha
         for start in range(0, len(positions), step):
             chunk = positions[start:start + step]
             for position, boxes in zip(chunk, _mtcnn_boxes([images[p] for p in chunk], min_size)):
-                found[position] = sorted(boxes, key=lambda box: (box[0], box[1]))
+                found[position] = boxes
     return found
 
 
@@ -147,17 +147,20 @@ def detect_faces(image, min_size=DEFAULT_MIN_FACE, scale_factor=1.1, min_neighbo
     Raises:
         FerOptionError: for an unknown detector, or `mtcnn` when the package is missing.
     """
-    check_detector(detector)
-    if detector == "mtcnn":
-        boxes = _mtcnn_boxes([image], min_size)[0]
-    else:
-        import cv2
+    if detector == "mtcnn":  # mtcnn_detector() checks the packages, once
+        return _mtcnn_boxes([image], min_size)[0]
+    check_detector(detector)  # an unknown name
+    import cv2
 
-        gray = cv2.equalizeHist(grayscale(image))
-        boxes = haar_cascade().detectMultiScale(
-            gray, scaleFactor=scale_factor, minNeighbors=min_neighbors, minSize=(int(min_size), int(min_size))
-        )
-        boxes = [tuple(int(v) for v in box) for box in np.asarray(boxes).reshape(-1, 4)]
+    gray = cv2.equalizeHist(grayscale(image))
+    boxes = haar_cascade().detectMultiScale(
+        gray, scaleFactor=scale_factor, minNeighbors=min_neighbors, minSize=(int(min_size), int(min_size))
+    )
+    return _left_to_right([tuple(int(v) for v in box) for box in np.asarray(boxes).reshape(-1, 4)])
+
+
+def _left_to_right(boxes):
+    """Boxes sorted left to right, then top to bottom (the order every detector returns)."""
     return sorted(boxes, key=lambda box: (box[0], box[1]))
 
 
@@ -358,7 +361,7 @@ def square_box(x, y, w, h, scale, width, height):
 
 def _mtcnn_boxes(images, min_size):
     """MTCNN's boxes of each of `images` (all of one size, run as one batch), as `square_box`es
-    scaled by `MTCNN_BOX_SCALE`, those of side `min_size` or more."""
+    scaled by `MTCNN_BOX_SCALE`, those of side `min_size` or more, left to right."""
     import cv2
 
     rgb = [cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -373,7 +376,7 @@ def _mtcnn_boxes(images, min_size):
     for faces_of_image in found:
         boxes = [square_box(*(float(v) for v in face["box"]), MTCNN_BOX_SCALE, width, height)
                  for face in faces_of_image]
-        result.append([box for box in boxes if box[2] >= max(int(min_size), 2)])
+        result.append(_left_to_right([box for box in boxes if box[2] >= max(int(min_size), 2)]))
     return result
 
 
