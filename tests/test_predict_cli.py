@@ -187,6 +187,26 @@ def test_unwritable_out_is_one_line(tmp_path, run_dirs, test_csv, capsys):
     assert nested.is_file()
 
 
+def test_mtcnn_is_needed_only_where_faces_are_detected(tmp_path, run_dirs, test_csv, capsys, monkeypatch):
+    from importlib import metadata
+
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version",
+                        lambda name: real(name) if name != "mtcnn" else (_ for _ in ()).throw(metadata.PackageNotFoundError(name)))
+    out = tmp_path / "s.csv"
+    assert main([str(test_csv[0]), "--model", str(run_dirs[0]), "--detector", "mtcnn", "--out", str(out)]) == 0
+    assert len(read_rows(out)) == len(test_csv[1]) + 1  # a CSV holds faces already: no detector runs
+    capsys.readouterr()
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "blank.png"), np.full((96, 96), 128, np.uint8))
+    assert main([str(folder), "--model", str(run_dirs[0]), "--detector", "mtcnn", "--out", str(tmp_path / "f.csv")]) == 2
+    assert 'needs the mtcnn package: pip install "keras-fer[mtcnn]"' in one_error_line(capsys)
+    assert not (tmp_path / "f.csv").exists()
+    assert main([str(folder), "--model", str(run_dirs[0]), "--detector", "mtcnn", "--no-detect",
+                 "--out", str(tmp_path / "f.csv")]) == 0
+
+
 def test_out_that_is_the_input_is_refused_and_the_input_kept(tmp_path, run_dirs, test_csv, capsys):
     source = tmp_path / "test.csv"
     source.write_bytes(Path(test_csv[0]).read_bytes())

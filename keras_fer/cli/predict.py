@@ -173,10 +173,6 @@ def parse_options(argv):
         if getattr(options, name) < 1:
             raise FerOptionError(f"--{name.replace('_', '-')} must be a positive integer. "
                                  f"Received: {getattr(options, name)}")
-    from keras_fer.faces import check_detector
-
-    if not options.no_detect:
-        check_detector(options.detector)  # a missing mtcnn package fails before any model loads
     if options.export_to and not options.export:
         raise FerOptionError("--export-to needs --export tflite, savedmodel, keras or keras-float16")
     if options.export_to and len(options.models) > 1:
@@ -456,6 +452,10 @@ def main(argv=None):
         raise FerOptionError(f"--saved-proba averages in probabilities saved for a CSV: give that CSV as the input. "
                              f"Received: input={options.input}")
     saved = [read_saved_probabilities(path) for path in options.saved_proba]  # bad files fail before any model loads
+    if (images or video) and not options.no_detect:  # a CSV holds faces already: no detector needed
+        from keras_fer.faces import check_detector
+
+        check_detector(options.detector)  # a missing mtcnn package fails before any model loads
     frame_count = 0
     if video:  # so does a bad video, or an output over it
         from keras_fer.video import check_video
