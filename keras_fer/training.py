@@ -21,6 +21,7 @@ Example:
 
 import csv
 import dataclasses
+import importlib.util
 import io
 import json
 import math
@@ -178,6 +179,8 @@ class TrainConfig:
                 f"--model-option cannot set {', '.join(reserved)}: training sets it. "
                 f"Received: model_option={reserved[0]}"
             )
+        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise FerOptionError('--tensorboard needs the tensorboard package: pip install "keras-fer[tensorboard]"')
         AugmentConfig.parse(self.augment)
         parse_split(self.val)
         return self

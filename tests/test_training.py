@@ -230,6 +230,24 @@ def test_no_validation_keeps_the_last_epoch_as_best(tmp_path, capsys):
     assert "(last epoch 1, no validation split," in last and "nan" not in last
 
 
+def test_tensorboard_logs_the_run_or_asks_for_the_package(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    out = tmp_path / "run"
+    assert main(["--arch", "dnn", "--demo-faces", "140", "--epochs", "1", "--verbose", "0", "--tensorboard",
+                 "--out", str(out)]) == 0
+    events = sorted(p.relative_to(out / "tensorboard").parts[0] for p in (out / "tensorboard").rglob("events.out.*"))
+    assert events == ["train", "validation"]
+    capsys.readouterr()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "tensorboard" else real(name, *args))
+    assert main(["--arch", "dnn", "--demo-faces", "140", "--epochs", "1", "--tensorboard",
+                 "--out", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err == 'error: --tensorboard needs the tensorboard package: pip install "keras-fer[tensorboard]"\n'
+    assert not (tmp_path / "missing").exists()
+
+
 def test_plateau_schedule_keeps_its_rate_after_warm_up():
     from keras_fer.training import scheduled_lr
 

@@ -107,7 +107,8 @@ def build_parser():
     add("--strategy", choices=("default", "mirrored", "multi-worker"),
         help="distribution: default, mirrored (all local GPUs), "
         "multi-worker (reads TF_CONFIG; the chief writes the run)")
-    add("--tensorboard", action="store_true", default=None, help="also write TensorBoard logs to OUT/tensorboard")
+    add("--tensorboard", action="store_true", default=None,
+        help="also write TensorBoard logs to OUT/tensorboard (needs pip install \"keras-fer[tensorboard]\")")
     add("--max-images", type=int, metavar="N", help="train on the first N training images only (quick trials); "
         "with --soup, re-estimate BatchNorm statistics on N images")
     add("--demo-faces", type=int, metavar="N", help="number of demo faces when no data is given (default 2100)")
