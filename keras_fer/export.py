@@ -366,7 +366,7 @@ def _export_savedmodel(source, model, normalize, destination):
     return ExportResult(destination, "savedmodel", diff, diff_outputs, len(sample))
 
 
-def _export_keras(source, model, destination, fmt="keras"):
+def _export_keras(source, model, destination, fmt="keras", normalize=None):
     """The model alone (no optimizer state, no training run, float32 even when it was trained
     with `--mixed-precision`): a `.keras` file for serving, packaging or `--init-from`, with the
     run's `config.json` beside it when it goes elsewhere. `fmt="keras-float16"` stores the
@@ -374,7 +374,9 @@ def _export_keras(source, model, destination, fmt="keras"):
 
     A `config.json` describes every model in its folder (`resolve_model`), so the export refuses
     to put one where it would describe other models, or to go where one describes another model;
-    it never replaces a file it did not make (only an earlier `*-inference.keras`).
+    it never replaces a file it did not make (only an earlier `*-inference.keras`). A model
+    without keras-fer's input (see `serving_model`) is stored as it is and checked through the
+    same adapter as prediction uses (`normalize`).
     """
     dtype, tolerance = ("float16", FLOAT16_TOLERANCE) if fmt == "keras-float16" else ("float32", TOLERANCE)
     destination = Path(destination)
@@ -405,13 +407,14 @@ def _export_keras(source, model, destination, fmt="keras"):
             config_copy = existing_path
     keras = import_keras()
     sample = verification_sample()
-    reference = keras_predict(model, sample, len(sample))
+    reference = keras_predict(serving_model(model, source, normalize)[0], sample, len(sample))
     kind = outputs_kind(model, reference)
     stored = model if dtype == "float32" else loading.model_in_dtype(model, dtype)
     with files.atomic_path(destination) as temporary:
         os.unlink(temporary)
         stored.save(str(temporary))  # loaded with compile=False: no optimizer, so none is saved
         copy = loading.float32_model(keras.saving.load_model(temporary, compile=False, safe_mode=True))
+        copy = serving_model(copy, source, normalize)[0]
         diff, diff_outputs = _check_export(keras_predict(copy, sample, len(sample)), reference, kind,
                                            f"{destination}: the copy", "not written", tolerance)
     if config_copy is not None:  # after the model: a config.json never stands alone
@@ -475,7 +478,7 @@ def export_model(model_path, fmt="tflite", destination=None, normalize=None):
     model = load_keras_model(source.path)
     destination = Path(destination) if destination else default_export_path(source.path, fmt)
     if fmt in ("keras", "keras-float16"):
-        return _export_keras(source, model, destination, fmt)
+        return _export_keras(source, model, destination, fmt, normalize)
     if fmt == "tflite":
         if destination.suffix.lower() != ".tflite":
             raise FerOptionError(f"--export-to for tflite must end in .tflite. Received: {destination}")

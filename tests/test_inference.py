@@ -235,6 +235,12 @@ def test_foreign_models_are_fed_resized_replicated_unit_faces(tmp_path, demo, sh
     expected = loading.softmax(model.predict(np.asarray(prepare(keras.ops.convert_to_tensor(
         demo.pixels.astype("float32")))), verbose=0))
     np.testing.assert_allclose(predictor.probabilities(demo.pixels), expected, atol=1e-5)
+    for fmt, tolerance in (("keras", 1e-5), ("keras-float16", export.FLOAT16_TOLERANCE)):  # stored as they are
+        result = export.export_model(path, fmt)
+        copy = keras.saving.load_model(result.path, safe_mode=True)
+        assert tuple(copy.inputs[0].shape[1:]) == shape and result.max_abs_diff <= tolerance
+        np.testing.assert_allclose(inference.load_predictor(result.path, backend="keras").probabilities(demo.pixels),
+                                   expected, atol=tolerance)
 
 
 def test_model_with_wrong_outputs_is_refused(tmp_path):
