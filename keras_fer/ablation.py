@@ -86,7 +86,8 @@ def get_ablation(name):
 def ablation_table():
     """The registry as a text table, for `train.py --ablation list`."""
     rows = [("name", "report", "recipe", "question", "variants")]
-    rows += [(a.name, a.report, a.recipe, a.question, " | ".join(label for label, _ in a.variants))
+    rows += [(a.name, a.report, a.recipe, a.question,
+              " | ".join(label.replace("{arch}", "--arch") for label, _ in a.variants))  # as --arch fills it in
              for a in ABLATIONS.values()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]

@@ -268,3 +268,10 @@ def test_compare_on_a_cpu_hours_axis(tmp_path, capsys):
     assert visualize_main(["compare", str(old), "--out", str(tmp_path / "fig3")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not valid JSON" in err and str(old / "config.json") in err
+
+
+def test_ablation_list_names_every_ablation_and_its_variants():
+    lines = ablation.ablation_table().splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ablation.list_ablations()
+    assert "{" not in "\n".join(lines)  # no unfilled label
+    assert "CNN (--arch) | DNN matched to --arch" in lines[-1]

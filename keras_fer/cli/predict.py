@@ -27,7 +27,8 @@ examples:
   python predict.py clip.mp4 --every 5 --annotate out/
                                                       every 5th frame's faces, a timeline plot,
                                                       and out/clip.mp4 with boxes and labels
-  python predict.py --model runs/cnn4 --export tflite runs/cnn4/best.tflite, checked against Keras
+  python predict.py --model runs/cnn4 --export tflite
+                                                      runs/cnn4/best.tflite, checked against Keras
 
 inputs:
   A CSV (optionally .gz) with a pixel column `feature` or `pixels` (2,304 grey levels) and
