@@ -124,13 +124,13 @@ def same_file(first, second):
         return False
 
 
-def check_not_input(outputs, source, what="the input"):
-    """Refuse outputs that would replace the file they are made from, before any work starts.
+def check_not_input(outputs, sources, what="the input"):
+    """Refuse outputs that would replace a file they are made from, before any work starts.
 
     Args:
         outputs: `(option, path)` pairs, such as `("--out", "submission.csv")`; `None` paths are
             skipped.
-        source: the input file.
+        sources: the input file, or a list of them (a folder's images, the models, ...).
         what: how the message names the input.
 
     Raises:
@@ -139,6 +139,12 @@ def check_not_input(outputs, source, what="the input"):
     """
     from keras_fer.errors import FerOptionError
 
+    sources = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    resolved = {Path(source).resolve() for source in sources}
     for option, path in outputs:
-        if path is not None and same_file(path, source):
+        if path is None:
+            continue
+        target = Path(path).resolve()
+        # A hard link (or another spelling on a case-insensitive disk) is only seen if it exists.
+        if target in resolved or (target.exists() and any(same_file(target, source) for source in sources)):
             raise FerOptionError(f"{option} {path} would overwrite {what}")

@@ -217,6 +217,31 @@ def test_out_that_is_the_input_is_refused_and_the_input_kept(tmp_path, run_dirs,
     assert source.read_bytes() == Path(test_csv[0]).read_bytes()
 
 
+def test_outputs_that_would_replace_any_input_are_refused(tmp_path, run_dirs, demo, test_csv, capsys):
+    """The data (an image too), the metrics files beside --out, a --saved-proba member, a model."""
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), demo.pixels[0])
+    labelled = write_csv(tmp_path / "a_confusion.csv", demo.pixels, [str(v) for v in demo.labels], "label")
+    member = tmp_path / "member.csv"
+    assert main([str(test_csv[0]), "--model", str(run_dirs[1]), "--proba", "--out", str(member)]) == 0
+    model = Path(run_dirs[0]) / "best.keras"
+    cases = [
+        ([str(photo), "--out", str(photo)], f"--out {photo} would overwrite the input"),
+        ([str(labelled), "--out", str(tmp_path / "a.csv")],
+         f"--out {tmp_path / 'a.csv'}: the file beside it, {labelled} would overwrite the input"),
+        ([str(test_csv[0]), "--saved-proba", str(member), "--out", str(member)],
+         f"--out {member} would overwrite a --saved-proba file"),
+        ([str(test_csv[0]), "--out", str(model)], f"--out {model} would overwrite a model"),
+    ]
+    inputs = {path: path.read_bytes() for path in (photo, labelled, member, model)}
+    capsys.readouterr()
+    for argv, message in cases:
+        assert main(argv + ["--model", str(run_dirs[0])]) == 2
+        assert message in one_error_line(capsys)
+    assert {path: path.read_bytes() for path in inputs} == inputs
+    assert not (tmp_path / "a.csv").exists()
+
+
 def test_fer_data_supplies_the_input(tmp_path, run_dirs, demo, monkeypatch):
     write_csv(tmp_path / "test.csv", demo.pixels[:5], [str(i) for i in range(5)])
     monkeypatch.setenv("FER_DATA", str(tmp_path))

@@ -128,6 +128,11 @@ def test_predict_cli_on_a_video_writes_csv_timeline_and_summary(tmp_path, capsys
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: "), err
     assert not (tmp_path / "bad.csv").exists()
+    # --out where --annotate puts the annotated copy: one of them would be lost.
+    assert main([str(clip), "--model", str(run), "--out", str(tmp_path / "copies" / "clip.mp4"),
+                 "--annotate", str(tmp_path / "copies")]) == 2
+    assert "is where --annotate writes the annotated video" in capsys.readouterr().err
+    assert not (tmp_path / "copies").exists()
 
 
 def test_annotation_and_timeline_follow_each_frames_faces_across_batches(tmp_path, predictors, monkeypatch):

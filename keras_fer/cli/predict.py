@@ -253,8 +253,7 @@ def save_and_report(evaluations, out, timings):
 def run_csv(options, predictors, timings, saved=()):
     from keras_fer.inference import predict_csv
 
-    out = Path(options.out or "submission.csv")
-    check_not_input([("--out", out)], options.input)
+    out = _out_path(options)
     bar = progress_bar(" faces")
     try:
         result = predict_csv(options.input, predictors, out, options.tta, options.prior_correction, options.proba,
@@ -301,7 +300,7 @@ def run_images(options, predictors, timings):
     from keras_fer.inference import _count, atomic_output, predict_proba
 
     files, labels, base = _image_plan(options.input)
-    out = Path(options.out or "faces.csv")
+    out = _out_path(options)
     annotate_dir = Path(options.annotate) if options.annotate else None
     if annotate_dir is not None and same_file(annotate_dir, base):
         raise FerOptionError(f"--annotate {annotate_dir} is the input folder: choose another folder")
@@ -381,7 +380,7 @@ def run_video(options, predictors, timings, frame_count=0):
     from keras_fer.plots import save_figure, timeline_figure
     from keras_fer.video import predict_video
 
-    out = Path(options.out or "faces.csv")
+    out = _out_path(options)
     bar = progress_bar(" frames", total=frame_count or None)
     start = time.perf_counter()
     try:
@@ -411,6 +410,39 @@ def run_video(options, predictors, timings, frame_count=0):
                 timeline)
     _say(f"timeline: {timeline}")
     return result.faces
+
+
+def _out_path(options):
+    """`--out`, or its default: `submission.csv` for a CSV input, `faces.csv` for photos and videos."""
+    from keras_fer.data import is_image_file
+    from keras_fer.video import is_video_file
+
+    if options.out:
+        return Path(options.out)
+    photos = Path(options.input).is_dir() or is_image_file(options.input) or is_video_file(options.input)
+    return Path("faces.csv" if photos else "submission.csv")
+
+
+def check_outputs(options, models):
+    """Refuse, before any model loads, outputs that would replace an input: the data (a CSV, a
+    photo, a folder's images, a video), a `--saved-proba` file or a model. The outputs are `--out`,
+    the metrics files beside it (written when the input has labels), a video's timeline and
+    annotated copy."""
+    from keras_fer.inference import companion_path, metrics_paths
+    from keras_fer.loading import resolve_model
+    from keras_fer.video import annotated_path, is_video_file
+
+    out = _out_path(options)
+    beside = f"--out {out}: the file beside it,"
+    outputs = [("--out", out)] + [(beside, path) for path in metrics_paths(out).values()]
+    if is_video_file(options.input):
+        outputs.append((beside, companion_path(out, "_timeline.png")))
+        if options.annotate and same_file(annotated_path(options.input, options.annotate), out):
+            raise FerOptionError(f"--out {out} is where --annotate writes the annotated video: choose another name")
+    data = _image_plan(options.input)[0] if Path(options.input).is_dir() else [options.input]
+    check_not_input(outputs, data, "the input")
+    check_not_input(outputs, options.saved_proba, "a --saved-proba file")
+    check_not_input(outputs, [resolve_model(path).path for path in models], "a model")
 
 
 def _resolve_input(options):
@@ -461,10 +493,11 @@ def main(argv=None):
     if video:  # so does a bad video, or an output over it
         from keras_fer.video import check_video
 
-        frame_count = check_video(options.input, options.out or "faces.csv", options.annotate)
+        frame_count = check_video(options.input, _out_path(options), options.annotate)
 
     start = time.perf_counter()
     models = _models_or_default(options)
+    check_outputs(options, models)
     if options.prior_correction:
         for path in models:  # fail now, before loading anything, if a model has no prior
             class_prior(resolve_model(path))
