@@ -198,6 +198,20 @@ def test_image_must_be_an_image_file(run_dir, tmp_path, capsys):
     assert "--image must be an id" in error_line(capsys)
 
 
+def test_outputs_never_replace_the_photo_or_the_run(run_dir, tmp_path, capsys):
+    import cv2
+
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), synthetic.generate(1, seed=9).images.pixels[0])
+    kept = {path: path.read_bytes() for path in (photo, run_dir / "best.keras", run_dir / "history.csv")}
+    assert main(["saliency", "--run", str(run_dir), "--image", str(photo), "--out", str(photo)]) == 2
+    assert f"--out {photo} would overwrite the --image file" in error_line(capsys)
+    for target in ("best.keras", "history.csv"):
+        assert main(["report", str(run_dir), "--out", str(run_dir / target)]) == 2
+        assert "--out names the HTML file (.html) or a folder for report.html" in error_line(capsys)
+    assert {path: path.read_bytes() for path in kept} == kept
+
+
 def test_no_model_asks_for_a_run(monkeypatch, tmp_path, capsys):
     from keras_fer import loading
 

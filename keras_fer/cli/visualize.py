@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from keras_fer.cli import command, import_tensorflow_quietly, seed_value
 from keras_fer.errors import FerModelError, FerOptionError
 from keras_fer.faces import DETECTORS
+from keras_fer.files import check_not_input
 
 DEFAULT_OUT = "figures"
 
@@ -380,6 +381,10 @@ def _augment(args):
 def _report(args):
     from keras_fer import report
 
+    out = Path(args.out) if args.out else None
+    if out is not None and not out.is_dir() and out.suffix.lower() not in (".html", ".htm"):
+        # so it can never be the run's model, history or config, or a data CSV
+        raise FerOptionError(f"--out names the HTML file (.html) or a folder for report.html. Received: out={args.out}")
     path = report.build_report(
         args.run, args.data, args.out, filters=args.filters, steps=args.steps, seed=args.seed,
         progress=lambda title: print(f"  {title}", file=sys.stderr),
@@ -398,6 +403,9 @@ HANDLERS = {
 @command
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    image = getattr(args, "image", None)
+    if image and Path(image).is_file() and getattr(args, "out", None):  # a figure over the photo it explains
+        check_not_input([("--out", args.out)], image, "the --image file")
     import_tensorflow_quietly()
     HANDLERS[args.command](args)
     return 0
