@@ -338,8 +338,11 @@ def _tflite_from_keras(source, model, normalize, destination):
 def _export_savedmodel(source, model, normalize, destination):
     import tensorflow as tf
 
-    serving, adapter, sample, reference, kind = _export_reference(source, model, normalize)
     destination = Path(destination)
+    if destination.exists() and not (destination / "keras_fer.json").is_file():
+        raise FerOptionError(f"{destination} already exists and is not an earlier SavedModel export: remove it or "
+                             f"choose another folder. Received: export_to={str(destination)!r}")
+    serving, adapter, sample, reference, kind = _export_reference(source, model, normalize)
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}-"))
     try:
@@ -353,6 +356,7 @@ def _export_savedmodel(source, model, normalize, destination):
                         "source_sha256": files.file_sha256(source.path)}, indent=2) + "\n",
             encoding="utf-8",
         )
+        os.chmod(temporary, files.default_mode(folder=True))  # mkdtemp's folder is private (0o700)
         if destination.exists():
             old = destination.with_name(f".{destination.name}.old-{os.getpid()}")
             os.replace(destination, old)

@@ -24,11 +24,12 @@ __all__ = [
 ]
 
 
-def _default_mode():
-    """The permissions a plain `open()` gives a new file: 0o666 without the umask bits."""
+def default_mode(folder=False):
+    """The permissions a plain `open()` gives a new file (0o666 without the umask bits), or with
+    `folder=True` the ones `mkdir` gives a new folder (0o777 without them)."""
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return (0o777 if folder else 0o666) & ~mask
 
 
 @contextlib.contextmanager
@@ -48,7 +49,7 @@ def atomic_path(path):
     temporary = Path(temporary)
     try:
         yield temporary
-        os.chmod(temporary, _default_mode())
+        os.chmod(temporary, default_mode())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -4,6 +4,8 @@ Models are tiny Functional CNNs built here (fast)."""
 
 import csv
 import json
+import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -349,10 +351,25 @@ def test_export_savedmodel_and_tflite_agree(tmp_path, demo):
     served = loaded.serve(tf.constant(demo.pixels.astype("float32"))).numpy()
     expected = loading.load_keras_model(run).predict(demo.pixels.astype("float32"), verbose=0)
     np.testing.assert_allclose(served, expected, atol=1e-4)
+    assert stat.S_IMODE(os.stat(result.path).st_mode) == 0o777 & ~_umask()  # as mkdir makes it, not 0o700
+    assert export.export_model(run, "savedmodel").path == result.path  # an earlier export is replaced
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("mine")
+    for target in (run, tmp_path / "notes", run / "best.keras"):  # anything else is refused, and kept
+        with pytest.raises(FerOptionError, match=f"{target} already exists and is not an earlier SavedModel export"):
+            export.export_model(run, "savedmodel", target)
+    assert (tmp_path / "notes" / "notes.txt").read_text() == "mine" and (run / "best.keras").is_file()
+    assert not [path.name for path in run.iterdir() if path.name.startswith(".")]
     lite = export.export_model(run, "tflite", tmp_path / "elsewhere.tflite")
     assert lite.path.is_file() and lite.max_abs_diff <= 1e-4
     predictor = inference.load_predictor(lite.path)
     np.testing.assert_allclose(predictor.probabilities(demo.pixels), loading.softmax(expected), atol=1e-4)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_export_keras_drops_the_optimizer_state_and_keeps_the_run_config(tmp_path, demo):
