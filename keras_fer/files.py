@@ -12,6 +12,7 @@ Example:
 """
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -32,6 +33,10 @@ def default_mode(folder=False):
     return (0o777 if folder else 0o666) & ~mask
 
 
+# Errors of writing that belong to the output even when the OSError names no file.
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary `Path` beside `path`; when the block succeeds it gets the usual
@@ -40,20 +45,33 @@ def atomic_path(path):
     The folder is created if needed. The temporary file exists (empty) and ends in `path`'s
     suffix, so writers that pick the format from the name (Keras, matplotlib, LiteRT) work; a
     writer may also delete and re-create it. On any exception it is removed and `path` is left
-    untouched.
+    untouched. An existing `path` must be a regular file: a device, pipe or socket is never
+    replaced. OSErrors about the temporary file, and a full disk, name `path`.
+
+    Raises:
+        OSError: with `filename` set to `path` (cli.command prints it as one line).
     """
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # a folder fails in os.replace, named
+        raise OSError(errno.EINVAL, "not a regular file (a device, pipe or socket): write to a file", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(path)) from None
     os.close(handle)
     temporary = Path(temporary)
     try:
         yield temporary
         os.chmod(temporary, default_mode())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             temporary.unlink()
+        if isinstance(error, OSError) and (
+            error.filename == str(temporary) or (error.filename is None and error.errno in _OUTPUT_ERRNOS)
+        ):
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
 
 

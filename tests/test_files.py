@@ -1,10 +1,13 @@
+import errno
 import json
 import os
 import stat
+import tempfile
 
 import pytest
 
 from keras_fer import files
+from keras_fer.cli import describe_os_error
 from keras_fer.errors import FerOptionError
 
 
@@ -137,3 +140,30 @@ def test_check_not_input_names_the_option_and_skips_unset_outputs(tmp_path):
         files.check_not_input([("--out", tmp_path / "sub.csv"), ("--out-train", tmp_path / "hard.csv")],
                               tmp_path / "input.csv", "the input video")
     assert str(caught.value) == f"--out-train {tmp_path / 'hard.csv'} would overwrite the input video"
+
+
+def test_a_device_pipe_or_socket_is_never_replaced(tmp_path):
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file") as caught:
+        with files.atomic_open(fifo) as stream:
+            stream.write("x")
+    assert caught.value.filename == str(fifo) and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.csv"]
+
+
+@pytest.mark.parametrize("where", ["temporary", "none", "mkstemp"])
+def test_write_errors_name_the_output_not_the_temporary_file(tmp_path, monkeypatch, where):
+    target = tmp_path / "out" / "sub.csv"
+    if where == "mkstemp":  # a read-only folder
+        def refuse(*args, dir=None, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system", os.path.join(dir, ".sub.csv.abc123.csv"))
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(OSError) as caught:
+        with files.atomic_path(target) as temporary:
+            if where == "temporary":
+                raise OSError(errno.EROFS, "Read-only file system", str(temporary))
+            raise OSError(errno.ENOSPC, "No space left on device")  # write() names no file
+    assert caught.value.filename == str(target)
+    assert describe_os_error(caught.value) == f"{target}: {caught.value.strerror}"
+    assert not target.exists() and list(target.parent.iterdir()) == []
