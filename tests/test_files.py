@@ -167,3 +167,25 @@ def test_write_errors_name_the_output_not_the_temporary_file(tmp_path, monkeypat
     assert caught.value.filename == str(target)
     assert describe_os_error(caught.value) == f"{target}: {caught.value.strerror}"
     assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(tmp_path, capsys):
+    import signal
+    import time
+
+    from keras_fer.cli import command
+
+    before = signal.getsignal(signal.SIGTERM)
+
+    @command
+    def main(argv=None):
+        with files.atomic_open(tmp_path / "out.csv") as stream:
+            stream.write("half of it")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the handler interrupts this
+        return 0
+
+    assert main() == 143
+    assert capsys.readouterr().err == "terminated\n"
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file
+    assert signal.getsignal(signal.SIGTERM) is before

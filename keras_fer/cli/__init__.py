@@ -1,8 +1,11 @@
 """Command-line front ends. Library code raises; only this package prints errors and exits."""
 
+import contextlib
 import functools
 import os
+import signal
 import sys
+import threading
 
 from keras_fer.errors import FerError
 
@@ -65,17 +68,44 @@ def describe_os_error(error):
     return f"{name}: {reason}" if name not in (None, "") else reason
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a job scheduler, a container stopping), raised like Ctrl-C so that what
+    cleans up after Ctrl-C (temporary files, a training run's finished epochs) runs for it too."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted_exit_code(error):
+    """The shell's exit code for an interrupted command: 143 after SIGTERM, 130 after Ctrl-C."""
+    return 128 + signal.SIGTERM if isinstance(error, Terminated) else 130
+
+
 def command(function):
     """Wrap a CLI `main(argv=None) -> int`: package errors become one line on stderr and exit 2,
-    Ctrl-C exits 130, a missing file exits 2 with its name, any other OSError (permission
-    denied, a folder where a file should be, a read-only or full disk) exits 2 with the file
-    and the reason; never a traceback for bad input."""
+    Ctrl-C exits 130 and SIGTERM 143 (after the same clean-up), a missing file exits 2 with its
+    name, any other OSError (permission denied, a folder where a file should be, a read-only or
+    full disk) exits 2 with the file and the reason; never a traceback for bad input."""
 
     @functools.wraps(function)
     def wrapper(argv=None):
         quiet_tensorflow()
         try:
-            return function(argv) or 0
+            with _sigterm_as_interrupt():
+                return function(argv) or 0
         except FerError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -88,8 +118,8 @@ def command(function):
         except OSError as error:
             print(f"error: {describe_os_error(error)}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
+        except KeyboardInterrupt as error:
+            print("terminated" if isinstance(error, Terminated) else "interrupted", file=sys.stderr)
+            return interrupted_exit_code(error)
 
     return wrapper

@@ -6,7 +6,7 @@ import math
 import sys
 import time
 
-from keras_fer.cli import command, counting_bar, import_tensorflow_quietly, seed_value
+from keras_fer.cli import command, counting_bar, import_tensorflow_quietly, interrupted_exit_code, seed_value
 from keras_fer.errors import FerOptionError
 
 EPILOG = """\
@@ -188,8 +188,8 @@ def run_ablation(args):
     base = config_from_args(args)
     try:
         figure, table, rows = ablation.run_ablation(chosen.name, base, out)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as error:  # the run said what is saved
+        return interrupted_exit_code(error)
     for row in rows:
         print(ablation.describe_run(row["label"], row))
     print(f"figure: {figure}\ntable: {table}")
@@ -236,8 +236,8 @@ def main(argv=None):
 
     try:
         result = train(config, progress=counting_bar("img", enabled=args.verbose in (None, 1)))
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as error:  # the run said what is saved
+        return interrupted_exit_code(error)
     if math.isnan(result.best_val_accuracy):  # --val none: nothing to choose a best epoch on
         print(f"run directory: {result.run_dir} (last epoch {result.best_epoch}, no validation split, "
               f"{result.seconds:.0f} s)")
