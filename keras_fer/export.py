@@ -86,7 +86,8 @@ def _cpu_count():
 
 
 class LiteRTRunner:
-    """Runs a `.tflite` model on float32 faces in fixed-size batches (the last one padded)."""
+    """Runs a `.tflite` model on float32 faces in fixed-size batches (the last one padded): of
+    `batch_size`, or fewer when a call has fewer faces."""
 
     def __init__(self, path, batch_size=DEFAULT_BATCH_SIZE, threads=None):
         from ai_edge_litert.interpreter import Interpreter
@@ -118,12 +119,13 @@ class LiteRTRunner:
     def __call__(self, faces):
         faces = np.asarray(faces, np.float32)
         results = []
-        for start in range(0, len(faces), self.batch_size):
-            batch = faces[start:start + self.batch_size]
+        size = self.fixed_batch or max(1, min(self.batch_size, len(faces)))  # never pad beyond the faces given
+        for start in range(0, len(faces), size):
+            batch = faces[start:start + size]
             count = len(batch)
-            if count < self.batch_size:
-                batch = np.concatenate([batch, np.zeros((self.batch_size - count,) + batch.shape[1:], np.float32)])
-            self._allocate(self.batch_size)
+            if count < size:
+                batch = np.concatenate([batch, np.zeros((size - count,) + batch.shape[1:], np.float32)])
+            self._allocate(size)
             self.interpreter.set_tensor(self.input_index, np.ascontiguousarray(batch))
             self.interpreter.invoke()
             results.append(np.array(self.interpreter.get_tensor(self.output_index)[:count]))

@@ -364,6 +364,8 @@ def test_export_savedmodel_and_tflite_agree(tmp_path, demo):
     assert lite.path.is_file() and lite.max_abs_diff <= 1e-4
     predictor = inference.load_predictor(lite.path)
     np.testing.assert_allclose(predictor.probabilities(demo.pixels), loading.softmax(expected), atol=1e-4)
+    huge = inference.load_predictor(lite.path, batch_size=10**11)  # padded to the faces given, not to 10**11
+    np.testing.assert_allclose(huge.probabilities(demo.pixels[:5]), loading.softmax(expected[:5]), atol=1e-4)
 
 
 def _umask():
