@@ -176,6 +176,13 @@ def test_missing_input_and_bad_options(tmp_path, run_dirs, capsys, monkeypatch):
     assert "nothing.csv" in one_error_line(capsys)
     assert main([str(tmp_path), "--model", str(run_dirs[0]), "--batch-size", "0"]) == 2
     assert "--batch-size" in one_error_line(capsys)
+    monkeypatch.chdir(tmp_path)
+    for argv, words in ((["", "--model", str(run_dirs[0])], "the input is an empty path"),
+                        ([str(tmp_path), "--out", ""], "--out is an empty path"),
+                        ([str(tmp_path), "--model", ""], "not empty ones")):
+        assert main(argv) == 2
+        assert words in one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unwritable_out_is_one_line(tmp_path, run_dirs, test_csv, capsys):

@@ -170,6 +170,12 @@ def parse_options(argv):
             options.input = models.pop()
     options.models = models
     options.saved_proba = list(options.saved_proba or [])
+    for name in ("input", "out", "annotate", "export_to"):
+        if getattr(options, name) == "":  # `--out "$UNSET"`: not the current folder, not the default name
+            option = "the input" if name == "input" else f"--{name.replace('_', '-')}"
+            raise FerOptionError(f"{option} is an empty path. Received: {name}=''")
+    if "" in options.models or "" in options.saved_proba:
+        raise FerOptionError("--model and --saved-proba take file or folder paths, not empty ones. Received: ''")
     for name in ("batch_size", "chunk_rows", "min_face", "every"):
         if getattr(options, name) < 1:
             raise FerOptionError(f"--{name.replace('_', '-')} must be a positive integer. "
