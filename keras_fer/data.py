@@ -30,7 +30,7 @@ import numpy as np
 from keras_fer.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS, class_index
 from keras_fer.cli import command, seed_value
 from keras_fer.errors import FerDataError, FerError
-from keras_fer.files import atomic_path, check_not_input, same_file
+from keras_fer.files import atomic_path, check_folder_for, check_not_input, same_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 PIXEL_COLUMNS = ("feature", "pixels")
@@ -566,6 +566,9 @@ def main(argv=None):
     check_not_input((("--out-val", args.out_val), ("--out-train", args.out_train)), args.path)
     if args.out_train is not None and same_file(args.out_train, args.out_val):
         raise FerError(f"--out-val and --out-train are the same file ({args.out_val}): name two files")
+    for out in (args.out_val, args.out_train):  # both writable before either is written
+        if out is not None:
+            check_folder_for(out)
     train, validation = split(read(args.path), args.val, seed=args.split_seed)
     if len(validation) == 0:
         raise FerError(f"--val {args.val} leaves no validation rows of the {len(train)} images of "

@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 __all__ = [
-    "atomic_open", "atomic_path", "check_not_input", "file_sha256", "read_json_object", "same_file", "write_json",
-    "write_text",
+    "atomic_open", "atomic_path", "check_folder_for", "check_not_input", "file_sha256", "read_json_object", "same_file",
+    "write_json", "write_text",
 ]
 
 
@@ -31,6 +31,20 @@ def default_mode(folder=False):
     mask = os.umask(0)
     os.umask(mask)
     return (0o777 if folder else 0o666) & ~mask
+
+
+def check_folder_for(path):
+    """Check that `path` can get a folder: its nearest existing ancestor is a folder, not a file.
+
+    Raises:
+        OSError: ENOTDIR naming the file in the way (mkdir would say "File exists").
+    """
+    folder = Path(path).parent
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise OSError(errno.ENOTDIR, "not a folder (a file is in the way)", str(candidate))
+            return
 
 
 # Errors of writing that belong to the output even when the OSError names no file.
@@ -54,6 +68,7 @@ def atomic_path(path):
     path = Path(path)
     if path.exists() and not path.is_file() and not path.is_dir():  # a folder fails in os.replace, named
         raise OSError(errno.EINVAL, "not a regular file (a device, pipe or socket): write to a file", str(path))
+    check_folder_for(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
