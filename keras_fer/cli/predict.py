@@ -102,8 +102,8 @@ def build_parser():
                         "correction stay). With --saved-proba and no --model, only the files are averaged")
     parser.add_argument("--out", "-o", metavar="FILE",
                         help="where to write the predictions CSV (default: submission.csv for CSV input, "
-                        "faces.csv for images and videos); metrics files (and a video's timeline plot) go next to "
-                        "it")
+                        "faces.csv for images and videos; gzip-compressed when the name ends in .gz); metrics "
+                        "files (and a video's timeline plot) go next to it")
     parser.add_argument("--tta", choices=TTA_MODES, default="none",
                         help="test-time augmentation, averaging the softmax over: flip = the face and its mirror "
                         "(2 passes); crops = ten-crop: 44x44 crops at the 4 corners and centre, resized to 48x48, "
