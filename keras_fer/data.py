@@ -283,6 +283,8 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
                         raise bad_row(
                             f"unknown label {text!r}: expected 0-{NUM_CLASSES - 1}", line, names[label_col], buffered
                         ) from None
+                if id_col is not None and not fields[id_col].strip():  # a submission row nobody could match
+                    raise bad_row("empty id", line, names[id_col], buffered)
                 buffer["ids"].append(fields[id_col].strip() if id_col is not None else str(row_number))
                 if usage_col is not None:
                     text = fields[usage_col].strip()

@@ -95,6 +95,7 @@ GOOD = " ".join(["0"] * 2304)
         ([f"0,{GOOD}", f"2,{GOOD}", "3," + " ".join(["1"] * 2303 + ["x"])], 4, "feature", "not an integer"),
         ([f"0,{GOOD}", "3," + " ".join(["1"] * 2303 + ["256"])], 3, "feature", "out of range"),
         ([f"0,{GOOD}", f"9,{GOOD}"], 3, "label", "unknown label '9'"),
+        ([f"0,{GOOD}", f"\u0663,{GOOD}"], 3, "label", "unknown label '\u0663'"),  # an Arabic-Indic 3
         ([f"0,{GOOD}", f"0,{GOOD},extra"], 3, None, "expected 2 fields"),
     ],
 )
@@ -107,6 +108,13 @@ def test_bad_rows_name_file_line_and_field(tmp_path, rows, line, field, words):
     assert error.row == line and error.field == field
     assert words in str(error) and str(path) in str(error) and f"line {line}" in str(error)
     assert "\n" not in str(error)
+
+
+def test_an_empty_id_is_a_bad_row(tmp_path):
+    path = write_rows(tmp_path / "test.csv", "id,feature", [f"7,{GOOD}", f" ,{GOOD}"])
+    with pytest.raises(FerDataError, match="empty id") as caught:
+        data.read(path)
+    assert (caught.value.row, caught.value.field) == (3, "id")
 
 
 def test_short_row_then_long_row_is_caught_in_one_chunk(tmp_path):
