@@ -19,7 +19,7 @@ def class_index(name_or_number):
     text = str(name_or_number).strip()
     if text.lower() in CLASS_ALIASES:
         return CLASS_ALIASES[text.lower()]
-    if text.isascii() and text.isdigit() and 0 <= int(text) < NUM_CLASSES:  # not '٣' or '³
+    if text.isascii() and text.isdigit() and 0 <= int(text) < NUM_CLASSES:  # ASCII: isdigit() also takes other scripts' digits
         return int(text)
     raise ValueError(
         f"unknown class {text!r}: expected 0-{NUM_CLASSES - 1} or one of {', '.join(CLASS_NAMES)}"
