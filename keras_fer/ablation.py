@@ -199,11 +199,7 @@ def _read_config(run_dir):
 def _read_history(run_dir):
     from keras_fer.training import read_history
 
-    file = _run_file(run_dir, "history.csv")
-    try:
-        return read_history(file)
-    except (ValueError, KeyError, TypeError) as error:
-        raise FerDataError(f"unreadable history ({error})", file) from None
+    return read_history(_run_file(run_dir, "history.csv"))
 
 
 def _best_row(history):
@@ -249,11 +245,13 @@ def started_from(run_dir):
         `(folder, epoch)`, or the `init_from` text for what cannot be followed (see
         `handed_on`), or None for a fresh start.
     """
+    from keras_fer.loading import run_options
+
     config = _read_config(run_dir)
     record = config.get("init_from")
     if isinstance(record, dict) and record.get("run"):
         return Path(record["run"]), int(record["epoch"])
-    source = (config.get("options") or {}).get("init_from")
+    source = run_options(config, Path(run_dir) / "config.json").get("init_from")
     if not source:
         return None
     return handed_on(source)
@@ -329,10 +327,12 @@ def describe_run(label, row):
 def _changes(ablation, run_dir):
     """`" with arch=cnn4, epochs=8, ..."`: the options the reference run changed from the recipe."""
     from keras_fer.files import read_json_object
+    from keras_fer.loading import run_options
     from keras_fer.recipes import recipe
     from keras_fer.training import TrainConfig
 
-    options = read_json_object(Path(run_dir) / "config.json").get("options")
+    path = Path(run_dir) / "config.json"
+    options = run_options(read_json_object(path), path)
     if not options:
         return ""
     values = recipe(ablation.recipe)

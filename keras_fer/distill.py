@@ -108,9 +108,10 @@ def check_teachers(names, sources, val, split_seed, fingerprint):
     `val` with `split_seed`, on data with this `fingerprint`. Not checked: the rows of a model a
     teacher started from (`--init-from`); keep such chains on one split, as `--split-seed` does.
     """
-    from keras_fer.loading import validation_split
+    from keras_fer.loading import run_options, validation_split
 
     for name, source in zip(names, sources):
+        run_options(source.config, source.config_path)  # "options" of a wrong type: one line naming the file
         if not isinstance((source.config or {}).get("options"), dict):
             raise FerOptionError(
                 f"{name}: no training config beside the model, so which rows it trained on is unknown: "

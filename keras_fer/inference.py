@@ -313,7 +313,7 @@ def read_saved_probabilities(path):
         FerDataError: naming the file, line and field, for a missing `id` or class column, a
             value that is not a number, a negative one, a row not summing to 1 or a repeated id.
     """
-    from keras_fer.data import open_text
+    from keras_fer.data import READ_ERRORS, open_text
 
     path = Path(path)
     if not path.is_file():
@@ -321,7 +321,7 @@ def read_saved_probabilities(path):
     try:
         with open_text(path) as handle:
             rows = list(csv.reader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+    except READ_ERRORS as error:  # also a truncated or corrupt .gz
         raise FerDataError(f"not a readable CSV file ({error})", path) from None
     if not rows:
         raise FerDataError("empty file: expected the id,label,<class>... header that predict.py --proba writes", path)

@@ -31,6 +31,7 @@ __all__ = [
     "SERVING_NORMALIZE",
     "WEIGHTS_DIR",
     "ModelSource",
+    "check_model_file",
     "class_prior",
     "default_model_path",
     "ends_in_softmax",
@@ -43,6 +44,7 @@ __all__ = [
     "quiet_native_stderr",
     "resolve_model",
     "resolve_model_argument",
+    "run_options",
     "serving_model",
     "softmax",
     "validation_split",
@@ -82,9 +84,9 @@ def validation_split(sources, names, consequence):
     """
     splits = {}
     for name, source in zip(names, sources):
-        options = (source.config or {}).get("options")
-        if not isinstance(options, dict):
+        if (source.config or {}).get("options") is None:
             continue
+        options = run_options(source.config, source.config_path)
         seed = options.get("split_seed")
         splits[name] = (options.get("val"), options.get("seed") if seed is None else seed)
     if len(set(splits.values())) > 1:
@@ -132,7 +134,27 @@ def resolve_model(path):
         if not candidate.is_file():
             raise FerModelError(f"{path}: no best.keras in this folder (expected a training run directory)")
         path = candidate
-    elif not path.exists():
+    check_model_file(path)
+    config_path = path.parent / "config.json"
+    config = None
+    if config_path.is_file():
+        try:
+            config = files.read_json_object(config_path)
+        except FerDataError as error:
+            raise FerModelError(f"{config_path}: unreadable run config: {one_line(error.reason)}") from None
+    return ModelSource(path, config, config_path)
+
+
+def check_model_file(path):
+    """Check that `path` is a model file keras-fer loads: a `.keras` zip archive or a `.tflite`
+    file (no legacy HDF5), before Keras reads it. Returns the path.
+
+    Raises:
+        FerModelError: naming the file, when it is missing or not such a model file (Keras itself
+            says "File not found" for any file that is not a zip archive).
+    """
+    path = Path(path)
+    if not path.exists():
         raise FerModelError(f"{path}: no such model file")
     suffix = path.suffix.lower()
     if suffix in (".h5", ".hdf5"):
@@ -146,14 +168,26 @@ def resolve_model(path):
             raise FerModelError(f"{path}: not a TensorFlow Lite model file")
     elif not zipfile.is_zipfile(path):
         raise FerModelError(f"{path}: not a Keras model file (a .keras file is a zip archive)")
-    config_path = path.parent / "config.json"
-    config = None
-    if config_path.is_file():
-        try:
-            config = files.read_json_object(config_path)
-        except FerDataError as error:
-            raise FerModelError(f"{config_path}: unreadable run config: {one_line(error.reason)}") from None
-    return ModelSource(path, config, config_path)
+    return path
+
+
+def run_options(config, path):
+    """The training options (`"options"`) of a run's `config.json`, as a dict; `{}` when the
+    config (None: there is none) does not have them.
+
+    Args:
+        config: the config as a dict, or None; path: where it was read, for the message.
+
+    Raises:
+        FerDataError: naming the file and the field, when `"options"` is not a JSON object.
+    """
+    options = (config or {}).get("options")
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise FerDataError(f"expected a JSON object of training options. Received: options={one_line(repr(options))}",
+                           path, field="options")
+    return options
 
 
 def class_prior(source):

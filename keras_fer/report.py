@@ -31,6 +31,7 @@ from keras_fer import plots
 from keras_fer.classes import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
 from keras_fer.files import read_json_object, write_text
+from keras_fer.loading import run_options
 
 #: Demo faces generated when neither the run nor the user names data.
 DEMO_FACES = 700
@@ -61,19 +62,16 @@ class Run:
         return self.path / "best.keras"
 
     def history(self):
-        """`history.csv` as a pandas DataFrame, or None if there is none."""
-        import pandas as pd
+        """`history.csv` as a dict of columns (lists of numbers, one per epoch), or None if there
+        is none. Read by `training.read_history`: a malformed file is a FerDataError naming its
+        line and column."""
+        from keras_fer.training import read_history
 
         file = self.path / "history.csv"
         if not file.is_file():
             return None
-        try:
-            frame = pd.read_csv(file)
-        except (ValueError, OSError) as error:
-            raise FerDataError(f"unreadable history ({error})", file) from None
-        if "loss" not in frame.columns:
-            raise FerDataError("no `loss` column", file)
-        return frame
+        rows = read_history(file)
+        return {name: [row[name] for row in rows] for name in rows[0]}
 
     def validation(self):
         """`(labels, probabilities, ids or None)` from `validation.npz`, or None if missing."""
@@ -100,7 +98,7 @@ class Run:
     @property
     def demo_faces(self):
         """How many demo faces the run trained on (when it had no data)."""
-        options = self.config.get("options") or {}
+        options = run_options(self.config, self.path / "config.json")
         return int(options.get("demo_faces") or self.config.get("demo_faces") or DEMO_FACES)
 
     @property

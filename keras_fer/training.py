@@ -38,6 +38,7 @@ import numpy as np
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
 from keras_fer.files import atomic_path, read_json_object, write_json, write_text
+from keras_fer.loading import check_model_file, one_line
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-nesterov", "adadelta")
 SCHEDULES = ("constant", "plateau", "cosine", "step")
@@ -245,10 +246,55 @@ def write_history(path, rows):
 
 
 def read_history(path):
-    with open(path, newline="") as handle:
-        # An empty cell (a column added after the run's first epochs, e.g. cpu_seconds) reads as NaN.
-        return [{k: (int(v) if k == "epoch" else float(v) if v != "" else math.nan) for k, v in row.items()}
-                for row in csv.DictReader(handle)]
+    """A run's `history.csv`: one dict per epoch, `epoch` an int and every other column a float.
+    An empty cell (a column added after the run's first epochs, e.g. cpu_seconds) reads as NaN.
+    The one reader of history files (`--resume`, `visualize.py history`, `report`, `compare`).
+
+    Raises:
+        FerDataError: naming the file, the line and the column, for a file that is not UTF-8 CSV,
+            has no `epoch` or `loss` column or no rows, a row with another number of fields than
+            the header, or a value that is not a number (an epoch that is not an integer >= 1).
+    """
+    rows = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader, None)
+            if header is None or not any(name.strip() for name in header):
+                raise FerDataError(f"empty file: expected the header {','.join(HISTORY_COLUMNS)}", path)
+            header = [name.strip() for name in header]
+            missing = [name for name in ("epoch", "loss") if name not in header]
+            if missing:
+                raise FerDataError(
+                    f"missing column(s) {', '.join(missing)}: expected the history training writes "
+                    f"({','.join(HISTORY_COLUMNS)}). Received: {one_line(','.join(header))}", path, 1)
+            for fields in reader:
+                if not fields:  # a blank line
+                    continue
+                line = reader.line_num
+                if len(fields) != len(header):
+                    raise FerDataError(f"expected {len(header)} fields, found {len(fields)}", path, line)
+                rows.append({name: _history_value(name, text, path, line) for name, text in zip(header, fields)})
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise FerDataError(f"not a readable CSV file ({one_line(error)})", path, reader.line_num) from None
+    if not rows:
+        raise FerDataError("no epochs after the header", path)
+    return rows
+
+
+def _history_value(name, text, path, line):
+    value = text.strip()
+    if name == "epoch":
+        if not re.fullmatch(r"[0-9]+", value) or int(value) < 1:
+            raise FerDataError(f"expected an epoch number (an integer >= 1). Received: {one_line(repr(text))}",
+                               path, line, name)
+        return int(value)
+    if value == "":
+        return math.nan
+    try:
+        return float(value)
+    except ValueError:
+        raise FerDataError(f"expected a number. Received: {one_line(repr(text))}", path, line, name) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,22 +477,33 @@ def seed_generator_states(model):
     return states
 
 
-def restore_seed_generators(model, states):
+def restore_seed_generators(model, states, path=None):
+    """Set the random layers' generator states from `states` (`seed_generator_states`).
+
+    Raises:
+        FerDataError: naming `path` (the state file) when a saved state does not fit its layer.
+    """
     for layer in model._flatten_layers(include_self=False):
         generator = getattr(layer, "seed_generator", None)
         if generator is not None and layer.name in states:
-            generator.state.assign(np.asarray(states[layer.name], dtype=generator.state.dtype))
+            saved = np.asarray(states[layer.name])
+            if saved.shape != tuple(generator.state.shape):
+                raise FerDataError(f"the random state of layer {layer.name!r} has shape {saved.shape}, the model's "
+                                   f"{tuple(generator.state.shape)}", path, field="seed_generators")
+            generator.state.assign(saved.astype(generator.state.dtype))
 
 
 def load_run_model(path, compile=True):
-    """`keras.saving.load_model` in safe mode, with a one-line FerModelError for a bad file."""
+    """`keras.saving.load_model` in safe mode, with a one-line FerModelError for a bad file
+    (`loading.check_model_file` first: Keras says "File not found" for any file that is not a
+    zip archive)."""
     import keras
 
+    check_model_file(path)
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as error:  # noqa: BLE001  Keras raises many kinds; all mean "not loadable"
-        reason = " ".join(str(error).split())[:200]
-        raise FerModelError(f"{path}: not a loadable Keras model ({reason})") from None
+        raise FerModelError(f"{path}: not a loadable Keras model ({one_line(error)})") from None
 
 
 def copy_weights_from(path, model):
@@ -601,12 +658,56 @@ def _verbosity(config):
     return 1 if sys.stdout.isatty() else 2
 
 
-def _read_resumed(path):
-    """A resumed run's JSON file (config.json, state.json), or a one-line `--resume:` FerOptionError."""
+def _read_resumed(path, reader=read_json_object):
+    """A resumed run's file (config.json, state.json, history.csv) read by `reader`, or a one-line
+    `--resume:` FerOptionError."""
     try:
-        return read_json_object(path)
+        return reader(path)
     except FerDataError as error:
         raise FerOptionError(f"--resume: {error}") from None
+
+
+def _is_integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_state(path):
+    """A run's `state.json` (written by the run recorder after every epoch), with the fields
+    `--resume` uses checked.
+
+    Raises:
+        FerDataError: naming the file and the field, when the file is not a JSON object, has no
+            `epoch`, or a field has the wrong type or is out of range.
+    """
+    state = read_json_object(path)
+    if "epoch" not in state:
+        raise FerDataError("missing (the last finished epoch, an integer >= 1)", path, field="epoch")
+    epoch = state["epoch"]
+    checks = {  # field: (check, what it expects); "epoch" first, as "best_epoch" compares with it
+        "epoch": (lambda v: _is_integer(v) and v >= 1, "an integer >= 1"),
+        "phase": (lambda v: _is_integer(v) and v >= 0, "an integer >= 0"),
+        "best_epoch": (lambda v: _is_integer(v) and 0 <= v <= epoch, f"an integer in [0, epoch={epoch}]"),
+        "best_val_accuracy": (lambda v: _is_number(v) and (math.isnan(v) or -1.0 <= v <= 1.0),
+                              "a number in [-1, 1] or NaN"),
+        "last_model": (lambda v: isinstance(v, str) and v not in ("", ".", "..") and Path(v).name == v,
+                       "the name of a .keras file in the run directory"),
+        "seed_generators": (lambda v: isinstance(v, dict) and all(
+            isinstance(item, list) and all(_is_integer(number) for number in item) for item in v.values()),
+            "an object of lists of integers (the random layers' states)"),
+        "callbacks": (lambda v: isinstance(v, dict) and all(
+            isinstance(item, dict) and all(number is None or _is_number(number) for number in item.values())
+            for item in v.values()), "an object of objects of numbers (the callbacks' counters)"),
+        "stopped": (lambda v: v is None or isinstance(v, str), "null or the reason the run stopped"),
+    }
+    for field, (check, expected) in checks.items():
+        if field in state and not check(state[field]):
+            raise FerDataError(f"expected {expected}. Received: {field}={one_line(repr(state[field]))}",
+                               path, field=field)
+    return state
 
 
 def _check_resume(run_dir, config):
@@ -725,6 +826,11 @@ def _train(config, progress):
         if not (run_dir / "state.json").is_file():
             raise FerOptionError(f"--resume: no finished epoch to resume in {run_dir} (no state.json)")
         saved_config = _check_resume(run_dir, config)
+        # The run's files are checked before the data is read: a damaged one fails at once.
+        state = _read_resumed(run_dir / "state.json", read_state)
+        history = [row for row in _read_resumed(run_dir / "history.csv", read_history)
+                   if row["epoch"] <= state["epoch"]]
+        check_model_file(run_dir / state.get("last_model", "last.keras"))
     elif (run_dir / "state.json").exists():
         raise FerOptionError(
             f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out"
@@ -773,23 +879,24 @@ def _train(config, progress):
         )
         keras.utils.set_random_seed(config.seed)  # loading the teachers drew random numbers: same start as without
 
-    state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "phase": 0}
-    history = []
+    if not config.resume:
+        state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "phase": 0}
+        history = []
     init_record = saved_config.get("init_from")
-    if config.resume:
-        state = _read_resumed(read_dir / "state.json")
-        history = [row for row in read_history(read_dir / "history.csv") if row["epoch"] <= state["epoch"]]
     augment = AugmentConfig.parse(config.augment)
     phases = config.phase_list()
     steps = steps_per_epoch(len(train_images), config.batch_size)
     verbose = _verbosity(config)
     stop_reason = state.get("stopped")
-    interrupted = False
+    interrupted = None
 
     with strategy.scope():
         if config.resume:
             model = load_run_model(read_dir / state.get("last_model", "last.keras"))
-            restore_seed_generators(model, state.get("seed_generators", {}))
+            try:
+                restore_seed_generators(model, state.get("seed_generators", {}), read_dir / "state.json")
+            except FerDataError as error:
+                raise FerOptionError(f"--resume: {error}") from None
         else:
             model = models.build_model(config.arch, preprocessing=preprocessing, **config.model_options)
             if config.init_from:
@@ -860,8 +967,8 @@ def _train(config, progress):
                 state["stopped"] = stop_reason
                 if write:
                     write_json(run_dir / "state.json", state)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM under the CLI (cli.Terminated)
+        interrupted = error
         print(f"\ninterrupted: epoch {state['epoch']} is saved; continue with --resume --out {run_dir}",
               file=sys.stderr)
 
@@ -880,7 +987,7 @@ def _train(config, progress):
 
         shutil.rmtree(run_dir, ignore_errors=True)
     if interrupted:
-        raise KeyboardInterrupt
+        raise interrupted
     return TrainResult(
         run_dir=run_dir, epochs_run=state["epoch"], best_epoch=state.get("best_epoch", 0),
         best_val_accuracy=state.get("best_val_accuracy", float("nan")), seconds=time.perf_counter() - started,

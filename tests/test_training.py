@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -385,3 +386,72 @@ def test_resume_with_a_damaged_state_file_is_one_line(tmp_path, capsys):
     last = err.strip().splitlines()[-1]
     assert "Traceback" not in err and last.startswith("error: --resume: ")
     assert str(out / "state.json") in last and "not valid JSON" in last
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A one-epoch run to damage (copied by each test) and resume."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert main(SMALL + ["--epochs", "1", "--out", str(out)]) == 0
+    return out
+
+
+def resume_error(run, capsys):
+    """`--resume` of `run` for a second epoch: exit 2 and one error line, which is returned."""
+    capsys.readouterr()
+    assert main(SMALL + ["--epochs", "2", "--out", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("notice:")]
+    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda state: {}, "epoch"),
+    (lambda state: {**state, "epoch": "1"}, "epoch"),
+    (lambda state: {**state, "epoch": 0}, "epoch"),
+    (lambda state: {**state, "best_epoch": 5}, "best_epoch"),
+    (lambda state: {**state, "best_val_accuracy": "high"}, "best_val_accuracy"),
+    (lambda state: {**state, "phase": -1}, "phase"),
+    (lambda state: {**state, "last_model": ["last-0001.keras"]}, "last_model"),
+    (lambda state: {**state, "seed_generators": {"dropout": "x"}}, "seed_generators"),
+    (lambda state: {**state, "callbacks": {"early_stopping": {"wait": "0"}}}, "callbacks"),
+], ids=["empty", "epoch-text", "epoch-0", "best-epoch", "best-accuracy", "phase", "last-model", "seeds", "callbacks"])
+def test_resume_checks_the_state_files_fields(finished_run, tmp_path, capsys, change, field):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    state = json.loads((run / "state.json").read_text())
+    (run / "state.json").write_text(json.dumps(change(state)))
+    line = resume_error(run, capsys)
+    assert line.startswith(f"error: --resume: {run / 'state.json'}, field {field!r}: "), line
+
+
+@pytest.mark.parametrize("content, where", [
+    ("x,y\n1,2\n", "line 1: missing column(s) epoch, loss"),
+    ("epoch,loss,accuracy\n1,abc,0.5\n", "line 2, field 'loss': expected a number. Received: 'abc'"),
+    ("epoch,loss\n1.5,2.0\n", "line 2, field 'epoch': expected an epoch number"),
+    ("epoch,loss\n1,2.0,3\n", "line 2: expected 2 fields, found 3"),
+    ("epoch,loss\n", "no epochs after the header"),
+], ids=["header", "text", "epoch", "fields", "no-rows"])
+def test_resume_and_read_history_name_a_bad_history_line_and_column(finished_run, tmp_path, capsys, content,
+                                                                    where):
+    from keras_fer.errors import FerDataError
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "history.csv").write_text(content)
+    with pytest.raises(FerDataError) as caught:
+        read_history(run / "history.csv")
+    assert str(caught.value).startswith(f"{run / 'history.csv'}") and where in str(caught.value)
+    line = resume_error(run, capsys)
+    assert line.startswith(f"error: --resume: {run / 'history.csv'}") and where in line, line
+
+
+def test_resume_with_a_garbage_model_file_says_it_is_not_a_keras_model(finished_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "last-0001.keras").write_text("garbage")
+    line = resume_error(run, capsys)
+    assert line == f"error: {run / 'last-0001.keras'}: not a Keras model file (a .keras file is a zip archive)"
+    (run / "last-0001.keras").unlink()
+    assert resume_error(run, capsys) == f"error: {run / 'last-0001.keras'}: no such model file"

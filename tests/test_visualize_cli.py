@@ -342,3 +342,47 @@ def test_detector_option_picks_the_face_of_a_tilted_photo(tmp_path, capsys):
         check_png(tmp_path / detector / "saliency_tilted.png")
     assert "tilted.png: no face found" in notes["haar"]
     assert "tilted.png: face found at x=" in notes["mtcnn"]
+
+
+def damaged_copy(run_dir, tmp_path, name, content):
+    """A copy of the run with `name` replaced by `content`."""
+    import shutil
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(run_dir, copy)
+    (copy / name).write_text(content)
+    return copy
+
+
+@pytest.mark.parametrize("content, where", [
+    ("x,y\n1,2\n", "line 1: missing column(s) epoch, loss"),
+    ("epoch,loss,accuracy\n1,0.9,0.5\n2,abc,0.6\n", "line 3, field 'loss': expected a number. Received: 'abc'"),
+], ids=["header", "text"])
+def test_a_malformed_history_names_its_line_and_column(run_dir, tmp_path, capsys, content, where):
+    from keras_fer import report
+    from keras_fer.errors import FerDataError
+
+    copy = damaged_copy(run_dir, tmp_path, "history.csv", content)
+    assert main(["history", str(copy), "--out", str(tmp_path / "o")]) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"error: {copy / 'history.csv'}, ") and where in line, line
+    # The report's history section (a note in the page, as for any unreadable run file).
+    with pytest.raises(FerDataError, match=re.escape(where)):
+        report.history_figure(report.read_run(copy))
+    # compare reads it with the same reader.
+    assert main(["compare", str(copy), str(run_dir), "--out", str(tmp_path / "o")]) == 2
+    assert error_line(capsys).startswith(f"error: {copy / 'history.csv'}, ")
+
+
+@pytest.mark.parametrize("options", [5, [1], "fast"])
+def test_run_options_of_a_wrong_type_name_the_config(run_dir, tmp_path, capsys, options):
+    config = json.loads((run_dir / "config.json").read_text())
+    copy = damaged_copy(run_dir, tmp_path, "config.json", json.dumps({**config, "options": options}))
+    expected = f"error: {copy / 'config.json'}, field 'options': expected a JSON object"
+    assert main(["saliency", "--run", str(copy), "--image", "00000", "--out", str(tmp_path / "o")]) == 2
+    assert error_line(capsys).startswith(expected)
+    assert main(["report", str(copy), "--out", str(tmp_path / "r.html")]) == 2
+    assert error_line(capsys).startswith(expected)
+    assert not (tmp_path / "r.html").exists()
+    assert main(["compare", str(copy), "--x", "cpu-hours", "--out", str(tmp_path / "o")]) == 2
+    assert error_line(capsys).startswith(expected)
