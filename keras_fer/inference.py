@@ -15,6 +15,7 @@ Example:
 import contextlib
 import csv
 import dataclasses
+import gzip
 import queue
 import threading
 import time
@@ -401,7 +402,8 @@ class PredictionRun:
 @contextlib.contextmanager
 def atomic_output(path):
     """Yield a text stream (UTF-8, `newline=""` for csv) onto a temporary file next to `path`;
-    it replaces `path` only if the block succeeds (`files.atomic_open`).
+    it replaces `path` only if the block succeeds (`files.atomic_path`). A name ending in `.gz`
+    gets a gzip-compressed file, as `data.write_csv` writes and every reader here reads.
 
     Raises:
         FerOptionError: when the folder cannot be created or `path` is a folder.
@@ -414,8 +416,13 @@ def atomic_output(path):
         raise FerOptionError(f"{path}: cannot create its folder ({error.strerror or error})") from None
     if path.is_dir():
         raise FerOptionError(f"{path}: is a folder; give a file name")
-    with files.atomic_open(path, "w", encoding="utf-8", newline="") as stream:
-        yield stream
+    if path.suffix.lower() != ".gz":
+        with files.atomic_open(path, "w", encoding="utf-8", newline="") as stream:
+            yield stream
+        return
+    with files.atomic_path(path) as temporary:
+        with gzip.open(temporary, "wt", encoding="utf-8", newline="") as stream:
+            yield stream
 
 
 def prefetch(iterable, timings=None):

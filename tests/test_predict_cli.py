@@ -362,8 +362,9 @@ def test_saved_proba_members_average_with_models_and_score(tmp_path, run_dirs, d
 
     path = write_csv(tmp_path / "val.csv", demo.pixels, demo.labels.tolist(), "emotion")  # ids: row numbers
     ids = [str(i) for i in range(len(demo))]
-    first = tmp_path / "first.csv"
+    first = tmp_path / "first.csv.gz"
     assert main([str(path), "--model", str(run_dirs[0]), "--tta", "flip", "--proba", "--out", str(first)]) == 0
+    assert first.read_bytes()[:2] == b"\x1f\x8b" and (tmp_path / "first_metrics.json").is_file()  # gzipped as named
     other = saved_probabilities(len(demo), seed=3)
     write_saved(tmp_path / "other.csv.gz", ids, other)
     out = tmp_path / "ensemble.csv"
@@ -467,3 +468,19 @@ def test_script_help_and_clean_error(tmp_path):
     assert (failed.stderr.count("\n") == 1 and failed.stderr.startswith("error: ")
             and "not_a_model.keras" in failed.stderr)
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_saved_proba_truncated_or_corrupt_gzip_is_one_line_naming_it(tmp_path, test_csv, capsys):
+    path, ids = test_csv
+    good = write_saved(tmp_path / "good.csv.gz", ids, saved_probabilities(len(ids), seed=4)).read_bytes()
+    damaged = {
+        "truncated.csv.gz": good[: len(good) // 2],  # EOFError
+        "corrupt.csv.gz": good[:10] + bytes(byte ^ 0xFF for byte in good[10:60]) + good[60:],  # zlib.error
+    }
+    for name, content in damaged.items():
+        (tmp_path / name).write_bytes(content)
+        out = tmp_path / f"out-{name}.csv"
+        assert main([str(path), "--saved-proba", str(tmp_path / name), "--out", str(out)]) == 2, name
+        assert one_error_line(capsys).startswith(f"error: {tmp_path / name}: not a readable CSV file ("), name
+        assert not out.exists()
+
