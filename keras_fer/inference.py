@@ -145,8 +145,12 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
         if litert_available():
             cached, meta = find_cached_tflite(source, normalize)
             if cached is not None:
-                return Predictor(name, "litert", LiteRTRunner(cached, batch_size), meta.get("outputs", "logits"),
-                                 source)
+                try:
+                    runner = LiteRTRunner(cached, batch_size)
+                except FerModelError as error:  # a damaged copy: made again below
+                    notes.append(f"the LiteRT copy could not be loaded ({error}): making it again")
+                else:
+                    return Predictor(name, "litert", runner, meta.get("outputs", "logits"), source)
         elif backend == "litert":
             raise FerOptionError("--backend litert needs ai-edge-litert (pip install ai-edge-litert)")
         else:

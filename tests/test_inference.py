@@ -260,6 +260,17 @@ def test_model_with_wrong_outputs_is_refused(tmp_path):
 # LiteRT path and export
 
 
+def test_a_damaged_litert_copy_is_made_again(tmp_path, demo):
+    run = save_run(tmp_path / "run", tiny_model(8), PRIOR)
+    expected = inference.load_predictor(run, backend="keras").probabilities(demo.pixels)
+    assert inference.load_predictor(run).backend == "litert"  # makes best.tflite and its sidecar
+    (run / "best.tflite").write_bytes(b"TFL3" + b"\x00" * 60)  # damaged after it was verified
+    predictor = inference.load_predictor(run)
+    assert predictor.backend == "litert" and any("making it again" in note for note in predictor.notes)
+    np.testing.assert_allclose(predictor.probabilities(demo.pixels), expected, atol=1e-4)
+    assert inference.load_predictor(run).notes == []  # the copy is whole again
+
+
 @pytest.mark.parametrize("softmax, outputs", [(False, "logits"), (True, "probabilities")])
 def test_tflite_without_its_sidecar_is_probed_for_its_outputs(tmp_path, softmax, outputs):
     run = save_run(tmp_path / "run", tiny_model(8, softmax=softmax), PRIOR)
