@@ -182,6 +182,7 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
         FerDataError: for a missing or unreadable video, or one with no readable frame.
     """
     from keras_fer.inference import atomic_output, predict_proba
+    from keras_fer.loading import quiet_native_stderr
 
     if int(every) < 1:
         raise FerOptionError(f"--every must be at least 1. Received: every={every!r}")
@@ -234,10 +235,11 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
             try:
                 while True:
                     analyse = counts["frames"] % int(every) == 0
-                    if analyse or annotation is not None:
-                        ok, frame = capture.read()
-                    else:
-                        ok, frame = capture.grab(), None
+                    with quiet_native_stderr():  # FFmpeg's complaints about a damaged frame
+                        if analyse or annotation is not None:
+                            ok, frame = capture.read()
+                        else:
+                            ok, frame = capture.grab(), None
                     if not ok:
                         break
                     index = counts["frames"]

@@ -191,3 +191,34 @@ def test_mtcnn_finds_the_tilted_face_of_every_analysed_frame(tmp_path, predictor
         found[detector] = (result.faces, [row["w"] for row in rows])
     assert found["haar"] == (0, ["", "", ""])
     assert found["mtcnn"][0] == 3 and all(60 < int(w) < 160 for w in found["mtcnn"][1])
+
+
+def test_damaged_frames_do_not_print_ffmpeg_lines(tmp_path, predictors, capfd):
+    path = tmp_path / "damaged.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 96))
+    for frame in np.random.default_rng(0).integers(0, 256, (20, 96, 96, 3), dtype=np.uint8):
+        writer.write(frame)
+    writer.release()
+    data = bytearray(path.read_bytes())
+    for position in range(len(data) // 3, len(data) // 3 + 3000, 7):  # JPEG data of a few frames
+        data[position] ^= 0xFF
+    path.write_bytes(bytes(data))
+    capfd.readouterr()
+    result = video.predict_video(path, predictors, tmp_path / "out.csv", detect=False)
+    assert result.frames > 0
+    assert "mjpeg" not in capfd.readouterr().err  # FFmpeg writes "[mjpeg @ 0x...] error count: 64" to fd 2
+
+
+def test_a_truncated_video_is_read_to_its_end_with_a_note(tmp_path, capsys):
+    run = save_run(tmp_path / "run", tiny_model(4), PRIOR)
+    path = tmp_path / "cut.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 96))
+    for face in generate(40, seed=1).images.pixels[..., 0]:
+        writer.write(cv2.cvtColor(cv2.resize(face, (96, 96)), cv2.COLOR_GRAY2BGR))
+    writer.release()
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # the header still says 40 frames
+    assert main([str(path), "--model", str(run), "--backend", "keras", "--no-detect",
+                 "--out", str(tmp_path / "cut.csv")]) == 0
+    read = len(read_rows(tmp_path / "cut.csv"))  # one row a frame (no face search)
+    assert 0 < read < 39
+    assert f"read {read} of the 40 frames its header announces" in capsys.readouterr().err

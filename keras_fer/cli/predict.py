@@ -400,6 +400,9 @@ def run_video(options, predictors, timings, frame_count=0):
     span = f", {result.frames / result.fps:.1f} s at {result.fps:g} fps" if result.fps else ""
     _say(f"wrote {result.out}: {_count_of(result.faces, 'face')} in {result.analysed} analysed of "
          f"{_count_of(result.frames, 'frame')}{span}")
+    if frame_count > result.frames + 1:  # container counts can be off by one
+        _note(f"{options.input}: read {result.frames} of the {frame_count} frames its header announces "
+              "(a truncated or damaged file?)")
     if result.annotated is not None:
         _say(f"annotated video: {result.annotated}")
     shares = result.dominant_shares()
