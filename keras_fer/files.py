@@ -16,12 +16,13 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 __all__ = [
     "atomic_open", "atomic_path", "check_folder_for", "check_not_input", "file_sha256", "read_json_object", "same_file",
-    "write_json", "write_text",
+    "staged_folder", "write_json", "write_text",
 ]
 
 
@@ -88,6 +89,33 @@ def atomic_path(path):
         ):
             raise OSError(error.errno, error.strerror, str(path)) from None
         raise
+
+
+@contextlib.contextmanager
+def staged_folder(folder):
+    """Yield a hidden temporary folder inside `folder` (created if needed) to write files into.
+    When the block succeeds each file moves to its place in `folder` (replacing a file of that
+    name); on any exception nothing moves. Either way the temporary folder is removed: a failed
+    run leaves `folder` as it was, not with some of its files.
+    """
+    folder = Path(folder)
+    check_folder_for(folder / "file")
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder))  # same file system: renames
+    try:
+        yield staging
+        for file in sorted(path for path in staging.rglob("*") if path.is_file()):
+            target = folder / file.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextlib.contextmanager

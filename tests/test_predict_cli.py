@@ -484,3 +484,20 @@ def test_saved_proba_truncated_or_corrupt_gzip_is_one_line_naming_it(tmp_path, t
         assert one_error_line(capsys).startswith(f"error: {tmp_path / name}: not a readable CSV file ("), name
         assert not out.exists()
 
+
+def test_a_bad_image_late_in_a_folder_leaves_no_annotated_copies(tmp_path, run_dirs, demo, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(70):  # more than one group of 64
+        cv2.imwrite(str(folder / f"{i:03d}.png"), demo.pixels[i % len(demo.pixels)])
+    (folder / "069.png").write_bytes((folder / "069.png").read_bytes()[:40])  # truncated: the last group
+    annotated, out = tmp_path / "annotated", tmp_path / "faces.csv"
+    assert main([str(folder), "--model", str(run_dirs[0]), "--out", str(out), "--annotate", str(annotated)]) == 2
+    assert "069.png" in one_error_line(capsys)
+    assert not annotated.exists() and not out.exists()
+    (folder / "069.png").unlink()
+    (annotated / "keep.txt").parent.mkdir()
+    (annotated / "keep.txt").write_text("mine")
+    assert main([str(folder), "--model", str(run_dirs[0]), "--out", str(out), "--annotate", str(annotated)]) == 0
+    assert sorted(path.name for path in annotated.iterdir()) == sorted([f"{i:03d}.png" for i in range(69)]
+                                                                        + ["keep.txt"])

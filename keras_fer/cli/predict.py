@@ -4,6 +4,7 @@ See `python predict.py --help` and docs/prediction.md.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.cli import command, progress_bar
 from keras_fer.errors import FerDataError, FerOptionError
-from keras_fer.files import check_not_input, same_file
+from keras_fer.files import check_not_input, same_file, staged_folder
 
 EXAMPLES = """\
 examples:
@@ -318,7 +319,8 @@ def run_images(options, predictors, timings):
     header += list(CLASS_NAMES) if options.proba else []
     group_size = 64
     try:
-        with atomic_output(out) as stream:
+        with atomic_output(out) as stream, (staged_folder(annotate_dir) if annotate_dir is not None
+                                            else contextlib.nullcontext()) as staging:
             writer = csv.writer(stream, lineterminator="\n")
             writer.writerow(header)
             for start in range(0, len(files), group_size):
@@ -358,7 +360,7 @@ def run_images(options, predictors, timings):
                             _count(confusions, "all", [truth], [label])
                     faces_found += len(boxes)
                     if annotate_dir is not None:
-                        face_tools.write_image(annotate_dir / shown, face_tools.annotate(image, boxes, captions))
+                        face_tools.write_image(staging / shown, face_tools.annotate(image, boxes, captions))
                 timings.write_s += time.perf_counter() - write_start
                 bar.update(len(group))
     finally:
