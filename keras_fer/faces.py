@@ -52,6 +52,8 @@ def read_photo(path):
     if image is None:
         raise FerDataError("unreadable image (corrupt or not an image)", path)
     if image.dtype != np.uint8:
+        if not np.isfinite(image).all():  # a float TIFF or EXR with NaN or infinite pixels
+            raise FerDataError("NaN or infinite pixel values", path)
         image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)

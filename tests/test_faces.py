@@ -78,6 +78,13 @@ def test_read_photo_and_annotate(tmp_path):
     (tmp_path / "bad.jpg").write_text("not an image")
     with pytest.raises(FerDataError, match="bad.jpg: unreadable image"):
         faces.read_photo(tmp_path / "bad.jpg")
+    floats = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    assert cv2.imwrite(str(tmp_path / "f.tiff"), floats)
+    assert faces.read_photo(tmp_path / "f.tiff").dtype == np.uint8  # scaled to 0-255
+    floats[3, 5] = np.nan
+    cv2.imwrite(str(tmp_path / "nan.tiff"), floats)
+    with pytest.raises(FerDataError, match="nan.tiff: NaN or infinite pixel values"):
+        faces.read_photo(tmp_path / "nan.tiff")
 
 
 def test_write_image_is_atomic(tmp_path, monkeypatch):
