@@ -30,7 +30,7 @@ import numpy as np
 from keras_fer.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS, class_index
 from keras_fer.cli import command, seed_value
 from keras_fer.errors import FerDataError, FerError
-from keras_fer.files import atomic_path, check_folder_for, check_not_input, same_file
+from keras_fer.files import atomic_text, check_folder_for, check_not_input, same_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 PIXEL_COLUMNS = ("feature", "pixels")
@@ -430,15 +430,12 @@ def resolve_data_path(path=None, kind="train"):
 def write_csv(images, path):
     """Write `images` as a FER CSV: `label,feature` when labelled, else `id,feature`; gzip when
     `path` ends in `.gz`. Written atomically."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with atomic_path(path) as temporary:
-        with opener(temporary, "wt", encoding="utf-8", newline="") as out:
-            out.write("label,feature\n" if images.labelled else "id,feature\n")
-            flat = images.pixels.reshape(len(images), NUM_PIXELS)
-            for i in range(len(images)):
-                first = images.labels[i] if images.labelled else images.ids[i]
-                out.write(f"{first},{' '.join(map(str, flat[i].tolist()))}\n")
+    with atomic_text(path) as out:
+        out.write("label,feature\n" if images.labelled else "id,feature\n")
+        flat = images.pixels.reshape(len(images), NUM_PIXELS)
+        for i in range(len(images)):
+            first = images.labels[i] if images.labelled else images.ids[i]
+            out.write(f"{first},{' '.join(map(str, flat[i].tolist()))}\n")
 
 
 # --------------------------------------------------------------------------------------------

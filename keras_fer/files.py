@@ -13,7 +13,9 @@ Example:
 
 import contextlib
 import errno
+import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -21,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = [
-    "atomic_open", "atomic_path", "check_folder_for", "check_not_input", "file_sha256", "read_json_object", "same_file",
+    "atomic_open", "atomic_path", "atomic_text", "check_folder_for", "check_not_input", "file_sha256", "read_json_object", "same_file",
     "staged_folder", "write_json", "write_text",
 ]
 
@@ -129,6 +131,21 @@ def atomic_open(path, mode="w", **open_kwargs):
     with atomic_path(path) as temporary:
         with open(temporary, mode, **open_kwargs) as stream:
             yield stream
+
+
+@contextlib.contextmanager
+def atomic_text(path, newline=""):
+    """`atomic_open(path, "w")` for UTF-8 text, gzip-compressed when the name ends in `.gz`
+    (level 6; the gzip header names the file without `.gz`, not the temporary file)."""
+    path = Path(path)
+    if path.suffix.lower() != ".gz":
+        with atomic_open(path, "w", encoding="utf-8", newline=newline) as stream:
+            yield stream
+        return
+    with atomic_path(path) as temporary, open(temporary, "wb") as raw, \
+            gzip.GzipFile(filename=path.name[:-len(".gz")], mode="wb", fileobj=raw, compresslevel=6) as compressed, \
+            io.TextIOWrapper(compressed, encoding="utf-8", newline=newline) as stream:
+        yield stream
 
 
 def write_text(path, text):

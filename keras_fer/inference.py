@@ -15,7 +15,6 @@ Example:
 import contextlib
 import csv
 import dataclasses
-import gzip
 import queue
 import threading
 import time
@@ -420,13 +419,8 @@ def atomic_output(path):
         raise FerOptionError(f"{path}: cannot create its folder ({error.strerror or error})") from None
     if path.is_dir():
         raise FerOptionError(f"{path}: is a folder; give a file name")
-    if path.suffix.lower() != ".gz":
-        with files.atomic_open(path, "w", encoding="utf-8", newline="") as stream:
-            yield stream
-        return
-    with files.atomic_path(path) as temporary:
-        with gzip.open(temporary, "wt", encoding="utf-8", newline="") as stream:
-            yield stream
+    with files.atomic_text(path) as stream:
+        yield stream
 
 
 def prefetch(iterable, timings=None):

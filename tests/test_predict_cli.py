@@ -365,6 +365,7 @@ def test_saved_proba_members_average_with_models_and_score(tmp_path, run_dirs, d
     first = tmp_path / "first.csv.gz"
     assert main([str(path), "--model", str(run_dirs[0]), "--tta", "flip", "--proba", "--out", str(first)]) == 0
     assert first.read_bytes()[:2] == b"\x1f\x8b" and (tmp_path / "first_metrics.json").is_file()  # gzipped as named
+    assert first.read_bytes()[10:].split(b"\0")[0] == b"first.csv"  # the header's name: gunzip -N restores it
     other = saved_probabilities(len(demo), seed=3)
     write_saved(tmp_path / "other.csv.gz", ids, other)
     out = tmp_path / "ensemble.csv"
