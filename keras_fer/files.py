@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 
 __all__ = [
-    "atomic_open", "atomic_path", "atomic_text", "check_folder_for", "check_not_input", "file_sha256", "read_json_object", "same_file",
-    "staged_folder", "write_json", "write_text",
+    "atomic_open", "atomic_path", "atomic_text", "check_folder_for", "check_not_input", "file_sha256",
+    "read_json_object", "same_file", "staged_folder", "write_json", "write_text",
 ]
 
 
@@ -50,8 +50,16 @@ def check_folder_for(path):
             return
 
 
-# Errors of writing that belong to the output even when the OSError names no file.
-_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+def _fills_disk_of(error, temporary):
+    """Whether `error` is a "no space left" that names no file (a write or flush) and `temporary`'s
+    disk is the full one: then the message may name this output. Nested writers on other disks,
+    whose stream the error may have come from, do not claim it."""
+    if error.filename is not None or error.errno != errno.ENOSPC:
+        return False
+    try:
+        return os.statvfs(temporary.parent).f_bavail == 0
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -63,7 +71,8 @@ def atomic_path(path):
     suffix, so writers that pick the format from the name (Keras, matplotlib, LiteRT) work; a
     writer may also delete and re-create it. On any exception it is removed and `path` is left
     untouched. An existing `path` must be a regular file: a device, pipe or socket is never
-    replaced. OSErrors about the temporary file, and a full disk, name `path`.
+    replaced. OSErrors about the temporary file, and a full disk (when it is this file's), name
+    `path`.
 
     Raises:
         OSError: with `filename` set to `path` (cli.command prints it as one line).
@@ -86,9 +95,7 @@ def atomic_path(path):
     except BaseException as error:
         with contextlib.suppress(OSError):
             temporary.unlink()
-        if isinstance(error, OSError) and (
-            error.filename == str(temporary) or (error.filename is None and error.errno in _OUTPUT_ERRNOS)
-        ):
+        if isinstance(error, OSError) and (error.filename == str(temporary) or _fills_disk_of(error, temporary)):
             raise OSError(error.errno, error.strerror, str(path)) from None
         raise
 
@@ -97,8 +104,11 @@ def atomic_path(path):
 def staged_folder(folder):
     """Yield a hidden temporary folder inside `folder` (created if needed) to write files into.
     When the block succeeds each file moves to its place in `folder` (replacing a file of that
-    name); on any exception nothing moves. Either way the temporary folder is removed: a failed
-    run leaves `folder` as it was, not with some of its files.
+    name); on an exception in the block nothing moves, and an OSError about a file being written
+    names its final place. Either way the temporary folder is removed: a failed run leaves
+    `folder` as it was, not with some of its files. (Should a rename itself fail, the files moved
+    before it stay and the rest are dropped.) Enter it before the outputs that must be complete
+    first, so that it moves its files last.
     """
     folder = Path(folder)
     check_folder_for(folder / "file")
@@ -111,11 +121,16 @@ def staged_folder(folder):
             target = folder / file.relative_to(staging)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(file, target)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
         if created:
             with contextlib.suppress(OSError):
                 folder.rmdir()
+        inside = isinstance(error, OSError) and isinstance(error.filename, str) and \
+            Path(error.filename).is_relative_to(staging)
+        if inside:
+            final = folder / Path(error.filename).relative_to(staging)
+            raise OSError(error.errno, error.strerror, str(final)) from None
         raise
     shutil.rmtree(staging, ignore_errors=True)
 

@@ -3,6 +3,7 @@ import json
 import os
 import stat
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -155,6 +156,7 @@ def test_a_device_pipe_or_socket_is_never_replaced(tmp_path):
 @pytest.mark.parametrize("where", ["temporary", "none", "mkstemp"])
 def test_write_errors_name_the_output_not_the_temporary_file(tmp_path, monkeypatch, where):
     target = tmp_path / "out" / "sub.csv"
+    monkeypatch.setattr(files.os, "statvfs", lambda path: os.statvfs_result((4096,) * 3 + (0,) * 7))  # a full disk
     if where == "mkstemp":  # a read-only folder
         def refuse(*args, dir=None, **kwargs):
             raise OSError(errno.EROFS, "Read-only file system", os.path.join(dir, ".sub.csv.abc123.csv"))
@@ -189,3 +191,33 @@ def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(tmp_path, capsys):
     assert capsys.readouterr().err == "terminated\n"
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_full_disk_is_named_by_the_writer_on_that_disk(tmp_path, monkeypatch):
+    """Nested writers: a write that names no file is claimed only by a writer whose disk is full."""
+    full, roomy = tmp_path / "full", tmp_path / "roomy"
+    monkeypatch.setattr(files.os, "statvfs", lambda path: os.statvfs_result(
+        (4096,) * 3 + (0 if Path(path).is_relative_to(full) else 1000,) * 7))
+    with pytest.raises(OSError) as caught:
+        with files.atomic_open(full / "faces.csv") as outer, files.atomic_path(roomy / "clip.mp4"):
+            outer.write("x")
+            raise OSError(errno.ENOSPC, "No space left on device")  # the outer stream's flush
+    assert caught.value.filename == str(full / "faces.csv")
+    assert not (full / "faces.csv").exists() and not (roomy / "clip.mp4").exists()
+
+
+def test_staged_folder_moves_files_only_when_the_block_succeeds(tmp_path):
+    folder = tmp_path / "annotated"
+    with pytest.raises(OSError) as caught:
+        with files.staged_folder(folder) as staging:
+            (staging / "sub").mkdir()
+            (staging / "sub" / "a.png").write_bytes(b"a")
+            raise OSError(errno.EIO, "Input/output error", str(staging / "sub" / "b.png"))
+    assert caught.value.filename == str(folder / "sub" / "b.png")  # its final name, not the hidden one
+    assert not folder.exists()  # made by the block, removed with it
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    with files.staged_folder(folder) as staging:
+        (staging / "sub").mkdir()
+        (staging / "sub" / "a.png").write_bytes(b"a")
+    assert sorted(str(path.relative_to(folder)) for path in folder.rglob("*")) == ["keep.txt", "sub", "sub/a.png"]

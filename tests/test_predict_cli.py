@@ -497,6 +497,20 @@ def test_a_bad_image_late_in_a_folder_leaves_no_annotated_copies(tmp_path, run_d
     assert "069.png" in one_error_line(capsys)
     assert not annotated.exists() and not out.exists()
     (folder / "069.png").unlink()
+    from keras_fer import files
+
+    real_replace = files.os.replace
+
+    def fail_on_the_csv(source, target, *args, **kwargs):
+        if str(target) == str(out):
+            raise OSError(28, "No space left on device", str(target))
+        return real_replace(source, target, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:  # the CSV fails last: the copies must not have moved
+        patch.setattr(files.os, "replace", fail_on_the_csv)
+        assert main([str(folder), "--model", str(run_dirs[0]), "--out", str(out), "--annotate", str(annotated)]) == 2
+    assert "No space left on device" in one_error_line(capsys)
+    assert not annotated.exists() and not out.exists()
     (annotated / "keep.txt").parent.mkdir()
     (annotated / "keep.txt").write_text("mine")
     assert main([str(folder), "--model", str(run_dirs[0]), "--out", str(out), "--annotate", str(annotated)]) == 0

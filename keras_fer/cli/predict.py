@@ -319,8 +319,9 @@ def run_images(options, predictors, timings):
     header += list(CLASS_NAMES) if options.proba else []
     group_size = 64
     try:
-        with atomic_output(out) as stream, (staged_folder(annotate_dir) if annotate_dir is not None
-                                            else contextlib.nullcontext()) as staging:
+        # the copies move into place after the CSV is complete: a failed run leaves neither
+        with (staged_folder(annotate_dir) if annotate_dir is not None else contextlib.nullcontext()) as staging, \
+                atomic_output(out) as stream:
             writer = csv.writer(stream, lineterminator="\n")
             writer.writerow(header)
             for start in range(0, len(files), group_size):
