@@ -22,7 +22,7 @@ import numpy as np
 from keras_fer import faces as face_tools
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.errors import FerDataError, FerOptionError
-from keras_fer.files import atomic_path, check_not_input
+from keras_fer.files import atomic_path, check_not_input, same_file
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 HEADER = ["frame", "time_s", "face", "x", "y", "w", "h", "label", "class", "confidence"]
@@ -99,6 +99,8 @@ def _check_outputs(path, out, annotate):
     """Refuse outputs that are the video itself; returns the annotated copy's path (or None)."""
     annotated = annotated_path(path, annotate) if annotate is not None else None
     check_not_input((("--out", out), ("--annotate", annotated)), path, "the input video")
+    if annotated is not None and out is not None and same_file(annotated, out):
+        raise FerOptionError(f"--out {out} is where --annotate writes the annotated video: choose another name")
     return annotated
 
 

@@ -320,7 +320,7 @@ def test_mtcnn_detector_finds_the_tilted_face(tmp_path, run_dirs, capsys):
     assert caught.value.code == 2 and "invalid choice: 'yolo'" in capsys.readouterr().err
 
 
-def test_no_detect_and_labelled_crop_folders(tmp_path, run_dirs, demo, capsys):
+def test_no_detect_and_labelled_crop_folders(tmp_path, run_dirs, demo, capsys, monkeypatch):
     for i in range(14):
         folder = tmp_path / "crops" / CLASS_NAMES[int(demo.labels[i])].lower()
         folder.mkdir(parents=True, exist_ok=True)
@@ -331,6 +331,12 @@ def test_no_detect_and_labelled_crop_folders(tmp_path, run_dirs, demo, capsys):
     assert rows[0][:10] == ["file", "face", "x", "y", "w", "h", "label", "class", "confidence", "true_label"]
     assert len(rows) == 15 and all(row[2:6] == ["0", "0", "48", "48"] for row in rows[1:])
     assert "all rows: accuracy" in capsys.readouterr().out and (tmp_path / "crops_metrics.json").is_file()
+    # Run twice inside the folder: the first run's faces_confusion.png there is not an input of the second
+    monkeypatch.chdir(tmp_path / "crops")
+    for _ in range(2):
+        assert main([".", "--model", str(run_dirs[0])]) == 0
+        assert "all rows: accuracy" in capsys.readouterr().out
+    assert (tmp_path / "crops" / "faces_confusion.png").is_file()
     # --no-detect: a big photo is classified whole, as one face
     cv2.imwrite(str(tmp_path / "big.png"), photo(1))
     out2 = tmp_path / "big.csv"

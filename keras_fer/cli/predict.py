@@ -273,15 +273,18 @@ def run_csv(options, predictors, timings, saved=()):
     return result.rows
 
 
-def _image_plan(root):
-    """`(files, labels or None, base folder)` for an image file or folder input."""
+def _image_plan(root, outputs=()):
+    """`(files, labels or None, base folder)` for an image file or folder input. A folder's
+    images leave out this run's own outputs (`outputs`, `(option, path)` pairs), such as the
+    `faces_confusion.png` an earlier run wrote into it."""
     from keras_fer.classes import class_index
     from keras_fer.faces import list_images
 
     root = Path(root)
     if root.is_file():
         return [root], None, root.parent
-    files = list_images(root)
+    ours = {Path(path).resolve() for _, path in outputs}
+    files = [file for file in list_images(root) if (root / file).resolve() not in ours]
     if not files:
         raise FerDataError("no images in this folder (or its sub-folders)", root)
     labels = []
@@ -297,7 +300,7 @@ def _image_plan(root):
     return [root / file for file in files], labels, root
 
 
-def run_images(options, predictors, timings):
+def run_images(options, predictors, timings, plan):
     """Classify the faces of an image file or folder; print one line per face; write a CSV."""
     import csv
 
@@ -306,7 +309,7 @@ def run_images(options, predictors, timings):
     from keras_fer import faces as face_tools
     from keras_fer.inference import _count, atomic_output, predict_proba
 
-    files, labels, base = _image_plan(options.input)
+    files, labels, base = plan
     out = _out_path(options)
     annotate_dir = Path(options.annotate) if options.annotate else None
     if annotate_dir is not None and same_file(annotate_dir, base):
@@ -435,24 +438,27 @@ def _out_path(options):
     return Path("faces.csv" if photos else "submission.csv")
 
 
-def check_outputs(options, models):
-    """Refuse, before any model loads, outputs that would replace an input: the data (a CSV, a
-    photo, a folder's images, a video), a `--saved-proba` file or a model. The outputs are `--out`,
-    the metrics files beside it (written when the input has labels), a video's timeline and
-    annotated copy."""
+def _outputs(options):
+    """`(option, path)` of the files a run writes: `--out`, the metrics files beside it (written
+    when the input has labels) and a video's timeline (its annotated copy: `video.check_video`)."""
     from keras_fer.inference import companion_path, metrics_paths
-    from keras_fer.loading import resolve_model
-    from keras_fer.video import annotated_path, is_video_file
+    from keras_fer.video import is_video_file
 
     out = _out_path(options)
     beside = f"--out {out}: the file beside it,"
     outputs = [("--out", out)] + [(beside, path) for path in metrics_paths(out).values()]
     if is_video_file(options.input):
         outputs.append((beside, companion_path(out, "_timeline.png")))
-        if options.annotate and same_file(annotated_path(options.input, options.annotate), out):
-            raise FerOptionError(f"--out {out} is where --annotate writes the annotated video: choose another name")
-    data = _image_plan(options.input)[0] if Path(options.input).is_dir() else [options.input]
-    check_not_input(outputs, data, "the input")
+    return outputs
+
+
+def check_outputs(options, models, plan=None):
+    """Refuse, before any model loads, outputs that would replace an input: the data (a CSV, a
+    photo, a folder's images as `plan` lists them, a video), a `--saved-proba` file or a model."""
+    from keras_fer.loading import resolve_model
+
+    outputs = _outputs(options)
+    check_not_input(outputs, plan[0] if plan is not None else [options.input], "the input")
     check_not_input(outputs, options.saved_proba, "a --saved-proba file")
     check_not_input(outputs, [resolve_model(path).path for path in models], "a model")
 
@@ -493,6 +499,7 @@ def main(argv=None):
     options.input = _resolve_input(options)
     video = is_video_file(options.input)
     images = Path(options.input).is_dir() or is_image_file(options.input)
+    plan = _image_plan(options.input, _outputs(options)) if images else None  # listed once
     if (images or video) and options.saved_proba:
         raise FerOptionError(f"--saved-proba averages in probabilities saved for a CSV: give that CSV as the input. "
                              f"Received: input={options.input}")
@@ -509,7 +516,7 @@ def main(argv=None):
 
     start = time.perf_counter()
     models = _models_or_default(options)
-    check_outputs(options, models)
+    check_outputs(options, models, plan)
     if options.prior_correction:
         for path in models:  # fail now, before loading anything, if a model has no prior
             class_prior(resolve_model(path))
@@ -522,7 +529,7 @@ def main(argv=None):
     if video:
         rows = run_video(options, predictors, timings, frame_count)
     elif images:
-        rows = run_images(options, predictors, timings)
+        rows = run_images(options, predictors, timings, plan)
     else:
         rows = run_csv(options, predictors, timings, saved)
     if options.timings:
