@@ -111,8 +111,7 @@ def check_teachers(names, sources, val, split_seed, fingerprint):
     from keras_fer.loading import run_options, validation_split
 
     for name, source in zip(names, sources):
-        run_options(source.config, source.config_path)  # "options" of a wrong type: one line naming the file
-        if not isinstance((source.config or {}).get("options"), dict):
+        if not run_options(source.config, source.config_path):  # of a wrong type: one line naming the file
             raise FerOptionError(
                 f"{name}: no training config beside the model, so which rows it trained on is unknown: "
                 f"a teacher must be a run directory (or 'packaged'). Received: teacher={name!r}"

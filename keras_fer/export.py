@@ -341,7 +341,8 @@ def _export_savedmodel(source, model, normalize, destination):
     import tensorflow as tf
 
     destination = Path(destination)
-    if destination.exists() and not (destination / "keras_fer.json").is_file():
+    earlier = (destination / "keras_fer.json").is_file() or (destination.is_dir() and not any(destination.iterdir()))
+    if destination.exists() and not earlier:  # an earlier export, or an empty folder made for it
         raise FerOptionError(f"{destination} already exists and is not an earlier SavedModel export: remove it or "
                              f"choose another folder. Received: export_to={str(destination)!r}")
     serving, adapter, sample, reference, kind = _export_reference(source, model, normalize)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_fer import export, inference, loading
+from keras_fer import export, files, inference, loading
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
 from keras_fer.synthetic import generate
@@ -362,7 +362,7 @@ def test_export_savedmodel_and_tflite_agree(tmp_path, demo):
     served = loaded.serve(tf.constant(demo.pixels.astype("float32"))).numpy()
     expected = loading.load_keras_model(run).predict(demo.pixels.astype("float32"), verbose=0)
     np.testing.assert_allclose(served, expected, atol=1e-4)
-    assert stat.S_IMODE(os.stat(result.path).st_mode) == 0o777 & ~_umask()  # as mkdir makes it, not 0o700
+    assert stat.S_IMODE(os.stat(result.path).st_mode) == files.default_mode(folder=True)  # as mkdir makes it
     assert export.export_model(run, "savedmodel").path == result.path  # an earlier export is replaced
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "notes.txt").write_text("mine")
@@ -370,6 +370,8 @@ def test_export_savedmodel_and_tflite_agree(tmp_path, demo):
         with pytest.raises(FerOptionError, match=f"{target} already exists and is not an earlier SavedModel export"):
             export.export_model(run, "savedmodel", target)
     assert (tmp_path / "notes" / "notes.txt").read_text() == "mine" and (run / "best.keras").is_file()
+    (tmp_path / "empty").mkdir()  # a folder made for it
+    assert (export.export_model(run, "savedmodel", tmp_path / "empty").path / "saved_model.pb").is_file()
     assert not [path.name for path in run.iterdir() if path.name.startswith(".")]
     lite = export.export_model(run, "tflite", tmp_path / "elsewhere.tflite")
     assert lite.path.is_file() and lite.max_abs_diff <= 1e-4
@@ -377,12 +379,6 @@ def test_export_savedmodel_and_tflite_agree(tmp_path, demo):
     np.testing.assert_allclose(predictor.probabilities(demo.pixels), loading.softmax(expected), atol=1e-4)
     huge = inference.load_predictor(lite.path, batch_size=10**11)  # padded to the faces given, not to 10**11
     np.testing.assert_allclose(huge.probabilities(demo.pixels[:5]), loading.softmax(expected[:5]), atol=1e-4)
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def test_export_keras_drops_the_optimizer_state_and_keeps_the_run_config(tmp_path, demo):
