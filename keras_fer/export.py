@@ -171,18 +171,19 @@ def _adapter_matches(meta, normalize, config):
     return adapter.get("normalize") == wanted
 
 
-def find_cached_tflite(source, normalize=None):
-    """The verified LiteRT copy of `source` and its sidecar metadata, or `(None, None)`."""
+def find_cached_tflite(source, normalize=None, skip=()):
+    """The verified LiteRT copy of `source` and its sidecar metadata, or `(None, None)`: the one
+    beside the model, else the user cache's; `skip` the paths found unloadable."""
     sibling, cache_base = _cache_locations(source.path)
     digest = {}
-    meta = read_sidecar(sibling)
+    meta = read_sidecar(sibling) if sibling not in skip else None
     if meta is not None and meta.get("verified") and _source_matches(meta, source.path, digest) \
             and _adapter_matches(meta, normalize, source.config):
         return sibling, meta
     if cache_base.is_dir():
         digest.setdefault("sha", files.file_sha256(source.path))
         candidate = cache_base / digest["sha"][:24] / "model.tflite"
-        meta = read_sidecar(candidate)
+        meta = read_sidecar(candidate) if candidate not in skip else None
         if meta is not None and meta.get("verified") and meta.get("source_sha256") == digest["sha"] \
                 and _adapter_matches(meta, normalize, source.config):
             return candidate, meta

@@ -142,14 +142,16 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
     notes = []
     if backend in ("auto", "litert"):
         if litert_available():
+            damaged = []  # the copy beside the model may be damaged and its folder read-only: then the cache's
             cached, meta = find_cached_tflite(source, normalize)
-            if cached is not None:
+            while cached is not None:
                 try:
-                    runner = LiteRTRunner(cached, batch_size)
-                except FerModelError as error:  # a damaged copy: made again below
-                    notes.append(f"the LiteRT copy could not be loaded ({error}): making it again")
-                else:
-                    return Predictor(name, "litert", runner, meta.get("outputs", "logits"), source)
+                    return Predictor(name, "litert", LiteRTRunner(cached, batch_size), meta.get("outputs", "logits"),
+                                     source, notes)
+                except FerModelError as error:  # a damaged copy: another, or made again below
+                    notes.append(f"the LiteRT copy could not be loaded ({error})")
+                    damaged.append(cached)
+                    cached, meta = find_cached_tflite(source, normalize, damaged)
         elif backend == "litert":
             raise FerOptionError("--backend litert needs ai-edge-litert (pip install ai-edge-litert)")
         else:

@@ -260,15 +260,23 @@ def test_model_with_wrong_outputs_is_refused(tmp_path):
 # LiteRT path and export
 
 
-def test_a_damaged_litert_copy_is_made_again(tmp_path, demo):
+def test_a_damaged_litert_copy_is_made_again(tmp_path, demo, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     run = save_run(tmp_path / "run", tiny_model(8), PRIOR)
     expected = inference.load_predictor(run, backend="keras").probabilities(demo.pixels)
     assert inference.load_predictor(run).backend == "litert"  # makes best.tflite and its sidecar
     (run / "best.tflite").write_bytes(b"TFL3" + b"\x00" * 60)  # damaged after it was verified
     predictor = inference.load_predictor(run)
-    assert predictor.backend == "litert" and any("making it again" in note for note in predictor.notes)
+    assert predictor.backend == "litert" and any("could not be loaded" in note for note in predictor.notes)
     np.testing.assert_allclose(predictor.probabilities(demo.pixels), expected, atol=1e-4)
     assert inference.load_predictor(run).notes == []  # the copy is whole again
+    # Damaged again, in a folder that is not ours to write: the copy goes to the user cache, once.
+    (run / "best.tflite").write_bytes(b"TFL3" + b"\x00" * 60)
+    monkeypatch.setattr(export.os, "access", lambda path, mode: Path(path) != run)
+    notes = [inference.load_predictor(run).notes for _ in range(2)]
+    assert any("made a verified LiteRT copy" in note for note in notes[0])
+    assert not any("made a verified LiteRT copy" in note for note in notes[1])  # the cache's copy is used
+    assert len(list((tmp_path / "cache").rglob("model.tflite"))) == 1
 
 
 @pytest.mark.parametrize("softmax, outputs", [(False, "logits"), (True, "probabilities")])
