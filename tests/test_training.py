@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ import pytest
 import keras_fer.models.layers  # noqa: F401  (registers the custom layers for loading)
 from keras_fer.cli.train import build_parser, config_from_args, main
 from keras_fer.recipes import list_recipes
-from keras_fer.training import TrainConfig, read_history, train
+from keras_fer.training import TrainConfig, read_history, read_state, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--arch", "cnn4", "--demo-faces", "280", "--batch-size", "32", "--verbose", "0"]
@@ -30,6 +31,7 @@ def test_cli_end_to_end_fills_the_run_directory(tmp_path, capsys):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     history = read_history(out / "history.csv")
     assert [row["epoch"] for row in history] == [1, 2]
+    assert read_state(out / "state.json")["epoch"] == 2  # what training writes passes --resume's checks
     assert set(history[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "cpu_seconds"}
     assert all(row["cpu_seconds"] > 0 for row in history)
     config = json.loads((out / "config.json").read_text())
@@ -224,6 +226,7 @@ def test_no_validation_keeps_the_last_epoch_as_best(tmp_path, capsys):
     result = train(TrainConfig(arch="dnn", demo_faces=140, batch_size=32, epochs=2, val="none", verbose=0,
                                out=str(tmp_path / "run")))
     assert (result.run_dir / "best.keras").is_file() and result.best_epoch == 2
+    assert math.isnan(read_state(result.run_dir / "state.json")["best_val_accuracy"])  # NaN passes the checks
     capsys.readouterr()
     assert main(["--arch", "dnn", "--demo-faces", "140", "--epochs", "1", "--val", "none", "--verbose", "0",
                  "--out", str(tmp_path / "cli")]) == 0
