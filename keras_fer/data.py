@@ -30,7 +30,7 @@ import numpy as np
 from keras_fer.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS, class_index
 from keras_fer.cli import command, seed_value
 from keras_fer.errors import FerDataError, FerError
-from keras_fer.files import atomic_text, check_folder_for, check_not_input, same_file
+from keras_fer.files import atomic_text, check_folder_for, check_not_input, check_not_inside, same_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 PIXEL_COLUMNS = ("feature", "pixels")
@@ -347,11 +347,23 @@ def _image_files(folder):
     )
 
 
+def _is_class_name(name):
+    try:
+        class_index(name)
+    except ValueError:
+        return False
+    return True
+
+
 def read_folder(path):
     """Read a folder of class sub-folders (labelled) or a flat folder of images (unlabelled)."""
     folder = Path(path)
     subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     files = _image_files(folder)
+    classes = [sub.name for sub in subfolders if _is_class_name(sub.name)]
+    if files and classes:  # read as a flat folder, it would drop every label without a word
+        raise FerDataError(f"images at the top level ({files[0].name}, ...) beside class sub-folders "
+                           f"({classes[0]}, ...): move them into their class folder or out of this folder", folder)
     if subfolders and not files:
         labels_of = {}
         for sub in subfolders:
@@ -563,6 +575,7 @@ def main(argv=None):
         return 0
     parse_split(args.val)  # a bad spec fails before the file is read
     check_not_input((("--out-val", args.out_val), ("--out-train", args.out_train)), args.path)
+    check_not_inside((("--out-val", args.out_val), ("--out-train", args.out_train)), args.path)
     if args.out_train is not None and same_file(args.out_train, args.out_val):
         raise FerError(f"--out-val and --out-train are the same file ({args.out_val}): name two files")
     for out in (args.out_val, args.out_train):  # both writable before either is written

@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 
 __all__ = [
-    "atomic_open", "atomic_path", "atomic_text", "check_folder_for", "check_not_input", "file_sha256",
-    "read_json_object", "same_file", "staged_folder", "write_json", "write_text",
+    "atomic_open", "atomic_path", "atomic_text", "check_folder_for", "check_not_input", "check_not_inside",
+    "file_sha256", "read_json_object", "same_file", "staged_folder", "write_json", "write_text",
 ]
 
 
@@ -204,6 +204,23 @@ def file_sha256(path):
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_not_inside(outputs, folder, what="the data folder"):
+    """Refuse outputs inside an image folder that is an input (or the folder itself): they would
+    replace its images, or join them as data the next time it is read.
+
+    Raises:
+        FerOptionError: naming the option and the path.
+    """
+    from keras_fer.errors import FerOptionError
+
+    if folder is None or not Path(folder).is_dir():
+        return
+    folder = Path(folder).resolve()
+    for option, path in outputs:
+        if path is not None and (Path(path).resolve() == folder or Path(path).resolve().is_relative_to(folder)):
+            raise FerOptionError(f"{option} {path} is inside {what} {folder}: write it elsewhere")
 
 
 def same_file(first, second):

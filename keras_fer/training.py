@@ -37,7 +37,7 @@ import numpy as np
 
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
-from keras_fer.files import atomic_path, read_json_object, write_json, write_text
+from keras_fer.files import atomic_path, check_not_inside, read_json_object, write_json, write_text
 from keras_fer.loading import check_model_file, one_line
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-nesterov", "adadelta")
@@ -821,6 +821,9 @@ def mixed_policy_name():
 def _train(config, progress):
     config.validate()
     run_dir = Path(config.out or default_run_dir(config))
+    from keras_fer.data import resolve_data_path
+
+    check_not_inside([("--out", run_dir)], resolve_data_path(config.data, "train"))  # its figures would be images
     saved_config = {}
     if config.resume:
         if not (run_dir / "state.json").is_file():

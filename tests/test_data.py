@@ -197,6 +197,21 @@ def test_class_folders_by_name_and_number(tmp_path):
         assert label == expected[image_id][1]
 
 
+def test_a_stray_image_beside_class_folders_is_an_error_not_an_unlabelled_folder(tmp_path, capsys):
+    (tmp_path / "faces" / "happy").mkdir(parents=True)
+    for name in ("happy/0.png", "cover.png"):
+        cv2.imwrite(str(tmp_path / "faces" / name), np.full((48, 48), 100, np.uint8))
+    with pytest.raises(FerDataError, match=r"images at the top level \(cover.png, ...\) beside class sub-folders"):
+        data.read(tmp_path / "faces")
+    (tmp_path / "faces" / "cover.png").unlink()
+    assert data.read(tmp_path / "faces").labels.tolist() == [3]
+    # Outputs inside an image folder would replace its images or become data: refused.
+    for out in (tmp_path / "faces" / "happy" / "0.png", tmp_path / "faces" / "val.csv"):
+        assert data.main(["split", str(tmp_path / "faces"), "--val", "first:1", "--out-val", str(out)]) == 2
+        assert f"--out-val {out} is inside the data folder" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "faces").rglob("*")) == ["0.png", "happy"]
+
+
 def test_flat_folder_any_size_and_colour(tmp_path):
     cv2.imwrite(str(tmp_path / "00000.png"), np.full((48, 48), 100, np.uint8))
     cv2.imwrite(str(tmp_path / "00001.jpg"), np.full((96, 120, 3), (0, 0, 255), np.uint8))  # red, BGR

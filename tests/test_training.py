@@ -234,6 +234,18 @@ def test_no_validation_keeps_the_last_epoch_as_best(tmp_path, capsys):
     assert "(last epoch 1, no validation split," in last and "nan" not in last
 
 
+def test_out_inside_an_image_folder_of_data_is_refused(tmp_path, capsys):
+    import cv2
+
+    for i in range(14):
+        (tmp_path / "faces" / str(i % 7)).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "faces" / str(i % 7) / f"{i}.png"), np.full((48, 48), 10 * i, np.uint8))
+    for out in (tmp_path / "faces", tmp_path / "faces" / "0"):  # its figures would become images of the data
+        assert main(["--arch", "dnn", "--epochs", "1", "--data", str(tmp_path / "faces"), "--out", str(out)]) == 2
+        assert f"--out {out} is inside the data folder" in capsys.readouterr().err
+    assert len(list((tmp_path / "faces").rglob("*.png"))) == 14
+
+
 def test_tensorboard_logs_the_run_or_asks_for_the_package(tmp_path, capsys, monkeypatch):
     import importlib.util
 

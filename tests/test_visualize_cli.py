@@ -212,6 +212,18 @@ def test_outputs_never_replace_the_photo_or_the_run(run_dir, tmp_path, capsys):
     assert {path: path.read_bytes() for path in kept} == kept
 
 
+def test_a_figure_never_lands_among_the_data_images(tmp_path, capsys):
+    import cv2
+
+    (tmp_path / "faces" / "angry").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "faces" / "angry" / "0.png"), np.full((48, 48), 100, np.uint8))
+    before = (tmp_path / "faces" / "angry" / "0.png").read_bytes()
+    for command in ("classes", "samples"):
+        assert main([command, "--data", str(tmp_path / "faces"), "--out", str(tmp_path / "faces" / "angry" / "0.png")]) == 2
+        assert "is inside the data folder" in error_line(capsys)
+    assert (tmp_path / "faces" / "angry" / "0.png").read_bytes() == before
+
+
 def test_no_model_asks_for_a_run(monkeypatch, tmp_path, capsys):
     from keras_fer import loading
 

@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from keras_fer.cli import command, import_tensorflow_quietly, seed_value
 from keras_fer.errors import FerModelError, FerOptionError
 from keras_fer.faces import DETECTORS
-from keras_fer.files import check_not_input
+from keras_fer.files import check_not_input, check_not_inside
 
 DEFAULT_OUT = "figures"
 
@@ -406,6 +406,8 @@ def main(argv=None):
     image = getattr(args, "image", None)
     if image and Path(image).is_file() and getattr(args, "out", None):  # a figure over the photo it explains
         check_not_input([("--out", args.out)], image, "the --image file")
+    if getattr(args, "data", None) and getattr(args, "out", None):  # over, or among, the images of the data
+        check_not_inside([("--out", args.out)], args.data)
     import_tensorflow_quietly()
     HANDLERS[args.command](args)
     return 0
