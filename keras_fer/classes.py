@@ -19,7 +19,8 @@ def class_index(name_or_number):
     text = str(name_or_number).strip()
     if text.lower() in CLASS_ALIASES:
         return CLASS_ALIASES[text.lower()]
-    if text.isascii() and text.isdigit() and 0 <= int(text) < NUM_CLASSES:  # ASCII: isdigit() also takes other scripts' digits
+    # ASCII digits only: isdigit() also takes other scripts' digits ('\u0663', an Arabic-Indic 3)
+    if text.isascii() and text.isdigit() and 0 <= int(text) < NUM_CLASSES:
         return int(text)
     raise ValueError(
         f"unknown class {text!r}: expected 0-{NUM_CLASSES - 1} or one of {', '.join(CLASS_NAMES)}"

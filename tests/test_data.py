@@ -377,7 +377,8 @@ def test_split_command_refuses_an_empty_part_or_overwriting_its_input(tmp_path, 
               "are the same file"),
              # a file where --out-train needs a folder: found before --out-val is written
              (["--val", "first:2", "--out-val", str(tmp_path / "v.csv"), "--out-train",
-               str(tmp_path / "train.csv" / "t.csv")], f"{tmp_path / 'train.csv'}: not a folder (a file is in the way)"))
+               str(tmp_path / "train.csv" / "t.csv")],
+              f"{tmp_path / 'train.csv'}: not a folder (a file is in the way)"))
     for options, message in cases:
         assert data.main(["split", str(tmp_path / "train.csv"), *options]) == 2
         err = capsys.readouterr().err

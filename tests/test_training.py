@@ -256,7 +256,8 @@ def test_tensorboard_logs_the_run_or_asks_for_the_package(tmp_path, capsys, monk
     assert events == ["train", "validation"]
     capsys.readouterr()
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "tensorboard" else real(name, *args))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "tensorboard" else real(name, *args))
     assert main(["--arch", "dnn", "--demo-faces", "140", "--epochs", "1", "--tensorboard",
                  "--out", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err

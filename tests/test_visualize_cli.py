@@ -219,7 +219,8 @@ def test_a_figure_never_lands_among_the_data_images(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "faces" / "angry" / "0.png"), np.full((48, 48), 100, np.uint8))
     before = (tmp_path / "faces" / "angry" / "0.png").read_bytes()
     for command in ("classes", "samples"):
-        assert main([command, "--data", str(tmp_path / "faces"), "--out", str(tmp_path / "faces" / "angry" / "0.png")]) == 2
+        out = tmp_path / "faces" / "angry" / "0.png"
+        assert main([command, "--data", str(tmp_path / "faces"), "--out", str(out)]) == 2
         assert "is inside the data folder" in error_line(capsys)
     assert (tmp_path / "faces" / "angry" / "0.png").read_bytes() == before
 
