@@ -166,6 +166,11 @@ def test_ablation_cli_lists_and_refuses_bad_names(capsys, tmp_path):
     for argv, words in ((["--ablation", "nope"], "unknown ablation"),
                         (["--ablation", "batch-norm", "--recipe", "report000"], "runs recipe report002"),
                         (["--ablation", "batch-norm", "--resume"], "drop --resume"),
+                        (["--ablation", "batch-norm", "--model-option", "batch_norm=false"],
+                         "sets batch_norm itself in its variants: drop --model-option batch_norm"),
+                        (["--ablation", "normalization", "--normalize", "unit"], "drop --normalize"),
+                        (["--ablation", "augmentation", "--augment", "none"], "drop --augment"),
+                        (["--ablation", "batch-norm", "--summary"], "drop --ablation"),
                         (["--recipe", "report002", "--epochs", "99"], "between 1 and 40")):
         assert train_main(argv + ["--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err
