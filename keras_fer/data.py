@@ -574,11 +574,12 @@ def main(argv=None):
         print(describe(read(args.path)))
         return 0
     parse_split(args.val)  # a bad spec fails before the file is read
-    check_not_input((("--out-val", args.out_val), ("--out-train", args.out_train)), args.path)
-    check_not_inside((("--out-val", args.out_val), ("--out-train", args.out_train)), args.path)
+    outputs = (("--out-val", args.out_val), ("--out-train", args.out_train))
+    check_not_input(outputs, args.path)
+    check_not_inside(outputs, args.path)
     if args.out_train is not None and same_file(args.out_train, args.out_val):
         raise FerError(f"--out-val and --out-train are the same file ({args.out_val}): name two files")
-    for out in (args.out_val, args.out_train):  # both writable before either is written
+    for _, out in outputs:  # both writable before either is written
         if out is not None:
             check_folder_for(out)
     train, validation = split(read(args.path), args.val, seed=args.split_seed)

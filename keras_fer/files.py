@@ -219,7 +219,7 @@ def check_not_inside(outputs, folder, what="the data folder"):
         return
     folder = Path(folder).resolve()
     for option, path in outputs:
-        if path is not None and (Path(path).resolve() == folder or Path(path).resolve().is_relative_to(folder)):
+        if path is not None and Path(path).resolve().is_relative_to(folder):  # the folder itself too
             raise FerOptionError(f"{option} {path} is inside {what} {folder}: write it elsewhere")
 
 

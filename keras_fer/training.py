@@ -19,6 +19,7 @@ Example:
 >>> result = train(TrainConfig(arch="cnn4", epochs=2, out="runs/demo"))  # doctest: +SKIP
 """
 
+import contextlib
 import csv
 import dataclasses
 import importlib.util
@@ -658,13 +659,19 @@ def _verbosity(config):
     return 1 if sys.stdout.isatty() else 2
 
 
-def _read_resumed(path, reader=read_json_object):
-    """A resumed run's file (config.json, state.json, history.csv) read by `reader`, or a one-line
-    `--resume:` FerOptionError."""
+@contextlib.contextmanager
+def _resume_errors():
+    """A damaged run file found while resuming: a one-line `--resume:` FerOptionError."""
     try:
-        return reader(path)
+        yield
     except FerDataError as error:
         raise FerOptionError(f"--resume: {error}") from None
+
+
+def _read_resumed(path, reader=read_json_object):
+    """A resumed run's file (config.json, state.json, history.csv) read by `reader`."""
+    with _resume_errors():
+        return reader(path)
 
 
 def _is_integer(value):
@@ -896,10 +903,8 @@ def _train(config, progress):
     with strategy.scope():
         if config.resume:
             model = load_run_model(read_dir / state.get("last_model", "last.keras"))
-            try:
+            with _resume_errors():
                 restore_seed_generators(model, state.get("seed_generators", {}), read_dir / "state.json")
-            except FerDataError as error:
-                raise FerOptionError(f"--resume: {error}") from None
         else:
             model = models.build_model(config.arch, preprocessing=preprocessing, **config.model_options)
             if config.init_from:

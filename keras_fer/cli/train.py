@@ -186,12 +186,12 @@ def run_ablation(args):
         raise FerOptionError("--summary prints one architecture and trains nothing: drop --ablation")
     given = parse_model_options(args.model_option)
     for _, overrides in chosen.variants:  # an option that sets what the ablation varies would make its variants equal
-        clashes = [f"--model-option {name}" for name in overrides.get("model_options", {}) if name in given]
-        clashes += [f"--{key}" for key in overrides  # --arch is the CNN that dnn-vs-cnn compares
+        clashes = [(name, f"--model-option {name}") for name in overrides.get("model_options", {}) if name in given]
+        clashes += [(key, f"--{key}") for key in overrides  # --arch is the CNN that dnn-vs-cnn compares
                     if key not in ("model_options", "arch") and getattr(args, key, None) is not None]
         if clashes:
-            raise FerOptionError(f"--ablation {chosen.name} sets {clashes[0].split()[-1].lstrip('-')} itself in its "
-                                 f"variants: drop {clashes[0]}")
+            name, option = clashes[0]
+            raise FerOptionError(f"--ablation {chosen.name} sets {name} itself in its variants: drop {option}")
     args.recipe = chosen.recipe
     out = args.out or "runs/ablations"
     args.out = None
