@@ -37,7 +37,7 @@ def average_models(models, names=None):
             match the first's one for one (naming it and the first weight that differs).
     """
     from keras_fer.loading import import_keras, load_keras_model
-    from keras_fer.models import weight_mismatch
+    from keras_fer.models import preprocessing_mismatch, weight_mismatch
 
     keras = import_keras()
     if names is None:
@@ -46,7 +46,7 @@ def average_models(models, names=None):
         raise FerModelError(f"a soup needs at least two models. Received: {len(models)} ({', '.join(names)})")
     loaded = [m if isinstance(m, keras.Model) else load_keras_model(m) for m in models]
     for name, model in zip(names[1:], loaded[1:]):
-        mismatch = weight_mismatch(model, loaded[0], names[0])
+        mismatch = weight_mismatch(model, loaded[0], names[0]) or preprocessing_mismatch(model, loaded[0], names[0])
         if mismatch is not None:
             raise FerModelError(f"{name}: {mismatch}; a soup needs models of one architecture with the same options")
     soup = keras.models.clone_model(loaded[0])
@@ -167,8 +167,8 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
         (the soup's accuracy with averaged BatchNorm statistics), `accuracy` (the soup's).
 
     Raises:
-        FerOptionError: for a run directory that already holds a model, or ingredients
-            validated on different splits; FerModelError: for models that do not average.
+        FerOptionError: for a run directory that already holds a model, a model given twice,
+            or ingredients validated on different splits; FerModelError: for models that do not average.
     """
     import dataclasses
     import sys
@@ -184,6 +184,15 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
 
     names = [str(item) for item in ingredients]
     sources = [resolve_model_argument(name) for name in names]
+    seen = {}
+    for name, source in zip(names, sources):
+        resolved = Path(source.path).resolve()
+        if resolved in seen:
+            raise FerOptionError(
+                f"{name}: the same model as {seen[resolved]} ({resolved}): a soup of a model with itself is that "
+                f"model. Received: ingredients={names!r}"
+            )
+        seen[resolved] = name
     split = validation_split(sources, names, "so the soup could not be validated")
     if split is not None:
         val, split_seed = split

@@ -511,11 +511,12 @@ def copy_weights_from(path, model):
     """Set `model`'s weights to those of the trained model at `path` (loaded in safe mode).
 
     Raises:
-        FerModelError: naming the file, when it is missing, not a Keras model, or a different
-            architecture (its weights do not fit `model`'s one for one).
+        FerModelError: naming the file, when it is missing, not a Keras model, a different
+            architecture (its weights do not fit `model`'s one for one), or trained on faces
+            prepared otherwise (another `--normalize`, size or channel count).
     """
     from keras_fer.loading import load_keras_model, resolve_model_argument
-    from keras_fer.models import weight_mismatch
+    from keras_fer.models import preprocessing_mismatch, weight_mismatch
 
     source = resolve_model_argument(path).path
     donor = load_keras_model(source)
@@ -524,6 +525,12 @@ def copy_weights_from(path, model):
         raise FerModelError(
             f"{source}: --init-from needs a trained {model.name} with the same options; its weights do not fit "
             f"({mismatch}). Received: init_from={str(path)!r}"
+        )
+    mismatch = preprocessing_mismatch(donor, model, "this run")
+    if mismatch is not None:
+        raise FerModelError(
+            f"{source}: --init-from needs a model trained on faces prepared as this run prepares them; it {mismatch} "
+            f"(pass the option it was trained with, e.g. --normalize). Received: init_from={str(path)!r}"
         )
     model.set_weights(donor.get_weights())
     return source

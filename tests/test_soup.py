@@ -44,6 +44,11 @@ def test_average_models_refuses_models_that_do_not_match(tmp_path):
         average_models([narrow, wide], names=["narrow.keras", "wide.keras"])
     with pytest.raises(FerModelError, match="at least two models"):
         average_models([narrow])
+    # Weights that fit one for one but were trained on faces normalized otherwise do not average.
+    image = small_fervgg(2, preprocessing={"normalize": "image"})
+    with pytest.raises(FerModelError, match=r"^image\.keras: prepares its faces with normalize='image', "
+                                            r"narrow\.keras with normalize='unit'"):
+        average_models([narrow, image], names=["narrow.keras", "image.keras"])
 
 
 def test_recalibrated_statistics_are_those_of_the_training_images():
@@ -144,6 +149,9 @@ def test_train_soup_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     assert "no such model file" in error("--soup", str(narrow), str(tmp_path / "missing.keras"))
     assert "at least two models" in error("--soup", str(narrow))
     assert "drop --resume" in error("--soup", str(narrow), str(narrow), "--resume")
+    # A model given twice, by one path or two, is refused before anything is loaded.
+    assert "the same model as" in error("--soup", str(narrow), str(wide), str(narrow))
+    assert "the same model as" in error("--soup", str(narrow), str(tmp_path / "." / "narrow.keras"))
 
     # Runs validated on different splits cannot make a validated soup.
     runs = []

@@ -329,6 +329,13 @@ def test_init_from_starts_at_a_trained_models_weights(tmp_path, capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and last.startswith("error: ") and str(donor / "best.keras") in last and "do not fit" in last
     assert not (tmp_path / "wrong").exists()
+    # The same architecture trained on faces normalized otherwise does not start this run either.
+    code = main(["--arch", "dnn", "--demo-faces", "140", "--batch-size", "32", "--verbose", "0", "--epochs", "1",
+                 "--normalize", "image", "--init-from", str(donor), "--out", str(tmp_path / "other-normalize")])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error: ") and str(donor / "best.keras") in last, last
+    assert "normalize='unit', this run with normalize='image'" in last
+    assert not (tmp_path / "other-normalize").exists()
 
 
 def test_split_seed_keeps_the_validation_rows_across_seeds(tmp_path):

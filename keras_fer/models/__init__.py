@@ -46,6 +46,7 @@ __all__ = [
     "list_models",
     "model_info",
     "parameter_counts",
+    "preprocessing_mismatch",
     "register",
     "registry_table",
     "summary_table",
@@ -228,6 +229,50 @@ def weight_mismatch(model, reference, reference_name="the other"):
                 f"weight {mine.path} has shape {tuple(mine.shape)}, "
                 f"{reference_name}'s {theirs.path} {tuple(theirs.shape)}"
             )
+    return None
+
+
+def preprocessing_mismatch(model, reference, reference_name="the other"):
+    """Why `model` prepares its input faces otherwise than `reference`, or None when alike.
+
+    Weights that fit one for one can still have been trained on differently prepared faces
+    (`--normalize unit` against `image`): averaging them, or fine-tuning one under the other's
+    preprocessing, starts from a model that no longer sees what it learned on. The modes, sizes
+    and channels of their `Preprocessing` layers are compared (`"dataset"` means and deviations
+    are not: they follow the training data). Models without one are not compared.
+
+    Args:
+        model: a built Keras model.
+        reference: the built Keras model it should match.
+        reference_name: what to call `reference` in the answer.
+
+    Returns:
+        None, or a short phrase such as
+        "prepares its faces with normalize='image', the other with normalize='unit'".
+
+    Example:
+    >>> unit = build_model("dnn", preprocessing={"normalize": "unit"})
+    >>> preprocessing_mismatch(unit, build_model("dnn", preprocessing={"normalize": "image"}))
+    "prepares its faces with normalize='unit', the other with normalize='image'"
+    """
+    mine, theirs = _preprocessing_options(model), _preprocessing_options(reference)
+    if mine is None or theirs is None:
+        return None
+    for key in ("normalize", "size", "channels"):
+        if mine[key] != theirs[key]:
+            return f"prepares its faces with {key}={mine[key]!r}, {reference_name} with {key}={theirs[key]!r}"
+    return None
+
+
+def _preprocessing_options(model):
+    from keras_fer.models.layers import Preprocessing
+
+    for layer in model.layers:
+        inner = [layer, *getattr(layer, "layers", [])]
+        for candidate in inner:
+            if isinstance(candidate, Preprocessing):
+                return {"normalize": candidate.normalize, "size": tuple(candidate.size),
+                        "channels": candidate.channels}
     return None
 
 
