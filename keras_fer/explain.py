@@ -262,21 +262,33 @@ def _prepare(model, images):
         raise FerOptionError(
             f"images must be {tuple(expected[1:])} each, as model {model.name!r} takes. Received shape {images.shape}"
         )
+    if not len(images):
+        raise FerOptionError(f"images must hold at least one image. Received shape {images.shape}")
+    if images.dtype.kind not in "biuf":
+        raise FerOptionError(f"images must be numbers (pixel values). Received dtype {images.dtype}")
     return images.astype(_input_dtype(model).as_numpy_dtype)
 
 
-def _class_array(class_index, count):
-    """Per-image class indices; -1 means "the predicted class"."""
+def _class_array(class_index, count, model):
+    """Per-image class indices, checked against the model's classes; -1 (made here only for
+    `class_index=None`) means "the predicted class"."""
     if class_index is None:
         return np.full(count, -1, np.int32)
-    classes = np.broadcast_to(np.asarray(class_index, dtype=np.int64), (count,)).astype(np.int32)
-    return classes
-
-
-def _check_classes(classes, num_classes):
-    bad = classes[(classes >= num_classes) | (classes < -1)]
+    num_classes = int(_functional_of(model).outputs[0].shape[-1])
+    values = np.asarray(class_index)
+    if values.dtype.kind not in "iu" or values.ndim > 1:
+        raise FerOptionError(
+            f"class_index must be None, a class in 0-{num_classes - 1}, or one such class per image. "
+            f"Received: class_index={class_index!r}"
+        )
+    if values.ndim == 1 and len(values) != count:
+        raise FerOptionError(
+            f"class_index must give one class per image: {count} images. Received: {len(values)} classes"
+        )
+    bad = values[(values < 0) | (values >= num_classes)]
     if bad.size:
         raise FerOptionError(f"class_index must be in 0-{num_classes - 1}. Received: class_index={int(bad[0])}")
+    return np.broadcast_to(values, (count,)).astype(np.int32)
 
 
 def _chunks(count, size=BATCH_SIZE):
@@ -352,10 +364,8 @@ def gradients(model, images, class_index=None, batch_size=BATCH_SIZE):
         `(gradients (N, H, W, C), classes (N,))`: the classes used.
     """
     images = _prepare(model, images)
-    classes = _class_array(class_index, len(images))
+    classes = _class_array(class_index, len(images), model)
     function = _cached(model, ("gradient",), lambda: _gradient_function(model))
-    num_classes = int(_functional_of(model).outputs[0].shape[-1])
-    _check_classes(classes, num_classes)
     grads, chosen = [], []
     for part in _chunks(len(images), batch_size):
         g, c = function(tf.constant(images[part]), tf.constant(classes[part]))
@@ -399,7 +409,7 @@ def smoothgrad(model, images, class_index=None, noise=0.15, samples=25, seed=0, 
     if noise < 0:
         raise FerOptionError(f"smoothgrad needs noise >= 0. Received: noise={noise}")
     images = _prepare(model, images)
-    classes = _class_array(class_index, len(images))
+    classes = _class_array(class_index, len(images), model)
     if (classes < 0).any():
         predicted = logits(model, images, batch_size).argmax(axis=1)
         classes = np.where(classes < 0, predicted, classes).astype(np.int32)
@@ -511,8 +521,7 @@ def layer_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE
 def _gradient_cam(model, images, layer, class_index, batch_size, weighting):
     target = cam_layer(model, layer, rectified=weighting != "gradcam")
     images = _prepare(model, images)
-    classes = _class_array(class_index, len(images))
-    _check_classes(classes, int(_functional_of(model).outputs[0].shape[-1]))
+    classes = _class_array(class_index, len(images), model)
     function = _cached(model, ("grad_cam", target.name, weighting),
                        lambda: _grad_cam_function(model, target, weighting))
     maps = [function(tf.constant(images[part]), tf.constant(classes[part]))[0].numpy()
@@ -549,8 +558,7 @@ def score_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE
         raise FerOptionError(f"max_channels must be at least 1. Received: max_channels={max_channels!r}")
     target = cam_layer(model, layer, rectified=True)
     images = _prepare(model, images)
-    classes = _class_array(class_index, len(images))
-    _check_classes(classes, int(_functional_of(model).outputs[0].shape[-1]))
+    classes = _class_array(class_index, len(images), model)
     tap = _cached(model, ("tap", target.name), lambda: _Tap(model, [target]))
     forward = _cached(model, ("tap_fn", target.name),
                       lambda: tf.function(lambda x: tap(x), input_signature=[_image_spec(model)]))

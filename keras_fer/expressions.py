@@ -15,6 +15,8 @@ Example:
 
 import dataclasses
 import functools
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,19 +66,27 @@ def _load(path, backend):
 
 
 def _predictors(model, backend):
-    from keras_fer.inference import Predictor
+    from keras_fer.inference import Predictor, keras_predictor
     from keras_fer.loading import default_model_path, resolve_model_argument
 
     models = model if isinstance(model, (list, tuple)) else [model]
     if not models:
         raise FerOptionError("model must name at least one model. Received: model=[]")
+    keras = sys.modules.get("keras")  # an in-memory model means Keras is imported already
     found = []
     for item in models:
         if isinstance(item, Predictor):
             found.append(item)
-        else:
+        elif keras is not None and isinstance(item, keras.Model):
+            found.append(keras_predictor(item))
+        elif item is None or isinstance(item, (str, os.PathLike)):
             path = default_model_path() if item is None else resolve_model_argument(item).path
             found.append(_load(str(Path(path).resolve()), backend))
+        else:
+            raise FerOptionError(
+                "model must be None (the packaged model), a model file or run directory, a keras.Model, an "
+                f"inference.Predictor, or a list of those. Received: model={item!r}"
+            )
     return found
 
 
@@ -106,7 +116,7 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
     Args:
         image: an image file path, or a uint8 array as OpenCV reads one: gray `(H, W)` or BGR
             `(H, W, 3)` (an RGB array works too, its grey levels weighted slightly differently).
-        model: a `.keras` or `.tflite` file or a training run directory, an
+        model: a `.keras` or `.tflite` file or a training run directory, a `keras.Model`, an
             `inference.Predictor`, or a list of those (an ensemble, their softmax averaged);
             None for the packaged model. Models are loaded once and kept for later calls.
         tta: test-time augmentation: `"none"`, `"flip"` or `"crops"` (ten-crop).

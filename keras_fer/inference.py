@@ -178,6 +178,26 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
     return Predictor(name, "keras", runner, kind, source, notes)
 
 
+def keras_predictor(model, normalize=None, batch_size=DEFAULT_BATCH_SIZE):
+    """A `Predictor` for a Keras model in memory (trained in this process, not saved).
+
+    Args:
+        model: a Keras model taking faces; keras-fer's models (with a `Preprocessing` layer)
+            as they are, others through `loading.serving_model`'s adapter.
+        normalize: for models without a `Preprocessing` layer (default `"unit"`).
+        batch_size: faces per forward pass.
+
+    Example:
+    >>> from keras_fer.models import build_model
+    >>> predictor = keras_predictor(build_model("cnn4", preprocessing={"normalize": "unit"}))
+    >>> predictor.probabilities(np.zeros((2, 48, 48, 1))).shape
+    (2, 7)
+    """
+    serving, _ = serving_model(model, None, normalize)
+    runner = _keras_runner(serving, batch_size)
+    return Predictor(model.name, "keras", runner, outputs_kind(model, lambda: _probe_outputs(runner)), None)
+
+
 def _keras_runner(model, batch_size):
     return lambda faces: keras_predict(model, faces, batch_size)
 

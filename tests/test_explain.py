@@ -90,6 +90,30 @@ def test_default_class_is_the_predicted_one():
         explain.saliency(model, images, class_index=9)
 
 
+@pytest.mark.parametrize("class_index, message", [
+    ("bogus", r"class_index must be None, a class in 0-3, or one such class per image\. Received: class_index='bogus'"),
+    (1.5, r"Received: class_index=1\.5"),
+    ([[0, 1]], r"Received: class_index=\[\[0, 1\]\]"),
+    (-1, r"class_index must be in 0-3\. Received: class_index=-1"),
+    ([0, 1], r"one class per image: 5 images\. Received: 2 classes"),
+])
+@pytest.mark.parametrize("method", ["saliency", "smoothgrad", "grad_cam", "score_cam"])
+def test_a_bad_class_index_is_named(method, class_index, message):
+    # -1 was read as "the predicted class" (an internal marker) and a string as a ValueError.
+    model = tiny_float64_model()
+    images = np.random.default_rng(1).normal(size=(5, 8, 8, 1))
+    with pytest.raises(FerOptionError, match=message):
+        getattr(explain, method)(model, images, class_index=class_index)
+
+
+def test_an_empty_or_non_numeric_batch_is_named():
+    model = tiny_float64_model()
+    with pytest.raises(FerOptionError, match=r"at least one image\. Received shape \(0, 8, 8, 1\)"):
+        explain.saliency(model, np.zeros((0, 8, 8, 1)))
+    with pytest.raises(FerOptionError, match="must be numbers.*Received dtype <U"):
+        explain.logits(model, np.full((1, 8, 8, 1), "x"))
+
+
 def test_softmax_models_are_explained_on_logits():
     keras.utils.set_random_seed(3)
     plain = build_model("cnn3", preprocessing={"normalize": "unit"}, filters=(4, 4, 8), dense_units=8)

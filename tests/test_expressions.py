@@ -65,6 +65,19 @@ def test_bad_images_and_options_are_package_errors_naming_what_was_received(tmp_
         keras_fer.recognize(tmp_path / "nope.png", model=runs[0])
     with pytest.raises(FerOptionError, match="Received: detector='yolo'"):
         keras_fer.recognize(np.zeros((48, 48), np.uint8), model=runs[0], detector="yolo")
+    # A model of the wrong type was a TypeError from pathlib.
+    for model in (5, [runs[0], 5.0]):
+        with pytest.raises(FerOptionError, match=r"model must be None .* Received: model=5"):
+            keras_fer.recognize(np.zeros((48, 48), np.uint8), model=model)
+
+
+def test_a_keras_model_in_memory_is_a_model_too(runs, face):
+    import keras
+
+    loaded = keras.saving.load_model(runs[0] / "best.keras")
+    (found,) = keras_fer.recognize(face, model=loaded)
+    expected = inference.predict_proba([inference.load_predictor(runs[0], backend="keras")], face[None])[0]
+    np.testing.assert_allclose(found.probabilities, expected, atol=1e-6)
 
 
 def test_the_mtcnn_detector_finds_a_tilted_face(runs):

@@ -261,6 +261,22 @@ def test_unknown_name_and_option_raise_fer_option_error():
         model_info("lenet")
 
 
+@pytest.mark.parametrize("name, option, value, message", [
+    # Each of these raised a TypeError or OverflowError from inside Keras, or was taken for True.
+    ("cnn4", "negative_slope", "x", "must be a non-negative finite number"),
+    ("dnn", "negative_slope", float("nan"), "must be a non-negative finite number"),
+    ("vgg12", "width", "x", "must be a positive finite number"),
+    ("fervgg", "width", float("inf"), "must be a positive finite number"),
+    ("cnn39m", "seed", "x", "must be None or an integer"),
+    ("cnn4", "batch_norm", "maybe", "must be True or False"),
+    ("vgg12", "batch_norm", 1, "must be True or False"),
+    ("dnn-matched", "trainable_only", "no", "must be True or False"),
+])
+def test_an_option_of_the_wrong_type_is_named(name, option, value, message):
+    with pytest.raises(FerOptionError, match=rf"^Argument `{option}` {message}\. Received: {option}="):
+        build_model(name, **{option: value})
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_model_info_is_sane(name):
     info = model_info(name)

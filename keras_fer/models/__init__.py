@@ -145,6 +145,10 @@ def build_model(name, **kwargs):
                 f"Received: input_shape={shape!r}"
             )
         kwargs["input_shape"] = tuple(check_positive_int(size, "input_shape") for size in shape)
+    for key, value in kwargs.items():
+        if isinstance(options[key], bool) and not isinstance(value, bool):
+            # A flag given as "maybe" or 1 was taken for True by the builder's `if`.
+            raise FerOptionError(f"Argument `{key}` must be True or False. Received: {key}={value!r}")
     return entry.builder(**kwargs)
 
 
@@ -183,6 +187,16 @@ def check_positive_int(value, argument):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value) or value < 1:
         raise FerOptionError(f"Argument `{argument}` must be a positive integer. Received: {argument}={value!r}")
     return int(value)
+
+
+def check_number(value, argument, *, positive=False):
+    """`value` as a float if it is a finite number >= 0 (> 0 when `positive`), else
+    FerOptionError naming `argument`."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or value < 0 or (positive and value == 0)):
+        kind = "a positive" if positive else "a non-negative"
+        raise FerOptionError(f"Argument `{argument}` must be {kind} finite number. Received: {argument}={value!r}")
+    return float(value)
 
 
 def dropout_rates(value, count, argument):

@@ -5,11 +5,13 @@ an activation is named after the layer it follows (`conv1_act`, `dense1_act`); t
 is `logits`.
 """
 
+import numbers
+
 from keras import layers
 
 from keras_fer.classes import IMAGE_SHAPE, NUM_CLASSES
 from keras_fer.errors import FerOptionError
-from keras_fer.models import check_positive_int, dropout_rates, finish_model, register
+from keras_fer.models import check_number, check_positive_int, dropout_rates, finish_model, register
 from keras_fer.models.layers import RReLU, model_inputs
 
 #: PyTorch's BatchNorm defaults (momentum 0.1 of the new batch = Keras momentum 0.9, eps 1e-5),
@@ -43,6 +45,7 @@ def cnn4(input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES, *, softmax=False, pre
     >>> sum(int(w.numpy().size) for w in model.trainable_weights)
     538759
     """
+    negative_slope = check_number(negative_slope, "negative_slope")
     inputs, x = model_inputs(input_shape, preprocessing)
     blocks = [(32, 5, False), (64, 3, False), (128, 3, True), (128, 3, True)]
     bn = 0
@@ -143,6 +146,8 @@ def cnn39m(
     >>> model.input_shape, model.get_layer("conv1").input.shape
     ((None, 48, 48, 1), (None, 64, 64, 1))
     """
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise FerOptionError(f"Argument `seed` must be None or an integer. Received: seed={seed!r}")
     inputs, x = model_inputs(input_shape, preprocessing)
     conv_rates = dropout_rates(conv_dropout, 4, "conv_dropout")
     dense_rates = dropout_rates(dense_dropout, 2, "dense_dropout")

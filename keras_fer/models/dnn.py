@@ -10,12 +10,13 @@ from keras import layers
 
 from keras_fer.classes import IMAGE_SHAPE, NUM_CLASSES
 from keras_fer.errors import FerOptionError
-from keras_fer.models import check_positive_int, dropout_rates, finish_model, register
+from keras_fer.models import check_number, check_positive_int, dropout_rates, finish_model, register
 from keras_fer.models.layers import model_inputs
 
 
 def _dnn(inputs, x, num_classes, softmax, name, *, width, depth, input_dropout, dropout, negative_slope):
     (input_rate,) = dropout_rates(input_dropout, 1, "input_dropout")
+    negative_slope = check_number(negative_slope, "negative_slope")
     hidden_rates = dropout_rates(dropout, depth, "dropout")
     x = layers.MaxPooling2D(2, name="pool1")(x)
     x = layers.Dropout(input_rate, name="drop1")(x)

@@ -4,13 +4,11 @@ Layer names: `conv1` ... `conv8` with `bn1` ... `bn8` and `convN_act`, `pool1` .
 `drop1` ... `drop5`, `dense1`, `logits`.
 """
 
-import numbers
-
 from keras import layers
 
 from keras_fer.classes import IMAGE_SHAPE, NUM_CLASSES
 from keras_fer.errors import FerOptionError
-from keras_fer.models import check_positive_int, dropout_rates, finish_model, register
+from keras_fer.models import check_number, check_positive_int, dropout_rates, finish_model, register
 from keras_fer.models.layers import model_inputs
 
 BASE_WIDTHS = (32, 64, 128, 256)
@@ -63,8 +61,7 @@ def fervgg(
     """
     if head not in ("flatten", "avg"):
         raise FerOptionError(f'Argument `head` must be "flatten" or "avg". Received: head={head!r}')
-    if not isinstance(width, numbers.Real) or isinstance(width, bool) or width <= 0:
-        raise FerOptionError(f"Argument `width` must be a positive number. Received: width={width!r}")
+    width = check_number(width, "width", positive=True)
     stage_rates = dropout_rates(conv_dropout, 4, "conv_dropout")
     (dense_rate,) = dropout_rates(dense_dropout, 1, "dense_dropout")
     inputs, x = model_inputs(input_shape, preprocessing)

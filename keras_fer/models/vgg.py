@@ -7,7 +7,7 @@ Layer names: `conv1` ... `conv12`, `bn1` ... `bn12` (one per conv), `pool1` ... 
 from keras import layers
 
 from keras_fer.classes import IMAGE_SHAPE, NUM_CLASSES
-from keras_fer.models import dropout_rates, finish_model, register
+from keras_fer.models import check_number, dropout_rates, finish_model, register
 from keras_fer.models.layers import model_inputs
 
 
@@ -48,8 +48,7 @@ def vgg12(
     >>> [layer.name for layer in model.layers if layer.name.startswith("bn")]
     []
     """
-    if not width > 0:
-        raise ValueError(f"width must be positive. Received: width={width!r}")
+    width = check_number(width, "width", positive=True)
     inputs, x = model_inputs(input_shape, preprocessing)
     unit_rates = dropout_rates(conv_dropout, 4, "conv_dropout")
     dense_rates = dropout_rates(dense_dropout, 2, "dense_dropout")
