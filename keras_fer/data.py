@@ -229,6 +229,7 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
         emitted = 0
         buffer = {"features": [], "labels": [], "ids": [], "usage": []}
         first_line = 2
+        id_lines = {}
 
         def flush():
             nonlocal emitted
@@ -283,8 +284,14 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
                         raise bad_row(
                             f"unknown label {text!r}: expected 0-{NUM_CLASSES - 1}", line, names[label_col], buffered
                         ) from None
-                if id_col is not None and not fields[id_col].strip():  # a submission row nobody could match
-                    raise bad_row("empty id", line, names[id_col], buffered)
+                if id_col is not None:
+                    text = fields[id_col].strip()
+                    if not text:  # a submission row nobody could match
+                        raise bad_row("empty id", line, names[id_col], buffered)
+                    if text in id_lines:  # two predictions under one id: a submission scorer takes one
+                        raise bad_row(f"id {text!r} again (first at line {id_lines[text]}): ids must be unique",
+                                      line, names[id_col], buffered)
+                    id_lines[text] = line
                 buffer["ids"].append(fields[id_col].strip() if id_col is not None else str(row_number))
                 if usage_col is not None:
                     text = fields[usage_col].strip()
@@ -341,10 +348,18 @@ def to_face(image):
 
 
 def _image_files(folder):
-    return sorted(
+    """The images of `folder`, sorted; two with one stem (`0.png`, `0.jpg`) would share an id."""
+    found = sorted(
         p for p in folder.iterdir()
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
     )
+    first = {}
+    for image in found:
+        other = first.setdefault(image.stem, image)
+        if other is not image:
+            raise FerDataError(f"{other.name} and {image.name} would both have the id {image.stem!r}: "
+                               "rename or move one", folder)
+    return found
 
 
 def _is_class_name(name):

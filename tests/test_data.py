@@ -181,6 +181,21 @@ def test_missing_column_empty_file_and_missing_file(tmp_path):
         data.read(tmp_path / "face.txt")
 
 
+def test_two_rows_or_images_with_one_id_are_refused(tmp_path):
+    # A submission with two predictions for one id: the scorer takes one of them.
+    path = write_rows(tmp_path / "test.csv", "id,feature", [f"7,{GOOD}", f"8,{GOOD}", f" 7 ,{GOOD}"])
+    with pytest.raises(FerDataError, match=r"id '7' again \(first at line 2\): ids must be unique") as caught:
+        data.read(path)
+    assert (caught.value.row, caught.value.field) == (4, "id")
+    for folder in (tmp_path / "flat", tmp_path / "labelled" / "happy"):
+        folder.mkdir(parents=True)
+        for name in ("0.png", "0.jpg", "1.png"):
+            cv2.imwrite(str(folder / name), np.full((48, 48), 100, np.uint8))
+    for folder in (tmp_path / "flat", tmp_path / "labelled"):
+        with pytest.raises(FerDataError, match=r"0\.jpg and 0\.png would both have the id '0'"):
+            data.read(folder)
+
+
 def test_class_folders_by_name_and_number(tmp_path):
     rng = np.random.default_rng(1)
     expected = {}
