@@ -204,27 +204,39 @@ def _photo_pick(path, detector="haar"):
 
 
 def select_image(faces, spec, detector="haar"):
-    """The image `spec` names: an id (or row number) of `faces`, or else the path of an existing
-    image file. Ids are never turned into paths, so an id cannot reach outside the data. In a
+    """The image `spec` names: the path of an existing image file, or else an id (or row number)
+    of `faces`. Ids are never turned into paths, so an id cannot reach outside the data. In a
     photo (any image but a 48x48 crop) the largest face is found as `predict.py` finds faces (by
     `detector`, `"haar"` or `"mtcnn"`), and explained; without one, the whole image is.
 
+    Args:
+        faces: a `Faces`, or a function returning one: called only when `spec` is no image
+            file, so a photo is explained without reading any data.
+        spec: an image file path, an id or a row number.
+        detector: the face detector for photos.
+
     Raises:
-        FerOptionError: when `spec` is neither an id of the data nor an image file.
+        FerOptionError: when `spec` is neither an image file nor an id of the data.
     """
     from keras_fer.data import is_image_file
 
-    images = faces.images
+    path = Path(spec)
+    if is_image_file(path) and path.is_file():
+        return _photo_pick(path, detector)
+    faces = faces() if callable(faces) else faces
     try:
-        index = images.index_of(spec)
+        index = faces.images.index_of(spec)
     except FerDataError as error:
-        path = Path(spec)
-        if path.is_file() and is_image_file(path):
-            return _photo_pick(path, detector)
         raise FerOptionError(
             f"--image must be an id or row number of {faces.description} or an existing image file "
             f"({error}). Received: image={spec!r}"
         ) from None
+    return pick_row(faces, index)
+
+
+def pick_row(faces, index):
+    """Row `index` of `faces` as a `Picked` (its id for a name)."""
+    images = faces.images
     label = None if images.labels is None else int(images.labels[index])
     mask = None if faces.masks is None else faces.masks[index]
     return Picked(images.pixels[index], label, str(images.ids[index]), mask)
@@ -627,11 +639,11 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
         index = 0
         if labels is not None and (labels == CLASS_NAMES.index("Sad")).any():
             index = int(np.flatnonzero(labels == CLASS_NAMES.index("Sad"))[0])  # report 002 used a Sad face
-        pick = select_image(faces, str(faces.images.ids[index]))
+        pick = pick_row(faces, index)
         section.image(activations_figure(model, pick), "activation maps")
 
     def augmentation(section):
-        pick = select_image(faces, str(faces.images.ids[0]))
+        pick = pick_row(faces, 0)
         section.image(augment_figure(pick, seed=seed), "augmentations")
 
     def configuration(section):

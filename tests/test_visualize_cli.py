@@ -101,6 +101,14 @@ def test_model_file_and_image_file(run_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["saliency", "--model", str(run_dir / "best.keras"), "--image", str(photo), "--out", str(out)]) == 0
     check_png(out / "saliency_photo.png")
+    # An image file is explained without reading --data (it read the whole data first, and a
+    # broken or unrelated data file failed the figure).
+    broken = tmp_path / "broken.csv"
+    broken.write_text("label,feature\n9,1 2 3\n")
+    for argv, name in ((["saliency", "--model", str(run_dir / "best.keras")], "saliency_photo.png"),
+                       (["augment", "--count", "1"], "augment_photo.png")):
+        assert main([*argv, "--image", str(photo), "--data", str(broken), "--out", str(out)]) == 0
+        check_png(out / name)
 
 
 @pytest.mark.parametrize("argv, filename", [
@@ -209,6 +217,12 @@ def test_outputs_never_replace_the_photo_or_the_run(run_dir, tmp_path, capsys):
     for target in ("best.keras", "history.csv"):
         assert main(["report", str(run_dir), "--out", str(run_dir / target)]) == 2
         assert "--out names the HTML file (.html) or a folder for report.html" in error_line(capsys)
+    # One command's figure never replaces the other figure training wrote into the run.
+    for command, target, kind in (("history", "confusion.png", "confusion"), ("confusion", "history.png", "history")):
+        if (run_dir / target).exists():
+            kept[run_dir / target] = (run_dir / target).read_bytes()
+        assert main([command, str(run_dir), "--out", str(run_dir / target)]) == 2
+        assert f"--out {run_dir / target} would replace the run's {kind} figure" in error_line(capsys)
     assert {path: path.read_bytes() for path in kept} == kept
 
 

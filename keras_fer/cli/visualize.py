@@ -219,7 +219,7 @@ def _save(figure, out, name):
 
 
 def _context(args):
-    """`(model, run, faces)` from --run / --model / --data (faces loaded lazily by callers)."""
+    """`(model, run)` from --run / --model (the faces are read by `_faces`, when needed)."""
     from keras_fer import report
 
     run = report.read_run(args.run) if getattr(args, "run", None) else None
@@ -248,14 +248,20 @@ def _faces(args, run=None):
     return report.load_faces(getattr(args, "data", None), run)
 
 
-def _pick(args, faces):
+def _pick(args, run=None, faces=None):
+    """The image `--image` names (default: the data's first); the data (`faces`, or else
+    `_faces(args, run)`) is read only if `--image` is not an image file."""
     from keras_fer import report
 
+    def load():
+        return faces if faces is not None else _faces(args, run)
+
     if getattr(args, "image", None) is None:
+        faces = load()
         if len(faces.images) == 0:
             raise FerOptionError(f"{faces.description} holds no images")
-        return report.select_image(faces, str(faces.images.ids[0]))
-    pick = report.select_image(faces, args.image, getattr(args, "detector", DETECTORS[0]))
+        return report.pick_row(faces, 0)
+    pick = report.select_image(load, args.image, getattr(args, "detector", DETECTORS[0]))
     if pick.note:
         print(f"note: {pick.note}")
     return pick
@@ -274,20 +280,20 @@ def _explain(args):
         from keras_fer import explain
 
         explain.find_layer(model, args.layer)  # an unknown layer fails before any work
-    faces = _faces(args, run)
     options = {}
     if args.command == "smoothgrad":
         options = dict(samples=args.samples, noise=args.noise, seed=args.seed)
     if args.command == "scorecam":
         options = dict(max_channels=args.max_channels)
     if args.per_class:
+        faces = _faces(args, run)
         within = report.validation_indices(run, faces) if args.data is None else None
         picks, note = report.per_class_picks(model, faces, args.min_confidence, args.scan, within)
         if note:
             print(f"note: {note}")
         figure = report.explanation_figure(model, picks, args.command, None, getattr(args, "layer", None), **options)
         return _save(figure, args.out, f"{_file_stem(args.command)}_per_class.png")
-    pick = _pick(args, faces)
+    pick = _pick(args, run)
     figure = report.explanation_figure(model, [pick], args.command, args.class_index, getattr(args, "layer", None),
                                        **options)
     return _save(figure, args.out, f"{_file_stem(args.command)}_{_safe_name(pick.name)}.png")
@@ -307,7 +313,7 @@ def _activations(args):
 
     model, run = _context(args)
     layer = explain.find_layer(model, args.layer or report.default_activation_layer(model)).name
-    pick = _pick(args, _faces(args, run))
+    pick = _pick(args, run)
     figure = report.activations_figure(model, pick, layer, args.count)
     return _save(figure, args.out, f"activations_{_safe_name(layer)}_{_safe_name(pick.name)}.png")
 
@@ -373,7 +379,7 @@ def _samples(args):
 def _augment(args):
     from keras_fer import report
 
-    pick = _pick(args, _faces(args))
+    pick = _pick(args)
     figure = report.augment_figure(pick, variants=args.count, seed=args.seed)
     return _save(figure, args.out, f"augment_{_safe_name(pick.name)}.png")
 
@@ -400,9 +406,25 @@ HANDLERS = {
 }
 
 
+# The figures training writes into a run directory, and the command that draws each.
+RUN_FIGURES = {"history.png": "history", "confusion.png": "confusion"}
+
+
+def _check_not_run_figure(command, out):
+    """Refuse `--out` naming a figure training wrote into a run directory, unless this command
+    draws that figure (`history --out RUN/confusion.png` replaced the confusion matrix)."""
+    path = Path(out)
+    drawn_by = RUN_FIGURES.get(path.name)
+    run_files = ("config.json", "history.csv", "best.keras")
+    if drawn_by not in (None, command) and any((path.parent / name).is_file() for name in run_files):
+        raise FerOptionError(f"--out {out} would replace the run's {drawn_by} figure: choose another file name")
+
+
 @command
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if getattr(args, "out", None):
+        _check_not_run_figure(args.command, args.out)
     image = getattr(args, "image", None)
     if image and Path(image).is_file() and getattr(args, "out", None):  # a figure over the photo it explains
         check_not_input([("--out", args.out)], image, "the --image file")
