@@ -9,7 +9,7 @@ by any model or ensemble
 Example:
 >>> import keras_fer
 >>> faces = keras_fer.recognize("party.jpg")  # doctest: +SKIP
->>> [(face.box, face.name, face.confidence) for face in faces]  # (x, y, w, h), top class, its probability  # doctest: +SKIP
+>>> [(face.box, face.name, face.confidence) for face in faces]  # box (x, y, w, h)  # doctest: +SKIP
 >>> faces[0].emotions()  # {'Angry': ..., 'Disgust': ..., ..., 'Neutral': ...}: all seven  # doctest: +SKIP
 """
 

@@ -70,15 +70,17 @@ def atomic_path(path):
     The folder is created if needed. The temporary file exists (empty) and ends in `path`'s
     suffix, so writers that pick the format from the name (Keras, matplotlib, LiteRT) work; a
     writer may also delete and re-create it. On any exception it is removed and `path` is left
-    untouched. An existing `path` must be a regular file: a device, pipe or socket is never
-    replaced. OSErrors about the temporary file, and a full disk (when it is this file's), name
-    `path`.
+    untouched. An existing `path` must be a regular file: a folder is refused before the block
+    runs, and a device, pipe or socket is never replaced. OSErrors about the temporary file,
+    and a full disk (when it is this file's), name `path`.
 
     Raises:
         OSError: with `filename` set to `path` (cli.command prints it as one line).
     """
     path = Path(path)
-    if path.exists() and not path.is_file() and not path.is_dir():  # a folder fails in os.replace, named
+    if path.is_dir():  # os.replace would refuse it only after all the work
+        raise IsADirectoryError(errno.EISDIR, "Is a directory: give a file name", str(path))
+    if path.exists() and not path.is_file():
         raise OSError(errno.EINVAL, "not a regular file (a device, pipe or socket): write to a file", str(path))
     check_folder_for(path)
     path.parent.mkdir(parents=True, exist_ok=True)

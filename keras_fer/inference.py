@@ -12,7 +12,6 @@ Example:
 >>> probabilities = predict_proba([predictor], faces.pixels, tta="flip")  # doctest: +SKIP
 """
 
-import contextlib
 import csv
 import dataclasses
 import queue
@@ -424,27 +423,6 @@ class PredictionRun:
         return {split: evaluation_from_confusion(matrix) for split, matrix in (self.confusions or {}).items()}
 
 
-@contextlib.contextmanager
-def atomic_output(path):
-    """Yield a text stream (UTF-8, `newline=""` for csv) onto a temporary file next to `path`;
-    it replaces `path` only if the block succeeds (`files.atomic_path`). A name ending in `.gz`
-    gets a gzip-compressed file, as `data.write_csv` writes and every reader here reads.
-
-    Raises:
-        FerOptionError: when the folder cannot be created or `path` is a folder.
-    """
-    path = Path(path)
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise FerOptionError(f"{path}: cannot create its folder ({error.strerror or error})") from None
-    if path.is_dir():
-        raise FerOptionError(f"{path}: is a folder; give a file name")
-    with files.atomic_text(path) as stream:
-        yield stream
-
-
 def prefetch(iterable, timings=None):
     """Iterate `iterable` in a background thread, one item ahead, so that reading and parsing
     the next chunk overlaps classifying this one (LiteRT and TensorFlow release the GIL).
@@ -515,7 +493,7 @@ def predict_csv(path, predictors, out, tta="none", prior_correction=False, proba
     out = Path(out)
     rows = 0
     confusions = {}
-    with atomic_output(out) as stream:
+    with files.atomic_text(out) as stream:
         writer = csv.writer(stream, lineterminator="\n")
         writer.writerow(["id", "label"] + (list(CLASS_NAMES) if proba else []))
         for chunk in prefetch(iter_csv(path, chunk_rows), timings):
@@ -620,7 +598,7 @@ def save_evaluations(evaluations, out):
         entry["confusion_normalized"] = np.round(evaluation.confusion_normalized, 6).tolist()
         report[split] = entry
     files.write_json(paths["json"], {"classes": list(CLASS_NAMES), "splits": report}, sort_keys=False)
-    with atomic_output(paths["csv"]) as stream:
+    with files.atomic_text(paths["csv"]) as stream:
         writer = csv.writer(stream, lineterminator="\n")
         writer.writerow(["split", "true"] + list(CLASS_NAMES))
         for split in splits:

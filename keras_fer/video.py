@@ -22,7 +22,7 @@ import numpy as np
 from keras_fer import faces as face_tools
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.errors import FerDataError, FerOptionError
-from keras_fer.files import atomic_path, check_not_input, same_file
+from keras_fer.files import atomic_path, atomic_text, check_not_input, same_file
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 HEADER = ["frame", "time_s", "face", "x", "y", "w", "h", "label", "class", "confidence"]
@@ -183,7 +183,7 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
     Raises:
         FerDataError: for a missing or unreadable video, or one with no readable frame.
     """
-    from keras_fer.inference import atomic_output, predict_proba
+    from keras_fer.inference import predict_proba
     from keras_fer.loading import quiet_native_stderr
 
     if int(every) < 1:
@@ -228,7 +228,7 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
 
     capture, fps, _ = open_video(path)
     try:
-        with atomic_output(out) as stream, (atomic_path(annotated) if annotated is not None
+        with atomic_text(out) as stream, (atomic_path(annotated) if annotated is not None
                                             else contextlib.nullcontext()) as temporary:
             writer = csv.writer(stream, lineterminator="\n")
             writer.writerow(HEADER + (list(CLASS_NAMES) if proba else []))

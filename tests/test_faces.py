@@ -159,8 +159,9 @@ def test_mtcnn_finds_a_tilted_face_the_cascade_misses(portrait, angle):
 
 
 def test_mtcnn_weights_are_the_pinned_files(tmp_path):
-    import joblib
     from importlib import resources
+
+    import joblib
 
     from keras_fer.errors import FerModelError
 

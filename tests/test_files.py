@@ -153,6 +153,17 @@ def test_a_device_pipe_or_socket_is_never_replaced(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.csv"]
 
 
+def test_a_folder_is_refused_before_the_work_not_after(tmp_path):
+    (tmp_path / "out.csv").mkdir()
+    ran = []
+    with pytest.raises(IsADirectoryError, match="give a file name") as caught:
+        with files.atomic_text(tmp_path / "out.csv") as stream:
+            ran.append(True)  # a whole prediction ran here before os.replace refused the folder
+            stream.write("x")
+    assert not ran and caught.value.filename == str(tmp_path / "out.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
 @pytest.mark.parametrize("where", ["temporary", "none", "mkstemp"])
 def test_write_errors_name_the_output_not_the_temporary_file(tmp_path, monkeypatch, where):
     target = tmp_path / "out" / "sub.csv"

@@ -346,7 +346,8 @@ def test_exports_of_the_packaged_model_go_to_the_current_folder_not_the_package(
     assert result.path == tmp_path / "keras-fer-packaged" / "best-inference.keras"
     assert (tmp_path / "keras-fer-packaged" / "config.json").is_file()  # how to feed it goes with it
     assert sorted(path.name for path in weights.iterdir()) == before
-    assert export.default_export_path(loading.default_model_path(), "tflite") == tmp_path / "keras-fer-packaged" / "best.tflite"
+    expected = tmp_path / "keras-fer-packaged" / "best.tflite"
+    assert export.default_export_path(loading.default_model_path(), "tflite") == expected
     other = save_run(tmp_path / "run", tiny_model(12))
     assert export.default_export_path(other, "tflite") == other / "best.tflite"  # other models: beside them
 

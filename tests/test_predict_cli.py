@@ -198,8 +198,13 @@ def test_mtcnn_is_needed_only_where_faces_are_detected(tmp_path, run_dirs, test_
     from importlib import metadata
 
     real = metadata.version
-    monkeypatch.setattr(metadata, "version",
-                        lambda name: real(name) if name != "mtcnn" else (_ for _ in ()).throw(metadata.PackageNotFoundError(name)))
+
+    def version(name):
+        if name == "mtcnn":
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(metadata, "version", version)
     out = tmp_path / "s.csv"
     assert main([str(test_csv[0]), "--model", str(run_dirs[0]), "--detector", "mtcnn", "--out", str(out)]) == 0
     assert len(read_rows(out)) == len(test_csv[1]) + 1  # a CSV holds faces already: no detector runs
@@ -207,9 +212,10 @@ def test_mtcnn_is_needed_only_where_faces_are_detected(tmp_path, run_dirs, test_
     folder = tmp_path / "photos"
     folder.mkdir()
     cv2.imwrite(str(folder / "blank.png"), np.full((96, 96), 128, np.uint8))
-    assert main([str(folder), "--model", str(run_dirs[0]), "--detector", "mtcnn", "--out", str(tmp_path / "f.csv")]) == 2
+    out = tmp_path / "f.csv"
+    assert main([str(folder), "--model", str(run_dirs[0]), "--detector", "mtcnn", "--out", str(out)]) == 2
     assert 'needs the mtcnn package: pip install "keras-fer[mtcnn]"' in one_error_line(capsys)
-    assert not (tmp_path / "f.csv").exists()
+    assert not out.exists()
     assert main([str(folder), "--model", str(run_dirs[0]), "--detector", "mtcnn", "--no-detect",
                  "--out", str(tmp_path / "f.csv")]) == 0
 

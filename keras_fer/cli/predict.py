@@ -13,7 +13,7 @@ from pathlib import Path
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.cli import command, progress_bar
 from keras_fer.errors import FerDataError, FerOptionError
-from keras_fer.files import check_not_input, same_file, staged_folder
+from keras_fer.files import atomic_text, check_not_input, same_file, staged_folder
 
 EXAMPLES = """\
 examples:
@@ -307,7 +307,7 @@ def run_images(options, predictors, timings, plan):
     import numpy as np
 
     from keras_fer import faces as face_tools
-    from keras_fer.inference import _count, atomic_output, predict_proba
+    from keras_fer.inference import _count, predict_proba
 
     files, labels, base = plan
     out = _out_path(options)
@@ -324,7 +324,7 @@ def run_images(options, predictors, timings, plan):
     try:
         # the copies move into place after the CSV is complete: a failed run leaves neither
         with (staged_folder(annotate_dir) if annotate_dir is not None else contextlib.nullcontext()) as staging, \
-                atomic_output(out) as stream:
+                atomic_text(out) as stream:
             writer = csv.writer(stream, lineterminator="\n")
             writer.writerow(header)
             for start in range(0, len(files), group_size):
@@ -487,8 +487,8 @@ def main(argv=None):
     imports_s = _process_age()
     from keras_fer.data import is_image_file
     from keras_fer.inference import Timings, load_predictor, read_saved_probabilities
-    from keras_fer.video import is_video_file
     from keras_fer.loading import class_prior, resolve_model
+    from keras_fer.video import is_video_file
 
     options = parse_options(argv)
     timings = Timings()
