@@ -255,6 +255,34 @@ def test_outputs_that_would_replace_any_input_are_refused(tmp_path, run_dirs, de
     assert not (tmp_path / "a.csv").exists()
 
 
+def test_annotated_copies_never_land_on_or_among_the_input_images(tmp_path, run_dirs, demo, capsys):
+    folder = tmp_path / "pin"
+    (folder / "sub").mkdir(parents=True)
+    cv2.imwrite(str(folder / "a.png"), demo.pixels[0])
+    cv2.imwrite(str(folder / "sub" / "a.png"), demo.pixels[1])
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), demo.pixels[2])
+    inputs = {path: path.read_bytes() for path in (folder / "a.png", folder / "sub" / "a.png", photo)}
+    out = tmp_path / "o" / "f.csv"
+    # pin/a.png's copy was written over pin/sub/a.png, and pin/sub/sub/a.png appeared (exit 0).
+    for argv, message in [([str(folder), "--annotate", str(folder / "sub")], "is inside the input folder"),
+                          ([str(folder), "--annotate", str(folder)], "is inside the input folder"),
+                          ([str(photo), "--annotate", str(tmp_path)], "would overwrite an input image with its")]:
+        assert main(argv + ["--model", str(run_dirs[0]), "--out", str(out)]) == 2
+        assert message in one_error_line(capsys)
+    assert {path: path.read_bytes() for path in inputs} == inputs
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == ["a.png", "sub", "sub/a.png"]
+    assert not out.exists()
+
+
+def test_export_waits_for_a_valid_input(tmp_path, run_dirs, capsys):
+    target = tmp_path / "exported.keras"
+    assert main([str(tmp_path / "missing.csv"), "--model", str(run_dirs[0]), "--export", "keras",
+                 "--export-to", str(target)]) == 2
+    assert "missing.csv: no such file or folder" in one_error_line(capsys)
+    assert not target.exists()  # it was exported, then the input was found missing
+
+
 def test_fer_data_supplies_the_input(tmp_path, run_dirs, demo, monkeypatch):
     write_csv(tmp_path / "test.csv", demo.pixels[:5], [str(i) for i in range(5)])
     monkeypatch.setenv("FER_DATA", str(tmp_path))

@@ -13,7 +13,7 @@ from pathlib import Path
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.cli import command, progress_bar
 from keras_fer.errors import FerDataError, FerOptionError
-from keras_fer.files import atomic_text, check_not_input, same_file, staged_folder
+from keras_fer.files import atomic_text, check_not_input, check_not_inside, staged_folder
 
 EXAMPLES = """\
 examples:
@@ -311,9 +311,7 @@ def run_images(options, predictors, timings, plan):
 
     files, labels, base = plan
     out = _out_path(options)
-    annotate_dir = Path(options.annotate) if options.annotate else None
-    if annotate_dir is not None and same_file(annotate_dir, base):
-        raise FerOptionError(f"--annotate {annotate_dir} is the input folder: choose another folder")
+    annotate_dir = Path(options.annotate) if options.annotate else None  # not over an input: check_outputs
     confusions = {}
     faces_found = 0
     bar = progress_bar(" images")
@@ -459,6 +457,12 @@ def check_outputs(options, models, plan=None):
 
     outputs = _outputs(options)
     check_not_input(outputs, plan[0] if plan is not None else [options.input], "the input")
+    if plan is not None and options.annotate:  # the copies go to --annotate/<path in the input folder>
+        files, _, base = plan
+        if Path(options.input).is_dir():
+            check_not_inside([("--annotate", options.annotate)], options.input, "the input folder")
+        copies = [("--annotate", Path(options.annotate) / file.relative_to(base)) for file in files]
+        check_not_input(copies, files, "an input image with its annotated copy")
     check_not_input(outputs, options.saved_proba, "a --saved-proba file")
     check_not_input(outputs, [resolve_model(path).path for path in models], "a model")
 
@@ -492,11 +496,10 @@ def main(argv=None):
 
     options = parse_options(argv)
     timings = Timings()
-    if options.export:
+    if options.export and options.input is None:
         run_export(options, _models_or_default(options))
-        if options.input is None:
-            return 0
-    options.input = _resolve_input(options)
+        return 0
+    options.input = _resolve_input(options)  # a missing input fails before an export is written
     video = is_video_file(options.input)
     images = Path(options.input).is_dir() or is_image_file(options.input)
     plan = _image_plan(options.input, _outputs(options)) if images else None  # listed once
@@ -517,6 +520,8 @@ def main(argv=None):
     start = time.perf_counter()
     models = _models_or_default(options)
     check_outputs(options, models, plan)
+    if options.export:
+        run_export(options, models)
     if options.prior_correction:
         for path in models:  # fail now, before loading anything, if a model has no prior
             class_prior(resolve_model(path))
