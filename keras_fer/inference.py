@@ -97,8 +97,19 @@ class Predictor:
     _prior: np.ndarray = None
 
     def probabilities(self, faces):
-        """Class probabilities `(N, 7)` float64 of raw faces."""
+        """Class probabilities `(N, 7)` float64 of raw faces.
+
+        Raises:
+            FerModelError: when the model's outputs are not finite (NaN weights, as a diverged
+                training leaves them): a submission of NaN probabilities is no prediction.
+        """
         outputs = self.run(np.asarray(faces, np.float32))
+        finite = np.isfinite(outputs).all(axis=1)
+        if not finite.all():
+            raise FerModelError(
+                f"{self.name}: outputs NaN or infinity for {int((~finite).sum())} of {len(finite)} faces "
+                "(a model whose training diverged?)"
+            )
         if self.outputs == "probabilities":
             return np.asarray(outputs, np.float64)
         return softmax(outputs)

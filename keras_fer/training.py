@@ -436,9 +436,10 @@ def _make_run_recorder(keras):
                 row[key] = float(logs.get(key, float("nan")))
             row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             self.history.append(row)
-            # Without validation (--val none) every epoch is the best so far: best.keras is the last.
-            improved = (math.isnan(row["val_accuracy"])
-                        or row["val_accuracy"] > self.state.get("best_val_accuracy", -1.0))
+            # Without validation (--val none) every epoch is the best so far: best.keras is the last;
+            # an epoch whose loss diverged (NaN weights, TerminateOnNaN stopped it) never is.
+            improved = math.isfinite(row["loss"]) and (
+                math.isnan(row["val_accuracy"]) or row["val_accuracy"] > self.state.get("best_val_accuracy", -1.0))
             if improved:
                 self.state["best_val_accuracy"] = row["val_accuracy"]
                 self.state["best_epoch"] = epoch + 1
@@ -848,6 +849,10 @@ def _train(config, progress):
         history = [row for row in _read_resumed(run_dir / "history.csv", read_history)
                    if row["epoch"] <= state["epoch"]]
         check_model_file(run_dir / state.get("last_model", "last.keras"))
+        if state.get("best_epoch") and not (run_dir / "best.keras").exists():
+            print(f"note: --resume: {run_dir / 'best.keras'} (epoch {state['best_epoch']}'s model) is missing: the "
+                  "best so far is forgotten, and the next epoch's model becomes best.keras", file=sys.stderr)
+            state.update(best_epoch=0, best_val_accuracy=-1.0)
     elif (run_dir / "state.json").exists():
         raise FerOptionError(
             f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out"
@@ -881,6 +886,12 @@ def _train(config, progress):
 
         resolve_model_argument(config.init_from)  # so does a missing file or one that is no model archive
     train_images, val_images, all_images = load_training_data(config)
+    started_on = saved_config.get("data_fingerprint")
+    if started_on is not None and started_on != all_images.fingerprint():
+        raise FerOptionError(
+            f"--resume: the run in {run_dir} started on other data (fingerprint {started_on}, this data's "
+            f"{all_images.fingerprint()}): its validation rows would change mid-run. Received: data={config.data!r}"
+        )
     from keras_fer.data import class_counts, class_weights
 
     counts = class_counts(train_images.labels)
@@ -975,10 +986,13 @@ def _train(config, progress):
                 class_weight=class_weights(train_images.labels) if config.class_weight else None,
                 strategy=strategy, config=config,
             )
-            if state["epoch"] < phase_end:
+            diverged = history and not math.isfinite(history[-1]["loss"])
+            if state["epoch"] < phase_end or diverged:
                 stop_reason = "early stopping" if early.stopped_epoch else "stopped"
                 if stop_at is not None and stop_at.reached:
                     stop_reason = f"validation accuracy reached {config.stop_at_accuracy}"
+                if diverged:
+                    stop_reason = f"the loss diverged ({history[-1]['loss']}) in epoch {history[-1]['epoch']}"
                 state["stopped"] = stop_reason
                 if write:
                     write_json(run_dir / "state.json", state)
@@ -987,6 +1001,12 @@ def _train(config, progress):
         print(f"\ninterrupted: epoch {state['epoch']} is saved; continue with --resume --out {run_dir}",
               file=sys.stderr)
 
+    if stop_reason and stop_reason.startswith("the loss diverged"):
+        if not state.get("best_epoch"):
+            raise FerOptionError(f"{run_dir}: {stop_reason}, at learning rate {history[-1]['lr']:g}, and no epoch "
+                                 "before it had a finite loss: there is no model to keep (try a lower --lr)")
+        print(f"note: {stop_reason}; training stopped there, and best.keras is epoch {state['best_epoch']}'s "
+              "(try a lower --lr)", file=sys.stderr)
     if write and state["epoch"] > 0:
         from keras_fer.loading import float32_model
 

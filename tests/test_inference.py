@@ -223,6 +223,17 @@ def test_softmax_output_is_not_applied_twice(tmp_path, demo):
     np.testing.assert_allclose(predictor.probabilities(demo.pixels), expected, atol=1e-6)
 
 
+def test_a_model_with_nan_weights_is_refused_not_turned_into_nan_probabilities(tmp_path, demo):
+    model = tiny_model(4)
+    model.layers[-1].kernel.assign(np.full(model.layers[-1].kernel.shape, np.nan, "float32"))
+    save_run(tmp_path / "diverged", model)
+    predictor = inference.load_predictor(tmp_path / "diverged", backend="keras")
+    out = tmp_path / "sub.csv"
+    with pytest.raises(FerModelError, match=r"diverged: outputs NaN or infinity for 3 of 3 faces"):
+        inference.predict_csv(write_fer_csv(tmp_path / "t.csv", demo.pixels[:3]), [predictor], out)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("shape", [(64, 64, 1), (48, 48, 3)])
 def test_foreign_models_are_fed_resized_replicated_unit_faces(tmp_path, demo, shape):
     import keras

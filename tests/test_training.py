@@ -280,6 +280,53 @@ def test_reserved_model_options_are_refused(capsys, tmp_path, option):
     assert "cannot set" in capsys.readouterr().err
 
 
+def test_a_diverged_loss_stops_the_run_and_is_never_the_best_model(tmp_path, capsys):
+    # It exited 0 with NaN weights as best.keras, and predict.py wrote NaN probabilities.
+    out = tmp_path / "nan"
+    base = [*SMALL, "--arch", "dnn", "--demo-faces", "140", "--optimizer", "sgd", "--out", str(out)]
+    assert main(base + ["--lr", "1e30", "--epochs", "3"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"error: {out}: the loss diverged (nan) in epoch 1, at learning rate 1e+30"), last
+    assert not (out / "best.keras").exists()
+    # After a good epoch, a diverged one stops the run; best.keras stays the good epoch's.
+    out = tmp_path / "later"
+    base[-1] = str(out)
+    assert main(base + ["--lr", "0.01", "--epochs", "1"]) == 0
+    model = keras.saving.load_model(out / "last-0001.keras")
+    model.layers[-1].kernel.assign(np.full(model.layers[-1].kernel.shape, np.nan, "float32"))
+    model.save(out / "last-0001.keras")
+    good = (out / "best.keras").read_bytes()
+    capsys.readouterr()
+    assert main(base + ["--lr", "0.01", "--epochs", "3", "--resume"]) == 0
+    assert "note: the loss diverged (nan) in epoch 2; training stopped there, and best.keras is epoch 1's" in (
+        capsys.readouterr().err)
+    assert (out / "best.keras").read_bytes() == good
+    assert read_state(out / "state.json")["stopped"] == "the loss diverged (nan) in epoch 2"
+
+
+def test_resume_refuses_other_data_and_forgets_a_deleted_best_model(tmp_path, capsys):
+    from keras_fer.data import write_csv
+    from keras_fer.synthetic import generate
+
+    data = tmp_path / "train.csv"
+    write_csv(generate(140, seed=0).images, data)
+    out = tmp_path / "run"
+    base = ["--arch", "dnn", "--data", str(data), "--batch-size", "32", "--verbose", "0", "--out", str(out)]
+    assert main(base + ["--epochs", "1"]) == 0
+    config = (out / "config.json").read_bytes()
+    write_csv(generate(280, seed=1).images, data)  # the file changed under the run: its validation rows with it
+    assert main(base + ["--epochs", "2", "--resume"]) == 2
+    assert f"--resume: the run in {out} started on other data" in capsys.readouterr().err
+    assert (out / "config.json").read_bytes() == config and read_state(out / "state.json")["epoch"] == 1
+    # A deleted best.keras: it trained an epoch, then failed, at every later --resume too.
+    write_csv(generate(140, seed=0).images, data)
+    (out / "best.keras").unlink()
+    assert main(base + ["--epochs", "2", "--resume"]) == 0
+    assert "best.keras (epoch 1's model) is missing: the best so far is forgotten" in capsys.readouterr().err
+    state = read_state(out / "state.json")
+    assert state["epoch"] == 2 and state["best_epoch"] == 2 and (out / "best.keras").is_file()
+
+
 def test_resume_refuses_changed_options_and_keeps_a_stopped_run_stopped(tmp_path, capsys):
     out = tmp_path / "run"
     base = [*SMALL, "--arch", "dnn", "--epochs", "4", "--out", str(out)]
