@@ -15,7 +15,6 @@ Example:
 True
 """
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -255,12 +254,6 @@ class ExportResult:
     sample_size: int
 
 
-def _export_tflite(model, path):
-    """Convert with Keras' LiteRT exporter into `path` (atomically)."""
-    with files.atomic_path(path) as temporary, quiet_native_stderr():
-        model.export(str(temporary), format="litert", verbose=False)
-
-
 def _export_reference(source, model, normalize):
     """What an export is checked against: `(serving model, adapter, sample, Keras outputs on the
     sample, outputs kind)`."""
@@ -299,19 +292,17 @@ def _check_export(exported, reference, kind, what, consequence, tolerance=None):
 def _tflite_from_keras(source, model, normalize, destination):
     """Export `model` (a loaded Keras model of `source`) to `destination` and verify it.
 
-    Returns `(ExportResult, outputs kind)`; raises FerModelError when the copy disagrees.
+    Returns `(ExportResult, outputs kind)`; raises FerModelError when the copy disagrees. The copy
+    is checked before it replaces `destination`: a copy that disagrees leaves what was there.
     """
     keras = import_keras()
 
     serving, adapter, sample, reference, kind = _export_reference(source, model, normalize)
-    _export_tflite(serving, destination)
-    try:
-        diff, diff_outputs = _check_export(LiteRTRunner(destination)(sample), reference, kind,
+    with files.atomic_path(destination) as temporary:
+        with quiet_native_stderr():
+            serving.export(str(temporary), format="litert", verbose=False)
+        diff, diff_outputs = _check_export(LiteRTRunner(temporary)(sample), reference, kind,
                                            f"{destination}: the LiteRT copy", "not used")
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(destination)
-        raise
     stat = source.path.stat()
     import tensorflow as tf
 
@@ -490,6 +481,12 @@ def export_model(model_path, fmt="tflite", destination=None, normalize=None):
     if fmt == "tflite":
         if destination.suffix.lower() != ".tflite":
             raise FerOptionError(f"--export-to for tflite must end in .tflite. Received: {destination}")
+        if destination.exists() and read_sidecar(destination) is None:  # as the keras and savedmodel exports
+            raise FerOptionError(
+                f"{destination} already exists and is not an earlier keras-fer LiteRT export (no "
+                f"{destination.name}.json beside it): remove it or choose another --export-to. "
+                f"Received: export_to={str(destination)!r}"
+            )
         if not litert_available():
             raise FerModelError("--export tflite needs the LiteRT runtime to check the copy: "
                                 "pip install ai-edge-litert")

@@ -331,6 +331,24 @@ def test_foreign_litert_file_is_not_overwritten(tmp_path, monkeypatch):
     assert predictor.backend == "litert"
     assert (run / "best.tflite").read_bytes() == b"someone else's file"
     assert list(cache.rglob("model.tflite"))
+    # Nor by an explicit export (the keras and savedmodel exports refused already).
+    for target in (run / "best.tflite", tmp_path / "foreign.tflite"):
+        target.write_bytes(b"someone else's file")
+        with pytest.raises(FerOptionError, match="already exists and is not an earlier keras-fer LiteRT export"):
+            export.export_model(run, "tflite", target)
+        assert target.read_bytes() == b"someone else's file"
+
+
+def test_an_export_that_disagrees_leaves_the_earlier_export(tmp_path, monkeypatch):
+    run = save_run(tmp_path / "run", tiny_model(10))
+    target = tmp_path / "copy.tflite"
+    export.export_model(run, "tflite", target)
+    earlier = target.read_bytes()
+    monkeypatch.setattr(export, "TOLERANCE", -1.0)
+    with pytest.raises(FerModelError, match="differs from the Keras model"):
+        export.export_model(run, "tflite", target)
+    assert target.read_bytes() == earlier  # it was deleted after the new copy had replaced it
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["copy.tflite", "copy.tflite.json", "run"]
 
 
 def test_the_packaged_folder_gets_no_litert_copy(tmp_path, monkeypatch):
