@@ -735,12 +735,29 @@ def _check_resume(run_dir, config):
     saved_options = {**TrainConfig().to_json(), **saved["options"]}
     given = config.to_json()
     keys = sorted(set(given) - RESUMABLE_CHANGES)
+    if _epoch_by_epoch(saved_options.get("phases")) is not None and _epoch_by_epoch(given.get("phases")) is not None:
+        # --epochs cuts a phased recipe (cut_phases): two cuts of one recipe may continue each other.
+        run, now = _epoch_by_epoch(saved_options["phases"]), _epoch_by_epoch(given["phases"])
+        if run[:len(now)] == now[:len(run)]:
+            keys.remove("phases")
     different = [k for k in keys if json.dumps(saved_options.get(k), sort_keys=True, default=str)
                  != json.dumps(given.get(k), sort_keys=True, default=str)]
     if different:
         names = ", ".join(f"{k}: run has {saved_options.get(k)!r}, given {given.get(k)!r}" for k in different)
         raise FerOptionError(f"--resume with options that differ from the run in {run_dir}: {names}")
     return saved
+
+
+def _epoch_by_epoch(phases):
+    """A phase list as one entry per epoch (the phase without its length), or None when it is
+    not a list of phases; one cut of a recipe is then a prefix of another."""
+    if not isinstance(phases, (list, tuple)) or not phases:
+        return None
+    try:
+        return [json.dumps({k: v for k, v in phase.items() if k != "epochs"}, sort_keys=True)
+                for phase in phases for _ in range(int(phase["epochs"]))]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def fit_keras(model, dataset, *, strategy, config, **options):

@@ -122,6 +122,20 @@ def test_phases_switch_optimizer(tmp_path):
     assert [row["lr"] for row in history] == pytest.approx([1.0, 0.01])
 
 
+def test_a_cut_phased_recipe_resumes_with_another_cut(tmp_path, capsys):
+    # --epochs cuts report002's phases: resuming with another --epochs compared the cut phase lists
+    # and refused ("phases: run has [...], given [...]"), so a cut run could never be extended.
+    out = tmp_path / "run"
+    base = ["--recipe", "report002", "--arch", "dnn", "--demo-faces", "140", "--batch-size", "32", "--verbose", "0",
+            "--out", str(out)]
+    assert main(base + ["--epochs", "1"]) == 0
+    assert main(base + ["--epochs", "2", "--resume"]) == 0
+    assert [row["epoch"] for row in read_history(out / "history.csv")] == [1, 2]
+    # Another optimizer is not a cut of the recipe: still refused.
+    assert main(base + ["--epochs", "3", "--optimizer", "sgd", "--resume"]) == 2
+    assert "phases: run has" in capsys.readouterr().err
+
+
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     # dnn: dropout, BatchNorm and LeakyReLU, and fast; its dropout masks must survive the resume.
     args = [*SMALL, "--arch", "dnn", "--epochs", "5", "--deterministic", "--seed", "3", "--augment", "basic"]
