@@ -458,11 +458,12 @@ def write_csv(images, path):
     """Write `images` as a FER CSV: `label,feature` when labelled, else `id,feature`; gzip when
     `path` ends in `.gz`. Written atomically."""
     with atomic_text(path) as out:
-        out.write("label,feature\n" if images.labelled else "id,feature\n")
+        writer = csv.writer(out, lineterminator="\n")  # an id may hold a comma or a quote ("x,y.png")
+        writer.writerow(["label", "feature"] if images.labelled else ["id", "feature"])
         flat = images.pixels.reshape(len(images), NUM_PIXELS)
         for i in range(len(images)):
             first = images.labels[i] if images.labelled else images.ids[i]
-            out.write(f"{first},{' '.join(map(str, flat[i].tolist()))}\n")
+            writer.writerow([first, " ".join(map(str, flat[i].tolist()))])
 
 
 # --------------------------------------------------------------------------------------------

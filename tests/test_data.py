@@ -48,6 +48,10 @@ def test_id_feature_round_trip(tmp_path):
     assert list(back.ids) == ["7", "8", "9", "10", "11"]
     np.testing.assert_array_equal(back.pixels, images.pixels)
     assert back.index_of("00009") == 2
+    # Ids with a comma or a quote (image names such as "x,y.png") are quoted, not split.
+    images.ids = np.array(["x,y", 'say "hi"', "7", "a b", "é"], dtype=object)
+    data.write_csv(images, tmp_path / "odd.csv.gz")
+    assert list(data.read(tmp_path / "odd.csv.gz").ids) == list(images.ids)
 
 
 def test_kaggle_emotion_pixels_usage(tmp_path):
