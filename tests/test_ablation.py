@@ -166,6 +166,7 @@ def test_ablation_cli_lists_and_refuses_bad_names(capsys, tmp_path):
     for argv, words in ((["--ablation", "nope"], "unknown ablation"),
                         (["--ablation", "batch-norm", "--recipe", "report000"], "runs recipe report002"),
                         (["--ablation", "batch-norm", "--resume"], "drop --resume"),
+                        (["--ablation", "dnn-vs-cnn", "--init-from", "runs/cnn4"], "drop --init-from"),
                         (["--ablation", "batch-norm", "--model-option", "batch_norm=false"],
                          "sets batch_norm itself in its variants: drop --model-option batch_norm"),
                         (["--ablation", "normalization", "--normalize", "unit"], "drop --normalize"),

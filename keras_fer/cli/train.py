@@ -182,6 +182,8 @@ def run_ablation(args):
         raise FerOptionError("--ablation resumes its unfinished variants by itself: drop --resume")
     if args.teacher:
         raise FerOptionError("--ablation trains each report's recipe as the report did: drop --teacher")
+    if args.init_from:  # one model's weights fit at most one variant (dnn-vs-cnn, normalization)
+        raise FerOptionError("--ablation trains each variant from scratch, as the reports did: drop --init-from")
     if args.summary:
         raise FerOptionError("--summary prints one architecture and trains nothing: drop --ablation")
     given = parse_model_options(args.model_option)
