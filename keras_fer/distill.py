@@ -156,6 +156,24 @@ def teacher_probabilities(sources, faces, progress=None, chunk_rows=4096):
     return np.concatenate(parts)
 
 
+def _read_kept(path, rows, say):
+    """The teachers' probabilities kept in `path`, or None (with a note) when the file is damaged:
+    unreadable, of another shape, or not probabilities. They are then computed again."""
+    try:
+        kept = np.load(path, allow_pickle=False).astype(np.float64)
+    except (OSError, ValueError, EOFError) as error:
+        problem = f"unreadable ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+    else:
+        if kept.shape != (rows, NUM_CLASSES):
+            problem = f"of shape {kept.shape}, not ({rows}, {NUM_CLASSES})"
+        elif not (np.isfinite(kept).all() and (kept >= 0).all() and np.allclose(kept.sum(axis=1), 1.0, atol=1e-3)):
+            problem = "not probabilities (NaN, negative, or rows that do not sum to 1)"
+        else:
+            return kept
+    say(f"note: {path} is {problem}: the teachers run again")
+    return None
+
+
 def teacher_targets(config, sources, train_images, all_images, previous=None, run_dir=None, write=True, say=print,
                     progress=None):
     """The soft training targets of the teachers for `train_images`, and a record for the run config.
@@ -197,9 +215,7 @@ def teacher_targets(config, sources, train_images, all_images, previous=None, ru
     kept = Path(run_dir) / CACHE_NAME if run_dir is not None else None
     probabilities = None
     if previous is not None and kept is not None and kept.is_file():
-        probabilities = np.load(kept, allow_pickle=False).astype(np.float64)
-        if probabilities.shape != (len(train_images), NUM_CLASSES):
-            probabilities = None
+        probabilities = _read_kept(kept, len(train_images), say)
     if probabilities is None:
         say(f"teachers: {len(names)} model(s) over the {len(train_images):,} training faces and their mirror "
             "images (once, before epoch 1)")

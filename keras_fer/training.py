@@ -163,7 +163,8 @@ class TrainConfig:
             (int(self.demo_faces) >= 7 * 2, "--demo-faces must be at least 14 (two a class)", "demo_faces"),
             (int(self.warmup_epochs) >= 0, "--warmup-epochs must be >= 0", "warmup_epochs"),
             (0.0 <= float(self.teacher_weight) <= 1.0, "--teacher-weight must be in [0, 1]", "teacher_weight"),
-            (float(self.temperature) > 0, "--temperature must be positive", "temperature"),
+            (math.isfinite(float(self.temperature)) and float(self.temperature) > 0,
+             "--temperature must be a positive finite number", "temperature"),
         ]
         for ok, message, name in checks:
             if not ok:
@@ -172,9 +173,11 @@ class TrainConfig:
             if phase.get("optimizer") not in OPTIMIZERS or int(phase.get("epochs", 0)) < 1:
                 raise FerOptionError(f"each phase needs an optimizer of {', '.join(OPTIMIZERS)} and epochs >= 1. "
                                      f"Received: phase={phase!r}")
-        if not self.teacher and (float(self.teacher_weight), float(self.temperature)) != (0.5, 2.0):
+        shaping = {name: getattr(self, name) for name, default in (("teacher_weight", 0.5), ("temperature", 2.0))
+                   if float(getattr(self, name)) != default}
+        if not self.teacher and shaping:
             raise FerOptionError("--teacher-weight and --temperature shape a teacher's targets: add --teacher. "
-                                 f"Received: teacher_weight={self.teacher_weight!r}, temperature={self.temperature!r}")
+                                 f"Received: {', '.join(f'{name}={value!r}' for name, value in shaping.items())}")
         reserved = sorted(set(self.model_options) & RESERVED_MODEL_OPTIONS)
         if reserved:
             raise FerOptionError(

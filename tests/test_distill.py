@@ -1,6 +1,7 @@
 """Knowledge distillation (keras_fer/distill.py, train.py --teacher)."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from keras_fer.distill import soft_targets, soften
 from keras_fer.errors import FerOptionError
 from keras_fer.files import file_sha256
 from keras_fer.pipeline import make_dataset
+from keras_fer.training import read_history
 
 from conftest import tiny_model
 
@@ -183,6 +185,28 @@ def test_no_validation_takes_any_teacher_and_resume_refuses_a_changed_one(tmp_pa
     lines = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("notice: ")]
     assert code == 2 and len(lines) == 1 and "changed since the run started" in lines[0], lines
     assert (out / "state.json").read_text() == state
+
+
+
+@pytest.mark.parametrize("damage", ["garbage", "nan"])
+def test_a_damaged_cache_of_the_teachers_is_computed_again_on_resume(tmp_path, capsys, damage):
+    # Garbage was a traceback from np.load; NaN probabilities were used (a NaN loss, exit 0).
+    teacher = tmp_path / "teacher.keras"
+    tiny_model(3).save(teacher)
+    out = tmp_path / "student"
+    argv = [*STUDENT, "--val", "none", "--teacher", str(teacher), "--out", str(out)]
+    assert main(argv) == 0
+    cache = out / "teacher_probabilities.npy"
+    good = np.load(cache)
+    if damage == "garbage":
+        cache.write_bytes(b"garbage")
+    else:
+        np.save(cache, np.full_like(good, np.nan))
+    capsys.readouterr()
+    assert main([*argv, "--epochs", "2", "--resume"]) == 0
+    assert f"note: {cache} is " in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(cache), good)
+    assert all(math.isfinite(row["loss"]) for row in read_history(out / "history.csv"))
 
 
 

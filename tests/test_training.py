@@ -75,6 +75,8 @@ def test_report000_recipe_is_the_report():
         (["--resume"], "no finished epoch to resume"),
         (["--optimizer", "sgd", "--momentum", "2"], "--momentum must be in [0, 1]. Received: momentum=2.0"),
         (["--init-from", "missing.keras"], "missing.keras: no such model file"),
+        (["--temperature", "inf"], "--temperature must be a positive finite number"),  # wrote Infinity into JSON
+        (["--teacher-weight", "0.3"], "add --teacher. Received: teacher_weight=0.3\n"),  # named temperature too
     ],
 )
 def test_bad_options_give_one_line_errors(tmp_path, capsys, argv, words):
