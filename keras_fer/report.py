@@ -31,7 +31,7 @@ from keras_fer import plots
 from keras_fer.classes import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
 from keras_fer.files import read_json_object, write_text
-from keras_fer.loading import run_options
+from keras_fer.loading import one_line, run_options
 
 #: Demo faces generated when neither the run nor the user names data.
 DEMO_FACES = 700
@@ -91,9 +91,18 @@ class Run:
         return labels, probabilities, ids
 
     def summary(self):
-        """`summary.txt`, or None."""
+        """`summary.txt`, or None.
+
+        Raises:
+            FerDataError: naming the file, when it cannot be read as UTF-8 text.
+        """
         file = self.path / "summary.txt"
-        return file.read_text(encoding="utf-8") if file.is_file() else None
+        if not file.is_file():
+            return None
+        try:
+            return file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise FerDataError(f"unreadable model summary ({one_line(error)})", file) from None
 
     @property
     def demo_faces(self):

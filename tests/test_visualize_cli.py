@@ -11,6 +11,7 @@ from keras import layers
 
 from keras_fer import synthetic
 from keras_fer.cli.visualize import main
+from keras_fer.errors import FerDataError
 from keras_fer.models import summary_table
 from keras_fer.models.layers import Preprocessing
 
@@ -148,6 +149,18 @@ def test_report_is_one_self_contained_page(run_dir, tmp_path):
     assert all(href.startswith("#") for href in re.findall(r'href="([^"]*)"', page))
     assert not re.search(r"url\(|@import|<script|<link", page)
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # written atomically
+
+
+def test_a_summary_that_is_not_utf8_is_a_data_error_the_report_shows(run_dir, tmp_path):
+    import shutil
+
+    from keras_fer import report
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "summary.txt").write_bytes(b"\xff\xfe")  # was a UnicodeDecodeError traceback out of the report
+    with pytest.raises(FerDataError, match=r"summary\.txt: unreadable model summary"):
+        report.read_run(copy).summary()
 
 
 def test_report_uses_the_validation_split_only_for_the_runs_own_data(run_dir, tmp_path, monkeypatch):
