@@ -265,6 +265,16 @@ def test_model_with_wrong_outputs_is_refused(tmp_path):
     keras.Model(inputs, outputs).save(path)
     with pytest.raises(FerModelError, match="expected 7 class scores"):
         inference.load_predictor(path, backend="keras")
+    # An unbuilt Sequential, and outputs in a dict or a list, were tracebacks from deep inside.
+    logits = keras.layers.Dense(7)(keras.layers.Flatten()(inputs))
+    for name, model, words in [
+        ("unbuilt", keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(7)]), "has no defined input"),
+        ("dict", keras.Model(inputs, {"scores": logits}), "outputs a dict of tensors"),
+        ("list", keras.Model(inputs, [logits]), "outputs a list of tensors"),
+    ]:
+        model.save(tmp_path / f"{name}.keras")
+        with pytest.raises(FerModelError, match=f"{name}.keras: {words}"):
+            inference.load_predictor(tmp_path / f"{name}.keras", backend="keras")
 
 
 # --------------------------------------------------------------------------------------------
