@@ -416,9 +416,16 @@ def write_image(path, image):
     import cv2
 
     path = Path(path)
-    ok, encoded = cv2.imencode(path.suffix if path.suffix else ".png", image)
+    suffix = path.suffix.lower() or ".png"
+    if suffix == ".pgm" and image.ndim == 3:  # a grey-only format: the coloured boxes become grey
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    try:
+        ok, encoded = cv2.imencode(suffix, image)
+    except cv2.error as error:
+        ok, encoded = False, str(error).strip().splitlines()[-1]
     if not ok:
-        raise FerDataError("cannot encode the annotated image", path)
+        raise FerDataError(f"cannot encode the annotated image as {suffix}" + (
+            f" ({encoded})" if isinstance(encoded, str) else ""), path)
     with atomic_path(path) as temporary:
         encoded.tofile(str(temporary))
 

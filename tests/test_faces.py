@@ -107,6 +107,18 @@ def test_write_image_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in target.parent.iterdir()] == ["p.jpg"]
 
 
+def test_an_annotated_copy_of_a_grey_only_format_is_grey(tmp_path):
+    # A .pgm photo with --annotate failed the run: OpenCV cannot write colour boxes into PGM.
+    drawn = np.zeros((20, 30, 3), np.uint8)
+    drawn[5:10, 5:10] = (0, 255, 0)
+    faces.write_image(tmp_path / "p.pgm", drawn)
+    back = cv2.imread(str(tmp_path / "p.pgm"), cv2.IMREAD_UNCHANGED)
+    assert back.shape == (20, 30) and back[7, 7] == cv2.cvtColor(drawn, cv2.COLOR_BGR2GRAY)[7, 7] > 0
+    with pytest.raises(FerDataError, match=r"p\.xyz: cannot encode the annotated image as \.xyz \("):
+        faces.write_image(tmp_path / "p.xyz", drawn)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.pgm"]
+
+
 def test_list_images_recurses_and_skips_hidden(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / ".hidden").mkdir()
