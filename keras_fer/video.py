@@ -29,6 +29,8 @@ HEADER = ["frame", "time_s", "face", "x", "y", "w", "h", "label", "class", "conf
 # Frames held at once while their faces wait for one batched prediction (with --annotate every
 # frame in between is held too, to be drawn with the boxes of the frame analysed before it).
 BUFFERED_FRAMES = 64
+# ... and at most this many bytes of them: 64 full-HD frames held 400 MB (4K: 1.6 GB).
+BUFFERED_BYTES = 64 * 2**20
 
 
 def is_video_file(path):
@@ -233,7 +235,7 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
             writer = csv.writer(stream, lineterminator="\n")
             writer.writerow(HEADER + (list(CLASS_NAMES) if proba else []))
             annotation = _AnnotatedWriter(temporary, annotated, fps) if annotated is not None else None
-            held = []
+            held, held_bytes = [], 0
             try:
                 while True:
                     analyse = counts["frames"] % int(every) == 0
@@ -250,9 +252,10 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
                         held.append((index, _frame_time(capture, index, fps), frame, True))
                     elif annotation is not None:
                         held.append((index, None, frame, False))
-                    if len(held) >= BUFFERED_FRAMES:
+                    held_bytes += frame.nbytes if frame is not None else 0
+                    if len(held) >= BUFFERED_FRAMES or held_bytes >= BUFFERED_BYTES:
                         flush(held, writer, annotation)
-                        held = []
+                        held, held_bytes = [], 0
                         if on_frames is not None:
                             on_frames(counts["frames"])
                 flush(held, writer, annotation)

@@ -135,8 +135,18 @@ def test_predict_cli_on_a_video_writes_csv_timeline_and_summary(tmp_path, capsys
     assert not (tmp_path / "copies").exists()
 
 
-def test_annotation_and_timeline_follow_each_frames_faces_across_batches(tmp_path, predictors, monkeypatch):
-    monkeypatch.setattr(video, "BUFFERED_FRAMES", 4)  # 10 frames: three batches, boxes carried between them
+@pytest.mark.parametrize("cap", ["frames", "bytes"])
+def test_annotation_and_timeline_follow_each_frames_faces_across_batches(tmp_path, predictors, monkeypatch, cap):
+    # 10 frames: three batches of at most 4, boxes carried between them; held by count, or by
+    # bytes (64 full-HD frames held 400 MB)
+    if cap == "frames":
+        monkeypatch.setattr(video, "BUFFERED_FRAMES", 4)
+    else:
+        monkeypatch.setattr(video, "BUFFERED_BYTES", 4 * 240 * 240 * 3)
+    batches = []
+    face_boxes_each = video.face_tools.face_boxes_each
+    monkeypatch.setattr(video.face_tools, "face_boxes_each",
+                        lambda frames, *args: batches.append(len(frames)) or face_boxes_each(frames, *args))
     frames = [np.full((240, 240), 20 + 20 * i, np.uint8) for i in range(10)]  # frame i: grey 20 + 20 i
     clip = write_video(tmp_path / "steps.mp4", frames)
     plan = {0: [(10, 10, 60, 60), (120, 100, 100, 100)], 3: [(30, 40, 80, 80)], 6: [], 9: [(100, 20, 90, 90)]}
@@ -150,6 +160,7 @@ def test_annotation_and_timeline_follow_each_frames_faces_across_batches(tmp_pat
     result = video.predict_video(clip, predictors, tmp_path / "faces.csv", every=3, proba=True,
                                  annotate=tmp_path / "annotated")
     assert seen == [0, 3, 6, 9] and (result.frames, result.analysed, result.faces) == (10, 4, 4)
+    assert batches == [2, 1, 1]  # frames 0-3 (0 and 3 analysed), 4-7 (6), 8-9 (9)
     rows = read_rows(tmp_path / "faces.csv")
     assert [(row["frame"], row["face"], row["x"]) for row in rows] == [
         ("0", "1", "10"), ("0", "2", "120"), ("3", "1", "30"), ("6", "", ""), ("9", "1", "100")]
