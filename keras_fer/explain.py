@@ -19,6 +19,8 @@ Example:
 """
 
 import dataclasses
+import math
+import numbers
 
 import keras
 import numpy as np
@@ -291,7 +293,23 @@ def _class_array(class_index, count, model):
     return np.broadcast_to(values, (count,)).astype(np.int32)
 
 
+def _integer(value, argument, minimum):
+    """`value` as an int if it is an integer >= `minimum`, else FerOptionError naming `argument`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise FerOptionError(f"{argument} must be an integer >= {minimum}. Received: {argument}={value!r}")
+    return int(value)
+
+
+def _number(value, argument, minimum=0.0):
+    """`value` as a float if it is a finite number >= `minimum`, else FerOptionError."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or value < minimum):
+        raise FerOptionError(f"{argument} must be a finite number >= {minimum:g}. Received: {argument}={value!r}")
+    return float(value)
+
+
 def _chunks(count, size=BATCH_SIZE):
+    size = _integer(size, "batch_size", 1)
     for start in range(0, count, size):
         yield slice(start, min(start + size, count))
 
@@ -404,10 +422,9 @@ def smoothgrad(model, images, class_index=None, noise=0.15, samples=25, seed=0, 
     Returns:
         float32 `(N, H, W)`.
     """
-    if samples < 1:
-        raise FerOptionError(f"smoothgrad needs samples >= 1. Received: samples={samples}")
-    if noise < 0:
-        raise FerOptionError(f"smoothgrad needs noise >= 0. Received: noise={noise}")
+    samples = _integer(samples, "samples", 1)
+    noise = _number(noise, "noise")
+    seed = _integer(seed, "seed", 0)
     images = _prepare(model, images)
     classes = _class_array(class_index, len(images), model)
     if (classes < 0).any():
@@ -554,8 +571,8 @@ def score_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE
     Example:
     >>> cams = explain.score_cam(model, faces.pixels[:4], max_channels=64)  # doctest: +SKIP
     """
-    if max_channels is not None and int(max_channels) < 1:
-        raise FerOptionError(f"max_channels must be at least 1. Received: max_channels={max_channels!r}")
+    if max_channels is not None:
+        max_channels = _integer(max_channels, "max_channels", 1)
     target = cam_layer(model, layer, rectified=True)
     images = _prepare(model, images)
     classes = _class_array(class_index, len(images), model)
@@ -716,12 +733,18 @@ def filter_ascent(model, layer, filters, steps=64, lr=3.0, seed=0, *, start_nois
     """
     target = find_layer(model, layer)
     channels = int(target.output.shape[-1])
-    filters = np.atleast_1d(np.asarray(filters, dtype=np.int64))
+    given = np.asarray(filters)
+    if given.dtype.kind not in "iu" or given.ndim > 1:  # 1.7 was filter 1, "a" a ValueError
+        raise FerOptionError(f"filters must be filter indices (integers) of layer {target.name!r}. "
+                             f"Received: filters={filters!r}")
+    filters = np.atleast_1d(given.astype(np.int64))
     bad = filters[(filters < 0) | (filters >= channels)]
     if bad.size:
         raise FerOptionError(f"layer {target.name!r} has filters 0-{channels - 1}. Received: filter={int(bad[0])}")
-    if steps < 0:
-        raise FerOptionError(f"filter_ascent needs steps >= 0. Received: steps={steps}")
+    steps, jitter, blur_every = _integer(steps, "steps", 0), _integer(jitter, "jitter", 0), _integer(
+        blur_every, "blur_every", 0)
+    lr, start_noise, l2_decay, tv_weight = (_number(value, name) for value, name in (
+        (lr, "lr"), (start_noise, "start_noise"), (l2_decay, "l2_decay"), (tv_weight, "tv_weight")))
     measure, step = _cached(model, ("ascent", target.name), lambda: _ascent_functions(model, target))
     shape = tuple(int(d) for d in _functional_of(model).inputs[0].shape[1:])
     dtype = _input_dtype(model)
@@ -749,8 +772,8 @@ def pick_filters(model, layer, count, seed=0):
     """`count` distinct random filter indices of `layer` (all of them if it has fewer), sorted."""
     target = find_layer(model, layer)
     channels = int(target.output.shape[-1])
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(channels, size=min(count, channels), replace=False))
+    rng = np.random.default_rng(_integer(seed, "seed", 0))
+    return np.sort(rng.choice(channels, size=min(_integer(count, "count", 1), channels), replace=False))
 
 
 def mask_ratio(maps, masks):
@@ -762,6 +785,9 @@ def mask_ratio(maps, masks):
     """
     maps = np.asarray(maps, dtype=np.float64)
     masks = np.asarray(masks, dtype=bool)
+    if maps.ndim != 3 or maps.shape != masks.shape:
+        raise FerOptionError(f"maps and masks must both be (N, H, W) of one shape. Received: maps.shape={maps.shape}, "
+                             f"masks.shape={masks.shape}")
     mass = maps.reshape(len(maps), -1).sum(axis=1)
     inside = (maps * masks).reshape(len(maps), -1).sum(axis=1)
     area = masks.reshape(len(masks), -1).mean(axis=1)

@@ -381,16 +381,16 @@ def serving_model(model, source=None, normalize=None):
 
     name = source.path if source is not None else model.name
     try:
-        model.inputs
+        model_inputs = model.inputs
     except (AttributeError, ValueError):  # Keras: "Sequential model ... has no defined inputs yet"
         raise FerModelError(f"{name}: has no defined input (a Sequential model saved before it was built); "
                             "expected a model built on an image Input") from None
     if isinstance(model.output, (dict, list, tuple)):  # predict would return a dict or list, not one array
         raise FerModelError(f"{name}: outputs a {type(model.output).__name__} of tensors; "
                             f"expected one tensor of {NUM_CLASSES} class scores (None, {NUM_CLASSES})")
-    if isinstance(model.inputs, (list, tuple)) and len(model.inputs) != 1:
-        raise FerModelError(f"{name}: takes {len(model.inputs)} inputs; expected one image input")
-    input_shape = tuple(model.inputs[0].shape)
+    if isinstance(model_inputs, (list, tuple)) and len(model_inputs) != 1:
+        raise FerModelError(f"{name}: takes {len(model_inputs)} inputs; expected one image input")
+    input_shape = tuple(model_inputs[0].shape)
     output_shape = tuple(model.outputs[0].shape) if len(model.outputs) == 1 else None
     if output_shape is None or len(output_shape) != 2 or output_shape[1] != NUM_CLASSES:
         raise FerModelError(

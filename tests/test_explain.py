@@ -106,6 +106,27 @@ def test_a_bad_class_index_is_named(method, class_index, message):
         getattr(explain, method)(model, images, class_index=class_index)
 
 
+@pytest.mark.parametrize("call, message", [
+    (lambda m, x: explain.saliency(m, x, batch_size=0), r"batch_size must be an integer >= 1\. Received: batch_size=0"),
+    (lambda m, x: explain.logits(m, x, batch_size=1.5), r"Received: batch_size=1\.5"),
+    (lambda m, x: explain.smoothgrad(m, x, samples="3"), r"samples must be an integer >= 1\. Received: samples='3'"),
+    (lambda m, x: explain.smoothgrad(m, x, noise=float("nan")), r"noise must be a finite number >= 0"),
+    (lambda m, x: explain.smoothgrad(m, x, seed=-1), r"seed must be an integer >= 0"),
+    (lambda m, x: explain.score_cam(m, x, max_channels="a"), r"Received: max_channels='a'"),
+    (lambda m, x: explain.filter_ascent(m, "conv1", 1.7), r"filters must be filter indices .* Received: filters=1\.7"),
+    (lambda m, x: explain.filter_ascent(m, "conv1", [0], steps=1.5), r"Received: steps=1\.5"),
+    (lambda m, x: explain.filter_ascent(m, "conv1", [0], jitter=-3), r"Received: jitter=-3"),
+    (lambda m, x: explain.pick_filters(m, "conv1", -1), r"count must be an integer >= 1\. Received: count=-1"),
+    (lambda m, x: explain.mask_ratio(np.ones((2, 8, 8)), np.ones((2, 4, 4))), r"Received: maps\.shape=\(2, 8, 8\)"),
+])
+def test_bad_numeric_arguments_are_named(call, message):
+    # Each was a ValueError or TypeError from inside range(), numpy or TensorFlow, or used silently
+    # (filter 1.7 ran as filter 1, noise=nan was accepted).
+    model = tiny_float64_model()
+    with pytest.raises(FerOptionError, match=message):
+        call(model, np.random.default_rng(1).normal(size=(2, 8, 8, 1)))
+
+
 def test_an_empty_or_non_numeric_batch_is_named():
     model = tiny_float64_model()
     with pytest.raises(FerOptionError, match=r"at least one image\. Received shape \(0, 8, 8, 1\)"):
@@ -291,7 +312,7 @@ def test_score_cam_is_the_papers_formula():
     spread = maps.reshape(3, -1, 4).var(axis=1).argmax(axis=1)
     single = np.stack([a[..., k] / a[..., k].max() for a, k in zip(maps, spread)])
     np.testing.assert_allclose(explain.score_cam(model, faces, "conv1", max_channels=1), single, atol=1e-5)
-    with pytest.raises(FerOptionError, match="max_channels must be at least 1"):
+    with pytest.raises(FerOptionError, match="max_channels must be an integer >= 1"):
         explain.score_cam(model, faces, max_channels=0)
 
 
