@@ -15,6 +15,8 @@ Example:
 
 import dataclasses
 import functools
+import math
+import numbers
 import os
 import sys
 from pathlib import Path
@@ -79,6 +81,8 @@ def _predictors(model, backend):
             found.append(item)
         elif keras is not None and isinstance(item, keras.Model):
             found.append(keras_predictor(item))
+        elif isinstance(item, (str, os.PathLike)) and not str(item).strip():  # "" would be the current folder
+            raise FerOptionError(f"model must name a model file or run directory. Received: model={item!r}")
         elif item is None or isinstance(item, (str, os.PathLike)):
             path = default_model_path() if item is None else resolve_model_argument(item).path
             found.append(_load(str(Path(path).resolve()), backend))
@@ -92,8 +96,10 @@ def _predictors(model, backend):
 
 def _as_image(image):
     """A path or an OpenCV-style uint8 array, as uint8 gray `(H, W)` or BGR `(H, W, 3)`."""
-    if isinstance(image, (str, Path)):
-        return face_tools.read_photo(image)
+    if isinstance(image, (str, os.PathLike)):
+        if not str(image).strip():
+            raise FerOptionError(f"image must name an image file. Received: image={image!r}")
+        return face_tools.read_photo(Path(image))
     array = np.asarray(image)
     if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))):
         raise FerOptionError(
@@ -138,6 +144,9 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
 
     if tta not in TTA_MODES:
         raise FerOptionError(f"tta must be one of {', '.join(TTA_MODES)}. Received: tta={tta!r}")
+    if isinstance(min_face, bool) or not isinstance(min_face, numbers.Real) or not min_face >= 1 \
+            or not math.isfinite(min_face):  # as predict.py --min-face
+        raise FerOptionError(f"min_face must be a number of pixels >= 1. Received: min_face={min_face!r}")
     if detect:
         face_tools.check_detector(detector)
     picture = _as_image(image)

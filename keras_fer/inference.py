@@ -270,11 +270,38 @@ def tta_views(faces, mode="none"):
 def predict_proba(predictors, faces, tta="none", prior_correction=False):
     """Class probabilities `(N, 7)` of raw faces: the mean over models of each model's mean
     softmax over the TTA views (prior-corrected per model when asked). No faces (a photo or
-    frames without one) give `(0, 7)` without running a model."""
+    frames without one) give `(0, 7)` without running a model.
+
+    Args:
+        predictors: `Predictor`s (`load_predictor`), or one.
+        faces: raw faces `(N, 48, 48, 1)` or `(N, 48, 48)`, grey levels 0-255.
+        tta: one of `TTA_MODES`.
+        prior_correction: divide each model's probabilities by its training class prior.
+
+    Raises:
+        FerOptionError: for something that is not a `Predictor`, faces of another shape or with
+            values that are not finite, or an unknown `tta`.
+    """
+    if isinstance(predictors, Predictor):
+        predictors = [predictors]
     if not predictors:
         raise FerOptionError("no model to predict with")
+    strangers = [item for item in predictors if not isinstance(item, Predictor)]
+    if strangers:
+        raise FerOptionError("predictors must be inference.Predictor objects (load_predictor(path) makes one). "
+                             f"Received: {strangers[0]!r}")
+    if tta not in TTA_MODES:
+        raise FerOptionError(f"tta must be one of {', '.join(TTA_MODES)}. Received: tta={tta!r}")
+    faces = np.asarray(faces)
+    if faces.ndim == 3 and faces.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE):
+        faces = faces[..., None]
+    if faces.ndim != 4 or faces.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1) or faces.dtype.kind not in "biuf":
+        raise FerOptionError(f"faces must be a batch of {IMAGE_SIZE}x{IMAGE_SIZE} grey faces (N, {IMAGE_SIZE}, "
+                             f"{IMAGE_SIZE}, 1). Received: faces.shape={faces.shape}, faces.dtype={faces.dtype}")
     if len(faces) == 0:
         return np.zeros((0, NUM_CLASSES))
+    if faces.dtype.kind == "f" and not np.isfinite(faces).all():
+        raise FerOptionError("faces must hold finite grey levels. Received: NaN or infinity")
     return _sum_proba(predictors, faces, tta, prior_correction) / len(predictors)
 
 

@@ -15,6 +15,7 @@ Example:
 import contextlib
 import csv
 import dataclasses
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -188,8 +189,10 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
     from keras_fer.inference import predict_proba
     from keras_fer.loading import quiet_native_stderr
 
-    if int(every) < 1:
-        raise FerOptionError(f"--every must be at least 1. Received: every={every!r}")
+    if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:  # 2.5 ran as 2
+        raise FerOptionError(f"--every must be an integer >= 1. Received: every={every!r}")
+    if out is None or not str(out).strip():
+        raise FerOptionError(f"out must name the CSV file to write. Received: out={out!r}")
     path, out = Path(path), Path(out)
     annotated = _check_outputs(path, out, annotate)
     times, timeline = [], []

@@ -65,10 +65,23 @@ def test_bad_images_and_options_are_package_errors_naming_what_was_received(tmp_
         keras_fer.recognize(tmp_path / "nope.png", model=runs[0])
     with pytest.raises(FerOptionError, match="Received: detector='yolo'"):
         keras_fer.recognize(np.zeros((48, 48), np.uint8), model=runs[0], detector="yolo")
+    for min_face in (float("nan"), None, 0, -5, "30"):  # the CLI refuses < 1; nan and None were tracebacks
+        with pytest.raises(FerOptionError, match=r"min_face must be a number of pixels >= 1\. Received: min_face="):
+            keras_fer.recognize(np.zeros((48, 48), np.uint8), model=runs[0], min_face=min_face)
+    with pytest.raises(FerOptionError, match="Received: model=''"):  # it was the current folder
+        keras_fer.recognize(np.zeros((48, 48), np.uint8), model="")
     # A model of the wrong type was a TypeError from pathlib.
     for model in (5, [runs[0], 5.0]):
         with pytest.raises(FerOptionError, match=r"model must be None .* Received: model=5"):
             keras_fer.recognize(np.zeros((48, 48), np.uint8), model=model)
+
+
+def test_any_path_like_names_an_image(tmp_path, runs, face):
+    from pathlib import PurePosixPath
+
+    cv2.imwrite(str(tmp_path / "face.png"), face[:, :, 0])
+    (found,) = keras_fer.recognize(PurePosixPath(tmp_path / "face.png"), model=runs[0])  # was refused
+    assert found.box == (0, 0, 48, 48)
 
 
 def test_a_keras_model_in_memory_is_a_model_too(runs, face):

@@ -223,6 +223,22 @@ def test_softmax_output_is_not_applied_twice(tmp_path, demo):
     np.testing.assert_allclose(predictor.probabilities(demo.pixels), expected, atol=1e-6)
 
 
+def test_predict_proba_takes_one_predictor_and_names_bad_faces_and_models(keras_predictors, demo):
+    one = keras_predictors["a"]
+    expected = inference.predict_proba([one], demo.pixels[:3])
+    np.testing.assert_allclose(inference.predict_proba(one, demo.pixels[:3]), expected)  # was "not iterable"
+    np.testing.assert_allclose(inference.predict_proba([one], demo.pixels[:3, :, :, 0]), expected)
+    for faces, words in [(demo.pixels[0], r"faces\.shape=\(48, 48, 1\)"),  # one face without its batch axis
+                         (np.zeros((2, 64, 64, 1)), r"faces\.shape=\(2, 64, 64, 1\)"),
+                         (np.full((1, 48, 48, 1), np.nan), "finite grey levels")]:
+        with pytest.raises(FerOptionError, match=words):
+            inference.predict_proba([one], faces)
+    with pytest.raises(FerOptionError, match=r"Predictor objects .* Received: 'runs/a'"):
+        inference.predict_proba(["runs/a"], demo.pixels[:3])
+    with pytest.raises(FerOptionError, match="Received: tta='bad'"):  # even with no faces to run
+        inference.predict_proba([one], np.zeros((0, 48, 48, 1)), tta="bad")
+
+
 def test_a_model_with_nan_weights_is_refused_not_turned_into_nan_probabilities(tmp_path, demo):
     model = tiny_model(4)
     model.layers[-1].kernel.assign(np.full(model.layers[-1].kernel.shape, np.nan, "float32"))

@@ -98,8 +98,12 @@ def test_bad_videos_and_options_are_data_errors_with_no_output(tmp_path, predict
         with pytest.raises(FerDataError, match=words) as caught:
             video.predict_video(path, predictors, tmp_path / "out.csv")
         assert path.name in str(caught.value)
-    with pytest.raises(FerOptionError, match="--every must be at least 1"):
-        video.predict_video(face_video(tmp_path / "ok.mp4", count=2), predictors, tmp_path / "out.csv", every=0)
+    for every in (0, 2.5, "x", None):  # 2.5 ran as 2; "x" and None were a ValueError and a TypeError
+        with pytest.raises(FerOptionError, match=r"--every must be an integer >= 1\. Received: every="):
+            video.predict_video(face_video(tmp_path / "ok.mp4", count=2), predictors, tmp_path / "out.csv",
+                                every=every)
+    with pytest.raises(FerOptionError, match="out must name the CSV file"):
+        video.predict_video(face_video(tmp_path / "ok.mp4", count=2), predictors, None)
     assert not (tmp_path / "out.csv").exists()
     clip = face_video(tmp_path / "clip.mp4", count=2)
     before = clip.read_bytes()
