@@ -277,6 +277,20 @@ def test_an_option_of_the_wrong_type_is_named(name, option, value, message):
         build_model(name, **{option: value})
 
 
+@pytest.mark.parametrize("name, options, message", [
+    ("cnn4", dict(input_shape=(8, 8, 1)), r"cannot take this input shape \(Computed output size would be zero"),
+    ("dnn", dict(input_shape=(1, 1, 1)), r"Received: input_shape=\(1, 1, 1\)"),
+    ("cnn4", dict(preprocessing={"normalize": "zscore"}), r"Received: normalize='zscore'"),
+    ("cnn4", dict(preprocessing="unit"), r"preprocessing must be a dict"),
+    ("cnn4", dict(preprocessing={"normalize": "unit", "scale": 2}), r"Received: preprocessing=\{"),
+    ("cnn4", dict(preprocessing={"normalize": "dataset", "std": float("nan")}), r"Received: std=nan"),
+])
+def test_an_input_or_preprocessing_the_model_cannot_take_is_named(name, options, message):
+    # Plain ValueErrors from Keras' pooling or the Preprocessing layer; a NaN std built a model of NaNs.
+    with pytest.raises(FerOptionError, match=message):
+        build_model(name, **options)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_model_info_is_sane(name):
     info = model_info(name)

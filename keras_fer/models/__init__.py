@@ -31,6 +31,7 @@ import gc
 import inspect
 import math
 import numbers
+import re
 from collections.abc import Sequence
 
 import keras
@@ -149,7 +150,17 @@ def build_model(name, **kwargs):
         if isinstance(options[key], bool) and not isinstance(value, bool):
             # A flag given as "maybe" or 1 was taken for True by the builder's `if`.
             raise FerOptionError(f"Argument `{key}` must be True or False. Received: {key}={value!r}")
-    return entry.builder(**kwargs)
+    try:
+        return entry.builder(**kwargs)
+    except FerOptionError:
+        raise
+    except ValueError as error:  # Keras on an input too small for the pooling ("output size ... negative")
+        if "input_shape" not in kwargs:
+            raise
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+        reason = next((line for line in lines if "output size" in line), lines[0] if lines else type(error).__name__)
+        raise FerOptionError(f"Model {name!r} cannot take this input shape ({reason}). "
+                             f"Received: input_shape={kwargs['input_shape']!r}") from None
 
 
 @contextlib.contextmanager

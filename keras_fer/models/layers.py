@@ -1,9 +1,13 @@
 """Custom layers shared by the model zoo, registered for `.keras` serialization."""
 
+import math
+import numbers
+
 import keras
 from keras import ops
 
 from keras_fer.classes import IMAGE_SIZE
+from keras_fer.errors import FerOptionError
 
 NORMALIZE_MODES = ("none", "unit", "image", "dataset")
 
@@ -53,11 +57,14 @@ class Preprocessing(keras.layers.Layer):
     def __init__(self, normalize="unit", mean=0.0, std=1.0, size=(IMAGE_SIZE, IMAGE_SIZE), channels=1, **kwargs):
         super().__init__(**kwargs)
         if normalize not in NORMALIZE_MODES:
-            raise ValueError(
+            raise FerOptionError(
                 f"normalize must be one of {', '.join(NORMALIZE_MODES)}. Received: normalize={normalize!r}"
             )
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3. Received: channels={channels!r}")
+            raise FerOptionError(f"channels must be 1 or 3. Received: channels={channels!r}")
+        for name, value in (("mean", mean), ("std", std)):  # a NaN std made every output NaN
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise FerOptionError(f"{name} must be a finite number of grey levels. Received: {name}={value!r}")
         self.normalize = normalize
         self.mean = float(mean)
         self.std = float(std)
@@ -178,6 +185,10 @@ def model_inputs(input_shape, preprocessing=None):
         inputs = keras.Input(shape=tuple(input_shape), name="image")
         return inputs, inputs
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
+    known = ("normalize", "mean", "std", "size", "channels")
+    if not isinstance(preprocessing, dict) or set(preprocessing) - set(known):
+        raise FerOptionError(f"preprocessing must be a dict of {', '.join(known)} (the Preprocessing options). "
+                             f"Received: preprocessing={preprocessing!r}")
     options = dict(preprocessing)
     options.setdefault("size", tuple(input_shape[:2]))
     options.setdefault("channels", input_shape[2])
