@@ -14,6 +14,7 @@ Example:
 
 import csv
 import dataclasses
+import numbers
 import queue
 import threading
 import time
@@ -136,6 +137,8 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
         raise FerOptionError(f"--backend must be one of {', '.join(BACKENDS)}. Received: {backend!r}")
     if normalize is not None and normalize not in SERVING_NORMALIZE:
         raise FerOptionError(f"--normalize must be one of {', '.join(SERVING_NORMALIZE)}. Received: {normalize!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise FerOptionError(f"--batch-size must be an integer >= 1. Received: batch_size={batch_size!r}")
     source = resolve_model(path)
     name = str(path)
     if source.path.suffix.lower() == ".tflite":

@@ -237,6 +237,8 @@ def test_predict_proba_takes_one_predictor_and_names_bad_faces_and_models(keras_
         inference.predict_proba(["runs/a"], demo.pixels[:3])
     with pytest.raises(FerOptionError, match="Received: tta='bad'"):  # even with no faces to run
         inference.predict_proba([one], np.zeros((0, 48, 48, 1)), tta="bad")
+    with pytest.raises(FerOptionError, match=r"--batch-size must be an integer >= 1\. Received: batch_size=-1"):
+        inference.load_predictor(one.source.path, backend="keras", batch_size=-1)  # failed at the first batch
 
 
 def test_a_model_with_nan_weights_is_refused_not_turned_into_nan_probabilities(tmp_path, demo):
