@@ -204,8 +204,11 @@ def class_prior(source):
         prior = None
     if prior is None or prior.shape != (NUM_CLASSES,) or not np.all(np.isfinite(prior)):
         raise FerModelError(f"{source.config_path}: \"class_prior\" must be a list of {NUM_CLASSES} numbers")
-    if np.any(prior <= 0):
-        missing = ", ".join(CLASS_NAMES[i] for i in np.flatnonzero(prior <= 0))
+    if np.any(prior < 0):
+        negative = ", ".join(f"{CLASS_NAMES[i]} ({prior[i]:g})" for i in np.flatnonzero(prior < 0))
+        raise FerModelError(f"{source.config_path}: \"class_prior\" is negative for {negative}: not a prior")
+    if np.any(prior == 0):
+        missing = ", ".join(CLASS_NAMES[i] for i in np.flatnonzero(prior == 0))
         raise FerModelError(
             f"{source.config_path}: \"class_prior\" is 0 for {missing}: prior correction is undefined"
         )

@@ -5,6 +5,7 @@ Models are tiny Functional CNNs built here (fast)."""
 import csv
 import json
 import os
+import re
 import stat
 import zipfile
 from pathlib import Path
@@ -134,6 +135,22 @@ def test_prior_correction_needs_config(tmp_path, runs):
     predictor = inference.load_predictor(lone, backend="keras")
     with pytest.raises(FerModelError, match="config.json"):
         predictor.prior  # noqa: B018
+
+
+@pytest.mark.parametrize("prior, words", [
+    ([0.2, 0.0, 0.2, 0.2, 0.2, 0.1, 0.1], "is 0 for Disgust: prior correction is undefined"),
+    ([-1, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], "is negative for Angry (-1): not a prior"),  # was "is 0 for Angry"
+    ([0.5] * 6, "must be a list of 7 numbers"),
+])
+def test_a_bad_class_prior_is_named(tmp_path, runs, prior, words):
+    from keras_fer import loading
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.keras").write_bytes((runs["a"] / "best.keras").read_bytes())
+    (run / "config.json").write_text(json.dumps({"class_prior": prior}))
+    with pytest.raises(FerModelError, match=re.escape(words)):
+        loading.class_prior(loading.resolve_model(run))
 
 
 @pytest.mark.parametrize(

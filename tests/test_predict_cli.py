@@ -275,6 +275,20 @@ def test_annotated_copies_never_land_on_or_among_the_input_images(tmp_path, run_
     assert not out.exists()
 
 
+def test_options_the_input_cannot_use_are_refused_not_ignored(tmp_path, run_dirs, demo, test_csv, capsys):
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), demo.pixels[0])
+    (tmp_path / "afile").write_text("mine")
+    out = tmp_path / "o" / "f.csv"
+    for argv, message in [([str(test_csv[0]), "--annotate", str(tmp_path / "ann")], "holds face crops: drop --annotate"),
+                          ([str(test_csv[0]), "--every", "2"], "is no video. Received: every=2"),
+                          ([str(photo), "--every", "3"], "is no video. Received: every=3"),
+                          ([str(photo), "--annotate", str(tmp_path / "afile")], "not a folder")]:
+        assert main(argv + ["--model", str(run_dirs[0]), "--out", str(out)]) == 2
+        assert message in one_error_line(capsys)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "ann").exists()  # "afile" left an empty o/
+
+
 def test_export_waits_for_a_valid_input(tmp_path, run_dirs, capsys):
     target = tmp_path / "exported.keras"
     assert main([str(tmp_path / "missing.csv"), "--model", str(run_dirs[0]), "--export", "keras",

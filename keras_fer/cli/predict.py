@@ -13,7 +13,7 @@ from pathlib import Path
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.cli import command, progress_bar
 from keras_fer.errors import FerDataError, FerOptionError
-from keras_fer.files import atomic_text, check_not_input, check_not_inside, staged_folder
+from keras_fer.files import atomic_text, check_folder_for, check_not_input, check_not_inside, staged_folder
 
 EXAMPLES = """\
 examples:
@@ -457,6 +457,8 @@ def check_outputs(options, models, plan=None):
 
     outputs = _outputs(options)
     check_not_input(outputs, plan[0] if plan is not None else [options.input], "the input")
+    if options.annotate:  # a file in the way fails now, not after --out's folder was made
+        check_folder_for(Path(options.annotate) / "copy")
     if plan is not None and options.annotate:  # the copies go to --annotate/<path in the input folder>
         files, _, base = plan
         if Path(options.input).is_dir():
@@ -503,6 +505,12 @@ def main(argv=None):
     video = is_video_file(options.input)
     images = Path(options.input).is_dir() or is_image_file(options.input)
     plan = _image_plan(options.input, _outputs(options)) if images else None  # listed once
+    if not (images or video) and options.annotate:
+        raise FerOptionError(f"--annotate draws on photos and videos; {options.input} holds face crops: "
+                             "drop --annotate")
+    if not video and options.every != 1:
+        raise FerOptionError(f"--every picks a video's frames; {options.input} is no video. "
+                             f"Received: every={options.every}")
     if (images or video) and options.saved_proba:
         raise FerOptionError(f"--saved-proba averages in probabilities saved for a CSV: give that CSV as the input. "
                              f"Received: input={options.input}")
