@@ -16,6 +16,7 @@ Run `python -m keras_fer.data info PATH` to see what a file or folder holds.
 import argparse
 import csv
 import dataclasses
+import functools
 import gzip
 import hashlib
 import io
@@ -316,12 +317,26 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
 # Images and folders
 
 
-def load_image(path):
-    """Read one image file of any size or colour as a 48x48 grayscale uint8 `(48, 48, 1)`."""
+def decode_image(data):
+    """`cv2.imdecode` of a file's bytes (None when they are no image it reads). OpenCV's own
+    warnings ("PNG input buffer is incomplete") are silenced, unless OPENCV_LOG_LEVEL asks for
+    them: the caller's one-line error names the file."""
     import cv2  # imported here: CSV users should not pay for OpenCV's start-up
 
+    _quiet_opencv(cv2)
+    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
+
+
+@functools.cache
+def _quiet_opencv(cv2):
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+def load_image(path):
+    """Read one image file of any size or colour as a 48x48 grayscale uint8 `(48, 48, 1)`."""
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
+    image = decode_image(data)
     if image is None:
         raise FerDataError("unreadable image (corrupt or not an image)", path)
     return to_face(image)

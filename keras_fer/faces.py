@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_fer.classes import IMAGE_SIZE
-from keras_fer.data import IMAGE_EXTENSIONS, to_face
+from keras_fer.data import IMAGE_EXTENSIONS, decode_image, to_face
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
 from keras_fer.files import atomic_path
 
@@ -48,7 +48,7 @@ def read_photo(path):
     if not path.exists():
         raise FerDataError("no such file", path)
     data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
+    image = decode_image(data)
     if image is None:
         raise FerDataError("unreadable image (corrupt or not an image)", path)
     if image.dtype != np.uint8:

@@ -241,6 +241,14 @@ def test_flat_folder_any_size_and_colour(tmp_path):
     assert abs(int(images.pixels[1].mean()) - 76) <= 2  # BT.601 grey of pure red
 
 
+def test_a_truncated_image_is_one_error_without_opencv_warnings(tmp_path, capfd):
+    ok, encoded = cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (100, 100), np.uint8))
+    (tmp_path / "cut.png").write_bytes(encoded.tobytes()[:300])
+    with pytest.raises(FerDataError, match="cut.png: unreadable image"):
+        data.read(tmp_path / "cut.png")
+    assert "WARN" not in capfd.readouterr().err  # "[ WARN:0@0.02] ... PNG input buffer is incomplete"
+
+
 def test_unreadable_image_and_bad_subfolder(tmp_path):
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "00000.jpg").write_bytes(b"not a jpeg")
