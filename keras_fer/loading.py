@@ -132,6 +132,9 @@ def resolve_model(path):
     if path.is_dir():
         candidate = path / "best.keras"
         if not candidate.is_file():
+            if (path / "saved_model.pb").is_file():  # what --export savedmodel writes: for serving, not for us
+                raise FerModelError(f"{path}: a TensorFlow SavedModel, which keras-fer does not load: give the "
+                                    ".keras model it was exported from (or its .tflite export)")
             raise FerModelError(f"{path}: no best.keras in this folder (expected a training run directory)")
         path = candidate
     check_model_file(path)

@@ -447,6 +447,8 @@ def test_export_savedmodel_and_tflite_agree(tmp_path, demo):
     np.testing.assert_allclose(served, expected, atol=1e-4)
     assert stat.S_IMODE(os.stat(result.path).st_mode) == files.default_mode(folder=True)  # as mkdir makes it
     assert export.export_model(run, "savedmodel").path == result.path  # an earlier export is replaced
+    with pytest.raises(FerModelError, match="a TensorFlow SavedModel, which keras-fer does not load"):
+        inference.load_predictor(result.path)  # it said "no best.keras in this folder"
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "notes.txt").write_text("mine")
     for target in (run, tmp_path / "notes", run / "best.keras"):  # anything else is refused, and kept
