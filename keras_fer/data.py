@@ -14,6 +14,7 @@ Run `python -m keras_fer.data info PATH` to see what a file or folder holds.
 """
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -129,14 +130,25 @@ def open_text(path):
     Bytes that are not UTF-8 come through as lone surrogates (`surrogateescape`) rather than
     failing where the reader's buffer happens to end, so `iter_csv` can name their own line, in
     line order with every other error (`_undecodable`)."""
-    path = Path(path)
+    return io.TextIOWrapper(_open_bytes(path), encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _open_bytes(path):
+    """A file's bytes, gunzipped when it is gzipped (by its magic number, not its name)."""
     with open(path, "rb") as handle:
         magic = handle.read(2)
-    raw = gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
 _SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def _utf16(path):
+    """Whether the (uncompressed) file starts with a UTF-16 byte-order mark, as Excel's
+    "Unicode text" and PowerShell's default writes do."""
+    with contextlib.suppress(OSError, EOFError, zlib.error), _open_bytes(path) as raw:
+        return raw.read(2) in (b"\xff\xfe", b"\xfe\xff")
+    return False
 
 
 def _undecodable(fields):
@@ -212,7 +224,7 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
     """
     path = Path(path)
     if not path.is_file():
-        raise FerDataError("no such file", path)
+        raise FerDataError("not a regular file (a device, pipe or folder)" if path.exists() else "no such file", path)
     with open_text(path) as handle:
         reader = csv.reader(handle)
         try:
@@ -222,6 +234,9 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
         if header is None or not any(field.strip() for field in header):
             raise FerDataError("empty file: expected a header such as label,feature", path)
         byte = _undecodable(header)
+        if byte is not None and _utf16(path):
+            raise FerDataError("a UTF-16 text file: save the CSV as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)",
+                               path, reader.line_num)
         if byte is not None:  # no text at all: most likely an image or video under another name
             raise FerDataError(f"not a CSV file: its first line is not text (byte {byte!r}); images and videos are "
                                "recognized by their extension (.png, .jpg, .mp4, .avi, ...)", path, reader.line_num)

@@ -241,6 +241,21 @@ def test_flat_folder_any_size_and_colour(tmp_path):
     assert abs(int(images.pixels[1].mean()) - 76) <= 2  # BT.601 grey of pure red
 
 
+@pytest.mark.parametrize("name", ["u16.csv", "u16.csv.gz"])
+def test_a_utf16_csv_is_named_as_such(tmp_path, name):
+    # It was told "images and videos are recognized by their extension".
+    text = f"id,feature\n0,{' '.join(['1'] * 2304)}\n".encode("utf-16")
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
+    with pytest.raises(FerDataError, match="a UTF-16 text file: save the CSV as UTF-8"):
+        data.read(path)
+
+
+def test_a_device_is_not_called_missing():
+    with pytest.raises(FerDataError, match="/dev/null: not a regular file"):  # it said "no such file"
+        list(data.iter_csv("/dev/null"))
+
+
 def test_a_truncated_image_is_one_error_without_opencv_warnings(tmp_path, capfd):
     ok, encoded = cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (100, 100), np.uint8))
     (tmp_path / "cut.png").write_bytes(encoded.tobytes()[:300])
