@@ -291,6 +291,7 @@ def test_foreign_models_are_fed_resized_replicated_unit_faces(tmp_path, demo, sh
                                    expected, atol=tolerance)
 
 
+@pytest.mark.filterwarnings("ignore:You are saving a model that has not yet been built")
 def test_model_with_wrong_outputs_is_refused(tmp_path):
     import keras
 
