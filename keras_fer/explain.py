@@ -424,7 +424,7 @@ def smoothgrad(model, images, class_index=None, noise=0.15, samples=25, seed=0, 
     """
     samples = _integer(samples, "samples", 1)
     noise = _number(noise, "noise")
-    seed = _integer(seed, "seed", 0)
+    seed = None if seed is None else _integer(seed, "seed", 0)  # None: fresh noise each call
     images = _prepare(model, images)
     classes = _class_array(class_index, len(images), model)
     if (classes < 0).any():
@@ -729,12 +729,13 @@ def filter_ascent(model, layer, filters, steps=64, lr=3.0, seed=0, *, start_nois
         A `FilterAscent` with the images and the activation at the start and after each step.
 
     Raises:
-        FerOptionError: for an unknown layer or filter index.
+        FerOptionError: for an unknown layer, a filter index that is not one of the layer's, or
+            a step count, jitter or rate that is not a number in range.
     """
     target = find_layer(model, layer)
     channels = int(target.output.shape[-1])
     given = np.asarray(filters)
-    if given.dtype.kind not in "iu" or given.ndim > 1:  # 1.7 was filter 1, "a" a ValueError
+    if (given.size and given.dtype.kind not in "iu") or given.ndim > 1:  # 1.7 was filter 1, "a" a ValueError
         raise FerOptionError(f"filters must be filter indices (integers) of layer {target.name!r}. "
                              f"Received: filters={filters!r}")
     filters = np.atleast_1d(given.astype(np.int64))

@@ -301,8 +301,12 @@ def _tflite_from_keras(source, model, normalize, destination):
     with files.atomic_path(destination) as temporary:
         with quiet_native_stderr():
             serving.export(str(temporary), format="litert", verbose=False)
-        diff, diff_outputs = _check_export(LiteRTRunner(temporary)(sample), reference, kind,
-                                           f"{destination}: the LiteRT copy", "not used")
+        try:
+            runner = LiteRTRunner(temporary)
+        except FerModelError as error:  # its message names the temporary file
+            raise FerModelError(str(error).replace(str(temporary), str(destination))) from None
+        diff, diff_outputs = _check_export(runner(sample), reference, kind, f"{destination}: the LiteRT copy",
+                                           "not used")
     stat = source.path.stat()
     import tensorflow as tf
 
@@ -474,22 +478,25 @@ def export_model(model_path, fmt="tflite", destination=None, normalize=None):
     source = resolve_model(model_path)
     if source.path.suffix.lower() == ".tflite":
         raise FerModelError(f"{source.path}: already a TensorFlow Lite file; export needs the .keras model")
-    model = load_keras_model(source.path)
+    given = destination
     destination = Path(destination) if destination else default_export_path(source.path, fmt)
-    if fmt in ("keras", "keras-float16"):
-        return _export_keras(source, model, destination, fmt, normalize)
-    if fmt == "tflite":
+    if fmt == "tflite":  # checked before the model loads
         if destination.suffix.lower() != ".tflite":
             raise FerOptionError(f"--export-to for tflite must end in .tflite. Received: {destination}")
         if destination.exists() and read_sidecar(destination) is None:  # as the keras and savedmodel exports
             raise FerOptionError(
                 f"{destination} already exists and is not an earlier keras-fer LiteRT export (no "
-                f"{destination.name}.json beside it): remove it or choose another --export-to. "
-                f"Received: export_to={str(destination)!r}"
+                f"{destination.name}.json beside it): move it away or "
+                + (f"choose another --export-to. Received: export_to={str(given)!r}" if given else
+                   "give --export-to (it is where the export goes by default)")
             )
         if not litert_available():
             raise FerModelError("--export tflite needs the LiteRT runtime to check the copy: "
                                 "pip install ai-edge-litert")
+    model = load_keras_model(source.path)
+    if fmt in ("keras", "keras-float16"):
+        return _export_keras(source, model, destination, fmt, normalize)
+    if fmt == "tflite":
         result, _ = _tflite_from_keras(source, model, normalize, destination)
         return result
     return _export_savedmodel(source, model, normalize, destination)

@@ -296,13 +296,13 @@ def predict_proba(predictors, faces, tta="none", prior_correction=False):
     if tta not in TTA_MODES:
         raise FerOptionError(f"tta must be one of {', '.join(TTA_MODES)}. Received: tta={tta!r}")
     faces = np.asarray(faces)
+    if faces.size == 0 and len(faces) == 0:  # no faces (a photo or frames without one): nothing to run
+        return np.zeros((0, NUM_CLASSES))
     if faces.ndim == 3 and faces.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE):
         faces = faces[..., None]
     if faces.ndim != 4 or faces.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1) or faces.dtype.kind not in "biuf":
         raise FerOptionError(f"faces must be a batch of {IMAGE_SIZE}x{IMAGE_SIZE} grey faces (N, {IMAGE_SIZE}, "
                              f"{IMAGE_SIZE}, 1). Received: faces.shape={faces.shape}, faces.dtype={faces.dtype}")
-    if len(faces) == 0:
-        return np.zeros((0, NUM_CLASSES))
     if faces.dtype.kind == "f" and not np.isfinite(faces).all():
         raise FerOptionError("faces must hold finite grey levels. Received: NaN or infinity")
     return _sum_proba(predictors, faces, tta, prior_correction) / len(predictors)

@@ -389,10 +389,10 @@ def serving_model(model, source=None, normalize=None):
     try:
         model_inputs = model.inputs
     except (AttributeError, ValueError):  # Keras: "Sequential model ... has no defined inputs yet"
-        raise FerModelError(f"{name}: has no defined input (a Sequential model saved before it was built); "
-                            "expected a model built on an image Input") from None
-    if isinstance(model.output, (dict, list, tuple)):  # predict would return a dict or list, not one array
-        raise FerModelError(f"{name}: outputs a {type(model.output).__name__} of tensors; "
+        raise FerModelError(f"{name}: has no defined input (a subclassed model, or a Sequential never built on "
+                            "an Input); expected a model built on an image Input") from None
+    if isinstance(model.output, dict):  # predict would return a dict, not an array
+        raise FerModelError(f"{name}: outputs a dict of tensors ({', '.join(map(str, model.output))}); "
                             f"expected one tensor of {NUM_CLASSES} class scores (None, {NUM_CLASSES})")
     if isinstance(model_inputs, (list, tuple)) and len(model_inputs) != 1:
         raise FerModelError(f"{name}: takes {len(model_inputs)} inputs; expected one image input")

@@ -23,6 +23,7 @@ import dataclasses
 import datetime
 import html
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -229,9 +230,8 @@ def select_image(faces, spec, detector="haar"):
     """
     from keras_fer.data import is_image_file
 
-    path = Path(spec)
-    if is_image_file(path) and path.is_file():
-        return _photo_pick(path, detector)
+    if isinstance(spec, (str, os.PathLike)) and is_image_file(spec) and Path(spec).is_file():
+        return _photo_pick(Path(spec), detector)
     faces = faces() if callable(faces) else faces
     try:
         index = faces.images.index_of(spec)

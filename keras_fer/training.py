@@ -751,6 +751,21 @@ def _check_resume(run_dir, config):
     return saved
 
 
+def _discard_run(run_dir, created_dir):
+    """Remove what a run that kept nothing wrote: its folder if it made it, else its own files."""
+    import shutil
+
+    if created_dir:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for name in ("config.json", "state.json", "history.csv", "summary.txt", "teacher_probabilities.npy"):
+        (run_dir / name).unlink(missing_ok=True)
+    for model in run_dir.glob("last*.keras"):
+        if re.fullmatch(r"last(-\d+)?\.keras", model.name):
+            model.unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+
+
 def _epoch_by_epoch(phases):
     """A phase list as one entry per epoch (the phase without its length), or None when it is
     not a list of phases; one cut of a recipe is then a prefix of another."""
@@ -947,6 +962,7 @@ def _train(config, progress):
             model = models.build_model(config.arch, preprocessing=preprocessing, **config.model_options)
             if config.init_from:
                 init_record = init_from_record(copy_weights_from(config.init_from, model))
+    created_dir = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     if write:
         write_json(run_dir / "config.json", {
@@ -1023,6 +1039,8 @@ def _train(config, progress):
 
     if stop_reason and stop_reason.startswith("the loss diverged"):
         if not state.get("best_epoch"):
+            if write and not config.resume:  # nothing worth keeping, and it would block the retry
+                _discard_run(run_dir, created_dir)
             raise FerOptionError(f"{run_dir}: {stop_reason}, at learning rate {history[-1]['lr']:g}, and no epoch "
                                  "before it had a finite loss: there is no model to keep (try a lower --lr)")
         print(f"note: {stop_reason}; training stopped there, and best.keras is epoch {state['best_epoch']}'s "

@@ -127,6 +127,13 @@ def test_bad_numeric_arguments_are_named(call, message):
         call(model, np.random.default_rng(1).normal(size=(2, 8, 8, 1)))
 
 
+def test_the_defaults_that_mean_nothing_or_fresh_still_work():
+    model = tiny_float64_model()
+    images = np.random.default_rng(1).normal(size=(2, 8, 8, 1))
+    assert explain.smoothgrad(model, images, samples=2, seed=None).shape == (2, 8, 8)  # fresh noise
+    assert explain.filter_ascent(model, "conv1", [], steps=1).images.shape[0] == 0  # no filter: nothing to do
+
+
 def test_an_empty_or_non_numeric_batch_is_named():
     model = tiny_float64_model()
     with pytest.raises(FerOptionError, match=r"at least one image\. Received shape \(0, 8, 8, 1\)"):

@@ -245,6 +245,7 @@ def test_predict_proba_takes_one_predictor_and_names_bad_faces_and_models(keras_
     expected = inference.predict_proba([one], demo.pixels[:3])
     np.testing.assert_allclose(inference.predict_proba(one, demo.pixels[:3]), expected)  # was "not iterable"
     np.testing.assert_allclose(inference.predict_proba([one], demo.pixels[:3, :, :, 0]), expected)
+    assert inference.predict_proba([one], []).shape == (0, 7)  # no faces found: nothing to run
     for faces, words in [(demo.pixels[0], r"faces\.shape=\(48, 48, 1\)"),  # one face without its batch axis
                          (np.zeros((2, 64, 64, 1)), r"faces\.shape=\(2, 64, 64, 1\)"),
                          (np.full((1, 48, 48, 1), np.nan), "finite grey levels")]:
@@ -301,16 +302,20 @@ def test_model_with_wrong_outputs_is_refused(tmp_path):
     keras.Model(inputs, outputs).save(path)
     with pytest.raises(FerModelError, match="expected 7 class scores"):
         inference.load_predictor(path, backend="keras")
-    # An unbuilt Sequential, and outputs in a dict or a list, were tracebacks from deep inside.
+    # An unbuilt Sequential and outputs in a dict were tracebacks from deep inside.
     logits = keras.layers.Dense(7)(keras.layers.Flatten()(inputs))
     for name, model, words in [
         ("unbuilt", keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(7)]), "has no defined input"),
-        ("dict", keras.Model(inputs, {"scores": logits}), "outputs a dict of tensors"),
-        ("list", keras.Model(inputs, [logits]), "outputs a list of tensors"),
+        ("dict", keras.Model(inputs, {"scores": logits}), r"outputs a dict of tensors \(scores\)"),
+        ("two", keras.Model(inputs, [logits, logits]), "outputs 2; expected 7 class scores"),
     ]:
         model.save(tmp_path / f"{name}.keras")
         with pytest.raises(FerModelError, match=f"{name}.keras: {words}"):
             inference.load_predictor(tmp_path / f"{name}.keras", backend="keras")
+    # A list of one output, as other tools save models, is one output.
+    keras.Model(inputs, [logits]).save(tmp_path / "listed.keras")
+    predictor = inference.load_predictor(tmp_path / "listed.keras", backend="keras")
+    assert predictor.probabilities(np.zeros((3, 48, 48, 1))).shape == (3, 7)
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,6 +388,19 @@ def test_foreign_litert_file_is_not_overwritten(tmp_path, monkeypatch):
         with pytest.raises(FerOptionError, match="already exists and is not an earlier keras-fer LiteRT export"):
             export.export_model(run, "tflite", target)
         assert target.read_bytes() == b"someone else's file"
+
+
+def test_a_litert_copy_that_does_not_load_is_named_by_its_destination(tmp_path, monkeypatch):
+    run = save_run(tmp_path / "run", tiny_model(10))
+
+    def broken(path, *args, **kwargs):
+        raise FerModelError(f"{path}: LiteRT cannot load it (boom)")
+
+    monkeypatch.setattr(export, "LiteRTRunner", broken)
+    target = tmp_path / "out.tflite"
+    with pytest.raises(FerModelError, match=rf"^{re.escape(str(target))}: LiteRT cannot load it \(boom\)$"):
+        export.export_model(run, "tflite", target)  # it named the hidden temporary file
+    assert not target.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_an_export_that_disagrees_leaves_the_earlier_export(tmp_path, monkeypatch):

@@ -303,7 +303,11 @@ def test_a_diverged_loss_stops_the_run_and_is_never_the_best_model(tmp_path, cap
     assert main(base + ["--lr", "1e30", "--epochs", "3"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"error: {out}: the loss diverged (nan) in epoch 1, at learning rate 1e+30"), last
-    assert not (out / "best.keras").exists()
+    assert not out.exists()  # nothing kept: the retry with a lower --lr is not refused as "already holds a run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(base + ["--lr", "1e30", "--epochs", "1"]) == 2
+    assert sorted(path.name for path in out.iterdir()) == ["notes.txt"]  # a folder it did not make is kept
     # After a good epoch, a diverged one stops the run; best.keras stays the good epoch's.
     out = tmp_path / "later"
     base[-1] = str(out)

@@ -151,6 +151,14 @@ def test_report_is_one_self_contained_page(run_dir, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # written atomically
 
 
+def test_an_image_is_picked_by_row_number_given_as_a_number():
+    from keras_fer import report
+
+    faces = report.load_faces(None, None, demo_faces=7)
+    for spec in (3, np.int64(3), "3", "00003"):  # a number was a TypeError from Path()
+        assert report.select_image(faces, spec).name == str(faces.images.ids[3])
+
+
 def test_a_summary_that_is_not_utf8_is_a_data_error_the_report_shows(run_dir, tmp_path):
     import shutil
 

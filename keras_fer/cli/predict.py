@@ -528,11 +528,11 @@ def main(argv=None):
     start = time.perf_counter()
     models = _models_or_default(options)
     check_outputs(options, models, plan)
+    if options.prior_correction:
+        for path in models:  # fail now, before loading or exporting anything, if a model has no prior
+            class_prior(resolve_model(path))
     if options.export:
         run_export(options, models)
-    if options.prior_correction:
-        for path in models:  # fail now, before loading anything, if a model has no prior
-            class_prior(resolve_model(path))
     predictors = [load_predictor(path, options.backend, options.normalize, options.batch_size) for path in models]
     timings.load_s = time.perf_counter() - start
     for predictor in predictors:

@@ -35,6 +35,7 @@ import re
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 
 from keras_fer.errors import FerOptionError
 
@@ -147,9 +148,10 @@ def build_model(name, **kwargs):
             )
         kwargs["input_shape"] = tuple(check_positive_int(size, "input_shape") for size in shape)
     for key, value in kwargs.items():
-        if isinstance(options[key], bool) and not isinstance(value, bool):
-            # A flag given as "maybe" or 1 was taken for True by the builder's `if`.
-            raise FerOptionError(f"Argument `{key}` must be True or False. Received: {key}={value!r}")
+        if isinstance(options[key], bool):
+            if not isinstance(value, (bool, np.bool_)):  # "maybe" or 1 was taken for True by the builder's `if`
+                raise FerOptionError(f"Argument `{key}` must be True or False. Received: {key}={value!r}")
+            kwargs[key] = bool(value)
     try:
         return entry.builder(**kwargs)
     except FerOptionError:
