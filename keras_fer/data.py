@@ -304,7 +304,7 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
                     text = fields[id_col].strip()
                     if not text:  # a submission row nobody could match
                         raise bad_row("empty id", line, names[id_col], buffered)
-                    if text in id_lines:  # two predictions under one id: a submission scorer takes one
+                    if label_col is None and text in id_lines:  # two predictions under one id: a scorer takes one
                         raise bad_row(f"id {text!r} again (first at line {id_lines[text]}): ids must be unique",
                                       line, names[id_col], buffered)
                     id_lines[text] = line
@@ -378,18 +378,21 @@ def to_face(image):
 
 
 def _image_files(folder):
-    """The images of `folder`, sorted; two with one stem (`0.png`, `0.jpg`) would share an id."""
-    found = sorted(
+    return sorted(
         p for p in folder.iterdir()
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
     )
+
+
+def _check_unique_stems(files, folder):
+    """Refuse two images of an unlabelled folder with one stem (`0.png`, `0.jpg`): the stem is
+    the id a prediction is written under."""
     first = {}
-    for image in found:
+    for image in files:
         other = first.setdefault(image.stem, image)
         if other is not image:
             raise FerDataError(f"{other.name} and {image.name} would both have the id {image.stem!r}: "
                                "rename or move one", folder)
-    return found
 
 
 def _is_class_name(name):
@@ -432,6 +435,7 @@ def read_folder(path):
                       np.array(ids, dtype=object), None, str(folder))
     if not files:
         raise FerDataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) and no class sub-folders", folder)
+    _check_unique_stems(files, folder)
     ids = np.array([p.stem for p in files], dtype=object)
     return Images(np.stack([load_image(p) for p in files]), None, ids, None, str(folder))
 

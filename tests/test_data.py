@@ -185,7 +185,7 @@ def test_missing_column_empty_file_and_missing_file(tmp_path):
         data.read(tmp_path / "face.txt")
 
 
-def test_two_rows_or_images_with_one_id_are_refused(tmp_path):
+def test_two_unlabelled_rows_or_images_with_one_id_are_refused(tmp_path):
     # A submission with two predictions for one id: the scorer takes one of them.
     path = write_rows(tmp_path / "test.csv", "id,feature", [f"7,{GOOD}", f"8,{GOOD}", f" 7 ,{GOOD}"])
     with pytest.raises(FerDataError, match=r"id '7' again \(first at line 2\): ids must be unique") as caught:
@@ -195,9 +195,12 @@ def test_two_rows_or_images_with_one_id_are_refused(tmp_path):
         folder.mkdir(parents=True)
         for name in ("0.png", "0.jpg", "1.png"):
             cv2.imwrite(str(folder / name), np.full((48, 48), 100, np.uint8))
-    for folder in (tmp_path / "flat", tmp_path / "labelled"):
-        with pytest.raises(FerDataError, match=r"0\.jpg and 0\.png would both have the id '0'"):
-            data.read(folder)
+    with pytest.raises(FerDataError, match=r"0\.jpg and 0\.png would both have the id '0'"):
+        data.read(tmp_path / "flat")
+    # Labelled data names no prediction by id: training data with repeated ids still loads.
+    assert data.read(tmp_path / "labelled").labels.tolist() == [3, 3, 3]
+    labelled = write_rows(tmp_path / "train.csv", "id,label,feature", [f"7,3,{GOOD}", f"7,4,{GOOD}"])
+    assert data.read(labelled).labels.tolist() == [3, 4]
 
 
 def test_class_folders_by_name_and_number(tmp_path):

@@ -280,7 +280,8 @@ def test_options_the_input_cannot_use_are_refused_not_ignored(tmp_path, run_dirs
     cv2.imwrite(str(photo), demo.pixels[0])
     (tmp_path / "afile").write_text("mine")
     out = tmp_path / "o" / "f.csv"
-    for argv, message in [([str(test_csv[0]), "--annotate", str(tmp_path / "ann")], "holds face crops: drop --annotate"),
+    crops = str(test_csv[0])
+    for argv, message in [([crops, "--annotate", str(tmp_path / "ann")], "holds face crops: drop --annotate"),
                           ([str(test_csv[0]), "--every", "2"], "is no video. Received: every=2"),
                           ([str(photo), "--every", "3"], "is no video. Received: every=3"),
                           ([str(photo), "--annotate", str(tmp_path / "afile")], "not a folder")]:
