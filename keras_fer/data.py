@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import csv
 import dataclasses
-import functools
 import gzip
 import hashlib
 import io
@@ -334,18 +333,21 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
 
 def decode_image(data):
     """`cv2.imdecode` of a file's bytes (None when they are no image it reads). OpenCV's own
-    warnings ("PNG input buffer is incomplete") are silenced, unless OPENCV_LOG_LEVEL asks for
-    them: the caller's one-line error names the file."""
+    warnings ("PNG input buffer is incomplete") are silenced during the call, unless
+    OPENCV_LOG_LEVEL asks for them: the caller's one-line error names the file."""
     import cv2  # imported here: CSV users should not pay for OpenCV's start-up
 
-    _quiet_opencv(cv2)
-    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
-
-
-@functools.cache
-def _quiet_opencv(cv2):
-    if "OPENCV_LOG_LEVEL" not in os.environ:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    if data is None or not data.size:
+        return None
+    if "OPENCV_LOG_LEVEL" in os.environ:
+        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    logging = cv2.utils.logging
+    previous = logging.getLogLevel()
+    logging.setLogLevel(min(previous, logging.LOG_LEVEL_ERROR))  # the caller's own level is put back
+    try:
+        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    finally:
+        logging.setLogLevel(previous)
 
 
 def load_image(path):

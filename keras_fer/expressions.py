@@ -68,7 +68,7 @@ def _load(path, backend):
 
 
 def _predictors(model, backend):
-    from keras_fer.inference import Predictor, keras_predictor
+    from keras_fer.inference import Predictor
     from keras_fer.loading import default_model_path, resolve_model_argument
 
     models = model if isinstance(model, (list, tuple)) else [model]
@@ -80,7 +80,7 @@ def _predictors(model, backend):
         if isinstance(item, Predictor):
             found.append(item)
         elif keras is not None and isinstance(item, keras.Model):
-            found.append(keras_predictor(item))
+            found.append(_keras_model_predictor(item))
         elif isinstance(item, (str, os.PathLike)) and not str(item).strip():  # "" would be the current folder
             raise FerOptionError(f"model must name a model file or run directory. Received: model={item!r}")
         elif item is None or isinstance(item, (str, os.PathLike)):
@@ -92,6 +92,14 @@ def _predictors(model, backend):
                 f"inference.Predictor, or a list of those. Received: model={item!r}"
             )
     return found
+
+
+@functools.lru_cache(maxsize=4)  # by identity; a few models, as a predictor keeps its model alive
+def _keras_model_predictor(model):
+    """A Keras model's `Predictor`, made on its first call and kept for the next calls."""
+    from keras_fer.inference import keras_predictor
+
+    return keras_predictor(model)
 
 
 def _as_image(image):
@@ -122,9 +130,10 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
     Args:
         image: an image file path, or a uint8 array as OpenCV reads one: gray `(H, W)` or BGR
             `(H, W, 3)` (an RGB array works too, its grey levels weighted slightly differently).
-        model: a `.keras` or `.tflite` file or a training run directory, a `keras.Model`, an
-            `inference.Predictor`, or a list of those (an ensemble, their softmax averaged);
-            None for the packaged model. Models are loaded once and kept for later calls.
+        model: a `.keras` or `.tflite` file or a training run directory, a `keras.Model` (run
+            with Keras whatever `backend` says), an `inference.Predictor`, or a list of those
+            (an ensemble, their softmax averaged); None for the packaged model. Models are
+            loaded once and kept for later calls.
         tta: test-time augmentation: `"none"`, `"flip"` or `"crops"` (ten-crop).
         detect: False to take the whole image as one face.
         min_face: smallest face side the detector looks for, in pixels.

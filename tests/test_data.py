@@ -262,9 +262,11 @@ def test_a_device_is_not_called_missing():
 def test_a_truncated_image_is_one_error_without_opencv_warnings(tmp_path, capfd):
     ok, encoded = cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (100, 100), np.uint8))
     (tmp_path / "cut.png").write_bytes(encoded.tobytes()[:300])
+    level = cv2.utils.logging.getLogLevel()
     with pytest.raises(FerDataError, match="cut.png: unreadable image"):
         data.read(tmp_path / "cut.png")
     assert "WARN" not in capfd.readouterr().err  # "[ WARN:0@0.02] ... PNG input buffer is incomplete"
+    assert cv2.utils.logging.getLogLevel() == level  # the caller's own level is back
 
 
 def test_unreadable_image_and_bad_subfolder(tmp_path):

@@ -84,13 +84,21 @@ def test_any_path_like_names_an_image(tmp_path, runs, face):
     assert found.box == (0, 0, 48, 48)
 
 
-def test_a_keras_model_in_memory_is_a_model_too(runs, face):
+def test_a_keras_model_in_memory_is_a_model_too(runs, face, monkeypatch):
     import keras
+
+    real = inference.keras_predictor
 
     loaded = keras.saving.load_model(runs[0] / "best.keras")
     (found,) = keras_fer.recognize(face, model=loaded)
     expected = inference.predict_proba([inference.load_predictor(runs[0], backend="keras")], face[None])[0]
     np.testing.assert_allclose(found.probabilities, expected, atol=1e-6)
+    made = []
+    monkeypatch.setattr(inference, "keras_predictor", lambda model: made.append(model) or real(model))
+    other = keras.saving.load_model(runs[1] / "best.keras")
+    for _ in range(3):
+        keras_fer.recognize(face, model=other)
+    assert made == [other]  # its serving wrapper is made once, not on every call
 
 
 def test_the_mtcnn_detector_finds_a_tilted_face(runs):

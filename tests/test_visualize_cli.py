@@ -169,6 +169,10 @@ def test_a_summary_that_is_not_utf8_is_a_data_error_the_report_shows(run_dir, tm
     (copy / "summary.txt").write_bytes(b"\xff\xfe")  # was a UnicodeDecodeError traceback out of the report
     with pytest.raises(FerDataError, match=r"summary\.txt: unreadable model summary"):
         report.read_run(copy).summary()
+    out = tmp_path / "report.html"
+    assert main(["report", str(copy), "--out", str(out), "--filters", "1", "--steps", "2"]) == 0
+    sections = dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', out.read_text(encoding="utf-8"), re.S))
+    assert "Not available" in sections["architecture"] and "unreadable model summary" in sections["architecture"]
 
 
 def test_report_uses_the_validation_split_only_for_the_runs_own_data(run_dir, tmp_path, monkeypatch):
