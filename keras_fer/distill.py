@@ -159,10 +159,12 @@ def teacher_probabilities(sources, faces, progress=None, chunk_rows=4096):
 def _read_kept(path, rows, say):
     """The teachers' probabilities kept in `path`, or None (with a note) when the file is damaged:
     unreadable, of another shape, or not probabilities. They are then computed again."""
+    from keras_fer.loading import one_line
+
     try:
         kept = np.load(path, allow_pickle=False).astype(np.float64)
     except (OSError, ValueError, EOFError) as error:
-        problem = f"unreadable ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+        problem = f"unreadable ({one_line(error) or type(error).__name__})"
     else:
         if kept.shape != (rows, NUM_CLASSES):
             problem = f"of shape {kept.shape}, not ({rows}, {NUM_CLASSES})"

@@ -37,3 +37,43 @@ class FerModelError(FerError):
 
 class FerOptionError(FerError):
     """A bad command-line or configuration option."""
+
+
+def check_integer(value, name, minimum=1, *, received=None):
+    """`value` as an int if it is a whole number (not a bool) >= `minimum`, else FerOptionError.
+
+    Args:
+        value: the value given.
+        name: how the message names it (`"--every"`, "Argument `width`").
+        minimum: the smallest value allowed.
+        received: the name after "Received:" (default `name`).
+
+    Example:
+    >>> check_integer(3.0, "--every")
+    3
+    """
+    import math
+    import numbers
+
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or value != int(value) or value < minimum):
+        raise FerOptionError(f"{name} must be an integer >= {minimum}. Received: {received or name}={value!r}")
+    return int(value)
+
+
+def check_finite(value, name, minimum=None, *, positive=False, received=None):
+    """`value` as a float if it is a finite number (not a bool), >= `minimum` when given, > 0
+    when `positive`; else FerOptionError.
+
+    Example:
+    >>> check_finite(0.5, "noise", 0)
+    0.5
+    """
+    import math
+    import numbers
+
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or (minimum is not None and value < minimum) or (positive and value <= 0)):
+        bound = " > 0" if positive else "" if minimum is None else f" >= {minimum:g}"
+        raise FerOptionError(f"{name} must be a finite number{bound}. Received: {received or name}={value!r}")
+    return float(value)

@@ -19,14 +19,12 @@ Example:
 """
 
 import dataclasses
-import math
-import numbers
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_fer.errors import FerOptionError
+from keras_fer.errors import FerOptionError, check_finite, check_integer
 
 #: Images per compiled batch: memory stays bounded whatever N is.
 BATCH_SIZE = 64
@@ -293,23 +291,8 @@ def _class_array(class_index, count, model):
     return np.broadcast_to(values, (count,)).astype(np.int32)
 
 
-def _integer(value, argument, minimum):
-    """`value` as an int if it is an integer >= `minimum`, else FerOptionError naming `argument`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise FerOptionError(f"{argument} must be an integer >= {minimum}. Received: {argument}={value!r}")
-    return int(value)
-
-
-def _number(value, argument, minimum=0.0):
-    """`value` as a float if it is a finite number >= `minimum`, else FerOptionError."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-            or value < minimum):
-        raise FerOptionError(f"{argument} must be a finite number >= {minimum:g}. Received: {argument}={value!r}")
-    return float(value)
-
-
 def _chunks(count, size=BATCH_SIZE):
-    size = _integer(size, "batch_size", 1)
+    size = check_integer(size, "batch_size", 1)
     for start in range(0, count, size):
         yield slice(start, min(start + size, count))
 
@@ -422,9 +405,9 @@ def smoothgrad(model, images, class_index=None, noise=0.15, samples=25, seed=0, 
     Returns:
         float32 `(N, H, W)`.
     """
-    samples = _integer(samples, "samples", 1)
-    noise = _number(noise, "noise")
-    seed = None if seed is None else _integer(seed, "seed", 0)  # None: fresh noise each call
+    samples = check_integer(samples, "samples", 1)
+    noise = check_finite(noise, "noise", 0)
+    seed = None if seed is None else check_integer(seed, "seed", 0)  # None: fresh noise each call
     images = _prepare(model, images)
     classes = _class_array(class_index, len(images), model)
     if (classes < 0).any():
@@ -572,7 +555,7 @@ def score_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE
     >>> cams = explain.score_cam(model, faces.pixels[:4], max_channels=64)  # doctest: +SKIP
     """
     if max_channels is not None:
-        max_channels = _integer(max_channels, "max_channels", 1)
+        max_channels = check_integer(max_channels, "max_channels", 1)
     target = cam_layer(model, layer, rectified=True)
     images = _prepare(model, images)
     classes = _class_array(class_index, len(images), model)
@@ -742,9 +725,9 @@ def filter_ascent(model, layer, filters, steps=64, lr=3.0, seed=0, *, start_nois
     bad = filters[(filters < 0) | (filters >= channels)]
     if bad.size:
         raise FerOptionError(f"layer {target.name!r} has filters 0-{channels - 1}. Received: filter={int(bad[0])}")
-    steps, jitter, blur_every = _integer(steps, "steps", 0), _integer(jitter, "jitter", 0), _integer(
-        blur_every, "blur_every", 0)
-    lr, start_noise, l2_decay, tv_weight = (_number(value, name) for value, name in (
+    steps, jitter, blur_every = (check_integer(value, name, 0) for value, name in (
+        (steps, "steps"), (jitter, "jitter"), (blur_every, "blur_every")))
+    lr, start_noise, l2_decay, tv_weight = (check_finite(value, name, 0) for value, name in (
         (lr, "lr"), (start_noise, "start_noise"), (l2_decay, "l2_decay"), (tv_weight, "tv_weight")))
     measure, step = _cached(model, ("ascent", target.name), lambda: _ascent_functions(model, target))
     shape = tuple(int(d) for d in _functional_of(model).inputs[0].shape[1:])
@@ -773,8 +756,8 @@ def pick_filters(model, layer, count, seed=0):
     """`count` distinct random filter indices of `layer` (all of them if it has fewer), sorted."""
     target = find_layer(model, layer)
     channels = int(target.output.shape[-1])
-    rng = np.random.default_rng(_integer(seed, "seed", 0))
-    return np.sort(rng.choice(channels, size=min(_integer(count, "count", 1), channels), replace=False))
+    rng = np.random.default_rng(check_integer(seed, "seed", 0))
+    return np.sort(rng.choice(channels, size=min(check_integer(count, "count", 1), channels), replace=False))
 
 
 def mask_ratio(maps, masks):

@@ -15,8 +15,6 @@ Example:
 
 import dataclasses
 import functools
-import math
-import numbers
 import os
 import sys
 from pathlib import Path
@@ -25,7 +23,7 @@ import numpy as np
 
 from keras_fer import faces as face_tools
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
-from keras_fer.errors import FerOptionError
+from keras_fer.errors import FerOptionError, check_finite
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -153,9 +151,7 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
 
     if tta not in TTA_MODES:
         raise FerOptionError(f"tta must be one of {', '.join(TTA_MODES)}. Received: tta={tta!r}")
-    if isinstance(min_face, bool) or not isinstance(min_face, numbers.Real) or not min_face >= 1 \
-            or not math.isfinite(min_face):  # as predict.py --min-face
-        raise FerOptionError(f"min_face must be a number of pixels >= 1. Received: min_face={min_face!r}")
+    check_finite(min_face, "min_face (pixels)", 1, received="min_face")  # as predict.py --min-face
     if detect:
         face_tools.check_detector(detector)
     picture = _as_image(image)

@@ -14,7 +14,6 @@ Example:
 
 import csv
 import dataclasses
-import numbers
 import queue
 import threading
 import time
@@ -24,7 +23,7 @@ import numpy as np
 
 from keras_fer import files
 from keras_fer.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
-from keras_fer.errors import FerDataError, FerModelError, FerOptionError
+from keras_fer.errors import FerDataError, FerModelError, FerOptionError, check_integer
 from keras_fer.export import (
     LiteRTRunner,
     cached_litert_copy,
@@ -137,8 +136,7 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
         raise FerOptionError(f"--backend must be one of {', '.join(BACKENDS)}. Received: {backend!r}")
     if normalize is not None and normalize not in SERVING_NORMALIZE:
         raise FerOptionError(f"--normalize must be one of {', '.join(SERVING_NORMALIZE)}. Received: {normalize!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise FerOptionError(f"--batch-size must be an integer >= 1. Received: batch_size={batch_size!r}")
+    batch_size = check_integer(batch_size, "--batch-size", 1, received="batch_size")
     source = resolve_model(path)
     name = str(path)
     if source.path.suffix.lower() == ".tflite":

@@ -15,14 +15,13 @@ Example:
 import contextlib
 import csv
 import dataclasses
-import numbers
 from pathlib import Path
 
 import numpy as np
 
 from keras_fer import faces as face_tools
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
-from keras_fer.errors import FerDataError, FerOptionError
+from keras_fer.errors import FerDataError, FerOptionError, check_integer
 from keras_fer.files import atomic_path, atomic_text, check_not_input, same_file
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -189,8 +188,7 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
     from keras_fer.inference import predict_proba
     from keras_fer.loading import quiet_native_stderr
 
-    if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:  # 2.5 ran as 2
-        raise FerOptionError(f"--every must be an integer >= 1. Received: every={every!r}")
+    every = check_integer(every, "--every", 1, received="every")  # 2.5 ran as 2
     if out is None or not str(out).strip():
         raise FerOptionError(f"out must name the CSV file to write. Received: out={out!r}")
     path, out = Path(path), Path(out)

@@ -66,7 +66,7 @@ def test_bad_images_and_options_are_package_errors_naming_what_was_received(tmp_
     with pytest.raises(FerOptionError, match="Received: detector='yolo'"):
         keras_fer.recognize(np.zeros((48, 48), np.uint8), model=runs[0], detector="yolo")
     for min_face in (float("nan"), None, 0, -5, "30"):  # the CLI refuses < 1; nan and None were tracebacks
-        with pytest.raises(FerOptionError, match=r"min_face must be a number of pixels >= 1\. Received: min_face="):
+        with pytest.raises(FerOptionError, match=r"min_face \(pixels\) must be a finite number >= 1\. Received: "):
             keras_fer.recognize(np.zeros((48, 48), np.uint8), model=runs[0], min_face=min_face)
     with pytest.raises(FerOptionError, match="Received: model=''"):  # it was the current folder
         keras_fer.recognize(np.zeros((48, 48), np.uint8), model="")

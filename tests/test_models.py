@@ -263,11 +263,11 @@ def test_unknown_name_and_option_raise_fer_option_error():
 
 @pytest.mark.parametrize("name, option, value, message", [
     # Each of these raised a TypeError or OverflowError from inside Keras, or was taken for True.
-    ("cnn4", "negative_slope", "x", "must be a non-negative finite number"),
-    ("dnn", "negative_slope", float("nan"), "must be a non-negative finite number"),
-    ("vgg12", "width", "x", "must be a positive finite number"),
-    ("fervgg", "width", float("inf"), "must be a positive finite number"),
-    ("cnn39m", "seed", "x", "must be None or an integer"),
+    ("cnn4", "negative_slope", "x", "must be a finite number >= 0"),
+    ("dnn", "negative_slope", float("nan"), "must be a finite number >= 0"),
+    ("vgg12", "width", "x", "must be a finite number > 0"),
+    ("fervgg", "width", float("inf"), "must be a finite number > 0"),
+    ("cnn39m", "seed", "x", "must be an integer >= 0"),
     ("cnn4", "batch_norm", "maybe", "must be True or False"),
     ("vgg12", "batch_norm", 1, "must be True or False"),
     ("dnn-matched", "trainable_only", "no", "must be True or False"),

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from keras_fer.errors import FerOptionError
+from keras_fer.errors import FerOptionError, check_finite, check_integer
 
 __all__ = [
     "ModelInfo",
@@ -197,19 +197,13 @@ def finish_model(inputs, features, num_classes, softmax, name):
 
 def check_positive_int(value, argument):
     """`value` as an int if it is a positive integer, else FerOptionError naming `argument`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value) or value < 1:
-        raise FerOptionError(f"Argument `{argument}` must be a positive integer. Received: {argument}={value!r}")
-    return int(value)
+    return check_integer(value, f"Argument `{argument}`", 1, received=argument)
 
 
 def check_number(value, argument, *, positive=False):
     """`value` as a float if it is a finite number >= 0 (> 0 when `positive`), else
     FerOptionError naming `argument`."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-            or value < 0 or (positive and value == 0)):
-        kind = "a positive" if positive else "a non-negative"
-        raise FerOptionError(f"Argument `{argument}` must be {kind} finite number. Received: {argument}={value!r}")
-    return float(value)
+    return check_finite(value, f"Argument `{argument}`", 0, positive=positive, received=argument)
 
 
 def dropout_rates(value, count, argument):

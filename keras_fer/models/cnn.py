@@ -5,12 +5,11 @@ an activation is named after the layer it follows (`conv1_act`, `dense1_act`); t
 is `logits`.
 """
 
-import numbers
 
 from keras import layers
 
 from keras_fer.classes import IMAGE_SHAPE, NUM_CLASSES
-from keras_fer.errors import FerOptionError
+from keras_fer.errors import FerOptionError, check_integer
 from keras_fer.models import check_number, check_positive_int, dropout_rates, finish_model, register
 from keras_fer.models.layers import RReLU, model_inputs
 
@@ -146,8 +145,8 @@ def cnn39m(
     >>> model.input_shape, model.get_layer("conv1").input.shape
     ((None, 48, 48, 1), (None, 64, 64, 1))
     """
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise FerOptionError(f"Argument `seed` must be None or an integer. Received: seed={seed!r}")
+    if seed is not None:
+        seed = check_integer(seed, "Argument `seed`", 0, received="seed")  # or None
     inputs, x = model_inputs(input_shape, preprocessing)
     conv_rates = dropout_rates(conv_dropout, 4, "conv_dropout")
     dense_rates = dropout_rates(dense_dropout, 2, "dense_dropout")

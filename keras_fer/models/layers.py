@@ -1,13 +1,11 @@
 """Custom layers shared by the model zoo, registered for `.keras` serialization."""
 
-import math
-import numbers
 
 import keras
 from keras import ops
 
 from keras_fer.classes import IMAGE_SIZE
-from keras_fer.errors import FerOptionError
+from keras_fer.errors import FerOptionError, check_finite
 
 NORMALIZE_MODES = ("none", "unit", "image", "dataset")
 
@@ -63,8 +61,7 @@ class Preprocessing(keras.layers.Layer):
         if channels not in (1, 3):
             raise FerOptionError(f"channels must be 1 or 3. Received: channels={channels!r}")
         for name, value in (("mean", mean), ("std", std)):  # a NaN std made every output NaN
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise FerOptionError(f"{name} must be a finite number of grey levels. Received: {name}={value!r}")
+            check_finite(value, f"{name} (grey levels)", received=name)
         self.normalize = normalize
         self.mean = float(mean)
         self.std = float(std)
