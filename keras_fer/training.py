@@ -834,7 +834,7 @@ def fit_multi_worker(model, dataset, *, epochs, initial_epoch, steps_per_epoch, 
         if verbose:
             print(f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
         callback_list.on_epoch_end(epoch, logs)
-        if model.stop_training:
+        if model.stop_training or not math.isfinite(logs["loss"]):  # TerminateOnNaN needs batch callbacks
             break
     callback_list.on_train_end()
 

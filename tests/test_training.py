@@ -213,6 +213,29 @@ def test_two_workers_train_and_the_chief_writes_the_run(tmp_path):
     assert "run directory" in outputs[0]
 
 
+def test_the_custom_loop_stops_at_a_diverged_epoch_as_fit_does():
+    # TerminateOnNaN acts on batch callbacks, which the multi-worker loop does not call: NaN
+    # epochs ran to the end of the phase.
+    import tensorflow as tf
+
+    from keras_fer.models import build_model
+    from keras_fer.training import compile_model, fit_multi_worker
+
+    keras.utils.set_random_seed(0)
+    model = build_model("dnn", preprocessing={"normalize": "unit"})
+    config = TrainConfig(arch="dnn")
+    compile_model(model, "sgd", 1e30, config)
+    images = np.random.default_rng(0).integers(0, 256, (64, 48, 48, 1)).astype("float32")
+    labels = keras.utils.to_categorical(np.arange(64) % 7, 7)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(32).repeat()
+    ended = []
+    callback = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: ended.append((epoch, logs["loss"])))
+    fit_multi_worker(model, dataset, epochs=4, initial_epoch=0, steps_per_epoch=2, validation_data=None,
+                     callbacks=[callback], verbose=0, class_weight=None, strategy=tf.distribute.get_strategy(),
+                     config=config)
+    assert len(ended) < 4 and not math.isfinite(ended[-1][1]) and all(math.isfinite(loss) for _, loss in ended[:-1])
+
+
 def test_train_shim_help_explains_every_option_without_tensorflow():
     result = subprocess.run(
         [sys.executable, "-c", "import runpy, sys; sys.argv = ['train.py', '--help']\n"
