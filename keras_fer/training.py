@@ -751,6 +751,16 @@ def _check_resume(run_dir, config):
     return saved
 
 
+def _unfinished_run(run_dir):
+    """Whether `run_dir` holds a run stopped before its first epoch ended: a keras-fer
+    `config.json` and no `state.json`; starting again there replaces only its own files."""
+    try:
+        config = read_json_object(run_dir / "config.json")
+    except FerDataError:
+        return False
+    return isinstance(config.get("options"), dict) and "arch" in config and not (run_dir / "state.json").exists()
+
+
 def _discard_run(run_dir, created_dir):
     """Remove what a run that kept nothing wrote: its folder if it made it, else its own files."""
     import shutil
@@ -891,6 +901,13 @@ def _train(config, progress):
     elif (run_dir / "state.json").exists():
         raise FerOptionError(
             f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out"
+        )
+    elif run_dir.is_dir() and any(run_dir.iterdir()) and not _unfinished_run(run_dir):
+        # its files would be replaced by the run's (config.json, summary.txt, ...)
+        names = sorted(path.name for path in run_dir.iterdir())
+        raise FerOptionError(
+            f"{run_dir} holds files that are not a keras-fer run ({', '.join(names[:3])}"
+            f"{', ...' if len(names) > 3 else ''}): choose a new or empty folder for --out"
         )
 
     import keras

@@ -327,10 +327,16 @@ def test_a_diverged_loss_stops_the_run_and_is_never_the_best_model(tmp_path, cap
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"error: {out}: the loss diverged (nan) in epoch 1, at learning rate 1e+30"), last
     assert not out.exists()  # nothing kept: the retry with a lower --lr is not refused as "already holds a run"
+    # A folder holding someone's files is no place for a run: its config.json was replaced, and
+    # then deleted with the diverged run.
     out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    assert main(base + ["--lr", "1e30", "--epochs", "1"]) == 2
-    assert sorted(path.name for path in out.iterdir()) == ["notes.txt"]  # a folder it did not make is kept
+    (out / "config.json").write_text('{"mine": 1}')
+    assert main(base + ["--lr", "0.01", "--epochs", "1"]) == 2
+    assert f"{out} holds files that are not a keras-fer run (config.json)" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == '{"mine": 1}'
+    # A run stopped before its first epoch ended (config.json, no state.json) starts again in place.
+    (out / "config.json").write_text('{"options": {}, "arch": "dnn"}')
+    assert main(base + ["--lr", "0.01", "--epochs", "1"]) == 0
     # After a good epoch, a diverged one stops the run; best.keras stays the good epoch's.
     out = tmp_path / "later"
     base[-1] = str(out)
