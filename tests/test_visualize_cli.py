@@ -247,7 +247,22 @@ def test_outputs_never_replace_the_photo_or_the_run(run_dir, tmp_path, capsys):
         if (run_dir / target).exists():
             kept[run_dir / target] = (run_dir / target).read_bytes()
         assert main([command, str(run_dir), "--out", str(run_dir / target)]) == 2
-        assert f"--out {run_dir / target} would replace the run's {kind} figure" in error_line(capsys)
+        assert f"--out {run_dir / target} would replace the {kind} figure of the run in {run_dir}" in error_line(capsys)
+    # Nor another run's figure, named or by the folder form's default name.
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    for name in ("history.png", "confusion.png"):
+        (other / name).write_bytes(b"run B's own figure")
+        kept[other / name] = (other / name).read_bytes()
+    for argv, kind in ((["history", str(run_dir), "--out", str(other / "history.png")], "history"),
+                       (["confusion", str(run_dir), "--out", str(other)], "confusion")):
+        assert main(argv) == 2
+        assert f"would replace the {kind} figure of the run in {other}" in error_line(capsys)
+    assert main(["classes", "--out", str(tmp_path / "e.gif")]) == 2  # it became a folder named e.gif
+    assert "figures are written as .png, .jpg, .jpeg, .pdf, .svg" in error_line(capsys)
+    assert not (tmp_path / "e.gif").exists()
     assert {path: path.read_bytes() for path in kept} == kept
 
 

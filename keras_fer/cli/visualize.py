@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from keras_fer.cli import command, import_tensorflow_quietly, seed_value
 from keras_fer.errors import FerModelError, FerOptionError
 from keras_fer.faces import DETECTORS
-from keras_fer.files import check_not_input, check_not_inside
+from keras_fer.files import check_not_input, check_not_inside, same_file
 
 DEFAULT_OUT = "figures"
 
@@ -408,23 +408,39 @@ HANDLERS = {
 
 # The figures training writes into a run directory, and the command that draws each.
 RUN_FIGURES = {"history.png": "history", "confusion.png": "confusion"}
+# Suffixes that name a file no figure is written as (anything else without a figure suffix is a folder).
+NOT_FIGURES = (".gif", ".tif", ".tiff", ".webp", ".bmp", ".eps", ".ps", ".txt", ".csv", ".json", ".html", ".htm",
+               ".keras", ".npz")
 
 
-def _check_not_run_figure(command, out):
-    """Refuse `--out` naming a figure training wrote into a run directory, unless this command
-    draws that figure (`history --out RUN/confusion.png` replaced the confusion matrix)."""
-    path = Path(out)
-    drawn_by = RUN_FIGURES.get(path.name)
-    run_files = ("config.json", "history.csv", "best.keras")
-    if drawn_by not in (None, command) and any((path.parent / name).is_file() for name in run_files):
-        raise FerOptionError(f"--out {out} would replace the run's {drawn_by} figure: choose another file name")
+def _check_not_run_figure(args):
+    """Refuse `--out` landing on a figure training wrote into a run directory, unless it is this
+    command redrawing that run's own figure (`history --out RUN/confusion.png` replaced the
+    confusion matrix, `history RUN_A --out RUN_B` run B's curves)."""
+    from keras_fer.plots import FIGURE_FORMATS
+
+    out = Path(args.out)
+    if args.command != "report" and out.suffix.lower() in NOT_FIGURES and not out.is_dir():
+        # it became a folder of that name holding the figure
+        raise FerOptionError(f"--out {args.out}: figures are written as {', '.join(FIGURE_FORMATS)}; give one of "
+                             "those, or a folder")
+    if out.suffix.lower() not in FIGURE_FORMATS or out.is_dir():  # a folder: the command's default name
+        out = out / {"history": "history.png", "confusion": "confusion.png"}.get(args.command, "")
+    drawn_by = RUN_FIGURES.get(out.name)
+    if drawn_by is None or not any((out.parent / name).is_file() for name in ("config.json", "history.csv",
+                                                                               "best.keras")):
+        return
+    own = drawn_by == args.command and getattr(args, "run", None) and same_file(out.parent, args.run)
+    if not own:
+        raise FerOptionError(f"--out {args.out} would replace the {drawn_by} figure of the run in {out.parent}: "
+                             "choose another file name or folder")
 
 
 @command
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if getattr(args, "out", None):
-        _check_not_run_figure(args.command, args.out)
+        _check_not_run_figure(args)
     image = getattr(args, "image", None)
     if image and Path(image).is_file() and getattr(args, "out", None):  # a figure over the photo it explains
         check_not_input([("--out", args.out)], image, "the --image file")
