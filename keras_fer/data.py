@@ -536,11 +536,22 @@ def split(images, spec, seed=0):
             `"usage"` (Kaggle's Usage column: Training trains, PublicTest validates; PrivateTest
             rows are left out of both, so they stay unseen), or `"none"` (no validation).
         seed: seed of the stratified draw.
+
+    Raises:
+        FerError: for a bad spec, or one that leaves no validation or no training rows.
     """
     kind, value = parse_split(spec)
-    count = len(images)
     if kind == "none":
         return images, images.subset(np.zeros(0, dtype=np.int64))
+    train, validation = _split(images, spec, kind, value, seed)
+    for part, name in ((validation, "validation"), (train, "training")):  # an empty part was taken for --val none
+        if len(part) == 0:
+            raise FerError(f"--val {spec} leaves no {name} rows of the {len(images)} images of {images.source}")
+    return train, validation
+
+
+def _split(images, spec, kind, value, seed):
+    count = len(images)
     if kind == "first":
         if not 0 < value < count:
             raise FerError(f"--val first:N needs 0 < N < {count} (the number of images). Received: val={spec!r}")
@@ -635,7 +646,7 @@ def main(argv=None):
         if out is not None:
             check_folder_for(out)
     train, validation = split(read(args.path), args.val, seed=args.split_seed)
-    if len(validation) == 0:
+    if len(validation) == 0:  # --val none
         raise FerError(f"--val {args.val} leaves no validation rows of the {len(train)} images of "
                        f"{args.path} to write to --out-val")
     write_csv(validation, args.out_val)

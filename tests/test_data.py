@@ -426,6 +426,7 @@ def test_split_command_refuses_an_empty_part_or_overwriting_its_input(tmp_path, 
              (["--val", "first:2", "--out-val", str(tmp_path / "v.csv"), "--out-train",
                str(tmp_path / "train.csv" / "t.csv")],
               f"{tmp_path / 'train.csv'}: not a folder (a file is in the way)"))
+    cases += ((["--val", "fraction:0.01", "--out-val", str(tmp_path / "v.csv")], "leaves no validation rows"),)
     for options, message in cases:
         assert data.main(["split", str(tmp_path / "train.csv"), *options]) == 2
         err = capsys.readouterr().err

@@ -87,6 +87,14 @@ def test_bad_options_give_one_line_errors(tmp_path, capsys, argv, words):
     assert not (tmp_path / "r").exists()  # nothing half-made
 
 
+def test_a_split_that_leaves_no_validation_rows_is_an_error_not_val_none(tmp_path, capsys):
+    # fraction:0.001 of 280 faces rounds to no row per class: the run trained with no validation.
+    assert main(SMALL + ["--epochs", "1", "--val", "fraction:0.001", "--out", str(tmp_path / "r")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "error: --val fraction:0.001 leaves no validation rows of the 280 images of demo faces"
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_bad_init_from_fails_before_the_data_is_read(tmp_path, capsys):
     (tmp_path / "notmodel.keras").write_text("not a zip")
     code = main([*SMALL, "--epochs", "1", "--data", str(tmp_path / "missing.csv"),
