@@ -148,13 +148,14 @@ class TrainConfig:
              "normalize"),
             (int(self.epochs) >= 1, "--epochs must be at least 1", "epochs"),
             (int(self.batch_size) >= 1, "--batch-size must be at least 1", "batch_size"),
-            (float(self.lr) > 0, "--lr must be positive", "lr"),
+            (math.isfinite(float(self.lr)) and float(self.lr) > 0, "--lr must be a positive finite number", "lr"),
             (0.0 <= float(self.momentum) <= 1.0, "--momentum must be in [0, 1]", "momentum"),
             (0 <= int(self.seed) < 2**32, "--seed must be in [0, 2**32)", "seed"),
             (self.split_seed is None or 0 <= int(self.split_seed) < 2**32, "--split-seed must be in [0, 2**32)",
              "split_seed"),
             (0.0 <= float(self.label_smoothing) < 1.0, "--label-smoothing must be in [0, 1)", "label_smoothing"),
-            (float(self.weight_decay) >= 0, "--weight-decay must be >= 0", "weight_decay"),
+            (math.isfinite(float(self.weight_decay)) and float(self.weight_decay) >= 0,
+             "--weight-decay must be a finite number >= 0", "weight_decay"),
             (self.early_stop is None or int(self.early_stop) >= 1, "--early-stop must be at least 1", "early_stop"),
             (self.stop_at_accuracy is None or 0 < float(self.stop_at_accuracy) <= 1,
              "--stop-at-accuracy must be in (0, 1]", "stop_at_accuracy"),
@@ -187,7 +188,13 @@ class TrainConfig:
         if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise FerOptionError('--tensorboard needs the tensorboard package: pip install "keras-fer[tensorboard]"')
         AugmentConfig.parse(self.augment)
-        parse_split(self.val)
+        if parse_split(self.val)[0] == "none":  # they watch val_accuracy: Keras warned and went on without them
+            watching = [(flag, value) for flag, value in (
+                ("--early-stop", self.early_stop), ("--stop-at-accuracy", self.stop_at_accuracy),
+                ("--schedule plateau", self.schedule if self.schedule == "plateau" else None)) if value is not None]
+            if watching:
+                raise FerOptionError(f"{watching[0][0]} watches the validation accuracy, and --val none has none: "
+                                     f"choose a validation split or drop {watching[0][0].split()[0]}")
         return self
 
     @property

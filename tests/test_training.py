@@ -76,6 +76,11 @@ def test_report000_recipe_is_the_report():
         (["--optimizer", "sgd", "--momentum", "2"], "--momentum must be in [0, 1]. Received: momentum=2.0"),
         (["--init-from", "missing.keras"], "missing.keras: no such model file"),
         (["--temperature", "inf"], "--temperature must be a positive finite number"),  # wrote Infinity into JSON
+        (["--lr", "inf"], "--lr must be a positive finite number"),
+        # Each watches val_accuracy; Keras warned and trained on without it (--stop-at-accuracy silently).
+        (["--val", "none", "--early-stop", "2"], "--early-stop watches the validation accuracy, and --val none"),
+        (["--val", "none", "--stop-at-accuracy", "0.5"], "drop --stop-at-accuracy"),
+        (["--val", "none", "--schedule", "plateau"], "--schedule plateau watches the validation accuracy"),
         (["--teacher-weight", "0.3"], "add --teacher. Received: teacher_weight=0.3\n"),  # named temperature too
     ],
 )
