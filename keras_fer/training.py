@@ -371,7 +371,7 @@ def scheduled_lr(config, epoch, base_lr, phase_start, phase_end):
         progress = (position - warm) / max(length - warm, 1)
         return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
     if config.schedule == "step":
-        return base_lr * (0.1 ** (position // max(length // 3, 1)))
+        return base_lr * (0.1 ** min(2, position * 3 // length))  # thirds: 5 epochs dropped 4 times
     return base_lr
 
 
@@ -1058,7 +1058,9 @@ def _train(config, progress):
                     write_json(run_dir / "state.json", state)
     except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM under the CLI (cli.Terminated)
         interrupted = error
-        print(f"\ninterrupted: epoch {state['epoch']} is saved; continue with --resume --out {run_dir}",
+        print(f"\ninterrupted: epoch {state['epoch']} is saved; continue with --resume --out {run_dir}"
+              if state["epoch"] else "\ninterrupted before the first epoch ended: nothing is saved; start again "
+              "without --resume",
               file=sys.stderr)
 
     if stop_reason and stop_reason.startswith("the loss diverged"):

@@ -326,6 +326,30 @@ def test_plateau_schedule_keeps_its_rate_after_warm_up():
     assert rates[3] is None and rates[4] is None
 
 
+def test_ctrl_c_in_the_first_epoch_does_not_promise_a_resume(tmp_path, capsys, monkeypatch):
+    import keras_fer.training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras_fer.training, "fit_keras", interrupted)
+    assert main(SMALL + ["--epochs", "2", "--out", str(tmp_path / "r")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before the first epoch ended: nothing is saved; start again without --resume" in err
+    assert "--resume --out" not in err  # it said "epoch 0 is saved; continue with --resume", which then failed
+
+
+@pytest.mark.parametrize("epochs, drops", [(9, [0, 0, 0, 1, 1, 1, 2, 2, 2]), (5, [0, 0, 1, 1, 2]),
+                                           (10, [0, 0, 0, 0, 1, 1, 1, 2, 2, 2])])
+def test_step_schedule_drops_at_each_third_and_no_more(epochs, drops):
+    # 5 epochs dropped 4 times (to 1e-5 of the rate), 10 epochs 3 times.
+    from keras_fer.training import scheduled_lr
+
+    config = TrainConfig(schedule="step")
+    rates = [scheduled_lr(config, epoch, 1.0, 0, epochs) for epoch in range(epochs)]
+    assert rates == pytest.approx([0.1 ** drop for drop in drops])
+
+
 @pytest.mark.parametrize("option", ["softmax=true", "num_classes=5", "preprocessing=x"])
 def test_reserved_model_options_are_refused(capsys, tmp_path, option):
     assert main(SMALL + ["--epochs", "1", "--out", str(tmp_path / "r"), "--model-option", option]) == 2
