@@ -432,7 +432,8 @@ def smoothgrad(model, images, class_index=None, noise=0.15, samples=25, seed=0, 
 def _grad_cam_function(model, layer, weighting="gradcam"):
     tap = _cached(model, ("tap", layer.name), lambda: _Tap(model, [layer]))
 
-    @tf.function(input_signature=[_image_spec(model), CLASSES_SPEC])
+    # No autograph: its branches are on Python values, and an error raised while tracing stays ours.
+    @tf.function(input_signature=[_image_spec(model), CLASSES_SPEC], autograph=False)
     def cam(images, classes):
         with tf.GradientTape() as tape:
             features, scores = tap(images)
@@ -440,6 +441,12 @@ def _grad_cam_function(model, layer, weighting="gradcam"):
             score, chosen = _pick(scores, classes)
             total = tf.reduce_sum(score)
         grads = tape.gradient(total, features)
+        if grads is None:  # known at tracing: the tapped tensor is not the one the scores are computed from
+            raise FerOptionError(
+                f"{weighting} cannot follow the gradient from the class scores back to layer {layer.name!r} of "
+                f"model {model.name!r}; choose a convolution layer, or use scorecam, which needs no gradient. "
+                f"Received: layer={layer.name!r}"
+            )
         if weighting == "gradcam++":  # in float32, applied in the layer's own dtype (bfloat16 under mixed precision)
             weights = tf.cast(_plus_plus_weights(features, grads), features.dtype)
         elif weighting == "layercam":  # each position by its own positive gradient

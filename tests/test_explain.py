@@ -127,6 +127,16 @@ def test_bad_numeric_arguments_are_named(call, message):
         call(model, np.random.default_rng(1).normal(size=(2, 8, 8, 1)))
 
 
+@pytest.mark.parametrize("method", ["grad_cam", "layer_cam"])
+def test_a_layer_the_gradient_does_not_reach_is_named(method):
+    # dnn's pool1: the gradient is None there; it was a TensorFlow "None values not supported" traceback.
+    from keras_fer.models import build_model
+
+    model = build_model("dnn", preprocessing={"normalize": "unit"})
+    with pytest.raises(FerOptionError, match=r"cannot follow the gradient .* layer 'pool1' .* use scorecam"):
+        getattr(explain, method)(model, np.zeros((1, 48, 48, 1), np.uint8), layer="pool1")
+
+
 def test_the_defaults_that_mean_nothing_or_fresh_still_work():
     model = tiny_float64_model()
     images = np.random.default_rng(1).normal(size=(2, 8, 8, 1))
