@@ -49,7 +49,8 @@ DEMO_FACES = 2100
 # Builder arguments that training owns: logits out (the loss takes logits), 7 classes, raw faces in.
 RESERVED_MODEL_OPTIONS = {"softmax", "num_classes", "preprocessing", "input_shape"}
 # Options that may differ when a run is resumed; every other option must match the run's.
-RESUMABLE_CHANGES = {"epochs", "out", "resume", "verbose", "tensorboard", "strategy"}
+# "data" by its spelling too: --resume compares the data itself, by its fingerprint.
+RESUMABLE_CHANGES = {"epochs", "out", "resume", "verbose", "tensorboard", "strategy", "data"}
 
 
 @dataclasses.dataclass
@@ -975,6 +976,9 @@ def _train(config, progress):
     steps = steps_per_epoch(len(train_images), config.batch_size)
     verbose = _verbosity(config)
     stop_reason = state.get("stopped")
+    if config.resume and stop_reason and state["epoch"] < config.total_epochs:
+        print(f"note: the run in {run_dir} stopped at epoch {state['epoch']} ({stop_reason}): --resume trains no "
+              f"more of it; to go on, start a new run with --init-from {run_dir}", file=sys.stderr)
     interrupted = None
 
     with strategy.scope():
@@ -991,7 +995,9 @@ def _train(config, progress):
     if write:
         write_json(run_dir / "config.json", {
             "options": config.to_json(), "arch": config.arch,
-            "data": None if config.data is None and not os.environ.get("FER_DATA") else str(all_images.source),
+            # absolute, so visualize and --resume find it from any working directory
+            "data": None if config.data is None and not os.environ.get("FER_DATA") else str(
+                Path(all_images.source).resolve()),
             "val": config.val, "seed": config.seed, "normalize": config.normalize, "augment": config.augment,
             "preprocessing": preprocessing, "class_prior": prior, "class_names": list(CLASS_NAMES),
             "train_images": len(train_images), "val_images": len(val_images),

@@ -390,7 +390,7 @@ def test_a_diverged_loss_stops_the_run_and_is_never_the_best_model(tmp_path, cap
     assert read_state(out / "state.json")["stopped"] == "the loss diverged (nan) in epoch 2"
 
 
-def test_resume_refuses_other_data_and_forgets_a_deleted_best_model(tmp_path, capsys):
+def test_resume_refuses_other_data_and_forgets_a_deleted_best_model(tmp_path, capsys, monkeypatch):
     from keras_fer.data import write_csv
     from keras_fer.synthetic import generate
 
@@ -411,6 +411,12 @@ def test_resume_refuses_other_data_and_forgets_a_deleted_best_model(tmp_path, ca
     assert "best.keras (epoch 1's model) is missing: the best so far is forgotten" in capsys.readouterr().err
     state = read_state(out / "state.json")
     assert state["epoch"] == 2 and state["best_epoch"] == 2 and (out / "best.keras").is_file()
+    # The same data by another spelling resumes ("data: run has 'x', given '/abs/x'" before), and
+    # the run keeps its data's absolute path, for visualize and --resume from any folder.
+    monkeypatch.chdir(tmp_path)
+    base[base.index("--data") + 1] = "train.csv"
+    assert main(base + ["--epochs", "3", "--resume"]) == 0
+    assert json.loads((out / "config.json").read_text())["data"] == str(data.resolve())
 
 
 def test_resume_refuses_changed_options_and_keeps_a_stopped_run_stopped(tmp_path, capsys):
@@ -421,6 +427,8 @@ def test_resume_refuses_changed_options_and_keeps_a_stopped_run_stopped(tmp_path
     assert "lr: run has" in capsys.readouterr().err
     assert main(base + ["--stop-at-accuracy", "0.01", "--resume"]) == 0
     assert [row["epoch"] for row in read_history(out / "history.csv")] == [1]
+    assert "stopped at epoch 1 (validation accuracy reached 0.01): --resume trains no more" in (
+        capsys.readouterr().err)  # it trained nothing and said nothing
     # A run from before an option existed resumes: the option was at its default then.
     config = json.loads((out / "config.json").read_text())
     for added in ("teacher", "teacher_weight", "temperature"):
