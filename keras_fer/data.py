@@ -203,10 +203,12 @@ def _header_columns(header, path):
     lowered = [name.lower() for name in names]
     pixel = next((lowered.index(c) for c in PIXEL_COLUMNS if c in lowered), None)
     if pixel is None:
-        raise FerDataError(
-            f"missing pixel column: expected one of {', '.join(PIXEL_COLUMNS)}, found {', '.join(names) or 'nothing'}",
-            path, 1,
-        )
+        if any(len(name.split()) > 100 for name in names):  # 2,304 grey levels: a data row, not a header
+            raise FerDataError(f"no header line: the first line holds pixel values; add a header such as "
+                               f"{'label,feature' if len(names) > 1 else 'feature'} as line 1", path, 1)
+        found = ", ".join(names) or "nothing"
+        raise FerDataError(f"missing pixel column: expected one of {', '.join(PIXEL_COLUMNS)}, found "
+                           f"{found[:200] + ' ...' if len(found) > 200 else found}", path, 1)
     label = next((lowered.index(c) for c in LABEL_COLUMNS if c in lowered), None)
     image_id = lowered.index("id") if "id" in lowered else None
     usage = lowered.index("usage") if "usage" in lowered else None

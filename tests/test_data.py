@@ -170,6 +170,12 @@ def test_corrupt_and_truncated_gzip(tmp_path):
 def test_missing_column_empty_file_and_missing_file(tmp_path):
     with pytest.raises(FerDataError, match="missing pixel column"):
         data.read(write_rows(tmp_path / "a.csv", "label,image", [f"0,{GOOD}"]))
+    # A file without its header line: the error held the whole first row (7.8 KB) as "found".
+    headless = write_rows(tmp_path / "headless.csv", f"3,{GOOD}", [f"0,{GOOD}"])
+    with pytest.raises(FerDataError, match="no header line: the first line holds pixel values; add a header such "
+                                           "as label,feature as line 1") as caught:
+        data.read(headless)
+    assert len(str(caught.value)) < 300
     with pytest.raises(FerDataError, match="empty file"):
         data.read(write_rows(tmp_path / "b.csv", "", []))
     with pytest.raises(FerDataError, match="no data rows"):

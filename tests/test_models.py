@@ -286,6 +286,7 @@ def test_an_option_of_the_wrong_type_is_named(name, option, value, message):
     ("cnn4", dict(preprocessing="unit"), r"preprocessing must be a dict"),
     ("cnn4", dict(preprocessing={"normalize": "unit", "scale": 2}), r"Received: preprocessing=\{"),
     ("cnn4", dict(preprocessing={"normalize": "dataset", "std": float("nan")}), r"Received: std=nan"),
+    ("fervgg", dict(width=1e6), r"does not fit in memory \(ResourceExhaustedError\)\. Received: width=1000000\.0"),
 ])
 def test_an_input_or_preprocessing_the_model_cannot_take_is_named(name, options, message):
     # Plain ValueErrors from Keras' pooling or the Preprocessing layer; a NaN std built a model of NaNs.

@@ -163,6 +163,11 @@ def build_model(name, **kwargs):
         reason = next((line for line in lines if "output size" in line), lines[0] if lines else type(error).__name__)
         raise FerOptionError(f"Model {name!r} cannot take this input shape ({reason}). "
                              f"Received: input_shape={kwargs['input_shape']!r}") from None
+    except Exception as error:  # TensorFlow's ResourceExhaustedError ("OOM when allocating") or MemoryError
+        if not isinstance(error, MemoryError) and type(error).__name__ != "ResourceExhaustedError":
+            raise
+        raise FerOptionError(f"Model {name!r} with these options does not fit in memory ({type(error).__name__}). "
+                             f"Received: {', '.join(f'{key}={value!r}' for key, value in kwargs.items())}") from None
 
 
 @contextlib.contextmanager
