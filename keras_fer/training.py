@@ -395,6 +395,14 @@ def make_strategy(name):
         if "TF_CONFIG" not in os.environ:
             raise FerOptionError("--strategy multi-worker needs the TF_CONFIG environment variable. "
                                  "Received: TF_CONFIG=None")
+        try:
+            cluster = json.loads(os.environ["TF_CONFIG"])
+        except json.JSONDecodeError as error:
+            raise FerOptionError(f"TF_CONFIG is not valid JSON ({error}). Received: "
+                                 f"TF_CONFIG={os.environ['TF_CONFIG'][:80]!r}") from None
+        if not isinstance(cluster, dict) or not isinstance(cluster.get("cluster"), dict):
+            raise FerOptionError('TF_CONFIG must be a JSON object with a "cluster" object (and a "task"). '
+                                 f"Received: TF_CONFIG={os.environ['TF_CONFIG'][:80]!r}")
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
@@ -894,6 +902,8 @@ def _train(config, progress):
     check_not_inside([("--out", run_dir)], resolve_data_path(config.data, "train"))  # its figures would be images
     saved_config = {}
     if config.resume:
+        if config.out is None:  # the default is a new timestamped folder: nothing there to resume
+            raise FerOptionError("--resume continues the run in --out: name its folder. Received: out=None")
         if not (run_dir / "state.json").is_file():
             raise FerOptionError(f"--resume: no finished epoch to resume in {run_dir} (no state.json)")
         saved_config = _check_resume(run_dir, config)

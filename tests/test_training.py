@@ -92,6 +92,17 @@ def test_bad_options_give_one_line_errors(tmp_path, capsys, argv, words):
     assert not (tmp_path / "r").exists()  # nothing half-made
 
 
+def test_resume_without_out_and_a_malformed_tf_config_are_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(SMALL + ["--epochs", "1", "--resume"]) == 2  # named a new timestamped folder
+    assert capsys.readouterr().err.strip() == "error: --resume continues the run in --out: name its folder. " \
+                                               "Received: out=None"
+    monkeypatch.setenv("TF_CONFIG", "{bad")  # a JSONDecodeError traceback
+    assert main(SMALL + ["--epochs", "1", "--strategy", "multi-worker", "--out", str(tmp_path / "r")]) == 2
+    assert "error: TF_CONFIG is not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "runs").exists()
+
+
 def test_a_split_that_leaves_no_validation_rows_is_an_error_not_val_none(tmp_path, capsys):
     # fraction:0.001 of 280 faces rounds to no row per class: the run trained with no validation.
     assert main(SMALL + ["--epochs", "1", "--val", "fraction:0.001", "--out", str(tmp_path / "r")]) == 2
