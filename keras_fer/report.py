@@ -478,6 +478,8 @@ def classes_figure(faces):
 def samples_figure(faces, per_class=6, seed=0):
     if faces.images.labels is None:
         raise FerDataError(f"{faces.description} has no labels: no examples per class")
+    largest = int(np.bincount(faces.images.labels, minlength=NUM_CLASSES).max())
+    per_class = min(per_class, largest)  # 500 on 20 faces a class drew a 62,620-pixel-wide strip of blanks
     return plots.samples_figure(faces.images.pixels, faces.images.labels, per_class, seed=seed,
                                 title=f"Examples per class: {faces.description}")
 

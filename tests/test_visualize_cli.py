@@ -125,6 +125,19 @@ def test_run_and_data_subcommands_write_pngs(argv, filename, run_dir, tmp_path):
     check_png(tmp_path / filename)
 
 
+def test_samples_shows_at_most_the_faces_a_class_has(tmp_path):
+    import cv2
+
+    from keras_fer import report
+    from keras_fer.plots import save_figure
+
+    faces = report.Faces(synthetic.generate(14, seed=0).images, None, "14 demo faces")  # two faces a class
+    for count in (2, 500):
+        save_figure(report.samples_figure(faces, count), tmp_path / f"{count}.png")
+    two, many = (cv2.imread(str(tmp_path / f"{count}.png")) for count in (2, 500))
+    assert many.shape == two.shape  # 500 a class drew a 62,620-pixel-wide strip of blanks
+
+
 def test_report_is_one_self_contained_page(run_dir, tmp_path):
     from keras_fer.report import SECTIONS
 
