@@ -383,7 +383,10 @@ def per_class_picks(model, faces, min_confidence=MIN_CONFIDENCE, limit=SCAN_LIMI
     indices = np.arange(len(images)) if within is None else np.asarray(within)
     examples = confident_examples(model, images.pixels[indices], images.labels[indices], min_confidence, limit)
     if not examples:
-        raise FerDataError(f"the model predicts no image of {faces.description} correctly: nothing to show")
+        scanned = min(len(indices), limit)
+        which = (f"the {scanned} image{'s' if scanned != 1 else ''} scanned (--scan)" if scanned < len(images)
+                 else "the images")
+        raise FerDataError(f"the model predicts none of {which} of {faces.description} correctly: nothing to show")
     picks = []
     for example in examples:
         index = int(indices[example.index])

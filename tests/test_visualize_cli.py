@@ -125,6 +125,17 @@ def test_run_and_data_subcommands_write_pngs(argv, filename, run_dir, tmp_path):
     check_png(tmp_path / filename)
 
 
+def test_per_class_says_how_many_images_it_scanned(monkeypatch):
+    from keras_fer import report
+
+    faces = report.Faces(synthetic.generate(14, seed=0).images, None, "14 demo faces")
+    monkeypatch.setattr(report, "confident_examples", lambda *args: [])  # no correct prediction among them
+    with pytest.raises(FerDataError, match=r"predicts none of the 1 image scanned \(--scan\) of 14 demo faces"):
+        report.per_class_picks(None, faces, limit=1)  # it said "no image of 14 demo faces", having seen one
+    with pytest.raises(FerDataError, match=r"predicts none of the images of 14 demo faces"):
+        report.per_class_picks(None, faces, limit=100)
+
+
 def test_samples_shows_at_most_the_faces_a_class_has(tmp_path):
     import cv2
 
