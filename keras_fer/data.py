@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_fer.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS, class_index
-from keras_fer.cli import command, seed_value
+from keras_fer.cli import Parser, command, seed_value
 from keras_fer.errors import FerDataError, FerError
 from keras_fer.files import atomic_text, check_folder_for, check_not_input, check_not_inside, same_file
 
@@ -612,7 +612,7 @@ def describe(images):
 
 @command  # package errors and OS errors: one line, exit 2
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m keras_fer.data",
         description="Inspect FER data files and folders, and write the validation split a training run used.",
         epilog="example:\n  python -m keras_fer.data split ../shared/fer2013/train.csv.gz --val fraction:0.1 "

@@ -103,6 +103,23 @@ def test_resume_without_out_and_a_malformed_tf_config_are_one_line(tmp_path, cap
     assert not (tmp_path / "r").exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("entry, argv, words", [
+    ("train", ["--seed", "-1"], "error: argument --seed: a seed must be in [0, 2**32)"),
+    ("predict", ["--tta", "bogus"], "error: argument --tta: invalid choice: 'bogus'"),
+    ("data", ["split", "x.csv"], "error: the following arguments are required: --out-val"),
+])
+def test_usage_errors_are_one_line_in_every_command(capsys, entry, argv, words):
+    # They printed argparse's whole usage block, then "prog: error: ...".
+    from keras_fer import data
+    from keras_fer.cli import predict
+
+    run = {"train": main, "predict": predict.main, "data": data.main}[entry]
+    with pytest.raises(SystemExit) as caught:
+        run(argv)
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and err.startswith(words) and err.count("\n") == 1, err
+
+
 def test_a_split_that_leaves_no_validation_rows_is_an_error_not_val_none(tmp_path, capsys):
     # fraction:0.001 of 280 faces rounds to no row per class: the run trained with no validation.
     assert main(SMALL + ["--epochs", "1", "--val", "fraction:0.001", "--out", str(tmp_path / "r")]) == 2

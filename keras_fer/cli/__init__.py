@@ -1,5 +1,6 @@
 """Command-line front ends. Library code raises; only this package prints errors and exits."""
 
+import argparse
 import contextlib
 import functools
 import os
@@ -8,6 +9,14 @@ import sys
 import threading
 
 from keras_fer.errors import FerError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), like the package's own errors: not the whole usage
+    block followed by "prog: error: ..." on a bad option."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def quiet_tensorflow():

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
-from keras_fer.cli import command, progress_bar
+from keras_fer.cli import Parser, command, progress_bar
 from keras_fer.errors import FerDataError, FerOptionError
 from keras_fer.files import atomic_text, check_folder_for, check_not_input, check_not_inside, staged_folder
 
@@ -82,7 +82,7 @@ def build_parser():
     from keras_fer.faces import DETECTORS
     from keras_fer.inference import BACKENDS, TTA_MODES
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="predict.py",
         description="Classify facial expressions (7 FER2013 classes: "
         + ", ".join(f"{i} {name}" for i, name in enumerate(CLASS_NAMES))

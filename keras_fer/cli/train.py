@@ -6,7 +6,14 @@ import math
 import sys
 import time
 
-from keras_fer.cli import command, counting_bar, import_tensorflow_quietly, interrupted_exit_code, seed_value
+from keras_fer.cli import (
+    Parser,
+    command,
+    counting_bar,
+    import_tensorflow_quietly,
+    interrupted_exit_code,
+    seed_value,
+)
 from keras_fer.errors import FerOptionError
 
 EPILOG = """\
@@ -30,7 +37,7 @@ history.png, confusion.png, classification_report.txt, config.json, summary.txt,
 def build_parser():
     from keras_fer.recipes import RECIPES
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="train.py", description="Train a facial expression model on FER2013 (or the built-in demo faces).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 # Set before TensorFlow loads (the @command wrapper would default it to 2).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_fer.cli import command, import_tensorflow_quietly, seed_value
+from keras_fer.cli import Parser, command, import_tensorflow_quietly, seed_value
 from keras_fer.errors import FerModelError, FerOptionError
 from keras_fer.faces import DETECTORS
 from keras_fer.files import check_not_input, check_not_inside, same_file
@@ -40,13 +40,6 @@ examples:
 Data: --data, else the run's own data (its config.json), else $FER_DATA, else built-in demo faces.
 Model: --run DIR (its best.keras) or --model FILE.keras, else the packaged model.
 """
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit 2), like the package's own errors."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _positive(text):
