@@ -343,17 +343,6 @@ def float32_model(model):
     return model_in_dtype(model, "float32")
 
 
-def _contains_preprocessing(model):
-    from keras_fer.models.layers import Preprocessing
-
-    for layer in model.layers:
-        if isinstance(layer, Preprocessing):
-            return True
-        if hasattr(layer, "layers") and any(isinstance(inner, Preprocessing) for inner in layer.layers):
-            return True
-    return False
-
-
 def ends_in_softmax(model):
     keras = import_keras()
 
@@ -383,7 +372,7 @@ def serving_model(model, source=None, normalize=None):
         `(model, adapter)`: adapter is None, or the `Preprocessing` options of the wrapper.
     """
     keras = import_keras()
-    from keras_fer.models.layers import Preprocessing
+    from keras_fer.models.layers import Preprocessing, find_preprocessing
 
     name = source.path if source is not None else model.name
     try:
@@ -406,7 +395,7 @@ def serving_model(model, source=None, normalize=None):
     if len(input_shape) != 4 or input_shape[3] not in (1, 3, None):
         raise FerModelError(f"{name}: takes input {input_shape}; expected images (None, height, width, 1 or 3)")
     height, width, channels = (input_shape[1] or IMAGE_SIZE), (input_shape[2] or IMAGE_SIZE), (input_shape[3] or 1)
-    has_preprocessing = _contains_preprocessing(model)
+    has_preprocessing = find_preprocessing(model) is not None
     if has_preprocessing and (height, width, channels) == (IMAGE_SIZE, IMAGE_SIZE, 1):
         return model, None
     if has_preprocessing:

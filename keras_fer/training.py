@@ -480,8 +480,8 @@ def _make_run_recorder(keras):
                 save_model(self.model, self.run_dir / self.state["last_model"])
                 write_history(self.run_dir / "history.csv", self.history)
                 write_json(self.run_dir / "state.json", self.state)
-                for stale in self.run_dir.glob("last*.keras"):  # not an export (last-0003-inference.keras)
-                    if re.fullmatch(r"last(-\d+)?\.keras", stale.name) and stale.name != self.state["last_model"]:
+                for stale in last_models(self.run_dir):
+                    if stale.name != self.state["last_model"]:
                         stale.unlink(missing_ok=True)
 
     return RunRecorder
@@ -777,6 +777,12 @@ def _unfinished_run(run_dir):
     return isinstance(config.get("options"), dict) and "arch" in config and not (run_dir / "state.json").exists()
 
 
+def last_models(run_dir):
+    """The `last-NNNN.keras` (or older `last.keras`) files of a run, not exports of them
+    (`last-0003-inference.keras`)."""
+    return [path for path in Path(run_dir).glob("last*.keras") if re.fullmatch(r"last(-\d+)?\.keras", path.name)]
+
+
 def _discard_run(run_dir, created_dir):
     """Remove what a run that kept nothing wrote: its folder if it made it, else its own files."""
     import shutil
@@ -786,9 +792,8 @@ def _discard_run(run_dir, created_dir):
         return
     for name in ("config.json", "state.json", "history.csv", "summary.txt", "teacher_probabilities.npy"):
         (run_dir / name).unlink(missing_ok=True)
-    for model in run_dir.glob("last*.keras"):
-        if re.fullmatch(r"last(-\d+)?\.keras", model.name):
-            model.unlink(missing_ok=True)
+    for model in last_models(run_dir):
+        model.unlink(missing_ok=True)
     shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
 
 

@@ -418,7 +418,7 @@ def _check_not_run_figure(args):
         raise FerOptionError(f"--out {args.out}: figures are written as {', '.join(FIGURE_FORMATS)}; give one of "
                              "those, or a folder")
     if out.suffix.lower() not in FIGURE_FORMATS or out.is_dir():  # a folder: the command's default name
-        out = out / {"history": "history.png", "confusion": "confusion.png"}.get(args.command, "")
+        out = out / {command: name for name, command in RUN_FIGURES.items()}.get(args.command, "")
     drawn_by = RUN_FIGURES.get(out.name)
     if drawn_by is None or not any((out.parent / name).is_file() for name in ("config.json", "history.csv",
                                                                                "best.keras")):

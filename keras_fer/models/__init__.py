@@ -291,15 +291,11 @@ def preprocessing_mismatch(model, reference, reference_name="the other"):
 
 
 def _preprocessing_options(model):
-    from keras_fer.models.layers import Preprocessing
+    from keras_fer.models.layers import find_preprocessing
 
-    for layer in model.layers:
-        inner = [layer, *getattr(layer, "layers", [])]
-        for candidate in inner:
-            if isinstance(candidate, Preprocessing):
-                return {"normalize": candidate.normalize, "size": tuple(candidate.size),
-                        "channels": candidate.channels}
-    return None
+    layer = find_preprocessing(model)
+    return None if layer is None else {"normalize": layer.normalize, "size": tuple(layer.size),
+                                       "channels": layer.channels}
 
 
 def _output_shapes(layer):

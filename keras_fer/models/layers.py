@@ -172,6 +172,15 @@ class ForwardGradConv2D(keras.layers.Conv2D):
         return _forward_input_gradient_conv(inputs, kernel)
 
 
+def find_preprocessing(model):
+    """The `Preprocessing` layer of `model` (or of a model nested one level in it), or None."""
+    for layer in model.layers:
+        for candidate in (layer, *getattr(layer, "layers", ())):
+            if isinstance(candidate, Preprocessing):
+                return candidate
+    return None
+
+
 def model_inputs(input_shape, preprocessing=None):
     """The input tensor of a zoo model and the tensor its first layer reads.
 
