@@ -37,6 +37,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".
 PIXEL_COLUMNS = ("feature", "pixels")
 LABEL_COLUMNS = ("label", "emotion")
 USAGE_VALUES = ("Training", "PublicTest", "PrivateTest")
+USAGE_BY_LOWER = {value.lower(): value for value in USAGE_VALUES}
 DEFAULT_CHUNK_ROWS = 4096
 # What reading a broken file can raise: bad text, bad CSV, and a truncated or corrupt gzip
 # stream (EOFError, gzip.BadGzipFile, or zlib.error, which is not an OSError).
@@ -56,6 +57,8 @@ class Images:
         ids: array `(N,)` of strings: the CSV `id`, the image file's stem, or the row number.
         usage: array `(N,)` of Kaggle `Usage` strings, or None.
         source: where the images came from (a path or a description).
+        named_ids: True when the ids come from the data (an `id` column, file names), not
+            from row numbers: `write_csv` then keeps them.
     """
 
     pixels: np.ndarray
@@ -63,6 +66,7 @@ class Images:
     ids: np.ndarray = None
     usage: np.ndarray = None
     source: str = ""
+    named_ids: bool = False
 
     def __post_init__(self):
         if self.ids is None:
@@ -78,13 +82,14 @@ class Images:
     def subset(self, indices):
         """The images at `indices` (an index array or boolean mask), as a new `Images`."""
         pick = lambda array: None if array is None else array[indices]  # noqa: E731
-        return Images(pick(self.pixels), pick(self.labels), pick(self.ids), pick(self.usage), self.source)
+        return Images(pick(self.pixels), pick(self.labels), pick(self.ids), pick(self.usage), self.source,
+                      self.named_ids)
 
     def index_of(self, image_id):
         """The position of the image whose id is `image_id` (or, failing that, its row number)."""
         text = str(image_id)
         matches = np.flatnonzero(self.ids == text)
-        if len(matches) == 0 and text.isdigit():
+        if len(matches) == 0 and text.isascii() and text.isdigit():
             # "00000" names id 0 when ids are plain numbers, and a row number otherwise.
             matches = np.flatnonzero(self.ids == str(int(text)))
             if len(matches) == 0 and int(text) < len(self):
@@ -101,6 +106,11 @@ class Images:
         return digest.hexdigest()[:16]
 
 
+def id_key(text):
+    """What an id is to a scorer that reads numbers: "007" and "7" are one id."""
+    return str(int(text)) if text.isascii() and text.isdigit() else text
+
+
 def concatenate(parts, source=""):
     """Join several `Images` (e.g. the chunks of a CSV) into one."""
     parts = list(parts)
@@ -109,7 +119,8 @@ def concatenate(parts, source=""):
     join = lambda name: (  # noqa: E731
         None if getattr(parts[0], name) is None else np.concatenate([getattr(p, name) for p in parts])
     )
-    return Images(join("pixels"), join("labels"), join("ids"), join("usage"), source or parts[0].source)
+    return Images(join("pixels"), join("labels"), join("ids"), join("usage"), source or parts[0].source,
+                  parts[0].named_ids)
 
 
 def describe_ids(ids):
@@ -258,6 +269,7 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
                 np.array(buffer["ids"], dtype=object),
                 np.array(buffer["usage"], dtype=object) if usage_col is not None else None,
                 str(path),
+                named_ids=id_col is not None,
             )
             emitted += count
             for values in buffer.values():
@@ -305,13 +317,19 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
                     text = fields[id_col].strip()
                     if not text:  # a submission row nobody could match
                         raise bad_row("empty id", line, names[id_col], buffered)
-                    if label_col is None and text in id_lines:  # two predictions under one id: a scorer takes one
-                        raise bad_row(f"id {text!r} again (first at line {id_lines[text]}): ids must be unique",
+                    # Two predictions under one id: a scorer takes one. "7" and "007" are one id
+                    # to a scorer reading numbers, and to `Images.index_of`.
+                    key = id_key(text)
+                    if label_col is None and key in id_lines:
+                        first, seen = id_lines[key]
+                        same = f"id {text!r} again" if seen == text else f"id {text!r} is id {seen!r} again"
+                        raise bad_row(f"{same} (first at line {first}): ids must be unique",
                                       line, names[id_col], buffered)
-                    id_lines[text] = line
+                    id_lines[key] = (line, text)
                 buffer["ids"].append(fields[id_col].strip() if id_col is not None else str(row_number))
                 if usage_col is not None:
                     text = fields[usage_col].strip()
+                    text = USAGE_BY_LOWER.get(text.lower(), text)  # "training" is Kaggle's "Training"
                     if text not in USAGE_VALUES:
                         raise bad_row(
                             f"unknown Usage {text!r}: expected one of {', '.join(USAGE_VALUES)}",
@@ -393,9 +411,10 @@ def _check_unique_stems(files, folder):
     the id a prediction is written under."""
     first = {}
     for image in files:
-        other = first.setdefault(image.stem, image)
+        other = first.setdefault(id_key(image.stem), image)
         if other is not image:
-            raise FerDataError(f"{other.name} and {image.name} would both have the id {image.stem!r}: "
+            same = repr(image.stem) if other.stem == image.stem else f"{other.stem!r} / {image.stem!r}"
+            raise FerDataError(f"{other.name} and {image.name} would both have the id {same}: "
                                "rename or move one", folder)
 
 
@@ -436,12 +455,12 @@ def read_folder(path):
             raise FerDataError("no images in the class sub-folders", folder)
         ids = [f"{p.parent.name}/{p.stem}" for p in paths]
         return Images(np.stack([load_image(p) for p in paths]), np.array(labels, np.int64),
-                      np.array(ids, dtype=object), None, str(folder))
+                      np.array(ids, dtype=object), None, str(folder), named_ids=True)
     if not files:
         raise FerDataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) and no class sub-folders", folder)
     _check_unique_stems(files, folder)
     ids = np.array([p.stem for p in files], dtype=object)
-    return Images(np.stack([load_image(p) for p in files]), None, ids, None, str(folder))
+    return Images(np.stack([load_image(p) for p in files]), None, ids, None, str(folder), named_ids=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,7 +489,8 @@ def read(path, chunk_rows=DEFAULT_CHUNK_ROWS):
     if not path.exists():
         raise FerDataError("no such file or folder", path)
     if is_image_file(path):
-        return Images(load_image(path)[None], None, np.array([path.stem], dtype=object), None, str(path))
+        return Images(load_image(path)[None], None, np.array([path.stem], dtype=object), None, str(path),
+                      named_ids=True)
     return concatenate(iter_csv(path, chunk_rows), str(path))
 
 
@@ -493,15 +513,19 @@ def resolve_data_path(path=None, kind="train"):
 
 
 def write_csv(images, path):
-    """Write `images` as a FER CSV: `label,feature` when labelled, else `id,feature`; gzip when
+    """Write `images` as a FER CSV: `label,feature` when labelled, else `id,feature`, with an `id`
+    column first too when labelled images have ids of their own (`Images.named_ids`); gzip when
     `path` ends in `.gz`. Written atomically."""
+    columns = (["id"] if images.named_ids or not images.labelled else []) + (["label"] if images.labelled else [])
     with atomic_text(path) as out:
         writer = csv.writer(out, lineterminator="\n")  # an id may hold a comma or a quote ("x,y.png")
-        writer.writerow(["label", "feature"] if images.labelled else ["id", "feature"])
+        writer.writerow(columns + ["feature"])
         flat = images.pixels.reshape(len(images), NUM_PIXELS)
         for i in range(len(images)):
-            first = images.labels[i] if images.labelled else images.ids[i]
-            writer.writerow([first, " ".join(map(str, flat[i].tolist()))])
+            first = [images.ids[i]] if columns[0] == "id" else []
+            if images.labelled:
+                first.append(images.labels[i])
+            writer.writerow(first + [" ".join(map(str, flat[i].tolist()))])
 
 
 # --------------------------------------------------------------------------------------------
@@ -545,6 +569,8 @@ def split(images, spec, seed=0):
     kind, value = parse_split(spec)
     if kind == "none":
         return images, images.subset(np.zeros(0, dtype=np.int64))
+    if not images.labelled:  # the parts would be trained on and scored: both need labels
+        raise FerError(f"--val {spec} splits labelled data, and {images.source} has no labels")
     train, validation = _split(images, spec, kind, value, seed)
     for part, name in ((validation, "validation"), (train, "training")):  # an empty part was taken for --val none
         if len(part) == 0:
@@ -559,8 +585,6 @@ def _split(images, spec, kind, value, seed):
             raise FerError(f"--val first:N needs 0 < N < {count} (the number of images). Received: val={spec!r}")
         return images.subset(np.arange(value)), images.subset(np.arange(value, count))
     if kind == "fraction":
-        if images.labels is None:
-            raise FerError(f"--val fraction:F needs labelled data. Received: data={images.source}")
         rng = np.random.default_rng(seed)
         validation = []
         for label in range(NUM_CLASSES):

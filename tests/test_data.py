@@ -209,6 +209,50 @@ def test_two_unlabelled_rows_or_images_with_one_id_are_refused(tmp_path):
     assert data.read(labelled).labels.tolist() == [3, 4]
 
 
+def test_ids_one_as_numbers_are_one_id(tmp_path):
+    # A scorer reading the ids as numbers, and Images.index_of, take "007" for 7.
+    path = write_rows(tmp_path / "test.csv", "id,feature", [f"7,{GOOD}", f"8,{GOOD}", f"007,{GOOD}"])
+    with pytest.raises(FerDataError, match=r"id '007' is id '7' again \(first at line 2\)") as caught:
+        data.read(path)
+    assert (caught.value.row, caught.value.field) == (4, "id")
+    # Ids that only look alike stay apart; a labelled file may repeat ids.
+    path = write_rows(tmp_path / "ok.csv", "id,feature", [f"7,{GOOD}", f"7a,{GOOD}", f"²,{GOOD}", f"07.5,{GOOD}"])
+    assert list(data.read(path).ids) == ["7", "7a", "²", "07.5"]
+    path = write_rows(tmp_path / "labelled.csv", "id,label,feature", [f"7,0,{GOOD}", f"007,1,{GOOD}"])
+    assert data.read(path).labels.tolist() == [0, 1]
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for name in ("7.png", "007.png"):
+        cv2.imwrite(str(folder / name), np.full((48, 48), 100, np.uint8))
+    with pytest.raises(FerDataError, match=r"007\.png and 7\.png would both have the id '007' / '7'"):
+        data.read(folder)
+
+
+def test_usage_values_are_read_whatever_their_case(tmp_path):
+    path = write_rows(tmp_path / "fer2013.csv", "emotion,pixels,Usage",
+                      [f"0,{GOOD},training", f"1,{GOOD},PUBLICTEST", f"2,{GOOD},PrivateTest", f"3,{GOOD},Training"])
+    images = data.read(path)
+    assert list(images.usage) == ["Training", "PublicTest", "PrivateTest", "Training"]
+    train, val = data.split(images, "usage")
+    assert train.labels.tolist() == [0, 3] and val.labels.tolist() == [1]
+
+
+def test_split_keeps_the_ids_of_labelled_data_that_has_them(tmp_path):
+    # id,label,feature in, id,label,feature out: the validation rows can be traced back.
+    rows = [f"face{i},{i % 7},{GOOD}" for i in range(30)]
+    path = write_rows(tmp_path / "named.csv", "id,label,feature", rows)
+    assert data.main(["split", str(path), "--val", "first:20", "--out-val", str(tmp_path / "val.csv")]) == 0
+    assert (tmp_path / "val.csv").read_text().splitlines()[0] == "id,label,feature"
+    back = data.read(tmp_path / "val.csv")
+    assert list(back.ids) == [f"face{i}" for i in range(20, 30)]
+    assert back.labels.tolist() == [i % 7 for i in range(20, 30)]
+    # label,feature in (ids are row numbers): label,feature out, as before.
+    data.write_csv(random_images(30), tmp_path / "plain.csv")
+    assert data.main(["split", str(tmp_path / "plain.csv"), "--val", "first:20", "--out-val",
+                      str(tmp_path / "val2.csv")]) == 0
+    assert (tmp_path / "val2.csv").read_text().splitlines()[0] == "label,feature"
+
+
 def test_class_folders_by_name_and_number(tmp_path):
     rng = np.random.default_rng(1)
     expected = {}
@@ -355,7 +399,8 @@ def test_split_command_bad_spec_or_unlabelled_data_exit_2_no_output(tmp_path, ca
     data.write_csv(random_images(10, labelled=False), tmp_path / "test.csv")
     data.write_csv(random_images(10), tmp_path / "train.csv")
     for source, spec, message in (("train.csv", "fraction:2", "0 < F < 1"),
-                                  ("test.csv", "fraction:0.1", "needs labelled data")):
+                                  ("test.csv", "fraction:0.1", "has no labels"),
+                                  ("test.csv", "first:5", "has no labels"), ("test.csv", "usage", "has no labels")):
         out = tmp_path / "val.csv"
         assert data.main(["split", str(tmp_path / source), "--val", spec, "--out-val", str(out)]) == 2
         err = capsys.readouterr().err
