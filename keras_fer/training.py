@@ -175,6 +175,12 @@ class TrainConfig:
             if phase.get("optimizer") not in OPTIMIZERS or int(phase.get("epochs", 0)) < 1:
                 raise FerOptionError(f"each phase needs an optimizer of {', '.join(OPTIMIZERS)} and epochs >= 1. "
                                      f"Received: phase={phase!r}")
+        shortest = min(int(phase["epochs"]) for phase in self.phases) if self.phases else int(self.epochs)
+        if int(self.warmup_epochs) >= shortest:  # the rate would never reach --lr
+            where = "each phase of the recipe" if self.phases else "the run (--epochs)"
+            raise FerOptionError(f"--warmup-epochs must be shorter than {where}, {shortest} epoch"
+                                 f"{'s' if shortest != 1 else ''}, or the learning "
+                                 f"rate never reaches its peak. Received: warmup_epochs={self.warmup_epochs!r}")
         shaping = {name: getattr(self, name) for name, default in (("teacher_weight", 0.5), ("temperature", 2.0))
                    if float(getattr(self, name)) != default}
         if not self.teacher and shaping:

@@ -82,6 +82,8 @@ def test_report000_recipe_is_the_report():
         (["--val", "none", "--stop-at-accuracy", "0.5"], "drop --stop-at-accuracy"),
         (["--val", "none", "--schedule", "plateau"], "--schedule plateau watches the validation accuracy"),
         (["--teacher-weight", "0.3"], "add --teacher. Received: teacher_weight=0.3\n"),  # named temperature too
+        # The rate never reached --lr: the run trained at a fraction of it, without a word.
+        (["--warmup-epochs", "1"], "shorter than the run (--epochs), 1 epoch, or the learning rate never reaches"),
     ],
 )
 def test_bad_options_give_one_line_errors(tmp_path, capsys, argv, words):
@@ -343,6 +345,15 @@ def test_tensorboard_logs_the_run_or_asks_for_the_package(tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert err == 'error: --tensorboard needs the tensorboard package: pip install "keras-fer[tensorboard]"\n'
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_warm_up_must_be_shorter_than_each_phase():
+    from keras_fer.errors import FerOptionError
+
+    phases = [dict(optimizer="adadelta", lr=1.0, epochs=20), dict(optimizer="sgd", lr=0.01, epochs=3)]
+    with pytest.raises(FerOptionError, match="shorter than each phase of the recipe, 3 epochs"):
+        TrainConfig(phases=phases, warmup_epochs=3).validate()
+    assert TrainConfig(phases=phases, warmup_epochs=2).validate().warmup_epochs == 2
 
 
 def test_plateau_schedule_keeps_its_rate_after_warm_up():
