@@ -69,6 +69,21 @@ class VideoResult:
         return np.bincount(self.timeline[seen].argmax(axis=1), minlength=NUM_CLASSES) / seen.sum()
 
 
+# The first bytes of the image formats OpenCV reads: FFmpeg opens such a file named .mp4 as a
+# one-frame "video" (its image2 demuxer), which would be analysed as a video of one frame.
+IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"),
+                    (b"RIFF", "WebP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"GIF8", "GIF"))
+
+
+def _image_format(path):
+    """The image format whose signature starts the file `path` (None for any other file)."""
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+    if head.startswith(b"RIFF") and head[8:12] != b"WEBP":  # RIFF also holds AVI
+        return None
+    return next((name for signature, name in IMAGE_SIGNATURES if head.startswith(signature)), None)
+
+
 def open_video(path):
     """`(capture, fps, frame count)` of a video file; the count is the container's claim (0 if
     none). The caller releases the capture.
@@ -83,6 +98,9 @@ def open_video(path):
     path = Path(path)
     if not path.is_file():
         raise FerDataError("no such video file", path)
+    image = _image_format(path)
+    if image is not None:
+        raise FerDataError(f"a {image} image, not a video: give it its image extension (.{image.lower()})", path)
     with quiet_native_stderr():  # FFmpeg writes its complaints about a bad file straight to stderr
         capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():

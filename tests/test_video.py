@@ -113,6 +113,28 @@ def test_bad_videos_and_options_are_data_errors_with_no_output(tmp_path, predict
     assert clip.read_bytes() == before
 
 
+@pytest.mark.parametrize("extension, image", [(".png", "PNG"), (".jpg", "JPEG"), (".bmp", "BMP")])
+def test_an_image_named_as_a_video_is_refused_and_an_avi_is_not_taken_for_an_image(tmp_path, predictors,
+                                                                                     extension, image):
+    import cv2
+
+    # FFmpeg's image2 demuxer opened it as a one-frame video, analysed and summarised as one.
+    ok, encoded = cv2.imencode(extension, np.full((48, 48), 90, np.uint8))
+    (tmp_path / "face.mp4").write_bytes(encoded.tobytes())
+    with pytest.raises(FerDataError, match=f"face.mp4: a {image} image, not a video: give it its image extension"):
+        video.check_video(tmp_path / "face.mp4")
+    with pytest.raises(FerDataError, match=f"a {image} image, not a video"):
+        video.predict_video(tmp_path / "face.mp4", predictors, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+    # An AVI is a RIFF file too, like WebP: it is still read as a video.
+    avi = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), 5, (48, 48), False)
+    for _ in range(3):
+        writer.write(np.full((48, 48), 90, np.uint8))
+    writer.release()
+    assert avi.read_bytes()[:4] == b"RIFF" and video.check_video(avi) == 3
+
+
 def test_predict_cli_on_a_video_writes_csv_timeline_and_summary(tmp_path, capsys):
     run = save_run(tmp_path / "run", tiny_model(4), PRIOR)
     clip = face_video(tmp_path / "clip.mp4", count=12)
