@@ -436,12 +436,15 @@ def _grad_cam_function(model, layer, weighting="gradcam"):
     @tf.function(input_signature=[_image_spec(model), CLASSES_SPEC], autograph=False)
     def cam(images, classes):
         with tf.GradientTape() as tape:
+            # Watched from the images: a tape records only operations on watched tensors, so the
+            # weight-free layers between the input and the first weights (dnn's pool1, drop1 and
+            # flatten) would be missing from it, and the gradient would stop at the first Dense.
+            tape.watch(images)
             features, scores = tap(images)
-            tape.watch(features)
             score, chosen = _pick(scores, classes)
             total = tf.reduce_sum(score)
         grads = tape.gradient(total, features)
-        if grads is None:  # known at tracing: the tapped tensor is not the one the scores are computed from
+        if grads is None:  # known at tracing: the scores do not depend on the layer (a stopped gradient)
             raise FerOptionError(
                 f"{weighting} cannot follow the gradient from the class scores back to layer {layer.name!r} of "
                 f"model {model.name!r}; choose a convolution layer, or use scorecam, which needs no gradient. "

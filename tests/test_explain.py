@@ -127,14 +127,45 @@ def test_bad_numeric_arguments_are_named(call, message):
         call(model, np.random.default_rng(1).normal(size=(2, 8, 8, 1)))
 
 
-@pytest.mark.parametrize("method", ["grad_cam", "layer_cam"])
-def test_a_layer_the_gradient_does_not_reach_is_named(method):
-    # dnn's pool1: the gradient is None there; it was a TensorFlow "None values not supported" traceback.
+def test_cams_reach_the_weight_free_layers_before_the_first_weights():
+    # dnn's pool1 (max-pool, dropout, flatten, then the first Dense): the tape recorded nothing
+    # before the first weights, so the gradient was None there and the layer was refused.
+    import tensorflow as tf
+
     from keras_fer.models import build_model
 
     model = build_model("dnn", preprocessing={"normalize": "unit"})
-    with pytest.raises(FerOptionError, match=r"cannot follow the gradient .* layer 'pool1' .* use scorecam"):
-        getattr(explain, method)(model, np.zeros((1, 48, 48, 1), np.uint8), layer="pool1")
+    images = np.random.default_rng(0).integers(0, 256, (2, 48, 48, 1)).astype(np.uint8)
+    tap = keras.Model(model.inputs, [model.get_layer("pool1").output, model.output])
+    inputs = tf.constant(images.astype(np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        features, scores = tap(inputs)
+        chosen = tf.argmax(scores, axis=1)
+        total = tf.reduce_sum(tf.gather(scores, chosen, batch_dims=1))
+    grads = tape.gradient(total, features).numpy()
+    features = features.numpy()
+    for method, weights in (("grad_cam", grads.mean(axis=(1, 2), keepdims=True)), ("layer_cam", np.maximum(grads, 0))):
+        heat = np.maximum((weights * features).sum(axis=-1, keepdims=True), 0)
+        expected = explain._normalize(tf.image.resize(heat, (48, 48), method="bilinear").numpy()[..., 0])
+        np.testing.assert_allclose(getattr(explain, method)(model, images, layer="pool1"), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "layer_cam"])
+def test_a_layer_the_gradient_does_not_reach_is_named(method):
+    # A stopped gradient: it was a TensorFlow "None values not supported" traceback.
+    class StopGradient(layers.Layer):
+        def call(self, x):
+            return keras.ops.stop_gradient(x)
+
+    inputs = keras.Input((8, 8, 1))
+    x = layers.Conv2D(2, 3, name="conv1")(inputs)
+    x = StopGradient(name="stop")(x)
+    x = layers.Conv2D(2, 3, name="conv2")(x)
+    model = keras.Model(inputs, layers.Dense(3, name="logits")(layers.Flatten()(x)))
+    with pytest.raises(FerOptionError, match=r"cannot follow the gradient .* layer 'conv1' .* use scorecam"):
+        getattr(explain, method)(model, np.zeros((1, 8, 8, 1), np.float32), layer="conv1")
+    assert getattr(explain, method)(model, np.ones((1, 8, 8, 1), np.float32), layer="conv2").shape == (1, 8, 8)
 
 
 def test_the_defaults_that_mean_nothing_or_fresh_still_work():
