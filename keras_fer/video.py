@@ -15,6 +15,7 @@ Example:
 import contextlib
 import csv
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,16 @@ def is_video_file(path):
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
+def is_camera(source):
+    """True for a camera index (an int: 0 is the first camera, /dev/video0 on Linux)."""
+    return isinstance(source, int) and not isinstance(source, bool)
+
+
+def source_name(source):
+    """How messages name a video source: the file's path, or `camera N`."""
+    return f"camera {source}" if is_camera(source) else str(source)
+
+
 @dataclasses.dataclass
 class VideoResult:
     """What `predict_video` found.
@@ -50,6 +61,7 @@ class VideoResult:
         timeline: `(analysed, 7)` probabilities of each analysed frame's largest face (NaN
             rows for frames without a face).
         annotated: the annotated copy of the video, if one was asked for.
+        stopped: True when Ctrl-C ended a camera's recording.
     """
 
     out: Path
@@ -60,6 +72,7 @@ class VideoResult:
     times: np.ndarray
     timeline: np.ndarray
     annotated: Path = None
+    stopped: bool = False
 
     def dominant_shares(self):
         """Share of the analysed frames with a face in which each class is the top one, `(7,)`."""
@@ -85,16 +98,24 @@ def _image_format(path):
 
 
 def open_video(path):
-    """`(capture, fps, frame count)` of a video file; the count is the container's claim (0 if
-    none). The caller releases the capture.
+    """`(capture, fps, frame count)` of a video file or a camera (an int index); the count is the
+    container's claim (0 if none, and for a camera). The caller releases the capture.
 
     Raises:
-        FerDataError: naming the file, when it is missing or OpenCV cannot open it.
+        FerDataError: naming the file or camera, when it is missing or OpenCV cannot open it.
     """
     import cv2
 
     from keras_fer.loading import quiet_native_stderr
 
+    if is_camera(path):
+        with quiet_native_stderr():  # V4L2's "can't open camera by index" goes straight to stderr
+            capture = cv2.VideoCapture(path)
+        if not capture.isOpened():
+            raise FerDataError("cannot be opened (no such camera, no permission to use it, or it is in use)",
+                               source_name(path))
+        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        return capture, (fps if np.isfinite(fps) and fps > 0 else 0.0), 0
     path = Path(path)
     if not path.is_file():
         raise FerDataError("no such video file", path)
@@ -111,28 +132,31 @@ def open_video(path):
 
 
 def annotated_path(path, annotate):
-    """Where `--annotate DIR` puts the copy of the video `path`: `DIR/NAME.mp4`."""
-    return Path(annotate) / f"{Path(path).stem}.mp4"
+    """Where `--annotate DIR` puts the copy of the video `path`: `DIR/NAME.mp4` (`DIR/cameraN.mp4`
+    for camera N)."""
+    return Path(annotate) / (f"camera{path}.mp4" if is_camera(path) else f"{Path(path).stem}.mp4")
 
 
 def _check_outputs(path, out, annotate):
     """Refuse outputs that are the video itself; returns the annotated copy's path (or None)."""
     annotated = annotated_path(path, annotate) if annotate is not None else None
-    check_not_input((("--out", out), ("--annotate", annotated)), path, "the input video")
+    if not is_camera(path):
+        check_not_input((("--out", out), ("--annotate", annotated)), path, "the input video")
     if annotated is not None and out is not None and same_file(annotated, out):
         raise FerOptionError(f"--out {out} is where --annotate writes the annotated video: choose another name")
     return annotated
 
 
 def check_video(path, out=None, annotate=None):
-    """Check, before any model loads, that `path` is a video with a readable frame and that the
-    outputs do not overwrite it. Returns the container's frame count (0 if unknown).
+    """Check, before any model loads, that `path` is a video (or camera index) with a readable
+    frame and that the outputs do not overwrite it. Returns the container's frame count (0 if
+    unknown).
 
     Raises:
         FerDataError: for a missing or unreadable video; FerOptionError: for an output that is
             the input.
     """
-    path = Path(path)
+    path = path if is_camera(path) else Path(path)
     _check_outputs(path, out, annotate)
     capture, _, count = open_video(path)
     try:
@@ -140,8 +164,32 @@ def check_video(path, out=None, annotate=None):
     finally:
         capture.release()
     if not ok:
-        raise FerDataError("no frame could be read (empty or corrupt video)", path)
+        raise FerDataError("no frame could be read (empty or corrupt video)" if not is_camera(path)
+                           else "opened, but gave no frame", source_name(path))
     return count
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(enabled):
+    """While enabled, Ctrl-C (SIGINT) sets `stop["now"]` instead of raising, so a camera's
+    frames are finished and written when the user stops it. Only the main thread can catch
+    signals; elsewhere Ctrl-C raises as usual."""
+    import signal
+    import threading
+
+    stop = {"now": False}
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        stop["now"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _AnnotatedWriter:
@@ -180,11 +228,15 @@ def _frame_time(capture, index, fps):
 
 
 def predict_video(path, predictors, out, every=1, tta="none", prior_correction=False, proba=False,
-                  min_face=face_tools.DEFAULT_MIN_FACE, detect=True, annotate=None, on_frames=None, detector="haar"):
+                  min_face=face_tools.DEFAULT_MIN_FACE, detect=True, annotate=None, on_frames=None, detector="haar",
+                  max_frames=None, on_analysed=None):
     """Classify the faces of every `every`-th frame of a video and write them as a CSV.
 
     Args:
-        path: the video file.
+        path: the video file, or a camera index (an int, e.g. 0). A camera is read until
+            `max_frames` or Ctrl-C, which ends the recording (the CSV is written); each analysed
+            frame is classified as soon as it is read, and its time is the wall clock's since
+            the first frame.
         predictors: `inference.Predictor`s (several average their probabilities).
         out: the CSV to write (atomically): `frame,time_s,face,x,y,w,h,label,class,confidence`,
             plus one probability column per class with `proba`; one row per face, and one with
@@ -196,6 +248,9 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
         annotate: a folder for an annotated copy, `NAME.mp4` (written atomically), or None.
         on_frames: called with the number of frames read so far (for a progress bar).
         detector: the face detector, `"haar"` or `"mtcnn"` (`faces.detect_faces`).
+        max_frames: stop after this many frames (None: to the end, or Ctrl-C for a camera).
+        on_analysed: called with `(frame index, seconds, boxes, probabilities)` for each
+            analysed frame, once it is classified (a camera's live output).
 
     Returns:
         A `VideoResult`.
@@ -207,10 +262,14 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
     from keras_fer.loading import quiet_native_stderr
 
     every = check_integer(every, "--every", 1, received="every")  # 2.5 ran as 2
+    if max_frames is not None:
+        max_frames = check_integer(max_frames, "--frames", 1, received="frames")
     if out is None or not str(out).strip():
         raise FerOptionError(f"out must name the CSV file to write. Received: out={out!r}")
-    path, out = Path(path), Path(out)
+    camera = is_camera(path)
+    path, out = (path if camera else Path(path)), Path(out)
     annotated = _check_outputs(path, out, annotate)
+    started = None  # a camera's first frame, by the monotonic clock
     times, timeline = [], []
     counts = {"frames": 0, "faces": 0}
     boxes_now, captions_now = [], []  # the last analysed frame's, drawn on the frames after it
@@ -241,6 +300,8 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
                 if boxes:
                     largest = max(range(len(boxes)), key=lambda i: boxes[i][2] * boxes[i][3])
                     timeline.append(mine[largest])
+                if on_analysed is not None:
+                    on_analysed(index, second, boxes, mine)
                 counts["faces"] += len(boxes)
                 boxes_now = boxes
                 captions_now = [f"{CLASS_NAMES[int(row.argmax())]} {row.max():.2f}" for row in mine]
@@ -256,27 +317,34 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
             annotation = _AnnotatedWriter(temporary, annotated, fps) if annotated is not None else None
             held, held_bytes = [], 0
             try:
-                while True:
-                    analyse = counts["frames"] % int(every) == 0
-                    with quiet_native_stderr():  # FFmpeg's complaints about a damaged frame
-                        if analyse or annotation is not None:
-                            ok, frame = capture.read()
-                        else:
-                            ok, frame = capture.grab(), None
-                    if not ok:
-                        break
-                    index = counts["frames"]
-                    counts["frames"] += 1
-                    if analyse:  # its faces are found in `flush`, with the other held frames'
-                        held.append((index, _frame_time(capture, index, fps), frame, True))
-                    elif annotation is not None:
-                        held.append((index, None, frame, False))
-                    held_bytes += frame.nbytes if frame is not None else 0
-                    if len(held) >= BUFFERED_FRAMES or held_bytes >= BUFFERED_BYTES:
-                        flush(held, writer, annotation)
-                        held, held_bytes = [], 0
-                        if on_frames is not None:
-                            on_frames(counts["frames"])
+                with _stop_on_interrupt(camera) as stop:
+                    while not stop["now"] and (max_frames is None or counts["frames"] < max_frames):
+                        analyse = counts["frames"] % int(every) == 0
+                        with quiet_native_stderr():  # FFmpeg's complaints about a damaged frame
+                            if analyse or annotation is not None:
+                                ok, frame = capture.read()
+                            else:
+                                ok, frame = capture.grab(), None
+                        if not ok:
+                            break
+                        index = counts["frames"]
+                        counts["frames"] += 1
+                        if camera:
+                            now = time.monotonic()
+                            started = now if started is None else started
+                        if analyse:  # its faces are found in `flush`, with the other held frames'
+                            second = now - started if camera else _frame_time(capture, index, fps)
+                            held.append((index, second, frame, True))
+                        elif annotation is not None:
+                            held.append((index, None, frame, False))
+                        held_bytes += frame.nbytes if frame is not None else 0
+                        # A camera's frames are classified as they come: its output is live.
+                        if camera and analyse or len(held) >= BUFFERED_FRAMES or held_bytes >= BUFFERED_BYTES:
+                            flush(held, writer, annotation)
+                            held, held_bytes = [], 0
+                            if on_frames is not None:
+                                on_frames(counts["frames"])
+                    stopped = stop["now"]
                 flush(held, writer, annotation)
                 if on_frames is not None:
                     on_frames(counts["frames"])
@@ -284,12 +352,13 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
                 if annotation is not None:
                     annotation.close()
             if counts["frames"] == 0:
-                raise FerDataError("no frame could be read (empty or corrupt video)", path)
+                raise FerDataError("no frame could be read (empty or corrupt video)" if not camera
+                                   else "gave no frame", source_name(path))
     finally:
         capture.release()
     return VideoResult(
         out=out, frames=counts["frames"], analysed=len(times), faces=counts["faces"], fps=fps,
         times=np.asarray(times, dtype=float), timeline=np.asarray(timeline, dtype=float).reshape(-1, NUM_CLASSES),
-        annotated=annotated,
+        annotated=annotated, stopped=stopped,
     )
 

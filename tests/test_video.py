@@ -161,6 +161,91 @@ def test_predict_cli_on_a_video_writes_csv_timeline_and_summary(tmp_path, capsys
     assert not (tmp_path / "copies").exists()
 
 
+def fake_cameras(monkeypatch, clip, interrupt_after=None):
+    """cv2.VideoCapture with camera 0 playing `clip` (and, after `interrupt_after` frames, a
+    Ctrl-C: SIGINT sent to this process, as the terminal sends it); other cameras absent."""
+    import os
+    import signal
+
+    real = cv2.VideoCapture
+
+    class Camera:
+        def __init__(self, source, *args):
+            self.capture = real(str(clip) if source == 0 else str(clip.parent / "no-such-camera"))
+            self.reads = 0
+
+        def read(self):
+            self.reads += 1
+            if interrupt_after is not None and self.reads == interrupt_after + 1:
+                os.kill(os.getpid(), signal.SIGINT)
+            return self.capture.read()
+
+        def __getattr__(self, name):
+            return getattr(self.capture, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", lambda source, *args: Camera(source) if isinstance(source, int)
+                        else real(source, *args))
+
+
+def test_a_camera_is_read_live_until_frames_or_ctrl_c(tmp_path, capsys, monkeypatch):
+    import signal
+
+    run = save_run(tmp_path / "run", tiny_model(4), PRIOR)
+    fake_cameras(monkeypatch, face_video(tmp_path / "clip.mp4", count=40))
+    out = tmp_path / "cam.csv"
+    argv = ["--model", str(run), "--backend", "keras", "--no-detect", "--out", str(out)]
+    assert main(["--camera", "--frames", "6", "--every", "2", "--annotate", str(tmp_path / "copies"), *argv]) == 0
+    printed = capsys.readouterr().out
+    lines = [line for line in printed.splitlines() if line.startswith("frame ")]
+    assert [line.split(" (")[0] for line in lines] == ["frame 0", "frame 2", "frame 4"]  # live, one per analysed
+    rows = read_rows(out)
+    assert [row["frame"] for row in rows] == ["0", "2", "4"]
+    for line, row in zip(lines, rows):  # the live line says what the CSV says
+        assert f"face 1 {row['class']} {float(row['confidence']):.2f}" in line
+    times = [float(row["time_s"]) for row in rows]  # the wall clock since the first frame
+    assert times[0] == 0.0 and times == sorted(times)
+    assert "3 faces in 3 analysed of 6 frames" in printed and "Ctrl-C" in printed.splitlines()[0]
+    assert len(decoded_frames(tmp_path / "copies" / "camera0.mp4")) == 6
+    assert (tmp_path / "cam_timeline.png").read_bytes()[:4] == b"\x89PNG"
+    # Ctrl-C during the 10th read: the recording ends with the 10 frames read, all written, exit 0,
+    # and Ctrl-C raises again afterwards.
+    fake_cameras(monkeypatch, tmp_path / "clip.mp4", interrupt_after=9)
+    assert main(["--camera", "0", *argv]) == 0
+    printed = capsys.readouterr().out
+    assert "10 faces in 10 analysed of 10 frames" in printed and "s, stopped by Ctrl-C" in printed
+    assert len(read_rows(out)) == 10
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_camera_errors_are_one_line_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    fake_cameras(monkeypatch, face_video(tmp_path / "clip.mp4", count=3))
+    out = tmp_path / "cam.csv"
+    for argv, words in ((["--camera", "1"], "camera 1: cannot be opened (no such camera"),
+                        (["--camera", "-1"], "--camera takes a camera index >= 0"),
+                        (["--camera", "--frames", "0"], "--frames must be a positive integer"),
+                        ([str(tmp_path / "clip.mp4"), "--camera"], "--camera reads a camera instead of an input"),
+                        ([str(tmp_path / "clip.mp4"), "--camera", "0"], "give one of them"),
+                        (["--camera", "--saved-proba", str(out)], "Received: input=0")):
+        assert main([*argv, "--model", str(tmp_path / "missing.keras"), "--out", str(out)]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and words in err and err.count("\n") == 1, (argv, err)
+    assert not out.exists()
+    with pytest.raises(FerDataError, match="camera 3: cannot be opened"):
+        video.check_video(3)
+
+
+def test_frames_stops_a_video_early_and_is_refused_for_other_inputs(tmp_path, predictors, capsys):
+    clip = face_video(tmp_path / "clip.mp4", count=12)
+    result = video.predict_video(clip, predictors, tmp_path / "out.csv", every=2, detect=False, max_frames=5)
+    assert (result.frames, result.analysed) == (5, 3) and not result.stopped
+    with pytest.raises(FerOptionError, match=r"--frames must be an integer >= 1\. Received: frames=0"):
+        video.predict_video(clip, predictors, tmp_path / "out.csv", max_frames=0)
+    csv_input = tmp_path / "test.csv"
+    csv_input.write_text("id,feature\n0," + " ".join(["1"] * 2304) + "\n")
+    assert main([str(csv_input), "--frames", "3", "--out", str(tmp_path / "sub.csv")]) == 2
+    assert "--frames picks a video's frames" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("cap", ["frames", "bytes"])
 def test_annotation_and_timeline_follow_each_frames_faces_across_batches(tmp_path, predictors, monkeypatch, cap):
     # 10 frames: three batches of at most 4, boxes carried between them; held by count, or by

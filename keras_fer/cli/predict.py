@@ -28,6 +28,9 @@ examples:
   python predict.py clip.mp4 --every 5 --annotate out/
                                                       every 5th frame's faces, a timeline plot,
                                                       and out/clip.mp4 with boxes and labels
+  python predict.py --camera --every 5 --annotate out/
+                                                      the first camera, every 5th frame's faces
+                                                      printed as they come, until Ctrl-C
   python predict.py --model runs/cnn4 --export tflite
                                                       runs/cnn4/best.tflite, checked against Keras
 
@@ -38,8 +41,8 @@ inputs:
   exactly 48x48 pixels count as face crops, larger ones are searched for faces (unless
   --no-detect). A folder whose images all sit in class sub-folders (angry/, 0/, ...) is
   labelled, and metrics are reported. A video file (.mp4, .avi, .mov, .mkv, .webm, ...) is
-  read frame by frame (every --every-th frame analysed). With no input, $FER_DATA's test file
-  is used.
+  read frame by frame (every --every-th frame analysed); --camera N reads a camera instead,
+  until --frames or Ctrl-C. With no input, $FER_DATA's test file is used.
   Put the input before a multi-path --model or --saved-proba (or repeat the flag) so it is not
   read as a model or a saved member.
 
@@ -48,7 +51,8 @@ outputs:
   Images: `file,face,x,y,w,h,label,class,confidence` (empty label and class "" for a photo with
   no face). With labels: <out stem>_metrics.json, _confusion.csv and _confusion.png next to it.
   Video: `frame,time_s,face,x,y,w,h,label,class,confidence` and <out stem>_timeline.png (each
-  class's probability over time for the largest face); --annotate DIR writes DIR/NAME.mp4.
+  class's probability over time for the largest face); --annotate DIR writes DIR/NAME.mp4
+  (DIR/cameraN.mp4 for a camera).
 """
 
 
@@ -68,6 +72,8 @@ class PredictOptions:
     min_face: int = 30
     detector: str = "haar"  # faces.DETECTORS[0]
     every: int = 1
+    camera: int = None
+    frames: int = None
     export: str = None
     export_to: str = None
     backend: str = "auto"
@@ -129,6 +135,13 @@ def build_parser():
                         "pip install \"keras-fer[mtcnn]\"). Default: haar")
     parser.add_argument("--every", type=int, default=1, metavar="N",
                         help="video: analyse every Nth frame (default: 1, every frame)")
+    parser.add_argument("--camera", type=int, nargs="?", const=0, metavar="N",
+                        help="read camera N (default 0: the first, /dev/video0 on Linux) instead of an input, "
+                        "until --frames or Ctrl-C; each analysed frame's faces are printed as they come, and the "
+                        "CSV, the timeline (and --annotate's DIR/cameraN.mp4) are written when it stops")
+    parser.add_argument("--frames", type=int, metavar="N",
+                        help="video and camera: stop after N frames (default: the whole video; a camera until "
+                        "Ctrl-C)")
     parser.add_argument("--export", choices=EXPORT_FORMATS,
                         help="write a serving artifact of each --model and check it gives the Keras model's "
                         "predictions (prints the max |difference|): tflite = X.tflite next to X.keras (LiteRT; "
@@ -177,8 +190,13 @@ def parse_options(argv):
             raise FerOptionError(f"{option} is an empty path. Received: {name}=''")
     if "" in options.models or "" in options.saved_proba:
         raise FerOptionError("--model and --saved-proba take file or folder paths, not empty ones. Received: ''")
-    for name in ("batch_size", "chunk_rows", "min_face", "every"):
-        if getattr(options, name) < 1:
+    if options.camera is not None and options.input is not None:
+        raise FerOptionError(f"--camera reads a camera instead of an input: give one of them. "
+                             f"Received: input={options.input}, camera={options.camera}")
+    if options.camera is not None and options.camera < 0:
+        raise FerOptionError(f"--camera takes a camera index >= 0. Received: camera={options.camera}")
+    for name in ("batch_size", "chunk_rows", "min_face", "every", "frames"):
+        if getattr(options, name) is not None and getattr(options, name) < 1:
             raise FerOptionError(f"--{name.replace('_', '-')} must be a positive integer. "
                                  f"Received: {getattr(options, name)}")
     if options.export_to and not options.export:
@@ -381,30 +399,52 @@ def _count_of(count, noun):
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+def _source(options):
+    """The video to read: the input, or the camera index of --camera."""
+    return options.camera if options.camera is not None else options.input
+
+
+def _say_faces(index, second, boxes, rows):
+    """A camera's live line for one analysed frame."""
+    faces = "; ".join(f"face {number} {CLASS_NAMES[int(row.argmax())]} {row.max():.2f}"
+                      for number, row in enumerate(rows, start=1)) or "no face"
+    _say(f"frame {index} ({second:.1f} s): {faces}")
+
+
 def run_video(options, predictors, timings, frame_count=0):
-    """Classify the faces of a video's frames; write the CSV and the timeline; summarize.
-    `frame_count`: the frames the container claims, for the progress bar (0: unknown)."""
+    """Classify the faces of a video's (or camera's) frames; write the CSV and the timeline;
+    summarize. `frame_count`: the frames the container claims, for the progress bar (0: unknown)."""
     import numpy as np
 
     from keras_fer.inference import companion_path
     from keras_fer.plots import save_figure, timeline_figure
-    from keras_fer.video import predict_video
+    from keras_fer.video import predict_video, source_name
 
     out = _out_path(options)
-    bar = progress_bar(" frames", total=frame_count or None)
+    camera = options.camera is not None
+    if camera:
+        _say(f"reading {source_name(options.camera)}: Ctrl-C stops it and writes {out}")
+    total = min(frame_count, options.frames or frame_count) or options.frames
+    bar = progress_bar(" frames", enabled=not camera, total=total or None)  # a camera prints its lines
     start = time.perf_counter()
     try:
-        result = predict_video(options.input, predictors, out, options.every, options.tta, options.prior_correction,
-                               options.proba, options.min_face, not options.no_detect, options.annotate,
-                               detector=options.detector,
-                               on_frames=lambda done: bar.update(done - bar.n))
+        result = predict_video(_source(options), predictors, out, options.every, options.tta,
+                               options.prior_correction, options.proba, options.min_face, not options.no_detect,
+                               options.annotate, detector=options.detector,
+                               on_frames=lambda done: bar.update(done - bar.n), max_frames=options.frames,
+                               on_analysed=_say_faces if camera else None)
     finally:
         bar.close()
     timings.infer_s += time.perf_counter() - start
-    span = f", {result.frames / result.fps:.1f} s at {result.fps:g} fps" if result.fps else ""
+    if camera:
+        span = f", {result.times[-1]:.1f} s" if len(result.times) else ""
+        if result.stopped:
+            span += ", stopped by Ctrl-C"
+    else:
+        span = f", {result.frames / result.fps:.1f} s at {result.fps:g} fps" if result.fps else ""
     _say(f"wrote {result.out}: {_count_of(result.faces, 'face')} in {result.analysed} analysed of "
          f"{_count_of(result.frames, 'frame')}{span}")
-    if frame_count > result.frames + 1:  # container counts can be off by one
+    if frame_count > result.frames + 1 and not options.frames:  # container counts can be off by one
         _note(f"{options.input}: read {result.frames} of the {frame_count} frames its header announces "
               "(a truncated or damaged file?)")
     if result.annotated is not None:
@@ -417,10 +457,10 @@ def run_video(options, predictors, timings, frame_count=0):
     else:
         _say("no face found in the analysed frames (try --min-face, or --no-detect for a video of a face)")
     timeline = companion_path(out, "_timeline.png")
-    positions, xlabel = (result.times, "seconds") if result.fps else (np.arange(result.analysed) * options.every,
-                                                                      "frame")
-    save_figure(timeline_figure(positions, result.timeline, xlabel=xlabel, source=Path(options.input).name),
-                timeline)
+    positions, xlabel = (result.times, "seconds") if result.fps or camera else (
+        np.arange(result.analysed) * options.every, "frame")
+    name = source_name(options.camera) if camera else Path(options.input).name
+    save_figure(timeline_figure(positions, result.timeline, xlabel=xlabel, source=name), timeline)
     _say(f"timeline: {timeline}")
     return result.faces
 
@@ -432,6 +472,8 @@ def _out_path(options):
 
     if options.out:
         return Path(options.out)
+    if options.camera is not None:
+        return Path("faces.csv")
     photos = Path(options.input).is_dir() or is_image_file(options.input) or is_video_file(options.input)
     return Path("faces.csv" if photos else "submission.csv")
 
@@ -445,7 +487,7 @@ def _outputs(options):
     out = _out_path(options)
     beside = f"--out {out}: the file beside it,"
     outputs = [("--out", out)] + [(beside, path) for path in metrics_paths(out).values()]
-    if is_video_file(options.input):
+    if options.camera is not None or is_video_file(options.input):
         outputs.append((beside, companion_path(out, "_timeline.png")))
     return outputs
 
@@ -456,7 +498,8 @@ def check_outputs(options, models, plan=None):
     from keras_fer.loading import resolve_model
 
     outputs = _outputs(options)
-    check_not_input(outputs, plan[0] if plan is not None else [options.input], "the input")
+    inputs = plan[0] if plan is not None else [options.input] if options.input is not None else []
+    check_not_input(outputs, inputs, "the input")
     if options.annotate:  # a file in the way fails now, not after --out's folder was made
         check_folder_for(Path(options.annotate) / "copy")
     if plan is not None and options.annotate:  # the copies go to --annotate/<path in the input folder>
@@ -498,22 +541,25 @@ def main(argv=None):
 
     options = parse_options(argv)
     timings = Timings()
-    if options.export and options.input is None:
+    camera = options.camera is not None
+    if options.export and options.input is None and not camera:
         run_export(options, _models_or_default(options))
         return 0
-    options.input = _resolve_input(options)  # a missing input fails before an export is written
-    video = is_video_file(options.input)
-    images = Path(options.input).is_dir() or is_image_file(options.input)
+    if not camera:
+        options.input = _resolve_input(options)  # a missing input fails before an export is written
+    video = camera or is_video_file(options.input)
+    images = not camera and (Path(options.input).is_dir() or is_image_file(options.input))
     plan = _image_plan(options.input, _outputs(options)) if images else None  # listed once
     if not (images or video) and options.annotate:
         raise FerOptionError(f"--annotate draws on photos and videos; {options.input} holds face crops: "
                              "drop --annotate")
-    if not video and options.every != 1:
-        raise FerOptionError(f"--every picks a video's frames; {options.input} is no video. "
-                             f"Received: every={options.every}")
+    if not video and (options.every != 1 or options.frames is not None):
+        flag, value = ("every", options.every) if options.every != 1 else ("frames", options.frames)
+        raise FerOptionError(f"--{flag} picks a video's frames; {options.input} is no video. "
+                             f"Received: {flag}={value}")
     if (images or video) and options.saved_proba:
         raise FerOptionError(f"--saved-proba averages in probabilities saved for a CSV: give that CSV as the input. "
-                             f"Received: input={options.input}")
+                             f"Received: input={_source(options)}")
     saved = [read_saved_probabilities(path) for path in options.saved_proba]  # bad files fail before any model loads
     if (images or video) and not options.no_detect:  # a CSV holds faces already: no detector needed
         from keras_fer.faces import check_detector
@@ -523,7 +569,7 @@ def main(argv=None):
     if video:  # so does a bad video, or an output over it
         from keras_fer.video import check_video
 
-        frame_count = check_video(options.input, _out_path(options), options.annotate)
+        frame_count = check_video(_source(options), _out_path(options), options.annotate)
 
     start = time.perf_counter()
     models = _models_or_default(options)
