@@ -199,7 +199,7 @@ def _epoch_indices(labels, epoch, seed, balanced, steps, batch_size):
 
 def make_dataset(
     images, labels=None, batch_size=64, *, training=False, augment=None, seed=0, balanced=False,
-    num_classes=NUM_CLASSES, first_epoch=0, epochs=1, autotune=False, targets=None,
+    num_classes=NUM_CLASSES, first_epoch=0, epochs=1, autotune=False, targets=None, class_weight=None,
 ):
     """Build a batched, prefetched `tf.data.Dataset` of `(images, one-hot labels)`.
 
@@ -219,6 +219,10 @@ def make_dataset(
         first_epoch, epochs: the epochs the training dataset covers.
         targets: float `(N, num_classes)` training targets to yield instead of one-hot labels
             (soft labels from a teacher, `keras_fer.distill`); the labels still drive `balanced`.
+        class_weight: `num_classes` loss weights, one per class (`data.class_weights`); the
+            training dataset then yields `(images, targets, weights)`, each image weighted by
+            its own label. (Keras' `fit(class_weight=...)` weights by the argmax of the targets,
+            which for a teacher's soft targets is often the teacher's class, not the label.)
         autotune: tf.data autotuning. Off by default: with it, `fit` stalled 0.6-14 s on return
             in 10 of 33 fits while tf.data tore down its iterator (none of 17 without), and the
             pipeline runs 16x faster than cnn4 trains either way (docs/performance.md).
@@ -250,6 +254,8 @@ def make_dataset(
             raise ValueError(f"`targets` must be one row of {num_classes} per image. Received: "
                              f"targets.shape={targets.shape} for {len(labels)} images")
         target_tensor = tf.constant(targets)
+    if class_weight is not None:
+        weight_tensor = tf.constant(np.asarray(class_weight, np.float32).reshape(num_classes))
     steps = steps_per_epoch(len(labels), batch_size)
     augment = augment if (augment is not None and augment.ops) else None
 
@@ -268,6 +274,8 @@ def make_dataset(
             y = tf.gather(target_tensor, indices)
         if augment is not None:
             x = augment_batch(x, tf.stack([tf.constant(seed, tf.int64) + 7919, epoch * 1_000_003 + step]), augment)
+        if class_weight is not None:
+            return x, y, tf.gather(weight_tensor, tf.gather(label_tensor, indices))
         return x, y
 
     dataset = tf.data.Dataset.range(first_epoch, max(epochs, first_epoch)).flat_map(epoch_batches)

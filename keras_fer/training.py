@@ -820,23 +820,23 @@ def fit_keras(model, dataset, *, strategy, config, **options):
 
 
 def fit_multi_worker(model, dataset, *, epochs, initial_epoch, steps_per_epoch, validation_data, callbacks,
-                     verbose, class_weight, strategy, config):
+                     verbose, strategy, config):
     """The custom loop `--strategy multi-worker` needs: Keras 3's `fit` does not run under
-    `MultiWorkerMirroredStrategy` (keras-team/keras#20585). Same callbacks, same logs."""
+    `MultiWorkerMirroredStrategy` (keras-team/keras#20585). Same callbacks, same logs. The
+    dataset yields `(images, targets)` or `(images, targets, per-image loss weights)`."""
     import keras
     import tensorflow as tf
 
     loss_function = keras.losses.CategoricalCrossentropy(
         from_logits=True, label_smoothing=config.label_smoothing, reduction=None
     )
-    weights = None if class_weight is None else tf.constant([class_weight[i] for i in range(NUM_CLASSES)], tf.float32)
 
-    def replica_step(x, y):
+    def replica_step(x, y, weights=None):
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
             per_image = loss_function(y, logits)
             if weights is not None:
-                per_image = per_image * tf.gather(weights, tf.argmax(y, axis=1))
+                per_image = per_image * weights
             loss = tf.nn.compute_average_loss(per_image)
         gradients = tape.gradient(loss, model.trainable_variables)
         model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
@@ -845,8 +845,7 @@ def fit_multi_worker(model, dataset, *, epochs, initial_epoch, steps_per_epoch, 
 
     @tf.function
     def train_step(iterator):
-        x, y = next(iterator)
-        results = strategy.run(replica_step, args=(x, y))
+        results = strategy.run(replica_step, args=tuple(next(iterator)))
         return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in results]
 
     callback_list = keras.callbacks.CallbackList(callbacks, model=model)
@@ -1065,13 +1064,13 @@ def _train(config, progress):
             dataset = make_dataset(
                 train_images.pixels, train_images.labels, config.batch_size, training=True, augment=augment,
                 seed=config.seed, balanced=config.balanced, first_epoch=first, epochs=phase_end, targets=targets,
+                class_weight=[class_weights(train_images.labels)[i] for i in range(NUM_CLASSES)]
+                if config.class_weight else None,
             )
             fit = fit_multi_worker if config.strategy == "multi-worker" else fit_keras
             fit(
                 model, dataset, epochs=phase_end, initial_epoch=first, steps_per_epoch=steps,
-                validation_data=validation, callbacks=callbacks, verbose=verbose,
-                class_weight=class_weights(train_images.labels) if config.class_weight else None,
-                strategy=strategy, config=config,
+                validation_data=validation, callbacks=callbacks, verbose=verbose, strategy=strategy, config=config,
             )
             diverged = history and not math.isfinite(history[-1]["loss"])
             if state["epoch"] < phase_end or diverged:

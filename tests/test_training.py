@@ -274,7 +274,7 @@ def test_the_custom_loop_stops_at_a_diverged_epoch_as_fit_does():
     ended = []
     callback = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: ended.append((epoch, logs["loss"])))
     fit_multi_worker(model, dataset, epochs=4, initial_epoch=0, steps_per_epoch=2, validation_data=None,
-                     callbacks=[callback], verbose=0, class_weight=None, strategy=tf.distribute.get_strategy(),
+                     callbacks=[callback], verbose=0, strategy=tf.distribute.get_strategy(),
                      config=config)
     assert len(ended) < 4 and not math.isfinite(ended[-1][1]) and all(math.isfinite(loss) for _, loss in ended[:-1])
 
@@ -658,3 +658,48 @@ def test_resume_with_a_garbage_model_file_says_it_is_not_a_keras_model(finished_
     assert line == f"error: {run / 'last-0001.keras'}: not a Keras model file (a .keras file is a zip archive)"
     (run / "last-0001.keras").unlink()
     assert resume_error(run, capsys) == f"error: {run / 'last-0001.keras'}: no such model file"
+
+
+def test_the_custom_loop_weights_each_image_by_the_weights_the_dataset_gives():
+    import tensorflow as tf
+
+    from keras_fer.models import build_model
+    from keras_fer.training import compile_model, fit_multi_worker
+
+    images = np.random.default_rng(0).integers(0, 256, (32, 48, 48, 1)).astype("float32")
+    labels = keras.utils.to_categorical(np.arange(32) % 7, 7)
+    losses = {}
+    for name, scale in (("plain", None), ("doubled", 2.0), ("zero", 0.0)):
+        keras.utils.set_random_seed(0)
+        model = build_model("dnn", preprocessing={"normalize": "unit"})
+        config = TrainConfig(arch="dnn")
+        compile_model(model, "sgd", 0.0, config)  # no update: the same loss each epoch
+        parts = (images, labels) if scale is None else (images, labels, np.full(32, scale, "float32"))
+        dataset = tf.data.Dataset.from_tensor_slices(parts).batch(32).repeat()
+        ended = []
+        callback = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs, ended=ended: ended.append(logs["loss"]))
+        fit_multi_worker(model, dataset, epochs=1, initial_epoch=0, steps_per_epoch=1, validation_data=None,
+                         callbacks=[callback], verbose=0, strategy=tf.distribute.get_strategy(), config=config)
+        losses[name] = ended[0]
+    assert losses["plain"] > 0 and losses["doubled"] == pytest.approx(2 * losses["plain"], rel=1e-5)
+    assert losses["zero"] == 0
+
+
+def test_class_weight_reaches_fit_as_per_image_weights_of_the_labels(tmp_path, monkeypatch):
+    import keras_fer.data
+    import keras_fer.training
+
+    real_fit, seen = keras_fer.training.fit_keras, []
+
+    def recording_fit(model, dataset, **options):
+        assert "class_weight" not in options  # weighted by the dataset, not by fit's argmax of the targets
+        x, y, w = next(iter(dataset))
+        seen.append((np.argmax(y.numpy(), axis=1), w.numpy()))
+        return real_fit(model, dataset, **options)
+
+    monkeypatch.setattr(keras_fer.training, "fit_keras", recording_fit)
+    monkeypatch.setattr(keras_fer.data, "class_weights", lambda labels: {i: i + 1.0 for i in range(7)})
+    assert main(SMALL + ["--epochs", "1", "--class-weight", "--out", str(tmp_path / "r")]) == 0
+    (labels, weights), = seen
+    np.testing.assert_array_equal(weights, labels + 1.0)
