@@ -36,7 +36,8 @@ class AugmentConfig:
         shift: largest shift, in pixels (integer shifts: pixels move but keep their values).
         rotation: largest rotation, in degrees.
         zoom: largest relative zoom in or out (random resized crop when > 0).
-        perspective: largest corner displacement, as a fraction of the image size.
+        perspective: largest corner displacement along an axis, as a fraction of the image
+            size (the warp is about the centre, which stays in place).
         noise: standard deviation of gaussian noise, in grey levels.
         blur_probability: share of images blurred with a 3x3 gaussian.
         erase_probability: share of images with a random rectangle erased (random erasing).
@@ -90,17 +91,25 @@ def _transform_matrices(batch, height, width, config, seeds):
     else:
         dx = dy = zeros
     if "perspective" in config:
-        warp = _uniform(seeds[3], [batch, 2], -1.0, 1.0) * config.perspective / max(width, height)
-        px, py = warp[:, 0], warp[:, 1]
+        # k - 1 = px (x - cx) + py (y - cy) is at most 2 * perspective at a corner, which moves
+        # the corner by about cx * 2 * perspective ~ perspective * size along each axis.
+        warp = _uniform(seeds[3], [batch, 2], -1.0, 1.0) * config.perspective
+        px, py = warp[:, 0] / cx, warp[:, 1] / cy
     else:
         px = py = zeros
-    # Input coordinate = R(angle) * (output - center) / scale + center - shift, then perspective.
+    # Input coordinate u = R(angle) * (output - center) / scale + center - shift (the affine
+    # part A), then the perspective about the centre: center + (u - center) / k, with
+    # k = 1 + px (x - cx) + py (y - cy). TF takes (a0 x + a1 y + a2) / (c0 x + c1 y + 1): the
+    # numerators gain the centre times k's slopes, and all 8 terms are divided by k's constant.
     cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
     a0, a1 = cos, -sin
     b0, b1 = sin, cos
     a2 = cx - a0 * cx - a1 * cy - dx
     b2 = cy - b0 * cx - b1 * cy - dy
-    return tf.stack([a0, a1, a2, b0, b1, b2, px, py], axis=1)
+    offset = px * cx + py * cy
+    constant = 1.0 - offset
+    terms = [a0 + cx * px, a1 + cx * py, a2 - cx * offset, b0 + cy * px, b1 + cy * py, b2 - cy * offset, px, py]
+    return tf.stack([term / constant for term in terms], axis=1)
 
 
 def _needs_transform(config):
