@@ -34,10 +34,11 @@ def average_models(models, names=None):
 
     Raises:
         FerModelError: when fewer than two models are given, or when a model's weights do not
-            match the first's one for one (naming it and the first weight that differs).
+            match the first's one for one (naming it and the first weight that differs), or its
+            layers are set otherwise (another activation, normalization, or final Softmax).
     """
     from keras_fer.loading import import_keras, load_keras_model
-    from keras_fer.models import preprocessing_mismatch, weight_mismatch
+    from keras_fer.models import config_mismatch, preprocessing_mismatch, weight_mismatch
 
     keras = import_keras()
     if names is None:
@@ -46,7 +47,8 @@ def average_models(models, names=None):
         raise FerModelError(f"a soup needs at least two models. Received: {len(models)} ({', '.join(names)})")
     loaded = [m if isinstance(m, keras.Model) else load_keras_model(m) for m in models]
     for name, model in zip(names[1:], loaded[1:]):
-        mismatch = weight_mismatch(model, loaded[0], names[0]) or preprocessing_mismatch(model, loaded[0], names[0])
+        mismatch = (weight_mismatch(model, loaded[0], names[0]) or preprocessing_mismatch(model, loaded[0], names[0])
+                    or config_mismatch(model, loaded[0], names[0]))
         if mismatch is not None:
             raise FerModelError(f"{name}: {mismatch}; a soup needs models of one architecture with the same options")
     soup = keras.models.clone_model(loaded[0])

@@ -51,6 +51,22 @@ def test_average_models_refuses_models_that_do_not_match(tmp_path):
         average_models([narrow, image], names=["narrow.keras", "image.keras"])
 
 
+def test_average_models_refuses_weight_free_options_that_differ():
+    # The soup ran with the first member's settings, without a word.
+    def dnn(seed, **options):
+        keras.utils.set_random_seed(seed)
+        return build_model("dnn", width=8, preprocessing={"normalize": "unit"}, **options)
+
+    base = dnn(0)
+    for other, words in ((dnn(1, negative_slope=0.1), r"layer dense1_act has negative_slope=0\.1, a\.keras's "
+                                                       r"dense1_act 0\.3"),
+                         (dnn(1, softmax=True), "has 17 layers acting at inference, a.keras has 16")):
+        with pytest.raises(FerModelError, match=f"^b.keras: {words}; a soup needs models of one architecture"):
+            average_models([base, other], names=["a.keras", "b.keras"])
+    # Dropout passes faces through at inference, and other seeds are other runs: both average.
+    assert len(average_models([base, dnn(2, dropout=0.2, input_dropout=0.0)]).weights) == len(base.weights)
+
+
 def test_recalibrated_statistics_are_those_of_the_training_images():
     model = small_fervgg(0, conv_dropout=0.0, dense_dropout=0.0)
     x = faces(64).astype(np.float32)

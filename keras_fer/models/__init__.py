@@ -42,6 +42,7 @@ from keras_fer.errors import FerOptionError, check_finite, check_integer
 __all__ = [
     "ModelInfo",
     "build_model",
+    "config_mismatch",
     "count_flops",
     "default_input_shape",
     "finish_model",
@@ -255,6 +256,54 @@ def weight_mismatch(model, reference, reference_name="the other"):
                 f"weight {mine.path} has shape {tuple(mine.shape)}, "
                 f"{reference_name}'s {theirs.path} {tuple(theirs.shape)}"
             )
+    return None
+
+
+# Layer settings that do not change what a model computes at inference, or that follow the
+# training data or run rather than the architecture.
+_INFERENCE_NEUTRAL_KEYS = frozenset({"name", "dtype", "seed", "trainable", "mean", "std"})
+_INFERENCE_IDENTITY_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+                              "GaussianNoise", "GaussianDropout", "AlphaDropout")
+
+
+def _inference_layers(model):
+    """The layers that act at inference, nested models expanded, in order."""
+    import keras
+
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found += _inference_layers(layer)
+        elif type(layer).__name__ not in _INFERENCE_IDENTITY_LAYERS and not isinstance(layer, keras.layers.InputLayer):
+            found.append(layer)
+    return found
+
+
+def config_mismatch(model, reference, reference_name="the other"):
+    """Why `model` computes otherwise than `reference` with the same weights, or None when alike.
+
+    Weights that fit one for one (`weight_mismatch`) can still sit in models built with other
+    weight-free options: another activation or LeakyReLU slope, a final Softmax. Each layer that
+    acts at inference is compared with its counterpart by class and configuration, leaving out
+    names, dtypes, seeds, trainability and `Preprocessing`'s dataset statistics; dropout and
+    noise layers, which pass faces through at inference, are skipped.
+
+    Returns:
+        None, or a short phrase such as "layer dense1_act has negative_slope=0.1, the other's
+        dense1_act 0.3".
+    """
+    mine, theirs = _inference_layers(model), _inference_layers(reference)
+    for layer, other in zip(mine, theirs):
+        if type(layer) is not type(other):
+            return (f"layer {layer.name} is a {type(layer).__name__}, {reference_name}'s {other.name} a "
+                    f"{type(other).__name__}")
+        given, wanted = layer.get_config(), other.get_config()
+        for key in sorted(set(given) | set(wanted)):
+            if key not in _INFERENCE_NEUTRAL_KEYS and given.get(key) != wanted.get(key):
+                return (f"layer {layer.name} has {key}={given.get(key)!r}, {reference_name}'s {other.name} "
+                        f"{wanted.get(key)!r}")
+    if len(mine) != len(theirs):
+        return f"has {len(mine)} layers acting at inference, {reference_name} has {len(theirs)}"
     return None
 
 
