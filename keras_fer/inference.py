@@ -575,10 +575,10 @@ def _count(confusions, split, truth, predicted):
 def evaluation_from_confusion(confusion):
     """A `metrics.Evaluation` computed from a 7x7 confusion matrix (rows true, columns predicted).
 
-    Same definitions as scikit-learn with `labels=range(7)`, `zero_division=0`: macro-F1 is the
-    mean F1 over all 7 classes.
+    Same definitions as `metrics.evaluate`: scikit-learn's with `zero_division=0`, macro-F1 the
+    mean F1 of the classes that occur in the labels or the predictions.
     """
-    from keras_fer.metrics import Evaluation
+    from keras_fer.metrics import Evaluation, macro_f1
 
     confusion = np.asarray(confusion, np.int64)
     true_positives = np.diag(confusion).astype(np.float64)
@@ -591,7 +591,7 @@ def evaluation_from_confusion(confusion):
     total = confusion.sum()
     return Evaluation(
         accuracy=float(true_positives.sum() / total) if total else 0.0,
-        macro_f1=float(f1.mean()),
+        macro_f1=macro_f1(f1, support, predicted),
         precision=precision, recall=recall, f1=f1, support=support.astype(np.int64),
         confusion=confusion,
     )

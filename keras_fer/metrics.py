@@ -12,7 +12,9 @@ class Evaluation:
     """Scores of predictions against labels.
 
     Attributes:
-        accuracy, macro_f1: overall scores.
+        accuracy, macro_f1: overall scores; macro-F1 is the mean F1 of the classes that occur
+            in the labels or the predictions (scikit-learn's `f1_score(average="macro")`
+            without `labels=`): a class with no image and no prediction is not a 0 in it.
         precision, recall, f1: per-class arrays of length 7.
         support: images per class.
         confusion: counts, rows = true class, columns = predicted class.
@@ -33,12 +35,13 @@ class Evaluation:
         return np.divide(self.confusion, totals, out=np.zeros(self.confusion.shape), where=totals > 0)
 
     def most_confused(self, count=3):
-        """The `count` largest off-diagonal shares as `(true name, predicted name, share)`."""
+        """The `count` largest off-diagonal shares as `(true name, predicted name, share)`,
+        largest first; fewer when fewer pairs are confused at all."""
         shares = self.confusion_normalized.copy()
         np.fill_diagonal(shares, 0.0)
-        order = np.argsort(shares, axis=None)[::-1][:count]
+        order = sorted(np.flatnonzero(shares > 0), key=lambda index: (-shares.flat[index], index))  # ties: row order
         return [(CLASS_NAMES[i], CLASS_NAMES[j], float(shares[i, j]))
-                for i, j in zip(*np.unravel_index(order, shares.shape))]
+                for i, j in zip(*np.unravel_index(np.array(order[:count], dtype=np.int64), shares.shape))]
 
     def report(self):
         """A classification report in scikit-learn's layout, with class names."""
@@ -63,6 +66,13 @@ class Evaluation:
         }
 
 
+def macro_f1(f1, support, predicted):
+    """The mean of the per-class `f1` over the classes with images (`support`) or predictions
+    (`predicted`, per-class counts); 0.0 when there are none."""
+    occurring = (np.asarray(support) > 0) | (np.asarray(predicted) > 0)
+    return float(np.mean(np.asarray(f1)[occurring])) if occurring.any() else 0.0
+
+
 def evaluate(labels, predictions):
     """Score integer `predictions` (or `(N, 7)` probabilities/logits) against integer `labels`."""
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
@@ -75,12 +85,10 @@ def evaluate(labels, predictions):
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predictions, labels=classes, zero_division=0
     )
-    _, _, macro_f1, _ = precision_recall_fscore_support(
-        labels, predictions, labels=classes, average="macro", zero_division=0
-    )
+    confusion = confusion_matrix(labels, predictions, labels=classes)
     return Evaluation(
         accuracy=float(accuracy_score(labels, predictions)) if len(labels) else 0.0,
-        macro_f1=float(macro_f1),
+        macro_f1=macro_f1(f1, support, confusion.sum(axis=0)),
         precision=precision, recall=recall, f1=f1, support=support.astype(np.int64),
-        confusion=confusion_matrix(labels, predictions, labels=classes),
+        confusion=confusion,
     )
