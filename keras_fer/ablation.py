@@ -176,7 +176,9 @@ def summarize_run(run_dir):
         "run": str(run_dir), "arch": config.get("arch"), "epochs": len(history),
         "best_epoch": best["epoch"] if best else None,
         "best_val_accuracy": best["val_accuracy"] if best else None,
-        "cpu_minutes": sum(row.get("cpu_seconds", 0.0) for row in history) / 60,
+        # NaN when an epoch has no CPU time (a run from before it was measured, or resumed since):
+        # not the 0.0 a missing column summed to.
+        "cpu_minutes": sum(row.get("cpu_seconds", math.nan) for row in history) / 60,
         "train_images": config.get("train_images"), "val_images": config.get("val_images"),
         "history": {key: [row.get(key, float("nan")) for row in history] for key in HISTORY_COLUMNS},
     }
@@ -318,10 +320,15 @@ def accuracy_text(row):
     return "-" if row["best_val_accuracy"] is None else f"{row['best_val_accuracy']:.4f}"
 
 
+def cpu_text(row):
+    """A `summarize_run` row's CPU minutes as text, `-` when some epoch's were not measured."""
+    return f"{row['cpu_minutes']:.1f}" if math.isfinite(row["cpu_minutes"]) else "-"
+
+
 def describe_run(label, row):
     """One line for a `summarize_run` row: accuracy, best epoch, CPU time."""
     return (f"{label}: validation accuracy {accuracy_text(row)} (epoch {row['best_epoch'] or '-'} of "
-            f"{row['epochs']}), {row['cpu_minutes']:.1f} CPU-min, {row['run']}")
+            f"{row['epochs']}), {cpu_text(row)} CPU-min, {row['run']}")
 
 
 def _changes(ablation, run_dir):
@@ -371,7 +378,7 @@ def write_ablation(ablation, runs, out):
         lines.append(
             f"| {row['label']} | `{row['arch']}` | `{Path(row['run']).name}` | {row['train_images']} / "
             f"{row['val_images']} | {row['epochs']} | {row['best_epoch'] or '-'} | {accuracy_text(row)} | "
-            f"{row['cpu_minutes']:.1f} |"
+            f"{cpu_text(row)} |"
         )
     table_path = Path(out) / f"ablation-{ablation.name}.md"
     write_text(table_path, "\n".join(lines) + "\n")

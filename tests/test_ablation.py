@@ -141,6 +141,18 @@ def test_summarize_run_names_a_missing_history(tmp_path):
     assert str(tmp_path) in str(caught.value)
 
 
+def test_a_run_without_cpu_time_shows_none_rather_than_zero(tmp_path):
+    # A history.csv from before CPU time was recorded summed to 0.0 CPU minutes.
+    (tmp_path / "config.json").write_text('{"arch": "cnn4", "train_images": 10, "val_images": 5}')
+    (tmp_path / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n"
+                                          "1,1.9,0.3,1.8,0.4,0.001,600\n2,1.7,0.4,1.6,0.5,0.001,600\n")
+    row = ablation.summarize_run(tmp_path)
+    assert ablation.describe_run("old", row) == f"old: validation accuracy 0.5000 (epoch 2 of 2), - CPU-min, {tmp_path}"
+    (tmp_path / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,cpu_seconds\n"
+                                          "1,1.9,0.3,1.8,0.4,0.001,600,60\n2,1.7,0.4,1.6,0.5,0.001,600,90\n")
+    assert ablation.cpu_text(ablation.summarize_run(tmp_path)) == "2.5"
+
+
 def test_compare_figure_marks_each_best():
     figure = plots.compare_figure({
         "a": {"epoch": [1, 2], "loss": [2, 1], "accuracy": [0.3, 0.4],
