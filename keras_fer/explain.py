@@ -477,8 +477,9 @@ def _plus_plus_weights(features, grads):
 
 def cam_layer(model, layer=None, rectified=False):
     """The layer a class activation map (`grad_cam`, `score_cam`) uses: `layer`, or by default
-    the last conv layer; with `rectified` (Grad-CAM++, Score-CAM) its rectified output
-    (`convN_act`, in the zoo's models) when there is one, since those methods assume
+    the last conv layer; with `rectified` (Grad-CAM++, Score-CAM) its activation output
+    (`convN_act`, in the zoo's models: a ReLU, or cnn4's LeakyReLU, nearly non-negative) when
+    there is one, since those methods assume
     non-negative feature maps (Grad-CAM++ on a pre-activation conv layer gave a fifth of the
     demo faces an all-zero map)."""
     target = find_layer(model, layer)
