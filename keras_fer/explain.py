@@ -91,7 +91,10 @@ def find_layer(model, name=None, *, rank4=True):
     convs = conv_layers(model)
     if name is None:
         if not convs:
-            raise FerOptionError(f"model {model.name!r} has no convolution layers to explain")
+            spatial = feature_layers(model)
+            hint = (f": name a layer with 2-D feature maps ({', '.join(spatial)}; LayerCAM keeps its detail), or "
+                    "use saliency" if spatial else ": use saliency, which needs no layer")
+            raise FerOptionError(f"model {model.name!r} has no convolution layers to explain by default{hint}")
         name = convs[-1]
     for layer in walk_layers(model):
         if layer.name == name:

@@ -149,6 +149,10 @@ def test_cams_reach_the_weight_free_layers_before_the_first_weights():
         heat = np.maximum((weights * features).sum(axis=-1, keepdims=True), 0)
         expected = explain._normalize(tf.image.resize(heat, (48, 48), method="bilinear").numpy()[..., 0])
         np.testing.assert_allclose(getattr(explain, method)(model, images, layer="pool1"), expected, atol=1e-4)
+    # With no conv layer there is no default; the error names the layers that work.
+    with pytest.raises(FerOptionError, match=r"no convolution layers to explain by default: name a layer with 2-D "
+                                             r"feature maps \(pool1, drop1; LayerCAM keeps its detail\)"):
+        explain.layer_cam(model, images)
 
 
 @pytest.mark.parametrize("method", ["grad_cam", "layer_cam"])
