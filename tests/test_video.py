@@ -113,7 +113,8 @@ def test_bad_videos_and_options_are_data_errors_with_no_output(tmp_path, predict
     assert clip.read_bytes() == before
 
 
-@pytest.mark.parametrize("extension, image", [(".png", "PNG"), (".jpg", "JPEG"), (".bmp", "BMP")])
+@pytest.mark.parametrize("extension, image", [(".png", "PNG"), (".jpg", "JPEG"), (".bmp", "BMP"), (".pgm", "PGM"),
+                                              (".jp2", "JP2"), (".pbm", "PBM")])
 def test_an_image_named_as_a_video_is_refused_and_an_avi_is_not_taken_for_an_image(tmp_path, predictors,
                                                                                      extension, image):
     import cv2
@@ -215,6 +216,31 @@ def test_a_camera_is_read_live_until_frames_or_ctrl_c(tmp_path, capsys, monkeypa
     assert "10 faces in 10 analysed of 10 frames" in printed and "s, stopped by Ctrl-C" in printed
     assert len(read_rows(out)) == 10
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_camera_recording_is_written_when_its_live_lines_reader_goes(tmp_path, monkeypatch, capsys):
+    # `predict.py --camera | tee log`, Ctrl-C: tee died with it, the next live line raised
+    # BrokenPipeError inside the CSV's atomic write, and the recording was lost (exit 1).
+    import io
+    import sys
+
+    class GoneAfterTwoFrames(io.StringIO):
+        def write(self, text):
+            if "frame 2" in text or self.closed_reader:
+                self.closed_reader = True
+                raise BrokenPipeError(32, "Broken pipe")
+            return super().write(text)
+
+        closed_reader = False
+
+    run = save_run(tmp_path / "run", tiny_model(4), PRIOR)
+    fake_cameras(monkeypatch, face_video(tmp_path / "clip.mp4", count=8))
+    monkeypatch.setattr(sys, "stdout", GoneAfterTwoFrames())
+    out = tmp_path / "cam.csv"
+    assert main(["--camera", "--frames", "6", "--model", str(run), "--backend", "keras", "--no-detect",
+                 "--out", str(out)]) == 0
+    assert [row["frame"] for row in read_rows(out)] == [str(i) for i in range(6)]
+    assert (tmp_path / "cam_timeline.png").exists()
 
 
 def test_camera_errors_are_one_line_before_any_model_loads(tmp_path, capsys, monkeypatch):

@@ -405,10 +405,18 @@ def _source(options):
 
 
 def _say_faces(index, second, boxes, rows):
-    """A camera's live line for one analysed frame."""
+    """A camera's live line for one analysed frame. When stdout's reader has gone (`| tee`,
+    killed by the same Ctrl-C), the lines stop and the recording goes on to be written."""
     faces = "; ".join(f"face {number} {CLASS_NAMES[int(row.argmax())]} {row.max():.2f}"
                       for number, row in enumerate(rows, start=1)) or "no face"
-    _say(f"frame {index} ({second:.1f} s): {faces}")
+    try:
+        _say(f"frame {index} ({second:.1f} s): {faces}")
+    except BrokenPipeError:
+        import os
+
+        with contextlib.suppress(OSError, ValueError):  # the descriptor too, for what flushes at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stdout for the rest of the process
 
 
 def run_video(options, predictors, timings, frame_count=0):
