@@ -85,7 +85,9 @@ class VideoResult:
 # The first bytes of the image formats OpenCV reads: FFmpeg opens such a file named .mp4 as a
 # one-frame "video" (its image2 demuxer), which would be analysed as a video of one frame.
 IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"),
-                    (b"RIFF", "WebP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"GIF8", "GIF"))
+                    (b"RIFF", "WebP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"GIF8", "GIF"),
+                    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JP2"), (b"\xffO\xffQ", "JP2"))
+PNM_NAMES = {b"1": "PBM", b"2": "PGM", b"3": "PPM", b"4": "PBM", b"5": "PGM", b"6": "PPM"}
 
 
 def _image_format(path):
@@ -94,6 +96,8 @@ def _image_format(path):
         head = handle.read(12)
     if head.startswith(b"RIFF") and head[8:12] != b"WEBP":  # RIFF also holds AVI
         return None
+    if head[:1] == b"P" and head[1:2] in PNM_NAMES and head[2:3].isspace():  # P1-P6 and a blank: netpbm
+        return PNM_NAMES[head[1:2]]
     return next((name for signature, name in IMAGE_SIGNATURES if head.startswith(signature)), None)
 
 
