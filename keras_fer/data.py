@@ -107,8 +107,13 @@ class Images:
 
 
 def id_key(text):
-    """What an id is to a scorer that reads numbers: "007" and "7" are one id."""
-    return str(int(text)) if text.isascii() and text.isdigit() else text
+    """What an id is to a scorer that reads numbers: "007", "+7" and "7" are one id, "-0" is
+    "0". No `int()`: Python refuses to convert over 4,300 digits."""
+    sign, digits = (text[0], text[1:]) if text[:1] in "+-" and len(text) > 1 else ("", text)
+    if not (digits.isascii() and digits.isdigit()):
+        return text
+    digits = digits.lstrip("0") or "0"
+    return digits if sign != "-" or digits == "0" else "-" + digits
 
 
 def concatenate(parts, source=""):

@@ -226,6 +226,13 @@ def test_ids_one_as_numbers_are_one_id(tmp_path):
         cv2.imwrite(str(folder / name), np.full((48, 48), 100, np.uint8))
     with pytest.raises(FerDataError, match=r"007\.png and 7\.png would both have the id '007' / '7'"):
         data.read(folder)
+    # Signs and zeros as a number-reading scorer takes them; a 5,000-digit id without int()'s limit.
+    assert [data.id_key(text) for text in ("+7", "-0", "-007", "0", "+", "-x", "٣")] == ["7", "0", "-7", "0", "+",
+                                                                                       "-x", "٣"]
+    long = "9" * 5000
+    path = write_rows(tmp_path / "long.csv", "id,feature", [f"{long},{GOOD}", f"+{long},{GOOD}"])
+    with pytest.raises(FerDataError, match=r"is id '9{5000}' again"):
+        data.read(path)
 
 
 def test_usage_values_are_read_whatever_their_case(tmp_path):
