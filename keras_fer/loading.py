@@ -425,9 +425,12 @@ def keras_predict(model, faces, batch_size=DEFAULT_BATCH_SIZE):
     with warnings.catch_warnings():
         # TensorFlow 2.21's tensors lack NumPy 2's `copy` argument: noise, not our concern.
         warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
-        parts = [np.asarray(model.predict_on_batch(faces[start:start + batch_size]))
+        parts = [model.predict_on_batch(faces[start:start + batch_size])
                  for start in range(0, max(len(faces), 1), batch_size)]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if isinstance(parts[0], (list, tuple)):  # several outputs: each joined over the batches, as predict gives
+        outputs = range(len(parts[0]))
+        return np.asarray([np.concatenate([np.asarray(part[index]) for part in parts]) for index in outputs])
+    return np.concatenate([np.asarray(part) for part in parts])
 
 
 @contextlib.contextmanager

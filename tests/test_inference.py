@@ -672,3 +672,22 @@ def test_malformed_row_leaves_no_partial_submission(tmp_path, keras_predictors, 
         inference.predict_csv(path, [keras_predictors["a"]], out, chunk_rows=4)
     assert out.read_text() == "previous\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "sub.csv"]
+
+
+def test_keras_predict_joins_batches_of_every_output():
+    # predict_on_batch per batch: a model with two heads came out (4, 3, 7) for 6 faces in
+    # batches of 3 instead of predict's (2, 6, 7).
+    import keras
+
+    from keras_fer.loading import keras_predict
+
+    inputs = keras.Input((48, 48, 1))
+    flat = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, [keras.layers.Dense(7)(flat), keras.layers.Dense(7)(flat)])
+    faces = np.random.default_rng(0).integers(0, 256, (7, 48, 48, 1)).astype(np.float32)
+    expected = np.asarray(model.predict(faces, verbose=0))
+    for batch_size in (1, 3, 7, 256):
+        np.testing.assert_allclose(keras_predict(model, faces, batch_size), expected, rtol=1e-5, atol=1e-5)
+    single = keras.Model(inputs, keras.layers.Dense(7)(flat))
+    np.testing.assert_allclose(keras_predict(single, faces, 3), single.predict(faces, verbose=0), rtol=1e-5, atol=1e-5)
+    assert keras_predict(single, faces[:0], 3).shape == (0, 7)
