@@ -603,8 +603,11 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
             f"<tr><td>{html.escape(true)}</td><td>{html.escape(predicted)}</td><td>{share:.1%}</td></tr>"
             for true, predicted, share in evaluation.most_confused(5)
         )
-        section.raw("<p>Most confused pairs (share of the true class predicted as the other):</p>"
-                    f"<table><tr><th>true</th><th>predicted as</th><th>share</th></tr>{rows}</table>")
+        if rows:
+            section.raw("<p>Most confused pairs (share of the true class predicted as the other):</p>"
+                        f"<table><tr><th>true</th><th>predicted as</th><th>share</th></tr>{rows}</table>")
+        else:
+            section.raw("<p>No class was confused with another.</p>")
         section.pre(evaluation.report())
 
     def classes(section):

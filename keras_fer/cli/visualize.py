@@ -352,7 +352,7 @@ def _confusion(args):
     run = report.read_run(args.run)
     evaluation = report.run_evaluation(run)
     path = _save(report.confusion_figure(run, evaluation), args.out, "confusion.png")
-    pairs = ", ".join(f"{t} -> {p} {s:.1%}" for t, p, s in evaluation.most_confused(3))
+    pairs = ", ".join(f"{t} -> {p} {s:.1%}" for t, p, s in evaluation.most_confused(3)) or "none"
     print(f"accuracy {evaluation.accuracy:.4f}; most confused: {pairs}")
     return path
 
