@@ -90,9 +90,10 @@ class Images:
         text = str(image_id)
         matches = np.flatnonzero(self.ids == text)
         if len(matches) == 0 and text.isascii() and text.isdigit():
-            # "00000" names id 0 when ids are plain numbers, and a row number otherwise.
-            matches = np.flatnonzero(self.ids == str(int(text)))
-            if len(matches) == 0 and int(text) < len(self):
+            # "00000" names id 0 when ids are plain numbers, and a row number otherwise (a short
+            # one: int() refuses 5,000 digits).
+            matches = np.flatnonzero(self.ids == id_key(text))
+            if len(matches) == 0 and len(text.lstrip("0")) < 19 and int(text) < len(self):
                 return int(text)
         if len(matches) == 0:
             raise FerDataError(f"no image with id {text!r} (ids run {describe_ids(self.ids)})", self.source)

@@ -48,6 +48,8 @@ def test_id_feature_round_trip(tmp_path):
     assert list(back.ids) == ["7", "8", "9", "10", "11"]
     np.testing.assert_array_equal(back.pixels, images.pixels)
     assert back.index_of("00009") == 2
+    with pytest.raises(FerDataError, match="no image with id '9999"):  # not int()'s ValueError for 5,000 digits
+        back.index_of("9" * 5000)
     # Ids with a comma or a quote (image names such as "x,y.png") are quoted, not split.
     images.ids = np.array(["x,y", 'say "hi"', "7", "a b", "é"], dtype=object)
     data.write_csv(images, tmp_path / "odd.csv.gz")
