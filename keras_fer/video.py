@@ -61,7 +61,7 @@ class VideoResult:
         timeline: `(analysed, 7)` probabilities of each analysed frame's largest face (NaN
             rows for frames without a face).
         annotated: the annotated copy of the video, if one was asked for.
-        stopped: True when Ctrl-C ended a camera's recording.
+        stopped: True when Ctrl-C (a camera) or q in the window (`show`) ended the reading.
     """
 
     out: Path
@@ -174,14 +174,13 @@ def check_video(path, out=None, annotate=None):
 
 
 @contextlib.contextmanager
-def _stop_on_interrupt(enabled):
+def _stop_on_interrupt(enabled, stop):
     """While enabled, Ctrl-C (SIGINT) sets `stop["now"]` instead of raising, so a camera's
     frames are finished and written when the user stops it. Only the main thread can catch
     signals; elsewhere Ctrl-C raises as usual."""
     import signal
     import threading
 
-    stop = {"now": False}
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield stop
         return
@@ -196,6 +195,55 @@ def _stop_on_interrupt(enabled):
         signal.signal(signal.SIGINT, previous)
 
 
+def check_window():
+    """Check that OpenCV can open a window here, for `show`.
+
+    Raises:
+        FerOptionError: for an OpenCV built without window support (`opencv-python-headless`,
+            what keras-fer installs) or a machine without a display.
+    """
+    import cv2
+
+    from keras_fer.loading import quiet_native_stderr
+
+    try:
+        with quiet_native_stderr():  # GTK's own complaint about a missing display
+            cv2.namedWindow("keras-fer", cv2.WINDOW_NORMAL)
+            cv2.destroyWindow("keras-fer")
+    except cv2.error as error:
+        if "not implemented" in str(error):
+            raise FerOptionError("--show needs OpenCV with window support; this one has none (keras-fer installs "
+                                 "opencv-python-headless): pip uninstall -y opencv-python-headless && pip install "
+                                 f"opencv-python=={cv2.__version__}") from None
+        reason = str(error).strip().splitlines()[-1]
+        raise FerOptionError(f"--show cannot open a window here (no display?): {reason}") from None
+
+
+class _Window:
+    """Each frame shown with its boxes and captions (`show`); q or Esc in the window stops."""
+
+    STOP_KEYS = (ord("q"), ord("Q"), 27)
+
+    def __init__(self, title):
+        import cv2
+
+        self.title = title
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+
+    def show(self, canvas):
+        """Draw `canvas`; False when the user asked to stop."""
+        import cv2
+
+        cv2.imshow(self.title, canvas)
+        return (cv2.waitKey(1) & 0xFF) not in self.STOP_KEYS
+
+    def close(self):
+        import cv2
+
+        with contextlib.suppress(cv2.error):
+            cv2.destroyWindow(self.title)
+
+
 class _AnnotatedWriter:
     """An .mp4 copy of the video with boxes and captions, made once the first frame's size is known.
     `temporary` is written; `target` (the file it will become) is the name errors give."""
@@ -203,10 +251,10 @@ class _AnnotatedWriter:
     def __init__(self, temporary, target, fps):
         self.temporary, self.target, self.fps, self.writer = temporary, target, fps, None
 
-    def write(self, frame, boxes, captions):
+    def write(self, canvas):
+        """Append `canvas`, a frame with its boxes and captions drawn (`faces.annotate`)."""
         import cv2
 
-        canvas = face_tools.annotate(frame, boxes, captions)
         if self.writer is None:
             height, width = canvas.shape[:2]
             self.writer = cv2.VideoWriter(str(self.temporary), cv2.VideoWriter_fourcc(*"mp4v"), self.fps or 25.0,
@@ -233,7 +281,7 @@ def _frame_time(capture, index, fps):
 
 def predict_video(path, predictors, out, every=1, tta="none", prior_correction=False, proba=False,
                   min_face=face_tools.DEFAULT_MIN_FACE, detect=True, annotate=None, on_frames=None, detector="haar",
-                  max_frames=None, on_analysed=None):
+                  max_frames=None, on_analysed=None, show=False):
     """Classify the faces of every `every`-th frame of a video and write them as a CSV.
 
     Args:
@@ -255,6 +303,9 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
         max_frames: stop after this many frames (None: to the end, or Ctrl-C for a camera).
         on_analysed: called with `(frame index, seconds, boxes, probabilities)` for each
             analysed frame, once it is classified (a camera's live output).
+        show: show every frame with its boxes and captions in a window as it is classified
+            (`check_window` says whether OpenCV can); q or Esc in the window ends the reading
+            as Ctrl-C ends a camera's, and what was read is written.
 
     Returns:
         A `VideoResult`.
@@ -274,11 +325,12 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
     path, out = (path if camera else Path(path)), Path(out)
     annotated = _check_outputs(path, out, annotate)
     started = None  # a camera's first frame, by the monotonic clock
+    stop = {"now": False}  # set by Ctrl-C (a camera) or q in the window
     times, timeline = [], []
     counts = {"frames": 0, "faces": 0}
     boxes_now, captions_now = [], []  # the last analysed frame's, drawn on the frames after it
 
-    def flush(held, writer, annotation):
+    def flush(held, writer, annotation, window):
         nonlocal boxes_now, captions_now
         searched = iter(face_tools.face_boxes_each([frame for _, _, frame, analyse in held if analyse],
                                                    detect, min_face, detector))
@@ -309,8 +361,12 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
                 counts["faces"] += len(boxes)
                 boxes_now = boxes
                 captions_now = [f"{CLASS_NAMES[int(row.argmax())]} {row.max():.2f}" for row in mine]
-            if annotation is not None:
-                annotation.write(frame, boxes_now, captions_now)
+            if annotation is not None or window is not None:
+                canvas = face_tools.annotate(frame, boxes_now, captions_now)
+                if annotation is not None:
+                    annotation.write(canvas)
+                if window is not None and not window.show(canvas):
+                    stop["now"] = True
 
     capture, fps, _ = open_video(path)
     try:
@@ -319,13 +375,15 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
             writer = csv.writer(stream, lineterminator="\n")
             writer.writerow(HEADER + (list(CLASS_NAMES) if proba else []))
             annotation = _AnnotatedWriter(temporary, annotated, fps) if annotated is not None else None
+            window = _Window(f"keras-fer: {Path(str(source_name(path))).name}") if show else None
+            every_frame = annotation is not None or window is not None  # drawn, so decoded
             held, held_bytes = [], 0
             try:
-                with _stop_on_interrupt(camera) as stop:
+                with _stop_on_interrupt(camera, stop):
                     while not stop["now"] and (max_frames is None or counts["frames"] < max_frames):
                         analyse = counts["frames"] % int(every) == 0
                         with quiet_native_stderr():  # FFmpeg's complaints about a damaged frame
-                            if analyse or annotation is not None:
+                            if analyse or every_frame:
                                 ok, frame = capture.read()
                             else:
                                 ok, frame = capture.grab(), None
@@ -339,22 +397,25 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
                         if analyse:  # its faces are found in `flush`, with the other held frames'
                             second = now - started if camera else _frame_time(capture, index, fps)
                             held.append((index, second, frame, True))
-                        elif annotation is not None:
+                        elif every_frame:
                             held.append((index, None, frame, False))
                         held_bytes += frame.nbytes if frame is not None else 0
-                        # A camera's frames are classified as they come: its output is live.
-                        if camera and analyse or len(held) >= BUFFERED_FRAMES or held_bytes >= BUFFERED_BYTES:
-                            flush(held, writer, annotation)
+                        # A camera's frames, and any shown, are classified as they come: live.
+                        live = camera or window is not None
+                        if live and analyse or len(held) >= BUFFERED_FRAMES or held_bytes >= BUFFERED_BYTES:
+                            flush(held, writer, annotation, window)
                             held, held_bytes = [], 0
                             if on_frames is not None:
                                 on_frames(counts["frames"])
                     stopped = stop["now"]
-                flush(held, writer, annotation)
+                flush(held, writer, annotation, window)
                 if on_frames is not None:
                     on_frames(counts["frames"])
             finally:
                 if annotation is not None:
                     annotation.close()
+                if window is not None:
+                    window.close()
             if counts["frames"] == 0:
                 raise FerDataError("no frame could be read (empty or corrupt video)" if not camera
                                    else "gave no frame", source_name(path))

@@ -243,6 +243,34 @@ def test_a_camera_recording_is_written_when_its_live_lines_reader_goes(tmp_path,
     assert (tmp_path / "cam_timeline.png").exists()
 
 
+def test_show_draws_each_frame_live_and_q_stops_it(tmp_path, capsys, monkeypatch):
+    # A window per frame where OpenCV has one (this machine's headless OpenCV has none: faked).
+    run = save_run(tmp_path / "run", tiny_model(4), PRIOR)
+    clip = face_video(tmp_path / "clip.mp4", count=20)
+    out = tmp_path / "shown.csv"
+    argv = [str(clip), "--model", str(run), "--backend", "keras", "--no-detect", "--every", "2", "--out", str(out)]
+    assert main([*argv, "--show"]) == 2  # no window support here: one line, before any model loads
+    err = capsys.readouterr().err
+    assert err.startswith("error: --show needs OpenCV with window support") and err.count("\n") == 1
+    assert "pip install opencv-python==" in err and not out.exists()
+    shown = []
+
+    def waitKey(delay):  # noqa: N802 - OpenCV's name
+        return ord("q") if len(shown) == 7 else -1
+
+    monkeypatch.setattr(cv2, "namedWindow", lambda *args: None)
+    monkeypatch.setattr(cv2, "destroyWindow", lambda *args: None)
+    monkeypatch.setattr(cv2, "imshow", lambda title, canvas: shown.append((title, canvas.copy())))
+    monkeypatch.setattr(cv2, "waitKey", waitKey)
+    assert main([*argv, "--show"]) == 0
+    # Every frame drawn (boxes of the last analysed one), as it comes, until q after the 7th.
+    assert len(shown) == 7 and shown[0][0] == "keras-fer: clip.mp4"
+    assert shown[0][1].shape[2] == 3 and shown[0][1].dtype == np.uint8  # the annotated colour copy
+    rows = read_rows(out)
+    assert [row["frame"] for row in rows] == ["0", "2", "4", "6"]
+    assert "4 faces in 4 analysed of 7 frames" in capsys.readouterr().out
+
+
 def test_camera_errors_are_one_line_before_any_model_loads(tmp_path, capsys, monkeypatch):
     fake_cameras(monkeypatch, face_video(tmp_path / "clip.mp4", count=3))
     out = tmp_path / "cam.csv"
@@ -269,7 +297,9 @@ def test_frames_stops_a_video_early_and_is_refused_for_other_inputs(tmp_path, pr
     csv_input = tmp_path / "test.csv"
     csv_input.write_text("id,feature\n0," + " ".join(["1"] * 2304) + "\n")
     assert main([str(csv_input), "--frames", "3", "--out", str(tmp_path / "sub.csv")]) == 2
-    assert "--frames picks a video's frames" in capsys.readouterr().err
+    assert "--frames is for videos and cameras" in capsys.readouterr().err
+    assert main([str(csv_input), "--show", "--out", str(tmp_path / "sub.csv")]) == 2
+    assert "--show is for videos and cameras" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("cap", ["frames", "bytes"])

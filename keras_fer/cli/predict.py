@@ -74,6 +74,7 @@ class PredictOptions:
     every: int = 1
     camera: int = None
     frames: int = None
+    show: bool = False
     export: str = None
     export_to: str = None
     backend: str = "auto"
@@ -139,6 +140,10 @@ def build_parser():
                         help="read camera N (default 0: the first, /dev/video0 on Linux) instead of an input, "
                         "until --frames or Ctrl-C; each analysed frame's faces are printed as they come, and the "
                         "CSV, the timeline (and --annotate's DIR/cameraN.mp4) are written when it stops")
+    parser.add_argument("--show", action="store_true",
+                        help="video and camera: show each frame with its faces in a window as it is classified; q or "
+                        "Esc in the window stops (and writes what was read). Needs OpenCV with window support "
+                        "(opencv-python, not the opencv-python-headless keras-fer installs) and a display")
     parser.add_argument("--frames", type=int, metavar="N",
                         help="video and camera: stop after N frames (default: the whole video; a camera until "
                         "Ctrl-C)")
@@ -440,14 +445,14 @@ def run_video(options, predictors, timings, frame_count=0):
                                options.prior_correction, options.proba, options.min_face, not options.no_detect,
                                options.annotate, detector=options.detector,
                                on_frames=lambda done: bar.update(done - bar.n), max_frames=options.frames,
-                               on_analysed=_say_faces if camera else None)
+                               on_analysed=_say_faces if camera else None, show=options.show)
     finally:
         bar.close()
     timings.infer_s += time.perf_counter() - start
     if camera:
         span = f", {result.times[-1]:.1f} s" if len(result.times) else ""
         if result.stopped:
-            span += ", stopped by Ctrl-C"
+            span += ", stopped by Ctrl-C" if not options.show else ", stopped (Ctrl-C or q)"
     else:
         span = f", {result.frames / result.fps:.1f} s at {result.fps:g} fps" if result.fps else ""
     _say(f"wrote {result.out}: {_count_of(result.faces, 'face')} in {result.analysed} analysed of "
@@ -561,9 +566,10 @@ def main(argv=None):
     if not (images or video) and options.annotate:
         raise FerOptionError(f"--annotate draws on photos and videos; {options.input} holds face crops: "
                              "drop --annotate")
-    if not video and (options.every != 1 or options.frames is not None):
-        flag, value = ("every", options.every) if options.every != 1 else ("frames", options.frames)
-        raise FerOptionError(f"--{flag} picks a video's frames; {options.input} is no video. "
+    if not video and (options.every != 1 or options.frames is not None or options.show):
+        flag, value = (("every", options.every) if options.every != 1 else ("frames", options.frames)
+                       if options.frames is not None else ("show", True))
+        raise FerOptionError(f"--{flag} is for videos and cameras; {options.input} is no video. "
                              f"Received: {flag}={value}")
     if (images or video) and options.saved_proba:
         raise FerOptionError(f"--saved-proba averages in probabilities saved for a CSV: give that CSV as the input. "
@@ -578,6 +584,10 @@ def main(argv=None):
         from keras_fer.video import check_video
 
         frame_count = check_video(_source(options), _out_path(options), options.annotate)
+        if options.show:
+            from keras_fer.video import check_window
+
+            check_window()
 
     start = time.perf_counter()
     models = _models_or_default(options)
