@@ -202,21 +202,29 @@ def check_window():
         FerOptionError: for an OpenCV built without window support (`opencv-python-headless`,
             what keras-fer installs) or a machine without a display.
     """
+    import os
+    import re
+    import sys
+
     import cv2
 
     from keras_fer.loading import quiet_native_stderr
 
+    gui = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
+    if gui is not None and gui.group(1).upper() == "NONE":
+        raise FerOptionError("--show needs OpenCV with window support; this one has none (keras-fer installs "
+                             "opencv-python-headless): pip uninstall -y opencv-python-headless && pip install "
+                             f"opencv-python=={cv2.__version__}")
+    # Qt, the GUI of OpenCV's Linux wheels, aborts the process when it finds no display.
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise FerOptionError("--show needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set here")
     try:
-        with quiet_native_stderr():  # GTK's own complaint about a missing display
+        with quiet_native_stderr():  # the GUI's own complaint about a display it cannot open
             cv2.namedWindow("keras-fer", cv2.WINDOW_NORMAL)
             cv2.destroyWindow("keras-fer")
     except cv2.error as error:
-        if "not implemented" in str(error):
-            raise FerOptionError("--show needs OpenCV with window support; this one has none (keras-fer installs "
-                                 "opencv-python-headless): pip uninstall -y opencv-python-headless && pip install "
-                                 f"opencv-python=={cv2.__version__}") from None
         reason = str(error).strip().splitlines()[-1]
-        raise FerOptionError(f"--show cannot open a window here (no display?): {reason}") from None
+        raise FerOptionError(f"--show cannot open a window here: {reason}") from None
 
 
 class _Window:

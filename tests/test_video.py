@@ -1,6 +1,7 @@
 """keras_fer.video and `predict.py VIDEO`: frames read, faces classified, CSV, timeline, annotated copy."""
 
 import csv
+import re
 
 import cv2
 import numpy as np
@@ -258,6 +259,13 @@ def test_show_draws_each_frame_live_and_q_stops_it(tmp_path, capsys, monkeypatch
     def waitKey(delay):  # noqa: N802 - OpenCV's name
         return ord("q") if len(shown) == 7 else -1
 
+    gui = re.sub(r"GUI:\s*NONE", "GUI: QT5", cv2.getBuildInformation())
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: gui)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main([*argv, "--show"]) == 2  # a GUI OpenCV, no display: Qt would abort the process
+    assert "--show needs a display, and neither DISPLAY" in capsys.readouterr().err
+    monkeypatch.setenv("DISPLAY", ":0")
     monkeypatch.setattr(cv2, "namedWindow", lambda *args: None)
     monkeypatch.setattr(cv2, "destroyWindow", lambda *args: None)
     monkeypatch.setattr(cv2, "imshow", lambda title, canvas: shown.append((title, canvas.copy())))
