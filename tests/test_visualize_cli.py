@@ -477,3 +477,20 @@ def test_run_options_of_a_wrong_type_name_the_config(run_dir, tmp_path, capsys, 
     assert not (tmp_path / "r.html").exists()
     assert main(["compare", str(copy), "--x", "cpu-hours", "--out", str(tmp_path / "o")]) == 2
     assert error_line(capsys).startswith(expected)
+
+
+def test_a_run_that_confuses_no_class_says_so(run_dir, tmp_path, capsys):
+    # An empty most-confused list printed "most confused: " and an empty table.
+    import shutil
+
+    run = tmp_path / "perfect"
+    shutil.copytree(run_dir, run)
+    saved = dict(np.load(run / "validation.npz"))
+    saved["probabilities"] = np.eye(7, dtype=np.float32)[saved["labels"]]
+    np.savez(run / "validation.npz", **saved)
+    assert main(["confusion", str(run), "--out", str(tmp_path / "figures")]) == 0
+    assert "accuracy 1.0000; most confused: none" in capsys.readouterr().out
+    from keras_fer import report
+
+    html = report.build_report(run, out=tmp_path / "report.html", filters=1, steps=1).read_text()
+    assert "No class was confused with another." in html and "Most confused pairs" not in html
