@@ -656,11 +656,12 @@ def main(argv=None):
     splitter = commands.add_parser(
         "split", help="write the validation rows (and optionally the training rows) of a split as FER CSVs",
         description="Split labelled data as train.py --val/--split-seed do, and write the parts as FER CSVs "
-        "(label,feature; gzipped when the name ends in .gz; written atomically).",
+        "(id,label,feature when the data has ids of its own, else label,feature; gzipped when the name ends in "
+        ".gz; written atomically).",
     )
     splitter.add_argument("path", help="a labelled FER CSV (optionally .gz) or image folder")
     splitter.add_argument("--val", default="fraction:0.1",
-                          help="first:N, fraction:F, usage or none, as in train.py (default: fraction:0.1)")
+                          help="first:N, fraction:F or usage, as in train.py (default: fraction:0.1)")
     splitter.add_argument("--split-seed", type=seed_value, default=0, help="seed of the stratified draw (default: 0)")
     splitter.add_argument("--out-val", required=True, metavar="FILE", help="where the validation rows go")
     splitter.add_argument("--out-train", metavar="FILE", help="where the training rows go (default: not written)")

@@ -212,9 +212,15 @@ def check_window():
 
     gui = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
     if gui is not None and gui.group(1).upper() == "NONE":
+        import importlib.metadata
+
+        try:  # the wheel's own four-part version (4.14.0.94): cv2's three parts name no wheel
+            wheel = importlib.metadata.version("opencv-python-headless")
+        except importlib.metadata.PackageNotFoundError:
+            wheel = f"{cv2.__version__}.*"
         raise FerOptionError("--show needs OpenCV with window support; this one has none (keras-fer installs "
                              "opencv-python-headless): pip uninstall -y opencv-python-headless && pip install "
-                             f"opencv-python=={cv2.__version__}")
+                             f'"opencv-python=={wheel}"')
     # Qt, the GUI of OpenCV's Linux wheels, aborts the process when it finds no display.
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise FerOptionError("--show needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set here")

@@ -253,7 +253,10 @@ def test_show_draws_each_frame_live_and_q_stops_it(tmp_path, capsys, monkeypatch
     assert main([*argv, "--show"]) == 2  # no window support here: one line, before any model loads
     err = capsys.readouterr().err
     assert err.startswith("error: --show needs OpenCV with window support") and err.count("\n") == 1
-    assert "pip install opencv-python==" in err and not out.exists()
+    import importlib.metadata
+
+    wheel = importlib.metadata.version("opencv-python-headless")  # four parts: cv2.__version__ names no wheel
+    assert f'pip install "opencv-python=={wheel}"' in err and wheel.count(".") == 3 and not out.exists()
     shown = []
 
     def waitKey(delay):  # noqa: N802 - OpenCV's name

@@ -185,8 +185,8 @@ def build_parser():
 
     sub = add("report", "a self-contained HTML page with every figure of a run", [data, seed],
               description="Write one HTML file (images embedded, no server needed) with the architecture, history, "
-              "confusion matrix, class distribution, per-class saliency and Grad-CAM, filters of the first and last "
-              "conv layers, activation maps, augmentations and the run's configuration.")
+              "confusion matrix, class distribution, per-class saliency, Grad-CAM and LayerCAM, filters of the "
+              "first and last conv layers, activation maps, augmentations and the run's configuration.")
     sub.add_argument("run", metavar="RUN", help="the run directory")
     sub.add_argument("--out", metavar="FILE", help="the HTML file (default RUN/report.html)")
     sub.add_argument("--filters", type=_positive, default=8, help="filters shown per conv layer (default 8)")
