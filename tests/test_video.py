@@ -279,7 +279,9 @@ def test_show_draws_each_frame_live_and_q_stops_it(tmp_path, capsys, monkeypatch
     assert shown[0][1].shape[2] == 3 and shown[0][1].dtype == np.uint8  # the annotated colour copy
     rows = read_rows(out)
     assert [row["frame"] for row in rows] == ["0", "2", "4", "6"]
-    assert "4 faces in 4 analysed of 7 frames" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "4 faces in 4 analysed of 7 frames, 0.7 s at 10 fps, stopped (q)" in captured.out
+    assert "truncated" not in captured.err  # stopped on purpose, not a damaged file
 
 
 def test_camera_errors_are_one_line_before_any_model_loads(tmp_path, capsys, monkeypatch):

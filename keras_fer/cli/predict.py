@@ -451,13 +451,15 @@ def run_video(options, predictors, timings, frame_count=0):
     timings.infer_s += time.perf_counter() - start
     if camera:
         span = f", {result.times[-1]:.1f} s" if len(result.times) else ""
-        if result.stopped:
-            span += ", stopped by Ctrl-C" if not options.show else ", stopped (Ctrl-C or q)"
     else:
         span = f", {result.frames / result.fps:.1f} s at {result.fps:g} fps" if result.fps else ""
+    if result.stopped:
+        span += {(True, False): ", stopped by Ctrl-C", (True, True): ", stopped (Ctrl-C or q)"}.get(
+            (camera, options.show), ", stopped (q)")
     _say(f"wrote {result.out}: {_count_of(result.faces, 'face')} in {result.analysed} analysed of "
          f"{_count_of(result.frames, 'frame')}{span}")
-    if frame_count > result.frames + 1 and not options.frames:  # container counts can be off by one
+    # Container counts can be off by one; --frames and q stop early on purpose.
+    if frame_count > result.frames + 1 and not options.frames and not result.stopped:
         _note(f"{options.input}: read {result.frames} of the {frame_count} frames its header announces "
               "(a truncated or damaged file?)")
     if result.annotated is not None:
