@@ -8,8 +8,9 @@ the knowledge in a neural network") in its simplest form: the student's own logi
 divided by the temperature (so no T^2 scaling), and the teachers' outputs are computed once, on
 plain faces, instead of on each augmented batch. The soft labels say which wrong classes a face
 resembles (a fearful face that looks surprised), which a one-hot label cannot. Above a weight of
-0.5 a teacher can outvote the label: training accuracy and `--class-weight` then follow each
-target's largest entry, not the label.
+0.5 a teacher can outvote the label: training accuracy then follows each target's largest
+entry, not the label (`--class-weight` follows the label: each image is weighted by its own
+class).
 
 The teachers must have been validated on the student's split of the same data: a teacher
 trained on the student's validation rows would pass their labels on, and the student's

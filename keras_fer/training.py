@@ -775,7 +775,13 @@ def _check_resume(run_dir, config):
 
 def _unfinished_run(run_dir):
     """Whether `run_dir` holds a run stopped before its first epoch ended: a keras-fer
-    `config.json` and no `state.json`; starting again there replaces only its own files."""
+    `config.json` and no `state.json`, or only the teachers' probabilities of a run that failed
+    after its teachers' pass (they are used again only by a --resume); starting again there
+    replaces only its own files."""
+    from keras_fer.distill import CACHE_NAME
+
+    if {path.name for path in run_dir.iterdir()} == {CACHE_NAME}:
+        return True
     try:
         config = read_json_object(run_dir / "config.json")
     except FerDataError:
@@ -796,7 +802,9 @@ def _discard_run(run_dir, created_dir):
     if created_dir:
         shutil.rmtree(run_dir, ignore_errors=True)
         return
-    for name in ("config.json", "state.json", "history.csv", "summary.txt", "teacher_probabilities.npy"):
+    from keras_fer.distill import CACHE_NAME
+
+    for name in ("config.json", "state.json", "history.csv", "summary.txt", CACHE_NAME):
         (run_dir / name).unlink(missing_ok=True)
     for model in last_models(run_dir):
         model.unlink(missing_ok=True)

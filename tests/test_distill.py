@@ -188,6 +188,25 @@ def test_no_validation_takes_any_teacher_and_resume_refuses_a_changed_one(tmp_pa
 
 
 
+def test_a_run_that_fails_after_its_teachers_pass_can_be_started_again(tmp_path, capsys):
+    # The teachers' probabilities were kept before the model was built; a bad --model-option then
+    # left the folder holding only them, and the corrected command was refused as "not a run".
+    teacher = tmp_path / "teacher.keras"
+    tiny_model(3).save(teacher)
+    out = tmp_path / "student"
+    argv = [*STUDENT, "--val", "none", "--teacher", str(teacher), "--out", str(out)]
+    assert main([*argv, "--model-option", "nonsense=1"]) == 2
+    assert [path.name for path in out.iterdir()] == ["teacher_probabilities.npy"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert (out / "best.keras").is_file()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "teacher_probabilities.npy").write_bytes(b"x")
+    (tmp_path / "other" / "notes.txt").write_text("mine")  # with anything else beside it: still not ours
+    assert main([*STUDENT, "--val", "none", "--teacher", str(teacher), "--out", str(tmp_path / "other")]) == 2
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize("damage", ["garbage", "nan"])
 def test_a_damaged_cache_of_the_teachers_is_computed_again_on_resume(tmp_path, capsys, damage):
     # Garbage was a traceback from np.load; NaN probabilities were used (a NaN loss, exit 0).
