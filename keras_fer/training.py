@@ -846,7 +846,10 @@ def fit_multi_worker(model, dataset, *, epochs, initial_epoch, steps_per_epoch, 
             if weights is not None:
                 per_image = per_image * weights
             loss = tf.nn.compute_average_loss(per_image)
-        gradients = tape.gradient(loss, model.trainable_variables)
+            # As Keras' own train_step: under mixed_float16 the optimizer is a LossScaleOptimizer,
+            # whose apply divides the gradients by the scale the loss must first be multiplied by.
+            scaled = model.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled, model.trainable_variables)
         model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(y, 1)), tf.float32))
         return tf.reduce_sum(per_image), correct, tf.cast(tf.shape(x)[0], tf.float32)

@@ -703,3 +703,31 @@ def test_class_weight_reaches_fit_as_per_image_weights_of_the_labels(tmp_path, m
     assert main(SMALL + ["--epochs", "1", "--class-weight", "--out", str(tmp_path / "r")]) == 0
     (labels, weights), = seen
     np.testing.assert_array_equal(weights, labels + 1.0)
+
+
+def test_the_custom_loop_scales_the_loss_for_a_loss_scale_optimizer():
+    # Under mixed_float16 (a GPU) compile wraps the optimizer in a LossScaleOptimizer, which
+    # divides the gradients by 2**15; the loop never multiplied the loss: SGD moved 3e-5 for 0.92.
+    import tensorflow as tf
+
+    from keras_fer.models import build_model
+    from keras_fer.training import fit_multi_worker
+
+    images = np.random.default_rng(0).integers(0, 256, (32, 48, 48, 1)).astype("float32")
+    labels = keras.utils.to_categorical(np.arange(32) % 7, 7)
+    moved = {}
+    for name in ("plain", "scaled"):
+        keras.utils.set_random_seed(0)
+        model = build_model("dnn", width=16, preprocessing={"normalize": "unit"})
+        optimizer = keras.optimizers.SGD(0.1)
+        if name == "scaled":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        model.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+        before = [np.array(weight) for weight in model.trainable_weights]
+        dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(32).repeat()
+        fit_multi_worker(model, dataset, epochs=1, initial_epoch=0, steps_per_epoch=1, validation_data=None,
+                         callbacks=[], verbose=0, strategy=tf.distribute.get_strategy(), config=TrainConfig(arch="dnn"))
+        moved[name] = [np.array(weight) - old for weight, old in zip(model.trainable_weights, before)]
+    assert max(float(np.abs(step).max()) for step in moved["plain"]) > 1e-3
+    for plain, scaled in zip(moved["plain"], moved["scaled"]):
+        np.testing.assert_allclose(scaled, plain, rtol=1e-3, atol=1e-6)
