@@ -165,6 +165,11 @@ def test_train_soup_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     assert "no such model file" in error("--soup", str(narrow), str(tmp_path / "missing.keras"))
     assert "at least two models" in error("--soup", str(narrow))
     assert "drop --resume" in error("--soup", str(narrow), str(narrow), "--resume")
+    # Training options were accepted and ignored; --max-images -1 measured BatchNorm on no image.
+    assert "drop --lr. Received: lr=-1.0" in error("--soup", str(narrow), str(wide), "--lr", "-1")
+    assert "drop --class-weight" in error("--soup", str(narrow), str(wide), "--class-weight")
+    assert "drop --epochs" in error("--soup", str(narrow), str(wide), "--epochs", "0")
+    assert "--max-images must be an integer >= 1" in error("--soup", str(narrow), str(wide), "--max-images", "-1")
     # A model given twice, by one path or two, is refused before anything is loaded.
     assert "the same model as" in error("--soup", str(narrow), str(wide), str(narrow))
     assert "the same model as" in error("--soup", str(narrow), str(tmp_path / "." / "narrow.keras"))

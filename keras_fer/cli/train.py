@@ -14,7 +14,7 @@ from keras_fer.cli import (
     interrupted_exit_code,
     seed_value,
 )
-from keras_fer.errors import FerOptionError
+from keras_fer.errors import FerOptionError, check_integer
 
 EPILOG = """\
 examples:
@@ -222,6 +222,18 @@ def run_soup(args):
                         ("--teacher", args.teacher)):
         if given:
             raise FerOptionError(f"--soup averages finished models and trains nothing: drop {flag}")
+    # What shapes training only: a soup accepted and ignored them (--lr -1, --epochs 0).
+    training_only = ("recipe", "arch", "epochs", "optimizer", "lr", "momentum", "schedule", "warmup_epochs",
+                     "normalize", "class_weight", "balanced", "label_smoothing", "weight_decay", "early_stop",
+                     "stop_at_accuracy", "teacher_weight", "temperature", "mixed_precision", "strategy", "tensorboard",
+                     "model_option")
+    given = [name for name in training_only if getattr(args, name, None) not in (None, [])]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise FerOptionError(f"--soup averages finished models and trains nothing: drop {flag}. "
+                             f"Received: {given[0]}={getattr(args, given[0])!r}")
+    if args.max_images is not None:  # -1 re-estimated BatchNorm on no image and kept the averages
+        check_integer(args.max_images, "--max-images", 1, received="max_images")
     config = dataclasses.replace(config_from_args(args), val=args.val)
     if config.out is None:
         config.out = "runs/soup-" + time.strftime("%Y%m%d-%H%M%S")
