@@ -151,14 +151,15 @@ def run_ablation(name, base, out, train=None):
     Returns:
         `(figure_path, table_path, rows)` with one row dict per variant.
     """
-    from keras_fer import training
+    from keras_fer import models, training
 
     ablation = get_ablation(name)
     train = train or training.train
     out = Path(out)
     configs = variant_configs(ablation, base, out)
-    for config in configs:
-        config[1].validate()
+    for _, config in configs:  # every variant's options, before the first one trains for hours
+        config.validate()
+        models.check_model_options(config.arch, config.model_options)
     for index, (label, config) in enumerate(configs, start=1):
         action = "resuming" if config.resume else "training"
         print(f"ablation {name}: variant {index}/{len(configs)} '{label}': {action} {config.out}", flush=True)

@@ -108,6 +108,16 @@ def test_dnn_vs_cnn_matches_the_compared_cnn(tmp_path):
     assert abs(build_model("dnn-matched", **dnn.model_options).count_params() - cnn_params) < 0.01 * cnn_params
 
 
+def test_a_model_option_one_variant_does_not_take_fails_before_any_variant_trains(tmp_path):
+    # cnn4 takes batch_norm, dnn-matched does not: the CNN variant trained for hours, then the error came.
+    train, calls = fake_train({})
+    base = config_from_args(build_parser().parse_args(["--recipe", "report004", "--arch", "cnn4",
+                                                       "--model-option", "batch_norm=false"]))
+    with pytest.raises(FerOptionError, match=r"Model 'dnn-matched' takes the options .* Received: batch_norm=False"):
+        ablation.run_ablation("dnn-vs-cnn", base, tmp_path, train=train)
+    assert calls == []
+
+
 def test_cnn4_batch_norm_false_drops_its_three_batch_norms():
     names = [layer.name for layer in build_model("cnn4", batch_norm=False).layers]
     assert not [name for name in names if name.startswith("bn")]

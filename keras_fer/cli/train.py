@@ -46,7 +46,8 @@ def build_parser():
     add("--ablation", metavar="NAME",
         help="train every variant of one of the reports' ablations (batch-norm, augmentation, normalization, "
         "dnn-vs-cnn) into OUT/VARIANT and draw OUT/ablation-NAME.png; 'list' prints them. Other options apply "
-        "to every variant (e.g. --epochs, --max-images, --model-option width=0.25 to fit a CPU)")
+        "to every variant (e.g. --epochs, --max-images, or --model-option width=0.25 where every variant's "
+        "model takes it, as vgg12's do, to fit a CPU); each variant's options are checked before any trains")
     add("--soup", nargs="+", metavar="MODEL",
         help="average the weights of trained models of one architecture that started from one model (runs of "
         "--init-from with other seeds or schedules; a run directory, .keras file or 'packaged'), re-estimate "

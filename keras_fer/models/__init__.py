@@ -42,6 +42,7 @@ from keras_fer.errors import FerOptionError, check_finite, check_integer
 __all__ = [
     "ModelInfo",
     "build_model",
+    "check_model_options",
     "config_mismatch",
     "count_flops",
     "default_input_shape",
@@ -116,6 +117,24 @@ def default_input_shape(name):
     return tuple(_options(_entry(name).builder)["input_shape"])
 
 
+def check_model_options(name, options):
+    """Refuse, without building anything, option names model `name`'s builder does not take.
+
+    Raises:
+        FerOptionError: for an unknown model name or option name, listing the options it takes.
+
+    Example:
+    >>> check_model_options("cnn4", {"batch_norm": False})
+    """
+    taken = _options(_entry(name).builder)
+    unknown = sorted(set(options) - set(taken))
+    if unknown:
+        raise FerOptionError(
+            f"Model {name!r} takes the options {', '.join(taken)}. "
+            f"Received: {', '.join(f'{key}={options[key]!r}' for key in unknown)}"
+        )
+
+
 def build_model(name, **kwargs):
     """Build the registered model `name`.
 
@@ -133,13 +152,8 @@ def build_model(name, **kwargs):
     7
     """
     entry = _entry(name)
+    check_model_options(name, kwargs)
     options = _options(entry.builder)
-    unknown = sorted(set(kwargs) - set(options))
-    if unknown:
-        raise FerOptionError(
-            f"Model {name!r} takes the options {', '.join(options)}. "
-            f"Received: {', '.join(f'{key}={kwargs[key]!r}' for key in unknown)}"
-        )
     if "input_shape" in kwargs:
         shape = kwargs["input_shape"]
         if not isinstance(shape, Sequence) or len(shape) != 3 or shape[2] not in (1, 3):
