@@ -148,6 +148,34 @@ def test_train_soup_writes_a_validated_run_directory(tmp_path, capsys):
     assert (out / "best.keras").read_bytes() == before
 
 
+def test_a_soup_of_runs_that_started_apart_gets_a_note(tmp_path, capsys):
+    # Runs trained from different starts do not average; a soup of them was made without a word.
+    parent = tmp_path / "parent" / "best.keras"
+    parent.parent.mkdir()
+    small_fervgg(0).save(parent)
+    (parent.parent / "config.json").write_text(json.dumps({"options": {"val": "fraction:0.1", "seed": 0}}))
+    runs = []
+    for name, seed, started in (("child-a", 1, parent), ("child-b", 2, parent), ("apart", 3, None)):
+        run = tmp_path / name
+        run.mkdir()
+        small_fervgg(seed).save(run / "best.keras")
+        config = {"options": {"val": "fraction:0.1", "seed": seed, "split_seed": 0}}
+        if started is not None:
+            config["init_from"] = {"model": str(started), "run": str(started.parent), "epoch": 1}
+        (run / "config.json").write_text(json.dumps(config))
+        runs.append(str(run))
+
+    def soup(*members):
+        out = tmp_path / f"soup-{len(list(tmp_path.glob('soup-*')))}"
+        assert main(["--soup", *members, "--demo-faces", "140", "--max-images", "32", "--out", str(out),
+                     "--verbose", "0"]) == 0
+        return capsys.readouterr().err
+
+    assert "did not start from one model" not in soup(runs[0], runs[1], str(parent.parent))  # a parent and its two
+    err = soup(runs[0], runs[2])
+    assert f"note: these models did not start from one model ({runs[0]} from {parent}; {runs[2]} from" in err
+
+
 def test_train_soup_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     narrow, wide = tmp_path / "narrow.keras", tmp_path / "wide.keras"
     small_fervgg(0).save(narrow)
