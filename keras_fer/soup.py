@@ -194,15 +194,6 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
                 f"{name}: the same model as {twin} ({source.path}): a soup of a model with itself is that model. "
                 f"Received: ingredients={names!r}"
             )
-    starts = {}  # member -> the model it started from (itself when trained from scratch); bare files: unknown
-    for name, source in zip(names, sources):
-        if source.config is not None:
-            start = ((source.config.get("init_from") or {}).get("model")) or str(source.path)
-            starts[name] = str(Path(start).resolve())
-    if len(set(starts.values())) > 1:
-        told = "; ".join(f"{name} from {start}" for name, start in starts.items())
-        print(f"note: these models did not start from one model ({told}): runs trained apart do not average "
-              "into a good model; ensemble them instead (predict.py --model A B)", file=sys.stderr)
     split = validation_split(sources, names, "so the soup could not be validated")
     if split is not None:
         val, split_seed = split
@@ -220,6 +211,15 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
 
     models = [load_keras_model(source.path) for source in sources]
     soup = average_models(models, names)
+    starts = {}  # member -> the model it started from (itself when trained from scratch); bare files: unknown
+    for name, source in zip(names, sources):
+        if source.config is not None:
+            start = ((source.config.get("init_from") or {}).get("model")) or str(source.path)
+            starts[name] = str(Path(start).resolve())
+    if len(set(starts.values())) > 1:
+        told = "; ".join(f"{name} from {start}" for name, start in starts.items())
+        print(f"note: these models did not start from one model ({told}): runs trained apart do not average "
+              "into a good model; ensemble them instead (predict.py --model A B)", file=sys.stderr)
     train_images, val_images, all_images = load_training_data(config)
     report = {"ingredients": [], "val": config.val, "split_seed": config.split_seed}
     for name, source, model in zip(names, sources, models):
