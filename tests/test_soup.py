@@ -197,6 +197,7 @@ def test_train_soup_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     assert "drop --lr. Received: lr=-1.0" in error("--soup", str(narrow), str(wide), "--lr", "-1")
     assert "drop --class-weight" in error("--soup", str(narrow), str(wide), "--class-weight")
     assert "drop --epochs" in error("--soup", str(narrow), str(wide), "--epochs", "0")
+    assert "drop --batch-size" in error("--soup", str(narrow), str(wide), "--batch-size", "8")
     assert "--max-images must be an integer >= 1" in error("--soup", str(narrow), str(wide), "--max-images", "-1")
     # A model given twice, by one path or two, is refused before anything is loaded.
     assert "the same model as" in error("--soup", str(narrow), str(wide), str(narrow))

@@ -224,7 +224,8 @@ def run_soup(args):
         if given:
             raise FerOptionError(f"--soup averages finished models and trains nothing: drop {flag}")
     # What shapes training only: a soup accepted and ignored them (--lr -1, --epochs 0).
-    training_only = ("recipe", "arch", "epochs", "optimizer", "lr", "momentum", "schedule", "warmup_epochs",
+    training_only = ("recipe", "arch", "epochs", "batch_size", "optimizer", "lr", "momentum", "schedule",
+                     "warmup_epochs", "deterministic",
                      "normalize", "class_weight", "balanced", "label_smoothing", "weight_decay", "early_stop",
                      "stop_at_accuracy", "teacher_weight", "temperature", "mixed_precision", "strategy", "tensorboard",
                      "model_option")
