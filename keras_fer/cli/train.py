@@ -225,10 +225,9 @@ def run_soup(args):
             raise FerOptionError(f"--soup averages finished models and trains nothing: drop {flag}")
     # What shapes training only: a soup accepted and ignored them (--lr -1, --epochs 0).
     training_only = ("recipe", "arch", "epochs", "batch_size", "optimizer", "lr", "momentum", "schedule",
-                     "warmup_epochs", "deterministic",
-                     "normalize", "class_weight", "balanced", "label_smoothing", "weight_decay", "early_stop",
-                     "stop_at_accuracy", "teacher_weight", "temperature", "mixed_precision", "strategy", "tensorboard",
-                     "model_option")
+                     "warmup_epochs", "deterministic", "normalize", "class_weight", "balanced", "label_smoothing",
+                     "weight_decay", "early_stop", "stop_at_accuracy", "teacher_weight", "temperature",
+                     "mixed_precision", "strategy", "tensorboard", "model_option")
     given = [name for name in training_only if getattr(args, name, None) not in (None, [])]
     if given:
         flag = "--" + given[0].replace("_", "-")
