@@ -103,6 +103,16 @@ def interrupted_exit_code(error):
     return 128 + signal.SIGTERM if isinstance(error, Terminated) else 130
 
 
+def stdout_gone(go_on=False):
+    """Point stdout's descriptor at /dev/null once its reader has gone (`| head`, or a `| tee`
+    killed by the same Ctrl-C), for what flushes at exit; with `go_on`, `sys.stdout` too, for
+    the prints of a command that carries on."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if go_on:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stdout for the rest of the process
+
+
 def command(function):
     """Wrap a CLI `main(argv=None) -> int`: package errors become one line on stderr and exit 2,
     Ctrl-C exits 130 and SIGTERM 143 (after the same clean-up), a missing file exits 2 with its
@@ -119,7 +129,7 @@ def command(function):
             print(f"error: {error}", file=sys.stderr)
             return 2
         except BrokenPipeError:  # `... | head`: the reader left; say nothing more
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            stdout_gone()
             return 1
         except FileNotFoundError as error:
             print(f"error: {error.filename or error}: no such file or folder", file=sys.stderr)

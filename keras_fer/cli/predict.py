@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
-from keras_fer.cli import Parser, command, progress_bar
+from keras_fer.cli import Parser, command, progress_bar, stdout_gone
 from keras_fer.errors import FerDataError, FerOptionError
 from keras_fer.files import atomic_text, check_folder_for, check_not_input, check_not_inside, staged_folder
 
@@ -417,11 +417,7 @@ def _say_faces(index, second, boxes, rows):
     try:
         _say(f"frame {index} ({second:.1f} s): {faces}")
     except BrokenPipeError:
-        import os
-
-        with contextlib.suppress(OSError, ValueError):  # the descriptor too, for what flushes at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stdout for the rest of the process
+        stdout_gone(go_on=True)
 
 
 def run_video(options, predictors, timings, frame_count=0):
