@@ -260,26 +260,43 @@ class _Window:
 
 class _AnnotatedWriter:
     """An .mp4 copy of the video with boxes and captions, made once the first frame's size is known.
-    `temporary` is written; `target` (the file it will become) is the name errors give."""
+    `temporary` is written; `target` (the file it will become) is the name errors give.
+
+    A camera's copy is paced by the wall clock: a camera delivers fewer frames than its stated
+    rate when classifying cannot keep up, so each frame is repeated until the copy reaches the
+    time the next one was read, and the copy plays as long as the recording took."""
 
     def __init__(self, temporary, target, fps):
-        self.temporary, self.target, self.fps, self.writer = temporary, target, fps, None
+        self.temporary, self.target, self.fps, self.writer = temporary, target, fps or 25.0, None
+        self.written, self.last = 0, None
 
-    def write(self, canvas):
-        """Append `canvas`, a frame with its boxes and captions drawn (`faces.annotate`)."""
+    def write(self, canvas, second=None):
+        """Append `canvas`, a frame with its boxes and captions drawn (`faces.annotate`). With
+        `second` (a camera's: since its first frame), the frame before it is repeated up to that
+        time first."""
         import cv2
 
         if self.writer is None:
             height, width = canvas.shape[:2]
-            self.writer = cv2.VideoWriter(str(self.temporary), cv2.VideoWriter_fourcc(*"mp4v"), self.fps or 25.0,
+            self.writer = cv2.VideoWriter(str(self.temporary), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
                                           (width, height))
             if not self.writer.isOpened():
                 raise FerDataError("OpenCV cannot write an .mp4 video here", self.target)
+        if second is not None and self.last is not None:
+            for _ in range(int(second * self.fps) - self.written):
+                self.writer.write(self.last)
+                self.written += 1
+        # Never dropped: frames come faster than the stated rate only when it is wrong.
         self.writer.write(canvas)
+        self.written += 1
+        self.last = canvas if second is not None else None
 
     def close(self):
         if self.writer is not None:
             self.writer.release()
+
+
+_clock = time.monotonic  # a camera's clock (tests replace it)
 
 
 def _frame_time(capture, index, fps):
@@ -346,15 +363,16 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
 
     def flush(held, writer, annotation, window):
         nonlocal boxes_now, captions_now
-        searched = iter(face_tools.face_boxes_each([frame for _, _, frame, analyse in held if analyse],
+        searched = iter(face_tools.face_boxes_each([frame for _, _, frame, analyse, _ in held if analyse],
                                                    detect, min_face, detector))
-        held = [(index, second, frame, next(searched) if analyse else None) for index, second, frame, analyse in held]
+        held = [(index, second, frame, next(searched) if analyse else None, read)
+                for index, second, frame, analyse, read in held]
         analysed = [item for item in held if item[3] is not None]
-        crops = [face_tools.crop_faces(frame, boxes) for _, _, frame, boxes in analysed]
+        crops = [face_tools.crop_faces(frame, boxes) for _, _, frame, boxes, _ in analysed]
         crops = np.concatenate(crops) if crops else np.zeros((0, 48, 48, 1), np.uint8)
         probabilities = predict_proba(predictors, crops, tta, prior_correction)
         offset = 0
-        for index, second, frame, boxes in held:
+        for index, second, frame, boxes, read in held:
             if boxes is not None:
                 mine = probabilities[offset:offset + len(boxes)]
                 offset += len(boxes)
@@ -378,7 +396,7 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
             if annotation is not None or window is not None:
                 canvas = face_tools.annotate(frame, boxes_now, captions_now)
                 if annotation is not None:
-                    annotation.write(canvas)
+                    annotation.write(canvas, read)
                 if window is not None and not window.show(canvas):
                     stop["now"] = True
 
@@ -405,14 +423,16 @@ def predict_video(path, predictors, out, every=1, tta="none", prior_correction=F
                             break
                         index = counts["frames"]
                         counts["frames"] += 1
+                        read = None  # a camera frame's time, which paces the annotated copy
                         if camera:
-                            now = time.monotonic()
+                            now = _clock()
                             started = now if started is None else started
+                            read = now - started
                         if analyse:  # its faces are found in `flush`, with the other held frames'
-                            second = now - started if camera else _frame_time(capture, index, fps)
-                            held.append((index, second, frame, True))
+                            second = read if camera else _frame_time(capture, index, fps)
+                            held.append((index, second, frame, True, read))
                         elif every_frame:
-                            held.append((index, None, frame, False))
+                            held.append((index, None, frame, False, read))
                         held_bytes += frame.nbytes if frame is not None else 0
                         # A camera's frames, and any shown, are classified as they come: live.
                         live = camera or window is not None

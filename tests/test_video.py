@@ -163,13 +163,17 @@ def test_predict_cli_on_a_video_writes_csv_timeline_and_summary(tmp_path, capsys
     assert not (tmp_path / "copies").exists()
 
 
-def fake_cameras(monkeypatch, clip, interrupt_after=None):
+def fake_cameras(monkeypatch, clip, interrupt_after=None, seconds_per_frame=0.05):
     """cv2.VideoCapture with camera 0 playing `clip` (and, after `interrupt_after` frames, a
-    Ctrl-C: SIGINT sent to this process, as the terminal sends it); other cameras absent."""
+    Ctrl-C: SIGINT sent to this process, as the terminal sends it); other cameras absent. The
+    camera's clock moves `seconds_per_frame` a frame read, whatever the machine's speed."""
+    import itertools
     import os
     import signal
 
     real = cv2.VideoCapture
+    ticks = itertools.count()
+    monkeypatch.setattr(video, "_clock", lambda: 1000.0 + next(ticks) * seconds_per_frame)
 
     class Camera:
         def __init__(self, source, *args):
@@ -207,7 +211,8 @@ def test_a_camera_is_read_live_until_frames_or_ctrl_c(tmp_path, capsys, monkeypa
     times = [float(row["time_s"]) for row in rows]  # the wall clock since the first frame
     assert times[0] == 0.0 and times == sorted(times)
     assert "3 faces in 3 analysed of 6 frames" in printed and "Ctrl-C" in printed.splitlines()[0]
-    assert len(decoded_frames(tmp_path / "copies" / "camera0.mp4")) == 6
+    assert times == [0.0, 0.1, 0.2]  # its clock: 0.05 s a frame, faster than the clip's 10 fps
+    assert len(decoded_frames(tmp_path / "copies" / "camera0.mp4")) == 6  # each frame once
     assert (tmp_path / "cam_timeline.png").read_bytes()[:4] == b"\x89PNG"
     # Ctrl-C during the 10th read: the recording ends with the 10 frames read, all written, exit 0,
     # and Ctrl-C raises again afterwards.
@@ -217,6 +222,26 @@ def test_a_camera_is_read_live_until_frames_or_ctrl_c(tmp_path, capsys, monkeypa
     assert "10 faces in 10 analysed of 10 frames" in printed and "s, stopped by Ctrl-C" in printed
     assert len(read_rows(out)) == 10
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_slow_cameras_annotated_copy_plays_as_long_as_the_recording(tmp_path, capsys, monkeypatch):
+    # Classifying cannot keep up: a frame read every 0.25 s from a camera stating 10 fps. Each is
+    # repeated until the copy reaches the next one's time, so the 6 frames (the last 1.25 s after
+    # the first) fill 13 frames of the copy, 1.3 s at 10 fps, where they played in 0.6 s before.
+    run = save_run(tmp_path / "run", tiny_model(4), PRIOR)
+    fake_cameras(monkeypatch, face_video(tmp_path / "clip.mp4", count=8), seconds_per_frame=0.25)
+    assert main(["--camera", "--frames", "6", "--model", str(run), "--backend", "keras", "--no-detect",
+                 "--out", str(tmp_path / "cam.csv"), "--annotate", str(tmp_path / "copies")]) == 0
+    frames = decoded_frames(tmp_path / "copies" / "camera0.mp4")
+    assert len(frames) == int(1.25 * FPS) + 1 == 13
+    # The copy shows the camera's first frame at 0.0 and 0.1 s, its second (read at 0.25 s) from 0.2 s.
+    copy = cv2.VideoCapture(str(tmp_path / "copies" / "camera0.mp4"))
+    assert copy.get(cv2.CAP_PROP_FPS) == pytest.approx(FPS)
+    copy.release()
+    differences = [float(np.abs(frames[i].astype(int) - frames[0].astype(int)).mean()) for i in range(4)]
+    assert max(differences[:2]) < 1 < min(differences[2:])
+    assert [row["time_s"] for row in read_rows(tmp_path / "cam.csv")] == ["0.000", "0.250", "0.500", "0.750",
+                                                                           "1.000", "1.250"]
 
 
 def test_a_camera_recording_is_written_when_its_live_lines_reader_goes(tmp_path, monkeypatch, capsys):
