@@ -694,11 +694,14 @@ def _ascent_functions(model, layer):
         grad = tape.gradient(activation, images)
         tv_grad = tape.gradient(variation, images)
         del tape
-        # Normalized gradients: a fixed step size in grey levels whatever the layer's scale.
+        # Normalized gradients: a fixed step size in grey levels whatever the layer's scale. In
+        # float32 whatever the model's dtype: in float16 the squares underflow and 1e-8 is 0 (0/0).
         axes = [1, 2, 3]
+        grad, tv_grad = tf.cast(grad, tf.float32), tf.cast(tv_grad, tf.float32)
         grad = grad / (tf.sqrt(tf.reduce_mean(grad**2, axis=axes, keepdims=True)) + 1e-8)
         tv_grad = tv_grad / (tf.sqrt(tf.reduce_mean(tv_grad**2, axis=axes, keepdims=True)) + 1e-8)
-        return images + lr * (grad - tv_weight * tv_grad)
+        move = tf.cast(lr, tf.float32) * (grad - tf.cast(tv_weight, tf.float32) * tv_grad)
+        return images + tf.cast(move, images.dtype)
 
     return measure, step
 

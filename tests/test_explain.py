@@ -422,6 +422,21 @@ def test_filter_ascent_raises_its_own_filter(trained):
     assert found.final[best] == pytest.approx(interior_mean(end_maps, target), rel=1e-3, abs=1e-4)
 
 
+def test_filter_ascent_of_a_float16_model_matches_float32(trained):
+    # The packaged model's weights are float16, and a model loaded as stored computes in float16:
+    # the gradient's normalization underflowed there (0/0), and every image came back NaN.
+    from keras_fer.loading import model_in_dtype
+
+    model, _, _, _ = trained
+    half = model_in_dtype(model, "float16")
+    filters = explain.pick_filters(model, "conv1", 4, seed=0)
+    found = explain.filter_ascent(half, "conv1", filters, steps=16, seed=0)
+    assert np.isfinite(found.images).all() and np.isfinite(found.activations).all()
+    assert (found.final > found.start).all()
+    reference = explain.filter_ascent(model, "conv1", filters, steps=16, seed=0)
+    assert np.abs(found.images.astype(float) - reference.images).mean() < 2.0  # grey levels
+
+
 def test_filter_ascent_multiplies_a_rectified_activation(trained):
     model, faces, _, _ = trained
     filters = explain.pick_filters(model, "conv3", 4, seed=0)
