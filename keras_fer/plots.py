@@ -32,6 +32,12 @@ from keras_fer.files import atomic_open  # noqa: E402
 TOP_FRACTION = 0.05
 SALIENCY_CMAP = "inferno"
 HEATMAP_CMAP = "jet"
+#: Saliency maps are drawn up to this percentile of each map (brighter pixels saturate), so a
+#: few extreme pixels do not leave the rest of the map black (as PAIR's saliency code does).
+SALIENCY_PERCENTILE = 99.0
+#: An input found by gradient ascent spreading less than this many grey levels (standard
+#: deviation) is drawn as it is and titled "flat": stretched, its noise looks like a pattern.
+FLAT_SPREAD = 1.0
 
 
 def _figure(width, height):
@@ -322,9 +328,20 @@ def _marked(image, mask):
     return rgb
 
 
+def _scale_bar(figure, grid, image, label):
+    """One colour bar for the maps' column `grid[:, 1]`, under it."""
+    bar = figure.colorbar(image, ax=list(grid[:, 1]), location="bottom", fraction=0.04 / len(grid), pad=0.01,
+                          aspect=25)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+
+
 def saliency_figure(images, maps, titles=None, top_fraction=TOP_FRACTION, method="saliency"):
     """Per image one row: the original, the saliency map, and the original with the
     `top_fraction` most influential pixels marked in red (report 002's layout).
+
+    Each map is drawn up to its `SALIENCY_PERCENTILE`-th percentile, so that one extreme pixel
+    does not leave the rest dark; the colour bar says so.
 
     Args:
         images: `(N, H, W, 1)` faces (grey levels).
@@ -332,14 +349,17 @@ def saliency_figure(images, maps, titles=None, top_fraction=TOP_FRACTION, method
         titles: one label per row (e.g. "Happy (p=0.97)").
         method: the name shown over the middle column.
     """
-    images, maps = np.asarray(images), np.asarray(maps)
+    images, maps = np.asarray(images), np.asarray(maps, dtype=float)
     count = len(images)
     figure = _figure(7.2, 2.5 * count + 0.3)
+    figure.set_layout_engine("constrained")
     grid = figure.subplots(count, 3, squeeze=False)
     for row in range(count):
         face = _face(images[row])
+        top = np.percentile(maps[row], SALIENCY_PERCENTILE)
+        shown = np.clip(maps[row] / top, 0.0, 1.0) if top > 0 else np.zeros_like(maps[row])
         grid[row, 0].imshow(face, cmap="gray", vmin=0, vmax=255)
-        grid[row, 1].imshow(maps[row], cmap=SALIENCY_CMAP, vmin=0.0, vmax=1.0)
+        image = grid[row, 1].imshow(shown, cmap=SALIENCY_CMAP, vmin=0.0, vmax=1.0)
         grid[row, 2].imshow(_marked(face, top_pixels(maps[row], top_fraction)))
         grid[row, 0].set_ylabel(titles[row] if titles is not None else "", fontsize=9)
         for axes in grid[row]:
@@ -347,7 +367,7 @@ def saliency_figure(images, maps, titles=None, top_fraction=TOP_FRACTION, method
     grid[0, 0].set_title("original", fontsize=10)
     grid[0, 1].set_title(method, fontsize=10)
     grid[0, 2].set_title(f"top {top_fraction:.0%} pixels", fontsize=10)
-    figure.tight_layout()
+    _scale_bar(figure, grid, image, f"share of each map's {SALIENCY_PERCENTILE:.0f}th percentile")
     return figure
 
 
@@ -361,13 +381,14 @@ def heatmap_figure(images, heatmaps, titles=None, method="Grad-CAM", alpha=0.45)
     count = len(images)
     colormap = matplotlib.colormaps[HEATMAP_CMAP]
     figure = _figure(7.2, 2.5 * count + 0.3)
+    figure.set_layout_engine("constrained")
     grid = figure.subplots(count, 3, squeeze=False)
     for row in range(count):
         face = _face(images[row])
         gray = np.repeat((np.clip(face, 0, 255) / 255.0)[..., None], 3, axis=2)
         overlay = (1 - alpha) * gray + alpha * colormap(heatmaps[row])[..., :3]
         grid[row, 0].imshow(face, cmap="gray", vmin=0, vmax=255)
-        grid[row, 1].imshow(heatmaps[row], cmap=HEATMAP_CMAP, vmin=0.0, vmax=1.0)
+        image = grid[row, 1].imshow(heatmaps[row], cmap=HEATMAP_CMAP, vmin=0.0, vmax=1.0)
         grid[row, 2].imshow(np.clip(overlay, 0, 1))
         grid[row, 0].set_ylabel(titles[row] if titles is not None else "", fontsize=9)
         for axes in grid[row]:
@@ -375,7 +396,8 @@ def heatmap_figure(images, heatmaps, titles=None, method="Grad-CAM", alpha=0.45)
     grid[0, 0].set_title("original", fontsize=10)
     grid[0, 1].set_title(method, fontsize=10)
     grid[0, 2].set_title("overlay", fontsize=10)
-    figure.tight_layout()
+    # Each map is scaled to its own maximum: a class at probability 0.00 fills the scale too.
+    _scale_bar(figure, grid, image, "share of each map's maximum")
     return figure
 
 
@@ -385,7 +407,7 @@ def image_grid(images, titles=None, columns=5, title=None, cmap="gray", normaliz
     Args:
         images: `(N, H, W)` or `(N, H, W, 1)`, or a list of 2-D images of any sizes.
         normalize_each: stretch each image to its own min-max (feature maps, ascended inputs);
-            otherwise show grey levels 0-255 as they are.
+            otherwise show grey levels 0-255 as they are. One bool, or one per image.
         cmap: a colormap name, or one per image.
     """
     count = len(images)
@@ -405,7 +427,7 @@ def image_grid(images, titles=None, columns=5, title=None, cmap="gray", normaliz
             continue
         face = _face(images[index])
         colors = cmap if isinstance(cmap, str) else cmap[index]
-        if normalize_each:
+        if normalize_each if isinstance(normalize_each, (bool, np.bool_)) else normalize_each[index]:
             axes.imshow(face, cmap=colors)
         else:
             axes.imshow(face, cmap=colors, vmin=0, vmax=255)
@@ -417,10 +439,19 @@ def image_grid(images, titles=None, columns=5, title=None, cmap="gray", normaliz
     return figure
 
 
-def filters_figure(images, activations, filters, layer, columns=5):
-    """Inputs found by gradient ascent, one per filter, titled with the activation reached."""
-    titles = [f"{layer}:{f}  act {a:.2f}" for f, a in zip(filters, activations)]
-    return image_grid(images, titles, columns=columns,
+def filters_figure(images, activations, filters, layer, columns=5, start=None):
+    """Inputs found by gradient ascent, one per filter, titled with the activation reached
+    (`start -> reached` when `start` is given), each stretched to its own range. An input that
+    spreads less than `FLAT_SPREAD` grey levels is drawn as it is and titled "flat": the ascent
+    could not move it (a filter that is zero on the grey start has no gradient there)."""
+    images = np.asarray(images, dtype=float)
+    spread = images.reshape(len(images), -1).std(axis=1) if len(images) else np.zeros(0)
+    flat = spread < FLAT_SPREAD
+    reached = [f"{s:.2f}->{a:.2f}" for s, a in zip(start, activations)] if start is not None else [
+        f"act {a:.2f}" for a in activations]
+    titles = [f"{layer}:{f}  {text}" + (" flat" if is_flat else "")
+              for f, text, is_flat in zip(filters, reached, flat)]
+    return image_grid(images, titles, columns=columns, normalize_each=list(~flat),
                       title=f"What activates the filters of {layer} (gradient ascent)")
 
 

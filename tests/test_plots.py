@@ -139,6 +139,39 @@ def test_save_figure_takes_its_format_from_the_suffix(tmp_path, name, magic):
     assert (tmp_path / name).read_bytes().startswith(magic)  # an unknown suffix stays PNG
 
 
+def test_saliency_maps_are_drawn_to_their_99th_percentile_with_a_scale():
+    # One extreme pixel set each map's maximum, and the rest of the map was drawn nearly black.
+    rng = np.random.default_rng(1)
+    maps = rng.uniform(0.0, 0.1, (2, 48, 48))
+    maps[:, 10, 10] = 1.0
+    figure = plots.saliency_figure(np.full((2, 48, 48, 1), 128, np.uint8), maps, ["a", "b"])
+    shown = np.asarray(figure.axes[1].images[0].get_array())
+    top = np.percentile(maps[0], plots.SALIENCY_PERCENTILE)
+    np.testing.assert_allclose(shown, np.clip(maps[0] / top, 0, 1))
+    assert np.median(shown) > 0.45 and shown[10, 10] == 1.0  # was 0.05: the map was black
+    (bar,) = [axes for axes in figure.axes if axes.get_xlabel().startswith("share of")]  # under the maps
+    assert "99th percentile" in bar.get_xlabel()
+    # Grad-CAM maps keep their maximum, and say so.
+    figure = plots.heatmap_figure(np.full((1, 48, 48, 1), 128, np.uint8), maps[:1] / 2, ["a"])
+    assert np.asarray(figure.axes[1].images[0].get_array()).max() == pytest.approx(0.5)
+    assert any(axes.get_xlabel() == "share of each map's maximum" for axes in figure.axes)
+    assert len(plots.png_bytes(figure)) > 1000
+
+
+def test_a_flat_ascended_input_is_drawn_as_it_is_and_said_to_be_flat():
+    # A filter that is zero on the grey start has no gradient: its input stays grey, and stretched
+    # to full contrast its noise (a fraction of a grey level) looked like a strong texture.
+    rng = np.random.default_rng(2)
+    flat = 128 + rng.normal(0, 0.2, (48, 48, 1))
+    textured = 128 + rng.normal(0, 30, (48, 48, 1))
+    figure = plots.filters_figure(np.stack([flat, textured]), [0.0, 1.5], [81, 3], "conv8_act",
+                                  start=np.array([0.0, 0.1]))
+    panels = [axes for axes in figure.axes if axes.images]
+    assert [axes.get_title() for axes in panels] == ["conv8_act:81  0.00->0.00 flat", "conv8_act:3  0.10->1.50"]
+    assert panels[0].images[0].get_clim() == (0, 255)  # grey levels as they are
+    assert panels[1].images[0].get_clim() == pytest.approx((textured.min(), textured.max()))  # stretched
+
+
 @pytest.mark.parametrize("count", [1, 2, 5])
 def test_grid_titles_fit_their_figure_however_few_the_images(count):
     faces = np.random.default_rng(0).integers(0, 256, (count, 48, 48)).astype(np.uint8)
