@@ -358,22 +358,64 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
 
 
 def decode_image(data):
-    """`cv2.imdecode` of a file's bytes (None when they are no image it reads). OpenCV's own
-    warnings ("PNG input buffer is incomplete") are silenced during the call, unless
+    """`cv2.imdecode` of a file's bytes (None when they are no image it reads), turned upright as
+    its EXIF orientation tag says (`exif_orientation`): a phone stores a portrait photo's pixels
+    sideways with a tag that every viewer obeys, and `cv2.IMREAD_UNCHANGED` ignores it. OpenCV's
+    own warnings ("PNG input buffer is incomplete") are silenced during the call, unless
     OPENCV_LOG_LEVEL asks for them: the caller's one-line error names the file."""
     import cv2  # imported here: CSV users should not pay for OpenCV's start-up
 
     if data is None or not data.size:
         return None
     if "OPENCV_LOG_LEVEL" in os.environ:
-        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    logging = cv2.utils.logging
-    previous = logging.getLogLevel()
-    logging.setLogLevel(min(previous, logging.LOG_LEVEL_ERROR))  # the caller's own level is put back
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    else:
+        logging = cv2.utils.logging
+        previous = logging.getLogLevel()
+        logging.setLogLevel(min(previous, logging.LOG_LEVEL_ERROR))  # the caller's own level is put back
+        try:
+            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        finally:
+            logging.setLogLevel(previous)
+    return None if image is None else apply_orientation(image, exif_orientation(data))
+
+
+# What each EXIF orientation (tag 0x0112) asks a viewer to do to the stored pixels, as numpy
+# operations on `(rows, columns, ...)` arrays; 1 is upright. Mirrored values 2, 4, 5, 7 come
+# from front cameras and scanners.
+ORIENTATIONS = {
+    1: lambda image: image,
+    2: lambda image: image[:, ::-1],  # mirrored left-right
+    3: lambda image: image[::-1, ::-1],  # rotated 180
+    4: lambda image: image[::-1],  # mirrored top-bottom
+    5: lambda image: image.swapaxes(0, 1),  # transposed
+    6: lambda image: np.rot90(image, -1),  # rotate 90 clockwise
+    7: lambda image: image.swapaxes(0, 1)[::-1, ::-1],  # transverse
+    8: lambda image: np.rot90(image, 1),  # rotate 90 counter-clockwise
+}
+
+
+def exif_orientation(data):
+    """The EXIF orientation (1-8) of an image file's bytes: 1 (as stored) when it has no EXIF
+    data, no orientation tag or an invalid one. Read with Pillow, only for files that hold EXIF
+    data at all (JPEG's and WebP's `Exif`/`EXIF`, PNG's `eXIf` chunk, or a TIFF)."""
+    raw = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    if not (raw[:4] in (b"II*\x00", b"MM\x00*") or b"Exif" in raw or b"EXIF" in raw or b"eXIf" in raw):
+        return 1
+    from PIL import Image  # imported here: only images with EXIF data pay for it
+
     try:
-        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    finally:
-        logging.setLogLevel(previous)
+        with Image.open(io.BytesIO(raw)) as image:
+            orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # broken EXIF data is no reason to refuse the pixels OpenCV read
+        return 1
+    return orientation if orientation in ORIENTATIONS else 1
+
+
+def apply_orientation(image, orientation):
+    """`image` (`(H, W)` or `(H, W, C)`, any dtype, alpha kept) as a viewer shows it under the
+    EXIF `orientation` (1-8), as a contiguous array."""
+    return np.ascontiguousarray(ORIENTATIONS[orientation](image))
 
 
 def load_image(path):

@@ -526,3 +526,59 @@ def test_a_data_folder_resolves_to_its_csv_or_its_image_folder_of_that_kind(tmp_
     assert data.resolve_data_path(tmp_path / "csvs", "test") == tmp_path / "csvs"  # nothing of that kind
     monkeypatch.setenv("FER_DATA", str(tmp_path / "images"))
     assert data.resolve_data_path(None, "test") == tmp_path / "images" / "test"
+
+
+def upright_photo(alpha=False):
+    """A 64x96 BGR(A) image whose every mirror and rotation differs: smooth, so JPEG keeps it."""
+    rows, columns = np.mgrid[0:64, 0:96]
+    channels = [rows * 4, columns * 2, 255 - rows * 2] + ([128 + columns] if alpha else [])
+    return np.stack(channels, axis=-1).astype(np.uint8)
+
+
+# How a camera stores the pixels of an upright scene under each EXIF orientation: the inverse of
+# what a viewer does to show it.
+STORED_AS = {1: lambda image: image, 2: lambda image: image[:, ::-1], 3: lambda image: image[::-1, ::-1],
+             4: lambda image: image[::-1], 5: lambda image: image.swapaxes(0, 1),
+             6: lambda image: np.rot90(image, 1), 7: lambda image: image.swapaxes(0, 1)[::-1, ::-1],
+             8: lambda image: np.rot90(image, -1)}
+
+
+def save_with_orientation(path, bgr, orientation):
+    from PIL import Image
+
+    rgb = np.ascontiguousarray(bgr[..., [2, 1, 0, 3][:bgr.shape[2]]])
+    photo = Image.fromarray(rgb)
+    exif = photo.getexif()
+    exif[0x0112] = orientation
+    photo.save(path, exif=exif, **({"quality": 95} if str(path).endswith(".jpg") else {}))
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("alpha", [False, True])
+def test_exif_orientation_is_applied_as_viewers_do(tmp_path, orientation, alpha):
+    # A phone stores a portrait photo sideways with orientation 6; IMREAD_UNCHANGED ignored it.
+    from PIL import Image, ImageOps
+
+    upright = upright_photo(alpha)
+    path = save_with_orientation(tmp_path / "photo.png", np.ascontiguousarray(STORED_AS[orientation](upright)),
+                                 orientation)
+    with Image.open(path) as stored:  # Pillow's viewer-like reading agrees with the test's inverses
+        np.testing.assert_array_equal(np.asarray(ImageOps.exif_transpose(stored))[..., 2::-1], upright[..., :3])
+    decoded = data.decode_image(np.fromfile(str(path), np.uint8))
+    assert decoded.shape == upright.shape and decoded.flags.c_contiguous
+    np.testing.assert_array_equal(decoded, upright)  # alpha kept, turned with the colours
+    np.testing.assert_array_equal(data.load_image(path), data.to_face(upright))
+
+
+def test_a_phone_jpeg_tagged_rotate_90_is_read_upright(tmp_path):
+    upright = upright_photo()
+    path = save_with_orientation(tmp_path / "phone_exif6.jpg", np.ascontiguousarray(np.rot90(upright, 1)), 6)
+    decoded = data.decode_image(np.fromfile(str(path), np.uint8))
+    assert decoded.shape == upright.shape
+    assert np.abs(decoded.astype(int) - upright).mean() < 2  # up to JPEG's error
+    assert data.exif_orientation(np.fromfile(str(path), np.uint8)) == 6
+    # No EXIF data, or a broken one: as stored.
+    ok, png = cv2.imencode(".png", upright)
+    assert data.exif_orientation(png) == 1
+    assert data.exif_orientation(np.frombuffer(b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00broken", np.uint8)) == 1
