@@ -424,15 +424,40 @@ def load_image(path):
     image = decode_image(data)
     if image is None:
         raise FerDataError("unreadable image (corrupt or not an image)", path)
+    if image.dtype.kind == "f" and not np.isfinite(image).all():  # a float TIFF or EXR
+        raise FerDataError("NaN or infinite pixel values", path)
     return to_face(image)
 
 
+def to_uint8(image):
+    """An image array's grey levels as uint8 0-255, as a viewer shows them: no contrast stretch.
+
+    uint8 comes back as it is; 16-bit images are scaled by 1/257 (so `x * 257` is `x` again), other
+    integer types by 255 / the type's maximum, negative values taken as 0; floats are 0-1 when
+    their maximum is at most 1, else 0-255, and clipped to that range. (A min-max stretch, as
+    before, turned a uniform 16-bit image black and brightened every dim face.) NaN pixels are
+    the caller's to refuse.
+    """
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:  # the usual case, in integers: exact, and half the memory of floats
+        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if image.dtype.kind in "iub":
+        scale = 1.0 if image.dtype.kind == "b" else np.iinfo(image.dtype).max / 255
+        levels = np.maximum(image, 0).astype(np.float64) / scale
+    else:
+        levels = image.astype(np.float32 if image.dtype.itemsize <= 4 else np.float64)
+        if levels.size and levels.max() <= 1:
+            levels = levels * 255
+    return np.clip(np.rint(levels), 0, 255).astype(np.uint8)
+
+
 def to_face(image):
-    """Convert an image array (gray, BGR or BGRA, any size, uint8 or uint16) to `(48, 48, 1)` uint8."""
+    """Convert an image array (gray, BGR or BGRA, any size, uint8, 16-bit or float: `to_uint8`) to
+    `(48, 48, 1)` uint8."""
     import cv2
 
-    if image.dtype != np.uint8:
-        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    image = to_uint8(image)
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
     elif image.ndim == 3 and image.shape[2] == 3:

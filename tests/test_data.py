@@ -582,3 +582,31 @@ def test_a_phone_jpeg_tagged_rotate_90_is_read_upright(tmp_path):
     ok, png = cv2.imencode(".png", upright)
     assert data.exif_orientation(png) == 1
     assert data.exif_orientation(np.frombuffer(b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00broken", np.uint8)) == 1
+
+
+def test_16_bit_and_float_images_keep_their_grey_levels(tmp_path):
+    # They were min-max stretched: a 16-bit copy of a face came out brighter, a uniform one black.
+    from keras_fer import faces
+
+    face = np.random.default_rng(3).integers(40, 180, (60, 80, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "face8.png"), face)
+    cv2.imwrite(str(tmp_path / "face16.png"), face.astype(np.uint16) * 257)
+    assert cv2.imread(str(tmp_path / "face16.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    np.testing.assert_array_equal(data.read(tmp_path / "face16.png").pixels, data.read(tmp_path / "face8.png").pixels)
+    np.testing.assert_array_equal(faces.read_photo(tmp_path / "face16.png"), face)
+    cv2.imwrite(str(tmp_path / "flat16.png"), np.full((48, 48), 30000, np.uint16))
+    assert np.unique(data.read(tmp_path / "flat16.png").pixels).tolist() == [117]  # 30000 / 257, not 0
+    assert np.unique(faces.read_photo(tmp_path / "flat16.png")).tolist() == [117]
+    # Floats: 0-1 when at most 1, else 0-255; clipped, not stretched.
+    np.testing.assert_array_equal(data.to_uint8(np.array([0.0, 0.2, 0.5, 1.0], np.float32)), [0, 51, 128, 255])
+    np.testing.assert_array_equal(data.to_uint8(np.array([-3.0, 20.4, 100.0, 300.0])), [0, 20, 100, 255])
+    np.testing.assert_array_equal(data.to_uint8(np.array([-5, 0, 32767], np.int16)), [0, 0, 255])
+    uniform = np.full((48, 48), 0.25, np.float32)
+    cv2.imwrite(str(tmp_path / "flat.tiff"), uniform)
+    assert np.unique(data.read(tmp_path / "flat.tiff").pixels).tolist() == [64]
+    eight = np.arange(256, dtype=np.uint8).reshape(16, 16)  # 8-bit images are untouched
+    assert data.to_uint8(eight) is eight
+    uniform[3, 4] = np.nan
+    cv2.imwrite(str(tmp_path / "nan.tiff"), uniform)
+    with pytest.raises(FerDataError, match="nan.tiff: NaN or infinite pixel values"):
+        data.read(tmp_path / "nan.tiff")
