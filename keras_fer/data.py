@@ -232,10 +232,14 @@ def _header_columns(header, path):
     return names, pixel, label, image_id, usage
 
 
-def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
+def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS, unique_ids=False):
     """Yield a FER CSV file as `Images` chunks of at most `chunk_rows` rows.
 
-    Memory stays flat whatever the file size. Ids default to the 0-based row number.
+    Memory stays flat whatever the file size. Ids default to the 0-based row number. The ids of
+    an unlabelled CSV (a test set) must be unique: predictions are written under them. A labelled
+    CSV may repeat ids (training data needs none), unless `unique_ids`: readers that write
+    results by id (`inference.predict_csv`) refuse a repeated id there too, whose predictions a
+    scorer or `--saved-proba` could not tell apart.
 
     Raises:
         FerDataError: naming the file, the 1-based line and the field, for any malformed row.
@@ -326,7 +330,7 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
                     # Two predictions under one id: a scorer takes one. "7" and "007" are one id
                     # to a scorer reading numbers, and to `Images.index_of`.
                     key = id_key(text)
-                    if label_col is None and key in id_lines:
+                    if (label_col is None or unique_ids) and key in id_lines:
                         first, seen = id_lines[key]
                         same = f"id {text!r} again" if seen == text else f"id {text!r} is id {seen!r} again"
                         raise bad_row(f"{same} (first at line {first}): ids must be unique",

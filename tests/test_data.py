@@ -209,6 +209,9 @@ def test_two_unlabelled_rows_or_images_with_one_id_are_refused(tmp_path):
     assert data.read(tmp_path / "labelled").labels.tolist() == [3, 3, 3]
     labelled = write_rows(tmp_path / "train.csv", "id,label,feature", [f"7,3,{GOOD}", f"7,4,{GOOD}"])
     assert data.read(labelled).labels.tolist() == [3, 4]
+    # ... but a reader that writes results by id (predict.py) refuses it as it refuses a test set's.
+    with pytest.raises(FerDataError, match=r"train\.csv, line 3, field 'id': id '7' again \(first at line 2\)"):
+        list(data.iter_csv(labelled, unique_ids=True))
 
 
 def test_ids_one_as_numbers_are_one_id(tmp_path):
