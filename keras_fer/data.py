@@ -215,10 +215,22 @@ def _parse_pixels(features, path, first_line, column):
     raise FerDataError("unreadable pixel values", path, first_line, column)  # pragma: no cover
 
 
+def _column(names, lowered, candidates, what, path):
+    """The index of the one column named one of `candidates` (None if none). Two such columns
+    (`label,emotion`, `feature,pixels`, `label,label`) are refused, naming both: taking the first
+    silently could read the wrong labels or pixels."""
+    found = [index for index, name in enumerate(lowered) if name in candidates]
+    if len(found) > 1:
+        first, second = found[:2]
+        raise FerDataError(f"columns {first + 1} ({names[first]!r}) and {second + 1} ({names[second]!r}) both "
+                           f"name the {what}: keep one of them (or rename the other)", path, 1)
+    return found[0] if found else None
+
+
 def _header_columns(header, path):
     names = [name.strip() for name in header]
     lowered = [name.lower() for name in names]
-    pixel = next((lowered.index(c) for c in PIXEL_COLUMNS if c in lowered), None)
+    pixel = _column(names, lowered, PIXEL_COLUMNS, "pixels", path)
     if pixel is None:
         if any(len(name.split()) > 100 for name in names):  # 2,304 grey levels: a data row, not a header
             raise FerDataError(f"no header line: the first line holds pixel values; add a header such as "
@@ -226,9 +238,9 @@ def _header_columns(header, path):
         found = ", ".join(names) or "nothing"
         raise FerDataError(f"missing pixel column: expected one of {', '.join(PIXEL_COLUMNS)}, found "
                            f"{found[:200] + ' ...' if len(found) > 200 else found}", path, 1)
-    label = next((lowered.index(c) for c in LABEL_COLUMNS if c in lowered), None)
-    image_id = lowered.index("id") if "id" in lowered else None
-    usage = lowered.index("usage") if "usage" in lowered else None
+    label = _column(names, lowered, LABEL_COLUMNS, "labels", path)
+    image_id = _column(names, lowered, ("id",), "ids", path)
+    usage = _column(names, lowered, ("usage",), "Usage", path)
     return names, pixel, label, image_id, usage
 
 

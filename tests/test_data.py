@@ -613,3 +613,19 @@ def test_16_bit_and_float_images_keep_their_grey_levels(tmp_path):
     cv2.imwrite(str(tmp_path / "nan.tiff"), uniform)
     with pytest.raises(FerDataError, match="nan.tiff: NaN or infinite pixel values"):
         data.read(tmp_path / "nan.tiff")
+
+
+@pytest.mark.parametrize("header, row, words", [
+    ("label,emotion,feature", f"3,4,{GOOD}", "columns 1 ('label') and 2 ('emotion') both name the labels"),
+    ("feature,pixels", f"{GOOD},{GOOD}", "columns 1 ('feature') and 2 ('pixels') both name the pixels"),
+    ("label,LABEL,feature", f"3,4,{GOOD}", "columns 1 ('label') and 2 ('LABEL') both name the labels"),
+    ("id,feature,Id", f"7,{GOOD},8", "columns 1 ('id') and 3 ('Id') both name the ids"),
+    ("emotion,pixels,Usage,usage", f"3,{GOOD},Training,PublicTest", "columns 3 ('Usage') and 4 ('usage') both"),
+])
+def test_a_header_naming_one_column_twice_is_refused_naming_both(tmp_path, header, row, words):
+    # The first match was taken silently: label,emotion,feature read its labels from `label`.
+    path = write_rows(tmp_path / "two.csv", header, [row])
+    with pytest.raises(FerDataError) as caught:
+        data.read(path)
+    assert str(caught.value).startswith(f"{path}, line 1: {words}") and caught.value.row == 1
+    assert "\n" not in str(caught.value)
