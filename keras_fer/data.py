@@ -605,16 +605,21 @@ def write_csv(images, path):
     """Write `images` as a FER CSV: `label,feature` when labelled, else `id,feature`, with an `id`
     column first too when labelled images have ids of their own (`Images.named_ids`); gzip when
     `path` ends in `.gz`. Written atomically."""
-    columns = (["id"] if images.named_ids or not images.labelled else []) + (["label"] if images.labelled else [])
     with atomic_text(path) as out:
-        writer = csv.writer(out, lineterminator="\n")  # an id may hold a comma or a quote ("x,y.png")
-        writer.writerow(columns + ["feature"])
-        flat = images.pixels.reshape(len(images), NUM_PIXELS)
-        for i in range(len(images)):
-            first = [images.ids[i]] if columns[0] == "id" else []
-            if images.labelled:
-                first.append(images.labels[i])
-            writer.writerow(first + [" ".join(map(str, flat[i].tolist()))])
+        _write_csv_rows(images, out)
+
+
+def _write_csv_rows(images, out):
+    """`write_csv`'s header and rows, into the text stream `out`."""
+    columns = (["id"] if images.named_ids or not images.labelled else []) + (["label"] if images.labelled else [])
+    writer = csv.writer(out, lineterminator="\n")  # an id may hold a comma or a quote ("x,y.png")
+    writer.writerow(columns + ["feature"])
+    flat = images.pixels.reshape(len(images), NUM_PIXELS)
+    for i in range(len(images)):
+        first = [images.ids[i]] if columns[0] == "id" else []
+        if images.labelled:
+            first.append(images.labels[i])
+        writer.writerow(first + [" ".join(map(str, flat[i].tolist()))])
 
 
 # --------------------------------------------------------------------------------------------
@@ -740,7 +745,7 @@ def main(argv=None):
         "split", help="write the validation rows (and optionally the training rows) of a split as FER CSVs",
         description="Split labelled data as train.py --val/--split-seed do, and write the parts as FER CSVs "
         "(id,label,feature when the data has ids of its own, else label,feature; gzipped when the name ends in "
-        ".gz; written atomically).",
+        ".gz; written atomically, and together: if either cannot be written, neither is).",
     )
     splitter.add_argument("path", help="a labelled FER CSV (optionally .gz) or image folder")
     splitter.add_argument("--val", default="fraction:0.1",
@@ -765,10 +770,16 @@ def main(argv=None):
     if len(validation) == 0:  # --val none
         raise FerError(f"--val {args.val} leaves no validation rows of the {len(train)} images of "
                        f"{args.path} to write to --out-val")
-    write_csv(validation, args.out_val)
+    # Both parts are written to temporary files first and renamed into place only once both are
+    # complete: an --out-train that cannot be written (a folder, say) leaves no --out-val behind.
+    with contextlib.ExitStack() as staged:
+        parts = [(validation, staged.enter_context(atomic_text(args.out_val)))]
+        if args.out_train:
+            parts.append((train, staged.enter_context(atomic_text(args.out_train))))
+        for part, stream in parts:
+            _write_csv_rows(part, stream)
     print(f"wrote {args.out_val}: {len(validation)} validation rows ({args.val}, split seed {args.split_seed})")
     if args.out_train:
-        write_csv(train, args.out_train)
         print(f"wrote {args.out_train}: {len(train)} training rows")
     return 0
 

@@ -629,3 +629,31 @@ def test_a_header_naming_one_column_twice_is_refused_naming_both(tmp_path, heade
         data.read(path)
     assert str(caught.value).startswith(f"{path}, line 1: {words}") and caught.value.row == 1
     assert "\n" not in str(caught.value)
+
+
+def test_split_command_writes_both_parts_or_neither(tmp_path, capsys, monkeypatch):
+    # An --out-train that was a folder failed only after --out-val was written, leaving it behind.
+    data.write_csv(random_images(20), tmp_path / "train.csv")
+    (tmp_path / "o").mkdir()
+    argv = ["split", str(tmp_path / "train.csv"), "--val", "first:5", "--out-val", str(tmp_path / "o" / "v.csv")]
+    assert data.main([*argv, "--out-train", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'o'}: ") and "Is a directory" in err and err.count("\n") == 1
+    assert sorted(path.name for path in (tmp_path / "o").iterdir()) == []  # no v.csv, no temporary file
+    assert data.main([*argv, "--out-train", "/dev/null"]) == 2
+    assert "/dev/null: not a regular file" in capsys.readouterr().err
+    assert sorted(path.name for path in (tmp_path / "o").iterdir()) == []
+    written = []
+
+    def failing_rows(images, out):  # the disk fills up while the training rows are written
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(len(images))
+        out.write("label,feature\n")
+    monkeypatch.setattr(data, "_write_csv_rows", failing_rows)
+    assert data.main([*argv, "--out-train", str(tmp_path / "o" / "t.csv")]) == 2
+    assert "No space left on device" in capsys.readouterr().err and written == [15]
+    assert sorted(path.name for path in (tmp_path / "o").iterdir()) == []
+    monkeypatch.undo()
+    assert data.main([*argv, "--out-train", str(tmp_path / "o" / "t.csv")]) == 0
+    assert len(data.read(tmp_path / "o" / "v.csv")) == 15 and len(data.read(tmp_path / "o" / "t.csv")) == 5
