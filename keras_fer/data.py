@@ -23,6 +23,7 @@ import io
 import os
 import re
 import sys
+import unicodedata
 import zlib
 from pathlib import Path
 
@@ -201,18 +202,35 @@ def _parse_pixels(features, path, first_line, column):
             values[:, -1] = 0
             if values.min() >= 0 and values.max() <= 255:
                 return values[:, :NUM_PIXELS].astype(np.uint8).reshape(count, IMAGE_SIZE, IMAGE_SIZE, 1)
-    # Slow path, only on bad data: find the first bad row and say what is wrong with it.
+    # Slow path, only on bad data: find the first bad row and say what is wrong with it. It reads
+    # as np.fromstring does: ASCII white space separates, an integer may have a sign.
     for offset, feature in enumerate(features):
         line = first_line + offset
-        tokens = feature.split()
+        odd = _UNICODE_SPACE.search(feature)
+        if odd is not None:  # str.split() would split at it, np.fromstring does not
+            character = odd.group()
+            before = len(feature[:odd.start()].split())
+            where = f"after pixel {before}" if before else "before pixel 1"
+            name = unicodedata.name(character, "white space").lower()
+            raise FerDataError(f"U+{ord(character):04X} ({name}) {where}: only plain spaces (or tabs) "
+                               "separate pixels", path, line, column)
+        tokens = feature.split()  # only ASCII white space is left
         if len(tokens) != NUM_PIXELS:
             raise FerDataError(f"expected {NUM_PIXELS} pixels, found {len(tokens)}", path, line, column)
         for position, token in enumerate(tokens):
-            if not (token.isascii() and token.lstrip("-").isdigit()):
+            if not _INTEGER.fullmatch(token):
                 raise FerDataError(f"pixel {position + 1} is not an integer: {token[:20]!r}", path, line, column)
             if not 0 <= int(token) <= 255:
                 raise FerDataError(f"pixel {position + 1} is out of range 0-255: {token}", path, line, column)
-    raise FerDataError("unreadable pixel values", path, first_line, column)  # pragma: no cover
+    last_line = first_line + count - 1
+    raise FerDataError(f"unreadable pixel values in lines {first_line}-{last_line}",  # pragma: no cover
+                       path, None, column)
+
+
+# What separates pixels: np.fromstring's white space, which is ASCII's only; any other (a no-break
+# space pasted from a web page or a word processor) is named, not taken for a separator.
+_UNICODE_SPACE = re.compile("[^\\S \t\n\r\f\v]")
+_INTEGER = re.compile("[+-]?[0-9]+")
 
 
 def _column(names, lowered, candidates, what, path):

@@ -657,3 +657,28 @@ def test_split_command_writes_both_parts_or_neither(tmp_path, capsys, monkeypatc
     monkeypatch.undo()
     assert data.main([*argv, "--out-train", str(tmp_path / "o" / "t.csv")]) == 0
     assert len(data.read(tmp_path / "o" / "v.csv")) == 15 and len(data.read(tmp_path / "o" / "t.csv")) == 5
+
+
+def test_a_no_break_space_between_pixels_is_named_on_its_own_line(tmp_path):
+    # It was "line 2, field 'feature': unreadable pixel values": str.split() took it for a
+    # separator, np.fromstring did not, and the error fell back to the chunk's first line.
+    pixels = ["7"] * 2304
+    pixels[10] = "\u00a0" + pixels[10]
+    rows = [f"0,{GOOD}", f"1,{GOOD}", "2," + " ".join(pixels), f"3,{GOOD}"]
+    path = write_rows(tmp_path / "nbsp.csv", "label,feature", rows)
+    with pytest.raises(FerDataError) as caught:
+        data.read(path)
+    assert str(caught.value) == (f"{path}, line 4, field 'feature': U+00A0 (no-break space) after pixel 10: "
+                                 "only plain spaces (or tabs) separate pixels")
+    rows[2] = "2," + "\u2003" + GOOD
+    write_rows(path, "label,feature", rows)
+    with pytest.raises(FerDataError, match=r"line 4, field 'feature': U\+2003 \(em space\) before pixel 1"):
+        data.read(path)
+    # The slow path reads as the fast one: a sign is allowed ("+5" loads), "--5" is named, not a crash.
+    rows[2] = "2," + " ".join(["+5"] + ["1"] * 2303)
+    write_rows(path, "label,feature", rows)
+    assert data.read(path).pixels[2].reshape(-1)[:2].tolist() == [5, 1]
+    rows[3] = "3," + " ".join(["1"] * 2303 + ["--5"])
+    write_rows(path, "label,feature", rows)
+    with pytest.raises(FerDataError, match=r"line 5, field 'feature': pixel 2304 is not an integer: '--5'"):
+        data.read(path)
