@@ -262,6 +262,22 @@ def _header_columns(header, path):
     return names, pixel, label, image_id, usage
 
 
+def _unclosed_quote(reader, fields, names, path, start, line):
+    """The error for a record that ran from line `start` to `line` because a quote opened on
+    `start` was not closed there (only an id may hold a line break: a file name can). It names
+    the line where the record started, not the one where the CSV reader stopped (the file's last,
+    for a quote never closed), and the field holding the line break."""
+    spread = next((index for index, text in enumerate(fields) if "\n" in text or "\r" in text), None)
+    field = names[spread] if spread is not None and spread < len(names) else None
+    ended = False
+    with contextlib.suppress(*READ_ERRORS):
+        ended = next(reader, None) is None
+    closed = "never closed" if ended else f"closed only on line {line}"
+    end = " (the end)" if ended else ""
+    return FerDataError(f"a quote opened on this line is {closed}: lines {start}-{line}{end} were read as one row",
+                        path, start, field)
+
+
 def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS, unique_ids=False):
     """Yield a FER CSV file as `Images` chunks of at most `chunk_rows` rows.
 
@@ -326,9 +342,11 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS, unique_ids=False):
                 _parse_pixels(earlier, path, first_line, names[pixel_col])
             return error or FerDataError(message, path, line, field)
 
+        record_start = reader.line_num + 1
         try:
             for fields in reader:
-                line = reader.line_num
+                line = reader.line_num  # the record's last line: its first unless a quoted field held line breaks
+                start, record_start = record_start, line + 1
                 if not fields or (len(fields) == 1 and not fields[0].strip()):
                     continue  # a blank line, as at the end of many files
                 if not buffer["features"]:
@@ -336,6 +354,9 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS, unique_ids=False):
                 byte = _undecodable(fields)
                 if byte is not None:
                     raise bad_row(None, line, error=_not_utf8(byte, path, line))
+                if line != start and (len(fields) != len(names) or any(
+                        "\n" in text or "\r" in text for index, text in enumerate(fields) if index != id_col)):
+                    raise bad_row(None, start, error=_unclosed_quote(reader, fields, names, path, start, line))
                 if len(fields) != len(names):
                     raise bad_row(f"expected {len(names)} fields ({','.join(names)}), found {len(fields)}", line)
                 # Rows in a chunk are contiguous lines unless blank lines intervene; keep the

@@ -682,3 +682,32 @@ def test_a_no_break_space_between_pixels_is_named_on_its_own_line(tmp_path):
     write_rows(path, "label,feature", rows)
     with pytest.raises(FerDataError, match=r"line 5, field 'feature': pixel 2304 is not an integer: '--5'"):
         data.read(path)
+
+
+def test_an_unclosed_quote_is_named_on_the_line_where_it_opens(tmp_path):
+    # It was "line 81, field 'feature': expected 2304 pixels, found 179712": the reader ran on to the end.
+    rows = [f"{i % 7},{GOOD}" for i in range(80)]
+    rows[2] = f'1,"{GOOD}'  # line 4
+    path = write_rows(tmp_path / "quote.csv", "label,feature", rows)
+    with pytest.raises(FerDataError) as caught:
+        data.read(path, chunk_rows=16)
+    assert str(caught.value) == (f"{path}, line 4, field 'feature': a quote opened on this line is never closed: "
+                                 "lines 4-81 (the end) were read as one row")
+    rows[4] = f'2,{GOOD}"'  # closed on line 6 after all
+    write_rows(path, "label,feature", rows)
+    with pytest.raises(FerDataError, match=r"line 4, field 'feature': a quote opened on this line is closed only "
+                                           r"on line 6: lines 4-6 were read as one row"):
+        data.read(path)
+    rows[2], rows[4] = f'"1,{GOOD}', f"2,{GOOD}"  # in the label: the field count is off too
+    write_rows(path, "label,feature", rows)
+    with pytest.raises(FerDataError, match=r"line 4, field 'label': a quote opened on this line is never closed"):
+        data.read(path)
+    rows[1] = f"9,{GOOD}"  # an earlier bad row is still the first error
+    write_rows(path, "label,feature", rows)
+    with pytest.raises(FerDataError, match=r"line 3, field 'label': unknown label '9'"):
+        data.read(path)
+    # An id may hold a line break (a file name can), and rows after it keep their line numbers.
+    images = random_images(3, labelled=False)
+    images.ids = np.array(["a\nb", "c", "d"], dtype=object)
+    data.write_csv(images, tmp_path / "ids.csv")
+    assert list(data.read(tmp_path / "ids.csv").ids) == ["a\nb", "c", "d"]
