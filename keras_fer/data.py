@@ -278,6 +278,29 @@ def _unclosed_quote(reader, fields, names, path, start, line):
                         path, start, field)
 
 
+def _binary_kind(path):
+    """What is wrong with reading `path` as a CSV, when its name or first bytes say it is a video,
+    a GIF or a zip archive (None otherwise). Only signatures that no text starts with are looked
+    at here; other images are named when their first line turns out not to be text."""
+    from keras_fer.video import VIDEO_EXTENSIONS
+
+    videos = "only predict.py reads videos"
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return f"a video ({path.suffix}), not a FER CSV, image folder or image: {videos}"
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "a zip archive, not a CSV: unzip it first (a gzip-compressed CSV, .csv.gz, is read as it is)"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return ("a GIF image, which keras-fer does not read: convert it to PNG (an animation to a video, "
+                "for predict.py)")
+    if (head[4:8] == b"ftyp" and head[:2] == b"\x00\x00") or head.startswith(b"\x1aE\xdf\xa3") or \
+            (head.startswith(b"RIFF") and head[8:12] == b"AVI "):
+        return f"a video (MP4, QuickTime, Matroska, WebM or AVI), not a CSV: {videos}, by their extension " \
+               f"({', '.join(VIDEO_EXTENSIONS[:4])}, ...)"
+    return None
+
+
 def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS, unique_ids=False):
     """Yield a FER CSV file as `Images` chunks of at most `chunk_rows` rows.
 
@@ -293,6 +316,9 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS, unique_ids=False):
     path = Path(path)
     if not path.is_file():
         raise FerDataError("not a regular file (a device, pipe or folder)" if path.exists() else "no such file", path)
+    kind = _binary_kind(path)
+    if kind is not None:
+        raise FerDataError(kind, path)
     with open_text(path) as handle:
         reader = csv.reader(handle)
         try:
@@ -305,9 +331,14 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS, unique_ids=False):
         if byte is not None and _utf16(path):
             raise FerDataError("a UTF-16 text file: save the CSV as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)",
                                path, reader.line_num)
-        if byte is not None:  # no text at all: most likely an image or video under another name
-            raise FerDataError(f"not a CSV file: its first line is not text (byte {byte!r}); images and videos are "
-                               "recognized by their extension (.png, .jpg, .mp4, .avi, ...)", path, reader.line_num)
+        if byte is not None:  # no text at all: most likely an image under another name
+            from keras_fer.video import _image_format
+
+            image = _image_format(path)
+            if image is not None:
+                raise FerDataError(f"not a CSV file but a {image} image: give it its image extension "
+                                   f"(.{image.lower()})", path)
+            raise FerDataError(f"not a CSV file: its first line is not text (byte {byte!r})", path, reader.line_num)
         names, pixel_col, label_col, id_col, usage_col = _header_columns(header, path)
         row_number = 0
         emitted = 0

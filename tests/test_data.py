@@ -189,7 +189,8 @@ def test_missing_column_empty_file_and_missing_file(tmp_path):
         data.read(tmp_path / "binary.csv")
     ok, png = cv2.imencode(".png", np.zeros((48, 48), np.uint8))  # an image under a name that is not an image's
     (tmp_path / "face.txt").write_bytes(png.tobytes())
-    with pytest.raises(FerDataError, match="not a CSV file: its first line is not text.*recognized by their extension"):
+    with pytest.raises(FerDataError, match=r"face.txt: not a CSV file but a PNG image: give it its image extension "
+                                           r"\(\.png\)"):
         data.read(tmp_path / "face.txt")
 
 
@@ -711,3 +712,33 @@ def test_an_unclosed_quote_is_named_on_the_line_where_it_opens(tmp_path):
     images.ids = np.array(["a\nb", "c", "d"], dtype=object)
     data.write_csv(images, tmp_path / "ids.csv")
     assert list(data.read(tmp_path / "ids.csv").ids) == ["a\nb", "c", "d"]
+
+
+def test_videos_gifs_and_zip_archives_are_named_not_called_csv_files(tmp_path, capsys):
+    # All were "not a CSV file ... images and videos are recognized by their extension (.png, .jpg,
+    # .mp4, ...)", even for clip.mp4, which has the extension.
+    from PIL import Image
+
+    mp4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256))
+    (tmp_path / "clip.mp4").write_bytes(mp4)
+    assert data.main(["info", str(tmp_path / "clip.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {tmp_path / 'clip.mp4'}: a video (.mp4), not a FER CSV, image folder or image: "
+                   "only predict.py reads videos\n")
+    (tmp_path / "clip.csv").write_bytes(mp4)
+    with pytest.raises(FerDataError, match=r"clip\.csv: a video \(MP4, QuickTime, Matroska, WebM or AVI\), not a "
+                                           r"CSV: only predict\.py reads videos, by their extension \(\.mp4"):
+        data.read(tmp_path / "clip.csv")
+    frames = [Image.fromarray(np.full((20, 20), level, np.uint8)) for level in (0, 128, 255)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(FerDataError, match=r"anim\.gif: a GIF image, which keras-fer does not read: convert it"):
+        data.read(tmp_path / "anim.gif")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "train.csv", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("train.csv", f"label,feature\n0,{GOOD}\n")
+    with pytest.raises(FerDataError, match=r"train\.csv: a zip archive, not a CSV: unzip it first"):
+        data.read(tmp_path / "train.csv")
+    # Text that merely starts like a signature is still read as a CSV.
+    path = write_rows(tmp_path / "pk.csv", "PK,label,feature", [f"1,3,{GOOD}"])
+    assert data.read(path).labels.tolist() == [3]
