@@ -23,6 +23,7 @@ import io
 import os
 import re
 import sys
+import unicodedata
 import zlib
 from pathlib import Path
 
@@ -201,24 +202,53 @@ def _parse_pixels(features, path, first_line, column):
             values[:, -1] = 0
             if values.min() >= 0 and values.max() <= 255:
                 return values[:, :NUM_PIXELS].astype(np.uint8).reshape(count, IMAGE_SIZE, IMAGE_SIZE, 1)
-    # Slow path, only on bad data: find the first bad row and say what is wrong with it.
+    # Slow path, only on bad data: find the first bad row and say what is wrong with it. It reads
+    # as np.fromstring does: ASCII white space separates, an integer may have a sign.
     for offset, feature in enumerate(features):
         line = first_line + offset
-        tokens = feature.split()
+        odd = _UNICODE_SPACE.search(feature)
+        if odd is not None:  # str.split() would split at it, np.fromstring does not
+            character = odd.group()
+            before = len(feature[:odd.start()].split())
+            where = f"after pixel {before}" if before else "before pixel 1"
+            name = unicodedata.name(character, "white space").lower()
+            raise FerDataError(f"U+{ord(character):04X} ({name}) {where}: only plain spaces (or tabs) "
+                               "separate pixels", path, line, column)
+        tokens = feature.split()  # only ASCII white space is left
         if len(tokens) != NUM_PIXELS:
             raise FerDataError(f"expected {NUM_PIXELS} pixels, found {len(tokens)}", path, line, column)
         for position, token in enumerate(tokens):
-            if not (token.isascii() and token.lstrip("-").isdigit()):
+            if not _INTEGER.fullmatch(token):
                 raise FerDataError(f"pixel {position + 1} is not an integer: {token[:20]!r}", path, line, column)
             if not 0 <= int(token) <= 255:
                 raise FerDataError(f"pixel {position + 1} is out of range 0-255: {token}", path, line, column)
-    raise FerDataError("unreadable pixel values", path, first_line, column)  # pragma: no cover
+    last_line = first_line + count - 1
+    raise FerDataError(f"unreadable pixel values in lines {first_line}-{last_line}",  # pragma: no cover
+                       path, None, column)
+
+
+# What separates pixels: np.fromstring's white space, which is ASCII's only; any other (a no-break
+# space pasted from a web page or a word processor) is named, not taken for a separator.
+_UNICODE_SPACE = re.compile("[^\\S \t\n\r\f\v]")
+_INTEGER = re.compile("[+-]?[0-9]+")
+
+
+def _column(names, lowered, candidates, what, path):
+    """The index of the one column named one of `candidates` (None if none). Two such columns
+    (`label,emotion`, `feature,pixels`, `label,label`) are refused, naming both: taking the first
+    silently could read the wrong labels or pixels."""
+    found = [index for index, name in enumerate(lowered) if name in candidates]
+    if len(found) > 1:
+        first, second = found[:2]
+        raise FerDataError(f"columns {first + 1} ({names[first]!r}) and {second + 1} ({names[second]!r}) both "
+                           f"name the {what}: keep one of them (or rename the other)", path, 1)
+    return found[0] if found else None
 
 
 def _header_columns(header, path):
     names = [name.strip() for name in header]
     lowered = [name.lower() for name in names]
-    pixel = next((lowered.index(c) for c in PIXEL_COLUMNS if c in lowered), None)
+    pixel = _column(names, lowered, PIXEL_COLUMNS, "pixels", path)
     if pixel is None:
         if any(len(name.split()) > 100 for name in names):  # 2,304 grey levels: a data row, not a header
             raise FerDataError(f"no header line: the first line holds pixel values; add a header such as "
@@ -226,16 +256,59 @@ def _header_columns(header, path):
         found = ", ".join(names) or "nothing"
         raise FerDataError(f"missing pixel column: expected one of {', '.join(PIXEL_COLUMNS)}, found "
                            f"{found[:200] + ' ...' if len(found) > 200 else found}", path, 1)
-    label = next((lowered.index(c) for c in LABEL_COLUMNS if c in lowered), None)
-    image_id = lowered.index("id") if "id" in lowered else None
-    usage = lowered.index("usage") if "usage" in lowered else None
+    label = _column(names, lowered, LABEL_COLUMNS, "labels", path)
+    image_id = _column(names, lowered, ("id",), "ids", path)
+    usage = _column(names, lowered, ("usage",), "Usage", path)
     return names, pixel, label, image_id, usage
 
 
-def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
+def _unclosed_quote(reader, fields, names, path, start, line):
+    """The error for a record that ran from line `start` to `line` because a quote opened on
+    `start` was not closed there (only an id may hold a line break: a file name can). It names
+    the line where the record started, not the one where the CSV reader stopped (the file's last,
+    for a quote never closed), and the field holding the line break."""
+    spread = next((index for index, text in enumerate(fields) if "\n" in text or "\r" in text), None)
+    field = names[spread] if spread is not None and spread < len(names) else None
+    ended = False
+    with contextlib.suppress(*READ_ERRORS):
+        ended = next(reader, None) is None
+    closed = "never closed" if ended else f"closed only on line {line}"
+    end = " (the end)" if ended else ""
+    return FerDataError(f"a quote opened on this line is {closed}: lines {start}-{line}{end} were read as one row",
+                        path, start, field)
+
+
+def _binary_kind(path):
+    """What is wrong with reading `path` as a CSV, when its name or first bytes say it is a video,
+    a GIF or a zip archive (None otherwise). Only signatures that no text starts with are looked
+    at here; other images are named when their first line turns out not to be text."""
+    from keras_fer.video import VIDEO_EXTENSIONS
+
+    videos = "only predict.py reads videos"
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return f"a video ({path.suffix}), not a FER CSV, image folder or image: {videos}"
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "a zip archive, not a CSV: unzip it first (a gzip-compressed CSV, .csv.gz, is read as it is)"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return ("a GIF image, which keras-fer does not read: convert it to PNG (an animation to a video, "
+                "for predict.py)")
+    if (head[4:8] == b"ftyp" and head[:2] == b"\x00\x00") or head.startswith(b"\x1aE\xdf\xa3") or \
+            (head.startswith(b"RIFF") and head[8:12] == b"AVI "):
+        return f"a video (MP4, QuickTime, Matroska, WebM or AVI), not a CSV: {videos}, by their extension " \
+               f"({', '.join(VIDEO_EXTENSIONS[:4])}, ...)"
+    return None
+
+
+def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS, unique_ids=False):
     """Yield a FER CSV file as `Images` chunks of at most `chunk_rows` rows.
 
-    Memory stays flat whatever the file size. Ids default to the 0-based row number.
+    Memory stays flat whatever the file size. Ids default to the 0-based row number. The ids of
+    an unlabelled CSV (a test set) must be unique: predictions are written under them. A labelled
+    CSV may repeat ids (training data needs none), unless `unique_ids`: readers that write
+    results by id (`inference.predict_csv`) refuse a repeated id there too, whose predictions a
+    scorer or `--saved-proba` could not tell apart.
 
     Raises:
         FerDataError: naming the file, the 1-based line and the field, for any malformed row.
@@ -243,6 +316,9 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
     path = Path(path)
     if not path.is_file():
         raise FerDataError("not a regular file (a device, pipe or folder)" if path.exists() else "no such file", path)
+    kind = _binary_kind(path)
+    if kind is not None:
+        raise FerDataError(kind, path)
     with open_text(path) as handle:
         reader = csv.reader(handle)
         try:
@@ -255,9 +331,14 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
         if byte is not None and _utf16(path):
             raise FerDataError("a UTF-16 text file: save the CSV as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)",
                                path, reader.line_num)
-        if byte is not None:  # no text at all: most likely an image or video under another name
-            raise FerDataError(f"not a CSV file: its first line is not text (byte {byte!r}); images and videos are "
-                               "recognized by their extension (.png, .jpg, .mp4, .avi, ...)", path, reader.line_num)
+        if byte is not None:  # no text at all: most likely an image under another name
+            from keras_fer.video import _image_format
+
+            image = _image_format(path)
+            if image is not None:
+                raise FerDataError(f"not a CSV file but a {image} image: give it its image extension "
+                                   f"(.{image.lower()})", path)
+            raise FerDataError(f"not a CSV file: its first line is not text (byte {byte!r})", path, reader.line_num)
         names, pixel_col, label_col, id_col, usage_col = _header_columns(header, path)
         row_number = 0
         emitted = 0
@@ -292,9 +373,11 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
                 _parse_pixels(earlier, path, first_line, names[pixel_col])
             return error or FerDataError(message, path, line, field)
 
+        record_start = reader.line_num + 1
         try:
             for fields in reader:
-                line = reader.line_num
+                line = reader.line_num  # the record's last line: its first unless a quoted field held line breaks
+                start, record_start = record_start, line + 1
                 if not fields or (len(fields) == 1 and not fields[0].strip()):
                     continue  # a blank line, as at the end of many files
                 if not buffer["features"]:
@@ -302,6 +385,9 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
                 byte = _undecodable(fields)
                 if byte is not None:
                     raise bad_row(None, line, error=_not_utf8(byte, path, line))
+                if line != start and (len(fields) != len(names) or any(
+                        "\n" in text or "\r" in text for index, text in enumerate(fields) if index != id_col)):
+                    raise bad_row(None, start, error=_unclosed_quote(reader, fields, names, path, start, line))
                 if len(fields) != len(names):
                     raise bad_row(f"expected {len(names)} fields ({','.join(names)}), found {len(fields)}", line)
                 # Rows in a chunk are contiguous lines unless blank lines intervene; keep the
@@ -326,7 +412,7 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
                     # Two predictions under one id: a scorer takes one. "7" and "007" are one id
                     # to a scorer reading numbers, and to `Images.index_of`.
                     key = id_key(text)
-                    if label_col is None and key in id_lines:
+                    if (label_col is None or unique_ids) and key in id_lines:
                         first, seen = id_lines[key]
                         same = f"id {text!r} again" if seen == text else f"id {text!r} is id {seen!r} again"
                         raise bad_row(f"{same} (first at line {first}): ids must be unique",
@@ -358,22 +444,64 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS):
 
 
 def decode_image(data):
-    """`cv2.imdecode` of a file's bytes (None when they are no image it reads). OpenCV's own
-    warnings ("PNG input buffer is incomplete") are silenced during the call, unless
+    """`cv2.imdecode` of a file's bytes (None when they are no image it reads), turned upright as
+    its EXIF orientation tag says (`exif_orientation`): a phone stores a portrait photo's pixels
+    sideways with a tag that every viewer obeys, and `cv2.IMREAD_UNCHANGED` ignores it. OpenCV's
+    own warnings ("PNG input buffer is incomplete") are silenced during the call, unless
     OPENCV_LOG_LEVEL asks for them: the caller's one-line error names the file."""
     import cv2  # imported here: CSV users should not pay for OpenCV's start-up
 
     if data is None or not data.size:
         return None
     if "OPENCV_LOG_LEVEL" in os.environ:
-        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    logging = cv2.utils.logging
-    previous = logging.getLogLevel()
-    logging.setLogLevel(min(previous, logging.LOG_LEVEL_ERROR))  # the caller's own level is put back
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    else:
+        logging = cv2.utils.logging
+        previous = logging.getLogLevel()
+        logging.setLogLevel(min(previous, logging.LOG_LEVEL_ERROR))  # the caller's own level is put back
+        try:
+            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        finally:
+            logging.setLogLevel(previous)
+    return None if image is None else apply_orientation(image, exif_orientation(data))
+
+
+# What each EXIF orientation (tag 0x0112) asks a viewer to do to the stored pixels, as numpy
+# operations on `(rows, columns, ...)` arrays; 1 is upright. Mirrored values 2, 4, 5, 7 come
+# from front cameras and scanners.
+ORIENTATIONS = {
+    1: lambda image: image,
+    2: lambda image: image[:, ::-1],  # mirrored left-right
+    3: lambda image: image[::-1, ::-1],  # rotated 180
+    4: lambda image: image[::-1],  # mirrored top-bottom
+    5: lambda image: image.swapaxes(0, 1),  # transposed
+    6: lambda image: np.rot90(image, -1),  # rotate 90 clockwise
+    7: lambda image: image.swapaxes(0, 1)[::-1, ::-1],  # transverse
+    8: lambda image: np.rot90(image, 1),  # rotate 90 counter-clockwise
+}
+
+
+def exif_orientation(data):
+    """The EXIF orientation (1-8) of an image file's bytes: 1 (as stored) when it has no EXIF
+    data, no orientation tag or an invalid one. Read with Pillow, only for files that hold EXIF
+    data at all (JPEG's and WebP's `Exif`/`EXIF`, PNG's `eXIf` chunk, or a TIFF)."""
+    raw = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    if not (raw[:4] in (b"II*\x00", b"MM\x00*") or b"Exif" in raw or b"EXIF" in raw or b"eXIf" in raw):
+        return 1
+    from PIL import Image  # imported here: only images with EXIF data pay for it
+
     try:
-        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    finally:
-        logging.setLogLevel(previous)
+        with Image.open(io.BytesIO(raw)) as image:
+            orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # broken EXIF data is no reason to refuse the pixels OpenCV read
+        return 1
+    return orientation if orientation in ORIENTATIONS else 1
+
+
+def apply_orientation(image, orientation):
+    """`image` (`(H, W)` or `(H, W, C)`, any dtype, alpha kept) as a viewer shows it under the
+    EXIF `orientation` (1-8), as a contiguous array."""
+    return np.ascontiguousarray(ORIENTATIONS[orientation](image))
 
 
 def load_image(path):
@@ -382,15 +510,40 @@ def load_image(path):
     image = decode_image(data)
     if image is None:
         raise FerDataError("unreadable image (corrupt or not an image)", path)
+    if image.dtype.kind == "f" and not np.isfinite(image).all():  # a float TIFF or EXR
+        raise FerDataError("NaN or infinite pixel values", path)
     return to_face(image)
 
 
+def to_uint8(image):
+    """An image array's grey levels as uint8 0-255, as a viewer shows them: no contrast stretch.
+
+    uint8 comes back as it is; 16-bit images are scaled by 1/257 (so `x * 257` is `x` again), other
+    integer types by 255 / the type's maximum, negative values taken as 0; floats are 0-1 when
+    their maximum is at most 1, else 0-255, and clipped to that range. (A min-max stretch, as
+    before, turned a uniform 16-bit image black and brightened every dim face.) NaN pixels are
+    the caller's to refuse.
+    """
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:  # the usual case, in integers: exact, and half the memory of floats
+        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if image.dtype.kind in "iub":
+        scale = 1.0 if image.dtype.kind == "b" else np.iinfo(image.dtype).max / 255
+        levels = np.maximum(image, 0).astype(np.float64) / scale
+    else:
+        levels = image.astype(np.float32 if image.dtype.itemsize <= 4 else np.float64)
+        if levels.size and levels.max() <= 1:
+            levels = levels * 255
+    return np.clip(np.rint(levels), 0, 255).astype(np.uint8)
+
+
 def to_face(image):
-    """Convert an image array (gray, BGR or BGRA, any size, uint8 or uint16) to `(48, 48, 1)` uint8."""
+    """Convert an image array (gray, BGR or BGRA, any size, uint8, 16-bit or float: `to_uint8`) to
+    `(48, 48, 1)` uint8."""
     import cv2
 
-    if image.dtype != np.uint8:
-        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    image = to_uint8(image)
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
     elif image.ndim == 3 and image.shape[2] == 3:
@@ -522,16 +675,21 @@ def write_csv(images, path):
     """Write `images` as a FER CSV: `label,feature` when labelled, else `id,feature`, with an `id`
     column first too when labelled images have ids of their own (`Images.named_ids`); gzip when
     `path` ends in `.gz`. Written atomically."""
-    columns = (["id"] if images.named_ids or not images.labelled else []) + (["label"] if images.labelled else [])
     with atomic_text(path) as out:
-        writer = csv.writer(out, lineterminator="\n")  # an id may hold a comma or a quote ("x,y.png")
-        writer.writerow(columns + ["feature"])
-        flat = images.pixels.reshape(len(images), NUM_PIXELS)
-        for i in range(len(images)):
-            first = [images.ids[i]] if columns[0] == "id" else []
-            if images.labelled:
-                first.append(images.labels[i])
-            writer.writerow(first + [" ".join(map(str, flat[i].tolist()))])
+        _write_csv_rows(images, out)
+
+
+def _write_csv_rows(images, out):
+    """`write_csv`'s header and rows, into the text stream `out`."""
+    columns = (["id"] if images.named_ids or not images.labelled else []) + (["label"] if images.labelled else [])
+    writer = csv.writer(out, lineterminator="\n")  # an id may hold a comma or a quote ("x,y.png")
+    writer.writerow(columns + ["feature"])
+    flat = images.pixels.reshape(len(images), NUM_PIXELS)
+    for i in range(len(images)):
+        first = [images.ids[i]] if columns[0] == "id" else []
+        if images.labelled:
+            first.append(images.labels[i])
+        writer.writerow(first + [" ".join(map(str, flat[i].tolist()))])
 
 
 # --------------------------------------------------------------------------------------------
@@ -657,7 +815,7 @@ def main(argv=None):
         "split", help="write the validation rows (and optionally the training rows) of a split as FER CSVs",
         description="Split labelled data as train.py --val/--split-seed do, and write the parts as FER CSVs "
         "(id,label,feature when the data has ids of its own, else label,feature; gzipped when the name ends in "
-        ".gz; written atomically).",
+        ".gz; written atomically, and together: if either cannot be written, neither is).",
     )
     splitter.add_argument("path", help="a labelled FER CSV (optionally .gz) or image folder")
     splitter.add_argument("--val", default="fraction:0.1",
@@ -682,10 +840,16 @@ def main(argv=None):
     if len(validation) == 0:  # --val none
         raise FerError(f"--val {args.val} leaves no validation rows of the {len(train)} images of "
                        f"{args.path} to write to --out-val")
-    write_csv(validation, args.out_val)
+    # Both parts are written to temporary files first and renamed into place only once both are
+    # complete: an --out-train that cannot be written (a folder, say) leaves no --out-val behind.
+    with contextlib.ExitStack() as staged:
+        parts = [(validation, staged.enter_context(atomic_text(args.out_val)))]
+        if args.out_train:
+            parts.append((train, staged.enter_context(atomic_text(args.out_train))))
+        for part, stream in parts:
+            _write_csv_rows(part, stream)
     print(f"wrote {args.out_val}: {len(validation)} validation rows ({args.val}, split seed {args.split_seed})")
     if args.out_train:
-        write_csv(train, args.out_train)
         print(f"wrote {args.out_train}: {len(train)} training rows")
     return 0
 

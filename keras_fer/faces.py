@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_fer.classes import IMAGE_SIZE
-from keras_fer.data import IMAGE_EXTENSIONS, decode_image, to_face
+from keras_fer.data import IMAGE_EXTENSIONS, decode_image, to_face, to_uint8
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
 from keras_fer.files import atomic_path
 
@@ -41,7 +41,8 @@ def haar_cascade():
 
 
 def read_photo(path):
-    """Read an image file as uint8 gray `(H, W)` or BGR `(H, W, 3)` (alpha and 16 bits dropped)."""
+    """Read an image file as uint8 gray `(H, W)` or BGR `(H, W, 3)` (alpha dropped; 16-bit and float
+    images scaled to 0-255 by `data.to_uint8`)."""
     import cv2
 
     path = Path(path)
@@ -54,7 +55,7 @@ def read_photo(path):
     if image.dtype != np.uint8:
         if not np.isfinite(image).all():  # a float TIFF or EXR with NaN or infinite pixels
             raise FerDataError("NaN or infinite pixel values", path)
-        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        image = to_uint8(image)  # as a viewer shows it: 16 bits scaled by 1/257, no contrast stretch
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     elif image.ndim == 3 and image.shape[2] == 1:

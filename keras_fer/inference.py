@@ -524,7 +524,8 @@ def predict_csv(path, predictors, out, tta="none", prior_correction=False, proba
             a background thread, overlapping inference), classifying and writing to.
 
     Raises:
-        FerDataError: for a malformed row (no partial submission is left behind).
+        FerDataError: for a malformed row, or a repeated id (labelled or not), before or after
+            some rows were classified (no partial submission is left behind).
     """
     from keras_fer.data import iter_csv
 
@@ -535,7 +536,9 @@ def predict_csv(path, predictors, out, tta="none", prior_correction=False, proba
     with files.atomic_text(out) as stream:
         writer = csv.writer(stream, lineterminator="\n")
         writer.writerow(["id", "label"] + (list(CLASS_NAMES) if proba else []))
-        for chunk in prefetch(iter_csv(path, chunk_rows), timings):
+        # Rows are written under their ids: a labelled CSV's must be unique too (`--saved-proba`
+        # refuses a file with a repeated id, and a scorer would take one of its predictions).
+        for chunk in prefetch(iter_csv(path, chunk_rows, unique_ids=True), timings):
             start = time.perf_counter()
             if not predictors and not saved:
                 raise FerOptionError("no model to predict with")

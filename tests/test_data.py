@@ -189,7 +189,8 @@ def test_missing_column_empty_file_and_missing_file(tmp_path):
         data.read(tmp_path / "binary.csv")
     ok, png = cv2.imencode(".png", np.zeros((48, 48), np.uint8))  # an image under a name that is not an image's
     (tmp_path / "face.txt").write_bytes(png.tobytes())
-    with pytest.raises(FerDataError, match="not a CSV file: its first line is not text.*recognized by their extension"):
+    with pytest.raises(FerDataError, match=r"face.txt: not a CSV file but a PNG image: give it its image extension "
+                                           r"\(\.png\)"):
         data.read(tmp_path / "face.txt")
 
 
@@ -209,6 +210,9 @@ def test_two_unlabelled_rows_or_images_with_one_id_are_refused(tmp_path):
     assert data.read(tmp_path / "labelled").labels.tolist() == [3, 3, 3]
     labelled = write_rows(tmp_path / "train.csv", "id,label,feature", [f"7,3,{GOOD}", f"7,4,{GOOD}"])
     assert data.read(labelled).labels.tolist() == [3, 4]
+    # ... but a reader that writes results by id (predict.py) refuses it as it refuses a test set's.
+    with pytest.raises(FerDataError, match=r"train\.csv, line 3, field 'id': id '7' again \(first at line 2\)"):
+        list(data.iter_csv(labelled, unique_ids=True))
 
 
 def test_ids_one_as_numbers_are_one_id(tmp_path):
@@ -526,3 +530,215 @@ def test_a_data_folder_resolves_to_its_csv_or_its_image_folder_of_that_kind(tmp_
     assert data.resolve_data_path(tmp_path / "csvs", "test") == tmp_path / "csvs"  # nothing of that kind
     monkeypatch.setenv("FER_DATA", str(tmp_path / "images"))
     assert data.resolve_data_path(None, "test") == tmp_path / "images" / "test"
+
+
+def upright_photo(alpha=False):
+    """A 64x96 BGR(A) image whose every mirror and rotation differs: smooth, so JPEG keeps it."""
+    rows, columns = np.mgrid[0:64, 0:96]
+    channels = [rows * 4, columns * 2, 255 - rows * 2] + ([128 + columns] if alpha else [])
+    return np.stack(channels, axis=-1).astype(np.uint8)
+
+
+# How a camera stores the pixels of an upright scene under each EXIF orientation: the inverse of
+# what a viewer does to show it.
+STORED_AS = {1: lambda image: image, 2: lambda image: image[:, ::-1], 3: lambda image: image[::-1, ::-1],
+             4: lambda image: image[::-1], 5: lambda image: image.swapaxes(0, 1),
+             6: lambda image: np.rot90(image, 1), 7: lambda image: image.swapaxes(0, 1)[::-1, ::-1],
+             8: lambda image: np.rot90(image, -1)}
+
+
+def save_with_orientation(path, bgr, orientation):
+    from PIL import Image
+
+    rgb = np.ascontiguousarray(bgr[..., [2, 1, 0, 3][:bgr.shape[2]]])
+    photo = Image.fromarray(rgb)
+    exif = photo.getexif()
+    exif[0x0112] = orientation
+    photo.save(path, exif=exif, **({"quality": 95} if str(path).endswith(".jpg") else {}))
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("alpha", [False, True])
+def test_exif_orientation_is_applied_as_viewers_do(tmp_path, orientation, alpha):
+    # A phone stores a portrait photo sideways with orientation 6; IMREAD_UNCHANGED ignored it.
+    from PIL import Image, ImageOps
+
+    upright = upright_photo(alpha)
+    path = save_with_orientation(tmp_path / "photo.png", np.ascontiguousarray(STORED_AS[orientation](upright)),
+                                 orientation)
+    with Image.open(path) as stored:  # Pillow's viewer-like reading agrees with the test's inverses
+        np.testing.assert_array_equal(np.asarray(ImageOps.exif_transpose(stored))[..., 2::-1], upright[..., :3])
+    decoded = data.decode_image(np.fromfile(str(path), np.uint8))
+    assert decoded.shape == upright.shape and decoded.flags.c_contiguous
+    np.testing.assert_array_equal(decoded, upright)  # alpha kept, turned with the colours
+    np.testing.assert_array_equal(data.load_image(path), data.to_face(upright))
+
+
+def test_a_phone_jpeg_tagged_rotate_90_is_read_upright(tmp_path):
+    upright = upright_photo()
+    path = save_with_orientation(tmp_path / "phone_exif6.jpg", np.ascontiguousarray(np.rot90(upright, 1)), 6)
+    decoded = data.decode_image(np.fromfile(str(path), np.uint8))
+    assert decoded.shape == upright.shape
+    assert np.abs(decoded.astype(int) - upright).mean() < 2  # up to JPEG's error
+    assert data.exif_orientation(np.fromfile(str(path), np.uint8)) == 6
+    # No EXIF data, or a broken one: as stored.
+    ok, png = cv2.imencode(".png", upright)
+    assert data.exif_orientation(png) == 1
+    assert data.exif_orientation(np.frombuffer(b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00broken", np.uint8)) == 1
+
+
+def test_16_bit_and_float_images_keep_their_grey_levels(tmp_path):
+    # They were min-max stretched: a 16-bit copy of a face came out brighter, a uniform one black.
+    from keras_fer import faces
+
+    face = np.random.default_rng(3).integers(40, 180, (60, 80, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "face8.png"), face)
+    cv2.imwrite(str(tmp_path / "face16.png"), face.astype(np.uint16) * 257)
+    assert cv2.imread(str(tmp_path / "face16.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    np.testing.assert_array_equal(data.read(tmp_path / "face16.png").pixels, data.read(tmp_path / "face8.png").pixels)
+    np.testing.assert_array_equal(faces.read_photo(tmp_path / "face16.png"), face)
+    cv2.imwrite(str(tmp_path / "flat16.png"), np.full((48, 48), 30000, np.uint16))
+    assert np.unique(data.read(tmp_path / "flat16.png").pixels).tolist() == [117]  # 30000 / 257, not 0
+    assert np.unique(faces.read_photo(tmp_path / "flat16.png")).tolist() == [117]
+    # Floats: 0-1 when at most 1, else 0-255; clipped, not stretched.
+    np.testing.assert_array_equal(data.to_uint8(np.array([0.0, 0.2, 0.5, 1.0], np.float32)), [0, 51, 128, 255])
+    np.testing.assert_array_equal(data.to_uint8(np.array([-3.0, 20.4, 100.0, 300.0])), [0, 20, 100, 255])
+    np.testing.assert_array_equal(data.to_uint8(np.array([-5, 0, 32767], np.int16)), [0, 0, 255])
+    uniform = np.full((48, 48), 0.25, np.float32)
+    cv2.imwrite(str(tmp_path / "flat.tiff"), uniform)
+    assert np.unique(data.read(tmp_path / "flat.tiff").pixels).tolist() == [64]
+    eight = np.arange(256, dtype=np.uint8).reshape(16, 16)  # 8-bit images are untouched
+    assert data.to_uint8(eight) is eight
+    uniform[3, 4] = np.nan
+    cv2.imwrite(str(tmp_path / "nan.tiff"), uniform)
+    with pytest.raises(FerDataError, match="nan.tiff: NaN or infinite pixel values"):
+        data.read(tmp_path / "nan.tiff")
+
+
+@pytest.mark.parametrize("header, row, words", [
+    ("label,emotion,feature", f"3,4,{GOOD}", "columns 1 ('label') and 2 ('emotion') both name the labels"),
+    ("feature,pixels", f"{GOOD},{GOOD}", "columns 1 ('feature') and 2 ('pixels') both name the pixels"),
+    ("label,LABEL,feature", f"3,4,{GOOD}", "columns 1 ('label') and 2 ('LABEL') both name the labels"),
+    ("id,feature,Id", f"7,{GOOD},8", "columns 1 ('id') and 3 ('Id') both name the ids"),
+    ("emotion,pixels,Usage,usage", f"3,{GOOD},Training,PublicTest", "columns 3 ('Usage') and 4 ('usage') both"),
+])
+def test_a_header_naming_one_column_twice_is_refused_naming_both(tmp_path, header, row, words):
+    # The first match was taken silently: label,emotion,feature read its labels from `label`.
+    path = write_rows(tmp_path / "two.csv", header, [row])
+    with pytest.raises(FerDataError) as caught:
+        data.read(path)
+    assert str(caught.value).startswith(f"{path}, line 1: {words}") and caught.value.row == 1
+    assert "\n" not in str(caught.value)
+
+
+def test_split_command_writes_both_parts_or_neither(tmp_path, capsys, monkeypatch):
+    # An --out-train that was a folder failed only after --out-val was written, leaving it behind.
+    data.write_csv(random_images(20), tmp_path / "train.csv")
+    (tmp_path / "o").mkdir()
+    argv = ["split", str(tmp_path / "train.csv"), "--val", "first:5", "--out-val", str(tmp_path / "o" / "v.csv")]
+    assert data.main([*argv, "--out-train", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'o'}: ") and "Is a directory" in err and err.count("\n") == 1
+    assert sorted(path.name for path in (tmp_path / "o").iterdir()) == []  # no v.csv, no temporary file
+    assert data.main([*argv, "--out-train", "/dev/null"]) == 2
+    assert "/dev/null: not a regular file" in capsys.readouterr().err
+    assert sorted(path.name for path in (tmp_path / "o").iterdir()) == []
+    written = []
+
+    def failing_rows(images, out):  # the disk fills up while the training rows are written
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(len(images))
+        out.write("label,feature\n")
+    monkeypatch.setattr(data, "_write_csv_rows", failing_rows)
+    assert data.main([*argv, "--out-train", str(tmp_path / "o" / "t.csv")]) == 2
+    assert "No space left on device" in capsys.readouterr().err and written == [15]
+    assert sorted(path.name for path in (tmp_path / "o").iterdir()) == []
+    monkeypatch.undo()
+    assert data.main([*argv, "--out-train", str(tmp_path / "o" / "t.csv")]) == 0
+    assert len(data.read(tmp_path / "o" / "v.csv")) == 15 and len(data.read(tmp_path / "o" / "t.csv")) == 5
+
+
+def test_a_no_break_space_between_pixels_is_named_on_its_own_line(tmp_path):
+    # It was "line 2, field 'feature': unreadable pixel values": str.split() took it for a
+    # separator, np.fromstring did not, and the error fell back to the chunk's first line.
+    pixels = ["7"] * 2304
+    pixels[10] = "\u00a0" + pixels[10]
+    rows = [f"0,{GOOD}", f"1,{GOOD}", "2," + " ".join(pixels), f"3,{GOOD}"]
+    path = write_rows(tmp_path / "nbsp.csv", "label,feature", rows)
+    with pytest.raises(FerDataError) as caught:
+        data.read(path)
+    assert str(caught.value) == (f"{path}, line 4, field 'feature': U+00A0 (no-break space) after pixel 10: "
+                                 "only plain spaces (or tabs) separate pixels")
+    rows[2] = "2," + "\u2003" + GOOD
+    write_rows(path, "label,feature", rows)
+    with pytest.raises(FerDataError, match=r"line 4, field 'feature': U\+2003 \(em space\) before pixel 1"):
+        data.read(path)
+    # The slow path reads as the fast one: a sign is allowed ("+5" loads), "--5" is named, not a crash.
+    rows[2] = "2," + " ".join(["+5"] + ["1"] * 2303)
+    write_rows(path, "label,feature", rows)
+    assert data.read(path).pixels[2].reshape(-1)[:2].tolist() == [5, 1]
+    rows[3] = "3," + " ".join(["1"] * 2303 + ["--5"])
+    write_rows(path, "label,feature", rows)
+    with pytest.raises(FerDataError, match=r"line 5, field 'feature': pixel 2304 is not an integer: '--5'"):
+        data.read(path)
+
+
+def test_an_unclosed_quote_is_named_on_the_line_where_it_opens(tmp_path):
+    # It was "line 81, field 'feature': expected 2304 pixels, found 179712": the reader ran on to the end.
+    rows = [f"{i % 7},{GOOD}" for i in range(80)]
+    rows[2] = f'1,"{GOOD}'  # line 4
+    path = write_rows(tmp_path / "quote.csv", "label,feature", rows)
+    with pytest.raises(FerDataError) as caught:
+        data.read(path, chunk_rows=16)
+    assert str(caught.value) == (f"{path}, line 4, field 'feature': a quote opened on this line is never closed: "
+                                 "lines 4-81 (the end) were read as one row")
+    rows[4] = f'2,{GOOD}"'  # closed on line 6 after all
+    write_rows(path, "label,feature", rows)
+    with pytest.raises(FerDataError, match=r"line 4, field 'feature': a quote opened on this line is closed only "
+                                           r"on line 6: lines 4-6 were read as one row"):
+        data.read(path)
+    rows[2], rows[4] = f'"1,{GOOD}', f"2,{GOOD}"  # in the label: the field count is off too
+    write_rows(path, "label,feature", rows)
+    with pytest.raises(FerDataError, match=r"line 4, field 'label': a quote opened on this line is never closed"):
+        data.read(path)
+    rows[1] = f"9,{GOOD}"  # an earlier bad row is still the first error
+    write_rows(path, "label,feature", rows)
+    with pytest.raises(FerDataError, match=r"line 3, field 'label': unknown label '9'"):
+        data.read(path)
+    # An id may hold a line break (a file name can), and rows after it keep their line numbers.
+    images = random_images(3, labelled=False)
+    images.ids = np.array(["a\nb", "c", "d"], dtype=object)
+    data.write_csv(images, tmp_path / "ids.csv")
+    assert list(data.read(tmp_path / "ids.csv").ids) == ["a\nb", "c", "d"]
+
+
+def test_videos_gifs_and_zip_archives_are_named_not_called_csv_files(tmp_path, capsys):
+    # All were "not a CSV file ... images and videos are recognized by their extension (.png, .jpg,
+    # .mp4, ...)", even for clip.mp4, which has the extension.
+    from PIL import Image
+
+    mp4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256))
+    (tmp_path / "clip.mp4").write_bytes(mp4)
+    assert data.main(["info", str(tmp_path / "clip.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {tmp_path / 'clip.mp4'}: a video (.mp4), not a FER CSV, image folder or image: "
+                   "only predict.py reads videos\n")
+    (tmp_path / "clip.csv").write_bytes(mp4)
+    with pytest.raises(FerDataError, match=r"clip\.csv: a video \(MP4, QuickTime, Matroska, WebM or AVI\), not a "
+                                           r"CSV: only predict\.py reads videos, by their extension \(\.mp4"):
+        data.read(tmp_path / "clip.csv")
+    frames = [Image.fromarray(np.full((20, 20), level, np.uint8)) for level in (0, 128, 255)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(FerDataError, match=r"anim\.gif: a GIF image, which keras-fer does not read: convert it"):
+        data.read(tmp_path / "anim.gif")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "train.csv", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("train.csv", f"label,feature\n0,{GOOD}\n")
+    with pytest.raises(FerDataError, match=r"train\.csv: a zip archive, not a CSV: unzip it first"):
+        data.read(tmp_path / "train.csv")
+    # Text that merely starts like a signature is still read as a CSV.
+    path = write_rows(tmp_path / "pk.csv", "PK,label,feature", [f"1,3,{GOOD}"])
+    assert data.read(path).labels.tolist() == [3]

@@ -691,3 +691,15 @@ def test_keras_predict_joins_batches_of_every_output():
     single = keras.Model(inputs, keras.layers.Dense(7)(flat))
     np.testing.assert_allclose(keras_predict(single, faces, 3), single.predict(faces, verbose=0), rtol=1e-5, atol=1e-5)
     assert keras_predict(single, faces[:0], 3).shape == (0, 7)
+
+
+def test_predict_csv_refuses_a_labelled_csv_with_a_repeated_id(tmp_path, keras_predictors, demo):
+    # Its --proba output was written with the id twice, and --saved-proba then refused that file.
+    path = write_fer_csv(tmp_path / "val.csv", demo.pixels[:3], labels=demo.labels[:3], ids=["7", "8", "007"])
+    out = tmp_path / "val_proba.csv"
+    with pytest.raises(FerDataError, match=r"val\.csv, line 4, field 'id': id '007' is id '7' again "
+                                           r"\(first at line 2\): ids must be unique"):
+        inference.predict_csv(path, [keras_predictors["a"]], out, proba=True)
+    assert not out.exists()
+    path = write_fer_csv(tmp_path / "ok.csv", demo.pixels[:3], labels=demo.labels[:3], ids=["7", "8", "9"])
+    assert inference.predict_csv(path, [keras_predictors["a"]], out, proba=True).rows == 3
