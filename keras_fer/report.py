@@ -24,6 +24,8 @@ import datetime
 import html
 import json
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -75,21 +77,28 @@ class Run:
         return {name: [row[name] for row in rows] for name in rows[0]}
 
     def validation(self):
-        """`(labels, probabilities, ids or None)` from `validation.npz`, or None if missing."""
+        """`(labels, probabilities, ids or None)` from `validation.npz`, or None if missing.
+
+        Raises:
+            FerDataError: naming the file and the array, when the file is not a complete npz
+                (truncated, a bad checksum) or its arrays are not `labels` (N integers 0-6),
+                `probabilities` (N rows of 7 finite non-negative numbers summing to 1) and
+                optionally `ids` (N of them).
+        """
         file = self.path / "validation.npz"
         if not file.is_file():
             return None
+        arrays, field = {}, None
         try:
             with np.load(file, allow_pickle=False) as saved:
-                labels = np.asarray(saved["labels"], dtype=np.int64)
-                probabilities = np.asarray(saved["probabilities"], dtype=np.float64)
-                ids = np.asarray(saved["ids"]).astype(str) if "ids" in saved.files else None
-        except (KeyError, ValueError, OSError) as error:
-            raise FerDataError(f"unreadable validation file, expected arrays labels and probabilities ({error})",
-                               file) from None
-        if probabilities.ndim != 2 or len(probabilities) != len(labels):
-            raise FerDataError(f"labels {labels.shape} and probabilities {probabilities.shape} do not match", file)
-        return labels, probabilities, ids
+                for field in ("labels", "probabilities", "ids"):
+                    if field in saved.files:
+                        arrays[field] = np.asarray(saved[field])
+        except (ValueError, OSError, EOFError, RuntimeError, zipfile.BadZipFile, zlib.error) as error:
+            # A truncated file or a flipped byte ("Bad CRC-32") was a zipfile or zlib traceback.
+            raise FerDataError(f"unreadable validation file, not a complete .npz ({one_line(error)})", file,
+                               field=field) from None
+        return _checked_validation(file, arrays.get("labels"), arrays.get("probabilities"), arrays.get("ids"))
 
     def summary(self):
         """`summary.txt`, or None.
@@ -114,6 +123,42 @@ class Run:
     @property
     def seed(self):
         return int(self.config.get("seed") or 0)
+
+
+def _checked_validation(file, labels, probabilities, ids):
+    """`(labels, probabilities, ids)` of `validation.npz` if they are what training writes, else
+    a FerDataError naming `file` and the array (a (20, 3) or all-NaN probabilities array gave
+    a made-up accuracy, labels of 9 a scikit-learn traceback)."""
+    for name, array in (("labels", labels), ("probabilities", probabilities)):
+        if array is None:
+            raise FerDataError("no such array (training writes labels, probabilities and ids)", file,
+                               field=name)
+    if labels.ndim != 1 or not len(labels):
+        raise FerDataError(f"expected a non-empty list of class numbers. Received: shape {labels.shape}", file,
+                           field="labels")
+    if labels.dtype.kind not in "iu":
+        raise FerDataError(f"expected integers 0-{NUM_CLASSES - 1}. Received: dtype {labels.dtype}", file,
+                           field="labels")
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
+        bad = labels[(labels < 0) | (labels >= NUM_CLASSES)][0]
+        raise FerDataError(f"expected integers 0-{NUM_CLASSES - 1}. Received: {bad}", file, field="labels")
+    if probabilities.shape != (len(labels), NUM_CLASSES):
+        raise FerDataError(f"expected shape ({len(labels)}, {NUM_CLASSES}), one row per label and a column per "
+                           f"class. Received: shape {probabilities.shape}", file, field="probabilities")
+    if probabilities.dtype.kind not in "fiu":
+        raise FerDataError(f"expected numbers. Received: dtype {probabilities.dtype}", file, field="probabilities")
+    probabilities = probabilities.astype(np.float64)
+    bad_rows = ~np.isfinite(probabilities).all(axis=1) | (probabilities < 0).any(axis=1)
+    bad_rows |= np.abs(probabilities.sum(axis=1) - 1) > 0.01
+    if bad_rows.any():
+        row = int(np.flatnonzero(bad_rows)[0])
+        values = ", ".join(f"{value:.3g}" for value in probabilities[row])
+        raise FerDataError(f"expected probabilities (finite, non-negative, summing to 1). Received: row {row + 1} "
+                           f"[{values}]", file, field="probabilities")
+    if ids is not None and (ids.shape != labels.shape or ids.dtype.kind not in "USiu"):
+        raise FerDataError(f"expected {len(labels)} ids, one per label. Received: shape {ids.shape}, dtype "
+                           f"{ids.dtype}", file, field="ids")
+    return labels.astype(np.int64), probabilities, None if ids is None else ids.astype(str)
 
 
 def read_run(path):
@@ -582,8 +627,14 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
 
     # The run's own data: pick from its validation images (the ids validation.npz lists, unseen
     # in training) when the data holds them. Other data given by `data` is searched whole, as
-    # `visualize.py saliency --per-class --data` does.
-    within = validation_indices(run, faces) if data is None else None
+    # `visualize.py saliency --per-class --data` does. A damaged validation.npz leaves the split
+    # unknown: the confusion section says why, the per-class sections that their images may
+    # have been trained on.
+    unknown_split = None
+    try:
+        within = validation_indices(run, faces) if data is None else None
+    except FerDataError as error:
+        within, unknown_split = None, error
 
     def architecture(section):
         summary = run.summary()
@@ -625,6 +676,9 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
         section.text(f"One correctly predicted image per class from {faces.description}"
                      f"{' (validation split)' if within is not None else ''}, predicted with at least "
                      f"{MIN_CONFIDENCE:.0%} confidence. Red: the 5% most influential pixels.")
+        if unknown_split is not None:
+            section.text(f"The validation split is unknown ({unknown_split}): these images may have been trained on.",
+                         css="note")
         if note:
             section.text(note, css="note")
         section.image(explanation_figure(model, chosen, "saliency"), "saliency map per class")

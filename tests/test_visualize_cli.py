@@ -494,3 +494,73 @@ def test_a_run_that_confuses_no_class_says_so(run_dir, tmp_path, capsys):
 
     html = report.build_report(run, out=tmp_path / "report.html", filters=1, steps=1).read_text()
     assert "No class was confused with another." in html and "Most confused pairs" not in html
+
+
+def flip_a_byte_of(path, array_name):
+    """Flip one byte inside `array_name`'s data in the npz at `path` (its CRC-32 then fails)."""
+    content = bytearray(path.read_bytes())
+    with np.load(path) as saved:
+        start = bytes(content).index(saved[array_name].tobytes())
+    content[start + 3] ^= 0xFF
+    path.write_bytes(bytes(content))
+
+
+@pytest.mark.parametrize("damage, where, says", [
+    ("three-columns", "field 'probabilities'", "expected shape (70, 7)"),
+    ("nan", "field 'probabilities'", "expected probabilities (finite, non-negative, summing to 1). Received: row 1"),
+    ("negative", "field 'probabilities'", "expected probabilities (finite, non-negative"),
+    ("label-9", "field 'labels'", "expected integers 0-6. Received: 9"),
+    ("float-labels", "field 'labels'", "expected integers 0-6. Received: dtype float64"),
+    ("ids", "field 'ids'", "expected 70 ids, one per label"),
+    ("no-labels", "field 'labels'", "no such array"),
+    ("truncated", "", "not a complete .npz"),
+    ("flipped-byte", "field 'probabilities'", "Bad CRC-32"),
+])
+def test_a_damaged_validation_file_is_one_line_naming_the_array(damage, where, says, run_dir, tmp_path, capsys):
+    # A (20, 3) or all-NaN probabilities array gave a made-up "accuracy 0.2500" and exit 0; a
+    # truncated file or a flipped byte a zipfile traceback; labels of 9 a scikit-learn one.
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    file = copy / "validation.npz"
+    saved = dict(np.load(file))
+    count = len(saved["labels"])
+    if damage == "three-columns":
+        saved["probabilities"] = np.full((count, 3), 1 / 3)
+    elif damage == "nan":
+        saved["probabilities"] = np.full((count, 7), np.nan)
+    elif damage == "negative":
+        saved["probabilities"] = saved["probabilities"] - 0.5
+    elif damage == "label-9":
+        saved["labels"] = np.where(np.arange(count) == 5, 9, saved["labels"])
+    elif damage == "float-labels":
+        saved["labels"] = saved["labels"] + 0.5
+    elif damage == "ids":
+        saved["ids"] = saved["ids"][:3]
+    elif damage == "no-labels":
+        del saved["labels"]
+    np.savez(file, **saved)
+    if damage == "truncated":
+        file.write_bytes(file.read_bytes()[:500])
+    elif damage == "flipped-byte":
+        flip_a_byte_of(file, "probabilities")
+    prefix = f"error: {file}" + (f", {where}: " if where else ": ")
+    for argv in (["confusion", str(copy)], ["saliency", "--run", str(copy), "--per-class"]):
+        assert main(argv + ["--out", str(tmp_path / "figures")]) == 2
+        line = error_line(capsys)
+        assert line.startswith(prefix) and says in line, line
+    assert not (tmp_path / "figures").exists()
+    # The report is written, its confusion section saying why it is missing (as for any
+    # unreadable run file), and the per-class sections that their images may have been trained on.
+    out = tmp_path / "report.html"
+    assert main(["report", str(copy), "--out", str(out), "--filters", "1", "--steps", "1"]) == 0
+    sections = dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', out.read_text(encoding="utf-8"), re.S))
+    assert "Not available" in sections["confusion"] and html_escaped(says) in sections["confusion"]
+    assert "The validation split is unknown" in sections["saliency"]
+
+
+def html_escaped(text):
+    import html
+
+    return html.escape(text, quote=False)
