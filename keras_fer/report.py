@@ -451,6 +451,16 @@ def filters_figure(model, layer=None, count=10, filters=None, steps=64, seed=0):
     return plots.filters_figure(found.images, found.final, found.filters, target)
 
 
+def rectified_layer(model, conv):
+    """`conv`'s activation output (`convN_act` in the zoo's models, whose conv layers output
+    before BatchNorm and activation) when the model has one with 2-D feature maps, else `conv`
+    itself. Filter ascent on the linear output of the first conv layer maximizes about its
+    weight sum times the image mean, and drew flat grey or black squares."""
+    from keras_fer import explain
+
+    return f"{conv}_act" if f"{conv}_act" in explain.feature_layers(model) else conv
+
+
 def default_activation_layer(model):
     """A middle conv layer: early layers show edges only, late ones are too coarse (report 002)."""
     from keras_fer import explain
@@ -700,8 +710,9 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
         def build(section):
             if layer is None:
                 raise FerModelError("the model has no convolution layers")
-            section.text(f"Inputs found by {steps} steps of gradient ascent on {filters} random filters of {layer}, "
-                         "starting from grey; each title gives the mean activation reached.")
+            rectified = f" (the rectified output of {layer[:-4]})" if layer.endswith("_act") else ""
+            section.text(f"Inputs found by {steps} steps of gradient ascent on {filters} random filters of {layer}"
+                         f"{rectified}, starting from grey; each title gives the mean activation reached.")
             section.image(filters_figure(model, layer, filters, steps=steps, seed=seed), f"filters of {layer}")
         return build
 
@@ -723,7 +734,7 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
     builders = {
         "architecture": architecture, "history": history, "confusion": confusion, "classes": classes,
         "saliency": saliency, "gradcam": gradcam, "layercam": layercam,
-        "filters-first": filters_of(convs[0] if convs else None),
+        "filters-first": filters_of(rectified_layer(model, convs[0]) if convs else None),
         "filters-last": filters_of(convs[-1] if convs else None),
         "activations": activations, "augmentation": augmentation, "configuration": configuration,
     }

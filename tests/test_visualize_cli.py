@@ -564,3 +564,21 @@ def html_escaped(text):
     import html
 
     return html.escape(text, quote=False)
+
+
+def test_the_reports_first_filters_ascend_the_rectified_conv_layer(run_dir, tmp_path):
+    # It ascended conv1, the linear output before the activation: its objective is about the
+    # weight sum times the image mean, and the panels came out flat grey or black.
+    from keras_fer import report
+
+    out = tmp_path / "report.html"
+    assert main(["report", str(run_dir), "--out", str(out), "--filters", "2", "--steps", "2"]) == 0
+    sections = dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', out.read_text(encoding="utf-8"), re.S))
+    assert "random filters of conv1_act (the rectified output of conv1)" in sections["filters-first"]
+    assert 'alt="filters of conv1_act"' in sections["filters-first"]
+    # A model without `_act` layers (the activation inside the conv layer) keeps the conv layer.
+    inputs = keras.Input((48, 48, 1))
+    x = layers.Conv2D(4, 3, activation="relu", name="conv1")(inputs)
+    plain = keras.Model(inputs, layers.Dense(7)(layers.GlobalAveragePooling2D()(x)))
+    assert report.rectified_layer(plain, "conv1") == "conv1"
+    assert report.rectified_layer(tiny_model(), "conv1") == "conv1_act"
