@@ -416,6 +416,82 @@ def validation_indices(run, faces):
     return found if len(found) else None
 
 
+def split_validation_indices(faces, config, config_path=None):
+    """Positions in `faces` of the validation rows of the split a model's `config.json` records
+    (its `val` and split seed), rebuilt by `data.split` as training made it, when `faces` are
+    the data it was split from: the fingerprint recorded in the config (or, without one, the
+    number of rows) must match. The packaged model has a config but no validation.npz.
+
+    Returns:
+        `(indices, None)`, or `(None, why)` when the split cannot be rebuilt on `faces`.
+    """
+    from keras_fer import data as data_module
+    from keras_fer.errors import FerError
+    from keras_fer.loading import ModelSource, validation_split
+
+    if not config:
+        return None, "the model has no config.json recording its validation split"
+    recorded = validation_split([ModelSource(None, config, config_path)], ["model"], "")
+    if recorded is None or recorded[0] in (None, "none"):
+        return None, f"{config_path or 'config.json'} records no validation split"
+    val, seed = recorded
+    images = faces.images
+    if not images.labelled:
+        return None, f"{faces.description} has no labels to split"
+    fingerprint = config.get("data_fingerprint")
+    counts = [config.get(key) for key in ("train_images", "val_images")]
+    options = run_options(config, config_path)
+    if fingerprint is not None:
+        if str(fingerprint) != images.fingerprint():
+            return None, (f"{faces.description} is not the data the model was trained on (fingerprint "
+                          f"{images.fingerprint()}; {config_path or 'config.json'} records {fingerprint})")
+    elif all(isinstance(count, int) for count in counts) and not options.get("max_images"):
+        if sum(counts) != len(images):
+            return None, f"{faces.description} has {len(images)} images; the model's data had {sum(counts)}"
+    else:
+        return None, f"{config_path or 'config.json'} records neither the data's fingerprint nor its size"
+    numbered = data_module.Images(images.pixels, images.labels, np.arange(len(images)), images.usage,
+                                  images.source)  # the split's ids are then positions
+    try:
+        _, validation = data_module.split(numbered, val, seed=seed)
+    except FerError as error:
+        return None, f"its validation split {val} cannot be made on {faces.description} ({one_line(error)})"
+    recorded_count = config.get("val_images")
+    if isinstance(recorded_count, int) and recorded_count != len(validation):
+        return None, (f"the validation split {val} made again has {len(validation)} images; "
+                      f"{config_path or 'config.json'} records {recorded_count}")
+    return np.sort(validation.ids.astype(np.int64)), None
+
+
+def held_out_rows(faces, run=None, config=None, config_path=None, own_data=True):
+    """`(indices, note)`: the positions in `faces` of the images the model was validated on, not
+    trained on, for the per-class pictures: the ids in the run's validation.npz (when `faces`
+    are the run's `own_data`), else the split its config.json records rebuilt on `faces`
+    (`split_validation_indices`). When neither is known, `(None, note)`, the note saying the
+    images may include training images, and why (None when `faces` are demo faces and the
+    model trained on other data: it has seen none of them).
+
+    Args:
+        config, config_path: the model's config.json and its path (default the run's).
+
+    Raises:
+        FerDataError: for a damaged validation.npz of the run.
+    """
+    if run is not None:
+        config = run.config if config is None else config
+        config_path = run.path / "config.json" if config_path is None else config_path
+        if own_data:
+            found = validation_indices(run, faces)
+            if found is not None:
+                return found, None
+    found, why = split_validation_indices(faces, config, config_path)
+    if found is not None:
+        return found, None
+    if faces.masks is not None and config and config.get("data") is not None:
+        return None, None
+    return None, f"the images may include some the model was trained on: {why}"
+
+
 def per_class_picks(model, faces, min_confidence=MIN_CONFIDENCE, limit=SCAN_LIMIT, within=None):
     """`(picks, note)`: one confidently and correctly predicted image per class.
 
@@ -635,16 +711,15 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
 
     sections = {key: Section(key, title) for key, title in SECTIONS}
 
-    # The run's own data: pick from its validation images (the ids validation.npz lists, unseen
-    # in training) when the data holds them. Other data given by `data` is searched whole, as
-    # `visualize.py saliency --per-class --data` does. A damaged validation.npz leaves the split
-    # unknown: the confusion section says why, the per-class sections that their images may
-    # have been trained on.
-    unknown_split = None
+    # Pick from the validation images (unseen in training): the ids validation.npz lists when the
+    # faces are the run's own data, else the split config.json records, rebuilt when the faces
+    # are the data it was made from. A damaged validation.npz leaves the split unknown: the
+    # confusion section says why, the per-class sections that their images may have been
+    # trained on.
     try:
-        within = validation_indices(run, faces) if data is None else None
+        within, unknown_split = held_out_rows(faces, run, own_data=data is None)
     except FerDataError as error:
-        within, unknown_split = None, error
+        within, unknown_split = None, f"the images may include some the model was trained on: {error}"
 
     def architecture(section):
         summary = run.summary()
@@ -687,8 +762,7 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
                      f"{' (validation split)' if within is not None else ''}, predicted with at least "
                      f"{MIN_CONFIDENCE:.0%} confidence. Red: the 5% most influential pixels.")
         if unknown_split is not None:
-            section.text(f"The validation split is unknown ({unknown_split}): these images may have been trained on.",
-                         css="note")
+            section.text(f"Note: {unknown_split}.", css="note")
         if note:
             section.text(note, css="note")
         section.image(explanation_figure(model, chosen, "saliency"), "saliency map per class")
@@ -717,15 +791,16 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
         return build
 
     def activations(section):
+        rows = np.arange(len(faces.images)) if within is None else within  # validation rows when known
         labels = faces.images.labels
-        index = 0
-        if labels is not None and (labels == CLASS_NAMES.index("Sad")).any():
-            index = int(np.flatnonzero(labels == CLASS_NAMES.index("Sad"))[0])  # report 002 used a Sad face
+        index = int(rows[0])
+        if labels is not None and (labels[rows] == CLASS_NAMES.index("Sad")).any():
+            index = int(rows[np.flatnonzero(labels[rows] == CLASS_NAMES.index("Sad"))[0]])  # report 002: a Sad face
         pick = pick_row(faces, index)
         section.image(activations_figure(model, pick), "activation maps")
 
     def augmentation(section):
-        pick = pick_row(faces, 0)
+        pick = pick_row(faces, 0 if within is None else int(within[0]))
         section.image(augment_figure(pick, seed=seed), "augmentations")
 
     def configuration(section):

@@ -557,7 +557,7 @@ def test_a_damaged_validation_file_is_one_line_naming_the_array(damage, where, s
     assert main(["report", str(copy), "--out", str(out), "--filters", "1", "--steps", "1"]) == 0
     sections = dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', out.read_text(encoding="utf-8"), re.S))
     assert "Not available" in sections["confusion"] and html_escaped(says) in sections["confusion"]
-    assert "The validation split is unknown" in sections["saliency"]
+    assert "may include some the model was trained on" in sections["saliency"]
 
 
 def html_escaped(text):
@@ -582,3 +582,101 @@ def test_the_reports_first_filters_ascend_the_rectified_conv_layer(run_dir, tmp_
     plain = keras.Model(inputs, layers.Dense(7)(layers.GlobalAveragePooling2D()(x)))
     assert report.rectified_layer(plain, "conv1") == "conv1"
     assert report.rectified_layer(tiny_model(), "conv1") == "conv1_act"
+
+
+def demo_csv(path, count, seed):
+    """`count` demo faces as a FER2013-style CSV (no id column: ids are row numbers)."""
+    demo = synthetic.generate(count, seed=seed).images
+    rows = [f"{label},{' '.join(map(str, face.reshape(-1).tolist()))}" for label, face in zip(demo.labels, demo.pixels)]
+    path.write_text("\n".join(["emotion,pixels"] + rows) + "\n")
+    return demo
+
+
+def test_per_class_picks_from_the_validation_split_a_models_config_records(run_dir, tmp_path, monkeypatch, capsys):
+    # The packaged model has a config.json (split seed 0, fraction 0.1) but no validation.npz:
+    # --per-class --data FER2013 picked mostly faces it was trained on.
+    import shutil
+
+    from keras_fer import data as data_module
+    from keras_fer import report
+
+    searched = []
+    real_picks = report.per_class_picks
+
+    def recording_picks(model, faces, *args):
+        searched.append(args[2])  # within
+        return real_picks(model, faces, *args)
+
+    monkeypatch.setattr(report, "per_class_picks", recording_picks)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    shutil.copy(run_dir / "best.keras", model_dir / "best.keras")
+    demo_csv(tmp_path / "faces.csv", 140, seed=7)
+    read = data_module.read(tmp_path / "faces.csv")
+    config = {"data": str(tmp_path / "faces.csv"), "data_fingerprint": read.fingerprint(), "val": "fraction:0.2",
+              "train_images": 112, "val_images": 28, "options": {"val": "fraction:0.2", "seed": 0, "split_seed": 5}}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    argv = ["saliency", "--per-class", "--model", str(model_dir / "best.keras"), "--out", str(tmp_path / "o")]
+    assert main(argv + ["--data", str(tmp_path / "faces.csv")]) == 0
+    _, validation = data_module.split(read, "fraction:0.2", seed=5)
+    assert sorted(searched[-1]) == sorted(int(i) for i in validation.ids)
+    assert "may include some the model was trained on" not in capsys.readouterr().out
+    # Other data (or the same without a recorded fingerprint, but another size): searched
+    # whole, with a note.
+    demo_csv(tmp_path / "other.csv", 140, seed=8)
+    assert main(argv + ["--data", str(tmp_path / "other.csv")]) == 0
+    assert searched[-1] is None
+    out = capsys.readouterr().out
+    assert "note: the images may include some the model was trained on: " in out
+    assert "is not the data the model was trained on (fingerprint" in out
+    del config["data_fingerprint"]
+    config["train_images"] = 100
+    (model_dir / "config.json").write_text(json.dumps(config))
+    assert main(argv + ["--data", str(tmp_path / "faces.csv")]) == 0
+    assert searched[-1] is None and "has 140 images; the model's data had 128" in capsys.readouterr().out
+    config["train_images"] = 112  # the size recorded and matching: the split is rebuilt
+    (model_dir / "config.json").write_text(json.dumps(config))
+    assert main(argv + ["--data", str(tmp_path / "faces.csv")]) == 0
+    assert sorted(searched[-1]) == sorted(int(i) for i in validation.ids)
+    # Demo faces for a model trained on other data: none of them was trained on, no note.
+    assert main(argv) == 0
+    assert searched[-1] is None and "may include some the model was trained on" not in capsys.readouterr().out
+
+
+def test_report_prefers_validation_rows_it_rebuilds_from_the_config(run_dir, tmp_path, monkeypatch):
+    # "Activation maps" drew the first Sad row of the whole data and "Augmentations" row 0, both
+    # training images; without validation.npz the split config.json records is rebuilt.
+    import shutil
+
+    from keras_fer import report
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "validation.npz").unlink()
+    demo = synthetic.generate(DEMO_FACES, seed=SEED).images
+    config = json.loads((copy / "config.json").read_text())
+    config["data_fingerprint"] = demo.fingerprint()
+    config["options"].update(val=f"first:{TRAIN}", seed=SEED)
+    (copy / "config.json").write_text(json.dumps(config))
+    drawn, searched = {}, []
+    real = {name: getattr(report, name) for name in ("activations_figure", "augment_figure", "per_class_picks")}
+
+    def activations_figure(model, pick, *args):
+        drawn["activations"] = pick
+        return real["activations_figure"](model, pick, *args)
+
+    def augment_figure(pick, **options):
+        drawn["augment"] = pick
+        return real["augment_figure"](pick, **options)
+
+    def per_class_picks(model, faces, within=None):
+        searched.append(within)
+        return real["per_class_picks"](model, faces, within=within)
+
+    for function in (activations_figure, augment_figure, per_class_picks):
+        monkeypatch.setattr(report, function.__name__, function)
+    page = report.build_report(copy, out=tmp_path / "report.html", filters=1, steps=1).read_text()
+    assert list(searched[0]) == list(range(TRAIN, DEMO_FACES)) and "(validation split)" in page
+    first_sad = TRAIN + int(np.flatnonzero(demo.labels[TRAIN:] == 4)[0])
+    assert drawn["activations"].name == str(demo.ids[first_sad]) and drawn["activations"].label == 4
+    assert drawn["augment"].name == str(demo.ids[TRAIN])
