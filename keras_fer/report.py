@@ -202,11 +202,13 @@ class Faces:
         images: `keras_fer.data.Images`.
         masks: demo faces' expression regions `(N, 48, 48)`, or None for real data.
         description: where they came from, for titles and messages.
+        note: set when nothing named the images and they are the built-in demo faces.
     """
 
     images: object
     masks: np.ndarray = None
     description: str = ""
+    note: str = None
 
 
 def load_faces(data=None, run=None, demo_faces=DEMO_FACES, seed=0):
@@ -224,7 +226,9 @@ def load_faces(data=None, run=None, demo_faces=DEMO_FACES, seed=0):
     path = data_module.resolve_data_path(data, "train")
     if path is None:
         demo = generate(demo_faces, seed=seed)
-        return Faces(demo.images, demo.masks, f"{demo_faces} demo faces (seed {seed})")
+        return Faces(demo.images, demo.masks, f"{demo_faces} demo faces (seed {seed})",
+                     note="no --data and no $FER_DATA: using the built-in synthetic demo faces (cartoons, not "
+                     "FER2013)")
     images = data_module.read(path)
     return Faces(images, None, str(path))
 

@@ -680,3 +680,31 @@ def test_report_prefers_validation_rows_it_rebuilds_from_the_config(run_dir, tmp
     first_sad = TRAIN + int(np.flatnonzero(demo.labels[TRAIN:] == 4)[0])
     assert drawn["activations"].name == str(demo.ids[first_sad]) and drawn["activations"].label == 4
     assert drawn["augment"].name == str(demo.ids[TRAIN])
+
+
+def test_demo_faces_are_announced(run_dir, tmp_path, capsys):
+    # The README's `saliency --image 00000` without FER2013 explained a synthetic demo face with
+    # the real-FER model ("true Surprise / pred Happy 0.50"), and nothing said the face was synthetic.
+    import cv2
+
+    from keras_fer import loading
+
+    demo = "note: no --data and no $FER_DATA: using the built-in synthetic demo faces (cartoons, not FER2013)"
+    packaged = demo + ", which the packaged model was not trained on\n"
+    if (loading.WEIGHTS_DIR / "best.keras").is_file():
+        assert main(["saliency", "--image", "00000", "--out", str(tmp_path / "o")]) == 0
+        assert packaged in capsys.readouterr().out
+    assert main(["saliency", "--model", str(run_dir / "best.keras"), "--image", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert demo + "\n" in out
+    for argv in (["classes"], ["augment", "--image", "3", "--count", "1"]):
+        assert main(argv + ["--out", str(tmp_path)]) == 0
+        assert demo + "\n" in capsys.readouterr().out
+    # Not for a run's own demo faces, data given, or a photo (no data read).
+    cv2.imwrite(str(tmp_path / "photo.png"), synthetic.generate(1, seed=9).images.pixels[0])
+    demo_csv(tmp_path / "faces.csv", 14, seed=1)
+    for argv in (["saliency", "--run", str(run_dir), "--image", "1"],
+                 ["classes", "--data", str(tmp_path / "faces.csv")],
+                 ["saliency", "--image", str(tmp_path / "photo.png")]):
+        assert main(argv + ["--out", str(tmp_path / "o")]) == 0
+        assert "demo faces" not in capsys.readouterr().out

@@ -247,9 +247,15 @@ def _model_config(args, run=None):
 
 
 def _faces(args, run=None):
+    """The images (`report.load_faces`), saying so when they are the built-in demo faces: the
+    README's `saliency --image 00000` explained one with the real-FER model, unannounced."""
     from keras_fer import report
 
-    return report.load_faces(getattr(args, "data", None), run)
+    faces = report.load_faces(getattr(args, "data", None), run)
+    if faces.note:
+        packaged = hasattr(args, "model") and run is None and not args.model
+        print(f"note: {faces.note}" + (", which the packaged model was not trained on" if packaged else ""))
+    return faces
 
 
 def _pick(args, run=None, faces=None):
