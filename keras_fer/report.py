@@ -262,6 +262,11 @@ def _photo_pick(path, detector="haar"):
     return Picked(to_face(image), None, path.stem)
 
 
+#: Image suffixes `data.IMAGE_EXTENSIONS` does not read: a missing `--image` file ending in one is
+#: a mistyped path, not an id.
+OTHER_IMAGE_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".ico", ".ppm", ".pbm", ".jp2")
+
+
 def select_image(faces, spec, detector="haar"):
     """The image `spec` names: the path of an existing image file, or else an id (or row number)
     of `faces`. Ids are never turned into paths, so an id cannot reach outside the data. In a
@@ -277,14 +282,26 @@ def select_image(faces, spec, detector="haar"):
     Raises:
         FerOptionError: when `spec` is neither an image file nor an id of the data.
     """
-    from keras_fer.data import is_image_file
+    from keras_fer.data import IMAGE_EXTENSIONS, is_image_file
 
-    if isinstance(spec, (str, os.PathLike)) and is_image_file(spec) and Path(spec).is_file():
-        return _photo_pick(Path(spec), detector)
+    path = Path(spec) if isinstance(spec, (str, os.PathLike)) else None
+    looks_like_a_file = path is not None and (bool(path.suffix.strip(".")) or os.sep in str(spec) or "/" in str(spec))
+    if looks_like_a_file and path.is_file():
+        if is_image_file(path):
+            return _photo_pick(path, detector)
+        if path.suffix:  # a GIF, say: it was looked up as an id ("no image with id 'anim.gif'")
+            raise FerOptionError(f"{spec}: not a supported image (use {', '.join(IMAGE_EXTENSIONS)}). "
+                                 f"Received: image={spec!r}")
+    if looks_like_a_file and (is_image_file(path) or path.suffix.lower() in OTHER_IMAGE_SUFFIXES):
+        # a mistyped photo: it loaded the data and said "--image must be an id ... of 700 demo faces"
+        raise FerOptionError(f"{spec}: no such file. Received: image={spec!r}")
     faces = faces() if callable(faces) else faces
     try:
         index = faces.images.index_of(spec)
     except FerDataError as error:
+        if looks_like_a_file and not path.exists():  # a path, not an id ("angry/00012" is both)
+            raise FerOptionError(f"{spec}: no such file, nor an id or row number of {faces.description}. "
+                                 f"Received: image={spec!r}") from None
         raise FerOptionError(
             f"--image must be an id or row number of {faces.description} or an existing image file "
             f"({error}). Received: image={spec!r}"

@@ -233,7 +233,7 @@ def error_line(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["saliency", "--image", "../../etc/passwd"], "--image must be an id"),
+    (["saliency", "--image", "../../etc/passwd"], "id or row number of"),  # either message, by the cwd
     (["saliency", "--image", "99999"], "no image with id '99999'"),
     (["gradcam", "--image", "0", "--layer", "conv9"], "conv layers are conv1, conv2"),
     (["filters", "--layer", "dense"], "conv layers are conv1, conv2"),
@@ -248,11 +248,29 @@ def test_bad_options_are_one_line_and_exit_2(argv, message, run_dir, tmp_path, c
     assert not list(tmp_path.iterdir())
 
 
-def test_image_must_be_an_image_file(run_dir, tmp_path, capsys):
+def test_image_must_be_an_image_file(run_dir, tmp_path, capsys, monkeypatch):
+    from keras_fer import report
+
     secret = tmp_path / "secret.csv"
     secret.write_text("label,feature\n")
     assert main(["saliency", "--run", str(run_dir), "--image", str(secret), "--out", str(tmp_path / "o")]) == 2
-    assert "--image must be an id" in error_line(capsys)
+    assert error_line(capsys).startswith(f"error: {secret}: not a supported image (use .jpg, .jpeg, .png")
+    # A GIF said "no image with id"; a mistyped photo loaded the demo faces and said "--image must
+    # be an id or row number of 700 demo faces". Neither reads any data now.
+    (tmp_path / "anim.gif").write_bytes(b"GIF89a")
+    monkeypatch.setattr(report, "load_faces", lambda *args, **kwargs: pytest.fail("read the data"))
+    for image, says in (("anim.gif", "not a supported image (use .jpg"), ("nope.png", "no such file"),
+                        ("nope.gif", "no such file"), ("photos/nope.JPG", "no such file")):
+        assert main(["saliency", "--model", str(run_dir / "best.keras"), "--image", str(tmp_path / image),
+                     "--out", str(tmp_path / "o")]) == 2
+        assert error_line(capsys).startswith(f"error: {tmp_path / image}: {says}")
+    monkeypatch.undo()
+    # Any other missing path is looked up as an id ("angry/00012" is one) before it is called missing.
+    assert main(["saliency", "--model", str(run_dir / "best.keras"), "--image", str(tmp_path / "notes.txt"),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert error_line(capsys).startswith(f"error: {tmp_path / 'notes.txt'}: no such file, nor an id or row number "
+                                         "of 700 demo faces")
+    assert not (tmp_path / "o").exists()
 
 
 def test_outputs_never_replace_the_photo_or_the_run(run_dir, tmp_path, capsys):
