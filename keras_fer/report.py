@@ -223,6 +223,13 @@ def load_faces(data=None, run=None, demo_faces=DEMO_FACES, seed=0):
         if data is None:
             demo = generate(run.demo_faces, seed=run.seed)
             return Faces(demo.images, demo.masks, f"{run.demo_faces} demo faces (seed {run.seed})")
+        config = run.path / "config.json"
+        if not isinstance(data, str) or not data:
+            raise FerDataError(f"expected the path of the run's data. Received: data={one_line(repr(data))}", config,
+                               field="data")
+        if not Path(data).exists():  # moved since training: it said only "/old/x.csv: no such file or folder"
+            raise FerDataError(f"{data}: no such file or folder (the run's data, moved or deleted since training?): "
+                               "pass --data PATH", config, field="data")
     path = data_module.resolve_data_path(data, "train")
     if path is None:
         demo = generate(demo_faces, seed=seed)

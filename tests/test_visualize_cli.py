@@ -726,3 +726,21 @@ def test_demo_faces_are_announced(run_dir, tmp_path, capsys):
                  ["saliency", "--image", str(tmp_path / "photo.png")]):
         assert main(argv + ["--out", str(tmp_path / "o")]) == 0
         assert "demo faces" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("data, says", [
+    ("/nonexistent/x.csv", "/nonexistent/x.csv: no such file or folder (the run's data, moved or deleted since "
+     "training?): pass --data PATH"),
+    (5, "expected the path of the run's data. Received: data=5"),
+])
+def test_a_runs_data_that_moved_names_the_config_and_suggests_data(data, says, run_dir, tmp_path, capsys):
+    # It said only "error: /nonexistent/x.csv: no such file or folder", not where the path came from.
+    config = json.loads((run_dir / "config.json").read_text())
+    copy = damaged_copy(run_dir, tmp_path, "config.json", json.dumps({**config, "data": data}))
+    for argv in (["saliency", "--run", str(copy)], ["saliency", "--run", str(copy), "--per-class"]):
+        assert main(argv + ["--out", str(tmp_path / "o")]) == 2
+        assert error_line(capsys) == f"error: {copy / 'config.json'}, field 'data': {says}"
+    assert not (tmp_path / "o").exists()
+    # --data replaces it.
+    demo_csv(tmp_path / "faces.csv", 14, seed=1)
+    assert main(["saliency", "--run", str(copy), "--data", str(tmp_path / "faces.csv"), "--out", str(tmp_path)]) == 0
