@@ -591,7 +591,9 @@ def activations_figure(model, pick, layer=None, count=31):
 
 def augment_figure(pick, variants=4, seed=0):
     """One face under each augmentation of `pipeline.AUGMENTATIONS`, `variants` draws each.
-    Random blur and erasing are shown at probability 1, so every draw shows them."""
+    Random blur and erasing are shown at probability 1, and the flip (a mirror image, drawn at
+    probability 0.5 in training) always mirrored, so every draw shows them: with the random
+    flip half the draws were the face unchanged, as if the flip did nothing."""
     import tensorflow as tf
 
     from keras_fer.pipeline import AUGMENTATIONS, AugmentConfig, augment_batch
@@ -599,6 +601,9 @@ def augment_figure(pick, variants=4, seed=0):
     batch = np.repeat(pick.pixels[None].astype(np.float32), variants, axis=0)
     augmented = {}
     for index, name in enumerate(AUGMENTATIONS):
+        if name == "flip":  # the pipeline's flip mirrors left-right (the width axis)
+            augmented[name] = list(batch[:, :, ::-1])
+            continue
         config = AugmentConfig(ops=(name,), blur_probability=1.0, erase_probability=1.0)
         result = augment_batch(batch, tf.constant([seed, index], tf.int64), config)
         augmented[name] = list(np.asarray(result))

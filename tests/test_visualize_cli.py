@@ -744,3 +744,19 @@ def test_a_runs_data_that_moved_names_the_config_and_suggests_data(data, says, r
     # --data replaces it.
     demo_csv(tmp_path / "faces.csv", 14, seed=1)
     assert main(["saliency", "--run", str(copy), "--data", str(tmp_path / "faces.csv"), "--out", str(tmp_path)]) == 0
+
+
+def test_the_augment_figure_shows_every_draw_flipped(monkeypatch):
+    # The flip row drew the random flip of training (p=0.5): half its draws were the face
+    # unchanged, so the flip looked like it did nothing.
+    from keras_fer import plots, report
+
+    shown = {}
+    monkeypatch.setattr(plots, "augment_figure", lambda image, augmented, **options: shown.update(augmented))
+    face = synthetic.generate(1, seed=2).images.pixels[0]
+    report.augment_figure(report.Picked(face, None, "face"), variants=8, seed=0)
+    assert len(shown["flip"]) == 8
+    for draw in shown["flip"]:
+        np.testing.assert_array_equal(draw, face[:, ::-1].astype(np.float32))
+    assert not np.array_equal(face[:, ::-1], face)
+    assert len(shown["blur"]) == 8 and not any(np.array_equal(draw, face) for draw in shown["blur"])
