@@ -24,6 +24,8 @@ import datetime
 import html
 import json
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -75,21 +77,28 @@ class Run:
         return {name: [row[name] for row in rows] for name in rows[0]}
 
     def validation(self):
-        """`(labels, probabilities, ids or None)` from `validation.npz`, or None if missing."""
+        """`(labels, probabilities, ids or None)` from `validation.npz`, or None if missing.
+
+        Raises:
+            FerDataError: naming the file and the array, when the file is not a complete npz
+                (truncated, a bad checksum) or its arrays are not `labels` (N integers 0-6),
+                `probabilities` (N rows of 7 finite non-negative numbers summing to 1) and
+                optionally `ids` (N of them).
+        """
         file = self.path / "validation.npz"
         if not file.is_file():
             return None
+        arrays, field = {}, None
         try:
             with np.load(file, allow_pickle=False) as saved:
-                labels = np.asarray(saved["labels"], dtype=np.int64)
-                probabilities = np.asarray(saved["probabilities"], dtype=np.float64)
-                ids = np.asarray(saved["ids"]).astype(str) if "ids" in saved.files else None
-        except (KeyError, ValueError, OSError) as error:
-            raise FerDataError(f"unreadable validation file, expected arrays labels and probabilities ({error})",
-                               file) from None
-        if probabilities.ndim != 2 or len(probabilities) != len(labels):
-            raise FerDataError(f"labels {labels.shape} and probabilities {probabilities.shape} do not match", file)
-        return labels, probabilities, ids
+                for field in ("labels", "probabilities", "ids"):
+                    if field in saved.files:
+                        arrays[field] = np.asarray(saved[field])
+        except (ValueError, OSError, EOFError, RuntimeError, zipfile.BadZipFile, zlib.error) as error:
+            # A truncated file or a flipped byte ("Bad CRC-32") was a zipfile or zlib traceback.
+            raise FerDataError(f"unreadable validation file, not a complete .npz ({one_line(error)})", file,
+                               field=field) from None
+        return _checked_validation(file, arrays.get("labels"), arrays.get("probabilities"), arrays.get("ids"))
 
     def summary(self):
         """`summary.txt`, or None.
@@ -114,6 +123,42 @@ class Run:
     @property
     def seed(self):
         return int(self.config.get("seed") or 0)
+
+
+def _checked_validation(file, labels, probabilities, ids):
+    """`(labels, probabilities, ids)` of `validation.npz` if they are what training writes, else
+    a FerDataError naming `file` and the array (a (20, 3) or all-NaN probabilities array gave
+    a made-up accuracy, labels of 9 a scikit-learn traceback)."""
+    for name, array in (("labels", labels), ("probabilities", probabilities)):
+        if array is None:
+            raise FerDataError("no such array (training writes labels, probabilities and ids)", file,
+                               field=name)
+    if labels.ndim != 1 or not len(labels):
+        raise FerDataError(f"expected a non-empty list of class numbers. Received: shape {labels.shape}", file,
+                           field="labels")
+    if labels.dtype.kind not in "iu":
+        raise FerDataError(f"expected integers 0-{NUM_CLASSES - 1}. Received: dtype {labels.dtype}", file,
+                           field="labels")
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
+        bad = labels[(labels < 0) | (labels >= NUM_CLASSES)][0]
+        raise FerDataError(f"expected integers 0-{NUM_CLASSES - 1}. Received: {bad}", file, field="labels")
+    if probabilities.shape != (len(labels), NUM_CLASSES):
+        raise FerDataError(f"expected shape ({len(labels)}, {NUM_CLASSES}), one row per label and a column per "
+                           f"class. Received: shape {probabilities.shape}", file, field="probabilities")
+    if probabilities.dtype.kind not in "fiu":
+        raise FerDataError(f"expected numbers. Received: dtype {probabilities.dtype}", file, field="probabilities")
+    probabilities = probabilities.astype(np.float64)
+    bad_rows = ~np.isfinite(probabilities).all(axis=1) | (probabilities < 0).any(axis=1)
+    bad_rows |= np.abs(probabilities.sum(axis=1) - 1) > 0.01
+    if bad_rows.any():
+        row = int(np.flatnonzero(bad_rows)[0])
+        values = ", ".join(f"{value:.3g}" for value in probabilities[row])
+        raise FerDataError(f"expected probabilities (finite, non-negative, summing to 1). Received: row {row + 1} "
+                           f"[{values}]", file, field="probabilities")
+    if ids is not None and (ids.shape != labels.shape or ids.dtype.kind not in "USiu"):
+        raise FerDataError(f"expected {len(labels)} ids, one per label. Received: shape {ids.shape}, dtype "
+                           f"{ids.dtype}", file, field="ids")
+    return labels.astype(np.int64), probabilities, None if ids is None else ids.astype(str)
 
 
 def read_run(path):
@@ -157,11 +202,13 @@ class Faces:
         images: `keras_fer.data.Images`.
         masks: demo faces' expression regions `(N, 48, 48)`, or None for real data.
         description: where they came from, for titles and messages.
+        note: set when nothing named the images and they are the built-in demo faces.
     """
 
     images: object
     masks: np.ndarray = None
     description: str = ""
+    note: str = None
 
 
 def load_faces(data=None, run=None, demo_faces=DEMO_FACES, seed=0):
@@ -176,10 +223,19 @@ def load_faces(data=None, run=None, demo_faces=DEMO_FACES, seed=0):
         if data is None:
             demo = generate(run.demo_faces, seed=run.seed)
             return Faces(demo.images, demo.masks, f"{run.demo_faces} demo faces (seed {run.seed})")
+        config = run.path / "config.json"
+        if not isinstance(data, str) or not data:
+            raise FerDataError(f"expected the path of the run's data. Received: data={one_line(repr(data))}", config,
+                               field="data")
+        if not Path(data).exists():  # moved since training: it said only "/old/x.csv: no such file or folder"
+            raise FerDataError(f"{data}: no such file or folder (the run's data, moved or deleted since training?): "
+                               "pass --data PATH", config, field="data")
     path = data_module.resolve_data_path(data, "train")
     if path is None:
         demo = generate(demo_faces, seed=seed)
-        return Faces(demo.images, demo.masks, f"{demo_faces} demo faces (seed {seed})")
+        return Faces(demo.images, demo.masks, f"{demo_faces} demo faces (seed {seed})",
+                     note="no --data and no $FER_DATA: using the built-in synthetic demo faces (cartoons, not "
+                     "FER2013)")
     images = data_module.read(path)
     return Faces(images, None, str(path))
 
@@ -213,6 +269,11 @@ def _photo_pick(path, detector="haar"):
     return Picked(to_face(image), None, path.stem)
 
 
+#: Image suffixes `data.IMAGE_EXTENSIONS` does not read: a missing `--image` file ending in one is
+#: a mistyped path, not an id.
+OTHER_IMAGE_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".ico", ".ppm", ".pbm", ".jp2")
+
+
 def select_image(faces, spec, detector="haar"):
     """The image `spec` names: the path of an existing image file, or else an id (or row number)
     of `faces`. Ids are never turned into paths, so an id cannot reach outside the data. In a
@@ -228,14 +289,26 @@ def select_image(faces, spec, detector="haar"):
     Raises:
         FerOptionError: when `spec` is neither an image file nor an id of the data.
     """
-    from keras_fer.data import is_image_file
+    from keras_fer.data import IMAGE_EXTENSIONS, is_image_file
 
-    if isinstance(spec, (str, os.PathLike)) and is_image_file(spec) and Path(spec).is_file():
-        return _photo_pick(Path(spec), detector)
+    path = Path(spec) if isinstance(spec, (str, os.PathLike)) else None
+    looks_like_a_file = path is not None and (bool(path.suffix.strip(".")) or os.sep in str(spec) or "/" in str(spec))
+    if looks_like_a_file and path.is_file():
+        if is_image_file(path):
+            return _photo_pick(path, detector)
+        if path.suffix:  # a GIF, say: it was looked up as an id ("no image with id 'anim.gif'")
+            raise FerOptionError(f"{spec}: not a supported image (use {', '.join(IMAGE_EXTENSIONS)}). "
+                                 f"Received: image={spec!r}")
+    if looks_like_a_file and (is_image_file(path) or path.suffix.lower() in OTHER_IMAGE_SUFFIXES):
+        # a mistyped photo: it loaded the data and said "--image must be an id ... of 700 demo faces"
+        raise FerOptionError(f"{spec}: no such file. Received: image={spec!r}")
     faces = faces() if callable(faces) else faces
     try:
         index = faces.images.index_of(spec)
     except FerDataError as error:
+        if looks_like_a_file and not path.exists():  # a path, not an id ("angry/00012" is both)
+            raise FerOptionError(f"{spec}: no such file, nor an id or row number of {faces.description}. "
+                                 f"Received: image={spec!r}") from None
         raise FerOptionError(
             f"--image must be an id or row number of {faces.description} or an existing image file "
             f"({error}). Received: image={spec!r}"
@@ -371,6 +444,82 @@ def validation_indices(run, faces):
     return found if len(found) else None
 
 
+def split_validation_indices(faces, config, config_path=None):
+    """Positions in `faces` of the validation rows of the split a model's `config.json` records
+    (its `val` and split seed), rebuilt by `data.split` as training made it, when `faces` are
+    the data it was split from: the fingerprint recorded in the config (or, without one, the
+    number of rows) must match. The packaged model has a config but no validation.npz.
+
+    Returns:
+        `(indices, None)`, or `(None, why)` when the split cannot be rebuilt on `faces`.
+    """
+    from keras_fer import data as data_module
+    from keras_fer.errors import FerError
+    from keras_fer.loading import ModelSource, validation_split
+
+    if not config:
+        return None, "the model has no config.json recording its validation split"
+    recorded = validation_split([ModelSource(None, config, config_path)], ["model"], "")
+    if recorded is None or recorded[0] in (None, "none"):
+        return None, f"{config_path or 'config.json'} records no validation split"
+    val, seed = recorded
+    images = faces.images
+    if not images.labelled:
+        return None, f"{faces.description} has no labels to split"
+    fingerprint = config.get("data_fingerprint")
+    counts = [config.get(key) for key in ("train_images", "val_images")]
+    options = run_options(config, config_path)
+    if fingerprint is not None:
+        if str(fingerprint) != images.fingerprint():
+            return None, (f"{faces.description} is not the data the model was trained on (fingerprint "
+                          f"{images.fingerprint()}; {config_path or 'config.json'} records {fingerprint})")
+    elif all(isinstance(count, int) for count in counts) and not options.get("max_images"):
+        if sum(counts) != len(images):
+            return None, f"{faces.description} has {len(images)} images; the model's data had {sum(counts)}"
+    else:
+        return None, f"{config_path or 'config.json'} records neither the data's fingerprint nor its size"
+    numbered = data_module.Images(images.pixels, images.labels, np.arange(len(images)), images.usage,
+                                  images.source)  # the split's ids are then positions
+    try:
+        _, validation = data_module.split(numbered, val, seed=seed)
+    except FerError as error:
+        return None, f"its validation split {val} cannot be made on {faces.description} ({one_line(error)})"
+    recorded_count = config.get("val_images")
+    if isinstance(recorded_count, int) and recorded_count != len(validation):
+        return None, (f"the validation split {val} made again has {len(validation)} images; "
+                      f"{config_path or 'config.json'} records {recorded_count}")
+    return np.sort(validation.ids.astype(np.int64)), None
+
+
+def held_out_rows(faces, run=None, config=None, config_path=None, own_data=True):
+    """`(indices, note)`: the positions in `faces` of the images the model was validated on, not
+    trained on, for the per-class pictures: the ids in the run's validation.npz (when `faces`
+    are the run's `own_data`), else the split its config.json records rebuilt on `faces`
+    (`split_validation_indices`). When neither is known, `(None, note)`, the note saying the
+    images may include training images, and why (None when `faces` are demo faces and the
+    model trained on other data: it has seen none of them).
+
+    Args:
+        config, config_path: the model's config.json and its path (default the run's).
+
+    Raises:
+        FerDataError: for a damaged validation.npz of the run.
+    """
+    if run is not None:
+        config = run.config if config is None else config
+        config_path = run.path / "config.json" if config_path is None else config_path
+        if own_data:
+            found = validation_indices(run, faces)
+            if found is not None:
+                return found, None
+    found, why = split_validation_indices(faces, config, config_path)
+    if found is not None:
+        return found, None
+    if faces.masks is not None and config and config.get("data") is not None:
+        return None, None
+    return None, f"the images may include some the model was trained on: {why}"
+
+
 def per_class_picks(model, faces, min_confidence=MIN_CONFIDENCE, limit=SCAN_LIMIT, within=None):
     """`(picks, note)`: one confidently and correctly predicted image per class.
 
@@ -406,6 +555,16 @@ def filters_figure(model, layer=None, count=10, filters=None, steps=64, seed=0):
     return plots.filters_figure(found.images, found.final, found.filters, target)
 
 
+def rectified_layer(model, conv):
+    """`conv`'s activation output (`convN_act` in the zoo's models, whose conv layers output
+    before BatchNorm and activation) when the model has one with 2-D feature maps, else `conv`
+    itself. Filter ascent on the linear output of the first conv layer maximizes about its
+    weight sum times the image mean, and drew flat grey or black squares."""
+    from keras_fer import explain
+
+    return f"{conv}_act" if f"{conv}_act" in explain.feature_layers(model) else conv
+
+
 def default_activation_layer(model):
     """A middle conv layer: early layers show edges only, late ones are too coarse (report 002)."""
     from keras_fer import explain
@@ -432,7 +591,9 @@ def activations_figure(model, pick, layer=None, count=31):
 
 def augment_figure(pick, variants=4, seed=0):
     """One face under each augmentation of `pipeline.AUGMENTATIONS`, `variants` draws each.
-    Random blur and erasing are shown at probability 1, so every draw shows them."""
+    Random blur and erasing are shown at probability 1, and the flip (a mirror image, drawn at
+    probability 0.5 in training) always mirrored, so every draw shows them: with the random
+    flip half the draws were the face unchanged, as if the flip did nothing."""
     import tensorflow as tf
 
     from keras_fer.pipeline import AUGMENTATIONS, AugmentConfig, augment_batch
@@ -440,6 +601,9 @@ def augment_figure(pick, variants=4, seed=0):
     batch = np.repeat(pick.pixels[None].astype(np.float32), variants, axis=0)
     augmented = {}
     for index, name in enumerate(AUGMENTATIONS):
+        if name == "flip":  # the pipeline's flip mirrors left-right (the width axis)
+            augmented[name] = list(batch[:, :, ::-1])
+            continue
         config = AugmentConfig(ops=(name,), blur_probability=1.0, erase_probability=1.0)
         result = augment_batch(batch, tf.constant([seed, index], tf.int64), config)
         augmented[name] = list(np.asarray(result))
@@ -580,10 +744,15 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
 
     sections = {key: Section(key, title) for key, title in SECTIONS}
 
-    # The run's own data: pick from its validation images (the ids validation.npz lists, unseen
-    # in training) when the data holds them. Other data given by `data` is searched whole, as
-    # `visualize.py saliency --per-class --data` does.
-    within = validation_indices(run, faces) if data is None else None
+    # Pick from the validation images (unseen in training): the ids validation.npz lists when the
+    # faces are the run's own data, else the split config.json records, rebuilt when the faces
+    # are the data it was made from. A damaged validation.npz leaves the split unknown: the
+    # confusion section says why, the per-class sections that their images may have been
+    # trained on.
+    try:
+        within, unknown_split = held_out_rows(faces, run, own_data=data is None)
+    except FerDataError as error:
+        within, unknown_split = None, f"the images may include some the model was trained on: {error}"
 
     def architecture(section):
         summary = run.summary()
@@ -625,6 +794,8 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
         section.text(f"One correctly predicted image per class from {faces.description}"
                      f"{' (validation split)' if within is not None else ''}, predicted with at least "
                      f"{MIN_CONFIDENCE:.0%} confidence. Red: the 5% most influential pixels.")
+        if unknown_split is not None:
+            section.text(f"Note: {unknown_split}.", css="note")
         if note:
             section.text(note, css="note")
         section.image(explanation_figure(model, chosen, "saliency"), "saliency map per class")
@@ -646,21 +817,23 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
         def build(section):
             if layer is None:
                 raise FerModelError("the model has no convolution layers")
-            section.text(f"Inputs found by {steps} steps of gradient ascent on {filters} random filters of {layer}, "
-                         "starting from grey; each title gives the mean activation reached.")
+            rectified = f" (the rectified output of {layer[:-4]})" if layer.endswith("_act") else ""
+            section.text(f"Inputs found by {steps} steps of gradient ascent on {filters} random filters of {layer}"
+                         f"{rectified}, starting from grey; each title gives the mean activation reached.")
             section.image(filters_figure(model, layer, filters, steps=steps, seed=seed), f"filters of {layer}")
         return build
 
     def activations(section):
+        rows = np.arange(len(faces.images)) if within is None else within  # validation rows when known
         labels = faces.images.labels
-        index = 0
-        if labels is not None and (labels == CLASS_NAMES.index("Sad")).any():
-            index = int(np.flatnonzero(labels == CLASS_NAMES.index("Sad"))[0])  # report 002 used a Sad face
+        index = int(rows[0])
+        if labels is not None and (labels[rows] == CLASS_NAMES.index("Sad")).any():
+            index = int(rows[np.flatnonzero(labels[rows] == CLASS_NAMES.index("Sad"))[0]])  # report 002: a Sad face
         pick = pick_row(faces, index)
         section.image(activations_figure(model, pick), "activation maps")
 
     def augmentation(section):
-        pick = pick_row(faces, 0)
+        pick = pick_row(faces, 0 if within is None else int(within[0]))
         section.image(augment_figure(pick, seed=seed), "augmentations")
 
     def configuration(section):
@@ -669,7 +842,7 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
     builders = {
         "architecture": architecture, "history": history, "confusion": confusion, "classes": classes,
         "saliency": saliency, "gradcam": gradcam, "layercam": layercam,
-        "filters-first": filters_of(convs[0] if convs else None),
+        "filters-first": filters_of(rectified_layer(model, convs[0]) if convs else None),
         "filters-last": filters_of(convs[-1] if convs else None),
         "activations": activations, "augmentation": augmentation, "configuration": configuration,
     }

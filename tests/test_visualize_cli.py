@@ -233,7 +233,7 @@ def error_line(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["saliency", "--image", "../../etc/passwd"], "--image must be an id"),
+    (["saliency", "--image", "../../etc/passwd"], "id or row number of"),  # either message, by the cwd
     (["saliency", "--image", "99999"], "no image with id '99999'"),
     (["gradcam", "--image", "0", "--layer", "conv9"], "conv layers are conv1, conv2"),
     (["filters", "--layer", "dense"], "conv layers are conv1, conv2"),
@@ -248,11 +248,29 @@ def test_bad_options_are_one_line_and_exit_2(argv, message, run_dir, tmp_path, c
     assert not list(tmp_path.iterdir())
 
 
-def test_image_must_be_an_image_file(run_dir, tmp_path, capsys):
+def test_image_must_be_an_image_file(run_dir, tmp_path, capsys, monkeypatch):
+    from keras_fer import report
+
     secret = tmp_path / "secret.csv"
     secret.write_text("label,feature\n")
     assert main(["saliency", "--run", str(run_dir), "--image", str(secret), "--out", str(tmp_path / "o")]) == 2
-    assert "--image must be an id" in error_line(capsys)
+    assert error_line(capsys).startswith(f"error: {secret}: not a supported image (use .jpg, .jpeg, .png")
+    # A GIF said "no image with id"; a mistyped photo loaded the demo faces and said "--image must
+    # be an id or row number of 700 demo faces". Neither reads any data now.
+    (tmp_path / "anim.gif").write_bytes(b"GIF89a")
+    monkeypatch.setattr(report, "load_faces", lambda *args, **kwargs: pytest.fail("read the data"))
+    for image, says in (("anim.gif", "not a supported image (use .jpg"), ("nope.png", "no such file"),
+                        ("nope.gif", "no such file"), ("photos/nope.JPG", "no such file")):
+        assert main(["saliency", "--model", str(run_dir / "best.keras"), "--image", str(tmp_path / image),
+                     "--out", str(tmp_path / "o")]) == 2
+        assert error_line(capsys).startswith(f"error: {tmp_path / image}: {says}")
+    monkeypatch.undo()
+    # Any other missing path is looked up as an id ("angry/00012" is one) before it is called missing.
+    assert main(["saliency", "--model", str(run_dir / "best.keras"), "--image", str(tmp_path / "notes.txt"),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert error_line(capsys).startswith(f"error: {tmp_path / 'notes.txt'}: no such file, nor an id or row number "
+                                         "of 700 demo faces")
+    assert not (tmp_path / "o").exists()
 
 
 def test_outputs_never_replace_the_photo_or_the_run(run_dir, tmp_path, capsys):
@@ -494,3 +512,251 @@ def test_a_run_that_confuses_no_class_says_so(run_dir, tmp_path, capsys):
 
     html = report.build_report(run, out=tmp_path / "report.html", filters=1, steps=1).read_text()
     assert "No class was confused with another." in html and "Most confused pairs" not in html
+
+
+def flip_a_byte_of(path, array_name):
+    """Flip one byte inside `array_name`'s data in the npz at `path` (its CRC-32 then fails)."""
+    content = bytearray(path.read_bytes())
+    with np.load(path) as saved:
+        start = bytes(content).index(saved[array_name].tobytes())
+    content[start + 3] ^= 0xFF
+    path.write_bytes(bytes(content))
+
+
+@pytest.mark.parametrize("damage, where, says", [
+    ("three-columns", "field 'probabilities'", "expected shape (70, 7)"),
+    ("nan", "field 'probabilities'", "expected probabilities (finite, non-negative, summing to 1). Received: row 1"),
+    ("negative", "field 'probabilities'", "expected probabilities (finite, non-negative"),
+    ("label-9", "field 'labels'", "expected integers 0-6. Received: 9"),
+    ("float-labels", "field 'labels'", "expected integers 0-6. Received: dtype float64"),
+    ("ids", "field 'ids'", "expected 70 ids, one per label"),
+    ("no-labels", "field 'labels'", "no such array"),
+    ("truncated", "", "not a complete .npz"),
+    ("flipped-byte", "field 'probabilities'", "Bad CRC-32"),
+])
+def test_a_damaged_validation_file_is_one_line_naming_the_array(damage, where, says, run_dir, tmp_path, capsys):
+    # A (20, 3) or all-NaN probabilities array gave a made-up "accuracy 0.2500" and exit 0; a
+    # truncated file or a flipped byte a zipfile traceback; labels of 9 a scikit-learn one.
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    file = copy / "validation.npz"
+    saved = dict(np.load(file))
+    count = len(saved["labels"])
+    if damage == "three-columns":
+        saved["probabilities"] = np.full((count, 3), 1 / 3)
+    elif damage == "nan":
+        saved["probabilities"] = np.full((count, 7), np.nan)
+    elif damage == "negative":
+        saved["probabilities"] = saved["probabilities"] - 0.5
+    elif damage == "label-9":
+        saved["labels"] = np.where(np.arange(count) == 5, 9, saved["labels"])
+    elif damage == "float-labels":
+        saved["labels"] = saved["labels"] + 0.5
+    elif damage == "ids":
+        saved["ids"] = saved["ids"][:3]
+    elif damage == "no-labels":
+        del saved["labels"]
+    np.savez(file, **saved)
+    if damage == "truncated":
+        file.write_bytes(file.read_bytes()[:500])
+    elif damage == "flipped-byte":
+        flip_a_byte_of(file, "probabilities")
+    prefix = f"error: {file}" + (f", {where}: " if where else ": ")
+    for argv in (["confusion", str(copy)], ["saliency", "--run", str(copy), "--per-class"]):
+        assert main(argv + ["--out", str(tmp_path / "figures")]) == 2
+        line = error_line(capsys)
+        assert line.startswith(prefix) and says in line, line
+    assert not (tmp_path / "figures").exists()
+    # The report is written, its confusion section saying why it is missing (as for any
+    # unreadable run file), and the per-class sections that their images may have been trained on.
+    out = tmp_path / "report.html"
+    assert main(["report", str(copy), "--out", str(out), "--filters", "1", "--steps", "1"]) == 0
+    sections = dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', out.read_text(encoding="utf-8"), re.S))
+    assert "Not available" in sections["confusion"] and html_escaped(says) in sections["confusion"]
+    assert "may include some the model was trained on" in sections["saliency"]
+
+
+def html_escaped(text):
+    import html
+
+    return html.escape(text, quote=False)
+
+
+def test_the_reports_first_filters_ascend_the_rectified_conv_layer(run_dir, tmp_path):
+    # It ascended conv1, the linear output before the activation: its objective is about the
+    # weight sum times the image mean, and the panels came out flat grey or black.
+    from keras_fer import report
+
+    out = tmp_path / "report.html"
+    assert main(["report", str(run_dir), "--out", str(out), "--filters", "2", "--steps", "2"]) == 0
+    sections = dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', out.read_text(encoding="utf-8"), re.S))
+    assert "random filters of conv1_act (the rectified output of conv1)" in sections["filters-first"]
+    assert 'alt="filters of conv1_act"' in sections["filters-first"]
+    # A model without `_act` layers (the activation inside the conv layer) keeps the conv layer.
+    inputs = keras.Input((48, 48, 1))
+    x = layers.Conv2D(4, 3, activation="relu", name="conv1")(inputs)
+    plain = keras.Model(inputs, layers.Dense(7)(layers.GlobalAveragePooling2D()(x)))
+    assert report.rectified_layer(plain, "conv1") == "conv1"
+    assert report.rectified_layer(tiny_model(), "conv1") == "conv1_act"
+
+
+def demo_csv(path, count, seed):
+    """`count` demo faces as a FER2013-style CSV (no id column: ids are row numbers)."""
+    demo = synthetic.generate(count, seed=seed).images
+    rows = [f"{label},{' '.join(map(str, face.reshape(-1).tolist()))}" for label, face in zip(demo.labels, demo.pixels)]
+    path.write_text("\n".join(["emotion,pixels"] + rows) + "\n")
+    return demo
+
+
+def test_per_class_picks_from_the_validation_split_a_models_config_records(run_dir, tmp_path, monkeypatch, capsys):
+    # The packaged model has a config.json (split seed 0, fraction 0.1) but no validation.npz:
+    # --per-class --data FER2013 picked mostly faces it was trained on.
+    import shutil
+
+    from keras_fer import data as data_module
+    from keras_fer import report
+
+    searched = []
+    real_picks = report.per_class_picks
+
+    def recording_picks(model, faces, *args):
+        searched.append(args[2])  # within
+        return real_picks(model, faces, *args)
+
+    monkeypatch.setattr(report, "per_class_picks", recording_picks)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    shutil.copy(run_dir / "best.keras", model_dir / "best.keras")
+    demo_csv(tmp_path / "faces.csv", 140, seed=7)
+    read = data_module.read(tmp_path / "faces.csv")
+    config = {"data": str(tmp_path / "faces.csv"), "data_fingerprint": read.fingerprint(), "val": "fraction:0.2",
+              "train_images": 112, "val_images": 28, "options": {"val": "fraction:0.2", "seed": 0, "split_seed": 5}}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    argv = ["saliency", "--per-class", "--model", str(model_dir / "best.keras"), "--out", str(tmp_path / "o")]
+    assert main(argv + ["--data", str(tmp_path / "faces.csv")]) == 0
+    _, validation = data_module.split(read, "fraction:0.2", seed=5)
+    assert sorted(searched[-1]) == sorted(int(i) for i in validation.ids)
+    assert "may include some the model was trained on" not in capsys.readouterr().out
+    # Other data (or the same without a recorded fingerprint, but another size): searched
+    # whole, with a note.
+    demo_csv(tmp_path / "other.csv", 140, seed=8)
+    assert main(argv + ["--data", str(tmp_path / "other.csv")]) == 0
+    assert searched[-1] is None
+    out = capsys.readouterr().out
+    assert "note: the images may include some the model was trained on: " in out
+    assert "is not the data the model was trained on (fingerprint" in out
+    del config["data_fingerprint"]
+    config["train_images"] = 100
+    (model_dir / "config.json").write_text(json.dumps(config))
+    assert main(argv + ["--data", str(tmp_path / "faces.csv")]) == 0
+    assert searched[-1] is None and "has 140 images; the model's data had 128" in capsys.readouterr().out
+    config["train_images"] = 112  # the size recorded and matching: the split is rebuilt
+    (model_dir / "config.json").write_text(json.dumps(config))
+    assert main(argv + ["--data", str(tmp_path / "faces.csv")]) == 0
+    assert sorted(searched[-1]) == sorted(int(i) for i in validation.ids)
+    # Demo faces for a model trained on other data: none of them was trained on, no note.
+    assert main(argv) == 0
+    assert searched[-1] is None and "may include some the model was trained on" not in capsys.readouterr().out
+
+
+def test_report_prefers_validation_rows_it_rebuilds_from_the_config(run_dir, tmp_path, monkeypatch):
+    # "Activation maps" drew the first Sad row of the whole data and "Augmentations" row 0, both
+    # training images; without validation.npz the split config.json records is rebuilt.
+    import shutil
+
+    from keras_fer import report
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "validation.npz").unlink()
+    demo = synthetic.generate(DEMO_FACES, seed=SEED).images
+    config = json.loads((copy / "config.json").read_text())
+    config["data_fingerprint"] = demo.fingerprint()
+    config["options"].update(val=f"first:{TRAIN}", seed=SEED)
+    (copy / "config.json").write_text(json.dumps(config))
+    drawn, searched = {}, []
+    real = {name: getattr(report, name) for name in ("activations_figure", "augment_figure", "per_class_picks")}
+
+    def activations_figure(model, pick, *args):
+        drawn["activations"] = pick
+        return real["activations_figure"](model, pick, *args)
+
+    def augment_figure(pick, **options):
+        drawn["augment"] = pick
+        return real["augment_figure"](pick, **options)
+
+    def per_class_picks(model, faces, within=None):
+        searched.append(within)
+        return real["per_class_picks"](model, faces, within=within)
+
+    for function in (activations_figure, augment_figure, per_class_picks):
+        monkeypatch.setattr(report, function.__name__, function)
+    page = report.build_report(copy, out=tmp_path / "report.html", filters=1, steps=1).read_text()
+    assert list(searched[0]) == list(range(TRAIN, DEMO_FACES)) and "(validation split)" in page
+    first_sad = TRAIN + int(np.flatnonzero(demo.labels[TRAIN:] == 4)[0])
+    assert drawn["activations"].name == str(demo.ids[first_sad]) and drawn["activations"].label == 4
+    assert drawn["augment"].name == str(demo.ids[TRAIN])
+
+
+def test_demo_faces_are_announced(run_dir, tmp_path, capsys):
+    # The README's `saliency --image 00000` without FER2013 explained a synthetic demo face with
+    # the real-FER model ("true Surprise / pred Happy 0.50"), and nothing said the face was synthetic.
+    import cv2
+
+    from keras_fer import loading
+
+    demo = "note: no --data and no $FER_DATA: using the built-in synthetic demo faces (cartoons, not FER2013)"
+    packaged = demo + ", which the packaged model was not trained on\n"
+    if (loading.WEIGHTS_DIR / "best.keras").is_file():
+        assert main(["saliency", "--image", "00000", "--out", str(tmp_path / "o")]) == 0
+        assert packaged in capsys.readouterr().out
+    assert main(["saliency", "--model", str(run_dir / "best.keras"), "--image", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert demo + "\n" in out
+    for argv in (["classes"], ["augment", "--image", "3", "--count", "1"]):
+        assert main(argv + ["--out", str(tmp_path)]) == 0
+        assert demo + "\n" in capsys.readouterr().out
+    # Not for a run's own demo faces, data given, or a photo (no data read).
+    cv2.imwrite(str(tmp_path / "photo.png"), synthetic.generate(1, seed=9).images.pixels[0])
+    demo_csv(tmp_path / "faces.csv", 14, seed=1)
+    for argv in (["saliency", "--run", str(run_dir), "--image", "1"],
+                 ["classes", "--data", str(tmp_path / "faces.csv")],
+                 ["saliency", "--image", str(tmp_path / "photo.png")]):
+        assert main(argv + ["--out", str(tmp_path / "o")]) == 0
+        assert "demo faces" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("data, says", [
+    ("/nonexistent/x.csv", "/nonexistent/x.csv: no such file or folder (the run's data, moved or deleted since "
+     "training?): pass --data PATH"),
+    (5, "expected the path of the run's data. Received: data=5"),
+])
+def test_a_runs_data_that_moved_names_the_config_and_suggests_data(data, says, run_dir, tmp_path, capsys):
+    # It said only "error: /nonexistent/x.csv: no such file or folder", not where the path came from.
+    config = json.loads((run_dir / "config.json").read_text())
+    copy = damaged_copy(run_dir, tmp_path, "config.json", json.dumps({**config, "data": data}))
+    for argv in (["saliency", "--run", str(copy)], ["saliency", "--run", str(copy), "--per-class"]):
+        assert main(argv + ["--out", str(tmp_path / "o")]) == 2
+        assert error_line(capsys) == f"error: {copy / 'config.json'}, field 'data': {says}"
+    assert not (tmp_path / "o").exists()
+    # --data replaces it.
+    demo_csv(tmp_path / "faces.csv", 14, seed=1)
+    assert main(["saliency", "--run", str(copy), "--data", str(tmp_path / "faces.csv"), "--out", str(tmp_path)]) == 0
+
+
+def test_the_augment_figure_shows_every_draw_flipped(monkeypatch):
+    # The flip row drew the random flip of training (p=0.5): half its draws were the face
+    # unchanged, so the flip looked like it did nothing.
+    from keras_fer import plots, report
+
+    shown = {}
+    monkeypatch.setattr(plots, "augment_figure", lambda image, augmented, **options: shown.update(augmented))
+    face = synthetic.generate(1, seed=2).images.pixels[0]
+    report.augment_figure(report.Picked(face, None, "face"), variants=8, seed=0)
+    assert len(shown["flip"]) == 8
+    for draw in shown["flip"]:
+        np.testing.assert_array_equal(draw, face[:, ::-1].astype(np.float32))
+    assert not np.array_equal(face[:, ::-1], face)
+    assert len(shown["blur"]) == 8 and not any(np.array_equal(draw, face) for draw in shown["blur"])

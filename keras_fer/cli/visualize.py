@@ -235,10 +235,27 @@ def _context(args):
     return report.load_model(model_path), run
 
 
+def _model_config(args, run=None):
+    """`(config, path)`: the config.json beside the model (a run's, or the packaged model's, which
+    records how its validation split was made); `(None, path)` when there is none."""
+    from keras_fer.loading import default_model_path, resolve_model
+
+    if run is not None:
+        return run.config, run.path / "config.json"
+    source = resolve_model(args.model if getattr(args, "model", None) else default_model_path())
+    return source.config, source.config_path
+
+
 def _faces(args, run=None):
+    """The images (`report.load_faces`), saying so when they are the built-in demo faces: the
+    README's `saliency --image 00000` explained one with the real-FER model, unannounced."""
     from keras_fer import report
 
-    return report.load_faces(getattr(args, "data", None), run)
+    faces = report.load_faces(getattr(args, "data", None), run)
+    if faces.note:
+        packaged = hasattr(args, "model") and run is None and not args.model
+        print(f"note: {faces.note}" + (", which the packaged model was not trained on" if packaged else ""))
+    return faces
 
 
 def _pick(args, run=None, faces=None):
@@ -280,7 +297,10 @@ def _explain(args):
         options = dict(max_channels=args.max_channels)
     if args.per_class:
         faces = _faces(args, run)
-        within = report.validation_indices(run, faces) if args.data is None else None
+        config, config_path = _model_config(args, run)
+        within, unseen = report.held_out_rows(faces, run, config, config_path, own_data=args.data is None)
+        if unseen:
+            print(f"note: {unseen}")
         picks, note = report.per_class_picks(model, faces, args.min_confidence, args.scan, within)
         if note:
             print(f"note: {note}")
