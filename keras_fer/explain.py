@@ -393,14 +393,16 @@ def saliency(model, images, class_index=None, batch_size=BATCH_SIZE):
     return _normalize(np.abs(grads).max(axis=-1))
 
 
-def smoothgrad(model, images, class_index=None, noise=0.15, samples=25, seed=0, batch_size=BATCH_SIZE):
+def smoothgrad(model, images, class_index=None, noise=0.15, samples=50, seed=0, batch_size=BATCH_SIZE):
     """SmoothGrad (Smilkov et al. 2017): the gradient averaged over `samples` noisy copies of
     each image, then |.|, maximum over channels, normalized per image to [0, 1].
 
     Args:
         noise: standard deviation of the gaussian noise as a fraction of each image's pixel
             range (max - min; 255 for a flat image); the paper finds 0.1-0.2 best.
-        samples: noisy copies per image.
+        samples: noisy copies per image (the paper's 50). The maps of two noise seeds agree
+            more as it grows (mean correlation on 40 real faces, the packaged model, noise 0.15:
+            0.40 at 25 samples, 0.53 at 50, 0.67 at 100; the cost grows with it).
         seed: seed of the noise: the same seed gives the same maps.
         class_index: None keeps each image's predicted class (on the clean image) for every
             noisy copy; or an int, or one per image.

@@ -388,7 +388,7 @@ EXPLANATIONS = {"saliency": "Saliency", "smoothgrad": "SmoothGrad", "gradcam": "
 CAM_METHODS = ("gradcam", "gradcam++", "layercam", "scorecam")
 
 
-def explain_maps(model, pixels, method, class_index=None, layer=None, samples=25, noise=0.15, seed=0,
+def explain_maps(model, pixels, method, class_index=None, layer=None, samples=50, noise=0.15, seed=0,
                  max_channels=None):
     """Maps `(N, 48, 48)` in [0, 1] by `method` (one of `EXPLANATIONS`)."""
     from keras_fer import explain
@@ -552,7 +552,7 @@ def filters_figure(model, layer=None, count=10, filters=None, steps=64, seed=0):
     target = explain.find_layer(model, layer).name
     chosen = explain.pick_filters(model, target, count, seed) if filters is None else np.asarray(filters)
     found = explain.filter_ascent(model, target, chosen, steps=steps, seed=seed)
-    return plots.filters_figure(found.images, found.final, found.filters, target)
+    return plots.filters_figure(found.images, found.final, found.filters, target, start=found.start)
 
 
 def rectified_layer(model, conv):

@@ -148,7 +148,9 @@ def build_parser():
                              help="use only the N feature maps of largest variance: N forward passes per image "
                              "instead of one per feature map (Faster Score-CAM; default all)")
         if name == "smoothgrad":
-            sub.add_argument("--samples", type=_positive, default=25, help="noisy copies per image (default 25)")
+            sub.add_argument("--samples", type=_positive, default=50,
+                             help="noisy copies per image (default 50, as in the paper; more give steadier maps, "
+                             "at that many gradients' cost)")
             # --seed (from the parent) seeds the noise.
             sub.add_argument("--noise", type=_fraction, default=0.15,
                              help="noise standard deviation as a fraction of the image's pixel range (default 0.15)")
