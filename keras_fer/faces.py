@@ -326,9 +326,13 @@ def mtcnn_detector():
     from importlib import resources
     from unittest import mock
 
+    from keras_fer.loading import import_keras, quiet_native_stderr
+
     check_detector("mtcnn")
-    import mtcnn
-    from mtcnn.stages import stage_onet, stage_pnet, stage_rnet
+    import_keras()  # TensorFlow's native start-up lines silenced, as for the model
+    with quiet_native_stderr():  # and the second copy the mtcnn package's import prints
+        import mtcnn
+        from mtcnn.stages import stage_onet, stage_pnet, stage_rnet
 
     folder = resources.files("mtcnn.assets.weights")
 

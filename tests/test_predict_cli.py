@@ -526,6 +526,18 @@ def test_script_help_and_clean_error(tmp_path):
     assert not (tmp_path / "s.csv").exists()
 
 
+def test_the_mtcnn_detector_prints_no_tensorflow_start_up_lines(tmp_path, run_dirs):
+    # The mtcnn package imports TensorFlow itself, and its native start-up lines ("WARNING: All
+    # log messages before absl::InitializeLog()", "oneDNN custom operations are on") reached stderr.
+    from matplotlib import cbook
+
+    photo = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    completed = run_script(str(photo), "--detector", "mtcnn", "--model", str(run_dirs[0]), "--backend", "keras",
+                           "--out", str(tmp_path / "faces.csv"))
+    assert completed.returncode == 0 and completed.stderr == ""
+    assert f"wrote {tmp_path / 'faces.csv'}: 1 face in 1 image\n" in completed.stdout  # not "1 faces in 1 images"
+
+
 def test_saved_proba_truncated_or_corrupt_gzip_is_one_line_naming_it(tmp_path, test_csv, capsys):
     path, ids = test_csv
     good = write_saved(tmp_path / "good.csv.gz", ids, saved_probabilities(len(ids), seed=4)).read_bytes()

@@ -390,7 +390,7 @@ def run_images(options, predictors, timings, plan):
                 bar.update(len(group))
     finally:
         bar.close()
-    _say(f"wrote {out}: {faces_found} faces in {len(files)} images")
+    _say(f"wrote {out}: {_count_of(faces_found, 'face')} in {_count_of(len(files), 'image')}")
     if annotate_dir is not None:
         _say(f"annotated copies in {annotate_dir}")
     if confusions:
