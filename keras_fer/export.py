@@ -166,7 +166,9 @@ def _adapter_matches(meta, normalize, config):
     adapter = meta.get("adapter")
     if adapter is None:
         return True  # a keras-fer model: it normalizes itself, the option does not apply
-    wanted = normalize or (config or {}).get("normalize") or "unit"
+    wanted = normalize or (config or {}).get("normalize")
+    if wanted is None:  # the model's own default (loading.default_normalize), decided when the copy was made
+        return meta.get("adapter_default") is True
     return adapter.get("normalize") == wanted
 
 
@@ -319,6 +321,8 @@ def _tflite_from_keras(source, model, normalize, destination):
             "source_size": stat.st_size,
             "source_mtime_ns": stat.st_mtime_ns,
             "adapter": adapter,
+            # Made with the default scaling, not one asked for (--normalize or the config).
+            "adapter_default": adapter is not None and not (normalize or (source.config or {}).get("normalize")),
             "outputs": kind,
             "verified": True,
             "tolerance": TOLERANCE,

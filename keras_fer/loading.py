@@ -357,6 +357,36 @@ def ends_in_softmax(model):
     return False
 
 
+def normalizes_itself(model):
+    """Whether `model` scales grey levels itself: the first layer its input meets (past random
+    augmentation layers, which pass faces through at inference, and into nested models) is a
+    `Rescaling` or `Normalization` layer, as keras-io's examples build them. Such a model takes
+    raw 0-255 pixels."""
+    keras = import_keras()
+
+    def first_layer(model):
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.InputLayer) or type(layer).__name__.startswith("Random"):
+                continue
+            if isinstance(layer, keras.Model):
+                inner = first_layer(layer)
+                if inner is None:  # a nested model of augmentation layers only
+                    continue
+                return inner
+            return layer
+        return None
+
+    return isinstance(first_layer(model), (keras.layers.Rescaling, keras.layers.Normalization))
+
+
+def default_normalize(model, source=None, normalize=None):
+    """The grey-level scaling a model without keras-fer's `Preprocessing` gets: `normalize` if
+    given, else the run config's `"normalize"`, else `"none"` for a model that scales them
+    itself (`normalizes_itself`), else `"unit"` (/255)."""
+    config_mode = (source.config or {}).get("normalize") if source is not None else None
+    return normalize or config_mode or ("none" if normalizes_itself(model) else "unit")
+
+
 def serving_model(model, source=None, normalize=None):
     """The model as something that takes raw 48x48x1 faces, and how it was adapted.
 
@@ -365,8 +395,9 @@ def serving_model(model, source=None, normalize=None):
     model, so a `(64, 64, 1)` or `(48, 48, 3)` model is fed resized / replicated faces.
 
     Args:
-        normalize: for models without a `Preprocessing` layer; default: the run config's
-            `"normalize"` if there is one, else `"unit"`.
+        normalize: for models without a `Preprocessing` layer; default: `default_normalize`
+            (the run config's `"normalize"`, else `"none"` for a model starting with its own
+            `Rescaling`/`Normalization`, else `"unit"`).
 
     Returns:
         `(model, adapter)`: adapter is None, or the `Preprocessing` options of the wrapper.
@@ -401,8 +432,7 @@ def serving_model(model, source=None, normalize=None):
     if has_preprocessing:
         mode = "none"  # the model normalizes; only adapt the geometry
     else:
-        config_mode = (source.config or {}).get("normalize") if source is not None else None
-        mode = normalize or config_mode or "unit"
+        mode = default_normalize(model, source, normalize)
         if mode not in SERVING_NORMALIZE:
             raise FerModelError(
                 f"{name}: has no Preprocessing layer and its config asks for normalize={mode!r}; "

@@ -292,6 +292,38 @@ def test_foreign_models_are_fed_resized_replicated_unit_faces(tmp_path, demo, sh
                                    expected, atol=tolerance)
 
 
+@pytest.mark.parametrize("augmented", [False, True])
+def test_a_foreign_model_that_rescales_its_input_itself_gets_raw_grey_levels(tmp_path, demo, augmented):
+    # keras-io's examples start a model with Rescaling(1 / 255) (after inactive augmentation
+    # layers): the default "unit" divided by 255 a second time, and every face came out at about
+    # 1/7 for each class, without a word.
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((48, 48, 1))
+    x = inputs
+    if augmented:
+        x = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.1)])(x)
+    x = keras.layers.Rescaling(1.0 / 255)(x)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(keras.layers.Dense(16)(x) * 40.0))
+    path = tmp_path / "rescaling.keras"
+    model.save(path)
+    assert loading.normalizes_itself(model) and not loading.normalizes_itself(tiny_model(5, preprocessing=False))
+    expected = model.predict(demo.pixels.astype("float32"), verbose=0)
+    assert expected.max(axis=1).min() > 0.2  # far from 1/7 each: what a second /255 flattened
+    backends = ("keras", "auto") if export.litert_available() else ("keras",)
+    for backend in backends:
+        predictor = inference.load_predictor(path, backend=backend)
+        np.testing.assert_allclose(predictor.probabilities(demo.pixels), expected, atol=1e-4, err_msg=backend)
+    # Asked for, /255 is still what it gets, and the LiteRT copy of the default is not reused for it.
+    unit = inference.load_predictor(path, backend=backends[-1], normalize="unit").probabilities(demo.pixels)
+    assert np.abs(unit - expected).max() > 0.05 and unit.max(axis=1).max() < expected.max(axis=1).min()
+    np.testing.assert_allclose(inference.load_predictor(path, backend=backends[-1]).probabilities(demo.pixels),
+                               expected, atol=1e-4)
+
+
 @pytest.mark.filterwarnings("ignore:You are saving a model that has not yet been built")
 def test_model_with_wrong_outputs_is_refused(tmp_path):
     import keras

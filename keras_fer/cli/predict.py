@@ -163,8 +163,9 @@ def build_parser():
     parser.add_argument("--normalize", choices=("none", "unit", "image"),
                         help="for models without keras-fer's Preprocessing layer (not made by keras-fer): how to "
                         "scale grey levels: unit = /255, image = per-image standardization, none = 0-255. "
-                        "Default: config.json's \"normalize\", else unit. Faces are also resized and the grey "
-                        "channel replicated to fit such a model's input")
+                        "Default: config.json's \"normalize\", else none for a model starting with its own "
+                        "Rescaling or Normalization layer, else unit. Faces are also resized and the grey channel "
+                        "replicated to fit such a model's input")
     parser.add_argument("--batch-size", type=int, default=256, metavar="N",
                         help="faces per forward pass (default: 256)")
     parser.add_argument("--chunk-rows", type=int, default=4096, metavar="N",
