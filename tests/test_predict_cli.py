@@ -245,7 +245,14 @@ def test_outputs_that_would_replace_any_input_are_refused(tmp_path, run_dirs, de
         ([str(test_csv[0]), "--saved-proba", str(member), "--out", str(member)],
          f"--out {member} would overwrite a --saved-proba file"),
         ([str(test_csv[0]), "--out", str(model)], f"--out {model} would overwrite a model"),
+        # The model's LiteRT copy, which the run reads (it was replaced by the submission).
+        ([str(test_csv[0]), "--out", str(model.with_suffix(".tflite"))],
+         f"--out {model.with_suffix('.tflite')} would overwrite a model's LiteRT copy"),
+        # A folder where a metrics file goes: found before --out and two metrics files were written.
+        ([str(labelled), "--out", str(tmp_path / "m" / "m.csv")],
+         f"--out {tmp_path / 'm' / 'm.csv'}: the file beside it, {tmp_path / 'm' / 'm_confusion.png'} is a folder"),
     ]
+    (tmp_path / "m" / "m_confusion.png").mkdir(parents=True)
     inputs = {path: path.read_bytes() for path in (photo, labelled, member, model)}
     capsys.readouterr()
     for argv, message in cases:
@@ -253,6 +260,7 @@ def test_outputs_that_would_replace_any_input_are_refused(tmp_path, run_dirs, de
         assert message in one_error_line(capsys)
     assert {path: path.read_bytes() for path in inputs} == inputs
     assert not (tmp_path / "a.csv").exists()
+    assert sorted(path.name for path in (tmp_path / "m").iterdir()) == ["m_confusion.png"]
 
 
 def test_annotated_copies_never_land_on_or_among_the_input_images(tmp_path, run_dirs, demo, capsys):

@@ -521,7 +521,13 @@ def check_outputs(options, models, plan=None):
         copies = [("--annotate", Path(options.annotate) / file.relative_to(base)) for file in files]
         check_not_input(copies, files, "an input image with its annotated copy")
     check_not_input(outputs, options.saved_proba, "a --saved-proba file")
-    check_not_input(outputs, [resolve_model(path).path for path in models], "a model")
+    sources = [resolve_model(path).path for path in models]
+    check_not_input(outputs, sources, "a model")
+    copies = [Path(str(path.with_suffix(".tflite")) + suffix) for path in sources for suffix in ("", ".json")]
+    check_not_input(outputs, copies, "a model's LiteRT copy")  # which the run may read, or make
+    for option, path in outputs:  # e.g. a folder named like the confusion plot: found before any file is written
+        if path is not None and Path(path).is_dir():
+            raise FerOptionError(f"{option} {path} is a folder: remove it or choose another --out")
 
 
 def _resolve_input(options):
