@@ -208,7 +208,11 @@ def test_mtcnn_is_needed_only_where_faces_are_detected(tmp_path, run_dirs, test_
     out = tmp_path / "s.csv"
     assert main([str(test_csv[0]), "--model", str(run_dirs[0]), "--detector", "mtcnn", "--out", str(out)]) == 0
     assert len(read_rows(out)) == len(test_csv[1]) + 1  # a CSV holds faces already: no detector runs
-    capsys.readouterr()
+    # ...and the options that do not apply are named (they were ignored without a word).
+    assert f"note: --detector: for photos and videos; {test_csv[0]} holds face crops" in capsys.readouterr().err
+    assert main([str(test_csv[0]), "--model", str(run_dirs[0]), "--no-detect", "--min-face", "20",
+                 "--out", str(out)]) == 0
+    assert "note: --no-detect, --min-face: for photos and videos" in capsys.readouterr().err
     folder = tmp_path / "photos"
     folder.mkdir()
     cv2.imwrite(str(folder / "blank.png"), np.full((96, 96), 128, np.uint8))

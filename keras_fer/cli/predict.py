@@ -576,6 +576,13 @@ def main(argv=None):
                        if options.frames is not None else ("show", True))
         raise FerOptionError(f"--{flag} is for videos and cameras; {options.input} is no video. "
                              f"Received: {flag}={value}")
+    if not (images or video):  # a CSV holds face crops: nothing to detect
+        given = [(flag, value) for flag, value, default in (
+            ("no-detect", options.no_detect, False), ("detector", options.detector, PredictOptions.detector),
+            ("min-face", options.min_face, PredictOptions.min_face)) if value != default]
+        if given:  # noted, not refused: one command line may serve photos and CSVs alike
+            _note(f"{', '.join('--' + flag for flag, _ in given)}: for photos and videos; {options.input} holds "
+                  "face crops, classified as they are")
     if (images or video) and options.saved_proba:
         raise FerOptionError(f"--saved-proba averages in probabilities saved for a CSV: give that CSV as the input. "
                              f"Received: input={_source(options)}")
