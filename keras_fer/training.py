@@ -773,6 +773,22 @@ def _check_resume(run_dir, config):
     return saved
 
 
+def check_run_dir_path(run_dir):
+    """Check that `run_dir` is, or can be made, a folder: neither it nor an ancestor is a file.
+
+    Raises:
+        FerOptionError: "--out X is a file, not a run directory", or "--out X/sub: X is a file".
+    """
+    run_dir = Path(run_dir)
+    for candidate in (run_dir, *run_dir.parents):
+        if candidate.exists():
+            if candidate.is_dir():
+                return
+            if candidate == run_dir:
+                raise FerOptionError(f"--out {run_dir} is a file, not a run directory")
+            raise FerOptionError(f"--out {run_dir}: {candidate} is a file")
+
+
 def _unfinished_run(run_dir):
     """Whether `run_dir` holds a run stopped before its first epoch ended: a keras-fer
     `config.json` and no `state.json`, or only the teachers' probabilities of a run that failed
@@ -918,6 +934,7 @@ def mixed_policy_name():
 def _train(config, progress):
     config.validate()
     run_dir = Path(config.out or default_run_dir(config))
+    check_run_dir_path(run_dir)  # before the data is read: mkdir would fail only after the model is built
     from keras_fer.data import resolve_data_path
 
     check_not_inside([("--out", run_dir)], resolve_data_path(config.data, "train"))  # its figures would be images

@@ -138,6 +138,19 @@ def test_a_bad_init_from_fails_before_the_data_is_read(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "notmodel.keras" in err and "missing.csv" not in err
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_an_out_that_is_a_file_or_under_one_fails_before_the_data_is_read(tmp_path, capsys, resume):
+    # mkdir said "File exists" / "Not a directory", after the data was read and the model built.
+    somefile = tmp_path / "somefile"
+    somefile.write_text("keep me")
+    for out, message in ((somefile, f"error: --out {somefile} is a file, not a run directory"),
+                         (somefile / "sub", f"error: --out {somefile / 'sub'}: {somefile} is a file")):
+        code = main([*SMALL, "--epochs", "1", "--data", str(tmp_path / "missing.csv"), "--out", str(out)]
+                    + (["--resume"] if resume else []))
+        assert (code, capsys.readouterr().err) == (2, message + "\n")
+    assert somefile.read_text() == "keep me"
+
+
 @pytest.mark.parametrize("option", ["--seed", "--split-seed"])
 def test_negative_seeds_are_refused_by_the_parser_and_the_config(capsys, option):
     with pytest.raises(SystemExit) as caught:
