@@ -194,7 +194,8 @@ class TrainConfig:
             )
         if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise FerOptionError('--tensorboard needs the tensorboard package: pip install "keras-fer[tensorboard]"')
-        AugmentConfig.parse(self.augment)
+        # One text for equivalent specs ("shift,,flip" is "shift,flip"): config.json keeps it, --resume compares it.
+        self.augment = AugmentConfig.parse(self.augment).spec
         if parse_split(self.val)[0] == "none":  # they watch val_accuracy: Keras warned and went on without them
             watching = [(flag, value) for flag, value in (
                 ("--early-stop", self.early_stop), ("--stop-at-accuracy", self.stop_at_accuracy),
@@ -758,6 +759,11 @@ def _check_resume(run_dir, config):
         raise FerOptionError(f"--resume: {path}: unreadable run config: no \"options\" object")
     # An option added since the run started was at its default then.
     saved_options = {**TrainConfig().to_json(), **saved["options"]}
+    if isinstance(saved_options.get("augment"), str):  # a run started before specs were normalized
+        from keras_fer.pipeline import AugmentConfig
+
+        with contextlib.suppress(FerOptionError):
+            saved_options["augment"] = AugmentConfig.parse(saved_options["augment"]).spec
     given = config.to_json()
     keys = sorted(set(given) - RESUMABLE_CHANGES)
     if _epoch_by_epoch(saved_options.get("phases")) is not None and _epoch_by_epoch(given.get("phases")) is not None:

@@ -501,6 +501,25 @@ def test_resume_refuses_changed_options_and_keeps_a_stopped_run_stopped(tmp_path
     assert f'{out / "config.json"}: unreadable run config: no "options" object' in capsys.readouterr().err
 
 
+def test_equivalent_augment_specs_resume_each_other(tmp_path, capsys):
+    # "--augment shift,,flip" was stored verbatim: --resume with "shift,flip" was "options that differ".
+    out = tmp_path / "run"
+    base = [*SMALL, "--arch", "dnn", "--demo-faces", "140", "--out", str(out)]
+    assert main(base + ["--epochs", "1", "--augment", "shift,,flip"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["augment"] == config["options"]["augment"] == "shift,flip"
+    assert main(base + ["--epochs", "2", "--augment", " flip, shift,flip", "--resume"]) == 0
+    assert [row["epoch"] for row in read_history(out / "history.csv")] == [1, 2]
+    # A run that stored its spec as given (before specs were normalized) resumes too.
+    config = json.loads((out / "config.json").read_text())
+    config["augment"] = config["options"]["augment"] = "shift,,flip"
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(base + ["--epochs", "3", "--augment", "shift,flip", "--resume"]) == 0
+    capsys.readouterr()
+    assert main(base + ["--epochs", "4", "--augment", "flip", "--resume"]) == 2  # another spec is still refused
+    assert "augment: run has 'shift,flip', given 'flip'" in capsys.readouterr().err
+
+
 def test_init_from_starts_at_a_trained_models_weights(tmp_path, capsys):
     donor = tmp_path / "donor"
     train(TrainConfig(arch="dnn", demo_faces=140, batch_size=32, epochs=1, verbose=0, out=str(donor)))
