@@ -334,12 +334,23 @@ class SavedProbabilities:
         ids: the ids, one per row, in file order.
         probabilities: `(N, 7)` float64, rows summing to 1.
         position: rows already consumed by `take`.
+        lines: each row's line in the file (blank lines are skipped), or None: the header's
+            line 1 and then one line a row.
     """
 
     path: Path
     ids: np.ndarray
     probabilities: np.ndarray
     position: int = 0
+    lines: np.ndarray = None
+
+    def _line(self, index):
+        """The file line of row `index` (a row past the end: the line after the last row)."""
+        if self.lines is None or not len(self.lines):
+            return index + 2
+        if index >= len(self.lines):
+            return int(self.lines[-1]) + 1 + index - len(self.lines)
+        return int(self.lines[index])
 
     def take(self, ids):
         """The probabilities of the next `len(ids)` rows, which must carry exactly `ids`.
@@ -353,13 +364,13 @@ class SavedProbabilities:
         mine = self.ids[start:end]
         if len(mine) < len(ids):
             raise FerDataError(f"ends after {len(self.ids)} rows, but the input goes on (id {str(ids[len(mine)])!r}): "
-                               "these are predictions of another file", self.path, len(self.ids) + 2)
+                               "these are predictions of another file", self.path, self._line(len(self.ids)))
         wrong = np.flatnonzero(mine != ids)
         if wrong.size:
             first = int(wrong[0])
             theirs, wanted = str(mine[first]), str(ids[first])
             raise FerDataError(f"id {theirs!r} where the input has {wanted!r}: these are predictions of another file "
-                               "(or of its rows in another order)", self.path, start + first + 2, "id")
+                               "(or of its rows in another order)", self.path, self._line(start + first), "id")
         self.position = end
         return self.probabilities[start:end]
 
@@ -367,11 +378,14 @@ class SavedProbabilities:
         """Raise FerDataError when the file has rows the input did not have."""
         if self.position != len(self.ids):
             raise FerDataError(f"has {len(self.ids)} rows but the input only {self.position}: these are "
-                               "predictions of another file", self.path, self.position + 2)
+                               "predictions of another file", self.path, self._line(self.position))
 
 
 def read_saved_probabilities(path):
     """Read a `predict.py --proba` output (`.csv` or `.csv.gz`) as a `SavedProbabilities`.
+
+    Blank lines after the header (as at the end of a file an editor saved) are skipped, as the
+    data reader skips them; a row with any text must have every field.
 
     Raises:
         FerDataError: naming the file, line and field, for a missing `id` or class column, a
@@ -382,9 +396,15 @@ def read_saved_probabilities(path):
     path = Path(path)
     if not path.is_file():
         raise FerDataError("no such file (saved probabilities)", path)
+    rows, lines = [], []  # each record's fields and its (last) line: a quoted field may hold line breaks
     try:
         with open_text(path) as handle:
-            rows = list(csv.reader(handle))
+            reader = csv.reader(handle)
+            for fields in reader:
+                if rows and (not fields or (len(fields) == 1 and not fields[0].strip())):
+                    continue  # a blank line (also "\r\n" or spaces), as the data reader skips them
+                rows.append(fields)
+                lines.append(reader.line_num)
     except READ_ERRORS as error:  # also a truncated or corrupt .gz
         raise FerDataError(f"not a readable CSV file ({error})", path) from None
     if not rows:
@@ -403,7 +423,7 @@ def read_saved_probabilities(path):
     probabilities = np.empty((len(body), NUM_CLASSES))
     seen = {}
     for index, row in enumerate(body):
-        line = index + 2
+        line = lines[index + 1]
         if len(row) != len(header):
             raise FerDataError(f"expected {len(header)} fields, found {len(row)}", path, line)
         ids[index] = row[id_column].strip()
@@ -420,7 +440,7 @@ def read_saved_probabilities(path):
             probabilities[index, class_index] = value
         if abs(probabilities[index].sum() - 1.0) > SAVED_SUM_TOLERANCE:
             raise FerDataError(f"the class probabilities sum to {probabilities[index].sum():.6f}, not 1", path, line)
-    return SavedProbabilities(path, ids.astype(str), probabilities)
+    return SavedProbabilities(path, ids.astype(str), probabilities, lines=np.array(lines[1:]))
 
 
 # --------------------------------------------------------------------------------------------

@@ -56,12 +56,16 @@ class AugmentConfig:
 
     @classmethod
     def parse(cls, spec, **overrides):
-        """`"none"`, `"basic"`, `"strong"` or a comma-separated list such as `"shift,flip"`."""
+        """`"none"`, `"basic"`, `"strong"` or a comma-separated list such as `"shift,flip"`.
+
+        Empty items and spaces around a name are dropped, and a name given twice counts once
+        (`"shift,,flip,flip"` is `"shift,flip"`): each augmentation runs at most once anyway.
+        """
         spec = (spec or "none").strip()
         if spec in AUGMENT_PRESETS:
             ops = AUGMENT_PRESETS[spec]
         else:
-            ops = tuple(name.strip() for name in spec.split(",") if name.strip())
+            ops = tuple(dict.fromkeys(name.strip() for name in spec.split(",") if name.strip()))
             unknown = [name for name in ops if name not in AUGMENTATIONS]
             if unknown:
                 raise FerOptionError(
@@ -72,6 +76,24 @@ class AugmentConfig:
 
     def __contains__(self, name):
         return name in self.ops
+
+    @property
+    def spec(self):
+        """The one `--augment` text of these augmentations: a preset's name when they are its
+        list, else the names in `AUGMENTATIONS` order (the order they run in, whatever order they
+        were given in), so equivalent specs compare equal (`"flip, shift"`, `"shift,,flip"`).
+
+        Example:
+        >>> AugmentConfig.parse(" flip,,shift,flip ").spec
+        'shift,flip'
+        >>> AugmentConfig.parse("rotate,flip,shift").spec
+        'basic'
+        """
+        chosen = set(self.ops)
+        for name, ops in AUGMENT_PRESETS.items():
+            if chosen == set(ops):
+                return name
+        return ",".join(name for name in AUGMENTATIONS if name in chosen)
 
 
 def _uniform(seed, shape, low, high):

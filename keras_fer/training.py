@@ -194,7 +194,8 @@ class TrainConfig:
             )
         if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise FerOptionError('--tensorboard needs the tensorboard package: pip install "keras-fer[tensorboard]"')
-        AugmentConfig.parse(self.augment)
+        # One text for equivalent specs ("shift,,flip" is "shift,flip"): config.json keeps it, --resume compares it.
+        self.augment = AugmentConfig.parse(self.augment).spec
         if parse_split(self.val)[0] == "none":  # they watch val_accuracy: Keras warned and went on without them
             watching = [(flag, value) for flag, value in (
                 ("--early-stop", self.early_stop), ("--stop-at-accuracy", self.stop_at_accuracy),
@@ -758,6 +759,11 @@ def _check_resume(run_dir, config):
         raise FerOptionError(f"--resume: {path}: unreadable run config: no \"options\" object")
     # An option added since the run started was at its default then.
     saved_options = {**TrainConfig().to_json(), **saved["options"]}
+    if isinstance(saved_options.get("augment"), str):  # a run started before specs were normalized
+        from keras_fer.pipeline import AugmentConfig
+
+        with contextlib.suppress(FerOptionError):
+            saved_options["augment"] = AugmentConfig.parse(saved_options["augment"]).spec
     given = config.to_json()
     keys = sorted(set(given) - RESUMABLE_CHANGES)
     if _epoch_by_epoch(saved_options.get("phases")) is not None and _epoch_by_epoch(given.get("phases")) is not None:
@@ -771,6 +777,22 @@ def _check_resume(run_dir, config):
         names = ", ".join(f"{k}: run has {saved_options.get(k)!r}, given {given.get(k)!r}" for k in different)
         raise FerOptionError(f"--resume with options that differ from the run in {run_dir}: {names}")
     return saved
+
+
+def check_run_dir_path(run_dir):
+    """Check that `run_dir` is, or can be made, a folder: neither it nor an ancestor is a file.
+
+    Raises:
+        FerOptionError: "--out X is a file, not a run directory", or "--out X/sub: X is a file".
+    """
+    run_dir = Path(run_dir)
+    for candidate in (run_dir, *run_dir.parents):
+        if candidate.exists():
+            if candidate.is_dir():
+                return
+            if candidate == run_dir:
+                raise FerOptionError(f"--out {run_dir} is a file, not a run directory")
+            raise FerOptionError(f"--out {run_dir}: {candidate} is a file")
 
 
 def _unfinished_run(run_dir):
@@ -918,6 +940,7 @@ def mixed_policy_name():
 def _train(config, progress):
     config.validate()
     run_dir = Path(config.out or default_run_dir(config))
+    check_run_dir_path(run_dir)  # before the data is read: mkdir would fail only after the model is built
     from keras_fer.data import resolve_data_path
 
     check_not_inside([("--out", run_dir)], resolve_data_path(config.data, "train"))  # its figures would be images

@@ -735,3 +735,27 @@ def test_predict_csv_refuses_a_labelled_csv_with_a_repeated_id(tmp_path, keras_p
     assert not out.exists()
     path = write_fer_csv(tmp_path / "ok.csv", demo.pixels[:3], labels=demo.labels[:3], ids=["7", "8", "9"])
     assert inference.predict_csv(path, [keras_predictors["a"]], out, proba=True).rows == 3
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+def test_saved_probabilities_skip_blank_lines_but_not_short_rows(tmp_path, ending):
+    # A --proba file with a blank last line was refused: "line 7: expected 9 fields, found 0".
+    header = ",".join(["id", "label", *CLASS_NAMES])
+    rows = [f"{i},{i % 7}," + ",".join("1" if c == i % 7 else "0" for c in range(NUM_CLASSES)) for i in range(5)]
+    path = tmp_path / "p.csv"
+    path.write_bytes(ending.join([header, *rows[:2], "", "  ", *rows[2:], "", ""]).encode())
+    saved = inference.read_saved_probabilities(path)
+    assert saved.ids.tolist() == ["0", "1", "2", "3", "4"]
+    np.testing.assert_array_equal(saved.probabilities.argmax(axis=1), [0, 1, 2, 3, 4])
+    # Rows after a blank line are named by their own line in later errors too.
+    with pytest.raises(FerDataError, match=r"p\.csv, line 6, field 'id': id '2' where the input has '9'"):
+        saved.take(["0", "1", "9"])
+    saved.position = 0
+    saved.take(["0", "1", "2"])
+    with pytest.raises(FerDataError, match=r"p\.csv, line 7: has 5 rows but the input only 3"):
+        saved.check_consumed()
+    with pytest.raises(FerDataError, match=r"p\.csv, line 9: ends after 5 rows, but the input goes on"):
+        saved.take(["3", "4", "5"])
+    path.write_bytes(ending.join([header, rows[0], "", "3,3", rows[1], ""]).encode())  # a short row is no blank
+    with pytest.raises(FerDataError, match=r"p\.csv, line 4: expected 9 fields, found 2"):
+        inference.read_saved_probabilities(path)

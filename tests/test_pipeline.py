@@ -66,6 +66,17 @@ def test_every_augmentation_is_seeded_and_in_range(name):
     assert a.shape == x.shape and a.min() >= 0 and a.max() <= 255
 
 
+def test_equivalent_augment_specs_have_one_spec_and_a_repeat_counts_once():
+    # "shift,,flip" was stored as given, so --resume refused the same run's "shift,flip".
+    assert AugmentConfig.parse("shift,,flip").spec == AugmentConfig.parse(" flip , shift").spec == "shift,flip"
+    assert AugmentConfig.parse("flip,flip").ops == ("flip",)  # collapsed: each augmentation runs once anyway
+    assert AugmentConfig.parse("flip,flip").spec == "flip"
+    assert AugmentConfig.parse("rotate,shift,flip").spec == "basic"
+    assert AugmentConfig.parse(",").spec == AugmentConfig.parse(None).spec == "none"
+    assert AugmentConfig.parse("shift,flip,rotate,zoom").spec == "shift,flip,rotate,zoom"  # report002's stays
+    assert AugmentConfig.parse("strong").spec == "strong"
+
+
 def test_augment_presets_and_bad_names():
     assert AugmentConfig.parse("basic").ops == ("shift", "flip", "rotate")
     assert AugmentConfig.parse("strong").ops == AUGMENTATIONS

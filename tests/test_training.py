@@ -138,6 +138,19 @@ def test_a_bad_init_from_fails_before_the_data_is_read(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "notmodel.keras" in err and "missing.csv" not in err
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_an_out_that_is_a_file_or_under_one_fails_before_the_data_is_read(tmp_path, capsys, resume):
+    # mkdir said "File exists" / "Not a directory", after the data was read and the model built.
+    somefile = tmp_path / "somefile"
+    somefile.write_text("keep me")
+    for out, message in ((somefile, f"error: --out {somefile} is a file, not a run directory"),
+                         (somefile / "sub", f"error: --out {somefile / 'sub'}: {somefile} is a file")):
+        code = main([*SMALL, "--epochs", "1", "--data", str(tmp_path / "missing.csv"), "--out", str(out)]
+                    + (["--resume"] if resume else []))
+        assert (code, capsys.readouterr().err) == (2, message + "\n")
+    assert somefile.read_text() == "keep me"
+
+
 @pytest.mark.parametrize("option", ["--seed", "--split-seed"])
 def test_negative_seeds_are_refused_by_the_parser_and_the_config(capsys, option):
     with pytest.raises(SystemExit) as caught:
@@ -486,6 +499,25 @@ def test_resume_refuses_changed_options_and_keeps_a_stopped_run_stopped(tmp_path
     (out / "config.json").write_text("{}")
     assert main(base + ["--stop-at-accuracy", "0.01", "--resume"]) == 2
     assert f'{out / "config.json"}: unreadable run config: no "options" object' in capsys.readouterr().err
+
+
+def test_equivalent_augment_specs_resume_each_other(tmp_path, capsys):
+    # "--augment shift,,flip" was stored verbatim: --resume with "shift,flip" was "options that differ".
+    out = tmp_path / "run"
+    base = [*SMALL, "--arch", "dnn", "--demo-faces", "140", "--out", str(out)]
+    assert main(base + ["--epochs", "1", "--augment", "shift,,flip"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["augment"] == config["options"]["augment"] == "shift,flip"
+    assert main(base + ["--epochs", "2", "--augment", " flip, shift,flip", "--resume"]) == 0
+    assert [row["epoch"] for row in read_history(out / "history.csv")] == [1, 2]
+    # A run that stored its spec as given (before specs were normalized) resumes too.
+    config = json.loads((out / "config.json").read_text())
+    config["augment"] = config["options"]["augment"] = "shift,,flip"
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(base + ["--epochs", "3", "--augment", "shift,flip", "--resume"]) == 0
+    capsys.readouterr()
+    assert main(base + ["--epochs", "4", "--augment", "flip", "--resume"]) == 2  # another spec is still refused
+    assert "augment: run has 'shift,flip', given 'flip'" in capsys.readouterr().err
 
 
 def test_init_from_starts_at_a_trained_models_weights(tmp_path, capsys):

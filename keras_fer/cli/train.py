@@ -76,7 +76,8 @@ def build_parser():
         "(to 0 at the last epoch) or step (x0.1 at each third) (default constant)")
     add("--warmup-epochs", type=int, help="linear learning-rate warm-up epochs (default 0)")
     add("--augment", help="on-the-fly augmentation: none, basic (shift, flip, rotate), strong (all), or a comma "
-        "list of shift, flip, rotate, zoom, perspective, noise, blur, erase (default none)")
+        "list of shift, flip, rotate, zoom, perspective, noise, blur, erase, in any order, a repeat counting once "
+        "(default none)")
     add("--normalize", choices=("none", "unit", "image", "dataset"),
         help="input normalization, inside the model: none (0-255), unit ([0, 1]), image (per-image (x - mean) / "
         "std, report 002), dataset (training-set mean and std) (default unit)")
