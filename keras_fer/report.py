@@ -429,8 +429,9 @@ def explanation_figure(model, picks, method="saliency", class_index=None, layer=
     titles = [row_title(p.name, p.label, probabilities[i], class_index) for i, p in enumerate(picks)]
     label = EXPLANATIONS[method]
     if method in CAM_METHODS:
-        target = explain.cam_layer(model, layer, rectified=method != "gradcam").name
-        return plots.heatmap_figure(pixels, maps, titles, method=f"{label} ({target})")
+        chosen = explain.cam_layer(model, layer, rectified=method != "gradcam")
+        height, width = chosen.output.shape[1:3]  # the map's own resolution, upsampled to 48x48
+        return plots.heatmap_figure(pixels, maps, titles, method=f"{label} ({chosen.name}, {height}x{width})")
     return plots.saliency_figure(pixels, maps, titles, method=label)
 
 
@@ -579,7 +580,9 @@ def activations_figure(model, pick, layer=None, count=31):
     """The feature maps of `layer` for one image (the input first)."""
     from keras_fer import explain
 
-    target = explain.find_layer(model, layer or default_activation_layer(model)).name
+    # By default the middle conv layer's rectified output, what the next layer sees: the linear
+    # conv output before BatchNorm has no common scale or sign.
+    target = explain.find_layer(model, layer or rectified_layer(model, default_activation_layer(model))).name
     maps = explain.activation_maps(model, pick.pixels.astype(np.float32), target)
     what = f"{pick.name}" + (f" ({CLASS_NAMES[pick.label]})" if pick.label is not None else "")
     return plots.activations_figure(

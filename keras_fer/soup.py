@@ -206,6 +206,9 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     elif config.val is None:
         config = dataclasses.replace(config, val=TrainConfig.val)
     run_dir = Path(config.out or Path("runs") / "soup")
+    from keras_fer.training import check_run_dir_path
+
+    check_run_dir_path(run_dir)  # a file in the way fails before the members load
     if (run_dir / "best.keras").exists() or (run_dir / "state.json").exists():
         raise FerOptionError(f"{run_dir} already holds a model: choose another --out. Received: out={str(run_dir)!r}")
 

@@ -146,6 +146,11 @@ def test_train_soup_writes_a_validated_run_directory(tmp_path, capsys):
     assert main(["--soup", *map(str, paths), "--demo-faces", "140", "--out", str(out), "--verbose", "0"]) == 2
     assert "already holds a model" in capsys.readouterr().err
     assert (out / "best.keras").read_bytes() == before
+    # A file where the folder would go fails before the members load.
+    (tmp_path / "afile").write_text("x")
+    assert main(["--soup", *map(str, paths), "--demo-faces", "140", "--out", str(tmp_path / "afile" / "soup"),
+                 "--verbose", "0"]) == 2
+    assert f"--out {tmp_path / 'afile' / 'soup'}: {tmp_path / 'afile'} is a file" in capsys.readouterr().err
 
 
 def test_a_soup_of_runs_that_started_apart_gets_a_note(tmp_path, capsys):

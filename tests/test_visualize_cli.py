@@ -385,6 +385,30 @@ def test_argparse_errors_are_one_line(capsys):
     assert "not allowed with" in error_line(capsys)
 
 
+def test_cam_titles_give_the_layers_resolution_and_activations_default_to_a_rectified_layer():
+    # A 6x6 map upsampled to 48x48 looks as sharp as a 24x24 one; the title now says which it is.
+    # The activation maps showed the linear conv output before BatchNorm (no common scale or sign).
+    from keras_fer import report
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv1")(inputs)
+    x = keras.layers.ReLU(name="conv1_act")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool1")(x)
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv2")(x)
+    x = keras.layers.ReLU(name="conv2_act")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(7, name="logits")(x))
+    pick = report.Picked(synthetic.generate(1, seed=0).images.pixels[0], 3, "face")
+    titles = {method: report.explanation_figure(model, [pick], method).axes[1].get_title()
+              for method in ("gradcam", "layercam")}
+    assert titles == {"gradcam": "Grad-CAM (conv2, 24x24)", "layercam": "LayerCAM (conv2_act, 24x24)"}
+    assert report.explanation_figure(model, [pick], "gradcam", layer="conv1").axes[1].get_title() == \
+        "Grad-CAM (conv1, 48x48)"
+    assert report.activations_figure(model, pick).texts[0].get_text().startswith("Activation maps of conv1_act ")
+    assert report.activations_figure(model, pick, "conv1").texts[0].get_text().startswith("Activation maps of conv1 ")
+
+
 @pytest.mark.parametrize("command", ["saliency", "smoothgrad", "gradcam", "gradcam++", "layercam", "scorecam",
                                      "filters",
                                      "activations",
