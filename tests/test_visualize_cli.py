@@ -430,6 +430,8 @@ def test_out_names_one_figure_in_any_figure_format_or_a_folder(tmp_path):
     assert (tmp_path / "grid.jpg").is_file() and (tmp_path / "grid.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
     assert main(["samples", "--count", "2", "--out", str(tmp_path / "figures.v2")]) == 0
     check_png(tmp_path / "figures.v2" / "samples.png")  # not a figure suffix: a folder
+    assert main(["samples", "--count", "2", "--out", str(tmp_path / "shots.png") + "/"]) == 0
+    check_png(tmp_path / "shots.png" / "samples.png")  # a trailing slash names a folder (it was a file)
 
 
 def test_negative_seed_is_an_option_error(tmp_path, capsys):

@@ -207,8 +207,10 @@ def _safe_name(text):
 def _save(figure, out, name):
     from keras_fer.plots import FIGURE_FORMATS, save_figure
 
+    folder = str(out).endswith(("/", os.sep))  # "figures.png/" names a folder; Path() drops the slash
     out = Path(out)
-    path = save_figure(figure, out if out.suffix.lower() in FIGURE_FORMATS and not out.is_dir() else out / name)
+    path = save_figure(figure, out if out.suffix.lower() in FIGURE_FORMATS and not (folder or out.is_dir())
+                       else out / name)
     print(f"wrote {path}")
     return path
 
