@@ -97,8 +97,10 @@ def build_parser():
                      "FILE.png (or .jpg, .pdf, .svg) to write one figure under that name and format")
     model = Parser(add_help=False)
     source = model.add_mutually_exclusive_group()
-    source.add_argument("--run", metavar="DIR", help="a training run directory: uses its best.keras and its data")
-    source.add_argument("--model", metavar="FILE", help="a .keras model taking raw 48x48x1 faces (grey levels 0-255)")
+    source.add_argument("--run", metavar="DIR", help="a training run directory: uses its best.keras and its data "
+                        "(with neither --run nor --model: the packaged pretrained model)")
+    source.add_argument("--model", metavar="FILE", help="a .keras model taking raw 48x48x1 faces (grey levels 0-255), "
+                        "or a run directory; default: the packaged pretrained model")
     data = Parser(add_help=False)
     data.add_argument("--data", metavar="PATH",
                       help="FER2013 CSV (.gz ok), a folder holding train.csv.gz, or an image folder. Default: the "
