@@ -351,7 +351,7 @@ def saliency_figure(images, maps, titles=None, top_fraction=TOP_FRACTION, method
     """
     images, maps = np.asarray(images), np.asarray(maps, dtype=float)
     count = len(images)
-    figure = _figure(7.2, 2.5 * count + 0.3)
+    figure = _figure(7.2, 2.5 * count + 0.6)  # the colour bar's room, under the maps
     figure.set_layout_engine("constrained")
     grid = figure.subplots(count, 3, squeeze=False)
     for row in range(count):
@@ -365,7 +365,7 @@ def saliency_figure(images, maps, titles=None, top_fraction=TOP_FRACTION, method
         for axes in grid[row]:
             _hide_axes(axes)
     grid[0, 0].set_title("original", fontsize=10)
-    grid[0, 1].set_title(method, fontsize=10)
+    grid[0, 1].set_title(textwrap.fill(method, 30), fontsize=10)  # a long one would run over its neighbours
     grid[0, 2].set_title(f"top {top_fraction:.0%} pixels", fontsize=10)
     _scale_bar(figure, grid, image, f"share of each map's {SALIENCY_PERCENTILE:.0f}th percentile")
     return figure
@@ -380,7 +380,7 @@ def heatmap_figure(images, heatmaps, titles=None, method="Grad-CAM", alpha=0.45)
     images, heatmaps = np.asarray(images), np.asarray(heatmaps)
     count = len(images)
     colormap = matplotlib.colormaps[HEATMAP_CMAP]
-    figure = _figure(7.2, 2.5 * count + 0.3)
+    figure = _figure(7.2, 2.5 * count + 0.6)  # the colour bar's room, under the maps
     figure.set_layout_engine("constrained")
     grid = figure.subplots(count, 3, squeeze=False)
     for row in range(count):
@@ -394,7 +394,7 @@ def heatmap_figure(images, heatmaps, titles=None, method="Grad-CAM", alpha=0.45)
         for axes in grid[row]:
             _hide_axes(axes)
     grid[0, 0].set_title("original", fontsize=10)
-    grid[0, 1].set_title(method, fontsize=10)
+    grid[0, 1].set_title(textwrap.fill(method, 30), fontsize=10)  # a long one would run over its neighbours
     grid[0, 2].set_title("overlay", fontsize=10)
     # Each map is scaled to its own maximum: a class at probability 0.00 fills the scale too.
     _scale_bar(figure, grid, image, "share of each map's maximum")

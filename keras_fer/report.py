@@ -383,13 +383,13 @@ def per_class_note(examples, min_confidence=MIN_CONFIDENCE):
 
 
 EXPLANATIONS = {"saliency": "Saliency", "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++",
-                "layercam": "LayerCAM", "scorecam": "Score-CAM"}
+                "layercam": "LayerCAM", "scorecam": "Score-CAM", "occlusion": "Occlusion"}
 #: The methods drawn as heatmaps of a conv layer (the others mark pixels).
 CAM_METHODS = ("gradcam", "gradcam++", "layercam", "scorecam")
 
 
 def explain_maps(model, pixels, method, class_index=None, layer=None, samples=50, noise=0.15, seed=0,
-                 max_channels=None):
+                 max_channels=None, patch=8, stride=4):
     """Maps `(N, 48, 48)` in [0, 1] by `method` (one of `EXPLANATIONS`)."""
     from keras_fer import explain
 
@@ -404,6 +404,8 @@ def explain_maps(model, pixels, method, class_index=None, layer=None, samples=50
         return explain.layer_cam(model, pixels, layer=layer, class_index=class_index)
     if method == "scorecam":
         return explain.score_cam(model, pixels, layer=layer, class_index=class_index, max_channels=max_channels)
+    if method == "occlusion":
+        return explain.occlusion(model, pixels, class_index, patch=patch, stride=stride)
     raise FerOptionError(f"method must be one of {', '.join(EXPLANATIONS)}. Received: method={method!r}")
 
 
@@ -432,6 +434,10 @@ def explanation_figure(model, picks, method="saliency", class_index=None, layer=
         chosen = explain.cam_layer(model, layer, rectified=method != "gradcam")
         height, width = chosen.output.shape[1:3]  # the map's own resolution, upsampled to 48x48
         return plots.heatmap_figure(pixels, maps, titles, method=f"{label} ({chosen.name}, {height}x{width})")
+    if method == "occlusion":
+        patch, stride = options.get("patch", 8), options.get("stride", 4)
+        return plots.heatmap_figure(pixels, maps, titles,
+                                    method=f"{label} ({patch}x{patch} grey square, stride {stride})")
     return plots.saliency_figure(pixels, maps, titles, method=label)
 
 

@@ -385,6 +385,49 @@ def test_class_activation_maps_of_a_bfloat16_model(method):
     assert cams.shape == (3, 48, 48) and np.isfinite(cams).all() and cams.max() == pytest.approx(1.0)
 
 
+def region_model():
+    """Class 3's logit is 0.05 x the mean grey level of rows 8-15, columns 24-39; the others 0."""
+    inputs = keras.Input((48, 48, 1))
+    region = layers.Cropping2D(((8, 32), (24, 8)))(inputs)
+    pooled = layers.GlobalAveragePooling2D()(region)
+    weights = np.zeros((1, 7), np.float32)
+    weights[0, 3] = 0.05
+    dense = layers.Dense(7, name="logits")
+    model = keras.Model(inputs, dense(pooled))
+    dense.set_weights([weights, np.zeros(7, np.float32)])
+    return model
+
+
+def test_occlusion_marks_what_the_class_needs_to_see():
+    model = region_model()
+    faces = np.full((2, 48, 48, 1), 100.0, np.float32)
+    faces[:, 8:16, 24:40] = 250.0
+    maps = explain.occlusion(model, faces, class_index=3)
+    assert maps.shape == (2, 48, 48) and maps.max() == pytest.approx(1.0)
+    inside = np.zeros((48, 48), bool)
+    inside[8:16, 24:40] = True
+    # Squares (8 px, stride 4) that touch no pixel of the region change nothing.
+    reach = np.zeros((48, 48), bool)
+    reach[1:23, 17:47] = True
+    assert (maps[:, ~reach] == 0).all() and maps[:, inside].mean() > 0.5
+    # By hand at patch 16, stride 16: 9 squares, each pixel covered once: its square's drop.
+    probability = explain.probabilities(model, faces[:1])[0, 3]
+    expected = np.zeros((48, 48))
+    for top in (0, 16, 32):
+        for left in (0, 16, 32):
+            hidden = faces[:1].copy()
+            hidden[0, top:top + 16, left:left + 16] = faces[0].mean()
+            expected[top:top + 16, left:left + 16] = probability - explain.probabilities(model, hidden)[0, 3]
+    expected = np.maximum(expected, 0) / np.maximum(expected, 0).max()
+    np.testing.assert_allclose(explain.occlusion(model, faces[:1], 3, patch=16, stride=16)[0], expected, atol=1e-5)
+    # The last row and column of squares reach the border (48 is no multiple of 10's grid).
+    assert explain.occlusion(model, faces[:1], 3, patch=10, stride=10)[0, 47, 47] == 0.0
+    for options, words in (({"patch": 49}, "patch must be at most the image side"),
+                           ({"patch": 8, "stride": 9}, "stride at most patch"), ({"patch": 0}, "patch")):
+        with pytest.raises(FerOptionError, match=words):
+            explain.occlusion(model, faces, 3, **options)
+
+
 def test_activation_maps_have_the_layer_shape(trained):
     model, faces, _, _ = trained
     for name in explain.feature_layers(model):

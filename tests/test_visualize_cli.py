@@ -80,6 +80,7 @@ COMMANDS = {
     "gradcam++": (["gradcam++", "--image", "00001", "--layer", "conv2"], "gradcampp_00001.png"),
     "layercam": (["layercam", "--per-class", "--layer", "conv1"], "layercam_per_class.png"),
     "scorecam": (["scorecam", "--image", "00001", "--max-channels", "4"], "scorecam_00001.png"),
+    "occlusion": (["occlusion", "--image", "00001", "--patch", "12", "--stride", "12"], "occlusion_00001.png"),
     "filters": (["filters", "--layer", "conv2", "--count", "4", "--steps", "8"], "filters_conv2.png"),
     "activations": (["activations", "--layer", "conv1", "--image", "00002"], "activations_conv1_00002.png"),
 }
@@ -410,7 +411,7 @@ def test_cam_titles_give_the_layers_resolution_and_activations_default_to_a_rect
 
 
 @pytest.mark.parametrize("command", ["saliency", "smoothgrad", "gradcam", "gradcam++", "layercam", "scorecam",
-                                     "filters",
+                                     "occlusion", "filters",
                                      "activations",
                                      "history", "confusion", "classes", "samples", "augment", "report"])
 def test_help_explains_each_option(command, capsys):

@@ -27,6 +27,7 @@ examples:
   python visualize.py saliency --run runs/cnn4 --per-class            # one confident face per class
   python visualize.py gradcam --run runs/cnn4 --image photo.jpg --class Happy
   python visualize.py scorecam --per-class --max-channels 64           # gradient-free heatmaps
+  python visualize.py occlusion --image 00000                          # what it needs to see
   python visualize.py filters --run runs/cnn4 --layer conv4 --count 10
   python visualize.py activations --run runs/cnn4 --layer conv2 --image 00000
   python visualize.py history runs/cnn4
@@ -127,7 +128,9 @@ def build_parser():
                        ("layercam", "LayerCAM heatmaps: each position weighted by its own positive gradient, "
                         "fine detail and shallow layers too (Jiang et al. 2021)"),
                        ("scorecam", "Score-CAM heatmaps: each feature map masks the face and is weighted by the "
-                        "class probability it keeps, no gradients (Wang et al. 2020)")):
+                        "class probability it keeps, no gradients (Wang et al. 2020)"),
+                       ("occlusion", "occlusion sensitivity: how much the class probability drops when a grey square "
+                        "hides each part of the face, no gradients (Zeiler & Fergus 2014)")):
         sub = add(name, help, [model, data, image, out] + ([seed] if name == "smoothgrad" else []),
                   description=f"{help}. Draws the original, the map, and the original with the most influential "
                   "pixels marked (or the heatmap overlaid), for one image or one image per class.")
@@ -149,6 +152,11 @@ def build_parser():
             sub.add_argument("--max-channels", type=_positive, metavar="N",
                              help="use only the N feature maps of largest variance: N forward passes per image "
                              "instead of one per feature map (Faster Score-CAM; default all)")
+        if name == "occlusion":
+            sub.add_argument("--patch", type=_positive, default=8, metavar="PX",
+                             help="side of the grey square, in pixels (default 8)")
+            sub.add_argument("--stride", type=_positive, default=4, metavar="PX",
+                             help="step between squares, at most --patch (default 4: 121 forward passes a face)")
         if name == "smoothgrad":
             sub.add_argument("--samples", type=_positive, default=50,
                              help="noisy copies per image (default 50, as in the paper; more give steadier maps, "
@@ -301,6 +309,8 @@ def _explain(args):
         options = dict(samples=args.samples, noise=args.noise, seed=args.seed)
     if args.command == "scorecam":
         options = dict(max_channels=args.max_channels)
+    if args.command == "occlusion":
+        options = dict(patch=args.patch, stride=args.stride)
     if args.per_class:
         faces = _faces(args, run)
         config, config_path = _model_config(args, run)
@@ -420,7 +430,8 @@ def _report(args):
 
 HANDLERS = {
     "saliency": _explain, "smoothgrad": _explain, "gradcam": _explain, "gradcam++": _explain, "layercam": _explain,
-    "scorecam": _explain, "filters": _filters, "activations": _activations, "history": _history, "compare": _compare,
+    "scorecam": _explain, "occlusion": _explain, "filters": _filters, "activations": _activations,
+    "history": _history, "compare": _compare,
     "confusion": _confusion, "classes": _classes, "samples": _samples, "augment": _augment, "report": _report,
 }
 
