@@ -93,13 +93,28 @@ def atomic_path(path):
     try:
         yield temporary
         os.chmod(temporary, default_mode())
+        _sync(temporary)  # its data on disk before the name points at it (a power cut, not only a crash)
         os.replace(temporary, path)
     except BaseException as error:
+        # Whether the disk is full is asked before the temporary file goes: deleting it frees space.
+        ours = isinstance(error, OSError) and (error.filename == str(temporary) or _fills_disk_of(error, temporary))
         with contextlib.suppress(OSError):
             temporary.unlink()
-        if isinstance(error, OSError) and (error.filename == str(temporary) or _fills_disk_of(error, temporary)):
+        if ours:
             raise OSError(error.errno, error.strerror, str(path)) from None
         raise
+    _sync(path.parent)  # and the rename itself
+
+
+def _sync(path):
+    """fsync a file or folder, where the system allows it (best effort: some file systems and
+    platforms refuse to open or sync a folder)."""
+    with contextlib.suppress(OSError):
+        handle = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
 
 
 @contextlib.contextmanager

@@ -204,6 +204,43 @@ def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(tmp_path, capsys):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_full_disk_is_named_though_removing_the_temporary_file_frees_space(tmp_path, monkeypatch):
+    # The disk was full only while the half-written temporary file held its blocks: asked after
+    # removing it, the check found room, and the error ("No space left on device") named no file.
+    target = tmp_path / "run" / "best.keras"
+
+    def statvfs(path):
+        full = any(name.name.startswith(".best.keras.") for name in target.parent.iterdir())
+        return os.statvfs_result((4096,) * 3 + (0 if full else 1144,) * 7)
+
+    monkeypatch.setattr(files.os, "statvfs", statvfs)
+    with pytest.raises(OSError) as caught:
+        with files.atomic_path(target) as temporary:
+            temporary.write_bytes(b"x" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert caught.value.filename == str(target) and list(target.parent.iterdir()) == []
+
+
+def test_atomic_writes_sync_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    # A process crash was covered; a power cut could leave a renamed but empty best.keras.
+    synced, real_fsync, real_replace = [], os.fsync, os.replace
+    names = {}
+    real_open = os.open
+
+    def tracking_open(path, *args, **kwargs):
+        handle = real_open(path, *args, **kwargs)
+        names[handle] = Path(path)
+        return handle
+
+    monkeypatch.setattr(files.os, "open", tracking_open)
+    monkeypatch.setattr(files.os, "fsync", lambda handle: (synced.append(names[handle]), real_fsync(handle)))
+    monkeypatch.setattr(files.os, "replace", lambda a, b: (synced.append("replace"), real_replace(a, b)))
+    with files.atomic_open(tmp_path / "state.json") as stream:
+        stream.write("{}")
+    assert len(synced) == 3 and synced[0].name.startswith(".state.json.")
+    assert synced[1:] == ["replace", tmp_path] and (tmp_path / "state.json").read_text() == "{}"
+
+
 def test_a_full_disk_is_named_by_the_writer_on_that_disk(tmp_path, monkeypatch):
     """Nested writers: a write that names no file is claimed only by a writer whose disk is full."""
     full, roomy = tmp_path / "full", tmp_path / "roomy"
