@@ -461,18 +461,20 @@ def _make_run_recorder(keras):
             for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
                 row[key] = float(logs.get(key, float("nan")))
             row["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-            self.history.append(row)
             # Without validation (--val none) every epoch is the best so far: best.keras is the last;
             # an epoch whose loss diverged (NaN weights, TerminateOnNaN stopped it) never is.
             improved = math.isfinite(row["loss"]) and (
                 math.isnan(row["val_accuracy"]) or row["val_accuracy"] > self.state.get("best_val_accuracy", -1.0))
+            # The epoch is built aside and becomes the run's state only once state.json commits it:
+            # a Ctrl-C while its files are written says (and reports) the epoch saved before.
+            state = dict(self.state)
             if improved:
-                self.state["best_val_accuracy"] = row["val_accuracy"]
-                self.state["best_epoch"] = epoch + 1
-            self.state["epoch"] = epoch + 1
-            self.state["phase"] = self.phase_index
-            self.state["seed_generators"] = seed_generator_states(self.model)
-            self.state["callbacks"] = {
+                state["best_val_accuracy"] = row["val_accuracy"]
+                state["best_epoch"] = epoch + 1
+            state["epoch"] = epoch + 1
+            state["phase"] = self.phase_index
+            state["seed_generators"] = seed_generator_states(self.model)
+            state["callbacks"] = {
                 name: {attribute: _plain(getattr(callback, attribute))
                        for attribute in ("wait", "best", "cooldown_counter")
                        if hasattr(callback, attribute)}
@@ -480,18 +482,40 @@ def _make_run_recorder(keras):
             }
             if self.write:
                 # Crash safety: the epoch's model goes to its own file, then state.json (one atomic
-                # rename) commits it; a kill in between leaves the previous state and its model.
+                # rename) commits it; a kill before leaves the previous state and its models. The
+                # best model is then a copy of that file: written before the commit, a kill between
+                # left best.keras an epoch ahead of state.json (complete_best mends a kill after).
+                state["last_model"] = f"last-{epoch + 1:04d}.keras"
+                save_model(self.model, self.run_dir / state["last_model"])
+                write_history(self.run_dir / "history.csv", self.history + [row])
+                write_json(self.run_dir / "state.json", state)
+            self.history.append(row)
+            self.state.clear()
+            self.state.update(state)
+            if self.write:
                 if improved:
-                    save_model(self.model, self.run_dir / "best.keras")
-                self.state["last_model"] = f"last-{epoch + 1:04d}.keras"
-                save_model(self.model, self.run_dir / self.state["last_model"])
-                write_history(self.run_dir / "history.csv", self.history)
-                write_json(self.run_dir / "state.json", self.state)
+                    complete_best(self.run_dir, self.state)
                 for stale in last_models(self.run_dir):
                     if stale.name != self.state["last_model"]:
                         stale.unlink(missing_ok=True)
 
     return RunRecorder
+
+
+def complete_best(run_dir, state):
+    """Make `best.keras` the model of `state`'s best epoch when that is its last one (a copy of
+    its `last-NNNN.keras`, the same model): an epoch's best model is written after state.json
+    commits the epoch, so a kill in between left the previous best; the next epoch, `--resume`
+    and a Ctrl-C's report call this first. Returns whether it copied."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    last = run_dir / str(state.get("last_model", ""))
+    if not state.get("epoch") or state.get("best_epoch") != state.get("epoch") or not last.is_file():
+        return False
+    with atomic_path(run_dir / "best.keras") as temporary:
+        shutil.copyfile(last, temporary)
+    return True
 
 
 def seed_generator_states(model):
@@ -956,6 +980,7 @@ def _train(config, progress):
         history = [row for row in _read_resumed(run_dir / "history.csv", read_history)
                    if row["epoch"] <= state["epoch"]]
         check_model_file(run_dir / state.get("last_model", "last.keras"))
+        complete_best(run_dir, state)  # killed after its epoch's commit, before its best model's copy
         if state.get("best_epoch") and not (run_dir / "best.keras").exists():
             print(f"note: --resume: {run_dir / 'best.keras'} (epoch {state['best_epoch']}'s model) is missing: the "
                   "best so far is forgotten, and the next epoch's model becomes best.keras", file=sys.stderr)
@@ -1118,6 +1143,8 @@ def _train(config, progress):
                     write_json(run_dir / "state.json", state)
     except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM under the CLI (cli.Terminated)
         interrupted = error
+        if write and state["epoch"]:
+            complete_best(run_dir, state)  # stopped between the epoch's commit and its best model's copy
         print(f"\ninterrupted: epoch {state['epoch']} is saved; continue with --resume --out {run_dir}"
               if state["epoch"] else "\ninterrupted before the first epoch ended: nothing is saved; start again "
               "without --resume",
@@ -1136,7 +1163,13 @@ def _train(config, progress):
 
         # evaluated as predict.py will run it: in float32, also after --mixed-precision
         best = float32_model(load_run_model(run_dir / "best.keras", compile=False))
-        outputs = finish_run(run_dir, best, val_images, history)
+        try:
+            outputs = finish_run(run_dir, best, val_images, history)
+        except KeyboardInterrupt:
+            if not interrupted:  # the training said nothing: it had finished
+                print(f"\ninterrupted while writing the report: the model of every epoch is saved; "
+                      f"--resume --out {run_dir} writes the report", file=sys.stderr)
+            raise
         evaluation = outputs.get("evaluation")
         if evaluation is not None and verbose:
             print(f"best epoch {state['best_epoch']}: validation accuracy {evaluation.accuracy:.4f}, "

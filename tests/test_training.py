@@ -391,6 +391,66 @@ def test_ctrl_c_in_the_first_epoch_does_not_promise_a_resume(tmp_path, capsys, m
     assert "--resume --out" not in err  # it said "epoch 0 is saved; continue with --resume", which then failed
 
 
+def test_ctrl_c_while_an_epoch_is_written_reports_the_epoch_saved_before(tmp_path, capsys, monkeypatch):
+    # Ctrl-C while epoch 2's state.json was written: it said "epoch 2 is saved" and made the report
+    # from epoch 2, while state.json (and --resume) knew only epoch 1.
+    import keras_fer.training
+
+    real = keras_fer.training.write_json
+
+    def interrupt_the_second_commit(path, value, *args, **kwargs):
+        if Path(path).name == "state.json" and value.get("epoch") == 2:
+            raise KeyboardInterrupt
+        return real(path, value, *args, **kwargs)
+
+    monkeypatch.setattr(keras_fer.training, "write_json", interrupt_the_second_commit)
+    out = tmp_path / "r"
+    assert main(SMALL + ["--epochs", "3", "--val", "none", "--out", str(out)]) == 130
+    assert "interrupted: epoch 1 is saved; continue with --resume" in capsys.readouterr().err
+    assert json.loads((out / "state.json").read_text())["epoch"] == 1
+    assert [row["epoch"] for row in read_history(out / "history.csv")] in ([1], [1, 2])  # resume reads to 1
+    same_model(out / "best.keras", out / "last-0001.keras")  # with --val none every epoch is best
+
+
+def test_a_kill_between_an_epochs_commit_and_its_best_model_is_mended(tmp_path, capsys, monkeypatch):
+    # best.keras was written before state.json: a kill between left it an epoch ahead of the state.
+    # Now it is a copy of the committed epoch's model, made after the commit; a kill before the
+    # copy leaves the previous best, and --resume (or the next epoch) completes it.
+    import keras_fer.training
+
+    real = keras_fer.training.complete_best
+
+    def killed(run_dir, state):
+        if state["epoch"] == 2:
+            raise SystemExit(137)  # as if killed: nothing after this runs
+        return real(run_dir, state)
+
+    monkeypatch.setattr(keras_fer.training, "complete_best", killed)
+    out = tmp_path / "r"
+    args = SMALL + ["--epochs", "2", "--val", "none", "--out", str(out)]
+    with pytest.raises(SystemExit):
+        main(args)
+    state = json.loads((out / "state.json").read_text())
+    assert state["epoch"] == state["best_epoch"] == 2
+    different_models(out / "best.keras", out / "last-0002.keras")  # epoch 1's: the copy never happened
+    monkeypatch.setattr(keras_fer.training, "complete_best", real)
+    assert main(args + ["--resume"]) == 0
+    same_model(out / "best.keras", out / "last-0002.keras")
+
+
+def model_weights(path):
+    return keras.saving.load_model(path, safe_mode=True, compile=False).get_weights()
+
+
+def same_model(a, b):
+    for x, y in zip(model_weights(a), model_weights(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def different_models(a, b):
+    assert any(not np.array_equal(x, y) for x, y in zip(model_weights(a), model_weights(b), strict=True))
+
+
 @pytest.mark.parametrize("epochs, drops", [(9, [0, 0, 0, 1, 1, 1, 2, 2, 2]), (5, [0, 0, 1, 1, 2]),
                                            (10, [0, 0, 0, 0, 1, 1, 1, 2, 2, 2])])
 def test_step_schedule_drops_at_each_third_and_no_more(epochs, drops):
