@@ -38,7 +38,14 @@ import numpy as np
 
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
-from keras_fer.files import atomic_path, check_not_inside, read_json_object, write_json, write_text
+from keras_fer.files import (
+    atomic_path,
+    check_not_inside,
+    read_json_object,
+    stale_temporaries,
+    write_json,
+    write_text,
+)
 from keras_fer.loading import check_model_file, one_line
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-nesterov", "adadelta")
@@ -989,6 +996,9 @@ def _train(config, progress):
         raise FerOptionError(
             f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out"
         )
+    if config.resume or (run_dir.is_dir() and _unfinished_run(run_dir)):  # ours: what a killed writer left goes
+        for leftover in stale_temporaries(run_dir):
+            leftover.unlink(missing_ok=True)
     elif run_dir.is_dir() and any(run_dir.iterdir()) and not _unfinished_run(run_dir):
         # its files would be replaced by the run's (config.json, summary.txt, ...)
         names = sorted(path.name for path in run_dir.iterdir())

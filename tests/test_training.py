@@ -220,7 +220,12 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     finished = json.loads((killed / "state.json").read_text())["epoch"]
     assert 2 <= finished < 5
     (killed / "last-0001-inference.keras").write_bytes(b"an export (predict.py --export keras)")
+    # What a writer killed mid-file leaves (hidden, half-written; hundreds of MB for vgg12) goes with
+    # the resume; a hidden file of another shape stays.
+    for name in (".best.keras.k3x9_a2b.keras", ".history.csv.b1u_zkl7.csv", ".notes.txt"):
+        (killed / name).write_bytes(b"PK\x03\x04 half")
     assert main(args + ["--out", str(killed), "--resume"]) == 0
+    assert sorted(path.name for path in killed.glob(".*")) == [".notes.txt"]
     # Each epoch drops the previous epoch's model, never an export named after it.
     assert sorted(path.name for path in killed.glob("last*.keras")) == ["last-0001-inference.keras", "last-0005.keras"]
 
