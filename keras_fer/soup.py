@@ -245,7 +245,6 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
         report["recalibrated_on"] = len(train_images)
         report["recalibration_augment"] = config.augment
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_model(soup, run_dir / "best.keras")
     base = dict(sources[0].config or {})
     if "class_prior" not in base and train_images.labels is not None:
         counts = class_counts(train_images.labels)
@@ -256,6 +255,9 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     write_json(run_dir / "config.json", base)
     write_text(run_dir / "summary.txt", model_summary(soup) + "\n")
     evaluation = finish_run(run_dir, soup, val_images, []).get("evaluation")
+    # The model last: it is what marks the folder as holding one. Written first, a soup stopped
+    # in the report (Ctrl-C, a full disk) left best.keras alone, and the retry was refused.
+    save_model(soup, run_dir / "best.keras")
     if evaluation is not None and report.get("recalibrated_on"):
         augmented = "" if config.augment in (None, "none") else f" ({config.augment} augmentation)"
         say(f"{evaluation.accuracy:.4f}  soup, BatchNorm statistics re-estimated on {len(train_images)} training images"

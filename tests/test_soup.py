@@ -107,7 +107,7 @@ def test_recalibration_can_measure_augmented_faces():
     np.testing.assert_allclose(bn1_mean(augment=AugmentConfig.parse("none")), plain, rtol=1e-5)
 
 
-def test_train_soup_writes_a_validated_run_directory(tmp_path, capsys):
+def test_train_soup_writes_a_validated_run_directory(tmp_path, capsys, monkeypatch):
     paths = []
     for seed in (1, 2):
         path = tmp_path / f"tuned-{seed}.keras"
@@ -146,6 +146,21 @@ def test_train_soup_writes_a_validated_run_directory(tmp_path, capsys):
     assert main(["--soup", *map(str, paths), "--demo-faces", "140", "--out", str(out), "--verbose", "0"]) == 2
     assert "already holds a model" in capsys.readouterr().err
     assert (out / "best.keras").read_bytes() == before
+    # Stopped while its report is written (Ctrl-C, a full disk): no best.keras, so the retry works.
+    import keras_fer.training
+
+    real_finish = keras_fer.training.finish_run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras_fer.training, "finish_run", interrupted)
+    again = tmp_path / "again"
+    assert main(["--soup", *map(str, paths), "--demo-faces", "140", "--out", str(again), "--verbose", "0"]) == 130
+    assert not (again / "best.keras").exists()
+    monkeypatch.setattr(keras_fer.training, "finish_run", real_finish)
+    assert main(["--soup", *map(str, paths), "--demo-faces", "140", "--out", str(again), "--verbose", "0"]) == 0
+    assert (again / "best.keras").is_file() and (again / "metrics.json").is_file()
     # A file where the folder would go fails before the members load.
     (tmp_path / "afile").write_text("x")
     assert main(["--soup", *map(str, paths), "--demo-faces", "140", "--out", str(tmp_path / "afile" / "soup"),
