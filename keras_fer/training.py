@@ -475,9 +475,11 @@ def _make_run_recorder(keras):
             # The epoch is built aside and becomes the run's state only once state.json commits it:
             # a Ctrl-C while its files are written says (and reports) the epoch saved before.
             state = dict(self.state)
+            state.pop("best_pending", None)
             if improved:
                 state["best_val_accuracy"] = row["val_accuracy"]
                 state["best_epoch"] = epoch + 1
+                state["best_pending"] = True  # until best.keras is this epoch's model (complete_best)
             state["epoch"] = epoch + 1
             state["phase"] = self.phase_index
             state["seed_generators"] = seed_generator_states(self.model)
@@ -510,18 +512,21 @@ def _make_run_recorder(keras):
 
 
 def complete_best(run_dir, state):
-    """Make `best.keras` the model of `state`'s best epoch when that is its last one (a copy of
-    its `last-NNNN.keras`, the same model): an epoch's best model is written after state.json
-    commits the epoch, so a kill in between left the previous best; the next epoch, `--resume`
-    and a Ctrl-C's report call this first. Returns whether it copied."""
+    """Make `best.keras` the model of the epoch `state` committed as the new best, when that is
+    still pending (`best_pending`): a copy of its `last-NNNN.keras`, the same model, then
+    state.json again without the mark. An epoch's best model is written after state.json commits
+    the epoch, so a kill in between left the previous best; the epoch itself, `--resume` and a
+    Ctrl-C's report call this. Returns whether it copied."""
     import shutil
 
     run_dir = Path(run_dir)
     last = run_dir / str(state.get("last_model", ""))
-    if not state.get("epoch") or state.get("best_epoch") != state.get("epoch") or not last.is_file():
+    if not state.get("best_pending") or state.get("best_epoch") != state.get("epoch") or not last.is_file():
         return False
     with atomic_path(run_dir / "best.keras") as temporary:
         shutil.copyfile(last, temporary)
+    state.pop("best_pending")
+    write_json(run_dir / "state.json", state)
     return True
 
 
@@ -774,6 +779,7 @@ def read_state(path):
             isinstance(item, dict) and all(number is None or _is_number(number) for number in item.values())
             for item in v.values()), "an object of objects of numbers (the callbacks' counters)"),
         "stopped": (lambda v: v is None or isinstance(v, str), "null or the reason the run stopped"),
+        "best_pending": (lambda v: isinstance(v, bool), "true or false"),
     }
     for field, (check, expected) in checks.items():
         if field in state and not check(state[field]):
