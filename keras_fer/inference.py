@@ -122,6 +122,14 @@ class Predictor:
         return self._prior
 
 
+def _note_unused_normalize(notes, normalize, adapter):
+    """A note for `--normalize` given for a model that scales its faces itself (keras-fer's
+    `Preprocessing` layer, so no adapter): it does not apply, and was ignored without a word."""
+    if normalize is not None and adapter is None:
+        notes.append(f"--normalize {normalize} does not apply: the model normalizes its faces itself "
+                     "(keras-fer's Preprocessing layer)")
+
+
 def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATCH_SIZE):
     """Load one model for prediction.
 
@@ -157,8 +165,9 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
             cached, meta = find_cached_tflite(source, normalize)
             while cached is not None:
                 try:
-                    return Predictor(name, "litert", LiteRTRunner(cached, batch_size), meta.get("outputs", "logits"),
-                                     source, notes)
+                    runner = LiteRTRunner(cached, batch_size)
+                    _note_unused_normalize(notes, normalize, meta.get("adapter"))
+                    return Predictor(name, "litert", runner, meta.get("outputs", "logits"), source, notes)
                 except FerModelError as error:  # a damaged copy: another, or made again below
                     notes.append(f"the LiteRT copy could not be loaded ({error})")
                     damaged.append(cached)
@@ -176,6 +185,7 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
                 f"made a verified LiteRT copy {result.path} (max |difference| {result.max_abs_diff:.1e}); "
                 "later runs start fast"
             )
+            _note_unused_normalize(notes, normalize, (read_sidecar(result.path) or {}).get("adapter"))
             return Predictor(name, "litert", LiteRTRunner(result.path, batch_size), kind, source, notes)
         except FerOptionError:
             raise
@@ -183,7 +193,8 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
             if backend == "litert":
                 raise FerModelError(f"{source.path}: no LiteRT copy ({one_line(error)})") from None
             notes.append(f"no LiteRT copy ({one_line(error)}): using Keras")
-    serving, _ = serving_model(model, source, normalize)
+    serving, adapter = serving_model(model, source, normalize)
+    _note_unused_normalize(notes, normalize, adapter)
     runner = _keras_runner(serving, batch_size)
     kind = outputs_kind(model, lambda: _probe_outputs(runner))
     return Predictor(name, "keras", runner, kind, source, notes)

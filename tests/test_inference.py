@@ -324,6 +324,22 @@ def test_a_foreign_model_that_rescales_its_input_itself_gets_raw_grey_levels(tmp
                                expected, atol=1e-4)
 
 
+def test_normalize_for_a_model_that_normalizes_itself_is_noted(tmp_path, demo):
+    # keras-fer models scale their faces in their Preprocessing layer: --normalize was ignored
+    # without a word. Foreign models take it, and get no note.
+    run = save_run(tmp_path / "run", tiny_model(6), PRIOR)
+    foreign = tmp_path / "foreign.keras"
+    tiny_model(6, preprocessing=False).save(foreign)
+    backends = ("keras", "auto", "auto") if export.litert_available() else ("keras",)  # auto twice: made, cached
+    for backend in backends:
+        noted = inference.load_predictor(run, backend=backend, normalize="image")
+        assert "--normalize image does not apply: the model normalizes its faces itself" in " ".join(noted.notes)
+        plain = inference.load_predictor(run, backend=backend).probabilities(demo.pixels[:4])
+        np.testing.assert_allclose(noted.probabilities(demo.pixels[:4]), plain, atol=1e-6)
+        taken = inference.load_predictor(foreign, backend=backend, normalize="image")
+        assert not any("does not apply" in note for note in taken.notes), backend
+
+
 @pytest.mark.filterwarnings("ignore:You are saving a model that has not yet been built")
 def test_model_with_wrong_outputs_is_refused(tmp_path):
     import keras
