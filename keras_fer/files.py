@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -106,22 +107,18 @@ def atomic_path(path):
     _sync(path.parent)  # and the rename itself
 
 
-def _temporary_name_pattern():
-    import re
-
-    # atomic_path's names: "." + the file's name + "." + mkstemp's 8 random characters + its suffix.
-    return re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]{8}(?P<suffix>\.[^.]+)")
+# atomic_path's temporary names: "." + the file's name + "." + mkstemp's 8 random characters + its suffix.
+_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]{8}(?P<suffix>\.[^.]+)")
 
 
 def stale_temporaries(folder):
     """The temporary files `atomic_path` left in `folder` when its process was killed (SIGKILL,
     a power cut): hidden, half-written (a `.best.keras.k3x9_a2b.keras` can be hundreds of MB),
     and never renamed. Only names of that shape whose suffix is their file's own are listed."""
-    pattern = _temporary_name_pattern()
     found = []
     with contextlib.suppress(OSError):
         for path in Path(folder).iterdir():
-            match = pattern.fullmatch(path.name)
+            match = _TEMPORARY_NAME.fullmatch(path.name)
             if match and path.is_file() and (Path(match["name"]).suffix or ".tmp") == match["suffix"]:
                 found.append(path)
     return sorted(found)

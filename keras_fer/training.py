@@ -822,14 +822,15 @@ def check_run_dir_path(run_dir):
     Raises:
         FerOptionError: "--out X is a file, not a run directory", or "--out X/sub: X is a file".
     """
+    from keras_fer.files import check_folder_for
+
     run_dir = Path(run_dir)
-    for candidate in (run_dir, *run_dir.parents):
-        if candidate.exists():
-            if candidate.is_dir():
-                return
-            if candidate == run_dir:
-                raise FerOptionError(f"--out {run_dir} is a file, not a run directory")
-            raise FerOptionError(f"--out {run_dir}: {candidate} is a file")
+    try:
+        check_folder_for(run_dir / "state.json")  # the same walk up to the nearest existing folder
+    except OSError as error:
+        if Path(error.filename) == run_dir:
+            raise FerOptionError(f"--out {run_dir} is a file, not a run directory") from None
+        raise FerOptionError(f"--out {run_dir}: {error.filename} is a file") from None
 
 
 def _unfinished_run(run_dir):
