@@ -289,7 +289,7 @@ def select_image(faces, spec, detector="haar"):
     Raises:
         FerOptionError: when `spec` is neither an image file nor an id of the data.
     """
-    from keras_fer.data import IMAGE_EXTENSIONS, is_image_file
+    from keras_fer.data import IMAGE_EXTENSIONS, id_key, is_image_file
 
     path = Path(spec) if isinstance(spec, (str, os.PathLike)) else None
     looks_like_a_file = path is not None and (bool(path.suffix.strip(".")) or os.sep in str(spec) or "/" in str(spec))
@@ -313,7 +313,13 @@ def select_image(faces, spec, detector="haar"):
             f"--image must be an id or row number of {faces.description} or an existing image file "
             f"({error}). Received: image={spec!r}"
         ) from None
-    return pick_row(faces, index)
+    picked = pick_row(faces, index)
+    shared = np.flatnonzero(faces.images.ids == faces.images.ids[index])
+    named = picked.name in (str(spec), id_key(str(spec)))  # by its id, not by a row number
+    if named and len(shared) > 1:  # e.g. happy/0.png and happy/0.jpg in a labelled folder, or a CSV's repeated id
+        rows = ", ".join(str(row) for row in shared[:5]) + (", ..." if len(shared) > 5 else "")
+        picked.note = f"{len(shared)} images have the id {picked.name!r} (rows {rows}): this is row {index}, the first"
+    return picked
 
 
 def pick_row(faces, index):

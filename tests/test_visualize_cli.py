@@ -184,6 +184,25 @@ def test_an_image_is_picked_by_row_number_given_as_a_number():
         assert report.select_image(faces, spec).name == str(faces.images.ids[3])
 
 
+
+def test_an_id_that_several_images_share_is_noted_with_their_rows(tmp_path):
+    # A labelled folder may hold happy/0.png and happy/0.jpg: one id, two faces; --image happy/0
+    # explained the first without a word.
+    import cv2
+
+    from keras_fer import data, report
+
+    for name, value in (("0.png", 40), ("0.jpg", 200), ("1.png", 90)):
+        (tmp_path / "happy").mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / "happy" / name), np.full((48, 48), value, np.uint8))
+    faces = report.Faces(data.read(tmp_path), None, "3 faces")
+    picked = report.select_image(faces, "happy/0")
+    assert picked.name == "happy/0" and picked.note == (
+        "2 images have the id 'happy/0' (rows 0, 1): this is row 0, the first")
+    assert abs(float(picked.pixels.mean()) - 200) < 2  # 0.jpg sorts first
+    assert report.select_image(faces, "happy/1").note is None
+    assert report.select_image(faces, "1").note is None  # a row number names one image
+
 def test_a_summary_that_is_not_utf8_is_a_data_error_the_report_shows(run_dir, tmp_path):
     import shutil
 
