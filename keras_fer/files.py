@@ -86,7 +86,8 @@ def atomic_path(path):
     check_folder_for(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=path.suffix or ".tmp",
+                                             dir=path.parent)
     except OSError as error:
         raise OSError(error.errno, error.strerror, str(path)) from None
     os.close(handle)
@@ -107,21 +108,46 @@ def atomic_path(path):
     _sync(path.parent)  # and the rename itself
 
 
-# atomic_path's temporary names: "." + the file's name + "." + mkstemp's 8 random characters + its suffix.
-_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]{8}(?P<suffix>\.[^.]+)")
+# atomic_path's temporary names: "." + the file's name + "." + the writer's process id + "-" + mkstemp's
+# 8 random characters + its suffix (before 2026-12-06 there was no process id).
+_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?:(?P<pid>[0-9]+)-)?[A-Za-z0-9_]{8}(?P<suffix>\.[^.]+)")
+
+
+def _temporaries(folder):
+    """`(path, match)` of the files in `folder` named as `atomic_path` names its temporaries."""
+    found = []
+    with contextlib.suppress(OSError):
+        for path in Path(folder).iterdir():
+            match = _TEMPORARY_NAME.fullmatch(path.name)
+            if match and path.is_file() and (Path(match["name"]).suffix or ".tmp") == match["suffix"]:
+                found.append((path, match))
+    return sorted(found, key=lambda pair: pair[0])
 
 
 def stale_temporaries(folder):
     """The temporary files `atomic_path` left in `folder` when its process was killed (SIGKILL,
     a power cut): hidden, half-written (a `.best.keras.k3x9_a2b.keras` can be hundreds of MB),
     and never renamed. Only names of that shape whose suffix is their file's own are listed."""
-    found = []
-    with contextlib.suppress(OSError):
-        for path in Path(folder).iterdir():
-            match = _TEMPORARY_NAME.fullmatch(path.name)
-            if match and path.is_file() and (Path(match["name"]).suffix or ".tmp") == match["suffix"]:
-                found.append(path)
-    return sorted(found)
+    return [path for path, _ in _temporaries(folder)]
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # another user's process
+        return True
+    except (ProcessLookupError, OverflowError):  # none; a number no process can have
+        return False
+    return True
+
+
+def orphaned_temporaries(path):
+    """The temporary files of `path` (an output such as a submission) that `atomic_path` left when
+    its writer was killed: those whose process id names no running process. A writer still
+    running, or one from before process ids were in the names, is left alone."""
+    path = Path(path)
+    return [found for found, match in _temporaries(path.parent)
+            if match["name"] == path.name and match["pid"] and not _running(int(match["pid"]))]
 
 
 def _sync(path):

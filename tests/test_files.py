@@ -269,3 +269,28 @@ def test_staged_folder_moves_files_only_when_the_block_succeeds(tmp_path):
         (staging / "sub").mkdir()
         (staging / "sub" / "a.png").write_bytes(b"a")
     assert sorted(str(path.relative_to(folder)) for path in folder.rglob("*")) == ["keep.txt", "sub", "sub/a.png"]
+
+
+def test_a_killed_writers_temporary_is_found_by_its_process_id_and_a_live_ones_is_not(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "submission.csv"
+    code = ("import os, signal, sys\nfrom keras_fer import files\n"
+            f"with files.atomic_path({str(target)!r}) as temporary:\n"
+            "    temporary.write_text('id,label\\n0,')\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = subprocess.Popen([sys.executable, "-c", code])
+    assert killed.wait() == -signal.SIGKILL
+    [left] = files.stale_temporaries(tmp_path)  # half-written, never renamed
+    assert left.read_text() == "id,label\n0," and not target.exists()
+    assert left.name.startswith(f".submission.csv.{killed.pid}-")  # named by its writer's process
+    with files.atomic_path(target) as temporary:  # a writer still running: its file stays
+        temporary.write_text("mine")
+        assert files.orphaned_temporaries(target) == [left]
+        assert files.orphaned_temporaries(tmp_path / "other.csv") == []  # another output's: not this one's
+    old_style = tmp_path / ".submission.csv.k3x9_a2b.csv"  # before process ids: nobody can tell whose
+    old_style.write_text("")
+    assert files.orphaned_temporaries(target) == [left]
+    assert set(files.stale_temporaries(tmp_path)) == {left, old_style}

@@ -595,3 +595,18 @@ def test_a_bad_image_late_in_a_folder_leaves_no_annotated_copies(tmp_path, run_d
     assert main([str(folder), "--model", str(run_dirs[0]), "--out", str(out), "--annotate", str(annotated)]) == 0
     assert sorted(path.name for path in annotated.iterdir()) == sorted([f"{i:03d}.png" for i in range(69)]
                                                                         + ["keep.txt"])
+
+
+def test_a_killed_runs_half_written_submission_is_removed_by_the_next_run(tmp_path, run_dirs, test_csv, capsys):
+    import signal
+
+    out = tmp_path / "submission.csv"
+    dead = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+    assert dead.wait() == -signal.SIGKILL
+    orphan = tmp_path / f".submission.csv.{dead.pid}-k3x9_a2b.csv"  # as atomic_path names it, its writer gone
+    orphan.write_text("id,label\n1000,")
+    live = tmp_path / f".submission.csv.{os.getpid()}-q7w8e9r0.csv"  # a writer still running
+    live.write_text("")
+    assert main([str(test_csv[0]), "--model", str(run_dirs[0]), "--out", str(out)]) == 0
+    assert not orphan.exists() and live.exists() and len(read_rows(out)) == len(test_csv[1]) + 1
+    assert f"note: removed {orphan}, half-written by a run that was killed" in capsys.readouterr().err

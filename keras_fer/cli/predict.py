@@ -13,7 +13,14 @@ from pathlib import Path
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.cli import Parser, command, progress_bar, stdout_gone
 from keras_fer.errors import FerDataError, FerOptionError
-from keras_fer.files import atomic_text, check_folder_for, check_not_input, check_not_inside, staged_folder
+from keras_fer.files import (
+    atomic_text,
+    check_folder_for,
+    check_not_input,
+    check_not_inside,
+    orphaned_temporaries,
+    staged_folder,
+)
 
 EXAMPLES = """\
 examples:
@@ -604,6 +611,10 @@ def main(argv=None):
     start = time.perf_counter()
     models = _models_or_default(options)
     check_outputs(options, models, plan)
+    for _, path in _outputs(options):  # what a run killed while writing these files left beside them
+        for leftover in orphaned_temporaries(path):
+            leftover.unlink(missing_ok=True)
+            _note(f"removed {leftover}, half-written by a run that was killed")
     if options.prior_correction:
         for path in models:  # fail now, before loading or exporting anything, if a model has no prior
             class_prior(resolve_model(path))
