@@ -429,6 +429,14 @@ def test_cam_titles_give_the_layers_resolution_and_activations_default_to_a_rect
     assert report.activations_figure(model, pick, "conv1").texts[0].get_text().startswith("Activation maps of conv1 ")
 
 
+def test_activations_command_defaults_to_the_rectified_middle_layer(run_dir, tmp_path, capsys):
+    # visualize.md and report.activations_figure: a middle conv layer's rectified output
+    # (convN_act); the command passed the linear conv layer's name instead, so it drew conv1.
+    assert main(["activations", "--run", str(run_dir), "--image", "00002", "--out", str(tmp_path)]) == 0
+    check_png(tmp_path / "activations_conv1_act_00002.png")
+    assert not (tmp_path / "activations_conv1_00002.png").exists()
+
+
 @pytest.mark.parametrize("command", ["saliency", "smoothgrad", "gradcam", "gradcam++", "layercam", "scorecam",
                                      "occlusion", "filters",
                                      "activations",

@@ -172,7 +172,8 @@ def build_parser():
     sub.add_argument("--steps", type=_positive, default=64, help="gradient-ascent steps (default 64)")
 
     sub = add("activations", "the feature maps of a layer for one image", [model, data, image, out])
-    sub.add_argument("--layer", metavar="NAME", help="the layer (default a middle conv layer)")
+    sub.add_argument("--layer", metavar="NAME", help="the layer (default a middle conv layer's rectified output, "
+                     "e.g. conv2_act)")
     sub.add_argument("--count", type=_positive, default=31,
                      help="feature maps shown at most (default 31: with the input, a 4x8 grid)")
 
@@ -341,7 +342,9 @@ def _activations(args):
     from keras_fer import explain, report
 
     model, run = _context(args)
-    layer = explain.find_layer(model, args.layer or report.default_activation_layer(model)).name
+    # as report.activations_figure defaults: the middle conv layer's rectified output (convN_act)
+    default = report.rectified_layer(model, report.default_activation_layer(model))
+    layer = explain.find_layer(model, args.layer or default).name
     pick = _pick(args, run)
     figure = report.activations_figure(model, pick, layer, args.count)
     return _save(figure, args.out, f"activations_{_safe_name(layer)}_{_safe_name(pick.name)}.png")
