@@ -454,6 +454,21 @@ def test_saved_proba_members_average_with_models_and_score(tmp_path, run_dirs, d
     assert f"all rows: accuracy {accuracy:.4f}" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("option, message", [
+    (["--tta", "flip"], "--tta applies to the --model predictions, and there is no --model"),
+    (["--prior-correction"], "Drop --prior-correction. Received: prior_correction=True"),
+])
+def test_saved_proba_alone_refuses_the_options_of_models(tmp_path, test_csv, option, message, capsys):
+    # --tta and --prior-correction apply to the --models only (docs/prediction.md): with --saved-proba
+    # alone they changed nothing, without a word.
+    path, ids = test_csv
+    saved = write_saved(tmp_path / "saved.csv", list(ids), saved_probabilities(len(ids), seed=1))
+    out = tmp_path / "s.csv"
+    assert main([str(path), "--saved-proba", str(saved), *option, "--out", str(out)]) == 2
+    assert message in one_error_line(capsys)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda ids, p: (ids[:-1], p[:-1]), "ends after 29 rows, but the input goes on (id '1029')"),
     (lambda ids, p: (ids + ["2000"], np.vstack([p, p[:1]])), "has 31 rows but the input only 30"),

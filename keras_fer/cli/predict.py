@@ -114,7 +114,8 @@ def build_parser():
                         help="ensemble members saved as files: the output of an earlier --proba run on this same "
                         "input CSV (.csv or .csv.gz; same ids, same order), e.g. from a model trained on another "
                         "machine. Each file counts as one member and is averaged in as written (its TTA and prior "
-                        "correction stay). With --saved-proba and no --model, only the files are averaged")
+                        "correction stay). With --saved-proba and no --model, only the files are averaged (so --tta "
+                        "and --prior-correction are errors)")
     parser.add_argument("--out", "-o", metavar="FILE",
                         help="where to write the predictions CSV (default: submission.csv for CSV input, "
                         "faces.csv for images and videos; gzip-compressed when the name ends in .gz); metrics "
@@ -212,6 +213,16 @@ def parse_options(argv):
         if getattr(options, name) is not None and getattr(options, name) < 1:
             raise FerOptionError(f"--{name.replace('_', '-')} must be a positive integer. "
                                  f"Received: {getattr(options, name)}")
+    if options.saved_proba and not options.models and not options.export:  # only files to average: no model runs
+        given = [(flag, value) for flag, value, unset in (("tta", options.tta, "none"),
+                                                          ("prior_correction", options.prior_correction, False))
+                 if value != unset]
+        if given:  # it did nothing, without a word
+            name, value = given[0]
+            flag = "--" + name.replace("_", "-")
+            raise FerOptionError(f"{flag} applies to the --model predictions, and there is no --model: the "
+                                 f"--saved-proba files are averaged as written (with the TTA and prior correction "
+                                 f"chosen when they were saved). Drop {flag}. Received: {name}={value!r}")
     if options.export_to and not options.export:
         raise FerOptionError("--export-to needs --export tflite, savedmodel, keras or keras-float16")
     if options.export_to and len(options.models) > 1:
