@@ -396,8 +396,10 @@ def _export_keras(source, model, destination, fmt="keras", normalize=None):
         if files.same_file(destination, source.path):
             raise FerOptionError(f"--export-to would replace the model it reads; choose another file. {received}")
         if not destination.name.endswith("-inference.keras"):
-            raise FerOptionError(f"{destination} already exists and is not an earlier export: remove it or "
-                                 f"choose another file. {received}")
+            # a file of another name cannot be told from a model someone saved there (an earlier
+            # `--export-to model.keras` included): the message said "not an earlier export" of those too
+            raise FerOptionError(f"{destination} already exists, and only an earlier export named *-inference.keras "
+                                 f"is replaced: remove it or choose another file. {received}")
     folder = destination.parent
     config_copy = None
     if folder.resolve() != source.path.parent.resolve():

@@ -556,7 +556,9 @@ def test_export_keras_drops_the_optimizer_state_and_keeps_the_run_config(tmp_pat
     (elsewhere.parent / "config.json").write_text(json.dumps(json.loads((run / "config.json").read_text())))
     assert export.export_model(run, "keras", tmp_path / "package" / "second.keras").max_abs_diff == 0
     assert export.export_model(run, "keras").path == run / "best-inference.keras"
-    with pytest.raises(FerOptionError, match="already exists and is not an earlier export"):
+    # `elsewhere` is this very export, under a name that does not say so: the error must not call it
+    # "not an earlier export" (it did), but say which files are replaced.
+    with pytest.raises(FerOptionError, match=r"already exists, and only an earlier export named \*-inference.keras"):
         export.export_model(run, "keras", elsewhere)
     with pytest.raises(FerOptionError, match="replace the model it reads"):
         export.export_model(run, "keras", run / "best.keras")
