@@ -212,7 +212,7 @@ def parse_options(argv):
     for name in ("batch_size", "chunk_rows", "min_face", "every", "frames"):
         if getattr(options, name) is not None and getattr(options, name) < 1:
             raise FerOptionError(f"--{name.replace('_', '-')} must be a positive integer. "
-                                 f"Received: {getattr(options, name)}")
+                                 f"Received: {name}={getattr(options, name)}")
     if options.saved_proba and not options.models and not options.export:  # only files to average: no model runs
         given = [(flag, value) for flag, value, unset in (("tta", options.tta, "none"),
                                                           ("prior_correction", options.prior_correction, False))
