@@ -435,12 +435,13 @@ def write_image(path, image):
         encoded.tofile(str(temporary))
 
 
-def list_images(folder):
-    """Image files in `folder` and its sub-folders, sorted, as paths relative to `folder`."""
+def list_images(folder, suffixes=IMAGE_EXTENSIONS):
+    """Image files in `folder` and its sub-folders, sorted, as paths relative to `folder`
+    (`suffixes`: which files count, e.g. `data.OTHER_IMAGE_SUFFIXES` for those not read)."""
     folder = Path(folder)
     return sorted(
         path.relative_to(folder)
         for path in folder.rglob("*")
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+        if path.is_file() and path.suffix.lower() in suffixes
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     )

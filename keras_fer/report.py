@@ -269,10 +269,6 @@ def _photo_pick(path, detector="haar"):
     return Picked(to_face(image), None, path.stem)
 
 
-#: Image suffixes `data.IMAGE_EXTENSIONS` does not read: a missing `--image` file ending in one is
-#: a mistyped path, not an id.
-OTHER_IMAGE_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".ico", ".ppm", ".pbm", ".jp2")
-
 
 def select_image(faces, spec, detector="haar"):
     """The image `spec` names: the path of an existing image file, or else an id (or row number)
@@ -289,7 +285,7 @@ def select_image(faces, spec, detector="haar"):
     Raises:
         FerOptionError: when `spec` is neither an image file nor an id of the data.
     """
-    from keras_fer.data import IMAGE_EXTENSIONS, id_key, is_image_file
+    from keras_fer.data import IMAGE_EXTENSIONS, OTHER_IMAGE_SUFFIXES, id_key, is_image_file
 
     path = Path(spec) if isinstance(spec, (str, os.PathLike)) else None
     looks_like_a_file = path is not None and (bool(path.suffix.strip(".")) or os.sep in str(spec) or "/" in str(spec))

@@ -625,3 +625,21 @@ def test_a_killed_runs_half_written_submission_is_removed_by_the_next_run(tmp_pa
     assert main([str(test_csv[0]), "--model", str(run_dirs[0]), "--out", str(out)]) == 0
     assert not orphan.exists() and live.exists() and len(read_rows(out)) == len(test_csv[1]) + 1
     assert f"note: removed {orphan}, half-written by a run that was killed" in capsys.readouterr().err
+
+
+def test_a_folders_images_in_formats_not_read_are_named_not_skipped_silently(tmp_path, run_dirs, demo, capsys):
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    cv2.imwrite(str(folder / "0.png"), demo.pixels[0, :, :, 0])
+    (folder / "party.gif").write_bytes(b"GIF89a" + bytes(20))  # read as a single input it is refused by name
+    (folder / "more" / "phone.heic").write_bytes(bytes(20))
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "faces.csv"
+    assert main([str(folder), "--model", str(run_dirs[0]), "--no-detect", "--out", str(out)]) == 0
+    assert len(read_rows(out)) == 2
+    assert ("note: skipped 2 images in a format that is not read (more/phone.heic, party.gif): convert them to "
+            ".jpg, .jpeg, .png") in capsys.readouterr().err
+    (folder / "0.png").unlink()
+    assert main([str(folder), "--model", str(run_dirs[0]), "--no-detect", "--out", str(out)]) == 2
+    assert "no images in this folder (or its sub-folders) (more/phone.heic, party.gif: a format that is not read)" in (
+        one_error_line(capsys))

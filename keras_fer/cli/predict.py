@@ -320,6 +320,7 @@ def _image_plan(root, outputs=()):
     images leave out this run's own outputs (`outputs`, `(option, path)` pairs), such as the
     `faces_confusion.png` an earlier run wrote into it."""
     from keras_fer.classes import class_index
+    from keras_fer.data import IMAGE_EXTENSIONS, OTHER_IMAGE_SUFFIXES
     from keras_fer.faces import list_images
 
     root = Path(root)
@@ -327,8 +328,15 @@ def _image_plan(root, outputs=()):
         return [root], None, root.parent
     ours = {Path(path).resolve() for _, path in outputs}
     files = [file for file in list_images(root) if (root / file).resolve() not in ours]
+    unread = list_images(root, OTHER_IMAGE_SUFFIXES)  # a GIF or HEIC photo: skipped, and said so
+    shown = ", ".join(str(file) for file in unread[:3]) + (", ..." if len(unread) > 3 else "")
+    formats = ", ".join(IMAGE_EXTENSIONS)
     if not files:
-        raise FerDataError("no images in this folder (or its sub-folders)", root)
+        unread_part = f" ({shown}: a format that is not read)" if unread else ""
+        raise FerDataError(f"no images in this folder (or its sub-folders){unread_part}: use {formats}", root)
+    if unread:
+        _note(f"skipped {len(unread)} image{'s' if len(unread) > 1 else ''} in a format that is not read ({shown}): "
+              f"convert {'them' if len(unread) > 1 else 'it'} to {formats}")
     labels = []
     for file in files:
         if len(file.parts) != 2:
