@@ -212,6 +212,13 @@ def test_visualize_compare_draws_runs(tmp_path, capsys):
     assert "one: validation accuracy 0.5000 (epoch 2 of 2)" in out and "two: validation accuracy 0.4000" in out
     assert visualize_main(["compare", str(tmp_path / "missing")]) == 2
     assert "no history.csv" in capsys.readouterr().err
+    # One run twice was drawn and listed once, as if a run had been left out.
+    again = str(tmp_path / "two" / ".." / "one")
+    assert visualize_main(["compare", str(tmp_path / "one"), str(tmp_path / "two"), again,
+                           "--out", str(tmp_path / "fig4")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {again} is given twice (as {tmp_path / 'one'}): give each run once" in err
+    assert not (tmp_path / "fig4").exists()
 
 
 def test_describe_run_says_when_a_run_has_no_validation():

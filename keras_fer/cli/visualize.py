@@ -360,6 +360,11 @@ def _compare(args):
     from keras_fer.ablation import cpu_hours_column, describe_run, lineage, summarize_run
     from keras_fer.plots import compare_figure
 
+    for index, run in enumerate(args.runs):  # drawn once and listed once, it looked like a run left out
+        earlier = next((other for other in args.runs[:index] if same_file(other, run)), None)
+        if earlier is not None:
+            raise FerOptionError(f"{run} is given twice{'' if earlier == run else f' (as {earlier})'}: give each run "
+                                 f"once. Received: runs={args.runs}")
     rows = [summarize_run(run) for run in args.runs]
     histories, notes = {}, []
     for row in rows:
