@@ -100,12 +100,31 @@ def _keras_model_predictor(model):
     return keras_predictor(model)
 
 
+def _from_pil(image):
+    """A PIL Image as uint8 gray `(H, W)` or BGR `(H, W, 3)`, read by its mode: its array is RGB,
+    palette indices (mode P), CMYK, YCbCr ..., never the BGR an OpenCV array is. Single-channel
+    16-bit and float images are scaled as such files are read (`data.to_uint8`); alpha is dropped."""
+    from keras_fer.data import to_uint8
+
+    if image.mode == "L":
+        return np.asarray(image)
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        array = np.asarray(image)
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise FerOptionError(f"image holds NaN or infinite pixel values. Received: PIL image of mode {image.mode}")
+        return to_uint8(array)
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+
+
 def _as_image(image):
-    """A path or an OpenCV-style uint8 array, as uint8 gray `(H, W)` or BGR `(H, W, 3)`."""
+    """A path, an OpenCV-style uint8 array or a PIL Image, as uint8 gray `(H, W)` or BGR `(H, W, 3)`."""
     if isinstance(image, (str, os.PathLike)):
         if not str(image).strip():
             raise FerOptionError(f"image must name an image file. Received: image={image!r}")
         return face_tools.read_photo(Path(image))
+    pil = sys.modules.get("PIL.Image")  # a PIL Image means Pillow is imported already
+    if pil is not None and isinstance(image, pil.Image):
+        image = _from_pil(image)
     array = np.asarray(image)
     if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))):
         raise FerOptionError(
@@ -126,8 +145,9 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
     """Find the faces in an image and classify their expressions.
 
     Args:
-        image: an image file path, or a uint8 array as OpenCV reads one: gray `(H, W)` or BGR
-            `(H, W, 3)` (an RGB array works too, its grey levels weighted slightly differently).
+        image: an image file path, a uint8 array as OpenCV reads one: gray `(H, W)` or BGR
+            `(H, W, 3)` (an RGB array works too, its grey levels weighted slightly differently),
+            or a PIL Image (read by its mode: RGB, palette, CMYK, 16-bit ..., alpha dropped).
         model: a `.keras` or `.tflite` file or a training run directory, a `keras.Model` (run
             with Keras whatever `backend` says), an `inference.Predictor`, or a list of those
             (an ensemble, their softmax averaged); None for the packaged model. Models are

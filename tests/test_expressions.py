@@ -120,3 +120,20 @@ def test_the_packaged_model_is_the_default(face):
     (found,) = keras_fer.recognize(face, backend="keras")
     packaged = inference.load_predictor(loading.default_model_path(), backend="keras")
     np.testing.assert_allclose(found.probabilities, inference.predict_proba([packaged], face[None])[0], atol=1e-6)
+
+
+def test_a_pil_image_is_read_by_its_mode_not_taken_as_bgr(runs, face):
+    from matplotlib import cbook
+    from PIL import Image
+
+    photo = Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    for mode in ("RGB", "RGBA", "P", "CMYK", "L"):
+        image = photo.convert(mode)
+        bgr = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)  # as cv2.imread gives it
+        expected = keras_fer.recognize(bgr, model=runs[0])
+        found = keras_fer.recognize(image, model=runs[0])  # RGB was taken as BGR, P's palette indices as grey
+        assert len(expected) == 1 and [f.box for f in found] == [f.box for f in expected], mode
+        np.testing.assert_allclose(found[0].probabilities, expected[0].probabilities, atol=1e-6)
+    sixteen = Image.fromarray(face[:, :, 0].astype(np.uint16) * 257)  # a 16-bit crop: scaled as its file is
+    (found,) = keras_fer.recognize(sixteen, model=runs[0])
+    np.testing.assert_allclose(found.probabilities, keras_fer.recognize(face, model=runs[0])[0].probabilities)
