@@ -254,21 +254,24 @@ CLASSES_SPEC = tf.TensorSpec((None,), tf.int32)
 
 
 def _prepare(model, images):
-    """Images as a float array of the model's input dtype, with a batch axis and channels."""
-    images = np.asarray(images)
-    expected = _functional_of(model).inputs[0].shape
-    if images.ndim == len(expected) - 1:
-        images = images[None]
-    if images.ndim == 3 and len(expected) == 4:
+    """Images as a float array of the model's input dtype, with a batch axis and channels: a batch
+    or one image, and for a one-channel model also without the channel axis (a grey `(H, W)` face
+    or an `(N, H, W)` stack, as `inference.predict_proba` takes them)."""
+    given = np.asarray(images)
+    expected = tuple(_functional_of(model).inputs[0].shape[1:])
+    images = given
+    if expected[-1] == 1 and images.ndim in (len(expected) - 1, len(expected)) \
+            and tuple(images.shape[images.ndim - len(expected) + 1:]) == expected[:-1]:
         images = images[..., None]
-    if images.ndim != len(expected) or tuple(images.shape[1:]) != tuple(d for d in expected[1:]):
-        raise FerOptionError(
-            f"images must be {tuple(expected[1:])} each, as model {model.name!r} takes. Received shape {images.shape}"
-        )
+    if images.ndim == len(expected):
+        images = images[None]
+    if images.ndim != len(expected) + 1 or tuple(images.shape[1:]) != expected:
+        raise FerOptionError(f"images must be a batch of {expected} images (or one), as model {model.name!r} "
+                             f"takes. Received: images.shape={given.shape}")
     if not len(images):
-        raise FerOptionError(f"images must hold at least one image. Received shape {images.shape}")
+        raise FerOptionError(f"images must hold at least one image. Received: images.shape={given.shape}")
     if images.dtype.kind not in "biuf":
-        raise FerOptionError(f"images must be numbers (pixel values). Received dtype {images.dtype}")
+        raise FerOptionError(f"images must be numbers (pixel values). Received: images.dtype={images.dtype}")
     return images.astype(_input_dtype(model).as_numpy_dtype)
 
 

@@ -181,10 +181,23 @@ def test_the_defaults_that_mean_nothing_or_fresh_still_work():
 
 def test_an_empty_or_non_numeric_batch_is_named():
     model = tiny_float64_model()
-    with pytest.raises(FerOptionError, match=r"at least one image\. Received shape \(0, 8, 8, 1\)"):
+    with pytest.raises(FerOptionError, match=r"at least one image\. Received: images\.shape=\(0, 8, 8, 1\)"):
         explain.saliency(model, np.zeros((0, 8, 8, 1)))
-    with pytest.raises(FerOptionError, match="must be numbers.*Received dtype <U"):
+    with pytest.raises(FerOptionError, match=r"must be numbers.*Received: images\.dtype=<U"):
         explain.logits(model, np.full((1, 8, 8, 1), "x"))
+
+
+def test_grey_faces_without_a_channel_axis_are_one_face_or_a_stack():
+    model = tiny_float64_model()
+    images = np.random.default_rng(2).normal(size=(3, 8, 8, 1))
+    expected = explain.logits(model, images)
+    # (N, H, W) was taken as one image of N rows (an error naming (1, 3, 8, 8), not the shape given),
+    # and one grey (H, W) face was refused: predict_proba and recognize take both.
+    np.testing.assert_allclose(explain.logits(model, images[..., 0]), expected)
+    np.testing.assert_allclose(explain.saliency(model, images[1, :, :, 0]), explain.saliency(model, images[1:2]))
+    np.testing.assert_allclose(explain.logits(model, images[0]), expected[:1])  # one (H, W, 1) face, as before
+    with pytest.raises(FerOptionError, match=r"Received: images\.shape=\(3, 8, 9\)$"):
+        explain.logits(model, np.zeros((3, 8, 9)))
 
 
 def test_softmax_models_are_explained_on_logits():
