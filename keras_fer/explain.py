@@ -41,8 +41,16 @@ def _is_graph_model(layer):
     return isinstance(layer, keras.Model) and hasattr(_functional_of(layer), "_run_through_graph")
 
 
+def _check_model(model):
+    """FerOptionError for anything but a Keras model (a run directory or `.keras` path, say)."""
+    if not isinstance(model, keras.Model):
+        raise FerOptionError("model must be a Keras model: load a file or run directory with "
+                             f"keras_fer.loading.load_keras_model(path). Received: model={model!r}")
+
+
 def _functional_of(model):
     """The Functional graph of a Functional model, or of a built Sequential model."""
+    _check_model(model)
     if isinstance(model, keras.Sequential):
         return getattr(model, "_functional", None)
     return model
@@ -51,6 +59,7 @@ def _functional_of(model):
 def walk_layers(model):
     """Every layer of `model` in forward order, looking into nested models (which are not
     themselves listed)."""
+    _check_model(model)
     for layer in model.layers:
         if _is_graph_model(layer):
             yield from walk_layers(layer)

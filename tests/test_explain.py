@@ -503,3 +503,14 @@ def test_filter_ascent_multiplies_a_rectified_activation(trained):
     assert found.final[best] > 10 * found.start[best]  # many-fold over the grey start
     assert found.final[best] > 3 * real_best  # and over the most exciting real face
     assert np.all(np.diff(found.activations[best][::8]) > -0.2)  # it climbs, give or take the jitter
+
+
+def test_a_model_path_is_refused_naming_it_and_how_to_load_it():
+    faces = np.zeros((1, 8, 8, 1))
+    calls = (lambda model: explain.saliency(model, faces), lambda model: explain.grad_cam(model, faces),
+             lambda model: explain.logits(model, faces), explain.conv_layers,
+             lambda model: explain.filter_ascent(model, "conv1", [0], steps=1),
+             lambda model: explain.activation_maps(model, faces[0], "conv1"))
+    for call in calls:  # each was an AttributeError ('str' object has no attribute 'inputs' / 'layers')
+        with pytest.raises(FerOptionError, match=r"load_keras_model\(path\)\. Received: model='runs/cnn4'$"):
+            call("runs/cnn4")
