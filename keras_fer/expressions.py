@@ -125,10 +125,17 @@ def _as_image(image):
     pil = sys.modules.get("PIL.Image")  # a PIL Image means Pillow is imported already
     if pil is not None and isinstance(image, pil.Image):
         image = _from_pil(image)
+    if isinstance(image, (list, tuple)):  # it was refused as an array of shape (n,) or (n, H, W)
+        items = f"{len(image)} item" + "s" * (len(image) != 1)
+        raise FerOptionError("image must be one image (a file path, a uint8 array or a PIL Image): call recognize "
+                             f"once per image. Received: image=<{type(image).__name__} of {items}>")
+    if image is None or not hasattr(image, "__array__") and not hasattr(image, "__array_interface__"):
+        raise FerOptionError("image must be a file path, a uint8 array or a PIL Image. Received: "
+                             + ("image=None" if image is None else f"image of type {type(image).__name__}"))
     array = np.asarray(image)
     if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))):
         raise FerOptionError(
-            "image must be a file path or a uint8 array of shape (H, W), (H, W, 1), (H, W, 3) (BGR, as "
+            "image must be a file path, a PIL Image or a uint8 array of shape (H, W), (H, W, 1), (H, W, 3) (BGR, as "
             f"OpenCV reads it) or (H, W, 4). Received: image.shape={array.shape}, image.dtype={array.dtype}"
         )
     if min(array.shape[:2]) < 1:
@@ -167,8 +174,10 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
         FerModelError: for a missing or unloadable model.
         FerOptionError: for an image array of the wrong type or shape, or a bad option.
     """
-    from keras_fer.inference import TTA_MODES, predict_proba
+    from keras_fer.inference import BACKENDS, TTA_MODES, predict_proba
 
+    if backend not in BACKENDS:  # also for in-memory models, which never reach load_predictor's check
+        raise FerOptionError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
     if tta not in TTA_MODES:
         raise FerOptionError(f"tta must be one of {', '.join(TTA_MODES)}. Received: tta={tta!r}")
     check_finite(min_face, "min_face (pixels)", 1, received="min_face")  # as predict.py --min-face

@@ -48,6 +48,8 @@ def read_photo(path):
     path = Path(path)
     if not path.exists():
         raise FerDataError("no such file", path)
+    if path.is_dir():
+        raise FerDataError("a folder, not an image file", path)
     data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
     image = decode_image(data)
     if image is None:

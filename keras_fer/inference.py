@@ -141,9 +141,10 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
         batch_size: faces per forward pass.
     """
     if backend not in BACKENDS:
-        raise FerOptionError(f"--backend must be one of {', '.join(BACKENDS)}. Received: {backend!r}")
+        raise FerOptionError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
     if normalize is not None and normalize not in SERVING_NORMALIZE:
-        raise FerOptionError(f"--normalize must be one of {', '.join(SERVING_NORMALIZE)}. Received: {normalize!r}")
+        raise FerOptionError(f"normalize must be one of {', '.join(SERVING_NORMALIZE)}. "
+                             f"Received: normalize={normalize!r}")
     batch_size = check_integer(batch_size, "--batch-size", 1, received="batch_size")
     source = resolve_model(path)
     name = str(path)

@@ -137,3 +137,19 @@ def test_a_pil_image_is_read_by_its_mode_not_taken_as_bgr(runs, face):
     sixteen = Image.fromarray(face[:, :, 0].astype(np.uint16) * 257)  # a 16-bit crop: scaled as its file is
     (found,) = keras_fer.recognize(sixteen, model=runs[0])
     np.testing.assert_allclose(found.probabilities, keras_fer.recognize(face, model=runs[0])[0].probabilities)
+
+
+def test_what_is_not_one_image_or_a_known_backend_is_named(tmp_path, runs, face):
+    for image, words in ((None, "Received: image=None"),
+                         ([face, face], "call recognize once per image. Received: image=<list of 2 items>"),
+                         ((str(tmp_path / "a.png"),), "Received: image=<tuple of 1 item>"),
+                         (b"\x89PNG", "Received: image of type bytes")):  # were image.shape=(), (2, 48, 48, 1) ...
+        with pytest.raises(FerOptionError, match=words.replace("(", r"\(").replace(")", r"\)") + "$"):
+            keras_fer.recognize(image, model=runs[0])
+    with pytest.raises(FerDataError, match="a folder, not an image file$"):  # was 'unreadable image (corrupt ...)'
+        keras_fer.recognize(tmp_path, model=runs[0])
+    predictor = inference.load_predictor(runs[0], backend="keras")
+    for model in (predictor, runs[0]):  # an in-memory model ignored the typo; a path said --backend, Received: 'lite'
+        with pytest.raises(FerOptionError, match=r"^backend must be one of auto, litert, keras\. "
+                                                 r"Received: backend='lite'$"):
+            keras_fer.recognize(face, model=model, backend="lite")
