@@ -4,7 +4,8 @@
 Faces are found with OpenCV's Haar cascade, or MTCNN with `detector="mtcnn"` (`keras_fer.faces`;
 an image of exactly 48x48 pixels is taken as a face crop) and classified by the packaged model, or
 by any model or ensemble
-`predict.py` takes. Models are loaded once and reused by later calls.
+`predict.py` takes. Models are loaded once and reused by later calls (loaded again when their
+file changes, as a run's best.keras does while it trains).
 
 Example:
 >>> import keras_fer
@@ -59,7 +60,9 @@ class Face:
 
 
 @functools.lru_cache(maxsize=8)
-def _load(path, backend):
+def _load(path, mtime_ns, size, backend):
+    """`load_predictor(path, backend)`, kept for later calls while the file keeps its time and size
+    (a run's best.keras rewritten by training, or a model saved again, is loaded again)."""
     from keras_fer.inference import load_predictor
 
     return load_predictor(path, backend)
@@ -83,7 +86,9 @@ def _predictors(model, backend):
             raise FerOptionError(f"model must name a model file or run directory. Received: model={item!r}")
         elif item is None or isinstance(item, (str, os.PathLike)):
             path = default_model_path() if item is None else resolve_model_argument(item).path
-            found.append(_load(str(Path(path).resolve()), backend))
+            path = Path(path).resolve()
+            stat = path.stat()
+            found.append(_load(str(path), stat.st_mtime_ns, stat.st_size, backend))
         else:
             raise FerOptionError(
                 "model must be None (the packaged model), a model file or run directory, a keras.Model, an "
@@ -158,7 +163,7 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
         model: a `.keras` or `.tflite` file or a training run directory, a `keras.Model` (run
             with Keras whatever `backend` says), an `inference.Predictor`, or a list of those
             (an ensemble, their softmax averaged); None for the packaged model. Models are
-            loaded once and kept for later calls.
+            loaded once and kept for later calls, and loaded again when their file changes.
         tta: test-time augmentation: `"none"`, `"flip"` or `"crops"` (ten-crop).
         detect: False to take the whole image as one face.
         min_face: smallest face side the detector looks for, in pixels.

@@ -153,3 +153,19 @@ def test_what_is_not_one_image_or_a_known_backend_is_named(tmp_path, runs, face)
         with pytest.raises(FerOptionError, match=r"^backend must be one of auto, litert, keras\. "
                                                  r"Received: backend='lite'$"):
             keras_fer.recognize(face, model=model, backend="lite")
+
+
+def test_a_model_file_saved_again_is_loaded_again(tmp_path, runs, face):
+    import os
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs[0], run)
+    first = keras_fer.recognize(face, model=run)[0].probabilities
+    np.testing.assert_allclose(keras_fer.recognize(face, model=run)[0].probabilities, first)  # kept
+    shutil.copyfile(runs[1] / "best.keras", run / "best.keras")  # training wrote a better epoch
+    os.utime(run / "best.keras", ns=(os.stat(run / "best.keras").st_mtime_ns + 10**9,) * 2)
+    expected = keras_fer.recognize(face, model=runs[1])[0].probabilities
+    assert not np.allclose(expected, first)
+    # The first model was kept by its path, and answered for the new one.
+    np.testing.assert_allclose(keras_fer.recognize(face, model=run)[0].probabilities, expected, atol=1e-6)
