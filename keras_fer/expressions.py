@@ -178,6 +178,12 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
         FerDataError: for an unreadable image file.
         FerModelError: for a missing or unloadable model.
         FerOptionError: for an image array of the wrong type or shape, or a bad option.
+
+    Example:
+    >>> (face,) = recognize(np.full((48, 48), 128, np.uint8))  # a 48x48 crop: one face, the whole image
+    >>> face.box, face.name in CLASS_NAMES, round(sum(face.emotions().values()), 6)
+    ((0, 0, 48, 48), True, 1.0)
+    >>> [(f.box, f.name) for f in recognize("party.jpg", tta="flip")]  # [((x, y, w, h), name), ...]  # doctest: +SKIP
     """
     from keras_fer.inference import BACKENDS, TTA_MODES, predict_proba
 
