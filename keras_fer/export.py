@@ -480,7 +480,7 @@ def export_model(model_path, fmt="tflite", destination=None, normalize=None):
         (`FLOAT16_TOLERANCE` for keras-float16).
     """
     if fmt not in EXPORT_FORMATS:
-        raise FerOptionError(f"--export must be one of {', '.join(EXPORT_FORMATS)}. Received: {fmt!r}")
+        raise FerOptionError(f"fmt must be one of {', '.join(EXPORT_FORMATS)}. Received: fmt={fmt!r}")
     source = resolve_model(model_path)
     if source.path.suffix.lower() == ".tflite":
         raise FerModelError(f"{source.path}: already a TensorFlow Lite file; export needs the .keras model")

@@ -777,3 +777,15 @@ def test_saved_probabilities_skip_blank_lines_but_not_short_rows(tmp_path, endin
     path.write_bytes(ending.join([header, rows[0], "", "3,3", rows[1], ""]).encode())  # a short row is no blank
     with pytest.raises(FerDataError, match=r"p\.csv, line 4: expected 9 fields, found 2"):
         inference.read_saved_probabilities(path)
+
+
+def test_the_python_api_names_its_own_arguments_not_the_cli_options(tmp_path):
+    # predict.py's argparse choices catch these first, so only Python callers saw '--export', '--backend'.
+    for call, words in ((lambda: export.export_model(tmp_path / "none.keras", "onnx"), "fmt must be one of "
+                         "tflite, savedmodel, keras, keras-float16. Received: fmt='onnx'"),
+                        (lambda: inference.load_predictor(tmp_path, backend="onnx"), "backend must be one of "
+                         "auto, litert, keras. Received: backend='onnx'"),
+                        (lambda: inference.load_predictor(tmp_path, normalize="z"), "normalize must be one of "
+                         "none, unit, image. Received: normalize='z'")):
+        with pytest.raises(FerOptionError, match="^" + re.escape(words) + "$"):
+            call()
