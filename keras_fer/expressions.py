@@ -24,7 +24,7 @@ import numpy as np
 
 from keras_fer import faces as face_tools
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
-from keras_fer.errors import FerOptionError, check_finite
+from keras_fer.errors import FerDataError, FerOptionError, check_finite
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -126,7 +126,15 @@ def _as_image(image):
     if isinstance(image, (str, os.PathLike)):
         if not str(image).strip():
             raise FerOptionError(f"image must name an image file. Received: image={image!r}")
-        return face_tools.read_photo(Path(image))
+        try:
+            return face_tools.read_photo(Path(image))
+        except FerDataError as error:
+            from keras_fer.video import VIDEO_EXTENSIONS
+
+            if Path(image).suffix.lower() in VIDEO_EXTENSIONS and error.reason.startswith("unreadable image"):
+                raise FerDataError("a video, not an image: keras_fer.video.predict_video reads videos",
+                                   image) from None
+            raise
     pil = sys.modules.get("PIL.Image")  # a PIL Image means Pillow is imported already
     if pil is not None and isinstance(image, pil.Image):
         image = _from_pil(image)

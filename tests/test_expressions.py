@@ -169,3 +169,15 @@ def test_a_model_file_saved_again_is_loaded_again(tmp_path, runs, face):
     assert not np.allclose(expected, first)
     # The first model was kept by its path, and answered for the new one.
     np.testing.assert_allclose(keras_fer.recognize(face, model=run)[0].probabilities, expected, atol=1e-6)
+
+
+def test_a_video_path_is_pointed_to_predict_video(tmp_path, runs, face):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (48, 48))
+    for _ in range(3):
+        writer.write(cv2.cvtColor(face[:, :, 0], cv2.COLOR_GRAY2BGR))
+    writer.release()
+    with pytest.raises(FerDataError, match=r"clip\.avi: a video, not an image: keras_fer\.video\.predict_video"):
+        keras_fer.recognize(path, model=runs[0])  # was 'unreadable image (corrupt or not an image)'
+    with pytest.raises(FerDataError, match=r"nope\.mp4: no such file$"):
+        keras_fer.recognize(tmp_path / "nope.mp4", model=runs[0])
