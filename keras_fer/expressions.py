@@ -200,6 +200,8 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
     if tta not in TTA_MODES:
         raise FerOptionError(f"tta must be one of {', '.join(TTA_MODES)}. Received: tta={tta!r}")
     check_finite(min_face, "min_face (pixels)", 1, received="min_face")  # as predict.py --min-face
+    if isinstance(detect, str) or detect not in (True, False):  # detect="no" is true: it looked for faces
+        raise FerOptionError(f"detect must be True or False. Received: detect={detect!r}")
     if detect:
         face_tools.check_detector(detector)
     picture = _as_image(image)

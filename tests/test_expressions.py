@@ -63,6 +63,9 @@ def test_bad_images_and_options_are_package_errors_naming_what_was_received(tmp_
         keras_fer.recognize(tmp_path / "broken.png", model=runs[0])
     with pytest.raises(FerDataError, match="nope.png: no such file"):
         keras_fer.recognize(tmp_path / "nope.png", model=runs[0])
+    for detect in ("no", "", None, 2):  # "no" is true: faces were looked for
+        with pytest.raises(FerOptionError, match=f"detect must be True or False. Received: detect={detect!r}"):
+            keras_fer.recognize(np.zeros((48, 48), np.uint8), model=runs[0], detect=detect)
     with pytest.raises(FerOptionError, match="Received: detector='yolo'"):
         keras_fer.recognize(np.zeros((48, 48), np.uint8), model=runs[0], detector="yolo")
     for min_face in (float("nan"), None, 0, -5, "30"):  # the CLI refuses < 1; nan and None were tracebacks
