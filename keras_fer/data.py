@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import unicodedata
+import warnings
 import zlib
 from pathlib import Path
 
@@ -540,6 +541,20 @@ def to_uint8(image):
             levels = levels * 255
     return np.clip(np.rint(levels), 0, 255).astype(np.uint8)
 
+
+def check_grey_levels(faces, stacklevel=3):
+    """Warn when float faces look scaled to [0, 1] or [-1, 1] (face_classification's and many
+    notebooks' preprocessing) where grey levels 0-255 are expected (`inference.predict_proba`:
+    its predictors scale faces as their model needs), to which such faces are nearly black. A
+    warning, not an error: dark faces are faces too. (`explain` takes any Keras model, whose
+    input may well be 0-1: it does not warn.)"""
+    faces = np.asarray(faces)
+    if faces.dtype.kind == "f" and faces.size:
+        low, high = float(faces.min()), float(faces.max())
+        if 0.0 < high <= 1.0 and low >= -1.0:
+            warnings.warn(f"faces look scaled to [0, 1] or [-1, 1] (values {low:g} to {high:g}), but the model "
+                          "takes grey levels 0-255, to which they are nearly black: pass the raw pixels",
+                          UserWarning, stacklevel=stacklevel)
 
 def to_face(image):
     """Convert an image array (gray, BGR or BGRA, any size, uint8, 16-bit or float: `to_uint8`) to

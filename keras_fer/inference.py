@@ -315,7 +315,11 @@ def predict_proba(predictors, faces, tta="none", prior_correction=False):
                              f"{IMAGE_SIZE}, 1). Received: faces.shape={faces.shape}, faces.dtype={faces.dtype}")
     if faces.dtype.kind == "f" and not np.isfinite(faces).all():
         raise FerOptionError("faces must hold finite grey levels. Received: NaN or infinity")
+    from keras_fer.data import check_grey_levels
+
+    check_grey_levels(faces)  # 0-1 floats: nearly black faces, a warning
     return _sum_proba(predictors, faces, tta, prior_correction) / len(predictors)
+
 
 
 def _sum_proba(predictors, faces, tta, prior_correction):

@@ -789,3 +789,15 @@ def test_the_python_api_names_its_own_arguments_not_the_cli_options(tmp_path):
                          "none, unit, image. Received: normalize='z'")):
         with pytest.raises(FerOptionError, match="^" + re.escape(words) + "$"):
             call()
+
+
+def test_predict_proba_warns_about_faces_scaled_to_0_1(keras_predictors, demo):
+    import warnings
+
+    faces = demo.pixels[:4].astype(np.float32)
+    with pytest.warns(UserWarning, match=r"faces look scaled to \[0, 1\].*pass the raw pixels") as caught:
+        inference.predict_proba(keras_predictors["a"], faces / 255.0)
+    assert caught[0].filename == __file__  # pointed at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inference.predict_proba(keras_predictors["a"], faces)
