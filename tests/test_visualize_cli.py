@@ -437,6 +437,21 @@ def test_activations_command_defaults_to_the_rectified_middle_layer(run_dir, tmp
     assert not (tmp_path / "activations_conv1_00002.png").exists()
 
 
+def test_activations_of_a_named_layer_in_a_model_without_conv_layers(tmp_path):
+    # dnn has feature maps (pool1) but no conv layer: the default layer was looked up even when
+    # --layer was given, so it failed with "has no convolution layers".
+    import cv2
+
+    from keras_fer.models import build_model
+
+    build_model("dnn", preprocessing={"normalize": "unit"}).save(tmp_path / "dnn.keras")
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), synthetic.generate(1, seed=9).images.pixels[0])
+    assert main(["activations", "--model", str(tmp_path / "dnn.keras"), "--layer", "pool1", "--image", str(photo),
+                 "--out", str(tmp_path)]) == 0
+    check_png(tmp_path / "activations_pool1_face.png")
+
+
 @pytest.mark.parametrize("command", ["saliency", "smoothgrad", "gradcam", "gradcam++", "layercam", "scorecam",
                                      "occlusion", "filters",
                                      "activations",

@@ -342,9 +342,10 @@ def _activations(args):
     from keras_fer import explain, report
 
     model, run = _context(args)
-    # as report.activations_figure defaults: the middle conv layer's rectified output (convN_act)
-    default = report.rectified_layer(model, report.default_activation_layer(model))
-    layer = explain.find_layer(model, args.layer or default).name
+    # as report.activations_figure defaults: the middle conv layer's rectified output (convN_act);
+    # looked up only without --layer, as a model without conv layers (dnn) has no default
+    layer = args.layer or report.rectified_layer(model, report.default_activation_layer(model))
+    layer = explain.find_layer(model, layer).name
     pick = _pick(args, run)
     figure = report.activations_figure(model, pick, layer, args.count)
     return _save(figure, args.out, f"activations_{_safe_name(layer)}_{_safe_name(pick.name)}.png")
