@@ -188,7 +188,8 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
         FerOptionError: for an image array of the wrong type or shape, or a bad option.
 
     Example:
-    >>> (face,) = recognize(np.full((48, 48), 128, np.uint8))  # a 48x48 crop: one face, the whole image
+    >>> crop = np.full((48, 48), 128, np.uint8)  # a 48x48 crop: one face, the whole image
+    >>> (face,) = recognize(crop, backend="keras")  # (keras: as a test, no LiteRT copy in ~/.cache)
     >>> face.box, face.name in CLASS_NAMES, round(sum(face.emotions().values()), 6)
     ((0, 0, 48, 48), True, 1.0)
     >>> [(f.box, f.name) for f in recognize("party.jpg", tta="flip")]  # [((x, y, w, h), name), ...]  # doctest: +SKIP

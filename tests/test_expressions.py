@@ -184,3 +184,18 @@ def test_a_video_path_is_pointed_to_predict_video(tmp_path, runs, face):
         keras_fer.recognize(path, model=runs[0])  # was 'unreadable image (corrupt or not an image)'
     with pytest.raises(FerDataError, match=r"nope\.mp4: no such file$"):
         keras_fer.recognize(tmp_path / "nope.mp4", model=runs[0])
+
+
+def test_recognizes_example_leaves_the_user_cache_alone(tmp_path, monkeypatch):
+    # The docstring's example runs as a doctest: with backend "auto" it made a LiteRT copy of the
+    # packaged model in the user's ~/.cache/keras-fer on every fresh machine that ran the tests.
+    import doctest
+
+    from keras_fer import expressions
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    expressions._load.cache_clear()  # a model kept from an earlier test would hide it
+    finder = doctest.DocTestFinder()
+    [test] = finder.find(expressions.recognize, "recognize", globs=vars(expressions).copy())
+    assert doctest.DocTestRunner().run(test).failed == 0
+    assert not (tmp_path / "cache" / "keras-fer").exists()
