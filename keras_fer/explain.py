@@ -19,6 +19,7 @@ Example:
 """
 
 import dataclasses
+import os
 
 import keras
 import numpy as np
@@ -44,8 +45,12 @@ def _is_graph_model(layer):
 def _check_model(model):
     """FerOptionError for anything but a Keras model (a run directory or `.keras` path, say)."""
     if not isinstance(model, keras.Model):
+        given = f"model={model!r}"
+        if not (model is None or isinstance(model, (str, os.PathLike))):  # images swapped in: many lines
+            shape = getattr(model, "shape", None)
+            given = f"model of type {type(model).__name__}" + ("" if shape is None else f" (shape {tuple(shape)})")
         raise FerOptionError("model must be a Keras model: load a file or run directory with "
-                             f"keras_fer.loading.load_keras_model(path). Received: model={model!r}")
+                             f"keras_fer.loading.load_keras_model(path). Received: {given}")
 
 
 def _functional_of(model):

@@ -514,3 +514,11 @@ def test_a_model_path_is_refused_naming_it_and_how_to_load_it():
     for call in calls:  # each was an AttributeError ('str' object has no attribute 'inputs' / 'layers')
         with pytest.raises(FerOptionError, match=r"load_keras_model\(path\)\. Received: model='runs/cnn4'$"):
             call("runs/cnn4")
+
+
+def test_images_given_for_the_model_are_named_in_one_line():
+    # explain.saliency(faces, model), the arguments swapped: the error printed the whole array
+    # (dozens of lines) as Received: model=array([[[[0.], ...
+    with pytest.raises(FerOptionError, match=r"Received: model of type ndarray \(shape \(2, 8, 8, 1\)\)$") as caught:
+        explain.saliency(np.zeros((2, 8, 8, 1)), tiny_float64_model())
+    assert "\n" not in str(caught.value)
