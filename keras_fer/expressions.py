@@ -117,6 +117,8 @@ def _from_pil(image):
         array = np.asarray(image)
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise FerOptionError(f"image holds NaN or infinite pixel values. Received: PIL image of mode {image.mode}")
+        if image.mode == "I" and array.size and array.min() >= 0 and array.max() <= 65535:
+            array = array.astype(np.uint16)  # a 16-bit file's levels (PGM; PNG before Pillow 10.3), held as int32
         return to_uint8(array)
     return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
 

@@ -199,3 +199,17 @@ def test_recognizes_example_leaves_the_user_cache_alone(tmp_path, monkeypatch):
     [test] = finder.find(expressions.recognize, "recognize", globs=vars(expressions).copy())
     assert doctest.DocTestRunner().run(test).failed == 0
     assert not (tmp_path / "cache" / "keras-fer").exists()
+
+
+def test_a_16_bit_pil_image_of_mode_i_is_scaled_as_its_file_is(tmp_path, runs, face):
+    # Pillow opens a 16-bit PGM (and, before 10.3, a 16-bit PNG) as mode I, int32: its levels were
+    # divided as 32-bit ones, a black face, where the same file read from disk is 16-bit.
+    from PIL import Image
+
+    path = tmp_path / "face16.pgm"
+    cv2.imwrite(str(path), face[:, :, 0].astype(np.uint16) * 257)
+    image = Image.open(path)
+    assert image.mode == "I"
+    (found,) = keras_fer.recognize(image, model=runs[0])
+    np.testing.assert_allclose(found.probabilities, keras_fer.recognize(path, model=runs[0])[0].probabilities,
+                               atol=1e-6)
