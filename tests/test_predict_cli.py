@@ -612,7 +612,8 @@ def test_a_bad_image_late_in_a_folder_leaves_no_annotated_copies(tmp_path, run_d
                                                                         + ["keep.txt"])
 
 
-def test_a_killed_runs_half_written_submission_is_removed_by_the_next_run(tmp_path, run_dirs, test_csv, capsys):
+def test_a_killed_runs_half_written_submission_is_removed_by_the_next_run(tmp_path, run_dirs, test_csv, capsys,
+                                                                          monkeypatch):
     import signal
 
     out = tmp_path / "submission.csv"
@@ -625,6 +626,18 @@ def test_a_killed_runs_half_written_submission_is_removed_by_the_next_run(tmp_pa
     assert main([str(test_csv[0]), "--model", str(run_dirs[0]), "--out", str(out)]) == 0
     assert not orphan.exists() and live.exists() and len(read_rows(out)) == len(test_csv[1]) + 1
     assert f"note: removed {orphan}, half-written by a run that was killed" in capsys.readouterr().err
+    # One that cannot be removed (another user's, in a sticky /tmp) is left, and the run goes on.
+    orphan.write_text("id,label\n1000,")
+    real_unlink = Path.unlink
+
+    def refuse(self, missing_ok=False):
+        if self == orphan:
+            raise PermissionError(1, "Operation not permitted", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    assert main([str(test_csv[0]), "--model", str(run_dirs[0]), "--out", str(out)]) == 0
+    assert orphan.exists() and "removed" not in capsys.readouterr().err
 
 
 def test_a_folders_images_in_formats_not_read_are_named_not_skipped_silently(tmp_path, run_dirs, demo, capsys):

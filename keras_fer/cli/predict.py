@@ -632,7 +632,10 @@ def main(argv=None):
     check_outputs(options, models, plan)
     for _, path in _outputs(options):  # what a run killed while writing these files left beside them
         for leftover in orphaned_temporaries(path):
-            leftover.unlink(missing_ok=True)
+            try:
+                leftover.unlink(missing_ok=True)
+            except OSError:  # another user's, in a shared sticky folder: theirs to remove, no reason to stop
+                continue
             _note(f"removed {leftover}, half-written by a run that was killed")
     if options.prior_correction:
         for path in models:  # fail now, before loading or exporting anything, if a model has no prior
