@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def atomic_path(path):
     check_folder_for(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=path.suffix or ".tmp",
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.{_writer()}-", suffix=path.suffix or ".tmp",
                                              dir=path.parent)
     except OSError as error:
         raise OSError(error.errno, error.strerror, str(path)) from None
@@ -108,9 +109,21 @@ def atomic_path(path):
     _sync(path.parent)  # and the rename itself
 
 
-# atomic_path's temporary names: "." + the file's name + "." + the writer's process id + "-" + mkstemp's
-# 8 random characters + its suffix (before 2026-12-06 there was no process id).
-_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?:(?P<pid>[0-9]+)-)?[A-Za-z0-9_]{8}(?P<suffix>\.[^.]+)")
+# atomic_path's temporary names: "." + the file's name + "." + the writer (its process id, "@" and
+# its host's tag) + "-" + mkstemp's 8 random characters + its suffix (before 2026-12-05 evening there
+# was no writer in the name).
+_TEMPORARY_NAME = re.compile(
+    r"\.(?P<name>.+)\.(?:(?P<pid>[0-9]+)@(?P<host>[0-9a-f]{6})-)?[A-Za-z0-9_]{8}(?P<suffix>\.[^.]+)")
+
+
+def _host_tag():
+    """6 hex characters of the SHA-256 of this machine's name: a process id means something only
+    on its own machine (an output folder may be shared over NFS, or with a container)."""
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
+
+
+def _writer():
+    return f"{os.getpid()}@{_host_tag()}"
 
 
 def _temporaries(folder):
@@ -143,11 +156,13 @@ def _running(pid):
 
 def orphaned_temporaries(path):
     """The temporary files of `path` (an output such as a submission) that `atomic_path` left when
-    its writer was killed: those whose process id names no running process. A writer still
-    running, or one from before process ids were in the names, is left alone."""
+    its writer was killed: those written on this machine whose process id names no running
+    process. A writer still running, one on another machine, or one from before writers were in
+    the names, is left alone."""
     path = Path(path)
+    host = _host_tag()
     return [found for found, match in _temporaries(path.parent)
-            if match["name"] == path.name and match["pid"] and not _running(int(match["pid"]))]
+            if match["name"] == path.name and match["host"] == host and not _running(int(match["pid"]))]
 
 
 def _sync(path):

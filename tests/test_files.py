@@ -285,12 +285,15 @@ def test_a_killed_writers_temporary_is_found_by_its_process_id_and_a_live_ones_i
     assert killed.wait() == -signal.SIGKILL
     [left] = files.stale_temporaries(tmp_path)  # half-written, never renamed
     assert left.read_text() == "id,label\n0," and not target.exists()
-    assert left.name.startswith(f".submission.csv.{killed.pid}-")  # named by its writer's process
+    assert left.name.startswith(f".submission.csv.{killed.pid}@{files._host_tag()}-")  # named by its writer
     with files.atomic_path(target) as temporary:  # a writer still running: its file stays
         temporary.write_text("mine")
         assert files.orphaned_temporaries(target) == [left]
         assert files.orphaned_temporaries(tmp_path / "other.csv") == []  # another output's: not this one's
     old_style = tmp_path / ".submission.csv.k3x9_a2b.csv"  # before process ids: nobody can tell whose
     old_style.write_text("")
+    other_host = "000000" if files._host_tag() != "000000" else "111111"
+    elsewhere = tmp_path / f".submission.csv.{killed.pid}@{other_host}-abcdefgh.csv"
+    elsewhere.write_text("")  # written on another machine sharing the folder: its process ids are not ours
     assert files.orphaned_temporaries(target) == [left]
-    assert set(files.stale_temporaries(tmp_path)) == {left, old_style}
+    assert set(files.stale_temporaries(tmp_path)) == {left, old_style, elsewhere}

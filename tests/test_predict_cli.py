@@ -619,9 +619,11 @@ def test_a_killed_runs_half_written_submission_is_removed_by_the_next_run(tmp_pa
     out = tmp_path / "submission.csv"
     dead = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
     assert dead.wait() == -signal.SIGKILL
-    orphan = tmp_path / f".submission.csv.{dead.pid}-k3x9_a2b.csv"  # as atomic_path names it, its writer gone
+    from keras_fer.files import _host_tag
+
+    orphan = tmp_path / f".submission.csv.{dead.pid}@{_host_tag()}-k3x9_a2b.csv"  # as atomic_path names it, writer gone
     orphan.write_text("id,label\n1000,")
-    live = tmp_path / f".submission.csv.{os.getpid()}-q7w8e9r0.csv"  # a writer still running
+    live = tmp_path / f".submission.csv.{os.getpid()}@{_host_tag()}-q7w8e9r0.csv"  # a writer still running
     live.write_text("")
     assert main([str(test_csv[0]), "--model", str(run_dirs[0]), "--out", str(out)]) == 0
     assert not orphan.exists() and live.exists() and len(read_rows(out)) == len(test_csv[1]) + 1
