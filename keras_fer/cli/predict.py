@@ -327,8 +327,9 @@ def _image_plan(root, outputs=()):
     if root.is_file():
         return [root], None, root.parent
     ours = {Path(path).resolve() for _, path in outputs}
-    files = [file for file in list_images(root) if (root / file).resolve() not in ours]
-    unread = list_images(root, OTHER_IMAGE_SUFFIXES)  # a GIF or HEIC photo: skipped, and said so
+    found = list_images(root, IMAGE_EXTENSIONS + OTHER_IMAGE_SUFFIXES)  # one walk of a big folder
+    files = [file for file in found if file.suffix.lower() in IMAGE_EXTENSIONS and (root / file).resolve() not in ours]
+    unread = [file for file in found if file.suffix.lower() in OTHER_IMAGE_SUFFIXES]  # a GIF, HEIC: said so
     shown = ", ".join(str(file) for file in unread[:3]) + (", ..." if len(unread) > 3 else "")
     formats = ", ".join(IMAGE_EXTENSIONS)
     if not files:
