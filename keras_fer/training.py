@@ -327,8 +327,9 @@ def _history_value(name, text, path, line):
 # Data
 
 
-def load_training_data(config):
-    """Read the configured data (or demo faces) and split it. Returns `(train, val, description)`."""
+def load_training_data(config, verbose=False):
+    """Read the configured data (or demo faces) and split it. Returns `(train, val, all images)`;
+    with `verbose`, says what was read and how it was split, in one line."""
     from keras_fer import data as data_module
 
     path = data_module.resolve_data_path(config.data, "train")
@@ -348,6 +349,14 @@ def load_training_data(config):
     train_images, val_images = data_module.split(images, config.val, seed=config.effective_split_seed)
     if config.max_images:
         train_images = train_images.subset(np.arange(min(config.max_images, len(train_images))))
+    if verbose:
+        source = "demo faces" if path is None else str(path)
+        seed = f", split seed {config.effective_split_seed}" if config.val.startswith("fraction") else ""
+        held = f"{len(val_images):,} validating (--val {config.val}{seed})" if len(val_images) else (
+            "no validation split (--val none)")
+        cut = f" (--max-images: {len(train_images):,} of {len(images) - len(val_images):,})" if (
+            config.max_images) else ""
+        print(f"data: {source}: {len(train_images):,} training faces{cut}, {held}", flush=True)
     return train_images, val_images, images
 
 
@@ -1041,7 +1050,7 @@ def _train(config, progress):
         from keras_fer.loading import resolve_model_argument
 
         resolve_model_argument(config.init_from)  # so does a missing file or one that is no model archive
-    train_images, val_images, all_images = load_training_data(config)
+    train_images, val_images, all_images = load_training_data(config, verbose=bool(_verbosity(config)))
     started_on = saved_config.get("data_fingerprint")
     if started_on is not None and started_on != all_images.fingerprint():
         raise FerOptionError(
@@ -1190,7 +1199,7 @@ def _train(config, progress):
         evaluation = outputs.get("evaluation")
         if evaluation is not None and verbose:
             print(f"best epoch {state['best_epoch']}: validation accuracy {evaluation.accuracy:.4f}, "
-                  f"macro-F1 {evaluation.macro_f1:.4f}; run directory: {run_dir}")
+                  f"macro-F1 {evaluation.macro_f1:.4f}")
     if not chief:
         import shutil
 

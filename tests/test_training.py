@@ -328,10 +328,20 @@ def test_no_validation_keeps_the_last_epoch_as_best(tmp_path, capsys):
     assert (result.run_dir / "best.keras").is_file() and result.best_epoch == 2
     assert math.isnan(read_state(result.run_dir / "state.json")["best_val_accuracy"])  # NaN passes the checks
     capsys.readouterr()
-    assert main(["--arch", "dnn", "--demo-faces", "140", "--epochs", "1", "--val", "none", "--verbose", "0",
+    assert main(["--arch", "dnn", "--demo-faces", "140", "--epochs", "1", "--val", "none", "--verbose", "2",
                  "--out", str(tmp_path / "cli")]) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert "(last epoch 1, no validation split," in last and "nan" not in last
+    lines = capsys.readouterr().out.strip().splitlines()
+    # What was trained on comes first; the run directory and what to do with it come last.
+    assert lines[0] == "data: demo faces: 140 training faces, no validation split (--val none)"
+    assert "(last epoch 1, no validation split," in lines[-2] and "nan" not in lines[-2]
+    assert lines[-1] == (f"next: python visualize.py report {tmp_path / 'cli'} (every figure, one page); "
+                         f"python predict.py FILE --model {tmp_path / 'cli'} (a submission, or photos' faces)")
+    assert main(["--arch", "dnn", "--demo-faces", "140", "--epochs", "1", "--max-images", "50", "--verbose", "2",
+                 "--out", str(tmp_path / "cut")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == ("data: demo faces: 50 training faces (--max-images: 50 of 126), 14 validating "
+                        "(--val fraction:0.1, split seed 0)")
+    assert sum("run directory" in line for line in lines) == 1  # it was said twice
 
 
 def test_out_inside_an_image_folder_of_data_is_refused(tmp_path, capsys):

@@ -277,6 +277,8 @@ def main(argv=None):
     else:
         print(f"run directory: {result.run_dir} (best epoch {result.best_epoch}, "
               f"validation accuracy {result.best_val_accuracy:.4f}, {result.seconds:.0f} s)")
+    print(f"next: python visualize.py report {result.run_dir} (every figure, one page); "
+          f"python predict.py FILE --model {result.run_dir} (a submission, or photos' faces)")
     return 0
 
 
