@@ -343,6 +343,9 @@ def load_training_data(config, verbose=False):
         )
         images = generate(config.demo_faces, seed=config.seed).images
     else:
+        if not config.data and not Path(path).exists():  # a relative FER_DATA, read from another folder
+            raise FerDataError("no such file or folder (from FER_DATA: an absolute path works from any folder)",
+                               path)
         images = data_module.read(path)
     if not images.labelled:
         raise FerOptionError(f"training needs labelled data; {images.source} has no labels. Received: data={path}")

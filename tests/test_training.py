@@ -344,6 +344,18 @@ def test_no_validation_keeps_the_last_epoch_as_best(tmp_path, capsys):
     assert sum("run directory" in line for line in lines) == 1  # it was said twice
 
 
+def test_a_fer_data_that_names_nothing_says_it_came_from_fer_data(tmp_path, monkeypatch, capsys):
+    # A relative FER_DATA (the README's ../shared/fer2013) breaks after a cd: the error named the
+    # path alone, not where it came from.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FER_DATA", "../shared/fer2013")
+    assert main(["--arch", "dnn", "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: ../shared/fer2013: no such file or folder (from FER_DATA: an absolute path works from "
+                   "any folder)")
+    assert main(["--arch", "dnn", "--epochs", "1", "--data", "nowhere.csv", "--out", str(tmp_path / "run")]) == 2
+    assert "(from FER_DATA" not in capsys.readouterr().err  # given as --data, it is named as such
+
 def test_out_inside_an_image_folder_of_data_is_refused(tmp_path, capsys):
     import cv2
 
