@@ -658,3 +658,16 @@ def test_a_folders_images_in_formats_not_read_are_named_not_skipped_silently(tmp
     assert main([str(folder), "--model", str(run_dirs[0]), "--no-detect", "--out", str(out)]) == 2
     assert "no images in this folder (or its sub-folders) (more/phone.heic, party.gif: a format that is not read)" in (
         one_error_line(capsys))
+
+
+def test_a_model_trained_on_the_demo_faces_is_noted_as_such(tmp_path, test_csv, capsys):
+    # The README's first run trains on cartoons; applied to FER2013 it wrote a submission without a word.
+    demo_run = save_run(tmp_path / "demo", tiny_model(13), PRIOR)
+    config = json.loads((demo_run / "config.json").read_text())
+    (demo_run / "config.json").write_text(json.dumps({**config, "data": None}))
+    real_run = save_run(tmp_path / "real", tiny_model(14), PRIOR)
+    (real_run / "config.json").write_text(json.dumps({**config, "data": "/data/fer2013/train.csv.gz"}))
+    assert main([str(test_csv[0]), "--model", str(demo_run), str(real_run), "--out", str(tmp_path / "s.csv")]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {demo_run}: trained on the built-in demo faces (cartoons), not FER2013" in err
+    assert f"{real_run}: trained on" not in err

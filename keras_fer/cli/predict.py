@@ -648,6 +648,10 @@ def main(argv=None):
     for predictor in predictors:
         for note in predictor.notes:
             _note(f"{predictor.name}: {note}")
+        config = predictor.source.config if predictor.source is not None else None
+        if isinstance(config, dict) and "data" in config and config["data"] is None:  # the README's first run
+            _note(f"{predictor.name}: trained on the built-in demo faces (cartoons), not FER2013: its answers for "
+                  "real faces mean little; train with --data for a real model")
 
     if video:
         rows = run_video(options, predictors, timings, frame_count)
