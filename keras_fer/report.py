@@ -423,8 +423,13 @@ def row_title(name, label, probabilities, class_index):
     return "\n".join(parts)
 
 
-def explanation_figure(model, picks, method="saliency", class_index=None, layer=None, **options):
-    """The original / map / marked-original rows for `picks` (a list of `Picked`)."""
+def explanation_figure(model, picks, method="saliency", class_index=None, layer=None, notes=None, **options):
+    """The original / map / marked-original rows for `picks` (a list of `Picked`).
+
+    Args:
+        notes: a list to which what a reader should know is appended (a CAM that is zero
+            everywhere), or None.
+    """
     from keras_fer import explain
 
     pixels = np.stack([p.pixels for p in picks]).astype(np.float32)
@@ -435,6 +440,14 @@ def explanation_figure(model, picks, method="saliency", class_index=None, layer=
     if method in CAM_METHODS:
         chosen = explain.cam_layer(model, layer, rectified=method != "gradcam")
         height, width = chosen.output.shape[1:3]  # the map's own resolution, upsampled to 48x48
+        empty = [i for i in range(len(picks)) if not np.asarray(maps[i]).max() > 0]
+        for i in empty:  # drawn as a blank map, it looked like a broken tool or model
+            titles[i] += "\nmap zero everywhere"
+        if empty and notes is not None:
+            names = ", ".join(picks[i].name for i in empty[:5]) + (", ..." if len(empty) > 5 else "")
+            notes.append(f"{label} at {chosen.name} is zero everywhere for {len(empty)} of {len(picks)} faces "
+                         f"({names}): no position of that layer has positive evidence for the class; "
+                         f"layercam, or an earlier --layer, shows where the evidence is")
         return plots.heatmap_figure(pixels, maps, titles, method=f"{label} ({chosen.name}, {height}x{width})")
     if method == "occlusion":
         patch, stride = options.get("patch", 8), options.get("stride", 4)

@@ -429,6 +429,29 @@ def test_cam_titles_give_the_layers_resolution_and_activations_default_to_a_rect
     assert report.activations_figure(model, pick, "conv1").texts[0].get_text().startswith("Activation maps of conv1 ")
 
 
+def test_a_grad_cam_that_is_zero_everywhere_is_said_so():
+    # The README's demo cnn4 gave blank Grad-CAMs for 2 of 5 faces, drawn without a word: it looked
+    # like a broken tool. Here every class's evidence at conv1 is negative: ReLU leaves nothing.
+    from keras_fer import report
+
+    def model_of(sign):  # class evidence sign x (a positive map): all negative for sign -1
+        inputs = keras.Input((48, 48, 1))
+        x = keras.layers.Conv2D(1, 3, padding="same", kernel_initializer="ones", name="conv1")(inputs)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inputs, keras.layers.Dense(7, kernel_initializer=keras.initializers.Constant(sign * 0.01),
+                                                      name="logits")(x))
+
+    picks = [report.Picked(face, 3, f"face{i}") for i, face in enumerate(synthetic.generate(2, seed=0).images.pixels)]
+    notes = []
+    figure = report.explanation_figure(model_of(-1), picks, "gradcam", notes=notes)
+    assert figure.axes[0].get_ylabel().endswith("\nmap zero everywhere")
+    assert notes == ["Grad-CAM at conv1 is zero everywhere for 2 of 2 faces (face0, face1): no position of that "
+                     "layer has positive evidence for the class; layercam, or an earlier --layer, shows where the "
+                     "evidence is"]
+    notes = []  # a map with evidence is neither noted nor titled so
+    figure = report.explanation_figure(model_of(+1), picks, "gradcam", notes=notes)
+    assert notes == [] and "zero" not in figure.axes[0].get_ylabel()
+
 def test_activations_command_defaults_to_the_rectified_middle_layer(run_dir, tmp_path, capsys):
     # visualize.md and report.activations_figure: a middle conv layer's rectified output
     # (convN_act); the command passed the linear conv layer's name instead, so it drew conv1.

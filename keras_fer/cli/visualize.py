@@ -321,12 +321,16 @@ def _explain(args):
         picks, note = report.per_class_picks(model, faces, args.min_confidence, args.scan, within)
         if note:
             print(f"note: {note}")
-        figure = report.explanation_figure(model, picks, args.command, None, getattr(args, "layer", None), **options)
-        return _save(figure, args.out, f"{_file_stem(args.command)}_per_class.png")
-    pick = _pick(args, run)
-    figure = report.explanation_figure(model, [pick], args.command, args.class_index, getattr(args, "layer", None),
+        class_index, name = None, "per_class"
+    else:
+        pick = _pick(args, run)
+        picks, class_index, name = [pick], args.class_index, _safe_name(pick.name)
+    notes = []  # e.g. a Grad-CAM zero everywhere
+    figure = report.explanation_figure(model, picks, args.command, class_index, getattr(args, "layer", None), notes,
                                        **options)
-    return _save(figure, args.out, f"{_file_stem(args.command)}_{_safe_name(pick.name)}.png")
+    for text in notes:
+        print(f"note: {text}")
+    return _save(figure, args.out, f"{_file_stem(args.command)}_{name}.png")
 
 
 def _filters(args):
