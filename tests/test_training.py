@@ -356,6 +356,16 @@ def test_a_fer_data_that_names_nothing_says_it_came_from_fer_data(tmp_path, monk
     assert main(["--arch", "dnn", "--epochs", "1", "--data", "nowhere.csv", "--out", str(tmp_path / "run")]) == 2
     assert "(from FER_DATA" not in capsys.readouterr().err  # given as --data, it is named as such
 
+def test_a_recipe_runs_default_folder_is_named_after_the_recipe(tmp_path, monkeypatch, capsys):
+    # runs/dnn-<time> could not be told from a plain --arch dnn run.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FER_DATA", raising=False)
+    assert main(["--recipe", "report004", "--arch", "dnn", "--demo-faces", "140", "--epochs", "1",
+                 "--verbose", "0"]) == 0
+    [run] = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("report004-dnn-") and (run / "best.keras").is_file()
+    assert f"run directory: {Path('runs') / run.name} (best epoch 1" in capsys.readouterr().out
+
 def test_out_inside_an_image_folder_of_data_is_refused(tmp_path, capsys):
     import cv2
 

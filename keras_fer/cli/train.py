@@ -259,6 +259,8 @@ def main(argv=None):
     if args.ablation:
         return run_ablation(args)
     config = config_from_args(args)
+    if config.out is None and args.recipe and not args.summary:  # runs/cnn4-... looked like a plain --arch run
+        config.out = f"runs/{args.recipe}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.summary:
         from keras_fer.models import build_model, summary_table
 
