@@ -812,7 +812,8 @@ def describe(images):
     if images.usage is not None:
         usage, counts = np.unique(images.usage, return_counts=True)
         lines.append("usage: " + ", ".join(f"{u} {c}" for u, c in zip(usage, counts)))
-    lines.append(f"ids: {describe_ids(images.ids)}")
+    lines.append(f"ids: {describe_ids(images.ids)}" if images.named_ids else
+                 f"no ids: rows are numbered {describe_ids(images.ids)}")
     return "\n".join(lines)
 
 

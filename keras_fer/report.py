@@ -169,7 +169,7 @@ def read_run(path):
     """
     path = Path(path)
     if not path.is_dir():
-        raise FerOptionError(f"{path}: not a run directory (a folder written by fer-train --out)")
+        raise FerOptionError(f"{path}: not a run directory (a folder written by train.py --out)")
     file = path / "config.json"
     return Run(path, read_json_object(file) if file.is_file() else {})
 

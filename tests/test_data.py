@@ -384,9 +384,12 @@ def test_info_command(tmp_path, capsys):
     data.write_csv(images, tmp_path / "t.csv")
     assert data.main(["info", str(tmp_path / "t.csv")]) == 0
     out = capsys.readouterr().out
-    assert "14 images" in out and "ids: 0..13" in out
+    assert "14 images" in out and "no ids: rows are numbered 0..13" in out  # it said "ids: 0..13" of row numbers
     for name in CLASS_NAMES:
         assert f"{name}" in out
+    named = write_rows(tmp_path / "named.csv", "id,feature", [f"7,{GOOD}", f"9,{GOOD}"])
+    assert data.main(["info", str(named)]) == 0
+    assert "\nids: 7..9" in capsys.readouterr().out
     assert data.main(["info", str(tmp_path / "missing.csv")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "missing.csv" in err and err.count("\n") == 1

@@ -567,7 +567,8 @@ def _resolve_input(options):
         return str(path)
     found = resolve_data_path(None, "test")
     if found is None:
-        raise FerOptionError("no input: give a CSV, an image or a folder (or set FER_DATA to a folder with test.csv)")
+        raise FerOptionError("no input: give a CSV, an image, a folder or a video (or set FER_DATA to a folder with "
+                             "test.csv.gz or test.csv)")
     if not Path(found).exists():
         raise FerDataError("no such file or folder (from FER_DATA)", found)
     if Path(found).is_dir() and Path(found).name != "test":  # a test/ image folder is an input
