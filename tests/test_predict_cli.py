@@ -671,3 +671,27 @@ def test_a_model_trained_on_the_demo_faces_is_noted_as_such(tmp_path, test_csv, 
     err = capsys.readouterr().err
     assert f"note: {demo_run}: trained on the built-in demo faces (cartoons), not FER2013" in err
     assert f"{real_run}: trained on" not in err
+
+
+def test_accuracy_on_a_models_own_training_file_is_noted(tmp_path, demo, capsys):
+    # FER_DATA at train.csv.gz: predict.py printed "accuracy 0.6760" of rows the model trained on.
+    labelled = tmp_path / "train.csv"
+    with open(labelled, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["label", "feature"])
+        for face, label in zip(demo.pixels[:20], demo.labels[:20]):
+            writer.writerow([int(label), " ".join(map(str, face.reshape(-1).tolist()))])
+    run = save_run(tmp_path / "run", tiny_model(15), PRIOR)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "data": str(labelled)}))
+    elsewhere = save_run(tmp_path / "elsewhere", tiny_model(16), PRIOR)  # the packaged model's case: another path
+    (elsewhere / "config.json").write_text(json.dumps(
+        {**config, "data": "/data/fer2013/train.csv", "train_images": 18, "val_images": 2}))
+    other = save_run(tmp_path / "other", tiny_model(17), PRIOR)
+    (other / "config.json").write_text(json.dumps({**config, "data": "/data/fer2013/train.csv", "train_images": 9,
+                                                   "val_images": 1}))
+    assert main([str(labelled), "--model", str(run), str(elsewhere), str(other), "--out", str(tmp_path / "p.csv")]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {run} was trained on this file: the accuracies below count its training rows too" in err
+    assert f"note: {elsewhere} was trained on a file of this name and size (20 rows)" in err
+    assert f"{other} was trained" not in err

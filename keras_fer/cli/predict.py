@@ -6,6 +6,7 @@ See `python predict.py --help` and docs/prediction.md.
 import argparse
 import contextlib
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -311,8 +312,29 @@ def run_csv(options, predictors, timings, saved=()):
         bar.close()
     _say(f"wrote {result.out}: {result.rows} rows")
     if result.labelled:
+        for predictor in predictors:
+            trained_on = _trained_on(predictor, options.input, result.rows)
+            if trained_on:
+                _note(f"{predictor.name} was trained on {trained_on}: the accuracies below count its training rows "
+                      "too (a validation split, e.g. python -m keras_fer.data split FILE --out-val val.csv.gz, "
+                      "measures it)")
         save_and_report(result.evaluations(), result.out, timings)
     return result.rows
+
+
+def _trained_on(predictor, path, rows):
+    """How a model's config.json says it was trained on the labelled CSV `path` (`rows` rows): that
+    file itself, or one of its name and row count (the packaged model's data, elsewhere); else None."""
+    config = predictor.source.config if predictor.source is not None else None
+    if not isinstance(config, dict) or not isinstance(config.get("data"), str):
+        return None
+    data, path = Path(config["data"]), Path(path)
+    if data.exists() and path.exists() and os.path.samefile(data, path):
+        return "this file"
+    counts = [config.get(key) for key in ("train_images", "val_images")]
+    if data.name == path.name and all(isinstance(count, int) for count in counts) and sum(counts) == rows:
+        return f"a file of this name and size ({rows:,} rows)"
+    return None
 
 
 def _image_plan(root, outputs=()):
