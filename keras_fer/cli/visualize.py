@@ -247,7 +247,12 @@ def _context(args):
                 "no model: pass --run DIR (a training run directory) or --model FILE.keras "
                 "(this install has no packaged model)"
             ) from None
-    return report.load_model(model_path), run
+        model = report.load_model(model_path)
+        print(f"model: the packaged model ({model_path})")  # a figure names neither model nor data
+        return model, run
+    model = report.load_model(model_path)
+    print(f"model: {model_path}")
+    return model, run
 
 
 def _model_config(args, run=None):
@@ -270,6 +275,8 @@ def _faces(args, run=None):
     if faces.note:
         packaged = hasattr(args, "model") and run is None and not args.model
         print(f"note: {faces.note}" + (", which the packaged model was not trained on" if packaged else ""))
+    else:
+        print(f"faces: {faces.description}")
     return faces
 
 
