@@ -181,6 +181,7 @@ def summarize_run(run_dir):
         # not the 0.0 a missing column summed to.
         "cpu_minutes": sum(row.get("cpu_seconds", math.nan) for row in history) / 60,
         "train_images": config.get("train_images"), "val_images": config.get("val_images"),
+        "demo": "data" in config and config["data"] is None,  # trained on the built-in demo faces
         "history": {key: [row.get(key, float("nan")) for row in history] for key in HISTORY_COLUMNS},
     }
 

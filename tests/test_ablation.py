@@ -210,6 +210,13 @@ def test_visualize_compare_draws_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert (tmp_path / "fig" / "compare.png").read_bytes().startswith(b"\x89PNG")
     assert "one: validation accuracy 0.5000 (epoch 2 of 2)" in out and "two: validation accuracy 0.4000" in out
+    # A run on the built-in demo faces (config.json's data null) is marked as such beside real-data runs.
+    config = json.loads((tmp_path / "two" / "config.json").read_text())
+    (tmp_path / "two" / "config.json").write_text(json.dumps({**config, "data": None}))
+    assert visualize_main(["compare", str(tmp_path / "one"), str(tmp_path / "two"),
+                           "--out", str(tmp_path / "fig5")]) == 0
+    out = capsys.readouterr().out
+    assert "one: validation" in out and "two (demo faces): validation accuracy 0.4000" in out
     assert visualize_main(["compare", str(tmp_path / "missing")]) == 2
     assert "no history.csv" in capsys.readouterr().err
     # One run twice was drawn and listed once, as if a run had been left out.

@@ -382,6 +382,7 @@ def _compare(args):
     for row in rows:
         label = Path(row["run"]).name or row["run"]
         label = label if label not in histories else row["run"]
+        label += " (demo faces)" if row["demo"] else ""  # beside FER2013 runs, its 0.9 is no measurement
         histories[label] = row["history"]
         if args.x == "cpu-hours":
             ancestors, origin = lineage(row["run"])
