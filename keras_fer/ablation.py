@@ -169,6 +169,7 @@ def run_ablation(name, base, out, train=None):
 
 def summarize_run(run_dir):
     """Headline figures of one run directory (from history.csv and config.json)."""
+    from keras_fer.loading import trained_on_demo_faces
     from keras_fer.training import HISTORY_COLUMNS
 
     history, config = _read_history(run_dir), _read_config(run_dir)
@@ -181,7 +182,7 @@ def summarize_run(run_dir):
         # not the 0.0 a missing column summed to.
         "cpu_minutes": sum(row.get("cpu_seconds", math.nan) for row in history) / 60,
         "train_images": config.get("train_images"), "val_images": config.get("val_images"),
-        "demo": "data" in config and config["data"] is None,  # trained on the built-in demo faces
+        "demo": trained_on_demo_faces(config),
         "history": {key: [row.get(key, float("nan")) for row in history] for key in HISTORY_COLUMNS},
     }
 

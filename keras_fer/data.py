@@ -556,6 +556,7 @@ def check_grey_levels(faces, stacklevel=3):
                           "takes grey levels 0-255, to which they are nearly black: pass the raw pixels",
                           UserWarning, stacklevel=stacklevel)
 
+
 def to_face(image):
     """Convert an image array (gray, BGR or BGRA, any size, uint8, 16-bit or float: `to_uint8`) to
     `(48, 48, 1)` uint8."""

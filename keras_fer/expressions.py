@@ -196,10 +196,9 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
     ((0, 0, 48, 48), True, 1.0)
     >>> [(f.box, f.name) for f in recognize("party.jpg", tta="flip")]  # [((x, y, w, h), name), ...]  # doctest: +SKIP
     """
-    from keras_fer.inference import BACKENDS, TTA_MODES, predict_proba
+    from keras_fer.inference import TTA_MODES, check_backend, predict_proba
 
-    if backend not in BACKENDS:  # also for in-memory models, which never reach load_predictor's check
-        raise FerOptionError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
+    check_backend(backend)  # also for in-memory models, which never reach load_predictor's check
     if tta not in TTA_MODES:
         raise FerOptionError(f"tta must be one of {', '.join(TTA_MODES)}. Received: tta={tta!r}")
     check_finite(min_face, "min_face (pixels)", 1, received="min_face")  # as predict.py --min-face

@@ -130,6 +130,12 @@ def _note_unused_normalize(notes, normalize, adapter):
                      "(keras-fer's Preprocessing layer)")
 
 
+def check_backend(backend):
+    """FerOptionError unless `backend` is one of `BACKENDS`."""
+    if backend not in BACKENDS:
+        raise FerOptionError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
+
+
 def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATCH_SIZE):
     """Load one model for prediction.
 
@@ -140,8 +146,7 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
         normalize: for models without a `Preprocessing` layer: `"none"`, `"unit"`, `"image"`.
         batch_size: faces per forward pass.
     """
-    if backend not in BACKENDS:
-        raise FerOptionError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
+    check_backend(backend)
     if normalize is not None and normalize not in SERVING_NORMALIZE:
         raise FerOptionError(f"normalize must be one of {', '.join(SERVING_NORMALIZE)}. "
                              f"Received: normalize={normalize!r}")
@@ -319,7 +324,6 @@ def predict_proba(predictors, faces, tta="none", prior_correction=False):
 
     check_grey_levels(faces)  # 0-1 floats: nearly black faces, a warning
     return _sum_proba(predictors, faces, tta, prior_correction) / len(predictors)
-
 
 
 def _sum_proba(predictors, faces, tta, prior_correction):

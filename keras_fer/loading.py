@@ -174,6 +174,12 @@ def check_model_file(path):
     return path
 
 
+def trained_on_demo_faces(config):
+    """Whether a run's `config.json` (as a dict, or None) says it trained on the built-in demo
+    faces: training records `"data": null` when it was given no data and no `FER_DATA`."""
+    return isinstance(config, dict) and "data" in config and config["data"] is None
+
+
 def run_options(config, path):
     """The training options (`"options"`) of a run's `config.json`, as a dict; `{}` when the
     config (None: there is none) does not have them.

@@ -588,22 +588,22 @@ def rectified_layer(model, conv):
 
 
 def default_activation_layer(model):
-    """A middle conv layer: early layers show edges only, late ones are too coarse (report 002)."""
+    """A middle conv layer's rectified output (`rectified_layer`), what the next layer sees: early
+    layers show edges only, late ones are too coarse (report 002), and the linear conv output
+    before BatchNorm has no common scale or sign."""
     from keras_fer import explain
 
     convs = explain.conv_layers(model)
     if not convs:
         raise FerOptionError(f"model {model.name!r} has no convolution layers")
-    return convs[(len(convs) - 1) // 2]
+    return rectified_layer(model, convs[(len(convs) - 1) // 2])
 
 
 def activations_figure(model, pick, layer=None, count=31):
     """The feature maps of `layer` for one image (the input first)."""
     from keras_fer import explain
 
-    # By default the middle conv layer's rectified output, what the next layer sees: the linear
-    # conv output before BatchNorm has no common scale or sign.
-    target = explain.find_layer(model, layer or rectified_layer(model, default_activation_layer(model))).name
+    target = explain.find_layer(model, layer or default_activation_layer(model)).name
     maps = explain.activation_maps(model, pick.pixels.astype(np.float32), target)
     what = f"{pick.name}" + (f" ({CLASS_NAMES[pick.label]})" if pick.label is not None else "")
     return plots.activations_figure(

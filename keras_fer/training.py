@@ -1053,7 +1053,8 @@ def _train(config, progress):
         from keras_fer.loading import resolve_model_argument
 
         resolve_model_argument(config.init_from)  # so does a missing file or one that is no model archive
-    train_images, val_images, all_images = load_training_data(config, verbose=bool(_verbosity(config)))
+    verbose = _verbosity(config)
+    train_images, val_images, all_images = load_training_data(config, verbose=bool(verbose))
     started_on = saved_config.get("data_fingerprint")
     if started_on is not None and started_on != all_images.fingerprint():
         raise FerOptionError(
@@ -1082,7 +1083,6 @@ def _train(config, progress):
     augment = AugmentConfig.parse(config.augment)
     phases = config.phase_list()
     steps = steps_per_epoch(len(train_images), config.batch_size)
-    verbose = _verbosity(config)
     stop_reason = state.get("stopped")
     if config.resume and stop_reason and state["epoch"] < config.total_epochs:
         print(f"note: the run in {run_dir} stopped at epoch {state['epoch']} ({stop_reason}): --resume trains no "

@@ -604,7 +604,7 @@ def main(argv=None):
     imports_s = _process_age()
     from keras_fer.data import is_image_file
     from keras_fer.inference import Timings, load_predictor, read_saved_probabilities
-    from keras_fer.loading import class_prior, resolve_model
+    from keras_fer.loading import class_prior, resolve_model, trained_on_demo_faces
     from keras_fer.video import is_video_file
 
     options = parse_options(argv)
@@ -671,8 +671,7 @@ def main(argv=None):
     for predictor in predictors:
         for note in predictor.notes:
             _note(f"{predictor.name}: {note}")
-        config = predictor.source.config if predictor.source is not None else None
-        if isinstance(config, dict) and "data" in config and config["data"] is None:  # the README's first run
+        if predictor.source is not None and trained_on_demo_faces(predictor.source.config):  # the README's 1st run
             _note(f"{predictor.name}: trained on the built-in demo faces (cartoons), not FER2013: its answers for "
                   "real faces mean little; train with --data for a real model")
 

@@ -231,6 +231,7 @@ def _context(args):
     from keras_fer import report
 
     run = report.read_run(args.run) if getattr(args, "run", None) else None
+    packaged = False
     if run is not None:
         model_path = run.model_path
         if not model_path.is_file():
@@ -247,11 +248,9 @@ def _context(args):
                 "no model: pass --run DIR (a training run directory) or --model FILE.keras "
                 "(this install has no packaged model)"
             ) from None
-        model = report.load_model(model_path)
-        print(f"model: the packaged model ({model_path})")  # a figure names neither model nor data
-        return model, run
+        packaged = True
     model = report.load_model(model_path)
-    print(f"model: {model_path}")
+    print(f"model: the packaged model ({model_path})" if packaged else f"model: {model_path}")  # no figure says it
     return model, run
 
 
@@ -353,9 +352,8 @@ def _activations(args):
     from keras_fer import explain, report
 
     model, run = _context(args)
-    # as report.activations_figure defaults: the middle conv layer's rectified output (convN_act);
     # looked up only without --layer, as a model without conv layers (dnn) has no default
-    layer = args.layer or report.rectified_layer(model, report.default_activation_layer(model))
+    layer = args.layer or report.default_activation_layer(model)
     layer = explain.find_layer(model, layer).name
     pick = _pick(args, run)
     figure = report.activations_figure(model, pick, layer, args.count)
