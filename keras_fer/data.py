@@ -690,6 +690,21 @@ def resolve_data_path(path=None, kind="train"):
     return path
 
 
+def existing_data_path(path=None, kind="train"):
+    """`resolve_data_path`, refusing a path that names nothing. Commands call it before they import
+    TensorFlow, so a mistyped `--data` fails at once.
+
+    Raises:
+        FerDataError: naming the path, and FER_DATA when the path came from there (a relative
+            FER_DATA is read from the current folder).
+    """
+    found = resolve_data_path(path, kind)
+    if found is not None and not found.exists():
+        where = "" if path else " (from FER_DATA: an absolute path works from any folder)"
+        raise FerDataError(f"no such file or folder{where}", found)
+    return found
+
+
 def write_csv(images, path):
     """Write `images` as a FER CSV: `label,feature` when labelled, else `id,feature`, with an `id`
     column first too when labelled images have ids of their own (`Images.named_ids`); gzip when

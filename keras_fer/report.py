@@ -230,7 +230,7 @@ def load_faces(data=None, run=None, demo_faces=DEMO_FACES, seed=0):
         if not Path(data).exists():  # moved since training: it said only "/old/x.csv: no such file or folder"
             raise FerDataError(f"{data}: no such file or folder (the run's data, moved or deleted since training?): "
                                "pass --data PATH", config, field="data")
-    path = data_module.resolve_data_path(data, "train")
+    path = data_module.existing_data_path(data, "train")
     if path is None:
         demo = generate(demo_faces, seed=seed)
         return Faces(demo.images, demo.masks, f"{demo_faces} demo faces (seed {seed})",

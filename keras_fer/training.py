@@ -332,7 +332,7 @@ def load_training_data(config, verbose=False):
     with `verbose`, says what was read and how it was split, in one line."""
     from keras_fer import data as data_module
 
-    path = data_module.resolve_data_path(config.data, "train")
+    path = data_module.existing_data_path(config.data, "train")
     if path is None:
         from keras_fer.synthetic import generate
 
@@ -343,9 +343,6 @@ def load_training_data(config, verbose=False):
         )
         images = generate(config.demo_faces, seed=config.seed).images
     else:
-        if not config.data and not Path(path).exists():  # a relative FER_DATA, read from another folder
-            raise FerDataError("no such file or folder (from FER_DATA: an absolute path works from any folder)",
-                               path)
         images = data_module.read(path)
     if not images.labelled:
         raise FerOptionError(f"training needs labelled data; {images.source} has no labels. Received: data={path}")
@@ -987,19 +984,54 @@ def mixed_policy_name():
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
-def _train(config, progress):
-    config.validate()
+def check_paths(config):
+    """Check what a run reads and writes, as far as that needs no TensorFlow: the `--out` folder,
+    the data, `--resume`'s saved state, the teachers and `--init-from`. `train.py` calls it before
+    importing TensorFlow (4-5 s), so a mistyped path fails at once; `train` calls it too.
+
+    Returns:
+        The run directory.
+
+    Raises:
+        FerOptionError / FerDataError / FerModelError: one line naming the option and the path.
+    """
+    from keras_fer.data import existing_data_path
+
     run_dir = Path(config.out or default_run_dir(config))
     check_run_dir_path(run_dir)  # before the data is read: mkdir would fail only after the model is built
-    from keras_fer.data import resolve_data_path
+    if config.teacher:
+        from keras_fer.distill import resolve_teachers
 
-    check_not_inside([("--out", run_dir)], resolve_data_path(config.data, "train"))  # its figures would be images
-    saved_config = {}
+        resolve_teachers(config.teacher)  # a bad path fails before the data is read
+    if config.init_from and not config.resume:
+        from keras_fer.loading import resolve_model_argument
+
+        resolve_model_argument(config.init_from)  # so does a missing file or one that is no model archive
+    check_not_inside([("--out", run_dir)], existing_data_path(config.data, "train"))  # its figures would be images
     if config.resume:
         if config.out is None:  # the default is a new timestamped folder: nothing there to resume
             raise FerOptionError("--resume continues the run in --out: name its folder. Received: out=None")
         if not (run_dir / "state.json").is_file():
             raise FerOptionError(f"--resume: no finished epoch to resume in {run_dir} (no state.json)")
+    elif (run_dir / "state.json").exists():
+        raise FerOptionError(
+            f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out"
+        )
+    elif run_dir.is_dir() and any(run_dir.iterdir()) and not _unfinished_run(run_dir):
+        # its files would be replaced by the run's (config.json, summary.txt, ...)
+        names = sorted(path.name for path in run_dir.iterdir())
+        raise FerOptionError(
+            f"{run_dir} holds files that are not a keras-fer run ({', '.join(names[:3])}"
+            f"{', ...' if len(names) > 3 else ''}): choose a new or empty folder for --out"
+        )
+    return run_dir
+
+
+def _train(config, progress):
+    config.validate()
+    run_dir = check_paths(config)
+    saved_config = {}
+    if config.resume:
         saved_config = _check_resume(run_dir, config)
         # The run's files are checked before the data is read: a damaged one fails at once.
         state = _read_resumed(run_dir / "state.json", read_state)
@@ -1011,20 +1043,9 @@ def _train(config, progress):
             print(f"note: --resume: {run_dir / 'best.keras'} (epoch {state['best_epoch']}'s model) is missing: the "
                   "best so far is forgotten, and the next epoch's model becomes best.keras", file=sys.stderr)
             state.update(best_epoch=0, best_val_accuracy=-1.0)
-    elif (run_dir / "state.json").exists():
-        raise FerOptionError(
-            f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out"
-        )
     if config.resume or (run_dir.is_dir() and _unfinished_run(run_dir)):  # ours: what a killed writer left goes
         for leftover in stale_temporaries(run_dir):
             leftover.unlink(missing_ok=True)
-    elif run_dir.is_dir() and any(run_dir.iterdir()) and not _unfinished_run(run_dir):
-        # its files would be replaced by the run's (config.json, summary.txt, ...)
-        names = sorted(path.name for path in run_dir.iterdir())
-        raise FerOptionError(
-            f"{run_dir} holds files that are not a keras-fer run ({', '.join(names[:3])}"
-            f"{', ...' if len(names) > 3 else ''}): choose a new or empty folder for --out"
-        )
 
     import keras
     import tensorflow as tf
@@ -1048,11 +1069,7 @@ def _train(config, progress):
     if config.teacher:
         from keras_fer.distill import resolve_teachers, teacher_targets
 
-        teachers = resolve_teachers(config.teacher)  # a bad path fails before the data is read
-    if config.init_from and not config.resume:
-        from keras_fer.loading import resolve_model_argument
-
-        resolve_model_argument(config.init_from)  # so does a missing file or one that is no model archive
+        teachers = resolve_teachers(config.teacher)
     verbose = _verbosity(config)
     train_images, val_images, all_images = load_training_data(config, verbose=bool(verbose))
     started_on = saved_config.get("data_fingerprint")

@@ -745,3 +745,17 @@ def test_videos_gifs_and_zip_archives_are_named_not_called_csv_files(tmp_path, c
     # Text that merely starts like a signature is still read as a CSV.
     path = write_rows(tmp_path / "pk.csv", "PK,label,feature", [f"1,3,{GOOD}"])
     assert data.read(path).labels.tolist() == [3]
+
+
+def test_existing_data_path_resolves_a_folder_and_names_fer_data_when_it_names_nothing(tmp_path, monkeypatch):
+    (tmp_path / "train.csv.gz").write_bytes(gzip.compress(b"label,feature\n"))
+    monkeypatch.delenv("FER_DATA", raising=False)
+    assert data.existing_data_path(None) is None  # no data: the demo faces
+    assert data.existing_data_path(str(tmp_path)) == tmp_path / "train.csv.gz"
+    with pytest.raises(FerDataError) as given:
+        data.existing_data_path(str(tmp_path / "nowhere"))
+    assert str(given.value) == f"{tmp_path / 'nowhere'}: no such file or folder"
+    monkeypatch.setenv("FER_DATA", "../nowhere")
+    with pytest.raises(FerDataError, match=r"^\.\./nowhere: no such file or folder \(from FER_DATA: an absolute"):
+        data.existing_data_path(None, "test")
+    assert data.existing_data_path(str(tmp_path)) == tmp_path / "train.csv.gz"  # --data wins over FER_DATA

@@ -356,6 +356,29 @@ def test_a_fer_data_that_names_nothing_says_it_came_from_fer_data(tmp_path, monk
     assert main(["--arch", "dnn", "--epochs", "1", "--data", "nowhere.csv", "--out", str(tmp_path / "run")]) == 2
     assert "(from FER_DATA" not in capsys.readouterr().err  # given as --data, it is named as such
 
+@pytest.mark.parametrize("options, message", [
+    (["--data", "nowhere.csv"], "nowhere.csv: no such file or folder"),
+    (["--resume", "--out", "{tmp}/none"], "--resume: no finished epoch to resume in {tmp}/none (no state.json)"),
+    (["--init-from", "{tmp}/none.keras"], "{tmp}/none.keras: no such model file"),
+    (["--teacher", "{tmp}/none"], "{tmp}/none: no such model file. Received: teacher='{tmp}/none'"),
+    (["--soup", "a", "b", "--data", "nowhere.csv"], "nowhere.csv: no such file or folder"),
+    (["--ablation", "batch-norm", "--data", "nowhere.csv"], "nowhere.csv: no such file or folder"),
+])
+def test_a_mistyped_path_fails_before_tensorflow_is_imported(tmp_path, monkeypatch, capsys, options, message):
+    # These failed only after TensorFlow's import, 4-5 s (10 s beside a training run).
+    def no_tensorflow():
+        raise AssertionError("TensorFlow was imported before the paths were checked")
+
+    monkeypatch.setattr("keras_fer.cli.train.import_tensorflow_quietly", no_tensorflow)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FER_DATA", raising=False)
+    argv = [item.replace("{tmp}", str(tmp_path)) for item in options]
+    assert main(["--arch", "dnn", "--epochs", "1", *argv] if "--soup" not in options and "--ablation" not in options
+                else argv) == 2
+    assert capsys.readouterr().err.strip() == "error: " + message.replace("{tmp}", str(tmp_path))
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_recipe_runs_default_folder_is_named_after_the_recipe(tmp_path, monkeypatch, capsys):
     # runs/dnn-<time> could not be told from a plain --arch dnn run.
     monkeypatch.chdir(tmp_path)

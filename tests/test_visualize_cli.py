@@ -365,6 +365,25 @@ def test_run_without_files(tmp_path, capsys):
     assert "not a run directory" in error_line(capsys)
 
 
+@pytest.mark.parametrize("options, message", [
+    (["saliency", "--data", "{tmp}/nowhere.csv"], "{tmp}/nowhere.csv: no such file or folder"),
+    (["saliency", "--model", "{tmp}/none.keras"], "{tmp}/none.keras: no such model file"),
+    (["gradcam", "--run", "{tmp}/none"], "{tmp}/none: not a run directory (a folder written by train.py --out)"),
+    (["report", "{tmp}/none"], "{tmp}/none: not a run directory (a folder written by train.py --out)"),
+    (["compare", "{tmp}", "{tmp}/none"], "{tmp}/none: not a run directory (a folder written by train.py --out)"),
+])
+def test_a_mistyped_path_fails_before_tensorflow_is_imported(tmp_path, monkeypatch, capsys, options, message):
+    # These failed only after TensorFlow's import, 4-5 s.
+    def no_tensorflow():
+        raise AssertionError("TensorFlow was imported before the paths were checked")
+
+    monkeypatch.setattr("keras_fer.cli.visualize.import_tensorflow_quietly", no_tensorflow)
+    out = tmp_path / "figures"
+    assert main([item.replace("{tmp}", str(tmp_path)) for item in options] + ["--out", str(out)]) == 2
+    assert error_line(capsys) == "error: " + message.replace("{tmp}", str(tmp_path))
+    assert not out.exists()
+
+
 def test_unwritable_out_is_one_line(tmp_path, capsys):
     (tmp_path / "file.txt").write_text("x")  # --out names a file where a folder should be
     assert main(["classes", "--out", str(tmp_path / "file.txt")]) == 2

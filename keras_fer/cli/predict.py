@@ -580,19 +580,17 @@ def check_outputs(options, models, plan=None):
 
 
 def _resolve_input(options):
-    from keras_fer.data import resolve_data_path
+    from keras_fer.data import existing_data_path
 
     if options.input is not None:
         path = Path(options.input)
         if not path.exists():
             raise FerDataError("no such file or folder", path)
         return str(path)
-    found = resolve_data_path(None, "test")
+    found = existing_data_path(None, "test")
     if found is None:
         raise FerOptionError("no input: give a CSV, an image, a folder or a video (or set FER_DATA to a folder with "
                              "test.csv.gz or test.csv)")
-    if not Path(found).exists():
-        raise FerDataError("no such file or folder (from FER_DATA)", found)
     if Path(found).is_dir() and Path(found).name != "test":  # a test/ image folder is an input
         raise FerDataError("no test.csv, test.csv.gz or test/ in this folder (from FER_DATA): give an input", found)
     return str(found)

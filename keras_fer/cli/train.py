@@ -178,6 +178,14 @@ def config_from_args(args):
     return TrainConfig(**values)
 
 
+def run_config(args):
+    """`config_from_args` of a training run, whose `--recipe` names its default folder."""
+    config = config_from_args(args)
+    if config.out is None and args.recipe:  # runs/cnn4-... looked like a plain --arch run
+        config.out = f"runs/{args.recipe}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return config
+
+
 def run_ablation(args):
     from keras_fer import ablation
 
@@ -248,6 +256,15 @@ def run_soup(args):
 @command
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.soup or args.ablation not in (None, "list"):
+        from keras_fer.data import existing_data_path
+
+        existing_data_path(args.data)  # before TensorFlow's import (4-5 s): a mistyped path fails at once
+    elif not (args.arch == "list" or args.summary or args.ablation):
+        from keras_fer.training import check_paths
+
+        config = run_config(args)
+        check_paths(config)  # so do the run's other paths
     import_tensorflow_quietly()
     if args.arch == "list":
         from keras_fer.models import registry_table
@@ -258,12 +275,10 @@ def main(argv=None):
         return run_soup(args)
     if args.ablation:
         return run_ablation(args)
-    config = config_from_args(args)
-    if config.out is None and args.recipe and not args.summary:  # runs/cnn4-... looked like a plain --arch run
-        config.out = f"runs/{args.recipe}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.summary:
         from keras_fer.models import build_model, summary_table
 
+        config = config_from_args(args)
         config.validate()
         print(summary_table(build_model(config.arch, **config.model_options)))
         return 0

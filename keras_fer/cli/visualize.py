@@ -485,9 +485,26 @@ def _check_not_run_figure(args):
                              "choose another file name or folder")
 
 
+def _check_paths(args):
+    """Check the run directories, `--model` and `--data` before TensorFlow's import (4-5 s), so a
+    mistyped path fails at once, with the message the command itself would give."""
+    from keras_fer import report
+    from keras_fer.data import existing_data_path
+    from keras_fer.loading import resolve_model
+
+    runs = getattr(args, "runs", None) or ([args.run] if getattr(args, "run", None) else [])
+    for run in runs:
+        report.read_run(run)
+    if getattr(args, "model", None):
+        resolve_model(args.model)
+    if getattr(args, "data", None):  # not FER_DATA: an --image file reads no data
+        existing_data_path(args.data)
+
+
 @command
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    _check_paths(args)
     if getattr(args, "out", None):
         _check_not_run_figure(args)
     image = getattr(args, "image", None)
