@@ -110,8 +110,8 @@ def build_parser():
     add("--temperature", type=float, metavar="T",
         help="softens the teachers' probabilities: softmax(log(p) / T) (default 2)")
     add("--mixed-precision", action="store_true", default=None,
-        help="mixed precision: bfloat16 compute on CPU (1.2-1.3x less CPU a training image for fervgg, "
-        "1.5-1.6x for vgg12, on CPUs with AVX512_BF16: bench/zoo_cost.py --policies), float16 on GPU; "
+        help="mixed precision: bfloat16 compute on CPU (1.2-1.5x less CPU a training image for fervgg, "
+        "1.5-1.8x for vgg12, on CPUs with AVX512_BF16 or AMX: bench/zoo_cost.py --policies), float16 on GPU; "
         "weights stay float32, and keras-fer evaluates and predicts with the model in float32")
     add("--strategy", choices=("default", "mirrored", "multi-worker"),
         help="distribution: default, mirrored (all local GPUs), "
