@@ -218,7 +218,10 @@ def test_visualize_compare_draws_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "one: validation" in out and "two (demo faces): validation accuracy 0.4000" in out
     assert visualize_main(["compare", str(tmp_path / "missing")]) == 2
-    assert "no history.csv" in capsys.readouterr().err
+    assert "missing: not a run directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert visualize_main(["compare", str(tmp_path / "empty"), "--out", str(tmp_path / "fig6")]) == 2
+    assert "empty: no history.csv" in capsys.readouterr().err
     # One run twice was drawn and listed once, as if a run had been left out.
     again = str(tmp_path / "two" / ".." / "one")
     assert visualize_main(["compare", str(tmp_path / "one"), str(tmp_path / "two"), again,
