@@ -450,7 +450,8 @@ def _make_run_recorder(keras):
         weights but not EarlyStopping's or ReduceLROnPlateau's counters, so a resumed run would
         diverge from an uninterrupted one)."""
 
-        def __init__(self, run_dir, config, history, state, stateful_callbacks, phase_index, write):
+        def __init__(self, run_dir, config, history, state, stateful_callbacks, phase_index, write, total_epochs=None,
+                     verbose=0, epoch_seconds=None):
             super().__init__()
             self.run_dir = Path(run_dir)
             self.config = config
@@ -459,6 +460,10 @@ def _make_run_recorder(keras):
             self.stateful = stateful_callbacks
             self.phase_index = phase_index
             self.write = write
+            self.total_epochs = total_epochs
+            self.verbose = verbose
+            # wall seconds of the epochs this process trained (shared by the phases' recorders)
+            self.epoch_seconds = [] if epoch_seconds is None else epoch_seconds
             self.epoch_started = None
 
         def on_train_begin(self, logs=None):
@@ -516,8 +521,32 @@ def _make_run_recorder(keras):
                 for stale in last_models(self.run_dir):
                     if stale.name != self.state["last_model"]:
                         stale.unlink(missing_ok=True)
+            self.epoch_seconds.append(row["seconds"])
+            if self.verbose and self.total_epochs and epoch + 1 < self.total_epochs:
+                print(progress_line(self.state, epoch + 1, self.total_epochs, self.epoch_seconds,
+                                    saved=self.write), flush=True)
 
     return RunRecorder
+
+
+def progress_line(state, epoch, total_epochs, epoch_seconds, saved=True):
+    """The line after each epoch of a long run: what is saved, the best so far and the time left at
+    this process's mean pace (Keras' bar shows one epoch's time left, not the run's), e.g.
+    `epoch 5 of 40 saved (best 0.4123, epoch 5); about 3.1 h to go at 5.4 min an epoch`."""
+    pace = sum(epoch_seconds) / len(epoch_seconds)
+    best = state.get("best_epoch")
+    so_far = f"best {state['best_val_accuracy']:.4f}, epoch {best}" if best and math.isfinite(
+        state.get("best_val_accuracy", math.nan)) else "no validation"
+    return (f"epoch {epoch} of {total_epochs} {'saved' if saved else 'done'} ({so_far}); about "
+            f"{_duration((total_epochs - epoch) * pace)} to go at {_duration(pace)} an epoch")
+
+
+def _duration(seconds):
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def complete_best(run_dir, state):
@@ -1141,6 +1170,7 @@ def _train(config, progress):
         stateful["plateau"] = plateau
     stop_at = _make_stop_at_accuracy(keras)(config.stop_at_accuracy) if config.stop_at_accuracy else None
 
+    epoch_seconds = []
     try:
         for phase_index, (phase_start, phase_end, optimizer_name, base_lr) in enumerate(phases):
             first = max(state["epoch"], phase_start)
@@ -1165,7 +1195,11 @@ def _train(config, progress):
             if config.tensorboard and write:
                 callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
             callbacks.append(keras.callbacks.TerminateOnNaN())
-            callbacks.append(_make_run_recorder(keras)(run_dir, config, history, state, stateful, phase_index, True))
+            if verbose and config.strategy != "multi-worker":  # Keras' epoch line before the recorder's (fit
+                callbacks.append(keras.callbacks.ProgbarLogger())  # appends its own bar after our callbacks)
+            callbacks.append(_make_run_recorder(keras)(run_dir, config, history, state, stateful, phase_index, True,
+                                                       total_epochs=phases[-1][1], verbose=verbose,
+                                                       epoch_seconds=epoch_seconds))
             dataset = make_dataset(
                 train_images.pixels, train_images.labels, config.batch_size, training=True, augment=augment,
                 seed=config.seed, balanced=config.balanced, first_epoch=first, epochs=phase_end, targets=targets,

@@ -322,6 +322,29 @@ def test_arch_list_and_summary(capsys):
     assert "conv4" in summary and "538,759" in summary
 
 
+def test_each_epoch_but_the_last_says_what_is_saved_and_the_time_left(tmp_path, capsys):
+    # A 40-epoch CPU run printed Keras' line for each epoch and nothing of the run's own end.
+    base = ["--recipe", "report002", "--arch", "dnn", "--demo-faces", "140", "--batch-size", "32"]
+    assert main([*base, "--epochs", "3", "--verbose", "2", "--out", str(tmp_path / "run")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    history = read_history(tmp_path / "run" / "history.csv")
+    assert [line.split(" saved")[0] for line in lines] == ["epoch 1 of 3", "epoch 2 of 3"]  # over both phases
+    best = max(history[:2], key=lambda row: row["val_accuracy"])
+    assert f"(best {best['val_accuracy']:.4f}, epoch {best['epoch']}); about " in lines[1]
+    assert main([*base, "--epochs", "2", "--verbose", "0", "--out", str(tmp_path / "quiet")]) == 0
+    assert "saved" not in capsys.readouterr().out
+
+
+def test_progress_line_reads_the_time_left_at_the_mean_pace():
+    from keras_fer.training import progress_line
+
+    state = {"best_epoch": 5, "best_val_accuracy": 0.41226}
+    assert progress_line(state, 5, 40, [300.0, 360.0]) == (
+        "epoch 5 of 40 saved (best 0.4123, epoch 5); about 3.2 h to go at 5.5 min an epoch")
+    assert progress_line({"best_epoch": 1, "best_val_accuracy": math.nan}, 1, 3, [20.0]) == (
+        "epoch 1 of 3 saved (no validation); about 40 s to go at 20 s an epoch")
+
+
 def test_no_validation_keeps_the_last_epoch_as_best(tmp_path, capsys):
     result = train(TrainConfig(arch="dnn", demo_faces=140, batch_size=32, epochs=2, val="none", verbose=0,
                                out=str(tmp_path / "run")))
