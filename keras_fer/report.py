@@ -269,6 +269,34 @@ def _photo_pick(path, detector="haar"):
     return Picked(to_face(image), None, path.stem)
 
 
+def _looks_like_a_file(spec):
+    path = Path(spec) if isinstance(spec, (str, os.PathLike)) else None
+    return path is not None and (bool(path.suffix.strip(".")) or os.sep in str(spec) or "/" in str(spec))
+
+
+def image_file(spec):
+    """The image file an `--image` spec names, or None when it can only be an id or row number of
+    the data. Reads no data, so `visualize.py` checks `--image` before TensorFlow's import.
+
+    Raises:
+        FerOptionError: for a file that is no supported image, or a photo's path that names
+            nothing (it loaded the data and said "--image must be an id ... of 700 demo faces").
+    """
+    from keras_fer.data import IMAGE_EXTENSIONS, OTHER_IMAGE_SUFFIXES, is_image_file
+
+    if not _looks_like_a_file(spec):
+        return None
+    path = Path(spec)
+    if path.is_file():
+        if is_image_file(path):
+            return path
+        if path.suffix:  # a GIF, say: it was looked up as an id ("no image with id 'anim.gif'")
+            raise FerOptionError(f"{spec}: not a supported image (use {', '.join(IMAGE_EXTENSIONS)}). "
+                                 f"Received: image={spec!r}")
+    if is_image_file(path) or path.suffix.lower() in OTHER_IMAGE_SUFFIXES:
+        raise FerOptionError(f"{spec}: no such file. Received: image={spec!r}")
+    return None
+
 
 def select_image(faces, spec, detector="haar"):
     """The image `spec` names: the path of an existing image file, or else an id (or row number)
@@ -285,19 +313,13 @@ def select_image(faces, spec, detector="haar"):
     Raises:
         FerOptionError: when `spec` is neither an image file nor an id of the data.
     """
-    from keras_fer.data import IMAGE_EXTENSIONS, OTHER_IMAGE_SUFFIXES, id_key, is_image_file
+    from keras_fer.data import id_key
 
+    photo = image_file(spec)
+    if photo is not None:
+        return _photo_pick(photo, detector)
     path = Path(spec) if isinstance(spec, (str, os.PathLike)) else None
-    looks_like_a_file = path is not None and (bool(path.suffix.strip(".")) or os.sep in str(spec) or "/" in str(spec))
-    if looks_like_a_file and path.is_file():
-        if is_image_file(path):
-            return _photo_pick(path, detector)
-        if path.suffix:  # a GIF, say: it was looked up as an id ("no image with id 'anim.gif'")
-            raise FerOptionError(f"{spec}: not a supported image (use {', '.join(IMAGE_EXTENSIONS)}). "
-                                 f"Received: image={spec!r}")
-    if looks_like_a_file and (is_image_file(path) or path.suffix.lower() in OTHER_IMAGE_SUFFIXES):
-        # a mistyped photo: it loaded the data and said "--image must be an id ... of 700 demo faces"
-        raise FerOptionError(f"{spec}: no such file. Received: image={spec!r}")
+    looks_like_a_file = _looks_like_a_file(spec)
     faces = faces() if callable(faces) else faces
     try:
         index = faces.images.index_of(spec)

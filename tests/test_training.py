@@ -385,6 +385,7 @@ def test_a_fer_data_that_names_nothing_says_it_came_from_fer_data(tmp_path, monk
     (["--init-from", "{tmp}/none.keras"], "{tmp}/none.keras: no such model file"),
     (["--teacher", "{tmp}/none"], "{tmp}/none: no such model file. Received: teacher='{tmp}/none'"),
     (["--soup", "a", "b", "--data", "nowhere.csv"], "nowhere.csv: no such file or folder"),
+    (["--soup", "{tmp}/a", "{tmp}/b"], "{tmp}/a: no such model file"),
     (["--ablation", "batch-norm", "--data", "nowhere.csv"], "nowhere.csv: no such file or folder"),
 ])
 def test_a_mistyped_path_fails_before_tensorflow_is_imported(tmp_path, monkeypatch, capsys, options, message):

@@ -371,6 +371,7 @@ def test_run_without_files(tmp_path, capsys):
     (["gradcam", "--run", "{tmp}/none"], "{tmp}/none: not a run directory (a folder written by train.py --out)"),
     (["report", "{tmp}/none"], "{tmp}/none: not a run directory (a folder written by train.py --out)"),
     (["compare", "{tmp}", "{tmp}/none"], "{tmp}/none: not a run directory (a folder written by train.py --out)"),
+    (["saliency", "--image", "{tmp}/face.png"], "{tmp}/face.png: no such file. Received: image='{tmp}/face.png'"),
 ])
 def test_a_mistyped_path_fails_before_tensorflow_is_imported(tmp_path, monkeypatch, capsys, options, message):
     # These failed only after TensorFlow's import, 4-5 s.

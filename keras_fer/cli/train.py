@@ -260,6 +260,11 @@ def main(argv=None):
         from keras_fer.data import existing_data_path
 
         existing_data_path(args.data)  # before TensorFlow's import (4-5 s): a mistyped path fails at once
+        if args.soup:
+            from keras_fer.loading import resolve_model_argument
+
+            for name in args.soup:  # so does a soup's missing model
+                resolve_model_argument(name)
     elif not (args.arch == "list" or args.summary or args.ablation):
         from keras_fer.training import check_paths
 

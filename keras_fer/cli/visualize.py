@@ -486,8 +486,8 @@ def _check_not_run_figure(args):
 
 
 def _check_paths(args):
-    """Check the run directories, `--model` and `--data` before TensorFlow's import (4-5 s), so a
-    mistyped path fails at once, with the message the command itself would give."""
+    """Check the run directories, `--model`, `--data` and an `--image` file before TensorFlow's
+    import (4-5 s), so a mistyped path fails at once, with the message the command itself would give."""
     from keras_fer import report
     from keras_fer.data import existing_data_path
     from keras_fer.loading import resolve_model
@@ -499,6 +499,8 @@ def _check_paths(args):
         resolve_model(args.model)
     if getattr(args, "data", None):  # not FER_DATA: an --image file reads no data
         existing_data_path(args.data)
+    if getattr(args, "image", None):
+        report.image_file(args.image)  # a mistyped photo; an id is looked up in the data later
 
 
 @command
