@@ -1133,6 +1133,9 @@ def _train(config, progress):
     if config.resume and stop_reason and state["epoch"] < config.total_epochs:
         print(f"note: the run in {run_dir} stopped at epoch {state['epoch']} ({stop_reason}): --resume trains no "
               f"more of it; to go on, start a new run with --init-from {run_dir}", file=sys.stderr)
+    elif config.resume and state["epoch"] >= config.total_epochs:  # it only evaluated the best model again
+        print(f"note: the run in {run_dir} has all its {state['epoch']} epochs: --resume trains nothing more; to "
+              f"train on, give a larger --epochs, or start a new run with --init-from {run_dir}", file=sys.stderr)
     interrupted = None
 
     with strategy.scope():

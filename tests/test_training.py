@@ -335,6 +335,20 @@ def test_each_epoch_but_the_last_says_what_is_saved_and_the_time_left(tmp_path, 
     assert "saved" not in capsys.readouterr().out
 
 
+def test_resuming_a_finished_run_says_it_trains_nothing(tmp_path, capsys):
+    # It evaluated the best model again and ended as if it had trained.
+    argv = ["--arch", "dnn", "--demo-faces", "140", "--batch-size", "32", "--verbose", "0",
+            "--out", str(tmp_path / "r")]
+    assert main([*argv, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--epochs", "1", "--resume"]) == 0
+    assert "has all its 1 epochs: --resume trains nothing more" in capsys.readouterr().err
+    assert len(read_history(tmp_path / "r" / "history.csv")) == 1
+    assert main([*argv, "--epochs", "2", "--resume"]) == 0
+    assert "trains nothing" not in capsys.readouterr().err
+    assert len(read_history(tmp_path / "r" / "history.csv")) == 2
+
+
 def test_progress_line_reads_the_time_left_at_the_mean_pace():
     from keras_fer.training import progress_line
 
