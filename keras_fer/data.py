@@ -696,11 +696,12 @@ def existing_data_path(path=None, kind="train"):
 
     Raises:
         FerDataError: naming the path, and FER_DATA when the path came from there (a relative
-            FER_DATA is read from the current folder).
+            FER_DATA is read from the current folder, which the message says).
     """
     found = resolve_data_path(path, kind)
     if found is not None and not found.exists():
-        where = "" if path else " (from FER_DATA: an absolute path works from any folder)"
+        where = "" if path else " (from FER_DATA)" if found.is_absolute() else (
+            " (from FER_DATA: an absolute path works from any folder)")
         raise FerDataError(f"no such file or folder{where}", found)
     return found
 

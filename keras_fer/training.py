@@ -522,7 +522,7 @@ def _make_run_recorder(keras):
                     if stale.name != self.state["last_model"]:
                         stale.unlink(missing_ok=True)
             self.epoch_seconds.append(row["seconds"])
-            if self.verbose and self.total_epochs and epoch + 1 < self.total_epochs:
+            if self.verbose and self.total_epochs and epoch + 1 < self.total_epochs and not self.model.stop_training:
                 print(progress_line(self.state, epoch + 1, self.total_epochs, self.epoch_seconds,
                                     saved=self.write), flush=True)
 
@@ -1024,22 +1024,14 @@ def check_paths(config):
     Raises:
         FerOptionError / FerDataError / FerModelError: one line naming the option and the path.
     """
-    from keras_fer.data import existing_data_path
+    from keras_fer.data import existing_data_path, resolve_data_path
 
     run_dir = Path(config.out or default_run_dir(config))
     check_run_dir_path(run_dir)  # before the data is read: mkdir would fail only after the model is built
-    if config.teacher:
-        from keras_fer.distill import resolve_teachers
-
-        resolve_teachers(config.teacher)  # a bad path fails before the data is read
-    if config.init_from and not config.resume:
-        from keras_fer.loading import resolve_model_argument
-
-        resolve_model_argument(config.init_from)  # so does a missing file or one that is no model archive
-    check_not_inside([("--out", run_dir)], existing_data_path(config.data, "train"))  # its figures would be images
+    if config.resume and config.out is None:  # the default is a new timestamped folder: nothing there to resume
+        raise FerOptionError("--resume continues the run in --out: name its folder. Received: out=None")
+    check_not_inside([("--out", run_dir)], resolve_data_path(config.data, "train"))  # its figures would be images
     if config.resume:
-        if config.out is None:  # the default is a new timestamped folder: nothing there to resume
-            raise FerOptionError("--resume continues the run in --out: name its folder. Received: out=None")
         if not (run_dir / "state.json").is_file():
             raise FerOptionError(f"--resume: no finished epoch to resume in {run_dir} (no state.json)")
     elif (run_dir / "state.json").exists():
@@ -1053,6 +1045,15 @@ def check_paths(config):
             f"{run_dir} holds files that are not a keras-fer run ({', '.join(names[:3])}"
             f"{', ...' if len(names) > 3 else ''}): choose a new or empty folder for --out"
         )
+    if config.teacher:
+        from keras_fer.distill import resolve_teachers
+
+        resolve_teachers(config.teacher)  # a bad path fails before the data is read
+    if config.init_from and not config.resume:
+        from keras_fer.loading import resolve_model_argument
+
+        resolve_model_argument(config.init_from)  # so does a missing file or one that is no model archive
+    existing_data_path(config.data, "train")  # and data that is not there
     return run_dir
 
 
@@ -1133,7 +1134,8 @@ def _train(config, progress):
     if config.resume and stop_reason and state["epoch"] < config.total_epochs:
         print(f"note: the run in {run_dir} stopped at epoch {state['epoch']} ({stop_reason}): --resume trains no "
               f"more of it; to go on, start a new run with --init-from {run_dir}", file=sys.stderr)
-    elif config.resume and state["epoch"] >= config.total_epochs:  # it only evaluated the best model again
+    elif config.resume and state["epoch"] >= config.total_epochs and (run_dir / "metrics.json").exists():
+        # it only evaluated the best model again (without metrics.json, --resume writes the missing report)
         print(f"note: the run in {run_dir} has all its {state['epoch']} epochs: --resume trains nothing more; to "
               f"train on, give a larger --epochs, or start a new run with --init-from {run_dir}", file=sys.stderr)
     interrupted = None

@@ -759,3 +759,7 @@ def test_existing_data_path_resolves_a_folder_and_names_fer_data_when_it_names_n
     with pytest.raises(FerDataError, match=r"^\.\./nowhere: no such file or folder \(from FER_DATA: an absolute"):
         data.existing_data_path(None, "test")
     assert data.existing_data_path(str(tmp_path)) == tmp_path / "train.csv.gz"  # --data wins over FER_DATA
+    monkeypatch.setenv("FER_DATA", str(tmp_path / "nowhere"))  # absolute: no advice to make it so
+    with pytest.raises(FerDataError) as given:
+        data.existing_data_path(None)
+    assert str(given.value) == f"{tmp_path / 'nowhere'}: no such file or folder (from FER_DATA)"

@@ -111,6 +111,10 @@ def test_model_file_and_image_file(run_dir, tmp_path, capsys):
                        (["augment", "--count", "1"], "augment_photo.png")):
         assert main([*argv, "--image", str(photo), "--data", str(broken), "--out", str(out)]) == 0
         check_png(out / name)
+    # Nor is a --data that names nothing (checked before TensorFlow's import, it failed the photo).
+    assert main(["saliency", "--model", str(run_dir / "best.keras"), "--image", str(photo),
+                 "--data", str(tmp_path / "nowhere.csv"), "--out", str(tmp_path / "out2")]) == 0
+    check_png(tmp_path / "out2" / "saliency_photo.png")
 
 
 @pytest.mark.parametrize("argv, filename", [

@@ -181,17 +181,15 @@ def config_from_args(args):
 def run_config(args):
     """`config_from_args` of a training run, whose `--recipe` names its default folder."""
     config = config_from_args(args)
-    if config.out is None and args.recipe:  # runs/cnn4-... looked like a plain --arch run
+    if config.out is None and args.recipe and not args.resume:  # runs/cnn4-... looked like a plain --arch run
         config.out = f"runs/{args.recipe}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
     return config
 
 
-def run_ablation(args):
+def check_ablation_options(args):
+    """The `--ablation` run's option clashes (needs no TensorFlow). Returns the ablation."""
     from keras_fer import ablation
 
-    if args.ablation == "list":
-        print(ablation.ablation_table())
-        return 0
     chosen = ablation.get_ablation(args.ablation)
     if args.recipe not in (None, chosen.recipe):
         raise FerOptionError(f"ablation {chosen.name} runs recipe {chosen.recipe}. Received: recipe={args.recipe!r}")
@@ -211,6 +209,16 @@ def run_ablation(args):
         if clashes:
             name, option = clashes[0]
             raise FerOptionError(f"--ablation {chosen.name} sets {name} itself in its variants: drop {option}")
+    return chosen
+
+
+def run_ablation(args):
+    from keras_fer import ablation
+
+    if args.ablation == "list":
+        print(ablation.ablation_table())
+        return 0
+    chosen = check_ablation_options(args)
     args.recipe = chosen.recipe
     out = args.out or "runs/ablations"
     args.out = None
@@ -225,9 +233,8 @@ def run_ablation(args):
     return 0
 
 
-def run_soup(args):
-    from keras_fer import soup
-
+def check_soup_options(args):
+    """The `--soup` run's option clashes (needs no TensorFlow)."""
     for flag, given in (("--resume", args.resume), ("--init-from", args.init_from), ("--ablation", args.ablation),
                         ("--teacher", args.teacher)):
         if given:
@@ -244,6 +251,12 @@ def run_soup(args):
                              f"Received: {given[0]}={getattr(args, given[0])!r}")
     if args.max_images is not None:  # -1 re-estimated BatchNorm on no image and kept the averages
         check_integer(args.max_images, "--max-images", 1, received="max_images")
+
+
+def run_soup(args):
+    from keras_fer import soup
+
+    check_soup_options(args)
     config = dataclasses.replace(config_from_args(args), val=args.val)
     if config.out is None:
         config.out = "runs/soup-" + time.strftime("%Y%m%d-%H%M%S")
@@ -253,23 +266,39 @@ def run_soup(args):
     return 0
 
 
+def check_before_tensorflow(args):
+    """Check what needs no TensorFlow before its import (4-5 s), so a clash of options or a
+    mistyped path fails at once, in the order the commands check them. Returns a training run's
+    config (None for the other commands)."""
+    from keras_fer.data import existing_data_path
+
+    if args.arch == "list" or args.ablation == "list":
+        return None
+    if args.soup:
+        from keras_fer.loading import resolve_model_argument
+
+        check_soup_options(args)
+        existing_data_path(args.data)
+        for name in args.soup:
+            resolve_model_argument(name)
+        return None
+    if args.ablation:
+        check_ablation_options(args)
+        existing_data_path(args.data)
+        return None
+    if args.summary:
+        return None
+    from keras_fer.training import check_paths
+
+    config = run_config(args)
+    check_paths(config)
+    return config
+
+
 @command
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.soup or args.ablation not in (None, "list"):
-        from keras_fer.data import existing_data_path
-
-        existing_data_path(args.data)  # before TensorFlow's import (4-5 s): a mistyped path fails at once
-        if args.soup:
-            from keras_fer.loading import resolve_model_argument
-
-            for name in args.soup:  # so does a soup's missing model
-                resolve_model_argument(name)
-    elif not (args.arch == "list" or args.summary or args.ablation):
-        from keras_fer.training import check_paths
-
-        config = run_config(args)
-        check_paths(config)  # so do the run's other paths
+    config = check_before_tensorflow(args)
     import_tensorflow_quietly()
     if args.arch == "list":
         from keras_fer.models import registry_table

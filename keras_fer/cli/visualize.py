@@ -497,10 +497,9 @@ def _check_paths(args):
         report.read_run(run)
     if getattr(args, "model", None):
         resolve_model(args.model)
-    if getattr(args, "data", None):  # not FER_DATA: an --image file reads no data
+    photo = report.image_file(args.image) if getattr(args, "image", None) else None  # a mistyped photo fails
+    if getattr(args, "data", None) and photo is None:  # a photo is explained without reading any data
         existing_data_path(args.data)
-    if getattr(args, "image", None):
-        report.image_file(args.image)  # a mistyped photo; an id is looked up in the data later
 
 
 @command
