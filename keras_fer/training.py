@@ -523,13 +523,12 @@ def _make_run_recorder(keras):
                         stale.unlink(missing_ok=True)
             self.epoch_seconds.append(row["seconds"])
             if self.verbose and self.total_epochs and epoch + 1 < self.total_epochs and not self.model.stop_training:
-                print(progress_line(self.state, epoch + 1, self.total_epochs, self.epoch_seconds,
-                                    saved=self.write), flush=True)
+                print(progress_line(self.state, epoch + 1, self.total_epochs, self.epoch_seconds), flush=True)
 
     return RunRecorder
 
 
-def progress_line(state, epoch, total_epochs, epoch_seconds, saved=True):
+def progress_line(state, epoch, total_epochs, epoch_seconds):
     """The line after each epoch of a long run: what is saved, the best so far and the time left at
     this process's mean pace (Keras' bar shows one epoch's time left, not the run's), e.g.
     `epoch 5 of 40 saved (best 0.4123, epoch 5); about 3.1 h to go at 5.4 min an epoch`."""
@@ -537,7 +536,7 @@ def progress_line(state, epoch, total_epochs, epoch_seconds, saved=True):
     best = state.get("best_epoch")
     so_far = f"best {state['best_val_accuracy']:.4f}, epoch {best}" if best and math.isfinite(
         state.get("best_val_accuracy", math.nan)) else "no validation"
-    return (f"epoch {epoch} of {total_epochs} {'saved' if saved else 'done'} ({so_far}); about "
+    return (f"epoch {epoch} of {total_epochs} saved ({so_far}); about "
             f"{_duration((total_epochs - epoch) * pace)} to go at {_duration(pace)} an epoch")
 
 
