@@ -29,6 +29,10 @@ from keras_fer.errors import FerOptionError, check_finite, check_integer
 
 #: Images per compiled batch: memory stays bounded whatever N is.
 BATCH_SIZE = 64
+#: SmoothGrad's defaults: the paper's 50 noisy copies, noise 0.15 of the pixel range.
+SMOOTHGRAD_SAMPLES, SMOOTHGRAD_NOISE = 50, 0.15
+#: Occlusion's defaults: an 8x8 grey square every 4 pixels (121 forward passes a 48x48 face).
+OCCLUSION_PATCH, OCCLUSION_STRIDE = 8, 4
 CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
               keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 
@@ -410,7 +414,8 @@ def saliency(model, images, class_index=None, batch_size=BATCH_SIZE):
     return _normalize(np.abs(grads).max(axis=-1))
 
 
-def smoothgrad(model, images, class_index=None, noise=0.15, samples=50, seed=0, batch_size=BATCH_SIZE):
+def smoothgrad(model, images, class_index=None, noise=SMOOTHGRAD_NOISE, samples=SMOOTHGRAD_SAMPLES, seed=0,
+               batch_size=BATCH_SIZE):
     """SmoothGrad (Smilkov et al. 2017): the gradient averaged over `samples` noisy copies of
     each image, then |.|, maximum over channels, normalized per image to [0, 1].
 
@@ -447,7 +452,7 @@ def smoothgrad(model, images, class_index=None, noise=0.15, samples=50, seed=0, 
     return _normalize(np.abs(total / samples).max(axis=-1))
 
 
-def occlusion(model, images, class_index=None, patch=8, stride=4, batch_size=BATCH_SIZE):
+def occlusion(model, images, class_index=None, patch=OCCLUSION_PATCH, stride=OCCLUSION_STRIDE, batch_size=BATCH_SIZE):
     """Occlusion sensitivity (Zeiler & Fergus 2014), without gradients: a `patch` x `patch`
     square of the face is replaced by the face's mean grey level at every position of a
     `stride` grid (the last row and column reach the border), and each pixel gets the mean drop

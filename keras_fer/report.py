@@ -412,24 +412,37 @@ EXPLANATIONS = {"saliency": "Saliency", "smoothgrad": "SmoothGrad", "gradcam": "
 CAM_METHODS = ("gradcam", "gradcam++", "layercam", "scorecam")
 
 
-def explain_maps(model, pixels, method, class_index=None, layer=None, samples=50, noise=0.15, seed=0,
-                 max_channels=None, patch=8, stride=4):
-    """Maps `(N, 48, 48)` in [0, 1] by `method` (one of `EXPLANATIONS`)."""
+def explain_maps(model, pixels, method, class_index=None, layer=None, **options):
+    """Maps `(N, 48, 48)` in [0, 1] by `method` (one of `EXPLANATIONS`).
+
+    `options` go to the method's function in `keras_fer.explain` (smoothgrad: `samples`,
+    `noise`, `seed`; scorecam: `max_channels`; occlusion: `patch`, `stride`); those not given
+    keep that function's defaults, and those another method takes are ignored.
+    """
     from keras_fer import explain
 
+    unknown = sorted(set(options) - {"samples", "noise", "seed", "max_channels", "patch", "stride"})
+    if unknown:
+        raise FerOptionError(f"unknown option {unknown[0]!r}: the methods take samples, noise and seed (smoothgrad), "
+                             f"max_channels (scorecam), patch and stride (occlusion). Received: {unknown[0]}="
+                             f"{options[unknown[0]]!r}")
     pixels = np.asarray(pixels, np.float32)
+
+    def given(*names):
+        return {name: options[name] for name in names if name in options}
+
     if method == "saliency":
         return explain.saliency(model, pixels, class_index)
     if method == "smoothgrad":
-        return explain.smoothgrad(model, pixels, class_index, noise=noise, samples=samples, seed=seed)
+        return explain.smoothgrad(model, pixels, class_index, **given("noise", "samples", "seed"))
     if method in ("gradcam", "gradcam++"):
         return explain.grad_cam(model, pixels, layer=layer, class_index=class_index, plus_plus=method == "gradcam++")
     if method == "layercam":
         return explain.layer_cam(model, pixels, layer=layer, class_index=class_index)
     if method == "scorecam":
-        return explain.score_cam(model, pixels, layer=layer, class_index=class_index, max_channels=max_channels)
+        return explain.score_cam(model, pixels, layer=layer, class_index=class_index, **given("max_channels"))
     if method == "occlusion":
-        return explain.occlusion(model, pixels, class_index, patch=patch, stride=stride)
+        return explain.occlusion(model, pixels, class_index, **given("patch", "stride"))
     raise FerOptionError(f"method must be one of {', '.join(EXPLANATIONS)}. Received: method={method!r}")
 
 
@@ -472,7 +485,8 @@ def explanation_figure(model, picks, method="saliency", class_index=None, layer=
                          f"layercam, or an earlier --layer, shows where the evidence is")
         return plots.heatmap_figure(pixels, maps, titles, method=f"{label} ({chosen.name}, {height}x{width})")
     if method == "occlusion":
-        patch, stride = options.get("patch", 8), options.get("stride", 4)
+        patch = options.get("patch", explain.OCCLUSION_PATCH)
+        stride = options.get("stride", explain.OCCLUSION_STRIDE)
         return plots.heatmap_figure(pixels, maps, titles,
                                     method=f"{label} ({patch}x{patch} grey square, stride {stride})")
     return plots.saliency_figure(pixels, maps, titles, method=label)

@@ -11,7 +11,7 @@ from keras import layers
 
 from keras_fer import synthetic
 from keras_fer.cli.visualize import main
-from keras_fer.errors import FerDataError
+from keras_fer.errors import FerDataError, FerOptionError
 from keras_fer.models import summary_table
 from keras_fer.models.layers import Preprocessing
 
@@ -432,7 +432,7 @@ def test_argparse_errors_are_one_line(capsys):
 def test_cam_titles_give_the_layers_resolution_and_activations_default_to_a_rectified_layer():
     # A 6x6 map upsampled to 48x48 looks as sharp as a 24x24 one; the title now says which it is.
     # The activation maps showed the linear conv output before BatchNorm (no common scale or sign).
-    from keras_fer import report
+    from keras_fer import explain, report
 
     keras.utils.set_random_seed(1)
     inputs = keras.Input((48, 48, 1))
@@ -451,6 +451,32 @@ def test_cam_titles_give_the_layers_resolution_and_activations_default_to_a_rect
         "Grad-CAM (conv1, 48x48)"
     assert report.activations_figure(model, pick).texts[0].get_text().startswith("Activation maps of conv1_act ")
     assert report.activations_figure(model, pick, "conv1").texts[0].get_text().startswith("Activation maps of conv1 ")
+    # Occlusion drawn without options says which square the library's defaults used.
+    title = " ".join(report.explanation_figure(model, [pick], "occlusion").axes[1].get_title().split())
+    patch, stride = explain.OCCLUSION_PATCH, explain.OCCLUSION_STRIDE
+    assert title == f"Occlusion ({patch}x{patch} grey square, stride {stride})"
+    with pytest.raises(FerOptionError, match="unknown option 'patches'"):  # a typo is not silently ignored
+        report.explanation_figure(model, [pick], "occlusion", patches=4)
+
+
+def test_the_command_line_defaults_are_the_librarys(capsys):
+    from keras_fer import explain, report
+    from keras_fer.cli.visualize import build_parser
+
+    parser = build_parser()
+    per_class = parser.parse_args(["saliency", "--per-class"])
+    assert (per_class.min_confidence, per_class.scan) == (report.MIN_CONFIDENCE, report.SCAN_LIMIT)
+    occlusion = parser.parse_args(["occlusion"])
+    smoothgrad = parser.parse_args(["smoothgrad"])
+    assert (occlusion.patch, occlusion.stride) == (explain.OCCLUSION_PATCH, explain.OCCLUSION_STRIDE)
+    assert (smoothgrad.samples, smoothgrad.noise) == (explain.SMOOTHGRAD_SAMPLES, explain.SMOOTHGRAD_NOISE)
+    for command, defaults in (("saliency", (report.MIN_CONFIDENCE, report.SCAN_LIMIT)),
+                              ("occlusion", (explain.OCCLUSION_PATCH, explain.OCCLUSION_STRIDE)),
+                              ("smoothgrad", (explain.SMOOTHGRAD_SAMPLES, explain.SMOOTHGRAD_NOISE))):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(f"(default {value}" in text for value in defaults), text
 
 
 def test_a_grad_cam_that_is_zero_everywhere_is_said_so():
