@@ -240,7 +240,8 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class TrainResult:
-    """What `train` returns: the run directory and its headline figures."""
+    """What `train` returns: the run directory and its headline figures. `written` is False in a
+    multi-worker run's other workers: they trained, and the chief wrote the run."""
 
     run_dir: Path
     epochs_run: int
@@ -249,6 +250,7 @@ class TrainResult:
     seconds: float
     stopped_early: bool = False
     interrupted: bool = False
+    written: bool = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -1201,8 +1203,9 @@ def _train(config, progress):
             callbacks.append(keras.callbacks.TerminateOnNaN())
             if verbose and config.strategy != "multi-worker":  # Keras' epoch line before the recorder's (fit
                 callbacks.append(keras.callbacks.ProgbarLogger())  # appends its own bar after our callbacks)
+            # A non-chief worker's "saved" would name its scratch folder: only the chief says it.
             callbacks.append(_make_run_recorder(keras)(run_dir, config, history, state, stateful, phase_index, True,
-                                                       total_epochs=phases[-1][1], verbose=verbose,
+                                                       total_epochs=phases[-1][1], verbose=verbose if chief else 0,
                                                        epoch_seconds=epoch_seconds))
             dataset = make_dataset(
                 train_images.pixels, train_images.labels, config.batch_size, training=True, augment=augment,
@@ -1265,9 +1268,9 @@ def _train(config, progress):
     if interrupted:
         raise interrupted
     return TrainResult(
-        run_dir=run_dir, epochs_run=state["epoch"], best_epoch=state.get("best_epoch", 0),
+        run_dir=read_dir, epochs_run=state["epoch"], best_epoch=state.get("best_epoch", 0),
         best_val_accuracy=state.get("best_val_accuracy", float("nan")), seconds=time.perf_counter() - started,
-        stopped_early=stop_reason is not None,
+        stopped_early=stop_reason is not None, written=chief,
     )
 
 

@@ -256,8 +256,9 @@ def test_two_workers_train_and_the_chief_writes_the_run(tmp_path):
         env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
                    TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
         processes.append(subprocess.Popen(
-            [sys.executable, str(ROOT / "train.py"), *SMALL, "--epochs", "1", "--strategy", "multi-worker",
-             "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [sys.executable, str(ROOT / "train.py"), *SMALL, "--verbose", "2", "--epochs", "2",
+             "--strategy", "multi-worker", "--out", str(out)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         ))
     outputs = []
     for process in processes:
@@ -268,10 +269,14 @@ def test_two_workers_train_and_the_chief_writes_the_run(tmp_path):
                 process.kill()
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
-    assert [row["epoch"] for row in read_history(out / "history.csv")] == [1]
+    assert [row["epoch"] for row in read_history(out / "history.csv")] == [1, 2]
     model = keras.saving.load_model(out / "best.keras", safe_mode=True)
     assert model.predict(np.zeros((2, 48, 48, 1), "float32"), verbose=0).shape == (2, 7)
     assert "run directory" in outputs[0]
+    # Only the chief, which writes the run, says an epoch is saved (the other worker's is scratch).
+    assert "epoch 1 of 2 saved" in outputs[0], outputs[0][-3000:]
+    assert "saved" not in outputs[1], outputs[1][-3000:]
+    assert "worker done (2 epochs" in outputs[1] and "keras_fer_worker_" not in outputs[1], outputs[1][-3000:]
 
 
 def test_the_custom_loop_stops_at_a_diverged_epoch_as_fit_does():

@@ -322,6 +322,10 @@ def main(argv=None):
         result = train(config, progress=counting_bar("img", enabled=args.verbose in (None, 1)))
     except KeyboardInterrupt as error:  # the run said what is saved
         return interrupted_exit_code(error)
+    if not result.written:  # a multi-worker run's other worker: its scratch folder is gone
+        print(f"worker done ({result.epochs_run} epochs, {result.seconds:.0f} s): the chief wrote the run, "
+              f"{result.run_dir}")
+        return 0
     if math.isnan(result.best_val_accuracy):  # --val none: nothing to choose a best epoch on
         print(f"run directory: {result.run_dir} (last epoch {result.best_epoch}, no validation split, "
               f"{result.seconds:.0f} s)")
