@@ -123,8 +123,9 @@ def _from_pil(image):
     return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
 
 
-def _as_image(image):
-    """A path, an OpenCV-style uint8 array or a PIL Image, as uint8 gray `(H, W)` or BGR `(H, W, 3)`."""
+def _as_image(image, channels="bgr"):
+    """A path, an OpenCV-style uint8 array or a PIL Image, as uint8 gray `(H, W)` or BGR `(H, W, 3)`.
+    `channels="rgb"` reads a colour array's channels as RGB(A); files and PIL Images carry their own."""
     if isinstance(image, (str, os.PathLike)):
         if not str(image).strip():
             raise FerOptionError(f"image must name an image file. Received: image={image!r}")
@@ -139,7 +140,7 @@ def _as_image(image):
             raise
     pil = sys.modules.get("PIL.Image")  # a PIL Image means Pillow is imported already
     if pil is not None and isinstance(image, pil.Image):
-        image = _from_pil(image)
+        image, channels = _from_pil(image), "bgr"
     if isinstance(image, (list, tuple)):  # it was refused as an array of shape (n,) or (n, H, W)
         items = f"{len(image)} item" + "s" * (len(image) != 1)
         raise FerOptionError("image must be one image (a file path, a uint8 array or a PIL Image): call recognize "
@@ -157,19 +158,21 @@ def _as_image(image):
         raise FerOptionError(f"image is empty. Received: image.shape={array.shape}")
     if array.ndim == 3 and array.shape[2] == 1:
         return array[:, :, 0]
+    if array.ndim == 3 and channels == "rgb":
+        return array[:, :, 2::-1]  # RGB(A) -> BGR, alpha dropped
     if array.ndim == 3 and array.shape[2] == 4:
         return array[:, :, :3]
     return array
 
 
 def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DEFAULT_MIN_FACE, backend="auto",
-              detector="haar"):
+              detector="haar", channels="bgr"):
     """Find the faces in an image and classify their expressions.
 
     Args:
         image: an image file path, a uint8 array as OpenCV reads one: gray `(H, W)` or BGR
-            `(H, W, 3)` (an RGB array works too, its grey levels weighted slightly differently),
-            or a PIL Image (read by its mode: RGB, palette, CMYK, 16-bit ..., alpha dropped).
+            `(H, W, 3)` (or RGB with `channels="rgb"`), or a PIL Image (read by its mode: RGB,
+            palette, CMYK, 16-bit ..., alpha dropped).
         model: a `.keras` or `.tflite` file or a training run directory, a `keras.Model` (run
             with Keras whatever `backend` says), an `inference.Predictor`, or a list of those
             (an ensemble, their softmax averaged); None for the packaged model. Models are
@@ -180,6 +183,10 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
         backend: `"auto"` (a verified LiteRT copy, else Keras), `"litert"` or `"keras"`.
         detector: `"haar"` (OpenCV's cascade) or `"mtcnn"` (finds turned faces too; needs the
             `mtcnn` extra), as in `faces.detect_faces`.
+        channels: the colour order of a `(H, W, 3)` or `(H, W, 4)` array: `"bgr"` (OpenCV's
+            `imread` and `VideoCapture`) or `"rgb"` (PIL's `np.asarray`, matplotlib, imageio).
+            Taken as BGR, an RGB face's grey levels are weighted differently (red at 0.114
+            instead of 0.299), so its skin turns darker. Files and PIL Images need no option.
 
     Returns:
         A list of `Face`, left to right; empty when no face is found.
@@ -206,7 +213,9 @@ def recognize(image, model=None, tta="none", detect=True, min_face=face_tools.DE
         raise FerOptionError(f"detect must be True or False. Received: detect={detect!r}")
     if detect:
         face_tools.check_detector(detector)
-    picture = _as_image(image)
+    if channels not in ("bgr", "rgb"):
+        raise FerOptionError(f"channels must be 'bgr' or 'rgb'. Received: channels={channels!r}")
+    picture = _as_image(image, channels)
     predictors = _predictors(model, backend)
     boxes = face_tools.face_boxes(picture, detect, min_face, detector)
     probabilities = predict_proba(predictors, face_tools.crop_faces(picture, boxes), tta)

@@ -125,6 +125,32 @@ def test_the_packaged_model_is_the_default(face):
     np.testing.assert_allclose(found.probabilities, inference.predict_proba([packaged], face[None])[0], atol=1e-6)
 
 
+def test_an_rgb_array_is_read_as_rgb_when_told(runs):
+    from matplotlib import cbook
+    from PIL import Image
+
+    photo = Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+    rgb = np.asarray(photo)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    (expected,) = keras_fer.recognize(bgr, model=runs[0])
+    for image in (rgb, np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])):  # RGB and RGBA
+        (found,) = keras_fer.recognize(image, model=runs[0], channels="rgb")
+        assert found.box == expected.box
+        np.testing.assert_allclose(found.probabilities, expected.probabilities, atol=1e-6)
+    # Taken as BGR (the default), the same array is another picture to the model.
+    (as_bgr,) = keras_fer.recognize(rgb, model=runs[0])
+    assert not np.allclose(as_bgr.probabilities, expected.probabilities, atol=1e-6)
+    # A PIL Image carries its own order: channels= does not flip it again.
+    (from_pil,) = keras_fer.recognize(photo, model=runs[0], channels="rgb")
+    np.testing.assert_allclose(from_pil.probabilities, expected.probabilities, atol=1e-6)
+    # A grey array has no channels to reorder.
+    grey = np.asarray(photo.convert("L"))
+    np.testing.assert_allclose(keras_fer.recognize(grey, model=runs[0], channels="rgb")[0].probabilities,
+                               keras_fer.recognize(grey, model=runs[0])[0].probabilities, atol=1e-6)
+    with pytest.raises(FerOptionError, match="channels must be 'bgr' or 'rgb'. Received: channels='RGB'"):
+        keras_fer.recognize(rgb, model=runs[0], channels="RGB")
+
+
 def test_a_pil_image_is_read_by_its_mode_not_taken_as_bgr(runs, face):
     from matplotlib import cbook
     from PIL import Image
