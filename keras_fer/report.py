@@ -412,37 +412,39 @@ EXPLANATIONS = {"saliency": "Saliency", "smoothgrad": "SmoothGrad", "gradcam": "
 CAM_METHODS = ("gradcam", "gradcam++", "layercam", "scorecam")
 
 
+#: The options each method's function in `keras_fer.explain` takes from `explain_maps`.
+METHOD_OPTIONS = {"smoothgrad": ("samples", "noise", "seed"), "scorecam": ("max_channels",),
+                  "occlusion": ("patch", "stride")}
+
+
 def explain_maps(model, pixels, method, class_index=None, layer=None, **options):
     """Maps `(N, 48, 48)` in [0, 1] by `method` (one of `EXPLANATIONS`).
 
-    `options` go to the method's function in `keras_fer.explain` (smoothgrad: `samples`,
-    `noise`, `seed`; scorecam: `max_channels`; occlusion: `patch`, `stride`); those not given
-    keep that function's defaults, and those another method takes are ignored.
+    `options` go to the method's function in `keras_fer.explain` (`METHOD_OPTIONS`); those not
+    given keep that function's defaults, and those another method takes are ignored.
     """
     from keras_fer import explain
 
-    unknown = sorted(set(options) - {"samples", "noise", "seed", "max_channels", "patch", "stride"})
+    known = {name for names in METHOD_OPTIONS.values() for name in names}
+    unknown = sorted(set(options) - known)
     if unknown:
-        raise FerOptionError(f"unknown option {unknown[0]!r}: the methods take samples, noise and seed (smoothgrad), "
-                             f"max_channels (scorecam), patch and stride (occlusion). Received: {unknown[0]}="
-                             f"{options[unknown[0]]!r}")
+        takes = ", ".join(f"{'/'.join(names)} ({name})" for name, names in METHOD_OPTIONS.items())
+        raise FerOptionError(f"unknown option {unknown[0]!r}: the methods take {takes}. "
+                             f"Received: {unknown[0]}={options[unknown[0]]!r}")
     pixels = np.asarray(pixels, np.float32)
-
-    def given(*names):
-        return {name: options[name] for name in names if name in options}
-
+    given = {name: options[name] for name in METHOD_OPTIONS.get(method, ()) if name in options}
     if method == "saliency":
         return explain.saliency(model, pixels, class_index)
     if method == "smoothgrad":
-        return explain.smoothgrad(model, pixels, class_index, **given("noise", "samples", "seed"))
+        return explain.smoothgrad(model, pixels, class_index, **given)
     if method in ("gradcam", "gradcam++"):
         return explain.grad_cam(model, pixels, layer=layer, class_index=class_index, plus_plus=method == "gradcam++")
     if method == "layercam":
         return explain.layer_cam(model, pixels, layer=layer, class_index=class_index)
     if method == "scorecam":
-        return explain.score_cam(model, pixels, layer=layer, class_index=class_index, **given("max_channels"))
+        return explain.score_cam(model, pixels, layer=layer, class_index=class_index, **given)
     if method == "occlusion":
-        return explain.occlusion(model, pixels, class_index, **given("patch", "stride"))
+        return explain.occlusion(model, pixels, class_index, **given)
     raise FerOptionError(f"method must be one of {', '.join(EXPLANATIONS)}. Received: method={method!r}")
 
 
