@@ -212,13 +212,10 @@ def check_ablation_options(args):
     return chosen
 
 
-def run_ablation(args):
+def run_ablation(args, chosen):
+    """Train the variants of `chosen`, the ablation `check_ablation_options` checked."""
     from keras_fer import ablation
 
-    if args.ablation == "list":
-        print(ablation.ablation_table())
-        return 0
-    chosen = check_ablation_options(args)
     args.recipe = chosen.recipe
     out = args.out or "runs/ablations"
     args.out = None
@@ -254,9 +251,9 @@ def check_soup_options(args):
 
 
 def run_soup(args):
+    """Average the `--soup` models, whose options `check_soup_options` checked."""
     from keras_fer import soup
 
-    check_soup_options(args)
     config = dataclasses.replace(config_from_args(args), val=args.val)
     if config.out is None:
         config.out = "runs/soup-" + time.strftime("%Y%m%d-%H%M%S")
@@ -268,8 +265,8 @@ def run_soup(args):
 
 def check_before_tensorflow(args):
     """Check what needs no TensorFlow before its import (4-5 s), so a clash of options or a
-    mistyped path fails at once, in the order the commands check them. Returns a training run's
-    config (None for the other commands)."""
+    mistyped path fails at once, in the order the commands check them. Returns what the command
+    runs: a training run's config, an `--ablation`'s `Ablation`, or None for the other commands."""
     from keras_fer.data import existing_data_path
 
     if args.arch == "list" or args.ablation == "list":
@@ -283,9 +280,9 @@ def check_before_tensorflow(args):
             resolve_model_argument(name)
         return None
     if args.ablation:
-        check_ablation_options(args)
+        chosen = check_ablation_options(args)
         existing_data_path(args.data)
-        return None
+        return chosen
     if args.summary:
         return None
     from keras_fer.training import check_paths
@@ -298,17 +295,22 @@ def check_before_tensorflow(args):
 @command
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    config = check_before_tensorflow(args)
+    checked = check_before_tensorflow(args)
     import_tensorflow_quietly()
     if args.arch == "list":
         from keras_fer.models import registry_table
 
         print(registry_table())
         return 0
+    if args.ablation == "list":
+        from keras_fer.ablation import ablation_table
+
+        print(ablation_table())
+        return 0
     if args.soup:
         return run_soup(args)
     if args.ablation:
-        return run_ablation(args)
+        return run_ablation(args, checked)
     if args.summary:
         from keras_fer.models import build_model, summary_table
 
@@ -319,7 +321,7 @@ def main(argv=None):
     from keras_fer.training import train
 
     try:
-        result = train(config, progress=counting_bar("img", enabled=args.verbose in (None, 1)))
+        result = train(checked, progress=counting_bar("img", enabled=args.verbose in (None, 1)))
     except KeyboardInterrupt as error:  # the run said what is saved
         return interrupted_exit_code(error)
     if not result.written:  # a multi-worker run's other worker: its scratch folder is gone
