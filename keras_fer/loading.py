@@ -417,8 +417,12 @@ def serving_model(model, source=None, normalize=None):
     except (AttributeError, ValueError):  # Keras: "Sequential model ... has no defined inputs yet"
         raise FerModelError(f"{name}: has no defined input (a subclassed model, or a Sequential never built on "
                             "an Input); expected a model built on an image Input") from None
-    if isinstance(model.output, dict):  # predict would return a dict, not an array
-        raise FerModelError(f"{name}: outputs a dict of tensors ({', '.join(map(str, model.output))}); "
+    try:
+        structure = model.output
+    except (AttributeError, ValueError):  # Keras 3: a Sequential's `output` raises even when built on an Input
+        structure = None
+    if isinstance(structure, dict):  # predict would return a dict, not an array
+        raise FerModelError(f"{name}: outputs a dict of tensors ({', '.join(map(str, structure))}); "
                             f"expected one tensor of {NUM_CLASSES} class scores (None, {NUM_CLASSES})")
     if isinstance(model_inputs, (list, tuple)) and len(model_inputs) != 1:
         raise FerModelError(f"{name}: takes {len(model_inputs)} inputs; expected one image input")

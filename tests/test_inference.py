@@ -364,6 +364,15 @@ def test_model_with_wrong_outputs_is_refused(tmp_path):
     keras.Model(inputs, [logits]).save(tmp_path / "listed.keras")
     predictor = inference.load_predictor(tmp_path / "listed.keras", backend="keras")
     assert predictor.probabilities(np.zeros((3, 48, 48, 1))).shape == (3, 7)
+    # A Sequential built on an Input (keras-io's style) is a model like any other: its `output`
+    # raises in Keras 3, which was a traceback, saved or in memory.
+    sequential = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten(), keras.layers.Dense(7)])
+    sequential.save(tmp_path / "sequential.keras")
+    faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 1)).astype("float32")
+    expected = loading.softmax(sequential.predict(faces / 255.0, verbose=0))
+    for predictor in (inference.load_predictor(tmp_path / "sequential.keras", backend="keras"),
+                      inference.keras_predictor(sequential)):
+        np.testing.assert_allclose(predictor.probabilities(faces), expected, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------
