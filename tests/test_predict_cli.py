@@ -403,6 +403,15 @@ def test_no_detect_and_labelled_crop_folders(tmp_path, run_dirs, demo, capsys, m
     out2 = tmp_path / "big.csv"
     assert main([str(tmp_path / "big.png"), "--no-detect", "--model", str(run_dirs[0]), "--out", str(out2)]) == 0
     assert read_rows(out2)[1][1:6] == ["1", "0", "0", "400", "300"]
+    # One mistyped class folder: the faces are still classified, and the lost scoring is said
+    for folder, i in (("happy", 0), ("suprise", 1), ("happy", 2)):
+        (tmp_path / "typo" / folder).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "typo" / folder / f"{i}.png"), demo.pixels[i, :, :, 0])
+    out3 = tmp_path / "typo.csv"
+    assert main([str(tmp_path / "typo"), "--model", str(run_dirs[0]), "--out", str(out3)]) == 0
+    captured = capsys.readouterr()
+    assert f"typo: not scored against its class folders: {Path('suprise', '1.png')} is not in one" in captured.err
+    assert "true_label" not in read_rows(out3)[0] and len(read_rows(out3)) == 4 and "accuracy" not in captured.out
 
 
 def write_saved(path, ids, probabilities):

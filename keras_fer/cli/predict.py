@@ -360,16 +360,20 @@ def _image_plan(root, outputs=()):
     if unread:
         _note(f"skipped {len(unread)} image{'s' if len(unread) > 1 else ''} in a format that is not read ({shown}): "
               f"convert {'them' if len(unread) > 1 else 'it'} to {formats}")
-    labels = []
+    labels, outside = [], None
     for file in files:
-        if len(file.parts) != 2:
-            labels = None
-            break
         try:
-            labels.append(class_index(file.parts[0]))
+            labels.append(class_index(file.parts[0]) if len(file.parts) == 2 else None)
         except ValueError:
-            labels = None
-            break
+            labels.append(None)
+        if labels[-1] is None and outside is None:
+            outside = file
+    if outside is not None:
+        if any(label is not None for label in labels):  # a mistyped class folder dropped every label unsaid
+            classes = ", ".join(name.lower() for name in CLASS_NAMES)
+            _note(f"{root}: not scored against its class folders: {outside} is not in one (sub-folders 0-6 or "
+                  f"{classes}, directly holding the images)")
+        labels = None
     return [root / file for file in files], labels, root
 
 
