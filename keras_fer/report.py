@@ -568,7 +568,9 @@ def held_out_rows(faces, run=None, config=None, config_path=None, own_data=True)
     if run is not None:
         config = run.config if config is None else config
         config_path = run.path / "config.json" if config_path is None else config_path
-        if own_data:
+        recorded = (config or {}).get("data_fingerprint")
+        # The run's data file changed since training: validation.npz's ids now name other rows
+        if own_data and (recorded is None or str(recorded) == faces.images.fingerprint()):
             found = validation_indices(run, faces)
             if found is not None:
                 return found, None
@@ -593,8 +595,13 @@ def per_class_picks(model, faces, min_confidence=MIN_CONFIDENCE, limit=SCAN_LIMI
     examples = confident_examples(model, images.pixels[indices], images.labels[indices], min_confidence, limit)
     if not examples:
         scanned = min(len(indices), limit)
-        which = (f"the {scanned} image{'s' if scanned != 1 else ''} scanned (--scan)" if scanned < len(images)
-                 else "the images")
+        plural = "s" if scanned != 1 else ""
+        if scanned < len(indices):
+            which = f"the {scanned} image{plural} scanned (--scan)"
+        elif within is not None:  # not --scan's doing: the held-out rows are all there is to search
+            which = f"the {scanned} held-out image{plural}"
+        else:
+            which = "the images"
         raise FerDataError(f"the model predicts none of {which} of {faces.description} correctly: nothing to show")
     picks = []
     for example in examples:

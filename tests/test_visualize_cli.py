@@ -139,6 +139,8 @@ def test_per_class_says_how_many_images_it_scanned(monkeypatch):
         report.per_class_picks(None, faces, limit=1)  # it said "no image of 14 demo faces", having seen one
     with pytest.raises(FerDataError, match=r"predicts none of the images of 14 demo faces"):
         report.per_class_picks(None, faces, limit=100)
+    with pytest.raises(FerDataError, match=r"predicts none of the 4 held-out images of 14 demo faces"):
+        report.per_class_picks(None, faces, limit=100, within=np.arange(4))  # it blamed --scan
 
 
 def test_samples_shows_at_most_the_faces_a_class_has(tmp_path):
@@ -907,3 +909,39 @@ def test_the_augment_figure_shows_every_draw_flipped(monkeypatch):
         np.testing.assert_array_equal(draw, face[:, ::-1].astype(np.float32))
     assert not np.array_equal(face[:, ::-1], face)
     assert len(shown["blur"]) == 8 and not any(np.array_equal(draw, face) for draw in shown["blur"])
+
+
+def test_per_class_of_a_run_whose_data_changed_since_training_is_not_taken_as_held_out(run_dir, tmp_path,
+                                                                                       monkeypatch, capsys):
+    # Without --data, a run's validation.npz ids were looked up in its data file as it is now:
+    # rows reordered since training made them other faces, training ones among them, unsaid.
+    import shutil
+
+    from keras_fer import data as data_module
+    from keras_fer import report
+
+    searched = []
+    real_picks = report.per_class_picks
+    monkeypatch.setattr(report, "per_class_picks",
+                        lambda model, faces, *args: searched.append(args[2]) or real_picks(model, faces, *args))
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(run_dir / "best.keras", run / "best.keras")
+    demo = demo_csv(tmp_path / "faces.csv", 140, seed=7)
+    read = data_module.read(tmp_path / "faces.csv")
+    held = np.arange(112, 140)
+    (run / "config.json").write_text(json.dumps({
+        "data": str(tmp_path / "faces.csv"), "data_fingerprint": read.fingerprint(), "val": "last:28",
+        "train_images": 112, "val_images": 28, "options": {"val": "last:28", "seed": 0}}))
+    np.savez(run / "validation.npz", labels=demo.labels[held], probabilities=np.full((28, 7), 1 / 7),
+             ids=read.ids[held].astype(str))
+    argv = ["saliency", "--per-class", "--min-confidence", "0", "--run", str(run), "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    assert sorted(searched[-1]) == held.tolist()
+    capsys.readouterr()
+    lines = (tmp_path / "faces.csv").read_text().splitlines()
+    (tmp_path / "faces.csv").write_text("\n".join(lines[:1] + lines[:0:-1]) + "\n")  # the rows reversed
+    assert main(argv) == 0
+    assert searched[-1] is None
+    out = capsys.readouterr().out
+    assert "may include some the model was trained on" in out and "is not the data the model was trained on" in out
