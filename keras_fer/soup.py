@@ -180,9 +180,17 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     from keras_fer.data import class_counts
     from keras_fer.errors import FerOptionError
     from keras_fer.files import same_file, write_json, write_text
-    from keras_fer.loading import load_keras_model, resolve_model_argument, validation_split
+    from keras_fer.loading import load_keras_model, resolve_model_argument, run_options, validation_split
     from keras_fer.pipeline import AugmentConfig
-    from keras_fer.training import TrainConfig, finish_run, load_training_data, model_summary, save_model
+    from keras_fer.training import (
+        DATA_OPTIONS,
+        TrainConfig,
+        data_record,
+        finish_run,
+        load_training_data,
+        model_summary,
+        save_model,
+    )
 
     names = [str(item) for item in ingredients]
     sources = [resolve_model_argument(name) for name in names]
@@ -245,13 +253,19 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
         report["recalibrated_on"] = len(train_images)
         report["recalibration_augment"] = config.augment
     run_dir.mkdir(parents=True, exist_ok=True)
+    # The first ingredient's config says what the model is (its architecture, preprocessing);
+    # what it was validated on, and where it is, are the soup's own: visualize rebuilds them.
     base = dict(sources[0].config or {})
     if "class_prior" not in base and train_images.labels is not None:
         counts = class_counts(train_images.labels)
         base["class_prior"] = (counts / counts.sum()).tolist()
     base.setdefault("class_names", list(CLASS_NAMES))
+    options = run_options(base, sources[0].config_path)
+    if options:
+        base["options"] = {**options, **{name: getattr(config, name) for name in DATA_OPTIONS},
+                           "out": str(run_dir), "resume": False}
     base.update({"soup": report, "train_images": len(train_images), "val_images": len(val_images),
-                 "data_fingerprint": all_images.fingerprint()})
+                 **data_record(config, all_images)})
     write_json(run_dir / "config.json", base)
     write_text(run_dir / "summary.txt", model_summary(soup) + "\n")
     evaluation = finish_run(run_dir, soup, val_images, []).get("evaluation")

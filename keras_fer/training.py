@@ -329,6 +329,18 @@ def _history_value(name, text, path, line):
 # Data
 
 
+# The options that choose the images a run trains and validates on (`load_training_data`).
+DATA_OPTIONS = ("data", "demo_faces", "seed", "val", "split_seed", "max_images")
+
+
+def data_record(config, all_images):
+    """What a run's config.json records of its data: the file (absolute, so visualize and
+    --resume find it from any working directory; None for demo faces), the validation split
+    and the data's fingerprint."""
+    data = None if config.data is None and not os.environ.get("FER_DATA") else str(Path(all_images.source).resolve())
+    return {"data": data, "val": config.val, "seed": config.seed, "data_fingerprint": all_images.fingerprint()}
+
+
 def load_training_data(config, verbose=False):
     """Read the configured data (or demo faces) and split it. Returns `(train, val, all images)`;
     with `verbose`, says what was read and how it was split, in one line."""
@@ -1154,14 +1166,10 @@ def _train(config, progress):
     run_dir.mkdir(parents=True, exist_ok=True)
     if write:
         write_json(run_dir / "config.json", {
-            "options": config.to_json(), "arch": config.arch,
-            # absolute, so visualize and --resume find it from any working directory
-            "data": None if config.data is None and not os.environ.get("FER_DATA") else str(
-                Path(all_images.source).resolve()),
-            "val": config.val, "seed": config.seed, "normalize": config.normalize, "augment": config.augment,
+            "options": config.to_json(), "arch": config.arch, **data_record(config, all_images),
+            "normalize": config.normalize, "augment": config.augment,
             "preprocessing": preprocessing, "class_prior": prior, "class_names": list(CLASS_NAMES),
-            "train_images": len(train_images), "val_images": len(val_images),
-            "data_fingerprint": all_images.fingerprint(), "versions": versions(),
+            "train_images": len(train_images), "val_images": len(val_images), "versions": versions(),
             **({"teacher": teacher_record} if teacher_record else {}),
             **({"init_from": init_record} if init_record else {}),
         })

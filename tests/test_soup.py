@@ -179,7 +179,8 @@ def test_a_soup_of_runs_that_started_apart_gets_a_note(tmp_path, capsys):
         run = tmp_path / name
         run.mkdir()
         small_fervgg(seed).save(run / "best.keras")
-        config = {"options": {"val": "fraction:0.1", "seed": seed, "split_seed": 0}}
+        config = {"options": {"val": "fraction:0.1", "seed": seed, "split_seed": 0, "demo_faces": 210,
+                              "out": str(run), "resume": True, "arch": "fervgg"}, "data": None}
         if started is not None:
             config["init_from"] = {"model": str(started), "run": str(started.parent), "epoch": 1}
         (run / "config.json").write_text(json.dumps(config))
@@ -194,6 +195,16 @@ def test_a_soup_of_runs_that_started_apart_gets_a_note(tmp_path, capsys):
     assert "did not start from one model" not in soup(runs[0], runs[1], str(parent.parent))  # a parent and its two
     err = soup(runs[0], runs[2])
     assert f"note: these models did not start from one model ({runs[0]} from {parent}; {runs[2]} from" in err
+    # The soup's config.json records the data it was validated on and its own folder, not its
+    # first ingredient's (210 demo faces, that run's folder, --resume): visualize rebuilt those.
+    from keras_fer.synthetic import generate
+
+    config = json.loads((tmp_path / "soup-1" / "config.json").read_text())
+    options = config["options"]
+    assert (options["demo_faces"], options["max_images"], options["resume"]) == (140, 32, False)
+    assert options["out"] == str(tmp_path / "soup-1") and options["arch"] == "fervgg"
+    assert (options["val"], options["split_seed"]) == ("fraction:0.1", 0) and config["data"] is None
+    assert config["data_fingerprint"] == generate(140, seed=options["seed"]).images.fingerprint()
 
 
 def test_train_soup_errors_are_one_line_and_write_nothing(tmp_path, capsys):
