@@ -854,6 +854,17 @@ def _check_resume(run_dir, config):
             saved_options["augment"] = AugmentConfig.parse(saved_options["augment"]).spec
     given = config.to_json()
     keys = sorted(set(given) - RESUMABLE_CHANGES)
+    if "data" in saved:  # demo faces or a file: --demo-faces counts only for demo faces
+        from keras_fer.data import existing_data_path
+
+        ran_on_demo, given_demo = saved["data"] is None, existing_data_path(config.data, "train") is None
+        if ran_on_demo != given_demo:
+            ran = f"{saved_options.get('demo_faces')} demo faces" if ran_on_demo else saved["data"]
+            now = f"{config.demo_faces} demo faces (no --data, no FER_DATA)" if given_demo else repr(config.data)
+            raise FerOptionError(f"--resume: the run in {run_dir} trained on {ran}; its validation rows would change "
+                                 f"mid-run. Received: data={now}")
+        if not ran_on_demo:
+            keys.remove("demo_faces")
     if _epoch_by_epoch(saved_options.get("phases")) is not None and _epoch_by_epoch(given.get("phases")) is not None:
         # --epochs cuts a phased recipe (cut_phases): two cuts of one recipe may continue each other.
         run, now = _epoch_by_epoch(saved_options["phases"]), _epoch_by_epoch(given["phases"])

@@ -666,6 +666,19 @@ def test_resume_refuses_other_data_and_forgets_a_deleted_best_model(tmp_path, ca
     base[base.index("--data") + 1] = "train.csv"
     assert main(base + ["--epochs", "3", "--resume"]) == 0
     assert json.loads((out / "config.json").read_text())["data"] == str(data.resolve())
+    # --demo-faces does nothing beside --data: it blocked the resume ("demo_faces: run has 2100,
+    # given 300"). Leaving --data out, or giving it to a demo-faces run, is the data changing.
+    assert main(base + ["--epochs", "4", "--resume", "--demo-faces", "300"]) == 0
+    capsys.readouterr()
+    without_data = base[:base.index("--data")] + base[base.index("--data") + 2:]
+    assert main(without_data + ["--epochs", "5", "--resume"]) == 2
+    assert (f"--resume: the run in {out} trained on {data.resolve()}; its validation rows would change mid-run. "
+            "Received: data=2100 demo faces (no --data, no FER_DATA)") in capsys.readouterr().err
+    demo = without_data[:-1] + [str(tmp_path / "demo")]
+    assert main(demo + ["--epochs", "1", "--demo-faces", "140"]) == 0
+    assert main(demo + ["--epochs", "2", "--demo-faces", "140", "--resume", "--data", "train.csv"]) == 2
+    assert "trained on 140 demo faces; its validation rows would change mid-run. Received: data='train.csv'" in (
+        capsys.readouterr().err)
 
 
 def test_resume_refuses_changed_options_and_keeps_a_stopped_run_stopped(tmp_path, capsys):
