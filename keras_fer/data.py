@@ -681,13 +681,23 @@ def resolve_data_path(path=None, kind="train"):
     if path is None:
         return None
     path = Path(path)
-    if path.is_dir():
-        for name in (f"{kind}.csv.gz", f"{kind}.csv"):
-            if (path / name).is_file():
-                return path / name
-        if (path / kind).is_dir():
-            return path / kind
-    return path
+    return data_parts(path).get(kind, path)
+
+
+DATA_PARTS = ("train", "test")
+
+
+def data_parts(folder):
+    """`{kind: path}` of the parts a FER2013 folder holds: `train.csv[.gz]` / `test.csv[.gz]`,
+    else `train/` / `test/` image folders (msambare's layout). Empty for anything else."""
+    folder = Path(folder)
+    parts = {}
+    if folder.is_dir():
+        for kind in DATA_PARTS:
+            found = [folder / name for name in (f"{kind}.csv.gz", f"{kind}.csv") if (folder / name).is_file()]
+            if found or (folder / kind).is_dir():
+                parts[kind] = found[0] if found else folder / kind
+    return parts
 
 
 def existing_data_path(path=None, kind="train"):
@@ -699,10 +709,14 @@ def existing_data_path(path=None, kind="train"):
             FER_DATA is read from the current folder, which the message says).
     """
     found = resolve_data_path(path, kind)
+    where = "" if path else " (from FER_DATA)" if found is None or found.is_absolute() else (
+        " (from FER_DATA: an absolute path works from any folder)")
     if found is not None and not found.exists():
-        where = "" if path else " (from FER_DATA)" if found.is_absolute() else (
-            " (from FER_DATA: an absolute path works from any folder)")
         raise FerDataError(f"no such file or folder{where}", found)
+    others = data_parts(found) if found is not None else {}
+    if others:  # a FER2013 folder without this part, read as images it said "no images"
+        held = ", ".join(path.name + ("/" if path.is_dir() else "") for path in others.values())
+        raise FerDataError(f"no {kind}.csv[.gz] or {kind}/ in this folder{where}: it holds {held}", found)
     return found
 
 
@@ -819,7 +833,8 @@ def class_weights(labels):
 
 def describe(images):
     """A few lines saying what `images` holds: count, per-class counts or unlabelled, ids."""
-    lines = [f"{images.source}: {len(images)} images of {IMAGE_SIZE}x{IMAGE_SIZE} grayscale"]
+    plural = "s" if len(images) != 1 else ""
+    lines = [f"{images.source}: {len(images)} image{plural} of {IMAGE_SIZE}x{IMAGE_SIZE} grayscale"]
     if images.labelled:
         lines.append(f"{'class':<12}{'count':>8}{'share':>9}")
         for index, name, count, share in class_distribution(images.labels):
@@ -846,14 +861,16 @@ def main(argv=None):
     )
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser("info", help="print what a file or folder holds")
-    info.add_argument("path", help="a FER CSV (optionally .gz), an image folder, or an image")
+    info.add_argument("path", help="a FER CSV (optionally .gz), an image folder, an image, or a FER2013 folder "
+                      "(train.csv.gz / test.csv.gz, or train/ / test/: each part is described)")
     splitter = commands.add_parser(
         "split", help="write the validation rows (and optionally the training rows) of a split as FER CSVs",
         description="Split labelled data as train.py --val/--split-seed do, and write the parts as FER CSVs "
         "(id,label,feature when the data has ids of its own, else label,feature; gzipped when the name ends in "
         ".gz; written atomically, and together: if either cannot be written, neither is).",
     )
-    splitter.add_argument("path", help="a labelled FER CSV (optionally .gz) or image folder")
+    splitter.add_argument("path", help="a labelled FER CSV (optionally .gz) or image folder, or a FER2013 folder "
+                          "(its train.csv[.gz] or train/)")
     splitter.add_argument("--val", default="fraction:0.1",
                           help="first:N, fraction:F or usage, as in train.py (default: fraction:0.1)")
     splitter.add_argument("--split-seed", type=seed_value, default=0, help="seed of the stratified draw (default: 0)")
@@ -861,8 +878,10 @@ def main(argv=None):
     splitter.add_argument("--out-train", metavar="FILE", help="where the training rows go (default: not written)")
     args = parser.parse_args(argv)
     if args.command == "info":
-        print(describe(read(args.path)))
+        paths = list(data_parts(args.path).values()) or [existing_data_path(args.path)]
+        print("\n\n".join(describe(read(path)) for path in paths))
         return 0
+    args.path = existing_data_path(args.path)  # a FER2013 folder: its training part
     parse_split(args.val)  # a bad spec fails before the file is read
     outputs = (("--out-val", args.out_val), ("--out-train", args.out_train))
     check_not_input(outputs, args.path)

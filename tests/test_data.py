@@ -1,4 +1,5 @@
 import gzip
+import re
 
 import cv2
 import numpy as np
@@ -763,3 +764,29 @@ def test_existing_data_path_resolves_a_folder_and_names_fer_data_when_it_names_n
     with pytest.raises(FerDataError) as given:
         data.existing_data_path(None)
     assert str(given.value) == f"{tmp_path / 'nowhere'}: no such file or folder (from FER_DATA)"
+    # A FER2013 folder without the part asked for was read as an image folder: "no images ...".
+    with pytest.raises(FerDataError) as given:
+        data.existing_data_path(str(tmp_path), "test")
+    assert str(given.value) == f"{tmp_path}: no test.csv[.gz] or test/ in this folder: it holds train.csv.gz"
+    (tmp_path / "msambare" / "test" / "angry").mkdir(parents=True)
+    with pytest.raises(FerDataError, match=re.escape("no train.csv[.gz] or train/ in this folder: it holds test/")):
+        data.existing_data_path(str(tmp_path / "msambare"))
+    assert data.existing_data_path(str(tmp_path / "msambare"), "test") == tmp_path / "msambare" / "test"
+
+
+def test_info_and_split_take_a_fer2013_folder(tmp_path, capsys):
+    # train.py and predict.py take the folder; `data info` and `data split` said "no images".
+    data.write_csv(random_images(14, seed=1), tmp_path / "train.csv")
+    data.write_csv(random_images(5, seed=2, labelled=False), tmp_path / "test.csv")
+    assert data.main(["info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'train.csv'}: 14 images" in out and f"{tmp_path / 'test.csv'}: 5 images" in out
+    assert data.main(["split", str(tmp_path), "--val", "first:4", "--out-val", str(tmp_path / "v.csv")]) == 0
+    _, expected = data.split(data.read(tmp_path / "train.csv"), "first:4")
+    np.testing.assert_array_equal(data.read(tmp_path / "v.csv").pixels, expected.pixels)
+    (tmp_path / "train.csv").unlink()
+    assert data.main(["split", str(tmp_path), "--out-val", str(tmp_path / "w.csv")]) == 2
+    assert "no train.csv[.gz] or train/ in this folder: it holds test.csv" in capsys.readouterr().err
+    data.write_csv(random_images(1, seed=3), tmp_path / "one.csv")
+    assert data.main(["info", str(tmp_path / "one.csv")]) == 0
+    assert "one.csv: 1 image of 48x48" in capsys.readouterr().out  # "1 images"
