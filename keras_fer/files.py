@@ -311,6 +311,16 @@ def same_file(first, second):
         return False
 
 
+def first_repeat(paths):
+    """`(index, earlier index)` of the first path that names the same file as an earlier one
+    (`same_file`: another spelling, a link), or None when every path is distinct."""
+    for index, path in enumerate(paths):
+        earlier = next((i for i in range(index) if same_file(paths[i], path)), None)
+        if earlier is not None:
+            return index, earlier
+    return None
+
+
 def check_not_input(outputs, sources, what="the input"):
     """Refuse outputs that would replace a file they are made from, before any work starts.
 

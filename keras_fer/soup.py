@@ -179,7 +179,7 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     from keras_fer.classes import CLASS_NAMES
     from keras_fer.data import class_counts
     from keras_fer.errors import FerOptionError
-    from keras_fer.files import same_file, write_json, write_text
+    from keras_fer.files import first_repeat, write_json, write_text
     from keras_fer.loading import load_keras_model, resolve_model_argument, run_options, validation_split
     from keras_fer.pipeline import AugmentConfig
     from keras_fer.training import (
@@ -194,14 +194,13 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
 
     names = [str(item) for item in ingredients]
     sources = [resolve_model_argument(name) for name in names]
-    for index, (name, source) in enumerate(zip(names, sources)):
-        twin = next((other for other, earlier in zip(names, sources[:index]) if same_file(earlier.path, source.path)),
-                    None)
-        if twin is not None:  # by another spelling, a link or a run directory and its best.keras
-            raise FerOptionError(
-                f"{name}: the same model as {twin} ({source.path}): a soup of a model with itself is that model. "
-                f"Received: ingredients={names!r}"
-            )
+    repeat = first_repeat([source.path for source in sources])
+    if repeat is not None:  # by another spelling, a link or a run directory and its best.keras
+        index, earlier = repeat
+        raise FerOptionError(
+            f"{names[index]}: the same model as {names[earlier]} ({sources[index].path}): a soup of a model with "
+            f"itself is that model. Received: ingredients={names!r}"
+        )
     split = validation_split(sources, names, "so the soup could not be validated")
     if split is not None:
         val, split_seed = split

@@ -310,12 +310,16 @@ def test_export_waits_for_a_valid_input(tmp_path, run_dirs, capsys):
     assert not target.exists()  # it was exported, then the input was found missing
 
 
-def test_fer_data_supplies_the_input(tmp_path, run_dirs, demo, monkeypatch):
+def test_fer_data_supplies_the_input(tmp_path, run_dirs, demo, monkeypatch, capsys):
     write_csv(tmp_path / "test.csv", demo.pixels[:5], [str(i) for i in range(5)])
     monkeypatch.setenv("FER_DATA", str(tmp_path))
     out = tmp_path / "s.csv"
     assert main(["--model", str(run_dirs[0]), "--out", str(out)]) == 0
     assert len(read_rows(out)) == 6
+    (tmp_path / "test.csv").rename(tmp_path / "train.csv")  # a FER2013 folder without its test part
+    assert main(["--model", str(run_dirs[0]), "--out", str(tmp_path / "t.csv")]) == 2
+    assert one_error_line(capsys) == (f"error: {tmp_path}: no test.csv[.gz] or test/ in this folder (from FER_DATA): "
+                                      "it holds train.csv")
 
 
 def test_fer_data_with_msambare_image_folders_supplies_its_test_folder(tmp_path, run_dirs, demo, monkeypatch, capsys):
@@ -461,6 +465,15 @@ def test_saved_proba_members_average_with_models_and_score(tmp_path, run_dirs, d
     assert [int(row[1]) for row in read_rows(only)[1:]] == other.argmax(axis=1).tolist()
     accuracy = float(np.mean(other.argmax(axis=1) == demo.labels))
     assert f"all rows: accuracy {accuracy:.4f}" in capsys.readouterr().out
+    # A member given twice was averaged in at twice the weight, without a word.
+    twice = tmp_path / "twice.csv"
+    for members, words in (
+        (["--model", str(run_dirs[1]), str(run_dirs[1] / "best.keras")],
+         f"--model {run_dirs[1] / 'best.keras'} is given twice (as {run_dirs[1]}): an ensemble averages each member"),
+        (["--saved-proba", str(first), str(first)], f"--saved-proba {first} is given twice: an ensemble averages"),
+    ):
+        assert main([str(path), *members, "--out", str(twice)]) == 2
+        assert words in one_error_line(capsys) and not twice.exists()
 
 
 @pytest.mark.parametrize("option, message", [

@@ -19,6 +19,7 @@ from keras_fer.files import (
     check_folder_for,
     check_not_input,
     check_not_inside,
+    first_repeat,
     orphaned_temporaries,
     staged_folder,
 )
@@ -557,6 +558,20 @@ def _outputs(options):
     return outputs
 
 
+def check_given_once(options, models):
+    """Refuse an ensemble member given twice (by one path or two, such as a run and its
+    best.keras): it was averaged in at twice the weight, without a word."""
+    from keras_fer.loading import resolve_model
+
+    for flag, given, paths in (("--model", models, [resolve_model(path).path for path in models]),
+                               ("--saved-proba", options.saved_proba, options.saved_proba)):
+        repeat = first_repeat(paths)
+        if repeat is not None:
+            name, earlier = (given[index] for index in repeat)
+            raise FerOptionError(f"{flag} {name} is given twice{'' if earlier == name else f' (as {earlier})'}: "
+                                 f"an ensemble averages each member once; give it once. Received: {given}")
+
+
 def check_outputs(options, models, plan=None):
     """Refuse, before any model loads, outputs that would replace an input: the data (a CSV, a
     photo, a folder's images as `plan` lists them, a video), a `--saved-proba` file or a model."""
@@ -655,6 +670,7 @@ def main(argv=None):
 
     start = time.perf_counter()
     models = _models_or_default(options)
+    check_given_once(options, models)
     check_outputs(options, models, plan)
     for _, path in _outputs(options):  # what a run killed while writing these files left beside them
         for leftover in orphaned_temporaries(path):

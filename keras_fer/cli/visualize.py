@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from keras_fer.cli import Parser, command, import_tensorflow_quietly, seed_value
 from keras_fer.errors import FerModelError, FerOptionError
 from keras_fer.faces import DETECTORS
-from keras_fer.files import check_not_input, check_not_inside, same_file
+from keras_fer.files import check_not_input, check_not_inside, first_repeat, same_file
 
 DEFAULT_OUT = "figures"
 
@@ -370,11 +370,11 @@ def _compare(args):
     from keras_fer.ablation import cpu_hours_column, describe_run, lineage, summarize_run
     from keras_fer.plots import compare_figure
 
-    for index, run in enumerate(args.runs):  # drawn once and listed once, it looked like a run left out
-        earlier = next((other for other in args.runs[:index] if same_file(other, run)), None)
-        if earlier is not None:
-            raise FerOptionError(f"{run} is given twice{'' if earlier == run else f' (as {earlier})'}: give each run "
-                                 f"once. Received: runs={args.runs}")
+    repeat = first_repeat(args.runs)  # drawn once and listed once, it looked like a run left out
+    if repeat is not None:
+        run, earlier = (args.runs[index] for index in repeat)
+        raise FerOptionError(f"{run} is given twice{'' if earlier == run else f' (as {earlier})'}: give each run "
+                             f"once. Received: runs={args.runs}")
     rows = [summarize_run(run) for run in args.runs]
     histories, notes = {}, []
     for row in rows:
