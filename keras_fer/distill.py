@@ -87,7 +87,7 @@ def resolve_teachers(names):
     sources = []
     for name in map(str, names):
         try:
-            source = resolve_model_argument(name)
+            source = resolve_model_argument(name, "--teacher")
         except FerError as error:
             raise type(error)(f"{str(error).rstrip('.')}. Received: teacher={name!r}") from None
         if source.path.suffix.lower() != ".keras":

@@ -96,7 +96,7 @@ def validation_split(sources, names, consequence):
     return next(iter(splits.values()), None)
 
 
-def default_model_path():
+def default_model_path(option="--model"):
     """The packaged pretrained model file, `keras_fer/weights/best.keras` (its `config.json` and
     verified LiteRT copy beside it, as in a run directory), for `resolve_model` /
     `inference.load_predictor` / `load_keras_model`.
@@ -112,13 +112,14 @@ def default_model_path():
         return found[0]
     raise FerModelError(
         f"no packaged pretrained model in {WEIGHTS_DIR} (this install has none): "
-        "pass --model with a .keras file or a training run directory"
+        f"pass {option} with a .keras file or a training run directory"
     )
 
 
-def resolve_model_argument(name):
-    """`resolve_model` of a model argument, where `"packaged"` is the packaged model."""
-    return resolve_model(default_model_path() if str(name) == "packaged" else name)
+def resolve_model_argument(name, option="--model"):
+    """`resolve_model` of a model argument, where `"packaged"` is the packaged model; `option`
+    is the flag that names it, for the message when there is none."""
+    return resolve_model(default_model_path(option) if str(name) == "packaged" else name)
 
 
 def resolve_model(path):

@@ -193,7 +193,7 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     )
 
     names = [str(item) for item in ingredients]
-    sources = [resolve_model_argument(name) for name in names]
+    sources = [resolve_model_argument(name, "--soup") for name in names]
     repeat = first_repeat([source.path for source in sources])
     if repeat is not None:  # by another spelling, a link or a run directory and its best.keras
         index, earlier = repeat

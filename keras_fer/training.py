@@ -632,13 +632,14 @@ def copy_weights_from(path, model):
     from keras_fer.loading import load_keras_model, resolve_model_argument
     from keras_fer.models import preprocessing_mismatch, weight_mismatch
 
-    source = resolve_model_argument(path).path
+    found = resolve_model_argument(path, "--init-from")
+    source = found.path
     donor = load_keras_model(source)
     mismatch = weight_mismatch(donor, model, f"the built {model.name}")
     if mismatch is not None:
         raise FerModelError(
             f"{source}: --init-from needs a trained {model.name} with the same options; its weights do not fit "
-            f"({mismatch}). Received: init_from={str(path)!r}"
+            f"({mismatch}){_built_with(found)}. Received: init_from={str(path)!r}"
         )
     mismatch = preprocessing_mismatch(donor, model, "this run")
     if mismatch is not None:
@@ -648,6 +649,25 @@ def copy_weights_from(path, model):
         )
     model.set_weights(donor.get_weights())
     return source
+
+
+def _built_with(source):
+    """`"; it was built with --arch A --model-option K=V ..."` from the model's config.json, the
+    options that build a model its weights fit; "" without a config that says."""
+    from keras_fer.loading import run_options
+
+    try:
+        options = run_options(source.config, source.config_path)
+    except FerDataError:
+        return ""
+    arch = options.get("arch") or (source.config or {}).get("arch")
+    if not isinstance(arch, str):
+        return ""
+    model_options = options.get("model_options") if isinstance(options.get("model_options"), dict) else {}
+    flags = [f"--arch {arch}"]
+    for key, value in sorted(model_options.items()):  # as --model-option reads them back: true, 0.65, small
+        flags.append(f"--model-option {key}={value if isinstance(value, str) else json.dumps(value)}")
+    return f"; it was built with {' '.join(flags)}"
 
 
 def init_from_record(loaded):
@@ -1076,7 +1096,7 @@ def check_paths(config):
     if config.init_from and not config.resume:
         from keras_fer.loading import resolve_model_argument
 
-        resolve_model_argument(config.init_from)  # so does a missing file or one that is no model archive
+        resolve_model_argument(config.init_from, "--init-from")  # a missing file, or no model archive
     existing_data_path(config.data, "train")  # and data that is not there
     return run_dir
 

@@ -750,7 +750,19 @@ def test_init_from_starts_at_a_trained_models_weights(tmp_path, capsys):
     code = main(SMALL + ["--epochs", "1", "--init-from", str(donor), "--out", str(tmp_path / "wrong")])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and last.startswith("error: ") and str(donor / "best.keras") in last and "do not fit" in last
+    assert "; it was built with --arch dnn. Received: init_from=" in last  # what it needs, from its config.json
     assert not (tmp_path / "wrong").exists()
+    packaged = ["--arch", "fervgg", "--demo-faces", "140", "--epochs", "1", "--init-from", "packaged", "--out",
+                str(tmp_path / "packaged")]
+    assert main(packaged) == 2
+    assert "it was built with --arch fervgg --model-option dense_units=64 --model-option width=0.65" in (
+        capsys.readouterr().err)
+    import keras_fer.loading
+
+    with pytest.MonkeyPatch.context() as patch:  # an install without the packaged model
+        patch.setattr(keras_fer.loading, "WEIGHTS_DIR", tmp_path / "no-weights")
+        assert main(packaged) == 2
+    assert "(this install has none): pass --init-from with a .keras file" in capsys.readouterr().err
     # The same architecture trained on faces normalized otherwise does not start this run either.
     code = main(["--arch", "dnn", "--demo-faces", "140", "--batch-size", "32", "--verbose", "0", "--epochs", "1",
                  "--normalize", "image", "--init-from", str(donor), "--out", str(tmp_path / "other-normalize")])

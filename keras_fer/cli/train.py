@@ -277,7 +277,7 @@ def check_before_tensorflow(args):
         check_soup_options(args)
         existing_data_path(args.data)
         for name in args.soup:
-            resolve_model_argument(name)
+            resolve_model_argument(name, "--soup")
         return None
     if args.ablation:
         chosen = check_ablation_options(args)
