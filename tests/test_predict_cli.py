@@ -172,6 +172,11 @@ def test_missing_input_and_bad_options(tmp_path, run_dirs, capsys, monkeypatch):
     monkeypatch.delenv("FER_DATA", raising=False)
     assert main(["--model", str(run_dirs[0])]) == 2
     assert "no input" in one_error_line(capsys)
+    (tmp_path / "photos").mkdir()  # after --model, a folder input is taken as a model: the error says so
+    assert main(["--model", str(run_dirs[0]), str(tmp_path / "photos")]) == 2
+    assert one_error_line(capsys).endswith(f"; --model took {run_dirs[0]}, {tmp_path / 'photos'}: if the last is the "
+                                           "input, give it before --model")
+    (tmp_path / "photos").rmdir()
     assert main([str(tmp_path / "nothing.csv"), "--model", str(run_dirs[0])]) == 2
     assert "nothing.csv" in one_error_line(capsys)
     assert main([str(tmp_path), "--model", str(run_dirs[0]), "--batch-size", "0"]) == 2

@@ -608,8 +608,12 @@ def _resolve_input(options):
         return str(path)
     found = existing_data_path(None, "test")
     if found is None:
+        taken = [(flag, paths) for flag, paths in (("--model", options.models), ("--saved-proba", options.saved_proba))
+                 if len(paths) >= 2]  # `--model run photos/`: argparse gave the input to --model
+        hint = "".join(f"; {flag} took {', '.join(paths)}: if the last is the input, give it before {flag}"
+                       for flag, paths in taken[:1])
         raise FerOptionError("no input: give a CSV, an image, a folder or a video (or set FER_DATA to a folder with "
-                             "test.csv.gz or test.csv)")
+                             f"test.csv.gz or test.csv){hint}")
     if Path(found).is_dir() and Path(found).name != "test":  # a test/ image folder is an input
         raise FerDataError("no test.csv, test.csv.gz or test/ in this folder (from FER_DATA): give an input", found)
     return str(found)
