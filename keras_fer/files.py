@@ -69,7 +69,8 @@ def atomic_path(path):
     """Yield a temporary `Path` beside `path`; when the block succeeds it gets the usual
     permissions (mkstemp makes 0600 files) and is renamed onto `path`.
 
-    The folder is created if needed. The temporary file exists (empty) and ends in `path`'s
+    The folder is created if needed (and removed again, when empty, if the block fails: a failed
+    write leaves nothing behind). The temporary file exists (empty) and ends in `path`'s
     suffix, so writers that pick the format from the name (Keras, matplotlib, LiteRT) work; a
     writer may also delete and re-create it. On any exception it is removed and `path` is left
     untouched. An existing `path` must be a regular file: a folder is refused before the block
@@ -85,11 +86,13 @@ def atomic_path(path):
     if path.exists() and not path.is_file():
         raise OSError(errno.EINVAL, "not a regular file (a device, pipe or socket): write to a file", str(path))
     check_folder_for(path)
+    made = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]  # deepest first
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.{_writer()}-", suffix=path.suffix or ".tmp",
                                              dir=path.parent)
     except OSError as error:
+        _remove_empty(made)
         raise OSError(error.errno, error.strerror, str(path)) from None
     os.close(handle)
     temporary = Path(temporary)
@@ -103,10 +106,20 @@ def atomic_path(path):
         ours = isinstance(error, OSError) and (error.filename == str(temporary) or _fills_disk_of(error, temporary))
         with contextlib.suppress(OSError):
             temporary.unlink()
+        _remove_empty(made)
         if ours:
             raise OSError(error.errno, error.strerror, str(path)) from None
         raise
     _sync(path.parent)  # and the rename itself
+
+
+def _remove_empty(folders):
+    """Remove `folders` (deepest first) while they are empty: the ones a failed write made."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # something else was written there meanwhile
+            return
 
 
 # atomic_path's temporary names: "." + the file's name + "." + the writer (its process id, "@" and

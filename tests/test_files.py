@@ -55,6 +55,19 @@ def test_crash_without_old_file_leaves_nothing(tmp_path):
             stream.write(b"x")
             raise Crash
     assert not list(tmp_path.iterdir())
+    # Folders made for it go too (predict.py --out new/sub/p.csv left new/sub/ behind a bad row),
+    # but not one that held something, or gained something meanwhile.
+    with pytest.raises(Crash):
+        with files.atomic_open(tmp_path / "new" / "sub" / "p.csv", "w"):
+            raise Crash
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(Crash):
+        with files.atomic_open(tmp_path / "new" / "sub" / "p.csv", "w"):
+            files.write_text(tmp_path / "new" / "beside.txt", "kept")
+            raise Crash
+    assert [path.name for path in tmp_path.rglob("*")] == ["new", "beside.txt"]
+    files.write_text(tmp_path / "new" / "sub" / "p.csv", "written")  # success keeps what it made
+    assert (tmp_path / "new" / "sub" / "p.csv").read_text() == "written"
 
 
 def test_temporary_is_beside_the_target_with_its_suffix(tmp_path):
@@ -179,7 +192,7 @@ def test_write_errors_name_the_output_not_the_temporary_file(tmp_path, monkeypat
             raise OSError(errno.ENOSPC, "No space left on device")  # write() names no file
     assert caught.value.filename == str(target)
     assert describe_os_error(caught.value) == f"{target}: {caught.value.strerror}"
-    assert not target.exists() and list(target.parent.iterdir()) == []
+    assert not target.exists() and not target.parent.exists()  # the folder made for it is gone too
 
 
 def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(tmp_path, capsys):
@@ -218,7 +231,7 @@ def test_a_full_disk_is_named_though_removing_the_temporary_file_frees_space(tmp
         with files.atomic_path(target) as temporary:
             temporary.write_bytes(b"x" * 100)
             raise OSError(errno.ENOSPC, "No space left on device")
-    assert caught.value.filename == str(target) and list(target.parent.iterdir()) == []
+    assert caught.value.filename == str(target) and not target.parent.exists()
 
 
 def test_atomic_writes_sync_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):

@@ -145,6 +145,9 @@ def test_malformed_row_exit_2_no_partial_file(tmp_path, run_dirs, demo, capsys):
     line = one_error_line(capsys)
     assert "bad.csv" in line and "line 9" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
+    # Nor the folders a new --out would have gone in (they were made, and left empty)
+    assert main([str(path), "--model", str(run_dirs[0]), "--out", str(tmp_path / "new" / "sub" / "s.csv")]) == 2
+    assert "line 9" in one_error_line(capsys) and sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
 
 
 @pytest.mark.parametrize("model, message", [
