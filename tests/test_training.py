@@ -122,6 +122,19 @@ def test_usage_errors_are_one_line_in_every_command(capsys, entry, argv, words):
     assert caught.value.code == 2 and err.startswith(words) and err.count("\n") == 1, err
 
 
+def test_help_names_the_console_script_it_was_run_as(capsys, monkeypatch):
+    # `fer-predict --help` said "usage: predict.py".
+    from keras_fer.cli import predict, visualize
+
+    for run, script, program in ((main, "train.py", "fer-train"), (predict.main, "predict.py", "fer-predict"),
+                                 (visualize.main, "visualize.py", "fer-visualize")):
+        for invoked, shown in ((f"/venv/bin/{program}", program), (f"/work/{script}", script)):
+            monkeypatch.setattr(sys, "argv", [invoked])
+            with pytest.raises(SystemExit):
+                run(["--help"])
+            assert capsys.readouterr().out.startswith(f"usage: {shown} ")
+
+
 def test_a_split_that_leaves_no_validation_rows_is_an_error_not_val_none(tmp_path, capsys):
     # fraction:0.001 of 280 faces rounds to no row per class: the run trained with no validation.
     assert main(SMALL + ["--epochs", "1", "--val", "fraction:0.001", "--out", str(tmp_path / "r")]) == 2

@@ -13,7 +13,14 @@ from keras_fer.errors import FerError
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit 2), like the package's own errors: not the whole usage
-    block followed by "prog: error: ..." on a bad option."""
+    block followed by "prog: error: ..." on a bad option. A `prog` of a script (`train.py`) reads
+    as the console script it was run as (`fer-train`), in usage lines and errors."""
+
+    def __init__(self, *args, prog=None, **kwargs):
+        invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+        if prog and prog.endswith(".py") and invoked == "fer-" + prog[:-3]:
+            prog = invoked
+        super().__init__(*args, prog=prog, **kwargs)
 
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")

@@ -28,9 +28,9 @@ examples:
   python train.py --soup ~/runs/tune-a ~/runs/tune-b --data fer2013/ --out ~/runs/soup   # average them
   python train.py --recipe best --model-option width=0.5 --teacher ~/runs/best --data fer2013/   # distil
 
-The run directory (--out, default runs/ARCH-TIME) gets best.keras, last-NNNN.keras, history.csv,
-history.png, confusion.png, classification_report.txt, config.json, summary.txt, state.json (for
---resume), metrics.json and validation.npz.
+The run directory (--out, default runs/ARCH-TIME, or runs/RECIPE-ARCH-TIME with --recipe) gets
+best.keras, last-NNNN.keras, history.csv, history.png, confusion.png, classification_report.txt,
+config.json, summary.txt, state.json (for --resume), metrics.json and validation.npz.
 """
 
 
@@ -93,7 +93,8 @@ def build_parser():
         "different --seed the same --split-seed to ensemble them on shared validation rows")
     add("--deterministic", action="store_true", default=None,
         help="enable TensorFlow op determinism: the same seed then gives the same history (slower)")
-    add("--out", help="run directory (default runs/ARCH-TIME). Keep long runs outside the repository")
+    add("--out", help="run directory (default runs/ARCH-TIME, or runs/RECIPE-ARCH-TIME with --recipe). Keep long "
+        "runs outside the repository")
     add("--resume", action="store_true", default=None, help="continue the run in --out from its last finished epoch")
     add("--init-from", metavar="MODEL",
         help="start from a trained model's weights (a .keras file, a run directory, or 'packaged') instead of "
