@@ -415,7 +415,8 @@ def read_saved_probabilities(path):
 
     path = Path(path)
     if not path.is_file():
-        raise FerDataError("no such file (saved probabilities)", path)
+        raise FerDataError("a folder, not a file of saved probabilities (predict.py --proba's CSV)" if path.is_dir()
+                           else "no such file (saved probabilities)", path)
     rows, lines = [], []  # each record's fields and its (last) line: a quoted field may hold line breaks
     try:
         with open_text(path) as handle:

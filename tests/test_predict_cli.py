@@ -535,6 +535,9 @@ def test_saved_proba_malformed_files_and_image_input(tmp_path, test_csv, run_dir
                      "--out", str(out)]) == 2, name
         assert message in one_error_line(capsys), name
         assert not out.exists()
+    (tmp_path / "probabilities").mkdir()  # it said "no such file"
+    assert main([str(path), "--saved-proba", str(tmp_path / "probabilities"), "--out", str(tmp_path / "f.csv")]) == 2
+    assert "probabilities: a folder, not a file of saved probabilities" in one_error_line(capsys)
     photo_path = tmp_path / "face.png"
     cv2.imwrite(str(photo_path), generate(1, seed=0).images.pixels[0, :, :, 0])
     assert main([str(photo_path), "--saved-proba", str(good), "--out", str(tmp_path / "faces.csv")]) == 2
