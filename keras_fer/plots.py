@@ -328,10 +328,21 @@ def _marked(image, mask):
     return rgb
 
 
-def _scale_bar(figure, grid, image, label):
-    """One colour bar for the maps' column `grid[:, 1]`, under it."""
-    bar = figure.colorbar(image, ax=list(grid[:, 1]), location="bottom", fraction=0.04 / len(grid), pad=0.01,
-                          aspect=25)
+def _map_rows(count):
+    """`(figure, grid, bar axes)`: `count` rows of three panels (original, map, third view), and
+    under the maps' column a thin row of its own for the colour bar. A colour bar taken from the
+    maps' axes (`colorbar(ax=...)`) shrank that column only, and its panels sat lower than the
+    others'."""
+    figure = _figure(7.2, 2.5 * count + 0.6)  # the colour bar's room, under the maps
+    figure.set_layout_engine("constrained")
+    spec = figure.add_gridspec(count + 1, 3, height_ratios=[1.0] * count + [0.05])
+    grid = np.array([[figure.add_subplot(spec[row, column]) for column in range(3)] for row in range(count)])
+    return figure, grid, figure.add_subplot(spec[count, 1])
+
+
+def _scale_bar(figure, bar_axes, image, label):
+    """The maps' colour bar, in its row under them."""
+    bar = figure.colorbar(image, cax=bar_axes, orientation="horizontal")
     bar.set_label(label, fontsize=8)
     bar.ax.tick_params(labelsize=7)
 
@@ -351,9 +362,7 @@ def saliency_figure(images, maps, titles=None, top_fraction=TOP_FRACTION, method
     """
     images, maps = np.asarray(images), np.asarray(maps, dtype=float)
     count = len(images)
-    figure = _figure(7.2, 2.5 * count + 0.6)  # the colour bar's room, under the maps
-    figure.set_layout_engine("constrained")
-    grid = figure.subplots(count, 3, squeeze=False)
+    figure, grid, bar_axes = _map_rows(count)
     for row in range(count):
         face = _face(images[row])
         top = np.percentile(maps[row], SALIENCY_PERCENTILE)
@@ -367,7 +376,7 @@ def saliency_figure(images, maps, titles=None, top_fraction=TOP_FRACTION, method
     grid[0, 0].set_title("original", fontsize=10)
     grid[0, 1].set_title(textwrap.fill(method, 30), fontsize=10)  # a long one would run over its neighbours
     grid[0, 2].set_title(f"top {top_fraction:.0%} pixels", fontsize=10)
-    _scale_bar(figure, grid, image, f"share of each map's {SALIENCY_PERCENTILE:.0f}th percentile")
+    _scale_bar(figure, bar_axes, image, f"share of each map's {SALIENCY_PERCENTILE:.0f}th percentile")
     return figure
 
 
@@ -380,9 +389,7 @@ def heatmap_figure(images, heatmaps, titles=None, method="Grad-CAM", alpha=0.45)
     images, heatmaps = np.asarray(images), np.asarray(heatmaps)
     count = len(images)
     colormap = matplotlib.colormaps[HEATMAP_CMAP]
-    figure = _figure(7.2, 2.5 * count + 0.6)  # the colour bar's room, under the maps
-    figure.set_layout_engine("constrained")
-    grid = figure.subplots(count, 3, squeeze=False)
+    figure, grid, bar_axes = _map_rows(count)
     for row in range(count):
         face = _face(images[row])
         gray = np.repeat((np.clip(face, 0, 255) / 255.0)[..., None], 3, axis=2)
@@ -397,7 +404,7 @@ def heatmap_figure(images, heatmaps, titles=None, method="Grad-CAM", alpha=0.45)
     grid[0, 1].set_title(textwrap.fill(method, 30), fontsize=10)  # a long one would run over its neighbours
     grid[0, 2].set_title("overlay", fontsize=10)
     # Each map is scaled to its own maximum: a class at probability 0.00 fills the scale too.
-    _scale_bar(figure, grid, image, "share of each map's maximum")
+    _scale_bar(figure, bar_axes, image, "share of each map's maximum")
     return figure
 
 

@@ -197,3 +197,21 @@ def test_timeline_draws_each_class_and_leaves_gaps_without_a_face():
     assert "3 of 4 analysed frames" in figure._suptitle.get_text()
     with pytest.raises(ValueError):
         plots.timeline_figure([0.0, 1.0], np.ones((3, 7)))
+
+
+@pytest.mark.parametrize("draw", [plots.saliency_figure, plots.heatmap_figure])
+@pytest.mark.parametrize("count", [1, 3])
+def test_map_panels_line_up_with_the_faces_beside_them(draw, count):
+    # The colour bar was taken from the maps' column: its panels came out smaller and 22 px lower.
+    images = np.full((count, 48, 48, 1), 128, np.uint8)
+    maps = np.random.default_rng(0).random((count, 48, 48))
+    figure = draw(images, maps, [f"row {row}" for row in range(count)])
+    figure.canvas.draw()
+    images_axes = [axes for axes in figure.axes if axes.get_images()]
+    assert len(images_axes) == 3 * count
+    boxes = np.array([axes.get_position().bounds for axes in images_axes]).reshape(count, 3, 4)
+    for row in boxes:  # y, width and height equal across a row
+        np.testing.assert_allclose(row[:, 1:], np.repeat(row[:1, 1:], 3, axis=0), atol=1e-3)
+    bar = [axes for axes in figure.axes if not axes.get_images()]
+    assert len(bar) == 1 and bar[0].get_position().y1 <= boxes[-1, 1, 1] + 1e-6  # under the maps
+    plots.close_figure(figure)
