@@ -38,6 +38,10 @@ SALIENCY_PERCENTILE = 99.0
 #: An input found by gradient ascent spreading less than this many grey levels (standard
 #: deviation) is drawn as it is and titled "flat": stretched, its noise looks like a pattern.
 FLAT_SPREAD = 1.0
+#: An ascent whose filter's mean activation rose less than this is titled "no rise" and drawn
+#: as it is: a first layer's 3x3 filter, averaged over the map, is driven by the mean grey level
+#: alone, and its uniform input stretched to full contrast was a black or white square.
+RISE_MIN = 0.05
 
 
 def _figure(width, height):
@@ -425,7 +429,8 @@ def image_grid(images, titles=None, columns=5, title=None, cmap="gray", normaliz
     # about 8 characters of the 12-point title fit in an inch.
     title_lines = textwrap.wrap(title, max(12, int(width * 8))) if title else []
     title_height = 0.2 + 0.25 * len(title_lines) if title_lines else 0.1
-    figure = _figure(width, cell * rows + title_height + (0.25 * rows if titles else 0))
+    lines = max((str(text).count("\n") + 1 for text in titles), default=0) if titles is not None else 0
+    figure = _figure(width, cell * rows + title_height + 0.25 * lines * rows)  # two-line titles: twice the room
     grid = figure.subplots(rows, columns, squeeze=False)
     for index, axes in enumerate(grid.ravel()):
         _hide_axes(axes)
@@ -446,19 +451,34 @@ def image_grid(images, titles=None, columns=5, title=None, cmap="gray", normaliz
     return figure
 
 
+def _number(value):
+    """`value` to 2 decimals, without a negative zero ("-0.00")."""
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text
+
+
 def filters_figure(images, activations, filters, layer, columns=5, start=None):
-    """Inputs found by gradient ascent, one per filter, titled with the activation reached
-    (`start -> reached` when `start` is given), each stretched to its own range. An input that
-    spreads less than `FLAT_SPREAD` grey levels is drawn as it is and titled "flat": the ascent
-    could not move it (a filter that is zero on the grey start has no gradient there)."""
+    """Inputs found by gradient ascent, one per filter, titled with the filter and, on a second
+    line, the mean activation reached (`start → reached` when `start` is given), each stretched
+    to its own range. Drawn as they are (grey levels 0-255), not stretched:
+
+    - "flat": an input spreading less than `FLAT_SPREAD` grey levels; the ascent could not move
+      it (a filter that is zero on the grey start has no gradient there);
+    - "no rise": an activation that rose less than `RISE_MIN` from `start`.
+
+    The grid has at most `columns` columns, as few as fill its rows evenly (6 filters: 3 by 2).
+    """
     images = np.asarray(images, dtype=float)
     spread = images.reshape(len(images), -1).std(axis=1) if len(images) else np.zeros(0)
     flat = spread < FLAT_SPREAD
-    reached = [f"{s:.2f}->{a:.2f}" for s, a in zip(start, activations)] if start is not None else [
-        f"act {a:.2f}" for a in activations]
-    titles = [f"{layer}:{f}  {text}" + (" flat" if is_flat else "")
-              for f, text, is_flat in zip(filters, reached, flat)]
-    return image_grid(images, titles, columns=columns, normalize_each=list(~flat),
+    rose = np.ones(len(images), bool) if start is None else (
+        np.asarray(activations, float) - np.asarray(start, float) >= RISE_MIN)
+    reached = [f"{_number(s)} → {_number(a)}" for s, a in zip(start, activations)] if start is not None else [
+        f"act {_number(a)}" for a in activations]
+    marks = ["  flat" if is_flat else "" if has_risen else "  no rise" for is_flat, has_risen in zip(flat, rose)]
+    titles = [f"{layer}:{f}\n{text}{mark}" for f, text, mark in zip(filters, reached, marks)]
+    rows = max(1, -(-len(images) // columns))
+    return image_grid(images, titles, columns=-(-len(images) // rows), normalize_each=list(~flat & rose),
                       title=f"What activates the filters of {layer} (gradient ascent)")
 
 

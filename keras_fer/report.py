@@ -888,7 +888,8 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
                 raise FerModelError("the model has no convolution layers")
             rectified = f" (the rectified output of {layer[:-4]})" if layer.endswith("_act") else ""
             section.text(f"Inputs found by {steps} steps of gradient ascent on {filters} random filters of {layer}"
-                         f"{rectified}, starting from grey; each title gives the mean activation reached.")
+                         f"{rectified}, starting from grey; each title gives the filter's mean activation at the start and "
+                         "at the end.")
             section.image(filters_figure(model, layer, filters, steps=steps, seed=seed), f"filters of {layer}")
         return build
 

@@ -164,12 +164,26 @@ def test_a_flat_ascended_input_is_drawn_as_it_is_and_said_to_be_flat():
     rng = np.random.default_rng(2)
     flat = 128 + rng.normal(0, 0.2, (48, 48, 1))
     textured = 128 + rng.normal(0, 30, (48, 48, 1))
-    figure = plots.filters_figure(np.stack([flat, textured]), [0.0, 1.5], [81, 3], "conv8_act",
-                                  start=np.array([0.0, 0.1]))
+    # An input that moved but whose filter barely rose (a first layer's filter, averaged over
+    # the map, sees only the mean grey level) was a black or white square, stretched.
+    uniform = 128 + rng.normal(0, 30, (48, 48, 1))
+    figure = plots.filters_figure(np.stack([flat, textured, uniform]), [-0.001, 1.5, 0.02], [81, 3, 5], "conv8_act",
+                                  start=np.array([0.0, 0.1, -0.01]))
     panels = [axes for axes in figure.axes if axes.images]
-    assert [axes.get_title() for axes in panels] == ["conv8_act:81  0.00->0.00 flat", "conv8_act:3  0.10->1.50"]
+    assert [axes.get_title() for axes in panels] == ["conv8_act:81\n0.00 → 0.00  flat", "conv8_act:3\n0.10 → 1.50",
+                                                     "conv8_act:5\n-0.01 → 0.02  no rise"]  # no "-0.00"
     assert panels[0].images[0].get_clim() == (0, 255)  # grey levels as they are
     assert panels[1].images[0].get_clim() == pytest.approx((textured.min(), textured.max()))  # stretched
+    assert panels[2].images[0].get_clim() == (0, 255)
+
+
+@pytest.mark.parametrize("count, shape", [(6, (2, 3)), (8, (2, 4)), (10, (2, 5)), (3, (1, 3)), (12, (3, 4))])
+def test_filter_grids_fill_their_rows_evenly(count, shape):
+    # 6 filters on 5 columns left 4 empty cells.
+    faces = np.random.default_rng(0).integers(0, 256, (count, 48, 48)).astype(np.uint8)
+    figure = plots.filters_figure(faces, np.ones(count), list(range(count)), "conv8")
+    grid = figure.axes[0].get_subplotspec().get_gridspec()
+    assert (grid.nrows, grid.ncols) == shape and sum(1 for axes in figure.axes if axes.images) == count
 
 
 @pytest.mark.parametrize("count", [1, 2, 5])
