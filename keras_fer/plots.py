@@ -488,7 +488,9 @@ def activations_figure(maps, layer, image=None, count=None, columns=8, title=Non
     maps = np.asarray(maps, dtype=float)
     channels = maps.shape[-1] if count is None else min(count, maps.shape[-1])
     panels = [maps[..., index] for index in range(channels)]
-    titles = [f"#{index}" for index in range(channels)]
+    # A uniform map (a rectified channel that is 0 everywhere) has no range to scale to: said so
+    titles = [f"#{index}" + ("" if np.ptp(panel) > 0 else f" all {_number(panel.flat[0])}")
+              for index, panel in enumerate(panels)]
     colors = ["viridis"] * channels
     if image is not None:
         panels.insert(0, _face(image))

@@ -650,11 +650,15 @@ def activations_figure(model, pick, layer=None, count=31):
 
     target = explain.find_layer(model, layer or default_activation_layer(model)).name
     maps = explain.activation_maps(model, pick.pixels.astype(np.float32), target)
-    what = f"{pick.name}" + (f" ({CLASS_NAMES[pick.label]})" if pick.label is not None else "")
+    probabilities = explain.probabilities(model, pick.pixels[None].astype(np.float32))[0]
+    predicted = int(np.argmax(probabilities))
+    # "for 00000 (Surprise)" did not say whether the class was the label or the prediction
+    truth = f"true {CLASS_NAMES[pick.label]}, " if pick.label is not None else ""
+    what = f"{pick.name} ({truth}predicted {CLASS_NAMES[predicted]} {probabilities[predicted]:.2f})"
     return plots.activations_figure(
         maps, target, image=pick.pixels, count=count,
         title=f"Activation maps of {target} for {what}: {min(count, maps.shape[-1])} of {maps.shape[-1]} channels, "
-              f"{maps.shape[0]}x{maps.shape[1]}",
+              f"{maps.shape[0]}x{maps.shape[1]}, each scaled to its own range",
     )
 
 
@@ -888,8 +892,8 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
                 raise FerModelError("the model has no convolution layers")
             rectified = f" (the rectified output of {layer[:-4]})" if layer.endswith("_act") else ""
             section.text(f"Inputs found by {steps} steps of gradient ascent on {filters} random filters of {layer}"
-                         f"{rectified}, starting from grey; each title gives the filter's mean activation at the start and "
-                         "at the end.")
+                         f"{rectified}, starting from grey; each title gives the filter's mean activation at the "
+                         "start and at the end.")
             section.image(filters_figure(model, layer, filters, steps=steps, seed=seed), f"filters of {layer}")
         return build
 

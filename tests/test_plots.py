@@ -229,3 +229,12 @@ def test_map_panels_line_up_with_the_faces_beside_them(draw, count):
     bar = [axes for axes in figure.axes if not axes.get_images()]
     assert len(bar) == 1 and bar[0].get_position().y1 <= boxes[-1, 1, 1] + 1e-6  # under the maps
     plots.close_figure(figure)
+
+
+def test_a_uniform_activation_map_is_titled_with_its_value():
+    # A rectified channel that is 0 everywhere, scaled to its own (empty) range, could not be read.
+    maps = np.random.default_rng(0).random((6, 6, 3))
+    maps[..., 1] = 0.0
+    figure = plots.activations_figure(maps, "conv4_act")
+    assert [axes.get_title() for axes in figure.axes if axes.images] == ["#0", "#1 all 0.00", "#2"]
+    plots.close_figure(figure)

@@ -10,6 +10,7 @@ import pytest
 from keras import layers
 
 from keras_fer import synthetic
+from keras_fer.classes import CLASS_NAMES
 from keras_fer.cli.visualize import main
 from keras_fer.errors import FerDataError, FerOptionError
 from keras_fer.models import summary_table
@@ -453,6 +454,11 @@ def test_cam_titles_give_the_layers_resolution_and_activations_default_to_a_rect
         "Grad-CAM (conv1, 48x48)"
     assert report.activations_figure(model, pick).texts[0].get_text().startswith("Activation maps of conv1_act ")
     assert report.activations_figure(model, pick, "conv1").texts[0].get_text().startswith("Activation maps of conv1 ")
+    # The class named is the label and the prediction, each said to be which
+    probabilities = explain.probabilities(model, pick.pixels[None].astype("float32"))[0]
+    predicted = f"predicted {CLASS_NAMES[int(np.argmax(probabilities))]} {probabilities.max():.2f}"
+    text = " ".join(report.activations_figure(model, pick).texts[0].get_text().split())
+    assert f"for face (true Happy, {predicted}):" in text and text.endswith("each scaled to its own range")
     # Occlusion drawn without options says which square the library's defaults used.
     title = " ".join(report.explanation_figure(model, [pick], "occlusion").axes[1].get_title().split())
     patch, stride = explain.OCCLUSION_PATCH, explain.OCCLUSION_STRIDE
