@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from keras_fer.classes import CLASS_NAMES  # noqa: E402
@@ -104,11 +105,14 @@ def history_figure(history, title=None):
             axes.legend()
     val_accuracy = _column(history, "val_accuracy")
     if val_accuracy is not None and np.isfinite(val_accuracy).any():
-        best = int(np.nanargmax(val_accuracy))
+        best = int(np.nanargmax(val_accuracy))  # ringed, and labelled above it (below, it sat on the axis)
+        panels[1].plot(epochs[best], val_accuracy[best], "o", markersize=9, markerfacecolor="none",
+                       markeredgecolor="black", zorder=5)
         panels[1].annotate(
-            f"best {val_accuracy[best]:.3f}", (epochs[best], val_accuracy[best]),
-            textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8,
+            f"best {val_accuracy[best]:.3f} (epoch {epochs[best]:g})", (epochs[best], val_accuracy[best]),
+            textcoords="offset points", xytext=(0, 9), ha="center", va="bottom", fontsize=9,
         )
+        panels[1].margins(y=0.12)
     if title:
         figure.suptitle(title)
     figure.tight_layout()
@@ -152,7 +156,7 @@ def compare_figure(histories, title=None, x="epoch"):
         legend = label
         if val_accuracy is not None and np.isfinite(val_accuracy).any():
             best = int(np.nanargmax(val_accuracy))
-            legend = f"{label} (best {val_accuracy[best]:.3f})"
+            legend = f"{label}: best {val_accuracy[best]:.3f}"  # "run (demo faces) (best 0.157)" read badly
             accuracy_axes.plot(positions, val_accuracy, "-", color=color, label=legend)
             accuracy_axes.plot(positions[best], val_accuracy[best], "o", color=color, markersize=5)
         accuracy = _column(history, "accuracy")
@@ -170,7 +174,11 @@ def compare_figure(histories, title=None, x="epoch"):
         axes.set_title(name.capitalize())
         axes.grid(alpha=0.3)
         if axes.get_legend_handles_labels()[0]:
-            axes.legend(fontsize=8)
+            handles, labels = axes.get_legend_handles_labels()
+            if axes is accuracy_axes:  # the line styles, in the key as well as the title
+                handles += [Line2D([], [], color="grey", linestyle=style) for style in ("-", ":")]
+                labels += ["validation", "training"]
+            axes.legend(handles, labels, fontsize=9)
     if title:
         figure.suptitle(title)
     figure.tight_layout()

@@ -171,7 +171,9 @@ def test_compare_figure_marks_each_best():
               "val_loss": [1.8, 1.8, 2.0], "val_accuracy": [0.2, np.nan, 0.25]},
     }, title="t")
     accuracy_axes = figure.axes[0]
-    assert accuracy_axes.get_legend_handles_labels()[1] == ["a (best 0.350)", "b (best 0.250)"]
+    assert accuracy_axes.get_legend_handles_labels()[1] == ["a: best 0.350", "b: best 0.250"]
+    legend = [text.get_text() for text in accuracy_axes.get_legend().get_texts()]
+    assert legend == ["a: best 0.350", "b: best 0.250", "validation", "training"]  # the line styles' key
     assert len(figure.axes[1].lines) == 2
     with pytest.raises(ValueError, match="at least one"):
         plots.compare_figure({})

@@ -238,3 +238,13 @@ def test_a_uniform_activation_map_is_titled_with_its_value():
     figure = plots.activations_figure(maps, "conv4_act")
     assert [axes.get_title() for axes in figure.axes if axes.images] == ["#0", "#1 all 0.00", "#2"]
     plots.close_figure(figure)
+
+
+def test_history_rings_the_best_epoch_and_labels_it_above():
+    figure = plots.history_figure(HISTORY)
+    accuracy = figure.axes[1]
+    ring = [line for line in accuracy.lines if line.get_markerfacecolor() == "none"]
+    assert len(ring) == 1 and list(ring[0].get_xdata()) == [3] and list(ring[0].get_ydata()) == [0.47]
+    label = [text for text in accuracy.texts if text.get_text().startswith("best")]
+    assert label[0].get_text() == "best 0.470 (epoch 3)" and label[0].get_va() == "bottom"
+    plots.close_figure(figure)
