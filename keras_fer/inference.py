@@ -691,11 +691,7 @@ def save_evaluations(evaluations, out):
     from keras_fer import plots
 
     # One row-normalized confusion matrix per split, side by side.
-    titles = [
-        f"{'all rows' if split == 'all' else split}: acc {evaluations[split].accuracy:.3f}, "
-        f"macro-F1 {evaluations[split].macro_f1:.3f}"
-        for split in splits
-    ]
+    titles = [plots.confusion_title("All rows" if split == "all" else split, evaluations[split]) for split in splits]
     matrices = np.stack([evaluations[split].confusion for split in splits])
     plots.save_figure(plots.confusion_figure(matrices, CLASS_NAMES, normalize=True, title=titles), paths["png"],
                       dpi=110)

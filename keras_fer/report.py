@@ -705,7 +705,7 @@ def confusion_figure(run, evaluation=None):
     evaluation = evaluation or run_evaluation(run)
     return plots.confusion_figure(
         evaluation.confusion, CLASS_NAMES, normalize=True,
-        title=f"Validation confusion, accuracy {evaluation.accuracy:.4f} ({int(evaluation.support.sum())} images)",
+        title=plots.confusion_title("Validation", evaluation),
     )
 
 

@@ -773,7 +773,7 @@ def finish_run(run_dir, model, val_images, history, write_figures=True):
         if "evaluation" in outputs:
             plots.save_figure(
                 plots.confusion_figure(outputs["evaluation"].confusion, CLASS_NAMES, normalize=True,
-                                       title=f"Validation confusion (accuracy {outputs['evaluation'].accuracy:.4f})"),
+                                       title=plots.confusion_title("Validation", outputs["evaluation"])),
                 run_dir / "confusion.png",
             )
     return outputs

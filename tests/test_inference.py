@@ -698,8 +698,9 @@ def test_saved_confusion_png_has_one_panel_per_split(tmp_path, monkeypatch):
     paths = inference.save_evaluations(evaluations, tmp_path / "sub.csv")
     assert paths["png"].name == "sub_confusion.png" and paths["png"].read_bytes()[:4] == b"\x89PNG"
     accuracy, macro_f1 = evaluations["all"].accuracy, evaluations["all"].macro_f1
-    assert drawn == [[f"all rows: acc {accuracy:.3f}, macro-F1 {macro_f1:.3f}",
-                      f"PrivateTest: acc {accuracy:.3f}, macro-F1 {macro_f1:.3f}"]]
+    scores = f"accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}"  # the format of training's and visualize's
+    rows = int(matrix.sum())
+    assert drawn == [[f"All rows: {rows} images\n{scores}", f"PrivateTest: {rows} images\n{scores}"]]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub_confusion.csv", "sub_confusion.png", "sub_metrics.json"]
 
 

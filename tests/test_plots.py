@@ -53,7 +53,9 @@ def test_confusion_figure_normalizes_rows_and_writes_values():
     axes = figure.axes[0]
     assert axes.get_title() == "val"
     assert [label.get_text() for label in axes.get_xticklabels()] == list(CLASS_NAMES)
-    assert [label.get_text() for label in axes.get_yticklabels()] == list(CLASS_NAMES)
+    counts = confusion.sum(axis=1)
+    assert [label.get_text() for label in axes.get_yticklabels()] == [f"{name} ({n})"
+                                                                      for name, n in zip(CLASS_NAMES, counts)]
     texts = [text.get_text() for text in axes.texts]
     assert len(texts) == 49
     assert texts[0] == f"{11 / 17:.2f}"  # Angry row: 11 of 10 + 7 = 17
@@ -247,4 +249,19 @@ def test_history_rings_the_best_epoch_and_labels_it_above():
     assert len(ring) == 1 and list(ring[0].get_xdata()) == [3] and list(ring[0].get_ydata()) == [0.47]
     label = [text for text in accuracy.texts if text.get_text().startswith("best")]
     assert label[0].get_text() == "best 0.470 (epoch 3)" and label[0].get_va() == "bottom"
+    plots.close_figure(figure)
+
+
+def test_a_normalized_confusion_matrix_gives_each_true_class_its_count():
+    # A row of 1.00 may be one image: the row labels say how many.
+    from keras_fer.metrics import evaluate
+
+    labels = np.array([0, 0, 1, 2, 3, 4, 5, 6, 6])
+    probabilities = np.eye(7)[labels]
+    evaluation = evaluate(labels, probabilities)
+    figure = plots.confusion_figure(evaluation.confusion, title=plots.confusion_title("Validation", evaluation))
+    axes = [axes for axes in figure.axes if axes.images][0]
+    assert [label.get_text() for label in axes.get_yticklabels()] == [
+        "Angry (2)", "Disgust (1)", "Fear (1)", "Happy (1)", "Sad (1)", "Surprise (1)", "Neutral (2)"]
+    assert axes.get_title() == "Validation: 9 images\naccuracy 1.0000, macro-F1 1.0000"
     plots.close_figure(figure)
