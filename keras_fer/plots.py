@@ -134,12 +134,19 @@ def compare_figure(histories, title=None, x="epoch"):
         title: optional figure title.
         x: the column on the horizontal axis: `"epoch"`, or `"cpu_hours"` (the CPU time spent
             by the end of each epoch, e.g. from `keras_fer.ablation.cpu_hours_column`), which
-            puts runs of different cost, or a run and the runs it continued, on one cost axis.
+            puts runs of different cost, or a run and the runs it continued, on one cost axis
+            (drawn in CPU-minutes when all of them together end under a CPU-hour).
     """
     if not histories:
         raise ValueError("compare_figure needs at least one history. Received: histories={}")
     if x not in COMPARE_AXES:
         raise ValueError(f"x must be one of {', '.join(COMPARE_AXES)}. Received: x={x!r}")
+    scale, x_label = 1.0, COMPARE_AXES[x]
+    if x == "cpu_hours":  # runs of under a CPU-hour in all: minutes (0.0012 CPU-hours read badly)
+        ends = [np.nanmax(column) for column in (_column(history, x) for history in histories.values())
+                if column is not None and np.isfinite(column).any()]
+        if ends and max(ends) < 1.0:
+            scale, x_label = 60.0, "CPU-minutes"
     figure = _figure(12, 4.6)
     accuracy_axes, loss_axes = figure.subplots(1, 2)
     # Ten distinct colours while they suffice, else twenty (no two runs share one up to 20).
@@ -152,6 +159,7 @@ def compare_figure(histories, title=None, x="epoch"):
             positions = np.arange(1, 1 + (0 if loss is None else len(loss)))
         elif positions is None:
             raise ValueError(f"history {label!r} has no {x!r} column. Received: x={x!r}")
+        positions = np.asarray(positions, dtype=float) * scale
         val_accuracy = _column(history, "val_accuracy")
         legend = label
         if val_accuracy is not None and np.isfinite(val_accuracy).any():
@@ -167,7 +175,7 @@ def compare_figure(histories, title=None, x="epoch"):
             loss_axes.plot(positions, val_loss, "-", color=color, label=label)
     for axes, name in ((accuracy_axes, "accuracy (solid: validation, dotted: training)"),
                        (loss_axes, "validation loss")):
-        axes.set_xlabel(COMPARE_AXES[x])
+        axes.set_xlabel(x_label)
         if x == "epoch":
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel(name.split(" (")[0])

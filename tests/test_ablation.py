@@ -297,6 +297,10 @@ def test_compare_on_a_cpu_hours_axis(tmp_path, capsys):
     figure = plots.compare_figure({"child": history}, x="cpu_hours")
     np.testing.assert_allclose(figure.axes[0].lines[0].get_xdata(), [2.5, 3.0])
     assert figure.axes[0].get_xlabel() == "CPU-hours"
+    history["cpu_hours"] = [0.01, 0.02]  # runs of under a CPU-hour in all: minutes
+    figure = plots.compare_figure({"child": history}, x="cpu_hours")
+    np.testing.assert_allclose(figure.axes[0].lines[0].get_xdata(), [0.6, 1.2])
+    assert figure.axes[0].get_xlabel() == "CPU-minutes"
     with pytest.raises(ValueError, match="no 'cpu_hours' column"):
         plots.compare_figure({"a": {"loss": [1.0]}}, x="cpu_hours")
     with pytest.raises(ValueError, match="Received: x='wall'"):
