@@ -35,6 +35,8 @@ SMOOTHGRAD_SAMPLES, SMOOTHGRAD_NOISE = 50, 0.15
 OCCLUSION_PATCH, OCCLUSION_STRIDE = 8, 4
 CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
               keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+# The activations that make feature maps (nearly) non-negative, for Grad-CAM++ and Score-CAM.
+RECTIFIERS = (keras.layers.ReLU, keras.layers.LeakyReLU)
 
 
 # --------------------------------------------------------------------------------------------
@@ -560,15 +562,21 @@ def _plus_plus_weights(features, grads):
 def cam_layer(model, layer=None, rectified=False):
     """The layer a class activation map (`grad_cam`, `score_cam`) uses: `layer`, or by default
     the last conv layer; with `rectified` (Grad-CAM++, Score-CAM) its activation output
-    (`convN_act`, in the zoo's models: a ReLU, or cnn4's LeakyReLU, nearly non-negative) when
-    there is one, since those methods assume
+    (`convN_act`, in the zoo's models: a ReLU, or cnn4's LeakyReLU, nearly non-negative), else
+    the first `RECTIFIERS` layer after it (resnet18's `block8_act`), since those methods assume
     non-negative feature maps (Grad-CAM++ on a pre-activation conv layer gave a fifth of the
     demo faces an all-zero map)."""
     target = find_layer(model, layer)
     if rectified and layer is None:
-        rectified = [candidate for candidate in walk_layers(model) if candidate.name == f"{target.name}_act"]
-        if rectified and _output_rank(rectified[0]) == 4:
-            return rectified[0]
+        layers = list(walk_layers(model))
+        named = [candidate for candidate in layers if candidate.name == f"{target.name}_act"]
+        # resnet18's last conv goes through BatchNorm and the shortcut's Add into `block8_act`:
+        # without a `conv17_act`, the next rectifier (it took conv17's raw, signed maps)
+        after = layers[next(i for i, candidate in enumerate(layers) if candidate is target) + 1:]
+        following = [candidate for candidate in after if isinstance(candidate, RECTIFIERS)]
+        for candidate in named + following[:1]:
+            if _output_rank(candidate) == 4:
+                return candidate
     return target
 
 

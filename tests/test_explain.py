@@ -280,6 +280,13 @@ def test_grad_cam_plus_plus_lies_on_the_expression_regions_too(trained):
     model, faces, _, masks = trained
     assert explain.cam_layer(model, rectified=True).name == "conv3_act"  # rectified: alpha needs A >= 0
     assert explain.cam_layer(model, "conv3", rectified=True).name == "conv3"  # a named layer is kept
+    # resnet18 has no conv17_act: its last conv ends its block through BatchNorm and the Add, into
+    # block8_act, which Grad-CAM++, LayerCAM and Score-CAM now take (they took conv17's signed maps)
+    from keras_fer.models import build_model
+
+    resnet = build_model("resnet18", stem="small")
+    assert explain.cam_layer(resnet).name == "conv17"
+    assert explain.cam_layer(resnet, rectified=True).name == "block8_act"
     cams = explain.grad_cam(model, faces[:140], plus_plus=True)
     assert cams.shape == (140, 48, 48) and cams.min() >= 0 and cams.max() <= 1
     assert explain.mask_ratio(cams, masks[:140]) > GRAD_CAM_MIN_RATIO

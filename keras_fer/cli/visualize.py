@@ -147,7 +147,7 @@ def build_parser():
                          help="with --per-class: look at most at the first N images (default 5000)")
         if name in ("gradcam", "gradcam++", "layercam", "scorecam"):
             sub.add_argument("--layer", metavar="NAME", help="the conv layer (default the last one; for gradcam++, "
-                             "layercam and scorecam its rectified output, e.g. conv8_act)")
+                             "layercam and scorecam its rectified output, e.g. conv8_act, or resnet18's block8_act)")
         if name == "scorecam":
             sub.add_argument("--max-channels", type=_positive, metavar="N",
                              help="use only the N feature maps of largest variance: N forward passes per image "
