@@ -558,13 +558,12 @@ def _outputs(options):
     return outputs
 
 
-def check_given_once(options, models):
+def check_given_once(options, models, sources):
     """Refuse an ensemble member given twice (by one path or two, such as a run and its
-    best.keras): it was averaged in at twice the weight, without a word."""
-    from keras_fer.loading import resolve_model
-
-    for flag, given, paths in (("--model", models, [resolve_model(path).path for path in models]),
-                               ("--saved-proba", options.saved_proba, options.saved_proba)):
+    best.keras, as `sources`, the model files, say): it was averaged in at twice the weight,
+    without a word."""
+    for flag, given, paths in (("--model", models, sources), ("--saved-proba", options.saved_proba,
+                                                             options.saved_proba)):
         repeat = first_repeat(paths)
         if repeat is not None:
             name, earlier = (given[index] for index in repeat)
@@ -572,11 +571,10 @@ def check_given_once(options, models):
                                  f"an ensemble averages each member once; give it once. Received: {given}")
 
 
-def check_outputs(options, models, plan=None):
+def check_outputs(options, sources, plan=None):
     """Refuse, before any model loads, outputs that would replace an input: the data (a CSV, a
-    photo, a folder's images as `plan` lists them, a video), a `--saved-proba` file or a model."""
-    from keras_fer.loading import resolve_model
-
+    photo, a folder's images as `plan` lists them, a video), a `--saved-proba` file or a model
+    (`sources`, the model files)."""
     outputs = _outputs(options)
     inputs = plan[0] if plan is not None else [options.input] if options.input is not None else []
     check_not_input(outputs, inputs, "the input")
@@ -589,7 +587,6 @@ def check_outputs(options, models, plan=None):
         copies = [("--annotate", Path(options.annotate) / file.relative_to(base)) for file in files]
         check_not_input(copies, files, "an input image with its annotated copy")
     check_not_input(outputs, options.saved_proba, "a --saved-proba file")
-    sources = [resolve_model(path).path for path in models]
     check_not_input(outputs, sources, "a model")
     copies = [Path(str(path.with_suffix(".tflite")) + suffix) for path in sources for suffix in ("", ".json")]
     check_not_input(outputs, copies, "a model's LiteRT copy")  # which the run may read, or make
@@ -674,8 +671,9 @@ def main(argv=None):
 
     start = time.perf_counter()
     models = _models_or_default(options)
-    check_given_once(options, models)
-    check_outputs(options, models, plan)
+    sources = [resolve_model(path) for path in models]  # a missing model fails here, before any loads
+    check_given_once(options, models, [source.path for source in sources])
+    check_outputs(options, [source.path for source in sources], plan)
     for _, path in _outputs(options):  # what a run killed while writing these files left beside them
         for leftover in orphaned_temporaries(path):
             try:
@@ -684,8 +682,8 @@ def main(argv=None):
                 continue
             _note(f"removed {leftover}, half-written by a run that was killed")
     if options.prior_correction:
-        for path in models:  # fail now, before loading or exporting anything, if a model has no prior
-            class_prior(resolve_model(path))
+        for source in sources:  # fail now, before loading or exporting anything, if a model has no prior
+            class_prior(source)
     if options.export:
         run_export(options, models)
     predictors = [load_predictor(path, options.backend, options.normalize, options.batch_size) for path in models]
