@@ -1,5 +1,5 @@
 """Why a model says what it says: saliency, SmoothGrad, Grad-CAM(++), LayerCAM, Score-CAM,
-filter ascent, feature maps.
+filter ascent, the first layer's kernels, feature maps.
 
 The gradient methods are written directly with `tf.GradientTape` on the model's *logits*
 (pre-softmax scores: when a model ends in a Softmax, the layer before it is used; Score-CAM uses
@@ -707,6 +707,88 @@ def activation_maps(model, image, layer):
 
 
 # --------------------------------------------------------------------------------------------
+# The first conv layer's kernels
+
+
+@dataclasses.dataclass
+class Kernels:
+    """The kernels of the conv layer that reads the image.
+
+    Attributes:
+        layer: the layer name.
+        filters: int `(F,)` filter (output channel) indices.
+        weights: float32 `(F, kh, kw)`: each filter's weights on a grey image.
+        channels: the layer's input channels (3: `weights` is their sum).
+    """
+
+    layer: str
+    filters: np.ndarray
+    weights: np.ndarray
+    channels: int
+
+
+def _filter_indices(filters, layer, channels):
+    """`filters` as checked int64 indices of a layer with `channels` filters."""
+    given = np.asarray(filters)
+    if (given.size and given.dtype.kind not in "iu") or given.ndim > 1:  # 1.7 was filter 1, "a" a ValueError
+        raise FerOptionError(f"filters must be filter indices (integers) of layer {layer!r}. "
+                             f"Received: filters={filters!r}")
+    filters = np.atleast_1d(given.astype(np.int64))
+    bad = filters[(filters < 0) | (filters >= channels)]
+    if bad.size:
+        raise FerOptionError(f"layer {layer!r} has filters 0-{channels - 1}. Received: filter={int(bad[0])}")
+    return filters
+
+
+def conv_kernels(model, layer=None, filters=None):
+    """The weights of the first conv layer, the one that reads the image, one `(kh, kw)` kernel
+    per filter: what a first layer learned is its kernels (gradient ascent on a layer so close
+    to the pixels only finds each kernel's sign pattern). A layer reading three channels (resnet18,
+    fed the grey face as three equal channels) has its kernels summed over them: their effect
+    on a grey face.
+
+    Args:
+        model: the model.
+        layer: the first conv layer's name (default: it); any other layer is refused, as it reads
+            feature maps, not the image.
+        filters: filter indices (default all).
+
+    Returns:
+        A `Kernels`.
+
+    Raises:
+        FerOptionError: for a model without conv layers, another layer than the first conv
+            layer, a layer without a plain kernel (depthwise, separable), or a filter index
+            that is not one of the layer's.
+
+    Example:
+    >>> kernels = explain.conv_kernels(model)                       # doctest: +SKIP
+    >>> kernels.layer, kernels.weights.shape                        # doctest: +SKIP
+    ('conv1', (32, 5, 5))
+    """
+    convs = conv_layers(model)
+    if not convs:
+        raise FerOptionError(f"model {model.name!r} has no convolution layers: it has no kernels to draw")
+    target = find_layer(model, layer or convs[0], rank4=False)
+    if target.name != convs[0]:
+        raise FerOptionError(
+            f"layer {target.name!r} reads the feature maps of the layers before it, not the image: kernels are "
+            f"drawn for the first conv layer, {convs[0]!r} (what excites {target.name!r}: filter ascent). "
+            f"Received: layer={layer!r}"
+        )
+    kernel = getattr(target, "kernel", None)
+    if not isinstance(target, keras.layers.Conv2D) or kernel is None or len(kernel.shape) != 4:
+        raise FerOptionError(f"layer {target.name!r} ({type(target).__name__}) has no (height, width, in, out) "
+                             "kernel to draw")
+    weights = np.asarray(keras.ops.convert_to_numpy(kernel), np.float32)  # (kh, kw, in, out)
+    chosen = np.arange(weights.shape[-1]) if filters is None else _filter_indices(filters, target.name,
+                                                                                   weights.shape[-1])
+    summed = weights.sum(axis=2)  # (kh, kw, out): one channel's kernels as they are
+    return Kernels(layer=target.name, filters=chosen, weights=np.moveaxis(summed, -1, 0)[chosen],
+                   channels=int(weights.shape[2]))
+
+
+# --------------------------------------------------------------------------------------------
 # Filter visualization by gradient ascent
 
 
@@ -820,15 +902,7 @@ def filter_ascent(model, layer, filters, steps=64, lr=3.0, seed=0, *, start_nois
             a step count, jitter or rate that is not a number in range.
     """
     target = find_layer(model, layer)
-    channels = int(target.output.shape[-1])
-    given = np.asarray(filters)
-    if (given.size and given.dtype.kind not in "iu") or given.ndim > 1:  # 1.7 was filter 1, "a" a ValueError
-        raise FerOptionError(f"filters must be filter indices (integers) of layer {target.name!r}. "
-                             f"Received: filters={filters!r}")
-    filters = np.atleast_1d(given.astype(np.int64))
-    bad = filters[(filters < 0) | (filters >= channels)]
-    if bad.size:
-        raise FerOptionError(f"layer {target.name!r} has filters 0-{channels - 1}. Received: filter={int(bad[0])}")
+    filters = _filter_indices(filters, target.name, int(target.output.shape[-1]))
     steps, jitter, blur_every = (check_integer(value, name, 0) for value, name in (
         (steps, "steps"), (jitter, "jitter"), (blur_every, "blur_every")))
     lr, start_noise, l2_decay, tv_weight = (check_finite(value, name, 0) for value, name in (

@@ -510,6 +510,46 @@ def filters_figure(images, activations, filters, layer, columns=5, start=None):
                       title=f"What activates the filters of {layer} (gradient ascent)")
 
 
+KERNEL_CMAP = "RdBu_r"
+
+
+def kernels_figure(weights, filters, layer, channels=1, columns=8):
+    """A conv layer's kernels `(F, kh, kw)`, one panel per filter, on one symmetric colour
+    scale (red positive, blue negative, white zero) so that kernels compare by strength as well
+    as shape; one colour bar. `channels` > 1 says the kernels are sums over that many input
+    channels. The grid has at most `columns` columns, as few as fill its rows evenly.
+    """
+    weights = np.asarray(weights, dtype=float)
+    count = len(weights)
+    if weights.ndim != 3 or not count:
+        raise ValueError(f"weights must be (filters, height, width) with at least one filter. "
+                         f"Received: weights.shape={weights.shape}")
+    rows = -(-count // columns)
+    columns = -(-count // rows)
+    limit = float(np.abs(weights).max()) or 1.0
+    cell = 0.85
+    title = (f"Kernels of {layer}: {count} filters of {weights.shape[1]}x{weights.shape[2]}"
+             + (f", summed over its {channels} input channels" if channels > 1 else "")
+             + "\nred: positive weights, blue: negative, white: zero; one scale for all")
+    figure = _figure(max(4.2, cell * columns + 0.9), (cell + 0.12) * rows + 0.6)
+    figure.set_layout_engine("constrained")
+    spec = figure.add_gridspec(rows, columns + 1, width_ratios=[1.0] * columns + [0.12])
+    image = None
+    for index in range(rows * columns):
+        axes = figure.add_subplot(spec[index // columns, index % columns])
+        _hide_axes(axes)
+        if index >= count:
+            axes.set_axis_off()
+            continue
+        image = axes.imshow(weights[index], cmap=KERNEL_CMAP, vmin=-limit, vmax=limit, interpolation="nearest")
+        axes.set_title(str(filters[index]), fontsize=7, pad=2)
+    bar = figure.colorbar(image, cax=figure.add_subplot(spec[:, columns]))
+    bar.set_label("weight", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    figure.suptitle(title, fontsize=9)
+    return figure
+
+
 def activations_figure(maps, layer, image=None, count=None, columns=8, title=None):
     """The feature maps `(H, W, C)` of `layer` for one image, one panel per channel (the first
     `count` channels), with the input first when `image` is given."""

@@ -622,6 +622,14 @@ def filters_figure(model, layer=None, count=10, filters=None, steps=64, seed=0):
     return plots.filters_figure(found.images, found.final, found.filters, target, start=found.start)
 
 
+def kernels_figure(model, layer=None, filters=None):
+    """The kernels of the first conv layer (`explain.conv_kernels`), all filters or `filters`."""
+    from keras_fer import explain
+
+    found = explain.conv_kernels(model, layer, filters)
+    return plots.kernels_figure(found.weights, found.filters, found.layer, found.channels)
+
+
 def rectified_layer(model, conv):
     """`conv`'s activation output (`convN_act` in the zoo's models, whose conv layers output
     before BatchNorm and activation) when the model has one with 2-D feature maps, else `conv`
@@ -775,6 +783,7 @@ SECTIONS = (
     ("saliency", "Saliency maps per class"),
     ("gradcam", "Grad-CAM per class"),
     ("layercam", "LayerCAM per class"),
+    ("kernels", "Kernels of the first conv layer"),
     ("filters-first", "Filters of the first conv layer"),
     ("filters-last", "Filters of the last conv layer"),
     ("activations", "Activation maps"),
@@ -897,6 +906,16 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
             section.image(filters_figure(model, layer, filters, steps=steps, seed=seed), f"filters of {layer}")
         return build
 
+    def kernels(section):
+        found = explain.conv_kernels(model)
+        section.text(f"The weights of {found.layer}, the layer that reads the image, one kernel per filter"
+                     + (f" (summed over its {found.channels} input channels, which all get the grey face)"
+                        if found.channels > 1 else "")
+                     + ", on one colour scale: a trained model's edge, spot and gradient detectors. Gradient "
+                     "ascent (next section) finds little more than each first-layer filter's sign pattern.")
+        section.image(plots.kernels_figure(found.weights, found.filters, found.layer, found.channels),
+                      f"kernels of {found.layer}")
+
     def activations(section):
         rows = np.arange(len(faces.images)) if within is None else within  # validation rows when known
         labels = faces.images.labels
@@ -916,6 +935,7 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
     builders = {
         "architecture": architecture, "history": history, "confusion": confusion, "classes": classes,
         "saliency": saliency, "gradcam": gradcam, "layercam": layercam,
+        "kernels": kernels,
         "filters-first": filters_of(rectified_layer(model, convs[0]) if convs else None),
         "filters-last": filters_of(convs[-1] if convs else None),
         "activations": activations, "augmentation": augmentation, "configuration": configuration,

@@ -529,3 +529,34 @@ def test_images_given_for_the_model_are_named_in_one_line():
     with pytest.raises(FerOptionError, match=r"Received: model of type ndarray \(shape \(2, 8, 8, 1\)\)$") as caught:
         explain.saliency(np.zeros((2, 8, 8, 1)), tiny_float64_model())
     assert "\n" not in str(caught.value)
+
+
+def test_conv_kernels_are_the_first_layers_weights_on_a_grey_face():
+    keras.utils.set_random_seed(0)
+    model = small_cnn()
+    found = explain.conv_kernels(model)
+    kernel = model.get_layer("conv1").kernel.numpy()  # (3, 3, 1, 16)
+    assert found.layer == "conv1" and found.channels == 1 and found.filters.tolist() == list(range(16))
+    np.testing.assert_array_equal(found.weights, np.moveaxis(kernel[:, :, 0, :], -1, 0))
+    chosen = explain.conv_kernels(model, "conv1", [5, 2])
+    np.testing.assert_array_equal(chosen.weights, found.weights[[5, 2]])
+    # A layer that reads feature maps has no kernel on the image; a model without conv layers none.
+    with pytest.raises(FerOptionError, match=r"'conv2' reads the feature maps .* first conv layer, 'conv1'"):
+        explain.conv_kernels(model, "conv2")
+    with pytest.raises(FerOptionError, match=r"layer 'conv1' has filters 0-15\. Received: filter=16"):
+        explain.conv_kernels(model, filters=[16])
+    with pytest.raises(FerOptionError, match="has no convolution layers"):
+        explain.conv_kernels(build_model("dnn"))
+
+
+def test_three_channel_kernels_are_summed_to_their_effect_on_a_grey_face():
+    # resnet18 takes the grey face as three equal channels: its 7x7x3 kernels act as their sum.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, layers.Conv2D(4, 5, use_bias=False, name="conv1")(inputs))
+    found = explain.conv_kernels(model)
+    assert found.channels == 3 and found.weights.shape == (4, 5, 5)
+    grey = np.random.default_rng(0).uniform(0, 255, (1, 16, 16, 1)).astype("float32")
+    through_model = model.predict(np.repeat(grey, 3, axis=-1), verbose=0)
+    through_sum = tf.nn.conv2d(grey, np.moveaxis(found.weights, 0, -1)[:, :, None, :], 1, "VALID").numpy()
+    np.testing.assert_allclose(through_model, through_sum, rtol=1e-4, atol=1e-3)

@@ -265,3 +265,16 @@ def test_a_normalized_confusion_matrix_gives_each_true_class_its_count():
         "Angry (2)", "Disgust (1)", "Fear (1)", "Happy (1)", "Sad (1)", "Surprise (1)", "Neutral (2)"]
     assert axes.get_title() == "Validation: 9 images\naccuracy 1.0000, macro-F1 1.0000"
     plots.close_figure(figure)
+
+
+def test_kernels_share_one_symmetric_colour_scale_and_fill_rows_evenly():
+    weights = np.random.default_rng(0).normal(0, 0.1, (12, 5, 5))
+    weights[3, 2, 2] = -0.9  # the strongest weight sets the scale of every panel
+    figure = plots.kernels_figure(weights, np.arange(12), "conv1", channels=3)
+    panels = [axes for axes in figure.axes if axes.images and axes.get_title()]
+    assert [axes.get_title() for axes in panels] == [str(i) for i in range(12)]
+    assert {axes.images[0].get_clim() for axes in panels} == {(-0.9, 0.9)}
+    grid = panels[0].get_subplotspec().get_gridspec()
+    assert (grid.nrows, grid.ncols - 1) == (2, 6)  # 12 on at most 8 columns: 2 rows of 6, then the colour bar
+    assert "12 filters of 5x5, summed over its 3 input channels" in figure._suptitle.get_text()
+    assert plots.png_bytes(figure)[:8] == PNG

@@ -84,6 +84,7 @@ COMMANDS = {
     "occlusion": (["occlusion", "--image", "00001", "--patch", "12", "--stride", "12"], "occlusion_00001.png"),
     "filters": (["filters", "--layer", "conv2", "--count", "4", "--steps", "8"], "filters_conv2.png"),
     "activations": (["activations", "--layer", "conv1", "--image", "00002"], "activations_conv1_00002.png"),
+    "kernels": (["kernels", "--filters", "0,3"], "kernels_conv1.png"),
 }
 
 
@@ -265,6 +266,7 @@ def error_line(capsys):
     (["gradcam", "--image", "0", "--layer", "conv9"], "conv layers are conv1, conv2"),
     (["filters", "--layer", "dense"], "conv layers are conv1, conv2"),
     (["activations", "--layer", "logits"], "no 2-D feature maps"),
+    (["kernels", "--filters", "9"], "layer 'conv1' has filters 0-7. Received: filter=9"),
     (["saliency", "--model", "missing.keras"], "no such model file"),
 ])
 def test_bad_options_are_one_line_and_exit_2(argv, message, run_dir, tmp_path, capsys):
@@ -534,7 +536,7 @@ def test_activations_of_a_named_layer_in_a_model_without_conv_layers(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["saliency", "smoothgrad", "gradcam", "gradcam++", "layercam", "scorecam",
-                                     "occlusion", "filters",
+                                     "occlusion", "filters", "kernels",
                                      "activations",
                                      "history", "confusion", "classes", "samples", "augment", "report"])
 def test_help_explains_each_option(command, capsys):
@@ -744,6 +746,8 @@ def test_the_reports_first_filters_ascend_the_rectified_conv_layer(run_dir, tmp_
     sections = dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', out.read_text(encoding="utf-8"), re.S))
     assert "random filters of conv1_act (the rectified output of conv1)" in sections["filters-first"]
     assert 'alt="filters of conv1_act"' in sections["filters-first"]
+    assert "The weights of conv1, the layer that reads the image" in sections["kernels"]
+    assert 'alt="kernels of conv1"' in sections["kernels"]
     # A model without `_act` layers (the activation inside the conv layer) keeps the conv layer.
     inputs = keras.Input((48, 48, 1))
     x = layers.Conv2D(4, 3, activation="relu", name="conv1")(inputs)

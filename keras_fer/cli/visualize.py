@@ -29,6 +29,7 @@ examples:
   python visualize.py scorecam --per-class --max-channels 64           # gradient-free heatmaps
   python visualize.py occlusion --image 00000                          # what it needs to see
   python visualize.py filters --run runs/cnn4 --layer conv4 --count 10
+  python visualize.py kernels --run runs/cnn4                          # the first layer's weights
   python visualize.py activations --run runs/cnn4 --layer conv2 --image 00000
   python visualize.py history runs/cnn4
   python visualize.py compare runs/cnn4 runs/fervgg --x cpu-hours      # accuracy against CPU time
@@ -171,6 +172,10 @@ def build_parser():
     sub.add_argument("--filters", type=_filter_list, metavar="I,J,..", help="these filters instead of random ones")
     sub.add_argument("--steps", type=_positive, default=64, help="gradient-ascent steps (default 64)")
 
+    sub = add("kernels", "the weights of the first conv layer, the one that reads the image: one kernel per "
+              "filter, on one colour scale", [model, out])
+    sub.add_argument("--filters", type=_filter_list, metavar="I,J,..", help="these filters only (default all)")
+
     sub = add("activations", "the feature maps of a layer for one image", [model, data, image, out])
     sub.add_argument("--layer", metavar="NAME", help="the layer (default a middle conv layer's rectified output, "
                      "e.g. conv2_act)")
@@ -198,8 +203,9 @@ def build_parser():
 
     sub = add("report", "a self-contained HTML page with every figure of a run", [data, seed],
               description="Write one HTML file (images embedded, no server needed) with the architecture, history, "
-              "confusion matrix, class distribution, per-class saliency, Grad-CAM and LayerCAM, filters of the "
-              "first and last conv layers, activation maps, augmentations and the run's configuration.")
+              "confusion matrix, class distribution, per-class saliency, Grad-CAM and LayerCAM, the first conv layer's "
+              "kernels, filters of the first and last conv layers, activation maps, augmentations and the run's "
+              "configuration.")
     sub.add_argument("run", metavar="RUN", help="the run directory")
     sub.add_argument("--out", metavar="FILE", help="the HTML file (default RUN/report.html)")
     sub.add_argument("--filters", type=_positive, default=8, help="filters shown per conv layer (default 8)")
@@ -348,6 +354,14 @@ def _filters(args):
     return _save(figure, args.out, f"filters_{_safe_name(layer)}.png")
 
 
+def _kernels(args):
+    from keras_fer import explain, report
+
+    model, _ = _context(args)
+    figure = report.kernels_figure(model, filters=args.filters)  # refuses a model without conv layers
+    return _save(figure, args.out, f"kernels_{_safe_name(explain.conv_layers(model)[0])}.png")
+
+
 def _activations(args):
     from keras_fer import explain, report
 
@@ -449,7 +463,8 @@ def _report(args):
 
 HANDLERS = {
     "saliency": _explain, "smoothgrad": _explain, "gradcam": _explain, "gradcam++": _explain, "layercam": _explain,
-    "scorecam": _explain, "occlusion": _explain, "filters": _filters, "activations": _activations,
+    "scorecam": _explain, "occlusion": _explain, "filters": _filters, "kernels": _kernels,
+    "activations": _activations,
     "history": _history, "compare": _compare,
     "confusion": _confusion, "classes": _classes, "samples": _samples, "augment": _augment, "report": _report,
 }
