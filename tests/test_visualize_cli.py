@@ -721,6 +721,8 @@ def test_a_damaged_validation_file_is_one_line_naming_the_array(damage, where, s
         line = error_line(capsys)
         assert line.startswith(prefix) and says in line, line
     assert not (tmp_path / "figures").exists()
+    if damage not in ("nan", "truncated"):  # the report meets every damage through one error path (5 s each)
+        return
     # The report is written, its confusion section saying why it is missing (as for any
     # unreadable run file), and the per-class sections that their images may have been trained on.
     out = tmp_path / "report.html"
