@@ -31,6 +31,7 @@ examples:
 The run directory (--out, default runs/ARCH-TIME, or runs/RECIPE-ARCH-TIME with --recipe) gets
 best.keras, last-NNNN.keras, history.csv, history.png, confusion.png, classification_report.txt,
 config.json, summary.txt, state.json (for --resume), metrics.json and validation.npz.
+The options by topic, the recipes' settings and the resume rules: docs/training.md.
 """
 
 
