@@ -290,13 +290,17 @@ def make_dataset(
     steps = steps_per_epoch(len(labels), batch_size)
     augment = augment if (augment is not None and augment.ops) else None
 
+    # No tensor-dependent Python control flow below: AutoGraph's conversion (about 2 s at each
+    # process's first dataset) has nothing to convert.
+    @tf.autograph.experimental.do_not_convert
     def epoch_batches(epoch):
         indices = _epoch_indices(label_tensor, epoch, seed, balanced, steps, batch_size)
         batches = tf.data.Dataset.from_tensor_slices(indices).batch(batch_size).take(steps)
         return tf.data.Dataset.zip((batches, tf.data.Dataset.range(steps))).map(
-            lambda batch, step: (batch, epoch, step)
+            tf.autograph.experimental.do_not_convert(lambda batch, step: (batch, epoch, step))
         )
 
+    @tf.autograph.experimental.do_not_convert
     def prepare(indices, epoch, step):
         x = tf.cast(tf.gather(image_tensor, indices), tf.float32)
         if targets is None:
