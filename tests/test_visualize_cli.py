@@ -738,6 +738,15 @@ def html_escaped(text):
     return html.escape(text, quote=False)
 
 
+@pytest.mark.parametrize("layer, noted", [("conv1_act", True), ("conv1", True), ("conv2", False)])
+def test_filters_of_the_first_layer_point_at_its_kernels(layer, noted, run_dir, tmp_path, capsys):
+    argv = ["filters", "--run", str(run_dir), "--layer", layer, "--count", "1", "--steps", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert ("note: conv1 reads the image: its weights show more than gradient ascent can (visualize.py kernels)"
+            in printed) == noted
+
+
 def test_the_reports_first_filters_ascend_the_rectified_conv_layer(run_dir, tmp_path):
     # It ascended conv1, the linear output before the activation: its objective is about the
     # weight sum times the image mean, and the panels came out flat grey or black.

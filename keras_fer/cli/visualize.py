@@ -351,7 +351,12 @@ def _filters(args):
     model, _ = _context(args)
     layer = explain.find_layer(model, args.layer).name
     figure = report.filters_figure(model, layer, args.count, args.filters, steps=args.steps, seed=args.seed)
-    return _save(figure, args.out, f"filters_{_safe_name(layer)}.png")
+    path = _save(figure, args.out, f"filters_{_safe_name(layer)}.png")
+    first = explain.conv_layers(model)[:1]
+    if first and layer in (first[0], report.rectified_layer(model, first[0])):
+        print(f"note: {first[0]} reads the image: its weights show more than gradient ascent can "
+              f"(visualize.py kernels)")
+    return path
 
 
 def _kernels(args):
