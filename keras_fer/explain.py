@@ -719,12 +719,17 @@ class Kernels:
         filters: int `(F,)` filter (output channel) indices.
         weights: float32 `(F, kh, kw)`: each filter's weights on a grey image.
         channels: the layer's input channels (3: `weights` is their sum).
+        total: the layer's number of filters.
+        scale: the largest absolute weight over all of them, so that a few filters drawn on
+            their own keep the colours they have among all.
     """
 
     layer: str
     filters: np.ndarray
     weights: np.ndarray
     channels: int
+    total: int
+    scale: float
 
 
 def _filter_indices(filters, layer, channels):
@@ -751,7 +756,7 @@ def conv_kernels(model, layer=None, filters=None):
         model: the model.
         layer: the first conv layer's name (default: it); any other layer is refused, as it reads
             feature maps, not the image.
-        filters: filter indices (default all).
+        filters: filter indices (default all; one given twice is drawn once).
 
     Returns:
         A `Kernels`.
@@ -781,11 +786,17 @@ def conv_kernels(model, layer=None, filters=None):
         raise FerOptionError(f"layer {target.name!r} ({type(target).__name__}) has no (height, width, in, out) "
                              "kernel to draw")
     weights = np.asarray(keras.ops.convert_to_numpy(kernel), np.float32)  # (kh, kw, in, out)
-    chosen = np.arange(weights.shape[-1]) if filters is None else _filter_indices(filters, target.name,
-                                                                                   weights.shape[-1])
-    summed = weights.sum(axis=2)  # (kh, kw, out): one channel's kernels as they are
-    return Kernels(layer=target.name, filters=chosen, weights=np.moveaxis(summed, -1, 0)[chosen],
-                   channels=int(weights.shape[2]))
+    total = int(weights.shape[-1])
+    if filters is None:
+        chosen = np.arange(total)
+    else:
+        chosen = np.array(list(dict.fromkeys(_filter_indices(filters, target.name, total).tolist())), np.int64)
+        if not chosen.size:
+            raise FerOptionError(f"filters must name at least one filter of layer {target.name!r} "
+                                 f"(0-{total - 1}). Received: filters={filters!r}")
+    summed = np.moveaxis(weights.sum(axis=2), -1, 0)  # (out, kh, kw): one channel's kernels as they are
+    return Kernels(layer=target.name, filters=chosen, weights=summed[chosen], channels=int(weights.shape[2]),
+                   total=total, scale=float(np.abs(summed).max()))
 
 
 # --------------------------------------------------------------------------------------------

@@ -513,11 +513,18 @@ def filters_figure(images, activations, filters, layer, columns=5, start=None):
 KERNEL_CMAP = "RdBu_r"
 
 
-def kernels_figure(weights, filters, layer, channels=1, columns=8):
+def kernels_figure(weights, filters, layer, channels=1, columns=8, scale=None, total=None):
     """A conv layer's kernels `(F, kh, kw)`, one panel per filter, on one symmetric colour
     scale (red positive, blue negative, white zero) so that kernels compare by strength as well
-    as shape; one colour bar. `channels` > 1 says the kernels are sums over that many input
-    channels. The grid has at most `columns` columns, as few as fill its rows evenly.
+    as shape; one colour bar.
+
+    Args:
+        weights: `(F, kh, kw)` kernels; filters: their filter indices (panel titles).
+        channels: > 1 says the kernels are sums over that many input channels.
+        columns: the grid has at most this many columns, as few as fill its rows evenly.
+        scale: the colour scale's end (default the largest absolute weight drawn): the layer's
+            largest, so that some filters drawn alone keep their colours.
+        total: the layer's number of filters, when `weights` are some of them.
     """
     weights = np.asarray(weights, dtype=float)
     count = len(weights)
@@ -526,12 +533,17 @@ def kernels_figure(weights, filters, layer, channels=1, columns=8):
                          f"Received: weights.shape={weights.shape}")
     rows = -(-count // columns)
     columns = -(-count // rows)
-    limit = float(np.abs(weights).max()) or 1.0
+    limit = float(scale or np.abs(weights).max()) or 1.0
     cell = 0.85
-    title = (f"Kernels of {layer}: {count} filters of {weights.shape[1]}x{weights.shape[2]}"
-             + (f", summed over its {channels} input channels" if channels > 1 else "")
-             + "\nred: positive weights, blue: negative, white: zero; one scale for all")
-    figure = _figure(max(4.2, cell * columns + 0.9), (cell + 0.12) * rows + 0.6)
+    shown = f"{count} of {total} filters" if total and total > count else f"{count} filter{'s' * (count != 1)}"
+    width = max(3.6, cell * columns + 0.9)
+    lines = [f"Kernels of {layer}: {shown}, {weights.shape[1]}x{weights.shape[2]}"
+             + (f", summed over its {channels} input channels" if channels > 1 else ""),
+             "red positive, blue negative weights; one scale for all"]
+    # About 15 characters of the 9-point title fit in an inch: a narrow grid wraps it (a single
+    # filter's figure is wider than its grid, so that the title wraps little).
+    title = "\n".join(part for line in lines for part in textwrap.wrap(line, max(16, int(width * 15.5))))
+    figure = _figure(width, (cell + 0.12) * rows + 0.25 + 0.16 * (title.count("\n") + 1))
     figure.set_layout_engine("constrained")
     spec = figure.add_gridspec(rows, columns + 1, width_ratios=[1.0] * columns + [0.12])
     image = None

@@ -627,7 +627,8 @@ def kernels_figure(model, layer=None, filters=None):
     from keras_fer import explain
 
     found = explain.conv_kernels(model, layer, filters)
-    return plots.kernels_figure(found.weights, found.filters, found.layer, found.channels)
+    return plots.kernels_figure(found.weights, found.filters, found.layer, found.channels, scale=found.scale,
+                                total=found.total)
 
 
 def rectified_layer(model, conv):
@@ -911,10 +912,9 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
         section.text(f"The weights of {found.layer}, the layer that reads the image, one kernel per filter"
                      + (f" (summed over its {found.channels} input channels, which all get the grey face)"
                         if found.channels > 1 else "")
-                     + ", on one colour scale: a trained model's edge, spot and gradient detectors. Gradient "
-                     "ascent (next section) finds little more than each first-layer filter's sign pattern.")
-        section.image(plots.kernels_figure(found.weights, found.filters, found.layer, found.channels),
-                      f"kernels of {found.layer}")
+                     + ", on one colour scale; trained, they are mostly edge, spot and gradient detectors. "
+                     "Gradient ascent (next section) finds little more than each first-layer filter's sign pattern.")
+        section.image(kernels_figure(model), f"kernels of {found.layer}")
 
     def activations(section):
         rows = np.arange(len(faces.images)) if within is None else within  # validation rows when known

@@ -538,8 +538,12 @@ def test_conv_kernels_are_the_first_layers_weights_on_a_grey_face():
     kernel = model.get_layer("conv1").kernel.numpy()  # (3, 3, 1, 16)
     assert found.layer == "conv1" and found.channels == 1 and found.filters.tolist() == list(range(16))
     np.testing.assert_array_equal(found.weights, np.moveaxis(kernel[:, :, 0, :], -1, 0))
-    chosen = explain.conv_kernels(model, "conv1", [5, 2])
+    assert found.total == 16 and found.scale == np.abs(kernel).max()
+    chosen = explain.conv_kernels(model, "conv1", [5, 2, 5])  # one given twice is drawn once
     np.testing.assert_array_equal(chosen.weights, found.weights[[5, 2]])
+    assert chosen.filters.tolist() == [5, 2] and (chosen.total, chosen.scale) == (16, found.scale)
+    with pytest.raises(FerOptionError, match=r"filters must name at least one filter of layer 'conv1' \(0-15\)"):
+        explain.conv_kernels(model, filters=[])
     # A layer that reads feature maps has no kernel on the image; a model without conv layers none.
     with pytest.raises(FerOptionError, match=r"'conv2' reads the feature maps .* first conv layer, 'conv1'"):
         explain.conv_kernels(model, "conv2")

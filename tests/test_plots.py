@@ -276,5 +276,21 @@ def test_kernels_share_one_symmetric_colour_scale_and_fill_rows_evenly():
     assert {axes.images[0].get_clim() for axes in panels} == {(-0.9, 0.9)}
     grid = panels[0].get_subplotspec().get_gridspec()
     assert (grid.nrows, grid.ncols - 1) == (2, 6)  # 12 on at most 8 columns: 2 rows of 6, then the colour bar
-    assert "12 filters of 5x5, summed over its 3 input channels" in figure._suptitle.get_text()
+    title = figure._suptitle.get_text().replace("\n", " ")
+    assert "Kernels of conv1: 12 filters, 5x5, summed over its 3 input channels" in title
     assert plots.png_bytes(figure)[:8] == PNG
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_a_few_kernels_keep_the_layers_scale_and_a_title_that_fits(count):
+    # Two of 21 filters cut both title lines at the figure's edges, and took the colours of
+    # their own largest weight.
+    weights = np.random.default_rng(0).normal(0, 0.1, (count, 7, 7))
+    figure = plots.kernels_figure(weights, list(range(count)), "conv1", channels=3, scale=2.0, total=64)
+    panels = [axes for axes in figure.axes if axes.images and axes.get_title()]
+    assert {axes.images[0].get_clim() for axes in panels} == {(-2.0, 2.0)}
+    text = figure._suptitle.get_text()
+    assert f"{count} of 64 filters" in text.replace("\n", " ")
+    figure.canvas.draw()
+    box = figure._suptitle.get_window_extent()
+    assert 0 <= box.x0 and box.x1 <= figure.bbox.width and box.y1 <= figure.bbox.height
