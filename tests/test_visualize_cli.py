@@ -267,6 +267,7 @@ def error_line(capsys):
     (["filters", "--layer", "dense"], "conv layers are conv1, conv2"),
     (["activations", "--layer", "logits"], "no 2-D feature maps"),
     (["kernels", "--filters", "9"], "layer 'conv1' has filters 0-7. Received: filter=9"),
+    (["kernels", "--layer", "conv2"], "layer 'conv2' reads the feature maps of the layers before it, not the image"),
     (["saliency", "--model", "missing.keras"], "no such model file"),
 ])
 def test_bad_options_are_one_line_and_exit_2(argv, message, run_dir, tmp_path, capsys):

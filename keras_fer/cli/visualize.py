@@ -175,6 +175,8 @@ def build_parser():
     sub = add("kernels", "the weights of the first conv layer, the one that reads the image: one kernel per "
               "filter, on one colour scale", [model, out])
     sub.add_argument("--filters", type=_filter_list, metavar="I,J,..", help="these filters only (default all)")
+    sub.add_argument("--layer", metavar="NAME", help="the first conv layer (the default): a later one reads feature "
+                     "maps, not the image, and is refused; draw what excites it with `filters --layer NAME`")
 
     sub = add("activations", "the feature maps of a layer for one image", [model, data, image, out])
     sub.add_argument("--layer", metavar="NAME", help="the layer (default a middle conv layer's rectified output, "
@@ -363,7 +365,7 @@ def _kernels(args):
     from keras_fer import explain, report
 
     model, _ = _context(args)
-    figure = report.kernels_figure(model, filters=args.filters)  # refuses a model without conv layers
+    figure = report.kernels_figure(model, args.layer, args.filters)  # refuses a model without conv layers
     return _save(figure, args.out, f"kernels_{_safe_name(explain.conv_layers(model)[0])}.png")
 
 
