@@ -188,7 +188,9 @@ def load_model(path):
     model = load_keras_model(path)
     shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
     if shape != IMAGE_SHAPE:
-        raise FerModelError(f"{path}: the model takes {model.input_shape}, not raw faces (None, 48, 48, 1)")
+        raise FerModelError(f"{path}: the model takes {model.input_shape}, not raw faces (None, 48, 48, 1): "
+                            "train.py's models do; build one with build_model(name, preprocessing={'normalize': "
+                            "'unit'}) to take them")
     if model.output_shape[-1] != NUM_CLASSES:
         raise FerModelError(f"{path}: the model has {model.output_shape[-1]} outputs, not {NUM_CLASSES} classes")
     return model

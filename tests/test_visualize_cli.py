@@ -278,6 +278,19 @@ def test_bad_options_are_one_line_and_exit_2(argv, message, run_dir, tmp_path, c
     assert not list(tmp_path.iterdir())
 
 
+def test_a_model_that_does_not_take_raw_faces_says_how_to_build_one(tmp_path, capsys):
+    # A resnet18 built without preprocessing= takes (48, 48, 3): the error gave no way forward.
+    from conftest import tiny_model
+
+    path = tmp_path / "rgb.keras"
+    tiny_model(input_shape=(48, 48, 3), preprocessing=False).save(path)
+    assert main(["kernels", "--model", str(path), "--out", str(tmp_path / "figures")]) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"error: {path}: the model takes (None, 48, 48, 3), not raw faces (None, 48, 48, 1)")
+    assert "build_model(name, preprocessing={'normalize': 'unit'})" in line
+    assert not (tmp_path / "figures").exists()
+
+
 def test_image_must_be_an_image_file(run_dir, tmp_path, capsys, monkeypatch):
     from keras_fer import report
 
