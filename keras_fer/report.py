@@ -628,7 +628,11 @@ def kernels_figure(model, layer=None, filters=None):
     """The kernels of the first conv layer (`explain.conv_kernels`), all filters or `filters`."""
     from keras_fer import explain
 
-    found = explain.conv_kernels(model, layer, filters)
+    return _draw_kernels(explain.conv_kernels(model, layer, filters))
+
+
+def _draw_kernels(found):
+    """The figure of an `explain.Kernels`."""
     return plots.kernels_figure(found.weights, found.filters, found.layer, found.channels, scale=found.scale,
                                 total=found.total)
 
@@ -916,7 +920,7 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
                         if found.channels > 1 else "")
                      + ", on one colour scale; trained, they are mostly edge, spot and gradient detectors. "
                      "Gradient ascent (next section) finds little more than each first-layer filter's sign pattern.")
-        section.image(kernels_figure(model), f"kernels of {found.layer}")
+        section.image(_draw_kernels(found), f"kernels of {found.layer}")
 
     def activations(section):
         rows = np.arange(len(faces.images)) if within is None else within  # validation rows when known
