@@ -174,18 +174,25 @@ def read_run(path):
     return Run(path, read_json_object(file) if file.is_file() else {})
 
 
-def load_model(path):
+def load_model(path, raw_faces=True):
     """Load a model for the figures (`loading.load_keras_model`: a `.keras` file or run
     directory, `safe_mode=True`, uncompiled) and check that it takes raw 48x48x1 faces and
     outputs the 7 classes, as the explanations need.
 
+    Args:
+        path: the model file or run directory.
+        raw_faces: False to skip the input and output checks, for a figure that runs no
+            forward pass (the first layer's kernels).
+
     Raises:
-        FerModelError: for a missing file, a file that is not a Keras model, or a model whose
-            input is not 48x48x1 or that does not have 7 outputs.
+        FerModelError: for a missing file, a file that is not a Keras model, or (with
+            `raw_faces`) a model whose input is not 48x48x1 or that does not have 7 outputs.
     """
     from keras_fer.loading import load_keras_model
 
     model = load_keras_model(path)
+    if not raw_faces:
+        return model
     shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
     if shape != IMAGE_SHAPE:
         raise FerModelError(f"{path}: the model takes {model.input_shape}, not raw faces (None, 48, 48, 1): "

@@ -84,7 +84,8 @@ COMMANDS = {
     "occlusion": (["occlusion", "--image", "00001", "--patch", "12", "--stride", "12"], "occlusion_00001.png"),
     "filters": (["filters", "--layer", "conv2", "--count", "4", "--steps", "8"], "filters_conv2.png"),
     "activations": (["activations", "--layer", "conv1", "--image", "00002"], "activations_conv1_00002.png"),
-    "kernels": (["kernels", "--filters", "0,3"], "kernels_conv1.png"),
+    "kernels": (["kernels"], "kernels_conv1.png"),
+    "kernels-subset": (["kernels", "--filters", "0,3"], "kernels_conv1_f0-3.png"),
 }
 
 
@@ -284,11 +285,32 @@ def test_a_model_that_does_not_take_raw_faces_says_how_to_build_one(tmp_path, ca
 
     path = tmp_path / "rgb.keras"
     tiny_model(input_shape=(48, 48, 3), preprocessing=False).save(path)
-    assert main(["kernels", "--model", str(path), "--out", str(tmp_path / "figures")]) == 2
+    assert main(["saliency", "--model", str(path), "--out", str(tmp_path / "figures")]) == 2
     line = error_line(capsys)
     assert line.startswith(f"error: {path}: the model takes (None, 48, 48, 3), not raw faces (None, 48, 48, 1)")
     assert "build_model(name, preprocessing={'normalize': 'unit'})" in line
     assert not (tmp_path / "figures").exists()
+    # kernels runs no forward pass: it draws the first layer whatever the model's input, summed
+    # over the three channels as for a model fed grey faces.
+    assert main(["kernels", "--model", str(path), "--out", str(tmp_path / "figures")]) == 0
+    (drawn,) = (tmp_path / "figures").glob("kernels_*.png")
+    check_png(drawn)
+
+
+def test_a_filter_subset_does_not_overwrite_the_whole_layers_figure(run_dir, tmp_path):
+    from keras_fer.cli.visualize import _subset_suffix
+
+    out = tmp_path / "figures"
+    for argv in (["kernels"], ["kernels", "--filters", "3,1,3"],
+                 ["filters", "--layer", "conv2", "--count", "1", "--steps", "1"],
+                 ["filters", "--layer", "conv2", "--filters", "2", "--steps", "1"]):
+        assert main(argv + ["--run", str(run_dir), "--out", str(out)]) == 0
+    assert sorted(path.name for path in out.iterdir()) == [
+        "filters_conv2.png", "filters_conv2_f2.png", "kernels_conv1.png", "kernels_conv1_f3-1.png"]
+    # A long list is named by its count and a hash: two long lists differ, one is stable.
+    many, others = list(range(40)), list(range(1, 41))
+    assert _subset_suffix(many).startswith("_f40filters_") and len(_subset_suffix(many)) < 30
+    assert _subset_suffix(many) == _subset_suffix(list(many)) != _subset_suffix(others)
 
 
 def test_image_must_be_an_image_file(run_dir, tmp_path, capsys, monkeypatch):

@@ -4,6 +4,7 @@ Every subcommand writes PNG files (the report: one HTML file) and prints where t
 """
 
 import argparse
+import hashlib
 import os
 import re
 import sys
@@ -234,8 +235,9 @@ def _save(figure, out, name):
     return path
 
 
-def _context(args):
-    """`(model, run)` from --run / --model (the faces are read by `_faces`, when needed)."""
+def _context(args, raw_faces=True):
+    """`(model, run)` from --run / --model (the faces are read by `_faces`, when needed);
+    `raw_faces=False` takes a model whatever its input (`report.load_model`)."""
     from keras_fer import report
 
     run = report.read_run(args.run) if getattr(args, "run", None) else None
@@ -257,7 +259,7 @@ def _context(args):
                 "(this install has no packaged model)"
             ) from None
         packaged = True
-    model = report.load_model(model_path)
+    model = report.load_model(model_path, raw_faces)
     print(f"model: the packaged model ({model_path})" if packaged else f"model: {model_path}")  # no figure says it
     return model, run
 
@@ -353,7 +355,7 @@ def _filters(args):
     model, _ = _context(args)
     layer = explain.find_layer(model, args.layer).name
     figure = report.filters_figure(model, layer, args.count, args.filters, steps=args.steps, seed=args.seed)
-    path = _save(figure, args.out, f"filters_{_safe_name(layer)}.png")
+    path = _save(figure, args.out, f"filters_{_safe_name(layer)}{_subset_suffix(args.filters)}.png")
     first = explain.conv_layers(model)[:1]
     if first and layer in (first[0], report.rectified_layer(model, first[0])):
         print(f"note: {first[0]} reads the image: its weights show more than gradient ascent can "
@@ -364,9 +366,22 @@ def _filters(args):
 def _kernels(args):
     from keras_fer import explain, report
 
-    model, _ = _context(args)
+    model, _ = _context(args, raw_faces=False)  # no forward pass: any input shape will do
     figure = report.kernels_figure(model, args.layer, args.filters)  # refuses a model without conv layers
-    return _save(figure, args.out, f"kernels_{_safe_name(explain.conv_layers(model)[0])}.png")
+    name = f"kernels_{_safe_name(explain.conv_layers(model)[0])}{_subset_suffix(args.filters)}.png"
+    return _save(figure, args.out, name)
+
+
+def _subset_suffix(filters):
+    """The file name's mark of a --filters subset, so that it does not overwrite the figure of
+    the whole layer: `_f3-7-12` (a long list: `_f40filters_` and a short hash of it)."""
+    if filters is None:
+        return ""
+    unique = list(dict.fromkeys(filters))
+    text = "-".join(str(index) for index in unique)
+    if len(text) <= 40:
+        return f"_f{text}"
+    return f"_f{len(unique)}filters_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
 def _activations(args):
