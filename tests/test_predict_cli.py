@@ -621,7 +621,8 @@ def test_a_bad_image_late_in_a_folder_leaves_no_annotated_copies(tmp_path, run_d
     (folder / "069.png").write_bytes((folder / "069.png").read_bytes()[:40])  # truncated: the last group
     annotated, out = tmp_path / "annotated", tmp_path / "faces.csv"
     assert main([str(folder), "--model", str(run_dirs[0]), "--out", str(out), "--annotate", str(annotated)]) == 2
-    assert "069.png" in one_error_line(capsys)
+    line = one_error_line(capsys)
+    assert f"{folder / '069.png'}: unreadable image" in line and "--skip-unreadable" in line
     assert not annotated.exists() and not out.exists()
     (folder / "069.png").unlink()
     from keras_fer import files
@@ -728,3 +729,56 @@ def test_accuracy_on_a_models_own_training_file_is_noted(tmp_path, demo, capsys)
     assert f"note: {run} was trained on this file: the accuracies below count its training rows too" in err
     assert f"note: {elsewhere} was trained on a file of this name and size (20 rows)" in err
     assert f"{other} was trained" not in err
+
+
+def test_skip_unreadable_classifies_a_folders_other_images(tmp_path, run_dirs, demo, capsys):
+    folder = tmp_path / "crops"
+    for i in range(70):  # two groups of 64: a bad file in each, one of them a whole group's last
+        (folder / CLASS_NAMES[int(demo.labels[i % len(demo.labels)])].lower()).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / CLASS_NAMES[int(demo.labels[i % len(demo.labels)])].lower() / f"{i:03d}.png"),
+                    demo.pixels[i % len(demo.pixels), :, :, 0])
+    bad = sorted(folder.rglob("*.png"))
+    for path in (bad[5], bad[69]):
+        path.write_bytes(path.read_bytes()[:40])  # truncated
+    out, annotated = tmp_path / "faces.csv", tmp_path / "annotated"
+    argv = [str(folder), "--model", str(run_dirs[0]), "--out", str(out), "--no-detect", "--annotate", str(annotated)]
+    assert main(argv + ["--skip-unreadable"]) == 0
+    captured = capsys.readouterr()
+    for path in (bad[5], bad[69]):
+        assert f"note: {path}: unreadable image (corrupt or not an image): left out (--skip-unreadable)" in captured.err
+    assert f"wrote {out}: 68 faces in 68 images; 2 unreadable, left out" in captured.out
+    rows = read_rows(out)
+    listed = {row[0] for row in rows[1:]}
+    assert len(rows) == 69 and str(bad[5].relative_to(folder)) not in listed
+    assert str(bad[4].relative_to(folder)) in listed and str(bad[6].relative_to(folder)) in listed
+    # each row keeps its own true label: the files after a skipped one did not shift
+    assert all(row[9] == str(CLASS_NAMES.index(row[0].split("/")[0].capitalize())) for row in rows[1:])
+    assert len(list(annotated.rglob("*.png"))) == 68
+    assert "all rows: accuracy" in captured.out
+
+    # A folder with nothing readable writes nothing; --skip-unreadable is refused for other inputs.
+    empty = tmp_path / "broken"
+    empty.mkdir()
+    for i in range(2):
+        (empty / f"{i}.png").write_bytes(b"not a png")
+    assert main([str(empty), "--model", str(run_dirs[0]), "--out", str(tmp_path / "none.csv"),
+                 "--skip-unreadable"]) == 2
+    assert one_error_line(capsys).startswith(f"error: {empty}: none of the 2 images could be read")
+    assert not (tmp_path / "none.csv").exists()
+    (tmp_path / "data.csv").write_text("label,feature\n0," + " ".join(["0"] * 2304) + "\n")
+    for given in (str(bad[4]), str(tmp_path / "data.csv")):
+        assert main([given, "--model", str(run_dirs[0]), "--out", str(tmp_path / "x.csv"), "--skip-unreadable"]) == 2
+        assert one_error_line(capsys).startswith(f"error: --skip-unreadable is for a folder of images; {given}")
+
+
+def test_prediction_doc_has_a_row_for_every_option_and_no_other():
+    import re
+
+    from keras_fer.cli.predict import build_parser
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "prediction.md").read_text(encoding="utf-8")
+    section = doc.split("\n## Options\n", 1)[1].split("\n## ", 1)[0]  # the model table above has --model rows
+    documented = re.findall(r"^\| `(--[a-z-]+)[^`]*` \| .+ \|$", section, re.MULTILINE)
+    options = {option for action in build_parser()._actions for option in action.option_strings
+               if option.startswith("--") and option != "--help"}
+    assert len(documented) == len(set(documented)) and set(documented) == options

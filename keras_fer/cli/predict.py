@@ -78,6 +78,7 @@ class PredictOptions:
     prior_correction: bool = False
     no_detect: bool = False
     annotate: str = None
+    skip_unreadable: bool = False
     min_face: int = 30
     detector: str = "haar"  # faces.DETECTORS[0]
     every: int = 1
@@ -137,6 +138,9 @@ def build_parser():
     parser.add_argument("--annotate", metavar="DIR",
                         help="images: write copies of the images into DIR with face boxes and labels drawn; "
                         "video: DIR/NAME.mp4, every frame with the boxes of the last analysed one")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="a folder of images: a corrupt or unreadable image is named on stderr and left out, "
+                        "and the others are classified (default: it stops the run, before anything is written)")
     parser.add_argument("--min-face", type=int, default=30, metavar="PX",
                         help="images and videos: smallest face side the detector looks for, in pixels "
                         "(default: 30; mtcnn finds none below 20)")
@@ -392,6 +396,7 @@ def run_images(options, predictors, timings, plan):
     annotate_dir = Path(options.annotate) if options.annotate else None  # not over an input: check_outputs
     confusions = {}
     faces_found = 0
+    skipped = []  # --skip-unreadable: the files left out
     bar = progress_bar(" images")
     header = ["file", "face", "x", "y", "w", "h", "label", "class", "confidence"]
     header += ["true_label"] if labels is not None else []
@@ -404,22 +409,21 @@ def run_images(options, predictors, timings, plan):
             writer = csv.writer(stream, lineterminator="\n")
             writer.writerow(header)
             for start in range(0, len(files), group_size):
-                group = files[start:start + group_size]
                 read_start = time.perf_counter()
-                images = [face_tools.read_photo(file) for file in group]
+                group, images = _read_group(files[start:start + group_size], labels, start, base,
+                                            options.skip_unreadable, skipped)
                 found = face_tools.face_boxes_each(images, not options.no_detect, options.min_face, options.detector)
                 items = [(file, image, boxes, face_tools.crop_faces(image, boxes))  # (file, image, boxes, crops)
-                         for file, image, boxes in zip(group, images, found)]
+                         for (file, _), image, boxes in zip(group, images, found)]
                 timings.read_s += time.perf_counter() - read_start
                 infer_start = time.perf_counter()
-                crops = np.concatenate([item[3] for item in items])
+                crops = np.concatenate([item[3] for item in items]) if items else np.zeros((0, 48, 48, 1), np.uint8)
                 probabilities = predict_proba(predictors, crops, options.tta, options.prior_correction)
                 timings.infer_s += time.perf_counter() - infer_start
                 write_start = time.perf_counter()
                 offset = 0
-                for index, (file, image, boxes, _) in enumerate(items):
+                for (file, image, boxes, _), (_, truth) in zip(items, group):
                     shown = file.relative_to(base) if base in file.parents else file
-                    truth = labels[start + index] if labels is not None else None
                     mine = probabilities[offset:offset + len(boxes)]
                     offset += len(boxes)
                     if not boxes:
@@ -442,10 +446,14 @@ def run_images(options, predictors, timings, plan):
                     if annotate_dir is not None:
                         face_tools.write_image(staging / shown, face_tools.annotate(image, boxes, captions))
                 timings.write_s += time.perf_counter() - write_start
-                bar.update(len(group))
+                bar.update(min(group_size, len(files) - start))
+            if len(skipped) == len(files):
+                raise FerDataError(f"none of the {_count_of(len(files), 'image')} could be read (each is named "
+                                   "above): nothing written", base)
     finally:
         bar.close()
-    _say(f"wrote {out}: {_count_of(faces_found, 'face')} in {_count_of(len(files), 'image')}")
+    left_out = f"; {len(skipped)} unreadable, left out" if skipped else ""
+    _say(f"wrote {out}: {_count_of(faces_found, 'face')} in {_count_of(len(files) - len(skipped), 'image')}{left_out}")
     if annotate_dir is not None:
         _say(f"annotated copies in {annotate_dir}")
     if confusions:
@@ -453,6 +461,29 @@ def run_images(options, predictors, timings, plan):
 
         save_and_report({split: evaluation_from_confusion(m) for split, m in confusions.items()}, out, timings)
     return faces_found
+
+
+def _read_group(files, labels, start, base, skip_unreadable, skipped):
+    """`([(file, true label or None)], [image])` for one group of a folder's files (`start`: the
+    first one's index in `labels`). An unreadable file stops the run, or with `skip_unreadable`
+    is named on stderr, added to `skipped` and left out."""
+    from keras_fer import faces as face_tools
+
+    group, images = [], []
+    for index, file in enumerate(files, start=start):
+        try:
+            images.append(face_tools.read_photo(file))
+        except FerDataError as error:
+            if not skip_unreadable:
+                if len(files) == 1 and start == 0:  # one image given: nothing else to classify
+                    raise
+                raise FerDataError(f"{error.reason} (--skip-unreadable leaves such files out and classifies the "
+                                   "others)", error.path, error.row, error.field) from None
+            skipped.append(file)
+            _note(f"{error}: left out (--skip-unreadable)")
+            continue
+        group.append((file, labels[index] if labels is not None else None))
+    return group, images
 
 
 def _count_of(count, noun):
@@ -636,6 +667,9 @@ def main(argv=None):
     video = camera or is_video_file(options.input)
     images = not camera and (Path(options.input).is_dir() or is_image_file(options.input))
     plan = _image_plan(options.input, _outputs(options)) if images else None  # listed once
+    if options.skip_unreadable and not (images and Path(options.input).is_dir()):
+        raise FerOptionError(f"--skip-unreadable is for a folder of images; {_source(options)} is not one: "
+                             "drop --skip-unreadable")
     if not (images or video) and options.annotate:
         raise FerOptionError(f"--annotate draws on photos and videos; {options.input} holds face crops: "
                              "drop --annotate")
