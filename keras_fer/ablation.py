@@ -328,10 +328,12 @@ def cpu_text(row):
     return f"{row['cpu_minutes']:.1f}" if math.isfinite(row["cpu_minutes"]) else "-"
 
 
-def describe_run(label, row):
-    """One line for a `summarize_run` row: accuracy, best epoch, CPU time."""
-    return (f"{label}: validation accuracy {accuracy_text(row)} (epoch {row['best_epoch'] or '-'} of "
-            f"{row['epochs']}), {cpu_text(row)} CPU-min, {row['run']}")
+def describe_run(label, row, note=""):
+    """One line for a `summarize_run` row: the label and its run directory, accuracy, best epoch,
+    CPU time, then `note` (e.g. `"; starts at 0.30 CPU-hours, after a"`)."""
+    where = "" if str(row["run"]) == label else f" ({row['run']})"
+    return (f"{label}{where}: validation accuracy {accuracy_text(row)} (epoch {row['best_epoch'] or '-'} of "
+            f"{row['epochs']}), {cpu_text(row)} CPU-min{note}")
 
 
 def _changes(ablation, run_dir):

@@ -157,7 +157,8 @@ def test_a_run_without_cpu_time_shows_none_rather_than_zero(tmp_path):
     (tmp_path / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n"
                                           "1,1.9,0.3,1.8,0.4,0.001,600\n2,1.7,0.4,1.6,0.5,0.001,600\n")
     row = ablation.summarize_run(tmp_path)
-    assert ablation.describe_run("old", row) == f"old: validation accuracy 0.5000 (epoch 2 of 2), - CPU-min, {tmp_path}"
+    expected = f"old ({tmp_path}): validation accuracy 0.5000 (epoch 2 of 2), - CPU-min"
+    assert ablation.describe_run("old", row) == expected
     (tmp_path / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,cpu_seconds\n"
                                           "1,1.9,0.3,1.8,0.4,0.001,600,60\n2,1.7,0.4,1.6,0.5,0.001,600,90\n")
     assert ablation.cpu_text(ablation.summarize_run(tmp_path)) == "2.5"
@@ -211,14 +212,16 @@ def test_visualize_compare_draws_runs(tmp_path, capsys):
                            "--out", str(tmp_path / "fig")]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "fig" / "compare.png").read_bytes().startswith(b"\x89PNG")
-    assert "one: validation accuracy 0.5000 (epoch 2 of 2)" in out and "two: validation accuracy 0.4000" in out
+    assert f"one ({tmp_path / 'one'}): validation accuracy 0.5000 (epoch 2 of 2), " in out
+    assert f"two ({tmp_path / 'two'}): validation accuracy 0.4000" in out
     # A run on the built-in demo faces (config.json's data null) is marked as such beside real-data runs.
     config = json.loads((tmp_path / "two" / "config.json").read_text())
     (tmp_path / "two" / "config.json").write_text(json.dumps({**config, "data": None}))
     assert visualize_main(["compare", str(tmp_path / "one"), str(tmp_path / "two"),
                            "--out", str(tmp_path / "fig5")]) == 0
     out = capsys.readouterr().out
-    assert "one: validation" in out and "two (demo faces): validation accuracy 0.4000" in out
+    assert f"one ({tmp_path / 'one'}): validation" in out
+    assert f"two (demo faces) ({tmp_path / 'two'}): validation accuracy 0.4000" in out
     assert visualize_main(["compare", str(tmp_path / "missing")]) == 2
     assert "missing: not a run directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
@@ -235,9 +238,13 @@ def test_visualize_compare_draws_runs(tmp_path, capsys):
 
 def test_describe_run_says_when_a_run_has_no_validation():
     row = {"best_val_accuracy": None, "best_epoch": None, "epochs": 3, "cpu_minutes": 1.25, "run": "runs/x"}
-    assert ablation.describe_run("x", row) == "x: validation accuracy - (epoch - of 3), 1.2 CPU-min, runs/x"
+    assert ablation.describe_run("x", row) == "x (runs/x): validation accuracy - (epoch - of 3), 1.2 CPU-min"
     row.update(best_val_accuracy=0.61234, best_epoch=2)
-    assert ablation.describe_run("x", row).startswith("x: validation accuracy 0.6123 (epoch 2 of 3)")
+    assert ablation.describe_run("x", row).startswith("x (runs/x): validation accuracy 0.6123 (epoch 2 of 3)")
+    row["run"] = "x"  # a run named by its folder alone is not named twice
+    assert ablation.describe_run("x", row, "; a note").endswith(": validation accuracy 0.6123 (epoch 2 of 3), "
+                                                                 "1.2 CPU-min; a note")
+    assert ablation.describe_run("x", row).startswith("x: ")
 
 
 def fake_run(folder, val_accuracy, cpu_seconds, init_from=None):
@@ -291,7 +298,8 @@ def test_compare_on_a_cpu_hours_axis(tmp_path, capsys):
     out = capsys.readouterr().out
     assert (tmp_path / "fig" / "cost.png").read_bytes().startswith(b"\x89PNG")
     assert not (tmp_path / "fig" / "compare.png").exists()
-    assert "child: validation accuracy 0.6000" in out and "starts at 2.00 CPU-hours, after parent" in out
+    assert (f"child ({tmp_path / 'child'}): validation accuracy 0.6000 (epoch 2 of 2), 60.0 CPU-min; starts at "
+            "2.00 CPU-hours, after parent") in out
     history = ablation.summarize_run(tmp_path / "child")["history"]
     history["cpu_hours"] = ablation.cpu_hours_column(tmp_path / "child")[0]
     figure = plots.compare_figure({"child": history}, x="cpu_hours")

@@ -433,7 +433,7 @@ def _compare(args):
     figure = compare_figure(histories, title=args.title, x=args.x.replace("-", "_"))
     path = _save(figure, args.out, "compare.png")
     for label, row, note in zip(histories, rows, notes):
-        print(describe_run(label, row) + note)
+        print(describe_run(label, row, note))
     return path
 
 
