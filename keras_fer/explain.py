@@ -653,7 +653,12 @@ def score_cam(model, images, layer=None, class_index=None, batch_size=BATCH_SIZE
         FerOptionError: for an unknown layer or a `max_channels` below 1.
 
     Example:
-    >>> cams = explain.score_cam(model, faces.pixels[:4], max_channels=64)  # doctest: +SKIP
+    >>> import keras
+    >>> inputs = keras.Input((48, 48, 1))
+    >>> x = keras.layers.Conv2D(8, 3, activation="relu", name="conv1")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(7)(keras.layers.GlobalAveragePooling2D()(x)))
+    >>> score_cam(model, np.full((2, 48, 48, 1), 128.0), max_channels=4).shape
+    (2, 48, 48)
     """
     if max_channels is not None:
         max_channels = check_integer(max_channels, "max_channels", 1)
@@ -767,9 +772,15 @@ def conv_kernels(model, layer=None, filters=None):
             that is not one of the layer's.
 
     Example:
-    >>> kernels = explain.conv_kernels(model)                       # doctest: +SKIP
-    >>> kernels.layer, kernels.weights.shape                        # doctest: +SKIP
-    ('conv1', (32, 5, 5))
+    >>> import keras
+    >>> inputs = keras.Input((48, 48, 1))
+    >>> x = keras.layers.Conv2D(32, 5, name="conv1")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(7)(keras.layers.GlobalAveragePooling2D()(x)))
+    >>> kernels = conv_kernels(model)
+    >>> kernels.layer, kernels.weights.shape, kernels.total
+    ('conv1', (32, 5, 5), 32)
+    >>> conv_kernels(model, filters=[3, 7]).filters.tolist()
+    [3, 7]
     """
     convs = conv_layers(model)
     if not convs:
