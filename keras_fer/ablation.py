@@ -329,9 +329,11 @@ def cpu_text(row):
 
 
 def describe_run(label, row, note=""):
-    """One line for a `summarize_run` row: the label and its run directory, accuracy, best epoch,
-    CPU time, then `note` (e.g. `"; starts at 0.30 CPU-hours, after a"`)."""
-    where = "" if str(row["run"]) == label else f" ({row['run']})"
+    """One line for a `summarize_run` row: the label, its run directory (and "demo faces" for a
+    run on the built-in demo faces), accuracy, best epoch, CPU time, then `note` (e.g.
+    `"; starts at 0.30 CPU-hours, after a"`)."""
+    marks = ([] if str(row["run"]) == label else [str(row["run"])]) + (["demo faces"] if row.get("demo") else [])
+    where = f" ({', '.join(marks)})" if marks else ""
     return (f"{label}{where}: validation accuracy {accuracy_text(row)} (epoch {row['best_epoch'] or '-'} of "
             f"{row['epochs']}), {cpu_text(row)} CPU-min{note}")
 

@@ -447,26 +447,53 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS, unique_ids=False):
 # Images and folders
 
 
-def decode_image(data):
+def read_file_bytes(path):
+    """An image file's bytes as a uint8 array, None when `path` is not a regular file.
+
+    Raises:
+        FerDataError: when the file cannot be read (permission denied, an I/O error).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return np.fromfile(str(path), dtype=np.uint8)
+    except OSError as error:
+        raise FerDataError(f"cannot be read ({error.strerror or error})", path) from None
+
+
+def decode_image(data, path=None):
     """`cv2.imdecode` of a file's bytes (None when they are no image it reads), turned upright as
     its EXIF orientation tag says (`exif_orientation`): a phone stores a portrait photo's pixels
     sideways with a tag that every viewer obeys, and `cv2.IMREAD_UNCHANGED` ignores it. OpenCV's
     own warnings ("PNG input buffer is incomplete") are silenced during the call, unless
-    OPENCV_LOG_LEVEL asks for them: the caller's one-line error names the file."""
+    OPENCV_LOG_LEVEL asks for them: the caller's one-line error names the file.
+
+    Raises:
+        FerDataError: (naming `path`) for an image OpenCV refuses to decode, such as one whose
+            header declares more than OpenCV's 2^30 pixels.
+    """
     import cv2  # imported here: CSV users should not pay for OpenCV's start-up
 
     if data is None or not data.size:
         return None
-    if "OPENCV_LOG_LEVEL" in os.environ:
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    else:
-        logging = cv2.utils.logging
-        previous = logging.getLogLevel()
-        logging.setLogLevel(min(previous, logging.LOG_LEVEL_ERROR))  # the caller's own level is put back
-        try:
+    try:
+        if "OPENCV_LOG_LEVEL" in os.environ:
             image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-        finally:
-            logging.setLogLevel(previous)
+        else:
+            logging = cv2.utils.logging
+            previous = logging.getLogLevel()
+            logging.setLogLevel(min(previous, logging.LOG_LEVEL_ERROR))  # the caller's own level is put back
+            try:
+                image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+            finally:
+                logging.setLogLevel(previous)
+    except cv2.error as error:  # an assertion, e.g. a 40-byte PNG declaring 200000x200000 pixels
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(error):
+            raise FerDataError("too large to decode: its header declares more than 2^30 pixels (OpenCV's limit, "
+                               "raised by the OPENCV_IO_MAX_IMAGE_PIXELS environment variable)", path) from None
+        detail = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise FerDataError(f"unreadable image (OpenCV: {detail})", path) from None
     return None if image is None else apply_orientation(image, exif_orientation(data))
 
 
@@ -510,8 +537,7 @@ def apply_orientation(image, orientation):
 
 def load_image(path):
     """Read one image file of any size or colour as a 48x48 grayscale uint8 `(48, 48, 1)`."""
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    image = decode_image(data)
+    image = decode_image(read_file_bytes(path), path)
     if image is None:
         raise FerDataError("unreadable image (corrupt or not an image)", path)
     if image.dtype.kind == "f" and not np.isfinite(image).all():  # a float TIFF or EXR

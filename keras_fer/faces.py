@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_fer.classes import IMAGE_SIZE
-from keras_fer.data import IMAGE_EXTENSIONS, decode_image, to_face, to_uint8
+from keras_fer.data import IMAGE_EXTENSIONS, decode_image, read_file_bytes, to_face, to_uint8
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
 from keras_fer.files import atomic_path
 
@@ -50,8 +50,7 @@ def read_photo(path):
         raise FerDataError("no such file", path)
     if path.is_dir():
         raise FerDataError("a folder, not an image file", path)
-    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
-    image = decode_image(data)
+    image = decode_image(read_file_bytes(path), path)
     if image is None:
         raise FerDataError("unreadable image (corrupt or not an image)", path)
     if image.dtype != np.uint8:

@@ -622,11 +622,15 @@ def per_class_picks(model, faces, min_confidence=MIN_CONFIDENCE, limit=SCAN_LIMI
 
 def filters_figure(model, layer=None, count=10, filters=None, steps=64, seed=0):
     """Gradient-ascent inputs of `count` random filters (or the given `filters`) of `layer`
-    (default the last conv layer), each titled with the activation it reached."""
+    (default the last conv layer), each titled with the activation it reached; a filter given
+    twice is drawn once."""
     from keras_fer import explain
 
     target = explain.find_layer(model, layer).name
-    chosen = explain.pick_filters(model, target, count, seed) if filters is None else np.asarray(filters)
+    if filters is None:
+        chosen = explain.pick_filters(model, target, count, seed)
+    else:
+        chosen = np.asarray(list(dict.fromkeys(np.asarray(filters).ravel().tolist())))
     found = explain.filter_ascent(model, target, chosen, steps=steps, seed=seed)
     return plots.filters_figure(found.images, found.final, found.filters, target, start=found.start)
 

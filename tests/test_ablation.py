@@ -221,7 +221,7 @@ def test_visualize_compare_draws_runs(tmp_path, capsys):
                            "--out", str(tmp_path / "fig5")]) == 0
     out = capsys.readouterr().out
     assert f"one ({tmp_path / 'one'}): validation" in out
-    assert f"two (demo faces) ({tmp_path / 'two'}): validation accuracy 0.4000" in out
+    assert f"two ({tmp_path / 'two'}, demo faces): validation accuracy 0.4000" in out
     assert visualize_main(["compare", str(tmp_path / "missing")]) == 2
     assert "missing: not a run directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()

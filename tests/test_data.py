@@ -333,6 +333,42 @@ def test_a_truncated_image_is_one_error_without_opencv_warnings(tmp_path, capfd)
     assert cv2.utils.logging.getLogLevel() == level  # the caller's own level is back
 
 
+def huge_png():
+    """A valid 60-byte PNG whose header declares 200000x200000 pixels, over OpenCV's limit."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 200000, 200000, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+
+
+def test_an_image_opencv_refuses_or_a_file_that_cannot_be_read_is_a_data_error(tmp_path, monkeypatch):
+    from keras_fer import faces
+
+    # cv2.imdecode asserted (a traceback, exit 1): the image's header declares 4e10 pixels.
+    (tmp_path / "huge.png").write_bytes(huge_png())
+    for read in (data.read, faces.read_photo):
+        with pytest.raises(FerDataError, match=r"huge.png: too large to decode: its header declares more than 2\^30"):
+            read(tmp_path / "huge.png")
+    # A permission or I/O error named the file but was an OSError, which a folder's reader cannot tell
+    # from a full disk (root reads any file: the refusal is simulated).
+    cv2.imwrite(str(tmp_path / "locked.png"), np.zeros((48, 48), np.uint8))
+    real = np.fromfile
+
+    def refuse(path, *args, **kwargs):
+        if str(path).endswith("locked.png"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(data.np, "fromfile", refuse)
+    for read in (data.read, faces.read_photo):
+        with pytest.raises(FerDataError, match=r"locked.png: cannot be read \(Permission denied\)$"):
+            read(tmp_path / "locked.png")
+
+
 def test_unreadable_image_and_bad_subfolder(tmp_path):
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "00000.jpg").write_bytes(b"not a jpeg")

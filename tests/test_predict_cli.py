@@ -622,7 +622,7 @@ def test_a_bad_image_late_in_a_folder_leaves_no_annotated_copies(tmp_path, run_d
     annotated, out = tmp_path / "annotated", tmp_path / "faces.csv"
     assert main([str(folder), "--model", str(run_dirs[0]), "--out", str(out), "--annotate", str(annotated)]) == 2
     line = one_error_line(capsys)
-    assert f"{folder / '069.png'}: unreadable image" in line and "--skip-unreadable" in line
+    assert f"{folder / '069.png'}: unreadable image (corrupt or not an image); --skip-unreadable leaves" in line
     assert not annotated.exists() and not out.exists()
     (folder / "069.png").unlink()
     from keras_fer import files
@@ -740,20 +740,34 @@ def test_skip_unreadable_classifies_a_folders_other_images(tmp_path, run_dirs, d
     bad = sorted(folder.rglob("*.png"))
     for path in (bad[5], bad[69]):
         path.write_bytes(path.read_bytes()[:40])  # truncated
+    from test_data import huge_png
+
+    bad[30].write_bytes(huge_png())  # OpenCV asserted on it: a traceback, and no way to skip it
+    real = np.fromfile
+
+    def refuse(path, *args, **kwargs):  # root reads any file: a permission error is simulated
+        if str(path) == str(bad[40]):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
     out, annotated = tmp_path / "faces.csv", tmp_path / "annotated"
     argv = [str(folder), "--model", str(run_dirs[0]), "--out", str(out), "--no-detect", "--annotate", str(annotated)]
-    assert main(argv + ["--skip-unreadable"]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(np, "fromfile", refuse)
+        assert main(argv + ["--skip-unreadable"]) == 0
     captured = capsys.readouterr()
-    for path in (bad[5], bad[69]):
-        assert f"note: {path}: unreadable image (corrupt or not an image): left out (--skip-unreadable)" in captured.err
-    assert f"wrote {out}: 68 faces in 68 images; 2 unreadable, left out" in captured.out
+    for path, reason in ((bad[5], "unreadable image (corrupt or not an image)"), (bad[69], "unreadable image"),
+                         (bad[30], "too large to decode"), (bad[40], "cannot be read (Permission denied)")):
+        assert f"note: {path}: {reason}" in captured.err
+    assert captured.err.count("left out (--skip-unreadable)") == 4 and "Traceback" not in captured.err
+    assert f"wrote {out}: 66 faces in 66 images; 4 unreadable, left out" in captured.out
     rows = read_rows(out)
     listed = {row[0] for row in rows[1:]}
-    assert len(rows) == 69 and str(bad[5].relative_to(folder)) not in listed
+    assert len(rows) == 67 and str(bad[5].relative_to(folder)) not in listed
     assert str(bad[4].relative_to(folder)) in listed and str(bad[6].relative_to(folder)) in listed
     # each row keeps its own true label: the files after a skipped one did not shift
     assert all(row[9] == str(CLASS_NAMES.index(row[0].split("/")[0].capitalize())) for row in rows[1:])
-    assert len(list(annotated.rglob("*.png"))) == 68
+    assert len(list(annotated.rglob("*.png"))) == 66
     assert "all rows: accuracy" in captured.out
 
     # A folder with nothing readable writes nothing; --skip-unreadable is refused for other inputs.
@@ -763,7 +777,7 @@ def test_skip_unreadable_classifies_a_folders_other_images(tmp_path, run_dirs, d
         (empty / f"{i}.png").write_bytes(b"not a png")
     assert main([str(empty), "--model", str(run_dirs[0]), "--out", str(tmp_path / "none.csv"),
                  "--skip-unreadable"]) == 2
-    assert one_error_line(capsys).startswith(f"error: {empty}: none of the 2 images could be read")
+    assert one_error_line(capsys).startswith(f"error: {empty}: none of its 2 images could be read (named above)")
     assert not (tmp_path / "none.csv").exists()
     (tmp_path / "data.csv").write_text("label,feature\n0," + " ".join(["0"] * 2304) + "\n")
     for given in (str(bad[4]), str(tmp_path / "data.csv")):

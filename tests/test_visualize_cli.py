@@ -307,6 +307,13 @@ def test_a_filter_subset_does_not_overwrite_the_whole_layers_figure(run_dir, tmp
         assert main(argv + ["--run", str(run_dir), "--out", str(out)]) == 0
     assert sorted(path.name for path in out.iterdir()) == [
         "filters_conv2.png", "filters_conv2_f2.png", "kernels_conv1.png", "kernels_conv1_f3-1.png"]
+    # A filter given twice is drawn once, as kernels does: the figure and its name agree.
+    from keras_fer import report
+
+    model = report.load_model(run_dir / "best.keras")
+    twice, once = (report.filters_figure(model, "conv2", filters=chosen, steps=1) for chosen in ([2, 2], [2]))
+    titles = [[axes.get_title() for axes in figure.axes] for figure in (twice, once)]
+    assert len(twice.axes) == len(once.axes) and titles[0] == titles[1]
     # A long list is named by its count and a hash: two long lists differ, one is stable.
     many, others = list(range(40)), list(range(1, 41))
     assert _subset_suffix(many).startswith("_f40filters_") and len(_subset_suffix(many)) < 30

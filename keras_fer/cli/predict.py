@@ -410,8 +410,8 @@ def run_images(options, predictors, timings, plan):
             writer.writerow(header)
             for start in range(0, len(files), group_size):
                 read_start = time.perf_counter()
-                group, images = _read_group(files[start:start + group_size], labels, start, base,
-                                            options.skip_unreadable, skipped)
+                group, images = _read_group(files[start:start + group_size], labels, start, options.skip_unreadable,
+                                            skipped)
                 found = face_tools.face_boxes_each(images, not options.no_detect, options.min_face, options.detector)
                 items = [(file, image, boxes, face_tools.crop_faces(image, boxes))  # (file, image, boxes, crops)
                          for (file, _), image, boxes in zip(group, images, found)]
@@ -448,8 +448,8 @@ def run_images(options, predictors, timings, plan):
                 timings.write_s += time.perf_counter() - write_start
                 bar.update(min(group_size, len(files) - start))
             if len(skipped) == len(files):
-                raise FerDataError(f"none of the {_count_of(len(files), 'image')} could be read (each is named "
-                                   "above): nothing written", base)
+                what = "its one image could not" if len(files) == 1 else f"none of its {len(files)} images could"
+                raise FerDataError(f"{what} be read (named above): nothing written", base)
     finally:
         bar.close()
     left_out = f"; {len(skipped)} unreadable, left out" if skipped else ""
@@ -463,7 +463,7 @@ def run_images(options, predictors, timings, plan):
     return faces_found
 
 
-def _read_group(files, labels, start, base, skip_unreadable, skipped):
+def _read_group(files, labels, start, skip_unreadable, skipped):
     """`([(file, true label or None)], [image])` for one group of a folder's files (`start`: the
     first one's index in `labels`). An unreadable file stops the run, or with `skip_unreadable`
     is named on stderr, added to `skipped` and left out."""
@@ -475,10 +475,10 @@ def _read_group(files, labels, start, base, skip_unreadable, skipped):
             images.append(face_tools.read_photo(file))
         except FerDataError as error:
             if not skip_unreadable:
-                if len(files) == 1 and start == 0:  # one image given: nothing else to classify
+                if len(files) == 1 and start == 0:  # one image (a file, or a folder of one): no others
                     raise
-                raise FerDataError(f"{error.reason} (--skip-unreadable leaves such files out and classifies the "
-                                   "others)", error.path, error.row, error.field) from None
+                raise FerDataError(f"{error.reason}; --skip-unreadable leaves such files out and classifies the "
+                                   "others", error.path, error.row, error.field) from None
             skipped.append(file)
             _note(f"{error}: left out (--skip-unreadable)")
             continue

@@ -102,8 +102,9 @@ def build_parser():
     source = model.add_mutually_exclusive_group()
     source.add_argument("--run", metavar="DIR", help="a training run directory: uses its best.keras and its data "
                         "(with neither --run nor --model: the packaged pretrained model)")
-    source.add_argument("--model", metavar="FILE", help="a .keras model taking raw 48x48x1 faces (grey levels 0-255), "
-                        "or a run directory; default: the packaged pretrained model")
+    source.add_argument("--model", metavar="FILE", help="a .keras model taking raw 48x48x1 faces (grey levels 0-255; "
+                        "kernels: any model with a conv layer), or a run directory; default: the packaged "
+                        "pretrained model")
     data = Parser(add_help=False)
     data.add_argument("--data", metavar="PATH",
                       help="FER2013 CSV (.gz ok), a folder holding train.csv.gz, or an image folder. Default: the "
@@ -412,11 +413,12 @@ def _compare(args):
         raise FerOptionError(f"{run} is given twice{'' if earlier == run else f' (as {earlier})'}: give each run "
                              f"once. Received: runs={args.runs}")
     rows = [summarize_run(run) for run in args.runs]
-    histories, notes = {}, []
+    histories, names, notes = {}, [], []
     for row in rows:
-        label = Path(row["run"]).name or row["run"]
-        label = label if label not in histories else row["run"]
-        label += " (demo faces)" if row["demo"] else ""  # beside FER2013 runs, its 0.9 is no measurement
+        name = Path(row["run"]).name or row["run"]
+        name = name if name not in names else row["run"]
+        names.append(name)
+        label = name + (" (demo faces)" if row["demo"] else "")  # beside FER2013 runs, its 0.9 is no measurement
         histories[label] = row["history"]
         if args.x == "cpu-hours":
             ancestors, origin = lineage(row["run"])
@@ -432,8 +434,8 @@ def _compare(args):
             notes.append("")
     figure = compare_figure(histories, title=args.title, x=args.x.replace("-", "_"))
     path = _save(figure, args.out, "compare.png")
-    for label, row, note in zip(histories, rows, notes):
-        print(describe_run(label, row, note))
+    for name, row, note in zip(names, rows, notes):
+        print(describe_run(name, row, note))
     return path
 
 
