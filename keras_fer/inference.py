@@ -488,19 +488,23 @@ class PredictionRun:
         rows: rows predicted.
         confusions: `{split: 7x7 counts}` when the input had labels: `"all"` and, with a
             Kaggle `Usage` column, one per split.
+        calibrations: `{split: metrics.Calibration}`, for the same splits.
     """
 
     out: Path
     rows: int
     confusions: dict = None
+    calibrations: dict = None
 
     @property
     def labelled(self):
         return bool(self.confusions)
 
     def evaluations(self):
-        """`{split: metrics.Evaluation}` from the confusion matrices."""
-        return {split: evaluation_from_confusion(matrix) for split, matrix in (self.confusions or {}).items()}
+        """`{split: metrics.Evaluation}` from the confusion matrices (and calibration counts)."""
+        calibrations = self.calibrations or {}
+        return {split: evaluation_from_confusion(matrix, calibrations.get(split))
+                for split, matrix in (self.confusions or {}).items()}
 
 
 def prefetch(iterable, timings=None):
@@ -573,7 +577,7 @@ def predict_csv(path, predictors, out, tta="none", prior_correction=False, proba
     timings = timings if timings is not None else Timings()
     out = Path(out)
     rows = 0
-    confusions = {}
+    confusions, calibrations = {}, {}
     with files.atomic_text(out) as stream:
         writer = csv.writer(stream, lineterminator="\n")
         writer.writerow(["id", "label"] + (list(CLASS_NAMES) if proba else []))
@@ -597,27 +601,35 @@ def predict_csv(path, predictors, out, tta="none", prior_correction=False, proba
             else:
                 writer.writerows(zip(chunk.ids, labels.tolist()))
             if chunk.labels is not None:
-                _count(confusions, "all", chunk.labels, labels)
+                _count(confusions, "all", chunk.labels, labels, calibrations, probabilities)
                 if chunk.usage is not None:
                     for split in np.unique(chunk.usage):
                         mask = chunk.usage == split
-                        _count(confusions, str(split), chunk.labels[mask], labels[mask])
+                        _count(confusions, str(split), chunk.labels[mask], labels[mask], calibrations,
+                               probabilities[mask])
             rows += len(chunk)
             timings.write_s += time.perf_counter() - start
             if on_chunk is not None:
                 on_chunk(len(chunk))
         for member in saved:
             member.check_consumed()
-    return PredictionRun(out, rows, confusions or None)
+    return PredictionRun(out, rows, confusions or None, calibrations or None)
 
 
-def _count(confusions, split, truth, predicted):
+def _count(confusions, split, truth, predicted, calibrations=None, probabilities=None):
+    """Add to `split`'s confusion counts, and with `probabilities` to its `metrics.Calibration`
+    in `calibrations`."""
     matrix = confusions.setdefault(split, np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64))
     np.add.at(matrix, (np.asarray(truth, np.int64), np.asarray(predicted, np.int64)), 1)
+    if probabilities is not None:
+        from keras_fer.metrics import Calibration
+
+        calibrations.setdefault(split, Calibration.empty()).add(truth, probabilities)
 
 
-def evaluation_from_confusion(confusion):
-    """A `metrics.Evaluation` computed from a 7x7 confusion matrix (rows true, columns predicted).
+def evaluation_from_confusion(confusion, calibration=None):
+    """A `metrics.Evaluation` computed from a 7x7 confusion matrix (rows true, columns predicted),
+    with `calibration` (a `metrics.Calibration` of the same predictions) attached.
 
     Same definitions as `metrics.evaluate`: scikit-learn's with `zero_division=0`, macro-F1 the
     mean F1 of the classes that occur in the labels or the predictions.
@@ -637,7 +649,7 @@ def evaluation_from_confusion(confusion):
         accuracy=float(true_positives.sum() / total) if total else 0.0,
         macro_f1=macro_f1(f1, support, predicted),
         precision=precision, recall=recall, f1=f1, support=support.astype(np.int64),
-        confusion=confusion,
+        confusion=confusion, calibration=calibration,
     )
 
 
@@ -660,6 +672,7 @@ def metrics_paths(out):
         "json": Path(f"{base}_metrics.json"),
         "csv": Path(f"{base}_confusion.csv"),
         "png": Path(f"{base}_confusion.png"),
+        "calibration": Path(f"{base}_calibration.png"),
     }
 
 
@@ -670,7 +683,8 @@ def split_order(evaluations):
 
 def save_evaluations(evaluations, out):
     """Write `<stem>_metrics.json`, `<stem>_confusion.csv` and `<stem>_confusion.png` next to
-    the submission `out`. Returns the dict of paths written."""
+    the submission `out`, and `<stem>_calibration.png` (reliability diagrams) when the
+    evaluations have calibrations. Returns the dict of paths written."""
     paths = metrics_paths(out)
     splits = split_order(evaluations)
     report = {}
@@ -695,4 +709,12 @@ def save_evaluations(evaluations, out):
     matrices = np.stack([evaluations[split].confusion for split in splits])
     plots.save_figure(plots.confusion_figure(matrices, CLASS_NAMES, normalize=True, title=titles), paths["png"],
                       dpi=110)
+    calibrated = [split for split in splits if evaluations[split].calibration is not None]
+    if calibrated:
+        found = [evaluations[split].calibration for split in calibrated]
+        titles = [plots.calibration_title("All rows" if split == "all" else split, evaluations[split].calibration)
+                  for split in calibrated]
+        plots.save_figure(plots.calibration_figure(found, titles), paths["calibration"], dpi=110)
+    else:
+        del paths["calibration"]
     return paths

@@ -1,10 +1,134 @@
-"""Accuracy, macro-F1, per-class precision/recall and confusion matrices (scikit-learn beneath)."""
+"""Accuracy, macro-F1, per-class precision/recall, confusion matrices (scikit-learn beneath) and
+calibration: how far the top-class probability is from the accuracy it claims."""
 
 import dataclasses
 
 import numpy as np
 
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
+
+CALIBRATION_BINS = 15  # equal-width confidence bins, as Guo et al. (2017) measured ECE with
+PROBABILITY_FLOOR = 1e-12  # log(0) of a class given no probability at all: NLL stays finite
+
+
+@dataclasses.dataclass
+class Calibration:
+    """How well the top-class probability ("confidence") matches accuracy, counted in
+    equal-width confidence bins; built by `calibration()`, or grown chunk by chunk with `add`.
+
+    Attributes:
+        counts: images per bin, `(bins,)`; bin `i` holds confidences in `[i/bins, (i+1)/bins)`
+            (the last one includes 1.0).
+        confidence_sums: the sum of the confidences per bin.
+        correct: correctly classified images per bin.
+        log_loss_sum: the sum over images of `-log p(true class)`.
+
+    Example:
+    >>> found = calibration([0, 1, 1], np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]]), bins=10)
+    >>> found.total, round(found.accuracy, 4), round(found.ece, 4)  # (0.1 + 0.6 + 0.2) / 3: one image a bin
+    (3, 0.6667, 0.3)
+    """
+
+    counts: np.ndarray
+    confidence_sums: np.ndarray
+    correct: np.ndarray
+    log_loss_sum: float = 0.0
+
+    @classmethod
+    def empty(cls, bins=CALIBRATION_BINS):
+        """No images yet, in `bins` bins."""
+        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+            raise ValueError(f"bins must be a positive integer. Received: bins={bins!r}")
+        return cls(np.zeros(bins, np.int64), np.zeros(bins), np.zeros(bins, np.int64))
+
+    def add(self, labels, probabilities):
+        """Count more images: integer `labels` `(N,)` and their probabilities `(N, classes)`."""
+        labels = np.asarray(labels, np.int64)
+        probabilities = np.asarray(probabilities, np.float64)
+        if probabilities.ndim != 2 or len(probabilities) != len(labels):
+            raise ValueError(f"probabilities must be (N, classes) for N labels. Received: "
+                             f"probabilities.shape={probabilities.shape}, labels.shape={labels.shape}")
+        if not len(labels):
+            return self
+        confidence = probabilities.max(axis=1)
+        bins = len(self.counts)
+        index = np.clip((confidence * bins).astype(np.int64), 0, bins - 1)
+        np.add.at(self.counts, index, 1)
+        np.add.at(self.confidence_sums, index, confidence)
+        np.add.at(self.correct, index, (probabilities.argmax(axis=1) == labels).astype(np.int64))
+        truth = probabilities[np.arange(len(labels)), labels]
+        self.log_loss_sum += float(-np.log(np.maximum(truth, PROBABILITY_FLOOR)).sum())
+        return self
+
+    @property
+    def total(self):
+        return int(self.counts.sum())
+
+    @property
+    def edges(self):
+        """The `bins + 1` bin edges, 0 to 1."""
+        return np.linspace(0.0, 1.0, len(self.counts) + 1)
+
+    @property
+    def bin_confidence(self):
+        """The mean confidence per bin (NaN for an empty bin)."""
+        return np.divide(self.confidence_sums, self.counts, out=np.full(len(self.counts), np.nan),
+                         where=self.counts > 0)
+
+    @property
+    def bin_accuracy(self):
+        """The accuracy per bin (NaN for an empty bin)."""
+        return np.divide(self.correct, self.counts, out=np.full(len(self.counts), np.nan), where=self.counts > 0)
+
+    @property
+    def accuracy(self):
+        return float(self.correct.sum() / self.total) if self.total else 0.0
+
+    @property
+    def mean_confidence(self):
+        return float(self.confidence_sums.sum() / self.total) if self.total else 0.0
+
+    @property
+    def ece(self):
+        """Expected calibration error: the image-weighted mean over bins of |accuracy - mean
+        confidence| (0: every confidence is the accuracy it claims)."""
+        if not self.total:
+            return 0.0
+        gaps = np.abs(self.correct - self.confidence_sums)  # per bin: count * |accuracy - confidence|
+        return float(gaps.sum() / self.total)
+
+    @property
+    def mce(self):
+        """Maximum calibration error: the largest |accuracy - mean confidence| of a non-empty bin."""
+        filled = self.counts > 0
+        return float(np.abs(self.bin_accuracy[filled] - self.bin_confidence[filled]).max()) if filled.any() else 0.0
+
+    @property
+    def nll(self):
+        """The mean negative log-likelihood of the true class (the cross-entropy loss)."""
+        return self.log_loss_sum / self.total if self.total else 0.0
+
+    def as_dict(self):
+        rounded = lambda value: None if np.isnan(value) else round(float(value), 6)  # noqa: E731
+        return {
+            "ece": self.ece, "mce": self.mce, "nll": self.nll, "mean_confidence": self.mean_confidence,
+            "bins": [{"from": round(float(low), 6), "to": round(float(high), 6), "count": int(count),
+                      "confidence": rounded(confidence), "accuracy": rounded(accuracy)}
+                     for low, high, count, confidence, accuracy in zip(self.edges[:-1], self.edges[1:], self.counts,
+                                                                       self.bin_confidence, self.bin_accuracy)],
+        }
+
+
+def calibration(labels, probabilities, bins=CALIBRATION_BINS):
+    """The `Calibration` of `probabilities` `(N, classes)` against integer `labels`."""
+    return Calibration.empty(bins).add(labels, probabilities)
+
+
+def is_probabilities(values, tolerance=0.01):
+    """True when each row of the 2-D `values` is a probability distribution (not logits)."""
+    values = np.asarray(values, np.float64)
+    return bool(values.ndim == 2 and len(values) and values.min() >= 0.0
+                and np.abs(values.sum(axis=1) - 1.0).max() <= tolerance)
 
 
 @dataclasses.dataclass
@@ -18,6 +142,7 @@ class Evaluation:
         precision, recall, f1: per-class arrays of length 7.
         support: images per class.
         confusion: counts, rows = true class, columns = predicted class.
+        calibration: a `Calibration` when probabilities were scored, else None.
     """
 
     accuracy: float
@@ -27,6 +152,7 @@ class Evaluation:
     f1: np.ndarray
     support: np.ndarray
     confusion: np.ndarray
+    calibration: Calibration = None
 
     @property
     def confusion_normalized(self):
@@ -51,10 +177,14 @@ class Evaluation:
         lines.append("")
         lines.append(f"{'accuracy':<10}{'':>20}{self.accuracy:>10.4f}{int(self.support.sum()):>10d}")
         lines.append(f"{'macro f1':<10}{'':>20}{self.macro_f1:>10.4f}")
+        if self.calibration is not None:
+            found = self.calibration
+            lines.append(f"{'ECE':<10}{'':>20}{found.ece:>10.4f}  (mean confidence {found.mean_confidence:.4f}, "
+                         f"NLL {found.nll:.4f})")
         return "\n".join(lines)
 
     def as_dict(self):
-        return {
+        found = {
             "accuracy": self.accuracy,
             "macro_f1": self.macro_f1,
             "per_class": {
@@ -64,6 +194,9 @@ class Evaluation:
             },
             "confusion": self.confusion.tolist(),
         }
+        if self.calibration is not None:
+            found["calibration"] = self.calibration.as_dict()
+        return found
 
 
 def macro_f1(f1, support, predicted):
@@ -74,12 +207,15 @@ def macro_f1(f1, support, predicted):
 
 
 def evaluate(labels, predictions):
-    """Score integer `predictions` (or `(N, 7)` probabilities/logits) against integer `labels`."""
+    """Score integer `predictions` (or `(N, 7)` probabilities or logits) against integer
+    `labels`; probabilities (rows summing to 1) are scored for their `calibration` too."""
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     labels = np.asarray(labels, dtype=np.int64)
     predictions = np.asarray(predictions)
+    found = None
     if predictions.ndim == 2:
+        found = calibration(labels, predictions) if is_probabilities(predictions) else None
         predictions = predictions.argmax(axis=1)
     classes = list(range(NUM_CLASSES))
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -90,5 +226,5 @@ def evaluate(labels, predictions):
         accuracy=float(accuracy_score(labels, predictions)) if len(labels) else 0.0,
         macro_f1=macro_f1(f1, support, confusion.sum(axis=0)),
         precision=precision, recall=recall, f1=f1, support=support.astype(np.int64),
-        confusion=confusion,
+        confusion=confusion, calibration=found,
     )

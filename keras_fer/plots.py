@@ -301,6 +301,59 @@ def _confusion_panel(figure, axes, values, class_names, normalize, title, counts
     axes.set_title(title or f"Confusion matrix ({'normalized' if normalize else 'counts'})")
 
 
+def calibration_title(name, calibration):
+    """`"Validation: 2,872 images\nECE 0.041, NLL 0.921"`."""
+    count = calibration.total
+    return (f"{name}: {count:,} image{'s' if count != 1 else ''}\n"
+            f"ECE {calibration.ece:.3f}, NLL {calibration.nll:.3f}")
+
+
+def calibration_figure(calibrations, titles=None):
+    """Reliability diagrams: for each confidence bin, the accuracy of the images in it (bars)
+    against the mean confidence they were given (red marks; the diagonal is perfect
+    calibration), over the share of images in each bin (the strip below).
+
+    Args:
+        calibrations: a `metrics.Calibration`, or a sequence of them drawn side by side (e.g.
+            one per data split).
+        titles: one title per panel (default: ECE and NLL).
+    """
+    several = isinstance(calibrations, (list, tuple))
+    panels = list(calibrations) if several else [calibrations]
+    titles = [None] * len(panels) if titles is None else [titles] if isinstance(titles, str) else list(titles)
+    if len(titles) != len(panels):
+        raise ValueError(f"titles needs one entry per calibration ({len(panels)}). Received {len(titles)}")
+    figure = _figure(4.2 * len(panels), 5.0)
+    grid = figure.add_gridspec(2, len(panels), height_ratios=(3, 1), hspace=0.08)
+    for column, (found, title) in enumerate(zip(panels, titles)):
+        top = figure.add_subplot(grid[0, column])
+        bottom = figure.add_subplot(grid[1, column], sharex=top)
+        edges = found.edges
+        width = edges[1] - edges[0]
+        centres = edges[:-1] + width / 2
+        filled = found.counts > 0
+        top.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
+        top.bar(centres[filled], found.bin_accuracy[filled], width=width * 0.9, color="#4c72b0",
+                edgecolor="white", label="accuracy")
+        top.scatter(centres[filled], found.bin_confidence[filled], marker="_", s=160, color="#c44e52", zorder=3,
+                    linewidths=2, label="mean confidence")
+        top.set_xlim(0, 1)
+        top.set_ylim(0, 1)
+        top.set_ylabel("accuracy")
+        top.set_title(title or f"ECE {found.ece:.3f}, NLL {found.nll:.3f}")
+        top.legend(loc="upper left", fontsize=8)
+        top.tick_params(labelbottom=False)
+        shares = found.counts / max(found.total, 1)
+        bottom.bar(centres, shares, width=width * 0.9, color="#8c8c8c")
+        bottom.set_ylim(0, max(shares.max(), 0.01) * 1.15)
+        bottom.set_xlabel("confidence (top-class probability)")
+        bottom.set_ylabel("images")
+        bottom.yaxis.set_major_formatter(lambda value, _: f"{value:.0%}")
+    figure.subplots_adjust(left=0.12 / len(panels) + 0.04, right=0.97 - 0.02 / len(panels), top=0.88, bottom=0.11,
+                           wspace=0.28)
+    return figure
+
+
 # --------------------------------------------------------------------------------------------
 # Saving
 

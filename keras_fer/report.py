@@ -8,7 +8,7 @@ command and `build_report` both use them.
 `build_report(run_dir)` writes one self-contained HTML file: every image is embedded as a
 base64 PNG `data:` URI, the style sheet is inline, nothing is fetched, so it opens from disk in
 any browser and can be mailed as one file. The sections follow the reports' order: architecture,
-training history, confusion matrix (with the most confused pairs), class distribution,
+training history, confusion matrix (with the most confused pairs), calibration, class distribution,
 per-class saliency, Grad-CAM, filters of the first and last conv layers, activation maps,
 augmentations, configuration.
 
@@ -735,6 +735,15 @@ def confusion_figure(run, evaluation=None):
     )
 
 
+def calibration_figure(run, evaluation=None):
+    """The reliability diagram of the run's validation split (`plots.calibration_figure`)."""
+    evaluation = evaluation or run_evaluation(run)
+    if evaluation.calibration is None:
+        raise FerDataError("validation.npz holds no probabilities (rows summing to 1) to judge", run.path)
+    return plots.calibration_figure(evaluation.calibration,
+                                    plots.calibration_title("Validation", evaluation.calibration))
+
+
 def classes_figure(faces):
     if faces.images.labels is None:
         raise FerDataError(f"{faces.description} has no labels: no class distribution")
@@ -797,6 +806,7 @@ SECTIONS = (
     ("architecture", "Architecture"),
     ("history", "Training history"),
     ("confusion", "Confusion matrix"),
+    ("calibration", "Calibration"),
     ("classes", "Class distribution"),
     ("saliency", "Saliency maps per class"),
     ("gradcam", "Grad-CAM per class"),
@@ -879,6 +889,18 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
             section.raw("<p>No class was confused with another.</p>")
         section.pre(evaluation.report())
 
+    def calibration(section):
+        evaluation = run_evaluation(run)
+        figure = calibration_figure(run, evaluation)  # refuses a validation.npz without probabilities
+        found = evaluation.calibration
+        section.text("How far the model's confidence (its top-class probability) is from the accuracy it "
+                     f"has at that confidence, on the validation split: ECE {found.ece:.3f} (0 is perfect), "
+                     f"mean confidence {found.mean_confidence:.3f} against accuracy {found.accuracy:.3f}"
+                     + (" (over-confident)" if found.mean_confidence > found.accuracy + 0.01 else
+                        " (under-confident)" if found.mean_confidence < found.accuracy - 0.01 else "")
+                     + f", NLL {found.nll:.3f}.")
+        section.image(figure, "reliability diagram of the validation split")
+
     def classes(section):
         section.image(classes_figure(faces), "images per class")
 
@@ -950,7 +972,8 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
         section.pre(json.dumps(run.config, indent=2, sort_keys=True, default=str) if run.config else "(no config.json)")
 
     builders = {
-        "architecture": architecture, "history": history, "confusion": confusion, "classes": classes,
+        "architecture": architecture, "history": history, "confusion": confusion, "calibration": calibration,
+        "classes": classes,
         "saliency": saliency, "gradcam": gradcam, "layercam": layercam,
         "kernels": kernels,
         "filters-first": filters_of(rectified_layer(model, convs[0]) if convs else None),

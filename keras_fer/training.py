@@ -7,7 +7,8 @@ A run directory is the unit of work. It holds:
   dropout-generator state, for `--resume` (state.json names the model file);
 - `history.csv`: loss, accuracy, val_loss, val_accuracy, lr, seconds per epoch;
 - `config.json`: every option, the data fingerprint, class prior and library versions;
-- `summary.txt`, `history.png`, `confusion.png`, `classification_report.txt`, `metrics.json`,
+- `summary.txt`, `history.png`, `confusion.png`, `calibration.png` (reliability diagram),
+  `classification_report.txt`, `metrics.json` (with the calibration: ECE, NLL),
   `validation.npz` (labels and probabilities of the best model on the validation split).
 
 Every file is written atomically (a temporary file, then a rename), so a crash or `kill -9`
@@ -776,6 +777,9 @@ def finish_run(run_dir, model, val_images, history, write_figures=True):
                                        title=plots.confusion_title("Validation", outputs["evaluation"])),
                 run_dir / "confusion.png",
             )
+            found = outputs["evaluation"].calibration
+            plots.save_figure(plots.calibration_figure(found, plots.calibration_title("Validation", found)),
+                              run_dir / "calibration.png")
     return outputs
 
 

@@ -16,6 +16,7 @@ import pytest
 from keras_fer import export, files, inference, loading
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
+from keras_fer.metrics import calibration
 from keras_fer.synthetic import generate
 
 from conftest import PRIOR, save_run, tiny_model
@@ -507,7 +508,7 @@ def test_exports_of_the_packaged_model_go_to_the_current_folder_not_the_package(
 def test_metrics_files_keep_everything_of_the_name_but_its_type(out, stem):
     paths = inference.metrics_paths(out)
     assert paths == {"json": Path(f"{stem}_metrics.json"), "csv": Path(f"{stem}_confusion.csv"),
-                     "png": Path(f"{stem}_confusion.png")}
+                     "png": Path(f"{stem}_confusion.png"), "calibration": Path(f"{stem}_calibration.png")}
 
 
 def test_export_savedmodel_and_tflite_agree(tmp_path, demo):
@@ -659,7 +660,8 @@ def test_metrics_match_scikit_learn(tmp_path, keras_predictors, demo):
     usage = np.array(["PublicTest", "PrivateTest"] * (len(demo) // 2), dtype=object)
     path = write_fer_csv(tmp_path / "fer.csv", demo.pixels, labels=demo.labels, usage=usage)
     result = inference.predict_csv(path, [keras_predictors["b"]], tmp_path / "sub.csv", chunk_rows=9, proba=True)
-    predictions = inference.predict_proba([keras_predictors["b"]], demo.pixels).argmax(axis=1)
+    probabilities = inference.predict_proba([keras_predictors["b"]], demo.pixels)
+    predictions = probabilities.argmax(axis=1)
     evaluations = result.evaluations()
     assert set(evaluations) == {"all", "PublicTest", "PrivateTest"}
     for split, mask in [("all", np.ones(len(demo), bool)), ("PublicTest", usage == "PublicTest"),
@@ -674,10 +676,18 @@ def test_metrics_match_scikit_learn(tmp_path, keras_predictors, demo):
         np.testing.assert_allclose(evaluation.precision, precision)
         np.testing.assert_allclose(evaluation.recall, recall)
         np.testing.assert_array_equal(evaluation.confusion, confusion_matrix(truth, guess, labels=labels))
+        # the calibration counted chunk by chunk (9 rows) is that of the split's whole probabilities
+        whole = calibration(truth, probabilities[mask])
+        assert evaluation.calibration.ece == pytest.approx(whole.ece, abs=1e-6)
+        assert evaluation.calibration.nll == pytest.approx(whole.nll, rel=1e-5)
+        np.testing.assert_array_equal(evaluation.calibration.counts, whole.counts)
     paths = inference.save_evaluations(evaluations, tmp_path / "sub.csv")
     assert paths["json"].name == "sub_metrics.json" and paths["png"].stat().st_size > 1000
+    assert paths["calibration"].read_bytes()[:4] == b"\x89PNG"
     saved = json.loads(paths["json"].read_text())
     assert saved["splits"]["all"]["accuracy"] == pytest.approx(evaluations["all"].accuracy)
+    public = evaluations["PublicTest"].calibration
+    assert saved["splits"]["PublicTest"]["calibration"]["ece"] == pytest.approx(public.ece)
     with open(paths["csv"]) as handle:
         table = list(csv.reader(handle))
     assert table[0] == ["split", "true", *CLASS_NAMES] and len(table) == 1 + 3 * NUM_CLASSES

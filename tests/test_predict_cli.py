@@ -116,6 +116,7 @@ def test_labelled_kaggle_csv_reports_metrics(tmp_path, run_dirs, demo, capsys):
     from sklearn.metrics import accuracy_score, f1_score
 
     from keras_fer import inference
+    from keras_fer.metrics import calibration
 
     usage = ["PublicTest" if i % 3 else "PrivateTest" for i in range(len(demo))]
     path = write_csv(tmp_path / "fer2013.csv", demo.pixels, demo.labels.tolist(), "emotion", usage)
@@ -123,12 +124,14 @@ def test_labelled_kaggle_csv_reports_metrics(tmp_path, run_dirs, demo, capsys):
     assert main([str(path), "--model", str(run_dirs[1]), "--out", str(out), "--tta", "crops"]) == 0
     text = capsys.readouterr().out
     predictor = inference.load_predictor(run_dirs[1])
-    predictions = inference.predict_proba([predictor], demo.pixels, tta="crops").argmax(axis=1)
+    probabilities = inference.predict_proba([predictor], demo.pixels, tta="crops")
+    predictions = probabilities.argmax(axis=1)
     accuracy = accuracy_score(demo.labels, predictions)
     macro_f1 = f1_score(demo.labels, predictions, average="macro", zero_division=0)
-    assert f"all rows: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}" in text
+    ece = calibration(demo.labels, probabilities).ece
+    assert f"all rows: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}, ECE {ece:.4f} ({len(demo)} rows)" in text
     assert "PublicTest: accuracy" in text and "PrivateTest: accuracy" in text
-    for suffix in ("_metrics.json", "_confusion.csv", "_confusion.png"):
+    for suffix in ("_metrics.json", "_confusion.csv", "_confusion.png", "_calibration.png"):
         assert (tmp_path / f"preds{suffix}").is_file() and f"preds{suffix}" in text
     metrics = json.loads((tmp_path / "preds_metrics.json").read_text())
     assert metrics["splits"]["all"]["accuracy"] == pytest.approx(accuracy)
@@ -404,6 +407,10 @@ def test_no_detect_and_labelled_crop_folders(tmp_path, run_dirs, demo, capsys, m
     assert rows[0][:10] == ["file", "face", "x", "y", "w", "h", "label", "class", "confidence", "true_label"]
     assert len(rows) == 15 and all(row[2:6] == ["0", "0", "48", "48"] for row in rows[1:])
     assert "all rows: accuracy" in capsys.readouterr().out and (tmp_path / "crops_metrics.json").is_file()
+    found = json.loads((tmp_path / "crops_metrics.json").read_text())["splits"]["all"]["calibration"]
+    confidences = [float(row[8]) for row in rows[1:]]  # one face a crop: the image's confidence
+    assert found["mean_confidence"] == pytest.approx(np.mean(confidences), abs=1e-5)
+    assert (tmp_path / "crops_calibration.png").is_file()
     # Run twice inside the folder: the first run's faces_confusion.png there is not an input of the second
     monkeypatch.chdir(tmp_path / "crops")
     for _ in range(2):

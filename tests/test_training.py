@@ -20,7 +20,8 @@ from keras_fer.training import TrainConfig, read_history, read_state, train
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--arch", "cnn4", "--demo-faces", "280", "--batch-size", "32", "--verbose", "0"]
 RUN_FILES = ("best.keras", "last-0002.keras", "state.json", "history.csv", "config.json", "summary.txt",
-             "history.png", "confusion.png", "classification_report.txt", "metrics.json", "validation.npz")
+             "history.png", "confusion.png", "calibration.png", "classification_report.txt", "metrics.json",
+             "validation.npz")
 
 
 def test_cli_end_to_end_fills_the_run_directory(tmp_path, capsys):
@@ -43,6 +44,11 @@ def test_cli_end_to_end_fills_the_run_directory(tmp_path, capsys):
     assert model.predict(faces, verbose=0).shape == (3, 7)
     saved = np.load(out / "validation.npz")
     assert saved["probabilities"].shape == (28, 7)
+    from keras_fer.metrics import calibration
+
+    scored = json.loads((out / "metrics.json").read_text())["calibration"]
+    assert scored["ece"] == pytest.approx(calibration(saved["labels"], saved["probabilities"]).ece)
+    assert "ECE" in (out / "classification_report.txt").read_text()
     np.testing.assert_allclose(saved["probabilities"].sum(axis=1), 1, atol=1e-5)
     # No temporary files are left behind.
     assert not [p for p in out.iterdir() if p.name.startswith(".")]

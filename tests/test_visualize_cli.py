@@ -123,6 +123,7 @@ def test_model_file_and_image_file(run_dir, tmp_path, capsys):
 @pytest.mark.parametrize("argv, filename", [
     (["history", "{run}"], "history.png"),
     (["confusion", "{run}"], "confusion.png"),
+    (["calibration", "{run}"], "calibration.png"),
     (["classes"], "classes.png"),
     (["samples", "--count", "3"], "samples.png"),
     (["augment", "--image", "00002", "--count", "2"], "augment_00002.png"),
@@ -178,6 +179,8 @@ def test_report_is_one_self_contained_page(run_dir, tmp_path):
         assert base64.b64decode(images[0])[:8] == PNG
     assert "conv1" in sections["architecture"] and '"seed": 3' in sections["configuration"]
     assert "Most confused pairs" in sections["confusion"]
+    assert re.search(r"on the validation split: ECE 0\.\d{3} \(0 is perfect\), mean confidence 0\.\d{3} against "
+                     r"accuracy 0\.\d{3}", sections["calibration"])
     # Nothing points outside the page: every src is a data URI, every link an anchor.
     assert all(src.startswith("data:") for src in re.findall(r'src="([^"]*)"', page))
     assert all(href.startswith("#") for href in re.findall(r'href="([^"]*)"', page))
@@ -759,7 +762,7 @@ def test_a_damaged_validation_file_is_one_line_naming_the_array(damage, where, s
     elif damage == "flipped-byte":
         flip_a_byte_of(file, "probabilities")
     prefix = f"error: {file}" + (f", {where}: " if where else ": ")
-    for argv in (["confusion", str(copy)], ["saliency", "--run", str(copy), "--per-class"]):
+    for argv in (["confusion", str(copy)], ["calibration", str(copy)], ["saliency", "--run", str(copy), "--per-class"]):
         assert main(argv + ["--out", str(tmp_path / "figures")]) == 2
         line = error_line(capsys)
         assert line.startswith(prefix) and says in line, line
@@ -772,6 +775,7 @@ def test_a_damaged_validation_file_is_one_line_naming_the_array(damage, where, s
     assert main(["report", str(copy), "--out", str(out), "--filters", "1", "--steps", "1"]) == 0
     sections = dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', out.read_text(encoding="utf-8"), re.S))
     assert "Not available" in sections["confusion"] and html_escaped(says) in sections["confusion"]
+    assert "Not available" in sections["calibration"] and html_escaped(says) in sections["calibration"]
     assert "may include some the model was trained on" in sections["saliency"]
 
 
@@ -1009,3 +1013,20 @@ def test_per_class_of_a_run_whose_data_changed_since_training_is_not_taken_as_he
     assert searched[-1] is None
     out = capsys.readouterr().out
     assert "may include some the model was trained on" in out and "is not the data the model was trained on" in out
+
+
+def test_calibration_prints_the_figures_of_its_reliability_diagram(run_dir, tmp_path, capsys):
+    from keras_fer.metrics import calibration
+
+    saved = np.load(run_dir / "validation.npz")
+    expected = calibration(saved["labels"], saved["probabilities"])
+    assert main(["calibration", str(run_dir), "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert (f"ECE {expected.ece:.4f}, mean confidence {expected.mean_confidence:.4f}, accuracy "
+            f"{expected.accuracy:.4f}, NLL {expected.nll:.4f}") in printed
+    check_png(tmp_path / "calibration.png")
+    # a run's own calibration.png is only replaced by its own calibration command
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "history.csv").write_text("epoch,loss\n")
+    assert main(["confusion", str(run_dir), "--out", str(tmp_path / "other" / "calibration.png")]) == 2
+    assert "would replace the calibration figure of the run" in error_line(capsys)

@@ -286,7 +286,8 @@ def print_evaluations(evaluations):
     for split in split_order(evaluations):
         evaluation = evaluations[split]
         title = "all rows" if split == "all" else split
-        _say(f"\n{title}: accuracy {evaluation.accuracy:.4f}, macro-F1 {evaluation.macro_f1:.4f} "
+        calibrated = f", ECE {evaluation.calibration.ece:.4f}" if evaluation.calibration is not None else ""
+        _say(f"\n{title}: accuracy {evaluation.accuracy:.4f}, macro-F1 {evaluation.macro_f1:.4f}{calibrated} "
              f"({int(evaluation.support.sum())} rows)")
         _say(evaluation.report())
         _say("normalized confusion (rows: true class, columns: predicted)")
@@ -302,7 +303,7 @@ def save_and_report(evaluations, out, timings):
     print_evaluations(evaluations)
     paths = save_evaluations(evaluations, out)
     timings.metrics_s += time.perf_counter() - start
-    _say(f"\nsaved metrics: {paths['json']}, {paths['csv']}, {paths['png']}")
+    _say(f"\nsaved metrics: {', '.join(str(path) for path in paths.values())}")
 
 
 def run_csv(options, predictors, timings, saved=()):
@@ -394,7 +395,7 @@ def run_images(options, predictors, timings, plan):
     files, labels, base = plan
     out = _out_path(options)
     annotate_dir = Path(options.annotate) if options.annotate else None  # not over an input: check_outputs
-    confusions = {}
+    confusions, calibrations = {}, {}
     faces_found = 0
     skipped = []  # --skip-unreadable: the files left out
     bar = progress_bar(" images")
@@ -441,7 +442,7 @@ def run_images(options, predictors, timings, plan):
                                         + ([truth] if labels is not None else [])
                                         + ([f"{value:.6f}" for value in row] if options.proba else []))
                         if truth is not None:
-                            _count(confusions, "all", [truth], [label])
+                            _count(confusions, "all", [truth], [label], calibrations, row[None])
                     faces_found += len(boxes)
                     if annotate_dir is not None:
                         face_tools.write_image(staging / shown, face_tools.annotate(image, boxes, captions))
@@ -459,7 +460,9 @@ def run_images(options, predictors, timings, plan):
     if confusions:
         from keras_fer.inference import evaluation_from_confusion
 
-        save_and_report({split: evaluation_from_confusion(m) for split, m in confusions.items()}, out, timings)
+        evaluations = {split: evaluation_from_confusion(matrix, calibrations.get(split))
+                       for split, matrix in confusions.items()}
+        save_and_report(evaluations, out, timings)
     return faces_found
 
 

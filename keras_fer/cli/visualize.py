@@ -35,6 +35,7 @@ examples:
   python visualize.py history runs/cnn4
   python visualize.py compare runs/cnn4 runs/fervgg --x cpu-hours      # accuracy against CPU time
   python visualize.py confusion runs/cnn4
+  python visualize.py calibration runs/cnn4                           # is a 0.9 confidence right 90%?
   python visualize.py classes --data fer2013/train.csv.gz
   python visualize.py samples --data fer2013/train.csv.gz
   python visualize.py augment --image 00000
@@ -88,7 +89,7 @@ def build_parser():
     parser = Parser(
         prog="visualize.py",
         description="Draw what a facial expression model learned: saliency maps, Grad-CAM, filters, feature "
-        "maps, training history, confusion matrix, data figures, and a one-file HTML report of a run.",
+        "maps, training history, confusion matrix, calibration, data figures, and a one-file HTML report of a run.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -187,7 +188,9 @@ def build_parser():
                      help="feature maps shown at most (default 31: with the input, a 4x8 grid)")
 
     for name, help in (("history", "loss and accuracy per epoch of a run (its history.csv)"),
-                       ("confusion", "the normalized confusion matrix of a run's validation split (validation.npz)")):
+                       ("confusion", "the normalized confusion matrix of a run's validation split (validation.npz)"),
+                       ("calibration", "the reliability diagram of a run's validation split (validation.npz): "
+                        "accuracy against confidence, and the expected calibration error (ECE)")):
         sub = add(name, help, [out])
         sub.add_argument("run", metavar="RUN", help="the run directory")
 
@@ -207,9 +210,9 @@ def build_parser():
 
     sub = add("report", "a self-contained HTML page with every figure of a run", [data, seed],
               description="Write one HTML file (images embedded, no server needed) with the architecture, history, "
-              "confusion matrix, class distribution, per-class saliency, Grad-CAM and LayerCAM, the first conv layer's "
-              "kernels, filters of the first and last conv layers, activation maps, augmentations and the run's "
-              "configuration.")
+              "confusion matrix, calibration, class distribution, per-class saliency, Grad-CAM and LayerCAM, the "
+              "first conv layer's kernels, filters of the first and last conv layers, activation maps, augmentations "
+              "and the run's configuration.")
     sub.add_argument("run", metavar="RUN", help="the run directory")
     sub.add_argument("--out", metavar="FILE", help="the HTML file (default RUN/report.html)")
     sub.add_argument("--filters", type=_positive, default=8, help="filters shown per conv layer (default 8)")
@@ -450,6 +453,18 @@ def _confusion(args):
     return path
 
 
+def _calibration(args):
+    from keras_fer import report
+
+    run = report.read_run(args.run)
+    evaluation = report.run_evaluation(run)
+    path = _save(report.calibration_figure(run, evaluation), args.out, "calibration.png")
+    found = evaluation.calibration
+    print(f"ECE {found.ece:.4f}, mean confidence {found.mean_confidence:.4f}, accuracy {found.accuracy:.4f}, "
+          f"NLL {found.nll:.4f}")
+    return path
+
+
 def _classes(args):
     from keras_fer import report
 
@@ -490,12 +505,13 @@ HANDLERS = {
     "scorecam": _explain, "occlusion": _explain, "filters": _filters, "kernels": _kernels,
     "activations": _activations,
     "history": _history, "compare": _compare,
-    "confusion": _confusion, "classes": _classes, "samples": _samples, "augment": _augment, "report": _report,
+    "confusion": _confusion, "calibration": _calibration, "classes": _classes, "samples": _samples,
+    "augment": _augment, "report": _report,
 }
 
 
 # The figures training writes into a run directory, and the command that draws each.
-RUN_FIGURES = {"history.png": "history", "confusion.png": "confusion"}
+RUN_FIGURES = {"history.png": "history", "confusion.png": "confusion", "calibration.png": "calibration"}
 # Suffixes that name a file no figure is written as (anything else without a figure suffix is a folder).
 NOT_FIGURES = (".gif", ".tif", ".tiff", ".webp", ".bmp", ".eps", ".ps", ".txt", ".csv", ".json", ".html", ".htm",
                ".keras", ".npz")
