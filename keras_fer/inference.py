@@ -40,11 +40,13 @@ from keras_fer.loading import (
     class_prior,
     keras_predict,
     load_keras_model,
+    model_temperature,
     one_line,
     resolve_model,
     serving_model,
     softmax,
 )
+from keras_fer.metrics import scale_temperature
 
 __all__ = [
     "BACKENDS",
@@ -86,6 +88,8 @@ class Predictor:
         outputs: `"logits"` or `"probabilities"` (the model ends in a softmax).
         source: the `ModelSource` (its config holds the class prior).
         notes: things the user may want to know (e.g. why Keras was used).
+        temperature: the logits are divided by it before the softmax (temperature scaling,
+            from the config's `"temperature"`; 1.0: none).
     """
 
     name: str
@@ -95,6 +99,7 @@ class Predictor:
     source: ModelSource
     notes: list = dataclasses.field(default_factory=list)
     _prior: np.ndarray = None
+    temperature: float = 1.0
 
     def probabilities(self, faces):
         """Class probabilities `(N, 7)` float64 of raw faces.
@@ -111,8 +116,9 @@ class Predictor:
                 "(a model whose training diverged?)"
             )
         if self.outputs == "probabilities":
-            return np.asarray(outputs, np.float64)
-        return softmax(outputs)
+            probabilities = np.asarray(outputs, np.float64)
+            return probabilities if self.temperature == 1.0 else scale_temperature(probabilities, self.temperature)
+        return softmax(np.asarray(outputs, np.float64) / self.temperature)
 
     @property
     def prior(self):
@@ -152,6 +158,7 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
                              f"Received: normalize={normalize!r}")
     batch_size = check_integer(batch_size, "--batch-size", 1, received="batch_size")
     source = resolve_model(path)
+    temperature = model_temperature(source)  # a bad value fails before the model loads
     name = str(path)
     if source.path.suffix.lower() == ".tflite":
         if backend == "keras":
@@ -162,7 +169,7 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
         meta = read_sidecar(source.path) or {}
         runner = LiteRTRunner(source.path, batch_size)
         kind = meta.get("outputs") or outputs_kind(None, _probe_outputs(runner))
-        return Predictor(name, "litert", runner, kind, source)
+        return Predictor(name, "litert", runner, kind, source, temperature=temperature)
 
     notes = []
     if backend in ("auto", "litert"):
@@ -173,7 +180,8 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
                 try:
                     runner = LiteRTRunner(cached, batch_size)
                     _note_unused_normalize(notes, normalize, meta.get("adapter"))
-                    return Predictor(name, "litert", runner, meta.get("outputs", "logits"), source, notes)
+                    return Predictor(name, "litert", runner, meta.get("outputs", "logits"), source, notes,
+                                     temperature=temperature)
                 except FerModelError as error:  # a damaged copy: another, or made again below
                     notes.append(f"the LiteRT copy could not be loaded ({error})")
                     damaged.append(cached)
@@ -192,7 +200,8 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
                 "later runs start fast"
             )
             _note_unused_normalize(notes, normalize, (read_sidecar(result.path) or {}).get("adapter"))
-            return Predictor(name, "litert", LiteRTRunner(result.path, batch_size), kind, source, notes)
+            return Predictor(name, "litert", LiteRTRunner(result.path, batch_size), kind, source, notes,
+                             temperature=temperature)
         except FerOptionError:
             raise
         except Exception as error:  # noqa: BLE001  any conversion failure: Keras still works
@@ -203,7 +212,7 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
     _note_unused_normalize(notes, normalize, adapter)
     runner = _keras_runner(serving, batch_size)
     kind = outputs_kind(model, lambda: _probe_outputs(runner))
-    return Predictor(name, "keras", runner, kind, source, notes)
+    return Predictor(name, "keras", runner, kind, source, notes, temperature=temperature)
 
 
 def keras_predictor(model, normalize=None, batch_size=DEFAULT_BATCH_SIZE):

@@ -225,6 +225,20 @@ def class_prior(source):
     return prior / prior.sum()
 
 
+def model_temperature(source):
+    """The temperature the model's config.json records (`"temperature"`, written by `python -m
+    keras_fer.calibrate`): its logits are divided by it before the softmax. 1.0 when there is
+    none (or no config); FerModelError for a value that is not a positive finite number."""
+    config = (source.config or {}) if source is not None else {}
+    if "temperature" not in config:
+        return 1.0
+    value = config["temperature"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        raise FerModelError(f"{source.config_path}: \"temperature\" must be a positive number (written by python -m "
+                            f"keras_fer.calibrate). Received: {value!r}")
+    return float(value)
+
+
 def one_line(error):
     """An error's text on one line, at most 300 characters, for one-line error messages."""
     text = " ".join(str(error).split())

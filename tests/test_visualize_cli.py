@@ -1025,6 +1025,7 @@ def test_calibration_prints_the_figures_of_its_reliability_diagram(run_dir, tmp_
     assert (f"ECE {expected.ece:.4f}, mean confidence {expected.mean_confidence:.4f}, accuracy "
             f"{expected.accuracy:.4f}, NLL {expected.nll:.4f}") in printed
     check_png(tmp_path / "calibration.png")
+    assert f"python -m keras_fer.calibrate {run_dir} fits a temperature" in printed
     # a run's own calibration.png is only replaced by its own calibration command
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "history.csv").write_text("epoch,loss\n")

@@ -462,6 +462,18 @@ def _calibration(args):
     found = evaluation.calibration
     print(f"ECE {found.ece:.4f}, mean confidence {found.mean_confidence:.4f}, accuracy {found.accuracy:.4f}, "
           f"NLL {found.nll:.4f}")
+    if "temperature" in (run.config or {}):  # what predictions of the model give (validation.npz holds its own)
+        from keras_fer.loading import ModelSource, model_temperature
+        from keras_fer.metrics import calibration, scale_temperature
+
+        temperature = model_temperature(ModelSource(run.model_path, run.config, run.path / "config.json"))
+        labels, probabilities, _ = run.validation()
+        scaled = calibration(labels, scale_temperature(probabilities, temperature))
+        print(f"with the temperature {temperature:g} its config.json records (what predict.py applies): ECE "
+              f"{scaled.ece:.4f}, mean confidence {scaled.mean_confidence:.4f} (on the rows it was fitted on)")
+    else:
+        print(f"python -m keras_fer.calibrate {args.run} fits a temperature that makes predictions' confidences "
+              "match (--dry-run shows what it gives)")
     return path
 
 

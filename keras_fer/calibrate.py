@@ -1,0 +1,197 @@
+"""Temperature scaling: make a model's confidence mean what it says.
+
+A model's top-class probability is its confidence; calibrated, the faces it gives 0.8 are right
+80% of the time. Distilled students come out under-confident (the packaged model said 0.57 on
+average where it is right 67% of the time), long-trained networks over-confident. Temperature
+scaling (Guo et al., 2017) divides the logits by one number T fitted on labelled faces the model
+was not trained on: the predicted classes stay the same, the confidences move. `calibrate`
+fits T; `write_temperature` records it as `"temperature"` in the `config.json` beside the model,
+where `predict.py`, `visualize.py`'s predictions and `keras_fer.recognize` read it.
+
+Example:
+>>> from keras_fer.calibrate import calibrate, write_temperature
+>>> fit = calibrate("runs/cnn4")  # its validation.npz; or calibrate(model, data="val.csv.gz")  # doctest: +SKIP
+>>> fit.temperature, fit.before.ece, fit.cross_fitted.ece  # doctest: +SKIP
+>>> write_temperature(fit)  # doctest: +SKIP
+"""
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from keras_fer.errors import FerModelError
+from keras_fer.metrics import Calibration, calibration, cross_fitted_calibration, fit_temperature, scale_temperature
+
+
+@dataclasses.dataclass
+class TemperatureFit:
+    """A fitted temperature and what it does.
+
+    Attributes:
+        temperature: T; the logits are divided by it (above 1 softens, below 1 sharpens).
+        before: the `Calibration` of the model's own probabilities.
+        after: the `Calibration` with T, on the rows T was fitted on (flattering).
+        cross_fitted: the `Calibration` with T fitted on one half of the rows and measured on
+            the other (the honest estimate).
+        source: the model's `loading.ModelSource`.
+        fitted_on: what the labelled rows were, for messages.
+        previous: the temperature the config recorded before (None: none).
+    """
+
+    temperature: float
+    before: Calibration
+    after: Calibration
+    cross_fitted: Calibration
+    source: object
+    fitted_on: str
+    previous: float = None
+
+
+def _validation_of_run(source):
+    """`(labels, probabilities, description)` of the run's validation.npz, or None."""
+    from keras_fer import report
+
+    folder = source.path.parent
+    if not (folder / "validation.npz").is_file():
+        return None
+    saved = report.read_run(folder).validation()
+    if saved is None:
+        return None
+    labels, probabilities, _ = saved
+    return labels, probabilities, f"{folder / 'validation.npz'} ({len(labels):,} rows)"
+
+
+def _predicted(source, data, backend):
+    """`(labels, probabilities, description)`: the model's own probabilities (no temperature,
+    no TTA) on the labelled file `data`."""
+    from keras_fer.data import read
+    from keras_fer.errors import FerDataError
+    from keras_fer.inference import load_predictor
+
+    trained_on = (source.config or {}).get("data")
+    if isinstance(trained_on, str) and Path(trained_on).exists() and Path(data).exists() and (
+            Path(trained_on).resolve() == Path(data).resolve()):
+        raise FerDataError("the model was trained on this data: a temperature fitted on faces it has seen makes it "
+                           "over-confident on new ones; give its validation split (python -m keras_fer.data split "
+                           f"{data} --out-val val.csv.gz, with the run's --val and --split-seed)", data)
+    images = read(data)
+    if images.labels is None:
+        raise FerDataError("has no labels: the temperature is fitted on labelled faces (e.g. the validation split: "
+                           "python -m keras_fer.data split TRAIN.csv.gz --out-val val.csv.gz)", data)
+    predictor = load_predictor(source.path, backend)
+    predictor.temperature = 1.0  # the model's own probabilities: a recorded temperature is not compounded
+    probabilities = predictor.probabilities(images.pixels)
+    return images.labels, probabilities, f"{data} ({len(images):,} rows)"
+
+
+def calibrate(model, data=None, backend="auto"):
+    """Fit the temperature of a model.
+
+    Args:
+        model: a run directory, a `.keras` file or `"packaged"`.
+        data: a labelled FER CSV or image folder the model was not trained on; default: the
+            run's `validation.npz` (its best model's probabilities on its validation split).
+        backend: how `data` is predicted (`inference.load_predictor`).
+
+    Returns:
+        A `TemperatureFit`.
+
+    Raises:
+        FerModelError: for a missing model, or a model file without `validation.npz` beside it
+            and no `data`.
+        FerDataError: for unlabelled or malformed `data`.
+    """
+    from keras_fer.loading import model_temperature, resolve_model_argument
+
+    source = resolve_model_argument(model, "model")
+    previous = model_temperature(source) if "temperature" in (source.config or {}) else None
+    found = _validation_of_run(source) if data is None else _predicted(source, data, backend)
+    if found is None:
+        raise FerModelError(f"{source.path}: no validation.npz beside it to fit the temperature on: give --data, "
+                            "labelled faces it was not trained on (e.g. python -m keras_fer.data split TRAIN.csv.gz "
+                            "--out-val val.csv.gz, with the run's --val and --split-seed)")
+    labels, probabilities, fitted_on = found
+    temperature = fit_temperature(labels, probabilities)
+    return TemperatureFit(temperature, calibration(labels, probabilities),
+                          calibration(labels, scale_temperature(probabilities, temperature)),
+                          cross_fitted_calibration(labels, probabilities), source, fitted_on, previous)
+
+
+def write_temperature(fit):
+    """Record `fit.temperature` as `"temperature"` in the config.json beside the model
+    (atomically; the other keys kept). Returns the config's path.
+
+    Raises:
+        FerModelError: when the model has no config.json (a bare `.keras` file).
+    """
+    from keras_fer.files import write_json
+
+    source = fit.source
+    if source.config is None:
+        raise FerModelError(f"{source.path}: no config.json beside it, where the temperature is kept (a run "
+                            f"directory has one): nothing written to {source.config_path}")
+    write_json(source.config_path, {**source.config, "temperature": round(fit.temperature, 6)})
+    return Path(source.config_path)
+
+
+def describe(fit):
+    """The lines `python -m keras_fer.calibrate` prints for a fit."""
+    before, after, honest = fit.before, fit.after, fit.cross_fitted
+    direction = ("over-confident" if before.mean_confidence > before.accuracy + 0.01 else
+                 "under-confident" if before.mean_confidence < before.accuracy - 0.01 else "about right")
+    return [
+        f"fitted on {fit.fitted_on}",
+        f"as it is: ECE {before.ece:.4f}, mean confidence {before.mean_confidence:.4f} for accuracy "
+        f"{before.accuracy:.4f} ({direction}), NLL {before.nll:.4f}",
+        f"temperature {fit.temperature:.3f}: ECE {honest.ece:.4f} on rows it was not fitted on (each half scaled by "
+        f"the temperature of the other; {after.ece:.4f} on the rows it was fitted on), mean confidence "
+        f"{after.mean_confidence:.4f}, NLL {after.nll:.4f}",
+    ]
+
+
+def main(argv=None):
+    from keras_fer.cli import Parser, command
+    from keras_fer.inference import BACKENDS
+
+    @command  # package errors and OS errors: one line, exit 2
+    def run(argv):
+        parser = Parser(
+            prog="python -m keras_fer.calibrate",
+            description="Fit a model's temperature (temperature scaling, Guo et al. 2017) so that its confidence "
+            "matches its accuracy, and record it in the config.json beside the model, where predict.py, "
+            "visualize.py and keras_fer.recognize read it. The predicted classes do not change.",
+            epilog="examples:\n  python -m keras_fer.calibrate runs/cnn4                     # on its validation.npz\n"
+            "  python -m keras_fer.calibrate packaged --data val.csv.gz     # the packaged model, on labelled faces\n"
+            "  python -m keras_fer.calibrate runs/cnn4 --dry-run           # print, write nothing",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        parser.add_argument("model", help="a training run directory, a .keras file with a config.json beside it, or "
+                            "'packaged' (the packaged model)")
+        parser.add_argument("--data", metavar="PATH", help="labelled faces the model was not trained on (a FER CSV "
+                            "or image folder), e.g. its validation split written by python -m keras_fer.data split; "
+                            "default: the run's validation.npz")
+        parser.add_argument("--backend", choices=BACKENDS, default="auto", help="how --data is predicted (as "
+                            "predict.py --backend; default: auto)")
+        parser.add_argument("--dry-run", action="store_true", help="print the fit, write nothing")
+        args = parser.parse_args(argv)
+        if args.data is not None and not Path(args.data).exists():  # before TensorFlow's import
+            from keras_fer.errors import FerDataError
+
+            raise FerDataError("no such file or folder", args.data)
+        fit = calibrate(args.model, args.data, args.backend)
+        for line in describe(fit):
+            print(line)
+        if args.dry_run:
+            print("--dry-run: nothing written")
+            return 0
+        path = write_temperature(fit)
+        replaced = f" (it recorded {fit.previous:g})" if fit.previous is not None else ""
+        print(f"wrote \"temperature\": {fit.temperature:.6g} into {path}{replaced}: predictions of "
+              f"{fit.source.path} now divide its logits by it")
+        return 0
+
+    return run(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

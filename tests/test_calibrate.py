@@ -1,0 +1,129 @@
+"""Temperature scaling: keras_fer.metrics' fit, keras_fer.calibrate's command, and the
+temperature a model's config.json records, applied by every predictor."""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_fer import inference
+from keras_fer.calibrate import main
+from keras_fer.errors import FerModelError
+from keras_fer.metrics import calibration, cross_fitted_calibration, fit_temperature, scale_temperature
+from keras_fer.synthetic import generate
+
+from conftest import save_run, tiny_model
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def honest(count, seed=0, classes=7):
+    """Labels and the probabilities of a model calibrated by construction: labels drawn from them."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(count, classes)) * 1.5
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(classes, p=row) for row in probabilities])
+    return labels, probabilities
+
+
+@pytest.mark.parametrize("distortion", [0.5, 1.0, 2.0])
+def test_fit_temperature_undoes_a_known_distortion(distortion):
+    labels, probabilities = honest(6000)
+    distorted = scale_temperature(probabilities, distortion)  # over-confident below 1, under above
+    assert fit_temperature(labels, distorted) == pytest.approx(1 / distortion, rel=0.08)
+    fixed = scale_temperature(distorted, fit_temperature(labels, distorted))
+    assert calibration(labels, fixed).ece < 0.03
+    assert (fixed.argmax(axis=1) == distorted.argmax(axis=1)).all()  # the classes never change
+    if distortion != 1.0:  # scaled on rows it was not fitted on, it still helps
+        assert cross_fitted_calibration(labels, distorted).ece < calibration(labels, distorted).ece / 2
+
+
+def test_scale_temperature_is_dividing_the_logits():
+    logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]])
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    expected = np.exp(logits / 1.7) / np.exp(logits / 1.7).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(scale_temperature(probabilities, 1.7), expected, rtol=1e-9)
+    np.testing.assert_allclose(scale_temperature(probabilities, 1.0), probabilities, rtol=1e-9)
+    with pytest.raises(ValueError, match="probabilities must be"):
+        fit_temperature([0, 1], probabilities[:1])
+
+
+@pytest.fixture
+def run(tmp_path):
+    """A run directory with a validation.npz of its own model's over-confident probabilities."""
+    folder = save_run(tmp_path / "run", tiny_model(4))
+    faces = generate(70, seed=5).images
+    predictor = inference.load_predictor(folder, backend="keras")
+    probabilities = predictor.probabilities(faces.pixels)
+    rng = np.random.default_rng(1)
+    labels = np.where(rng.random(len(faces)) < 0.5, probabilities.argmax(axis=1), rng.integers(0, 7, len(faces)))
+    np.savez(folder / "validation.npz", labels=labels, probabilities=probabilities, ids=faces.ids.astype(str))
+    return folder, faces, labels, probabilities
+
+
+def test_calibrate_records_the_temperature_every_predictor_applies(run, capsys):
+    folder, faces, labels, probabilities = run
+    config_before = json.loads((folder / "config.json").read_text())
+    assert main([str(folder), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    expected = fit_temperature(labels, probabilities)
+    assert f"temperature {expected:.3f}: ECE " in printed and "--dry-run: nothing written" in printed
+    assert f"as it is: ECE {calibration(labels, probabilities).ece:.4f}" in printed
+    assert json.loads((folder / "config.json").read_text()) == config_before
+
+    assert main([str(folder)]) == 0
+    assert f"wrote \"temperature\": {expected:.6g} into {folder / 'config.json'}" in capsys.readouterr().out
+    config = json.loads((folder / "config.json").read_text())
+    assert config == {**config_before, "temperature": pytest.approx(expected, abs=1e-6)}
+    for backend in ("keras", "auto"):  # auto: the LiteRT copy, where this machine has LiteRT
+        predictor = inference.load_predictor(folder, backend=backend)
+        assert predictor.temperature == pytest.approx(expected, abs=1e-6)
+        np.testing.assert_allclose(predictor.probabilities(faces.pixels),
+                                   scale_temperature(probabilities, config["temperature"]), atol=2e-5)
+    # Fitted again, it starts from the model's own probabilities, not from the scaled ones.
+    assert main([str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert f"temperature {expected:.3f}" in out and f"(it recorded {config['temperature']:g})" in out
+    # visualize.py calibration draws validation.npz (the model's own) and says what the temperature gives.
+    from keras_fer.cli.visualize import main as visualize
+
+    assert visualize(["calibration", str(folder), "--out", str(folder.parent / "figures")]) == 0
+    scaled = calibration(labels, scale_temperature(probabilities, config["temperature"]))
+    assert (f"with the temperature {config['temperature']:g} its config.json records (what predict.py applies): "
+            f"ECE {scaled.ece:.4f}") in capsys.readouterr().out
+
+
+def test_calibrate_on_labelled_data_and_its_refusals(run, tmp_path, capsys):
+    from test_inference import write_fer_csv
+
+    folder, faces, labels, probabilities = run
+    data = write_fer_csv(tmp_path / "val.csv", faces.pixels, labels=labels)
+    assert main([str(folder / "best.keras"), "--data", str(data), "--dry-run", "--backend", "keras"]) == 0
+    assert f"fitted on {data} (70 rows)" in capsys.readouterr().out
+    # The data it was trained on is refused; unlabelled data too; a bare model file has nowhere to keep it.
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "data": str(data)}))
+    assert main([str(folder), "--data", str(data)]) == 2
+    assert "the model was trained on this data" in capsys.readouterr().err
+    unlabelled = write_fer_csv(tmp_path / "test.csv", faces.pixels)
+    assert main([str(folder), "--data", str(unlabelled)]) == 2
+    assert f"error: {unlabelled}: has no labels" in capsys.readouterr().err
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    tiny_model(6).save(bare / "model.keras")
+    assert main([str(bare / "model.keras")]) == 2
+    assert "no validation.npz beside it to fit the temperature on: give --data" in capsys.readouterr().err
+    assert main([str(bare / "model.keras"), "--data", str(data), "--backend", "keras"]) == 2
+    assert "no config.json beside it, where the temperature is kept" in capsys.readouterr().err
+    assert sorted(path.name for path in bare.iterdir()) == ["model.keras"]
+    assert main([str(folder), "--data", str(tmp_path / "missing.csv")]) == 2
+    assert "missing.csv: no such file or folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [0, -1.5, "2", None, float("nan"), True])
+def test_a_bad_recorded_temperature_is_a_model_error_naming_the_config(tmp_path, value):
+    folder = save_run(tmp_path / "run", tiny_model(3))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "temperature": value}))
+    with pytest.raises(FerModelError, match=r"config.json: \"temperature\" must be a positive number"):
+        inference.load_predictor(folder, backend="keras")
