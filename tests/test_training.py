@@ -411,6 +411,9 @@ def test_no_validation_keeps_the_last_epoch_as_best(tmp_path, capsys):
     assert main(["--arch", "dnn", "--demo-faces", "140", "--epochs", "1", "--max-images", "50", "--verbose", "2",
                  "--out", str(tmp_path / "cut")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
+    # With a validation split, a temperature can be fitted on it: the last line says how.
+    assert lines[-1].endswith(f"; python -m keras_fer.calibrate {tmp_path / 'cut'} (confidences that match its "
+                              "accuracy)")
     assert lines[0] == ("data: demo faces: 50 training faces (--max-images: 50 of 126), 14 validating "
                         "(--val fraction:0.1, split seed 0)")
     assert sum("run directory" in line for line in lines) == 1  # it was said twice

@@ -336,8 +336,10 @@ def main(argv=None):
     else:
         print(f"run directory: {result.run_dir} (best epoch {result.best_epoch}, "
               f"validation accuracy {result.best_val_accuracy:.4f}, {result.seconds:.0f} s)")
+    calibrate = ("" if math.isnan(result.best_val_accuracy) else
+                 f"; python -m keras_fer.calibrate {result.run_dir} (confidences that match its accuracy)")
     print(f"next: python visualize.py report {result.run_dir} (every figure, one page); "
-          f"python predict.py FILE --model {result.run_dir} (a submission, or photos' faces)")
+          f"python predict.py FILE --model {result.run_dir} (a submission, or photos' faces){calibrate}")
     return 0
 
 
