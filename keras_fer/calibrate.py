@@ -6,7 +6,8 @@ average where it is right 67% of the time), long-trained networks over-confident
 scaling (Guo et al., 2017) divides the logits by one number T fitted on labelled faces the model
 was not trained on: the predicted classes stay the same, the confidences move. `calibrate`
 fits T; `write_temperature` records it as `"temperature"` in the `config.json` beside the model,
-where `predict.py`, `visualize.py`'s predictions and `keras_fer.recognize` read it.
+where `predict.py` (CSVs, photos, videos) and `keras_fer.recognize` read it; `visualize.py`'s
+explanations read the logits, and soups and distillation teachers leave it out.
 
 Example:
 >>> from keras_fer.calibrate import calibrate, write_temperature
@@ -19,8 +20,17 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from keras_fer.errors import FerModelError
-from keras_fer.metrics import Calibration, calibration, cross_fitted_calibration, fit_temperature, scale_temperature
+from keras_fer.errors import FerDataError, FerModelError
+from keras_fer.metrics import (
+    TEMPERATURE_RANGE,
+    Calibration,
+    calibration,
+    cross_fitted_calibration,
+    fit_temperature,
+    scale_temperature,
+)
+
+MIN_ROWS = 50  # fewer labelled faces fit a temperature to their noise
 
 
 @dataclasses.dataclass
@@ -35,7 +45,7 @@ class TemperatureFit:
             the other (the honest estimate).
         source: the model's `loading.ModelSource`.
         fitted_on: what the labelled rows were, for messages.
-        previous: the temperature the config recorded before (None: none).
+        previous: the value the config recorded before (None: none; as written, even if invalid).
     """
 
     temperature: float
@@ -48,11 +58,12 @@ class TemperatureFit:
 
 
 def _validation_of_run(source):
-    """`(labels, probabilities, description)` of the run's validation.npz, or None."""
+    """`(labels, probabilities, description)` of the run's validation.npz, or None (also for
+    another model file of the run, such as last-0002.keras: validation.npz is best.keras')."""
     from keras_fer import report
 
     folder = source.path.parent
-    if not (folder / "validation.npz").is_file():
+    if source.path.name != "best.keras" or not (folder / "validation.npz").is_file():
         return None
     saved = report.read_run(folder).validation()
     if saved is None:
@@ -65,7 +76,6 @@ def _predicted(source, data, backend):
     """`(labels, probabilities, description)`: the model's own probabilities (no temperature,
     no TTA) on the labelled file `data`."""
     from keras_fer.data import read
-    from keras_fer.errors import FerDataError
     from keras_fer.inference import load_predictor
 
     trained_on = (source.config or {}).get("data")
@@ -78,8 +88,8 @@ def _predicted(source, data, backend):
     if images.labels is None:
         raise FerDataError("has no labels: the temperature is fitted on labelled faces (e.g. the validation split: "
                            "python -m keras_fer.data split TRAIN.csv.gz --out-val val.csv.gz)", data)
-    predictor = load_predictor(source.path, backend)
-    predictor.temperature = 1.0  # the model's own probabilities: a recorded temperature is not compounded
+    # the model's own probabilities: a recorded temperature (even an invalid one) is not applied
+    predictor = load_predictor(source.path, backend, temperature=1.0)
     probabilities = predictor.probabilities(images.pixels)
     return images.labels, probabilities, f"{data} ({len(images):,} rows)"
 
@@ -101,20 +111,32 @@ def calibrate(model, data=None, backend="auto"):
             and no `data`.
         FerDataError: for unlabelled or malformed `data`.
     """
-    from keras_fer.loading import model_temperature, resolve_model_argument
+    from keras_fer.loading import resolve_model_argument
 
     source = resolve_model_argument(model, "model")
-    previous = model_temperature(source) if "temperature" in (source.config or {}) else None
+    previous = (source.config or {}).get("temperature")  # as written: an invalid one is replaced, not refused
     found = _validation_of_run(source) if data is None else _predicted(source, data, backend)
     if found is None:
-        raise FerModelError(f"{source.path}: no validation.npz beside it to fit the temperature on: give --data, "
-                            "labelled faces it was not trained on (e.g. python -m keras_fer.data split TRAIN.csv.gz "
-                            "--out-val val.csv.gz, with the run's --val and --split-seed)")
+        what = ("validation.npz holds best.keras' probabilities, not this file's" if source.path.name != "best.keras"
+                and (source.path.parent / "validation.npz").is_file() else "no validation.npz beside it")
+        raise FerModelError(f"{source.path}: {what} to fit the temperature on: give --data, labelled faces it was "
+                            "not trained on (e.g. python -m keras_fer.data split TRAIN.csv.gz --out-val val.csv.gz, "
+                            "with the run's --val and --split-seed)")
     labels, probabilities, fitted_on = found
+    if len(labels) < MIN_ROWS:
+        raise FerDataError(f"{len(labels)} labelled rows are too few to fit a temperature (at least {MIN_ROWS}: "
+                           "fewer fit their own noise)", fitted_on.rsplit(" (", 1)[0])
     temperature = fit_temperature(labels, probabilities)
     return TemperatureFit(temperature, calibration(labels, probabilities),
                           calibration(labels, scale_temperature(probabilities, temperature)),
                           cross_fitted_calibration(labels, probabilities), source, fitted_on, previous)
+
+
+def at_range_end(temperature):
+    """True when a fitted temperature sits at an end of the search range: the labelled rows say
+    nothing sensible (too few, or one class), or the model's probabilities are degenerate."""
+    low, high = TEMPERATURE_RANGE
+    return temperature <= low * 1.01 or temperature >= high * 0.99
 
 
 def write_temperature(fit):
@@ -122,14 +144,30 @@ def write_temperature(fit):
     (atomically; the other keys kept). Returns the config's path.
 
     Raises:
-        FerModelError: when the model has no config.json (a bare `.keras` file).
+        FerModelError: when the model has no config.json (a bare `.keras` file), the config is
+            read-only, it is the packaged model's (inside the installed package), or the
+            temperature sits at an end of the search range.
     """
+    import os
+
     from keras_fer.files import write_json
 
     source = fit.source
     if source.config is None:
         raise FerModelError(f"{source.path}: no config.json beside it, where the temperature is kept (a run "
                             f"directory has one): nothing written to {source.config_path}")
+    package = Path(__file__).resolve().parent
+    if package in Path(source.config_path).resolve().parents:
+        raise FerModelError(f"{source.config_path}: the packaged model's config, inside the installed package: "
+                            "not written (it records a temperature already); calibrate a copy instead (predict.py "
+                            "--export keras --export-to DIR/best.keras, then python -m keras_fer.calibrate "
+                            "DIR/best.keras --data ...)")
+    if not os.access(source.config_path, os.W_OK):
+        raise FerModelError(f"{source.config_path}: read-only: the temperature was not written")
+    if at_range_end(fit.temperature):
+        raise FerModelError(f"{source.path}: the fitted temperature {fit.temperature:.4g} sits at the end of the "
+                            f"range searched ({TEMPERATURE_RANGE[0]}-{TEMPERATURE_RANGE[1]}): the labelled rows do "
+                            "not tell it (too few, or too alike); not written")
     write_json(source.config_path, {**source.config, "temperature": round(fit.temperature, 6)})
     return Path(source.config_path)
 
@@ -137,13 +175,14 @@ def write_temperature(fit):
 def describe(fit):
     """The lines `python -m keras_fer.calibrate` prints for a fit."""
     before, after, honest = fit.before, fit.after, fit.cross_fitted
+    unseen = f"ECE {honest.ece:.4f}" if honest.total else "ECE n/a"
     direction = ("over-confident" if before.mean_confidence > before.accuracy + 0.01 else
                  "under-confident" if before.mean_confidence < before.accuracy - 0.01 else "about right")
     return [
         f"fitted on {fit.fitted_on}",
         f"as it is: ECE {before.ece:.4f}, mean confidence {before.mean_confidence:.4f} for accuracy "
         f"{before.accuracy:.4f} ({direction}), NLL {before.nll:.4f}",
-        f"temperature {fit.temperature:.3f}: ECE {honest.ece:.4f} on rows it was not fitted on (each half scaled by "
+        f"temperature {fit.temperature:.3f}: {unseen} on rows it was not fitted on (each half scaled by "
         f"the temperature of the other; {after.ece:.4f} on the rows it was fitted on), mean confidence "
         f"{after.mean_confidence:.4f}, NLL {after.nll:.4f}",
     ]
@@ -158,15 +197,16 @@ def main(argv=None):
         parser = Parser(
             prog="python -m keras_fer.calibrate",
             description="Fit a model's temperature (temperature scaling, Guo et al. 2017) so that its confidence "
-            "matches its accuracy, and record it in the config.json beside the model, where predict.py, "
-            "visualize.py and keras_fer.recognize read it. The predicted classes do not change.",
+            "matches its accuracy, and record it in the config.json beside the model, where predict.py and "
+            "keras_fer.recognize read it (visualize.py's explanations read the logits). A model's own predicted "
+            "classes do not change; its TTA, --prior-correction and ensembles can, on a few faces.",
             epilog="examples:\n  python -m keras_fer.calibrate runs/cnn4                     # on its validation.npz\n"
-            "  python -m keras_fer.calibrate packaged --data val.csv.gz     # the packaged model, on labelled faces\n"
+            "  python -m keras_fer.calibrate DIR/best.keras --data val.csv.gz   # any model, on labelled faces\n"
             "  python -m keras_fer.calibrate runs/cnn4 --dry-run           # print, write nothing",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         parser.add_argument("model", help="a training run directory, a .keras file with a config.json beside it, or "
-                            "'packaged' (the packaged model)")
+                            "'packaged' (the packaged model: --dry-run only, it is calibrated already)")
         parser.add_argument("--data", metavar="PATH", help="labelled faces the model was not trained on (a FER CSV "
                             "or image folder), e.g. its validation split written by python -m keras_fer.data split; "
                             "default: the run's validation.npz")
@@ -181,11 +221,14 @@ def main(argv=None):
         fit = calibrate(args.model, args.data, args.backend)
         for line in describe(fit):
             print(line)
+        if at_range_end(fit.temperature):
+            print(f"note: {fit.temperature:.4g} is at the end of the range searched: the rows do not tell the "
+                  "temperature (too few, or too alike)")
         if args.dry_run:
             print("--dry-run: nothing written")
             return 0
         path = write_temperature(fit)
-        replaced = f" (it recorded {fit.previous:g})" if fit.previous is not None else ""
+        replaced = f" (it recorded {fit.previous!r})" if fit.previous is not None else ""
         print(f"wrote \"temperature\": {fit.temperature:.6g} into {path}{replaced}: predictions of "
               f"{fit.source.path} now divide its logits by it")
         return 0

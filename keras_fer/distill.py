@@ -144,7 +144,8 @@ def teacher_probabilities(sources, faces, progress=None, chunk_rows=4096):
     """
     from keras_fer.inference import load_predictor, predict_proba
 
-    predictors = [load_predictor(source.path, backend="keras") for source in sources]
+    # the teachers' own softmax: --temperature softens it, not a calibration (keras_fer.calibrate) too
+    predictors = [load_predictor(source.path, backend="keras", temperature=1.0) for source in sources]
     parts = []
     for start in range(0, len(faces), chunk_rows):
         parts.append(predict_proba(predictors, faces[start:start + chunk_rows], tta=TEACHER_TTA))

@@ -60,9 +60,11 @@ class Face:
 
 
 @functools.lru_cache(maxsize=8)
-def _load(path, mtime_ns, size, backend):
-    """`load_predictor(path, backend)`, kept for later calls while the file keeps its time and size
-    (a run's best.keras rewritten by training, or a model saved again, is loaded again)."""
+def _load(path, mtime_ns, size, backend, config_stamp=None):
+    """`load_predictor(path, backend)`, kept for later calls while the file and the config.json
+    beside it (`config_stamp`: its time and size; a temperature written by `keras_fer.calibrate`)
+    keep their time and size (a run's best.keras rewritten by training, or a model saved again,
+    is loaded again)."""
     from keras_fer.inference import load_predictor
 
     return load_predictor(path, backend)
@@ -88,7 +90,9 @@ def _predictors(model, backend):
             path = default_model_path() if item is None else resolve_model_argument(item).path
             path = Path(path).resolve()
             stat = path.stat()
-            found.append(_load(str(path), stat.st_mtime_ns, stat.st_size, backend))
+            config = path.parent / "config.json"
+            config_stamp = (config.stat().st_mtime_ns, config.stat().st_size) if config.is_file() else None
+            found.append(_load(str(path), stat.st_mtime_ns, stat.st_size, backend, config_stamp))
         else:
             raise FerOptionError(
                 "model must be None (the packaged model), a model file or run directory, a keras.Model, an "

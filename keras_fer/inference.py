@@ -142,7 +142,7 @@ def check_backend(backend):
         raise FerOptionError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
 
 
-def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATCH_SIZE):
+def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATCH_SIZE, temperature=None):
     """Load one model for prediction.
 
     Args:
@@ -151,6 +151,7 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
             missing or cannot run the model), `"litert"` (LiteRT or an error) or `"keras"`.
         normalize: for models without a `Preprocessing` layer: `"none"`, `"unit"`, `"image"`.
         batch_size: faces per forward pass.
+        temperature: the logits' divisor; default: the config's `"temperature"` (1.0 without one).
     """
     check_backend(backend)
     if normalize is not None and normalize not in SERVING_NORMALIZE:
@@ -158,7 +159,8 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
                              f"Received: normalize={normalize!r}")
     batch_size = check_integer(batch_size, "--batch-size", 1, received="batch_size")
     source = resolve_model(path)
-    temperature = model_temperature(source)  # a bad value fails before the model loads
+    if temperature is None:
+        temperature = model_temperature(source)  # a bad value fails before the model loads
     name = str(path)
     if source.path.suffix.lower() == ".tflite":
         if backend == "keras":

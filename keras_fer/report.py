@@ -744,6 +744,23 @@ def calibration_figure(run, evaluation=None):
                                     plots.calibration_title("Validation", evaluation.calibration))
 
 
+def recorded_temperature_calibration(run):
+    """`(temperature, metrics.Calibration)` of the run's validation probabilities divided by the
+    temperature its config.json records (`keras_fer.calibrate`): what its predictions give; None
+    without one. FerModelError for an invalid one."""
+    if "temperature" not in (run.config or {}):
+        return None
+    from keras_fer.loading import ModelSource, model_temperature
+    from keras_fer.metrics import calibration, scale_temperature
+
+    temperature = model_temperature(ModelSource(run.model_path, run.config, run.path / "config.json"))
+    saved = run.validation()
+    if saved is None:
+        return None
+    labels, probabilities, _ = saved
+    return temperature, calibration(labels, scale_temperature(probabilities, temperature))
+
+
 def classes_figure(faces):
     if faces.images.labels is None:
         raise FerDataError(f"{faces.description} has no labels: no class distribution")
@@ -899,6 +916,12 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
                      + (" (over-confident)" if found.mean_confidence > found.accuracy + 0.01 else
                         " (under-confident)" if found.mean_confidence < found.accuracy - 0.01 else "")
                      + f", NLL {found.nll:.3f}.")
+        scaled = recorded_temperature_calibration(run)
+        if scaled is not None:
+            section.text(f"Its config.json records a temperature of {scaled[0]:g} (python -m keras_fer.calibrate), "
+                         "which its predictions apply: with it, ECE "
+                         f"{scaled[1].ece:.3f} and mean confidence {scaled[1].mean_confidence:.3f}, on the rows "
+                         "it was fitted on. The diagram is of the model's own probabilities.")
         section.image(figure, "reliability diagram of the validation split")
 
     def classes(section):

@@ -1192,6 +1192,14 @@ def _train(config, progress):
         # it only evaluated the best model again (without metrics.json, --resume writes the missing report)
         print(f"note: the run in {run_dir} has all its {state['epoch']} epochs: --resume trains nothing more; to "
               f"train on, give a larger --epochs, or start a new run with --init-from {run_dir}", file=sys.stderr)
+    kept = {}  # a temperature fitted on best.keras (keras_fer.calibrate) holds while best.keras does
+    if config.resume and "temperature" in saved_config:
+        if stop_reason or state["epoch"] >= config.total_epochs:
+            kept = {"temperature": saved_config["temperature"]}
+        else:
+            print(f"note: --resume: the temperature {saved_config['temperature']} in {run_dir / 'config.json'} was "
+                  f"fitted on the best model so far, which training may replace: it is dropped; run python -m "
+                  f"keras_fer.calibrate {run_dir} when the run ends", file=sys.stderr)
     interrupted = None
 
     with strategy.scope():
@@ -1212,7 +1220,7 @@ def _train(config, progress):
             "preprocessing": preprocessing, "class_prior": prior, "class_names": list(CLASS_NAMES),
             "train_images": len(train_images), "val_images": len(val_images), "versions": versions(),
             **({"teacher": teacher_record} if teacher_record else {}),
-            **({"init_from": init_record} if init_record else {}),
+            **({"init_from": init_record} if init_record else {}), **kept,
         })
     if write and not config.resume:
         write_text(run_dir / "summary.txt", model_summary(model) + "\n")

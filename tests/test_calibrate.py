@@ -83,7 +83,7 @@ def test_calibrate_records_the_temperature_every_predictor_applies(run, capsys):
     # Fitted again, it starts from the model's own probabilities, not from the scaled ones.
     assert main([str(folder)]) == 0
     out = capsys.readouterr().out
-    assert f"temperature {expected:.3f}" in out and f"(it recorded {config['temperature']:g})" in out
+    assert f"temperature {expected:.3f}" in out and f"(it recorded {config['temperature']!r})" in out
     # visualize.py calibration draws validation.npz (the model's own) and says what the temperature gives.
     from keras_fer.cli.visualize import main as visualize
 
@@ -127,3 +127,46 @@ def test_a_bad_recorded_temperature_is_a_model_error_naming_the_config(tmp_path,
     (folder / "config.json").write_text(json.dumps({**config, "temperature": value}))
     with pytest.raises(FerModelError, match=r"config.json: \"temperature\" must be a positive number"):
         inference.load_predictor(folder, backend="keras")
+
+
+def test_calibrate_refuses_what_it_cannot_fit_or_write(run, tmp_path, capsys):
+    from test_inference import write_fer_csv
+
+    folder, faces, labels, probabilities = run
+    # Another model file of the run: validation.npz holds best.keras' probabilities, not its own.
+    tiny_model(8).save(folder / "last-0002.keras")
+    assert main([str(folder / "last-0002.keras")]) == 2
+    assert "validation.npz holds best.keras' probabilities, not this file's" in capsys.readouterr().err
+    # Too few rows; rows that push the temperature to the end of its range (every prediction right).
+    few = tmp_path / "few"
+    save_run(few, tiny_model(4))
+    np.savez(few / "validation.npz", labels=labels[:30], probabilities=probabilities[:30],
+             ids=faces.ids[:30].astype(str))
+    assert main([str(few)]) == 2
+    assert "30 labelled rows are too few to fit a temperature (at least 50" in capsys.readouterr().err
+    np.savez(few / "validation.npz", labels=probabilities.argmax(axis=1), probabilities=probabilities,
+             ids=faces.ids.astype(str))
+    before = (few / "config.json").read_text()
+    assert main([str(few)]) == 2
+    assert "sits at the end of the range searched (0.05-20.0)" in capsys.readouterr().err
+    assert (few / "config.json").read_text() == before
+    # The packaged model's config is inside the installed package: --dry-run only.
+    from keras_fer.loading import default_model_path
+
+    packaged_config = default_model_path().parent / "config.json"
+    kept = packaged_config.read_bytes()
+    data = write_fer_csv(tmp_path / "val.csv", faces.pixels, labels=labels)
+    assert main(["packaged", "--data", str(data), "--backend", "keras"]) == 2
+    assert "the packaged model's config, inside the installed package: not written" in capsys.readouterr().err
+    assert packaged_config.read_bytes() == kept
+    # An invalid recorded temperature stops predictions, but calibrate replaces it.
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "temperature": "0.8"}))
+    from keras_fer.cli.visualize import main as visualize
+
+    assert visualize(["calibration", str(folder), "--out", str(tmp_path / "figures")]) == 2
+    assert "\"temperature\" must be a positive number" in capsys.readouterr().err
+    assert not (tmp_path / "figures").exists()  # refused before the figure, not after
+    assert main([str(folder)]) == 0
+    assert "(it recorded '0.8')" in capsys.readouterr().out
+    assert isinstance(json.loads((folder / "config.json").read_text())["temperature"], float)

@@ -273,3 +273,9 @@ def test_teacher_probabilities_in_chunks_match_one_pass_and_count_progress(tmp_p
     np.testing.assert_allclose(chunked.sum(axis=1), 1.0, rtol=1e-6)
     seen.clear()
     assert teacher_probabilities(sources, faces[:0], progress=seen.append).shape == (0, 7) and seen == [0]
+    # A calibrated teacher (keras_fer.calibrate's "temperature") teaches its own softmax: --temperature
+    # softens that, and a calibration on top changed a calibrated --teacher's targets.
+    config_path = tmp_path / "teacher" / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "temperature": 3.0}))
+    calibrated = resolve_teachers([str(tmp_path / "teacher")])
+    np.testing.assert_allclose(teacher_probabilities(calibrated, faces), chunked, rtol=1e-5, atol=1e-7)

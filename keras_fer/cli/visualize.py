@@ -458,17 +458,13 @@ def _calibration(args):
 
     run = report.read_run(args.run)
     evaluation = report.run_evaluation(run)
+    scaled = report.recorded_temperature_calibration(run)  # an invalid temperature fails before any figure
     path = _save(report.calibration_figure(run, evaluation), args.out, "calibration.png")
     found = evaluation.calibration
     print(f"ECE {found.ece:.4f}, mean confidence {found.mean_confidence:.4f}, accuracy {found.accuracy:.4f}, "
           f"NLL {found.nll:.4f}")
-    if "temperature" in (run.config or {}):  # what predictions of the model give (validation.npz holds its own)
-        from keras_fer.loading import ModelSource, model_temperature
-        from keras_fer.metrics import calibration, scale_temperature
-
-        temperature = model_temperature(ModelSource(run.model_path, run.config, run.path / "config.json"))
-        labels, probabilities, _ = run.validation()
-        scaled = calibration(labels, scale_temperature(probabilities, temperature))
+    if scaled is not None:
+        temperature, scaled = scaled
         print(f"with the temperature {temperature:g} its config.json records (what predict.py applies): ECE "
               f"{scaled.ece:.4f}, mean confidence {scaled.mean_confidence:.4f} (on the rows it was fitted on)")
     else:
