@@ -33,6 +33,7 @@ from keras_fer.loading import (
     import_keras,
     keras_predict,
     load_keras_model,
+    model_temperature,
     one_line,
     quiet_native_stderr,
     resolve_model,
@@ -324,6 +325,8 @@ def _tflite_from_keras(source, model, normalize, destination):
             # Made with the default scaling, not one asked for (--normalize or the config).
             "adapter_default": adapter is not None and not (normalize or (source.config or {}).get("normalize")),
             "outputs": kind,
+            # keras_fer.calibrate's, from config.json: a copy exported elsewhere keeps it
+            "temperature": model_temperature(source),
             "verified": True,
             "tolerance": TOLERANCE,
             "max_abs_diff": diff,
@@ -356,7 +359,9 @@ def _export_savedmodel(source, model, normalize, destination):
                                            f"{destination}: the SavedModel", "not written")
         (temporary / "keras_fer.json").write_text(
             json.dumps({"adapter": adapter, "outputs": kind, "max_abs_diff": diff,
-                        "source_sha256": files.file_sha256(source.path)}, indent=2) + "\n",
+                        "source_sha256": files.file_sha256(source.path),
+                        # divide the `serve` logits by it before the softmax (keras_fer.calibrate)
+                        "temperature": model_temperature(source)}, indent=2) + "\n",
             encoding="utf-8",
         )
         os.chmod(temporary, files.default_mode(folder=True))  # mkdtemp's folder is private (0o700)

@@ -159,6 +159,12 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
                              f"Received: normalize={normalize!r}")
     batch_size = check_integer(batch_size, "--batch-size", 1, received="batch_size")
     source = resolve_model(path)
+    meta = (read_sidecar(source.path) or {}) if source.path.suffix.lower() == ".tflite" else {}
+    if temperature is None and source.config is None and "temperature" in meta:
+        # a .tflite exported away from its config.json: its sidecar keeps the temperature (a config.json
+        # beside it governs: a run resumed after calibrating has dropped it there)
+        sidecar = ModelSource(source.path, {"temperature": meta["temperature"]}, Path(f"{source.path}.json"))
+        temperature = model_temperature(sidecar)
     if temperature is None:
         temperature = model_temperature(source)  # a bad value fails before the model loads
     name = str(path)
@@ -168,7 +174,6 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
         if not litert_available():
             raise FerModelError(f"{source.path}: running .tflite models needs ai-edge-litert "
                                 "(pip install ai-edge-litert)")
-        meta = read_sidecar(source.path) or {}
         runner = LiteRTRunner(source.path, batch_size)
         kind = meta.get("outputs") or outputs_kind(None, _probe_outputs(runner))
         return Predictor(name, "litert", runner, kind, source, temperature=temperature)

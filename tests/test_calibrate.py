@@ -170,3 +170,25 @@ def test_calibrate_refuses_what_it_cannot_fit_or_write(run, tmp_path, capsys):
     assert main([str(folder)]) == 0
     assert "(it recorded '0.8')" in capsys.readouterr().out
     assert isinstance(json.loads((folder / "config.json").read_text())["temperature"], float)
+
+
+def test_exports_away_from_the_config_keep_the_temperature(tmp_path):
+    from keras_fer import export
+    from keras_fer.export import litert_available
+
+    folder = save_run(tmp_path / "run", tiny_model(4))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "temperature": 2.5}))
+    faces = generate(14, seed=5).images.pixels
+    own = inference.load_predictor(folder, backend="keras", temperature=1.0).probabilities(faces)
+    saved = export.export_model(folder, "savedmodel", tmp_path / "served")
+    assert json.loads((saved.path / "keras_fer.json").read_text())["temperature"] == 2.5
+    if not litert_available():
+        return
+    lite = export.export_model(folder, "tflite", tmp_path / "elsewhere" / "model.tflite")
+    predictor = inference.load_predictor(lite.path)  # no config.json beside it: the sidecar's temperature
+    assert predictor.temperature == 2.5
+    np.testing.assert_allclose(predictor.probabilities(faces), scale_temperature(own, 2.5), atol=1e-4)
+    # A config.json beside a .tflite governs: a run resumed after calibrating has dropped it there.
+    (tmp_path / "elsewhere" / "config.json").write_text(json.dumps(config))
+    assert inference.load_predictor(lite.path).temperature == 1.0
