@@ -6,8 +6,9 @@ average where it is right 67% of the time), long-trained networks over-confident
 scaling (Guo et al., 2017) divides the logits by one number T fitted on labelled faces the model
 was not trained on: the predicted classes stay the same, the confidences move. `calibrate`
 fits T; `write_temperature` records it as `"temperature"` in the `config.json` beside the model,
-where `predict.py` (CSVs, photos, videos) and `keras_fer.recognize` read it; `visualize.py`'s
-explanations read the logits, and soups and distillation teachers leave it out.
+where `predict.py` (CSVs, photos, videos), `keras_fer.recognize` and `visualize.py`'s titles and
+per-class picks read it (its maps are of the logits, which the temperature does not change);
+soups and distillation teachers leave it out.
 
 Example:
 >>> from keras_fer.calibrate import calibrate, write_temperature
@@ -198,7 +199,7 @@ def main(argv=None):
             prog="python -m keras_fer.calibrate",
             description="Fit a model's temperature (temperature scaling, Guo et al. 2017) so that its confidence "
             "matches its accuracy, and record it in the config.json beside the model, where predict.py and "
-            "keras_fer.recognize read it (visualize.py's explanations read the logits). A model's own predicted "
+            "keras_fer.recognize read it (and visualize.py's titles). A model's own predicted "
             "classes do not change; its TTA, --prior-correction and ensembles can, on a few faces.",
             epilog="examples:\n  python -m keras_fer.calibrate runs/cnn4                     # on its validation.npz\n"
             "  python -m keras_fer.calibrate DIR/best.keras --data val.csv.gz   # any model, on labelled faces\n"

@@ -351,9 +351,10 @@ def logits(model, images, batch_size=BATCH_SIZE):
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
-def probabilities(model, images, batch_size=BATCH_SIZE):
-    """Softmax of `logits(model, images)`."""
-    scores = logits(model, images, batch_size).astype(np.float64)
+def probabilities(model, images, batch_size=BATCH_SIZE, temperature=1.0):
+    """Softmax of `logits(model, images)`, divided by `temperature` first (a calibrated model's,
+    `keras_fer.calibrate`: what `predict.py` shows)."""
+    scores = logits(model, images, batch_size).astype(np.float64) / float(temperature)
     scores -= scores.max(axis=1, keepdims=True)
     exp = np.exp(scores)
     return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)

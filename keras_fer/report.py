@@ -191,6 +191,7 @@ def load_model(path, raw_faces=True):
     from keras_fer.loading import load_keras_model
 
     model = load_keras_model(path)
+    model.fer_temperature = _recorded_temperature(path)  # the figures' probabilities are predict.py's
     if not raw_faces:
         return model
     shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
@@ -201,6 +202,21 @@ def load_model(path, raw_faces=True):
     if model.output_shape[-1] != NUM_CLASSES:
         raise FerModelError(f"{path}: the model has {model.output_shape[-1]} outputs, not {NUM_CLASSES} classes")
     return model
+
+
+def _recorded_temperature(path):
+    """The temperature in the config.json beside the model (`keras_fer.calibrate`), else 1.0."""
+    from keras_fer.loading import model_temperature, resolve_model
+
+    return model_temperature(resolve_model(path))
+
+
+def class_probabilities(model, images):
+    """`explain.probabilities` with the model's recorded temperature (`load_model` notes it), so
+    the figures' probabilities are those `predict.py` gives."""
+    from keras_fer import explain
+
+    return explain.probabilities(model, images, temperature=getattr(model, "fer_temperature", 1.0))
 
 
 @dataclasses.dataclass
@@ -376,7 +392,6 @@ def confident_examples(model, images, labels, min_confidence=MIN_CONFIDENCE, lim
     Returns:
         A list of `Example`, in class order.
     """
-    from keras_fer import explain
 
     if labels is None:
         raise FerDataError("per-class examples need labelled data")
@@ -385,7 +400,7 @@ def confident_examples(model, images, labels, min_confidence=MIN_CONFIDENCE, lim
     best = {}
     for start in range(0, count, chunk):
         stop = min(start + chunk, count)
-        probabilities = explain.probabilities(model, np.asarray(images[start:stop], np.float32))
+        probabilities = class_probabilities(model, np.asarray(images[start:stop], np.float32))
         predicted = probabilities.argmax(axis=1)
         for offset in np.flatnonzero(predicted == labels[start:stop]):
             label = int(labels[start + offset])
@@ -479,7 +494,7 @@ def explanation_figure(model, picks, method="saliency", class_index=None, layer=
     from keras_fer import explain
 
     pixels = np.stack([p.pixels for p in picks]).astype(np.float32)
-    probabilities = explain.probabilities(model, pixels)
+    probabilities = class_probabilities(model, pixels)
     maps = explain_maps(model, pixels, method, class_index, layer, **options)
     titles = [row_title(p.name, p.label, probabilities[i], class_index) for i, p in enumerate(picks)]
     label = EXPLANATIONS[method]
@@ -676,7 +691,7 @@ def activations_figure(model, pick, layer=None, count=31):
 
     target = explain.find_layer(model, layer or default_activation_layer(model)).name
     maps = explain.activation_maps(model, pick.pixels.astype(np.float32), target)
-    probabilities = explain.probabilities(model, pick.pixels[None].astype(np.float32))[0]
+    probabilities = class_probabilities(model, pick.pixels[None].astype(np.float32))[0]
     predicted = int(np.argmax(probabilities))
     # "for 00000 (Surprise)" did not say whether the class was the label or the prediction
     truth = f"true {CLASS_NAMES[pick.label]}, " if pick.label is not None else ""

@@ -192,3 +192,22 @@ def test_exports_away_from_the_config_keep_the_temperature(tmp_path):
     # A config.json beside a .tflite governs: a run resumed after calibrating has dropped it there.
     (tmp_path / "elsewhere" / "config.json").write_text(json.dumps(config))
     assert inference.load_predictor(lite.path).temperature == 1.0
+
+
+def test_figures_show_the_probabilities_predict_gives(run):
+    # visualize.py titled a face with the model's own softmax (packaged: 0.57) where predict.py,
+    # with the recorded temperature, said 0.65.
+    from keras_fer import report
+
+    folder, faces, labels, probabilities = run
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "temperature": 0.5}))
+    model = report.load_model(folder)
+    assert model.fer_temperature == 0.5
+    shown = report.class_probabilities(model, faces.pixels[:3].astype(np.float32))
+    expected = inference.load_predictor(folder, backend="keras").probabilities(faces.pixels[:3])
+    np.testing.assert_allclose(shown, expected, atol=1e-5)
+    pick = report.pick_row(report.Faces(faces, None, "demo"), 0)
+    figure = report.explanation_figure(model, [pick], "saliency")
+    top = int(expected[0].argmax())
+    assert f"{expected[0, top]:.2f}" in figure.axes[0].get_ylabel()  # the row's title
