@@ -211,3 +211,25 @@ def test_figures_show_the_probabilities_predict_gives(run):
     figure = report.explanation_figure(model, [pick], "saliency")
     top = int(expected[0].argmax())
     assert f"{expected[0, top]:.2f}" in figure.axes[0].get_ylabel()  # the row's title
+
+
+def test_predict_temperature_option_overrides_the_recorded_one(run, tmp_path, capsys):
+    from test_inference import write_fer_csv
+
+    from keras_fer.cli.predict import main as predict
+
+    folder, faces, labels, probabilities = run
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "temperature": 3.0}))
+    data = write_fer_csv(tmp_path / "val.csv", faces.pixels, labels=labels)
+    read = lambda path: np.loadtxt(path, delimiter=",", skiprows=1, usecols=range(2, 9))  # noqa: E731
+    for given, expected in ((None, scale_temperature(probabilities, 3.0)), ("1", probabilities),
+                            ("0.5", scale_temperature(probabilities, 0.5))):
+        out = tmp_path / f"out-{given}.csv"
+        argv = [str(data), "--model", str(folder), "--proba", "--backend", "keras", "--out", str(out)]
+        assert predict(argv + (["--temperature", given] if given else [])) == 0
+        np.testing.assert_allclose(read(out), expected, atol=2e-6)
+    for bad in ("0", "-1", "nan"):
+        assert predict([str(data), "--model", str(folder), "--temperature", bad, "--out", str(tmp_path / "x.csv")]) == 2
+        assert "--temperature must be a finite number > 0" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()

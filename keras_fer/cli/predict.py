@@ -13,7 +13,7 @@ from pathlib import Path
 
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.cli import Parser, command, progress_bar, stdout_gone
-from keras_fer.errors import FerDataError, FerOptionError
+from keras_fer.errors import FerDataError, FerOptionError, check_finite
 from keras_fer.files import (
     atomic_text,
     check_folder_for,
@@ -76,6 +76,7 @@ class PredictOptions:
     tta: str = "none"
     proba: bool = False
     prior_correction: bool = False
+    temperature: float = None
     no_detect: bool = False
     annotate: str = None
     skip_unreadable: bool = False
@@ -133,6 +134,9 @@ def build_parser():
                         help="logit adjustment: divide each model's probabilities by its training class prior "
                         "(\"class_prior\" in the config.json next to the model) and renormalize, which favours "
                         "rare classes such as Disgust")
+    parser.add_argument("--temperature", type=float, metavar="T",
+                        help="divide each model's logits by T before the softmax, instead of the temperature its "
+                        "config.json records (python -m keras_fer.calibrate); 1 gives the models' own softmax")
     parser.add_argument("--no-detect", action="store_true",
                         help="images and video frames: take each as an already-cropped face (no face detection)")
     parser.add_argument("--annotate", metavar="DIR",
@@ -219,9 +223,12 @@ def parse_options(argv):
         if getattr(options, name) is not None and getattr(options, name) < 1:
             raise FerOptionError(f"--{name.replace('_', '-')} must be a positive integer. "
                                  f"Received: {name}={getattr(options, name)}")
+    if options.temperature is not None:
+        check_finite(options.temperature, "--temperature", positive=True, received="temperature")
     if options.saved_proba and not options.models and not options.export:  # only files to average: no model runs
         given = [(flag, value) for flag, value, unset in (("tta", options.tta, "none"),
-                                                          ("prior_correction", options.prior_correction, False))
+                                                          ("prior_correction", options.prior_correction, False),
+                                                          ("temperature", options.temperature, None))
                  if value != unset]
         if given:  # it did nothing, without a word
             name, value = given[0]
@@ -723,7 +730,8 @@ def main(argv=None):
             class_prior(source)
     if options.export:
         run_export(options, models)
-    predictors = [load_predictor(path, options.backend, options.normalize, options.batch_size) for path in models]
+    predictors = [load_predictor(path, options.backend, options.normalize, options.batch_size, options.temperature)
+                  for path in models]
     timings.load_s = time.perf_counter() - start
     for predictor in predictors:
         for note in predictor.notes:
