@@ -177,12 +177,10 @@ def describe(fit):
     """The lines `python -m keras_fer.calibrate` prints for a fit."""
     before, after, honest = fit.before, fit.after, fit.cross_fitted
     unseen = f"ECE {honest.ece:.4f}" if honest.total else "ECE n/a"
-    direction = ("over-confident" if before.mean_confidence > before.accuracy + 0.01 else
-                 "under-confident" if before.mean_confidence < before.accuracy - 0.01 else "about right")
     return [
         f"fitted on {fit.fitted_on}",
         f"as it is: ECE {before.ece:.4f}, mean confidence {before.mean_confidence:.4f} for accuracy "
-        f"{before.accuracy:.4f} ({direction}), NLL {before.nll:.4f}",
+        f"{before.accuracy:.4f} ({before.direction}), NLL {before.nll:.4f}",
         f"temperature {fit.temperature:.3f}: {unseen} on rows it was not fitted on (each half scaled by "
         f"the temperature of the other; {after.ece:.4f} on the rows it was fitted on), mean confidence "
         f"{after.mean_confidence:.4f}, NLL {after.nll:.4f}",
@@ -216,8 +214,6 @@ def main(argv=None):
         parser.add_argument("--dry-run", action="store_true", help="print the fit, write nothing")
         args = parser.parse_args(argv)
         if args.data is not None and not Path(args.data).exists():  # before TensorFlow's import
-            from keras_fer.errors import FerDataError
-
             raise FerDataError("no such file or folder", args.data)
         fit = calibrate(args.model, args.data, args.backend)
         for line in describe(fit):

@@ -46,7 +46,7 @@ from keras_fer.loading import (
     serving_model,
     softmax,
 )
-from keras_fer.metrics import scale_temperature
+from keras_fer.metrics import Calibration, scale_temperature
 
 __all__ = [
     "BACKENDS",
@@ -638,8 +638,6 @@ def _count(confusions, split, truth, predicted, calibrations=None, probabilities
     matrix = confusions.setdefault(split, np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64))
     np.add.at(matrix, (np.asarray(truth, np.int64), np.asarray(predicted, np.int64)), 1)
     if probabilities is not None:
-        from keras_fer.metrics import Calibration
-
         calibrations.setdefault(split, Calibration.empty()).add(truth, probabilities)
 
 

@@ -89,6 +89,14 @@ class Calibration:
         return float(self.confidence_sums.sum() / self.total) if self.total else 0.0
 
     @property
+    def direction(self):
+        """`"over-confident"`, `"under-confident"` or `"about right"`: the mean confidence against
+        the accuracy, a point either way."""
+        if self.mean_confidence > self.accuracy + 0.01:
+            return "over-confident"
+        return "under-confident" if self.mean_confidence < self.accuracy - 0.01 else "about right"
+
+    @property
     def ece(self):
         """Expected calibration error: the image-weighted mean over bins of |accuracy - mean
         confidence| (0: every confidence is the accuracy it claims)."""

@@ -907,8 +907,17 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
     def history(section):
         section.image(history_figure(run), "training and validation loss and accuracy per epoch")
 
+    evaluation_cache = {}
+
+    def validation_evaluation():
+        """`run_evaluation(run)`, computed once for the confusion and calibration sections (a
+        failure is not kept: each section says why it is missing)."""
+        if "value" not in evaluation_cache:
+            evaluation_cache["value"] = run_evaluation(run)
+        return evaluation_cache["value"]
+
     def confusion(section):
-        evaluation = run_evaluation(run)
+        evaluation = validation_evaluation()
         section.image(confusion_figure(run, evaluation), "normalized confusion matrix of the validation split")
         rows = "".join(
             f"<tr><td>{html.escape(true)}</td><td>{html.escape(predicted)}</td><td>{share:.1%}</td></tr>"
@@ -922,14 +931,13 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
         section.pre(evaluation.report())
 
     def calibration(section):
-        evaluation = run_evaluation(run)
+        evaluation = validation_evaluation()
         figure = calibration_figure(run, evaluation)  # refuses a validation.npz without probabilities
         found = evaluation.calibration
         section.text("How far the model's confidence (its top-class probability) is from the accuracy it "
                      f"has at that confidence, on the validation split: ECE {found.ece:.3f} (0 is perfect), "
                      f"mean confidence {found.mean_confidence:.3f} against accuracy {found.accuracy:.3f}"
-                     + (" (over-confident)" if found.mean_confidence > found.accuracy + 0.01 else
-                        " (under-confident)" if found.mean_confidence < found.accuracy - 0.01 else "")
+                     + ("" if found.direction == "about right" else f" ({found.direction})")
                      + f", NLL {found.nll:.3f}.")
         scaled = recorded_temperature_calibration(run)
         if scaled is not None:

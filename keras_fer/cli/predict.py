@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
+from keras_fer.classes import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from keras_fer.cli import Parser, command, progress_bar, stdout_gone
 from keras_fer.errors import FerDataError, FerOptionError, check_finite
 from keras_fer.files import (
@@ -425,7 +425,7 @@ def run_images(options, predictors, timings, plan):
                          for (file, _), image, boxes in zip(group, images, found)]
                 timings.read_s += time.perf_counter() - read_start
                 infer_start = time.perf_counter()
-                crops = np.concatenate([item[3] for item in items]) if items else np.zeros((0, 48, 48, 1), np.uint8)
+                crops = np.concatenate([item[3] for item in items]) if items else np.zeros((0, *IMAGE_SHAPE), np.uint8)
                 probabilities = predict_proba(predictors, crops, options.tta, options.prior_correction)
                 timings.infer_s += time.perf_counter() - infer_start
                 write_start = time.perf_counter()
