@@ -792,6 +792,26 @@ def parse_split(spec):
     raise FerError(f"--val must be first:N, fraction:F, usage or none. Received: val={spec!r}")
 
 
+def split_identity(spec, seed):
+    """What decides a split's rows, to compare two runs' splits: `(kind, value, seed)`, where
+    the seed counts only for `fraction:F` (`first:N`, `usage` and `none` ignore it) and the value
+    is parsed (`fraction:0.10` is `fraction:0.1`). A spec that does not parse keeps its text.
+
+    Example:
+    >>> split_identity("usage", 1) == split_identity("usage", 2)
+    True
+    >>> split_identity("fraction:0.10", 0) == split_identity("fraction:0.1", 0)
+    True
+    >>> split_identity("fraction:0.1", 0) == split_identity("fraction:0.1", 1)
+    False
+    """
+    try:
+        kind, value = parse_split(spec)
+    except FerError:
+        return (spec, None, seed)
+    return (kind, value, seed if kind == "fraction" else None)
+
+
 def split(images, spec, seed=0):
     """Split labelled `images` into `(train, validation)`.
 

@@ -109,6 +109,7 @@ def check_teachers(names, sources, val, split_seed, fingerprint):
     `val` with `split_seed`, on data with this `fingerprint`. Not checked: the rows of a model a
     teacher started from (`--init-from`); keep such chains on one split, as `--split-seed` does.
     """
+    from keras_fer.data import split_identity
     from keras_fer.loading import run_options, validation_split
 
     for name, source in zip(names, sources):
@@ -118,7 +119,7 @@ def check_teachers(names, sources, val, split_seed, fingerprint):
                 f"a teacher must be a run directory (or 'packaged'). Received: teacher={name!r}"
             )
     teacher_val, teacher_seed = validation_split(sources, names, "so they cannot teach one student")
-    if (teacher_val, teacher_seed) != (val, split_seed):
+    if split_identity(teacher_val, teacher_seed) != split_identity(val, split_seed):
         raise FerOptionError(
             f"the teachers were validated on {teacher_val} with split seed {teacher_seed}, the student on {val} "
             f"with split seed {split_seed}: they may have trained on its validation rows. Pass --val {teacher_val} "

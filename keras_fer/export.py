@@ -292,6 +292,16 @@ def _check_export(exported, reference, kind, what, consequence, tolerance=None):
     return diff, diff_outputs
 
 
+def _sidecar_temperature(source):
+    """The temperature a LiteRT copy's sidecar records: the config's, or None when the config
+    records an invalid one (predictions beside that config refuse it, and `keras_fer.calibrate`,
+    which replaces it, can still predict with the copy)."""
+    try:
+        return model_temperature(source)
+    except FerModelError:
+        return None
+
+
 def _tflite_from_keras(source, model, normalize, destination):
     """Export `model` (a loaded Keras model of `source`) to `destination` and verify it.
 
@@ -301,6 +311,30 @@ def _tflite_from_keras(source, model, normalize, destination):
     keras = import_keras()
 
     serving, adapter, sample, reference, kind = _export_reference(source, model, normalize)
+    import tensorflow as tf
+
+    stat = source.path.stat()
+    sidecar = {  # all but the measured differences before anything is written: a failure leaves no copy
+        "format": SIDECAR_FORMAT,
+        "source": str(source.path.name),
+        "source_sha256": files.file_sha256(source.path),
+        "source_size": stat.st_size,
+        "source_mtime_ns": stat.st_mtime_ns,
+        "adapter": adapter,
+        # Made with the default scaling, not one asked for (--normalize or the config).
+        "adapter_default": adapter is not None and not (normalize or (source.config or {}).get("normalize")),
+        "outputs": kind,
+        # keras_fer.calibrate's, from config.json: a copy exported elsewhere keeps it
+        "temperature": _sidecar_temperature(source),
+        "verified": True,
+        "tolerance": TOLERANCE,
+        "max_abs_diff": None,
+        "max_abs_diff_outputs": None,
+        "sample": f"{len(sample)} faces: keras_fer.export.verification_sample()",
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+    }
+    sidecar_path = Path(f"{destination}.json")
     with files.atomic_path(destination) as temporary:
         with quiet_native_stderr():
             serving.export(str(temporary), format="litert", verbose=False)
@@ -310,33 +344,10 @@ def _tflite_from_keras(source, model, normalize, destination):
             raise FerModelError(str(error).replace(str(temporary), str(destination))) from None
         diff, diff_outputs = _check_export(runner(sample), reference, kind, f"{destination}: the LiteRT copy",
                                            "not used")
-    stat = source.path.stat()
-    import tensorflow as tf
-
-    files.write_json(
-        str(destination) + ".json",
-        {
-            "format": SIDECAR_FORMAT,
-            "source": str(source.path.name),
-            "source_sha256": files.file_sha256(source.path),
-            "source_size": stat.st_size,
-            "source_mtime_ns": stat.st_mtime_ns,
-            "adapter": adapter,
-            # Made with the default scaling, not one asked for (--normalize or the config).
-            "adapter_default": adapter is not None and not (normalize or (source.config or {}).get("normalize")),
-            "outputs": kind,
-            # keras_fer.calibrate's, from config.json: a copy exported elsewhere keeps it
-            "temperature": model_temperature(source),
-            "verified": True,
-            "tolerance": TOLERANCE,
-            "max_abs_diff": diff,
-            "max_abs_diff_outputs": diff_outputs,
-            "sample": f"{len(sample)} faces: keras_fer.export.verification_sample()",
-            "keras": keras.__version__,
-            "tensorflow": tf.__version__,
-        },
-        sort_keys=False,
-    )
+        # the earlier copy's record goes before the copy is replaced: never a record beside another copy
+        sidecar_path.unlink(missing_ok=True)
+    files.write_json(sidecar_path, {**sidecar, "max_abs_diff": diff, "max_abs_diff_outputs": diff_outputs},
+                     sort_keys=False)
     return ExportResult(Path(destination), "tflite", diff, diff_outputs, len(sample)), kind
 
 

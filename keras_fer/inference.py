@@ -23,7 +23,7 @@ import numpy as np
 
 from keras_fer import files
 from keras_fer.classes import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
-from keras_fer.errors import FerDataError, FerModelError, FerOptionError, check_integer
+from keras_fer.errors import FerDataError, FerModelError, FerOptionError, check_finite, check_integer
 from keras_fer.export import (
     LiteRTRunner,
     cached_litert_copy,
@@ -124,6 +124,10 @@ class Predictor:
     def prior(self):
         """The training class prior from the run config (FerModelError when there is none)."""
         if self._prior is None:
+            if self.source is None:  # keras_predictor's in-memory model
+                raise FerModelError(f"{self.name}: an in-memory model has no training run recording its class "
+                                    "prior: --prior-correction needs a run directory or a .keras file with its "
+                                    "config.json beside it")
             self._prior = class_prior(self.source)
         return self._prior
 
@@ -158,9 +162,11 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
         raise FerOptionError(f"normalize must be one of {', '.join(SERVING_NORMALIZE)}. "
                              f"Received: normalize={normalize!r}")
     batch_size = check_integer(batch_size, "--batch-size", 1, received="batch_size")
+    if temperature is not None:
+        temperature = check_finite(temperature, "temperature", positive=True)
     source = resolve_model(path)
     meta = (read_sidecar(source.path) or {}) if source.path.suffix.lower() == ".tflite" else {}
-    if temperature is None and source.config is None and "temperature" in meta:
+    if temperature is None and source.config is None and meta.get("temperature") is not None:
         # a .tflite exported away from its config.json: its sidecar keeps the temperature (a config.json
         # beside it governs: a run resumed after calibrating has dropped it there)
         sidecar = ModelSource(source.path, {"temperature": meta["temperature"]}, Path(f"{source.path}.json"))

@@ -76,12 +76,15 @@ class ModelSource:
 
 def validation_split(sources, names, consequence):
     """The validation split `(val, split_seed)` models were trained beside, read from their run
-    configs, or None when none has one. Raises FerOptionError when they disagree.
+    configs (the first model's spelling), or None when none has one. Raises FerOptionError when
+    they name different rows (`data.split_identity`: the seed counts only for `fraction:F`).
 
     Args:
         sources: `ModelSource`s; names: how the user named them.
         consequence: what a disagreement breaks, ending the error message.
     """
+    from keras_fer.data import split_identity
+
     splits = {}
     for name, source in zip(names, sources):
         if (source.config or {}).get("options") is None:
@@ -89,7 +92,7 @@ def validation_split(sources, names, consequence):
         options = run_options(source.config, source.config_path)
         seed = options.get("split_seed")
         splits[name] = (options.get("val"), options.get("seed") if seed is None else seed)
-    if len(set(splits.values())) > 1:
+    if len({split_identity(*split) for split in splits.values()}) > 1:  # the same rows, however spelled
         described = "; ".join(f"{name}: {val} seed {seed}" for name, (val, seed) in splits.items())
         raise FerOptionError(f"the models were validated on different splits ({described}): one's validation "
                              f"rows are another's training rows, {consequence}. Received: models={names}")
@@ -210,7 +213,7 @@ def class_prior(source):
     prior = source.config.get("class_prior")
     try:
         prior = np.asarray(prior, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # JSON's unbounded integers too
         prior = None
     if prior is None or prior.shape != (NUM_CLASSES,) or not np.all(np.isfinite(prior)):
         raise FerModelError(f"{source.config_path}: \"class_prior\" must be a list of {NUM_CLASSES} numbers")
@@ -233,10 +236,14 @@ def model_temperature(source):
     if "temperature" not in config:
         return 1.0
     value = config["temperature"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+    try:  # JSON's integers are unbounded: 1e400 written out does not fit a float
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    except OverflowError:
+        number = None
+    if number is None or not np.isfinite(number) or number <= 0:
         raise FerModelError(f"{source.config_path}: \"temperature\" must be a positive number (written by python -m "
-                            f"keras_fer.calibrate). Received: {value!r}")
-    return float(value)
+                            f"keras_fer.calibrate). Received: {one_line(repr(value))}")
+    return number
 
 
 def one_line(error):

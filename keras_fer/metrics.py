@@ -292,6 +292,11 @@ def evaluate(labels, predictions):
 
     labels = np.asarray(labels, dtype=np.int64)
     predictions = np.asarray(predictions)
+    if not len(labels):  # scikit-learn refuses empty input: nothing scored is all zeros
+        zeros = np.zeros(NUM_CLASSES)
+        return Evaluation(accuracy=0.0, macro_f1=0.0, precision=zeros, recall=zeros.copy(), f1=zeros.copy(),
+                          support=np.zeros(NUM_CLASSES, np.int64),
+                          confusion=np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64), calibration=None)
     found = None
     if predictions.ndim == 2:
         found = calibration(labels, predictions) if is_probabilities(predictions) else None
@@ -302,7 +307,7 @@ def evaluate(labels, predictions):
     )
     confusion = confusion_matrix(labels, predictions, labels=classes)
     return Evaluation(
-        accuracy=float(accuracy_score(labels, predictions)) if len(labels) else 0.0,
+        accuracy=float(accuracy_score(labels, predictions)),
         macro_f1=macro_f1(f1, support, confusion.sum(axis=0)),
         precision=precision, recall=recall, f1=f1, support=support.astype(np.int64),
         confusion=confusion, calibration=found,

@@ -177,7 +177,7 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     from pathlib import Path
 
     from keras_fer.classes import CLASS_NAMES
-    from keras_fer.data import class_counts
+    from keras_fer.data import class_counts, split_identity
     from keras_fer.errors import FerOptionError
     from keras_fer.files import first_repeat, write_json, write_text
     from keras_fer.loading import load_keras_model, resolve_model_argument, run_options, validation_split
@@ -204,7 +204,9 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     split = validation_split(sources, names, "so the soup could not be validated")
     if split is not None:
         val, split_seed = split
-        if config.val not in (None, val) or config.split_seed not in (None, split_seed):
+        asked_val = val if config.val is None else config.val
+        asked_seed = split_seed if config.split_seed is None else config.split_seed
+        if split_identity(asked_val, asked_seed) != split_identity(val, split_seed):
             raise FerOptionError(
                 f"the models were validated on {val} with split seed {split_seed}; the soup must be too. "
                 f"Received: val={config.val!r}, split_seed={config.split_seed!r}"

@@ -120,7 +120,7 @@ def test_calibrate_on_labelled_data_and_its_refusals(run, tmp_path, capsys):
     assert "missing.csv: no such file or folder" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("value", [0, -1.5, "2", None, float("nan"), True])
+@pytest.mark.parametrize("value", [0, -1.5, "2", None, float("nan"), True, 10**400])
 def test_a_bad_recorded_temperature_is_a_model_error_naming_the_config(tmp_path, value):
     folder = save_run(tmp_path / "run", tiny_model(3))
     config = json.loads((folder / "config.json").read_text())
@@ -192,6 +192,35 @@ def test_exports_away_from_the_config_keep_the_temperature(tmp_path):
     # A config.json beside a .tflite governs: a run resumed after calibrating has dropped it there.
     (tmp_path / "elsewhere" / "config.json").write_text(json.dumps(config))
     assert inference.load_predictor(lite.path).temperature == 1.0
+
+
+def test_an_invalid_recorded_temperature_leaves_no_litert_copy_without_its_record(run, tmp_path, capsys):
+    # The .tflite was renamed into place before its sidecar was built, and building it checked the
+    # temperature: the copy stayed without a record, and later exports refused it as foreign.
+    from test_inference import write_fer_csv
+
+    from keras_fer.export import litert_available
+
+    if not litert_available():
+        pytest.skip("ai-edge-litert is not installed")
+    folder, faces, labels, _ = run
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "temperature": -1}))
+    data = write_fer_csv(tmp_path / "val.csv", faces.pixels, labels=labels)
+    assert main([str(folder), "--data", str(data), "--backend", "litert", "--dry-run"]) == 0  # calibrate replaces it
+    capsys.readouterr()
+    sidecar = json.loads((folder / "best.tflite.json").read_text())
+    assert sidecar["temperature"] is None and sidecar["max_abs_diff"] is not None
+    from keras_fer.cli.predict import main as predict
+
+    assert predict(["--model", str(folder), "--export", "tflite"]) == 0  # the copy is keras-fer's own
+    assert "\"temperature\" must be a positive number" not in capsys.readouterr().err
+    # Copied away from its config, a copy with no recorded temperature predicts with none.
+    away = tmp_path / "away"
+    away.mkdir()
+    for name in ("best.tflite", "best.tflite.json"):
+        (away / name).write_bytes((folder / name).read_bytes())
+    assert inference.load_predictor(away / "best.tflite").temperature == 1.0
 
 
 def test_figures_show_the_probabilities_predict_gives(run):

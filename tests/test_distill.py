@@ -162,6 +162,16 @@ def test_teachers_that_may_have_seen_the_validation_rows_are_refused(tmp_path, c
     other_data = teacher_run(tmp_path / "other-data", fingerprint="0123456789abcdef")
     assert "other data" in error("--teacher", str(other_data))
     assert "different splits" in error("--teacher", str(other_split), str(other_data))
+    # The same rows however spelled: usage ignores the split seed, fraction:0.10 is fraction:0.1.
+    from keras_fer.distill import check_teachers
+    from keras_fer.loading import resolve_model
+
+    kaggle = teacher_run(tmp_path / "kaggle", val="usage", split_seed=1)
+    check_teachers(["kaggle"], [resolve_model(kaggle)], "usage", 0, "any")
+    spelled = teacher_run(tmp_path / "spelled", val="fraction:0.10", split_seed=0)
+    check_teachers(["spelled"], [resolve_model(spelled)], "fraction:0.1", 0, "any")
+    with pytest.raises(FerOptionError, match="split seed 0, the student on fraction:0.1 with split seed 3"):
+        check_teachers(["spelled"], [resolve_model(spelled)], "fraction:0.1", 3, "any")
     good = teacher_run(tmp_path / "good")
     assert "teacher_weight=1.5" in error("--teacher", str(good), "--teacher-weight", "1.5")
     assert "temperature=0.0" in error("--teacher", str(good), "--temperature", "0")

@@ -142,6 +142,7 @@ def test_prior_correction_needs_config(tmp_path, runs):
     ([0.2, 0.0, 0.2, 0.2, 0.2, 0.1, 0.1], "is 0 for Disgust: prior correction is undefined"),
     ([-1, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], "is negative for Angry (-1): not a prior"),  # was "is 0 for Angry"
     ([0.5] * 6, "must be a list of 7 numbers"),
+    ([10**400] + [0.1] * 6, "must be a list of 7 numbers"),  # JSON's unbounded integer: an OverflowError
 ])
 def test_a_bad_class_prior_is_named(tmp_path, runs, prior, words):
     from keras_fer import loading
@@ -821,3 +822,16 @@ def test_predict_proba_warns_about_faces_scaled_to_0_1(keras_predictors, demo):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         inference.predict_proba(keras_predictors["a"], faces)
+
+
+@pytest.mark.parametrize("temperature", [0, -1.0, float("nan"), True])
+def test_an_explicit_temperature_must_be_positive(runs, temperature):
+    # -1 reversed the predicted classes and 0 or NaN gave NaN probabilities, without a word.
+    with pytest.raises(FerOptionError, match=r"temperature must be a finite number > 0"):
+        inference.load_predictor(runs["a"], backend="keras", temperature=temperature)
+
+
+def test_prior_correction_of_an_in_memory_model_is_a_model_error():
+    predictor = inference.keras_predictor(tiny_model(3))
+    with pytest.raises(FerModelError, match="an in-memory model has no training run recording its class prior"):
+        inference.predict_proba(predictor, np.zeros((2, 48, 48, 1)), prior_correction=True)

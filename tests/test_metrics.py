@@ -81,3 +81,9 @@ def test_evaluate_scores_the_calibration_of_probabilities_not_of_logits_or_label
     assert "ECE" in evaluation.report()
     assert evaluate(labels, np.log(probabilities)).calibration is None  # logits: no probabilities to judge
     assert evaluate(labels, labels).calibration is None and "calibration" not in evaluate(labels, labels).as_dict()
+
+
+def test_evaluate_of_no_rows_is_zeros_not_a_scikit_learn_error():
+    nothing = evaluate(np.zeros(0, np.int64), np.zeros((0, 7)))
+    assert nothing.accuracy == 0.0 and nothing.macro_f1 == 0.0 and nothing.calibration is None
+    assert nothing.confusion.shape == (7, 7) and nothing.confusion.sum() == 0 and nothing.support.sum() == 0

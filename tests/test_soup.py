@@ -250,3 +250,24 @@ def test_train_soup_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     # ... and a soup of runs is validated on their split, not on another one.
     (tmp_path / "run-1" / "config.json").write_text(json.dumps({"options": {"val": "fraction:0.1", "seed": 0}}))
     assert "must be too" in error("--soup", *runs, "--val", "fraction:0.2")
+
+
+def test_runs_on_the_same_rows_are_one_split_however_spelled():
+    # --val usage ignores the seed and fraction:0.10 is fraction:0.1: soups of such runs were refused.
+    from pathlib import Path
+
+    from keras_fer.errors import FerOptionError
+    from keras_fer.loading import ModelSource, validation_split
+
+    def source(name, **options):
+        return ModelSource(Path(name) / "best.keras", {"options": options}, Path(name) / "config.json")
+
+    names = ["a", "b"]
+    assert validation_split([source("a", val="usage", seed=1), source("b", val="usage", seed=2)], names, "") == (
+        "usage", 1)
+    assert validation_split([source("a", val="fraction:0.10", split_seed=0), source("b", val="fraction:0.1", seed=0)],
+                            names, "") == ("fraction:0.10", 0)
+    with pytest.raises(FerOptionError, match=r"different splits \(a: fraction:0.1 seed 1; b: fraction:0.1 seed 2\)"):
+        validation_split([source("a", val="fraction:0.1", seed=1), source("b", val="fraction:0.1", seed=2)], names, "")
+    with pytest.raises(FerOptionError, match="different splits"):
+        validation_split([source("a", val="first:100", seed=0), source("b", val="first:200", seed=0)], names, "")
