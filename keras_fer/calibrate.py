@@ -86,6 +86,12 @@ def _predicted(source, data, backend):
                            "over-confident on new ones; give its validation split (python -m keras_fer.data split "
                            f"{data} --out-val val.csv.gz, with the run's --val and --split-seed)", data)
     images = read(data)
+    if source.config and images.labels is not None and images.fingerprint() == source.config.get("data_fingerprint"):
+        # the same faces and labels by another path or copy (the path test misses relative paths too)
+        raise FerDataError("the model was trained on these faces (its config.json records their fingerprint): a "
+                           "temperature fitted on faces it has seen makes it over-confident on new ones; give its "
+                           f"validation split (python -m keras_fer.data split {data} --out-val val.csv.gz, with the "
+                           "run's --val and --split-seed)", data)
     if images.labels is None:
         raise FerDataError("has no labels: the temperature is fitted on labelled faces (e.g. the validation split: "
                            "python -m keras_fer.data split TRAIN.csv.gz --out-val val.csv.gz)", data)

@@ -105,6 +105,16 @@ def test_calibrate_on_labelled_data_and_its_refusals(run, tmp_path, capsys):
     (folder / "config.json").write_text(json.dumps({**config, "data": str(data)}))
     assert main([str(folder), "--data", str(data)]) == 2
     assert "the model was trained on this data" in capsys.readouterr().err
+    # ... by another path or copy too: the config records the training faces' fingerprint.
+    from keras_fer.data import read
+
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(data.read_bytes())
+    (folder / "config.json").write_text(json.dumps({**config, "data": "elsewhere/train.csv",
+                                                    "data_fingerprint": read(data).fingerprint()}))
+    assert main([str(folder), "--data", str(copy), "--backend", "keras"]) == 2
+    assert f"error: {copy}: the model was trained on these faces (its config.json records" in capsys.readouterr().err
+    (folder / "config.json").write_text(json.dumps(config))
     unlabelled = write_fer_csv(tmp_path / "test.csv", faces.pixels)
     assert main([str(folder), "--data", str(unlabelled)]) == 2
     assert f"error: {unlabelled}: has no labels" in capsys.readouterr().err
