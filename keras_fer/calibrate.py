@@ -5,7 +5,9 @@ A model's top-class probability is its confidence; calibrated, the faces it give
 average where it is right 67% of the time), long-trained networks over-confident. Temperature
 scaling (Guo et al., 2017) divides the logits by one number T fitted on labelled faces the model
 was not trained on: the predicted classes stay the same, the confidences move. `calibrate`
-fits T; `write_temperature` records it as `"temperature"` in the `config.json` beside the model,
+fits T; `write_temperature` records it as `"temperature"` in the `config.json` beside the model
+(with `tta="flip"` or `"crops"`, in `"tta_temperatures"`: averaging views softens the
+probabilities, so predictions with TTA want a lower T of their own),
 where `predict.py` (CSVs, photos, videos), `keras_fer.recognize` and `visualize.py`'s titles and
 per-class picks read it (its maps are of the logits, which the temperature does not change);
 soups and distillation teachers leave it out.
@@ -21,6 +23,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+import numpy as np
+
 from keras_fer.errors import FerDataError, FerModelError
 from keras_fer.metrics import (
     TEMPERATURE_RANGE,
@@ -28,7 +32,7 @@ from keras_fer.metrics import (
     calibration,
     cross_fitted_calibration,
     fit_temperature,
-    scale_temperature,
+    scaled_views,
 )
 
 MIN_ROWS = 50  # fewer labelled faces fit a temperature to their noise
@@ -47,6 +51,7 @@ class TemperatureFit:
         source: the model's `loading.ModelSource`.
         fitted_on: what the labelled rows were, for messages.
         previous: the value the config recorded before (None: none; as written, even if invalid).
+        tta: the TTA mode of the predictions T is for (`inference.TTA_MODES`).
     """
 
     temperature: float
@@ -56,6 +61,7 @@ class TemperatureFit:
     source: object
     fitted_on: str
     previous: float = None
+    tta: str = "none"
 
 
 def _validation_of_run(source):
@@ -73,11 +79,11 @@ def _validation_of_run(source):
     return labels, probabilities, f"{folder / 'validation.npz'} ({len(labels):,} rows)"
 
 
-def _predicted(source, data, backend):
-    """`(labels, probabilities, description)`: the model's own probabilities (no temperature,
-    no TTA) on the labelled file `data`."""
+def _predicted(source, data, backend, tta="none"):
+    """`(labels, probabilities, description)`: the model's own probabilities (no temperature) on
+    the labelled file `data`; with a `tta` mode, of each view: `(views, N, 7)`."""
     from keras_fer.data import read
-    from keras_fer.inference import load_predictor
+    from keras_fer.inference import load_predictor, tta_views
 
     trained_on = (source.config or {}).get("data")
     if isinstance(trained_on, str) and Path(trained_on).exists() and Path(data).exists() and (
@@ -97,11 +103,14 @@ def _predicted(source, data, backend):
                            "python -m keras_fer.data split TRAIN.csv.gz --out-val val.csv.gz)", data)
     # the model's own probabilities: a recorded temperature (even an invalid one) is not applied
     predictor = load_predictor(source.path, backend, temperature=1.0)
-    probabilities = predictor.probabilities(images.pixels)
-    return images.labels, probabilities, f"{data} ({len(images):,} rows)"
+    if tta == "none":
+        return images.labels, predictor.probabilities(images.pixels), f"{data} ({len(images):,} rows)"
+    views = tta_views(images.pixels, tta)
+    probabilities = np.stack([predictor.probabilities(view) for view in views])
+    return images.labels, probabilities, f"{data} ({len(images):,} rows, --tta {tta}: {len(views)} views each)"
 
 
-def calibrate(model, data=None, backend="auto"):
+def calibrate(model, data=None, backend="auto", tta="none"):
     """Fit the temperature of a model.
 
     Args:
@@ -109,6 +118,8 @@ def calibrate(model, data=None, backend="auto"):
         data: a labelled FER CSV or image folder the model was not trained on; default: the
             run's `validation.npz` (its best model's probabilities on its validation split).
         backend: how `data` is predicted (`inference.load_predictor`).
+        tta: fit the temperature of predictions with this TTA mode (`inference.TTA_MODES`):
+            each view's logits divided by T, then averaged. Needs `data` unless `"none"`.
 
     Returns:
         A `TemperatureFit`.
@@ -118,11 +129,21 @@ def calibrate(model, data=None, backend="auto"):
             and no `data`.
         FerDataError: for unlabelled or malformed `data`.
     """
+    from keras_fer.errors import FerOptionError
+    from keras_fer.inference import TTA_MODES
     from keras_fer.loading import resolve_model_argument
 
+    if tta not in TTA_MODES:
+        raise FerOptionError(f"tta must be one of {', '.join(TTA_MODES)}. Received: tta={tta!r}")
     source = resolve_model_argument(model, "model")
-    previous = (source.config or {}).get("temperature")  # as written: an invalid one is replaced, not refused
-    found = _validation_of_run(source) if data is None else _predicted(source, data, backend)
+    config = source.config or {}
+    # as written: an invalid one is replaced, not refused
+    previous = config.get("temperature") if tta == "none" else _as_dict(config.get("tta_temperatures")).get(tta)
+    if data is None and tta != "none":
+        raise FerOptionError(f"--tta {tta} needs --data: the run's validation.npz holds its probabilities without "
+                             "TTA; give labelled faces it was not trained on (e.g. python -m keras_fer.data split "
+                             "TRAIN.csv.gz --out-val val.csv.gz, with the run's --val and --split-seed)")
+    found = _validation_of_run(source) if data is None else _predicted(source, data, backend, tta)
     if found is None:
         what = ("validation.npz holds best.keras' probabilities, not this file's" if source.path.name != "best.keras"
                 and (source.path.parent / "validation.npz").is_file() else "no validation.npz beside it")
@@ -134,9 +155,14 @@ def calibrate(model, data=None, backend="auto"):
         raise FerDataError(f"{len(labels)} labelled rows are too few to fit a temperature (at least {MIN_ROWS}: "
                            "fewer fit their own noise)", fitted_on.rsplit(" (", 1)[0])
     temperature = fit_temperature(labels, probabilities)
-    return TemperatureFit(temperature, calibration(labels, probabilities),
-                          calibration(labels, scale_temperature(probabilities, temperature)),
-                          cross_fitted_calibration(labels, probabilities), source, fitted_on, previous)
+    own = probabilities.mean(axis=0) if probabilities.ndim == 3 else probabilities  # TTA views averaged
+    return TemperatureFit(temperature, calibration(labels, own),
+                          calibration(labels, scaled_views(probabilities, temperature)),
+                          cross_fitted_calibration(labels, probabilities), source, fitted_on, previous, tta)
+
+
+def _as_dict(value):
+    return value if isinstance(value, dict) else {}
 
 
 def at_range_end(temperature):
@@ -175,7 +201,20 @@ def write_temperature(fit):
         raise FerModelError(f"{source.path}: the fitted temperature {fit.temperature:.4g} sits at the end of the "
                             f"range searched ({TEMPERATURE_RANGE[0]}-{TEMPERATURE_RANGE[1]}): the labelled rows do "
                             "not tell it (too few, or too alike); not written")
-    write_json(source.config_path, {**source.config, "temperature": round(fit.temperature, 6)})
+    if fit.tta == "none":
+        write_json(source.config_path, {**source.config, "temperature": round(fit.temperature, 6)})
+        return Path(source.config_path)
+    from keras_fer.loading import TTA_TEMPERATURE_MODES, ModelSource, model_temperature
+
+    kept = {}  # the other modes' temperatures, where valid (an invalid record is replaced, as "temperature" is)
+    for mode, value in _as_dict(source.config.get("tta_temperatures")).items():
+        if mode in TTA_TEMPERATURE_MODES and mode != fit.tta:
+            try:
+                kept[mode] = model_temperature(ModelSource(source.path, {"tta_temperatures": {mode: value}}), mode)
+            except FerModelError:
+                pass
+    write_json(source.config_path, {**source.config,
+                                     "tta_temperatures": {**kept, fit.tta: round(fit.temperature, 6)}})
     return Path(source.config_path)
 
 
@@ -195,7 +234,7 @@ def describe(fit):
 
 def main(argv=None):
     from keras_fer.cli import Parser, command
-    from keras_fer.inference import BACKENDS
+    from keras_fer.inference import BACKENDS, TTA_MODES
 
     @command  # package errors and OS errors: one line, exit 2
     def run(argv):
@@ -207,6 +246,7 @@ def main(argv=None):
             "classes do not change; its TTA, --prior-correction and ensembles can, on a few faces.",
             epilog="examples:\n  python -m keras_fer.calibrate runs/cnn4                     # on its validation.npz\n"
             "  python -m keras_fer.calibrate DIR/best.keras --data val.csv.gz   # any model, on labelled faces\n"
+            "  python -m keras_fer.calibrate runs/cnn4 --data val.csv.gz --tta crops  # for predict.py --tta crops\n"
             "  python -m keras_fer.calibrate runs/cnn4 --dry-run           # print, write nothing",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -217,11 +257,15 @@ def main(argv=None):
                             "default: the run's validation.npz")
         parser.add_argument("--backend", choices=BACKENDS, default="auto", help="how --data is predicted (as "
                             "predict.py --backend; default: auto)")
+        parser.add_argument("--tta", choices=TTA_MODES, default="none", help="fit the temperature of predictions "
+                            "with this test-time augmentation (predict.py --tta): averaging views softens the "
+                            "probabilities, so they want a lower temperature of their own, recorded in "
+                            "\"tta_temperatures\"; needs --data (default: none, recorded in \"temperature\")")
         parser.add_argument("--dry-run", action="store_true", help="print the fit, write nothing")
         args = parser.parse_args(argv)
         if args.data is not None and not Path(args.data).exists():  # before TensorFlow's import
             raise FerDataError("no such file or folder", args.data)
-        fit = calibrate(args.model, args.data, args.backend)
+        fit = calibrate(args.model, args.data, args.backend, args.tta)
         for line in describe(fit):
             print(line)
         if at_range_end(fit.temperature):
@@ -232,8 +276,11 @@ def main(argv=None):
             return 0
         path = write_temperature(fit)
         replaced = f" (it recorded {fit.previous!r})" if fit.previous is not None else ""
-        print(f"wrote \"temperature\": {fit.temperature:.6g} into {path}{replaced}: predictions of "
-              f"{fit.source.path} now divide its logits by it")
+        value = f"{fit.temperature:.6g}"
+        record, with_tta = ((f'"temperature": {value}', "") if fit.tta == "none" else
+                            (f'"tta_temperatures": {{"{fit.tta}": {value}}}', f" with --tta {fit.tta}"))
+        print(f"wrote {record} into {path}{replaced}: predictions of {fit.source.path}{with_tta} now divide its "
+              "logits by it")
         return 0
 
     return run(argv)

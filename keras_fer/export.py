@@ -33,7 +33,7 @@ from keras_fer.loading import (
     import_keras,
     keras_predict,
     load_keras_model,
-    model_temperature,
+    model_temperatures,
     one_line,
     quiet_native_stderr,
     resolve_model,
@@ -292,14 +292,20 @@ def _check_export(exported, reference, kind, what, consequence, tolerance=None):
     return diff, diff_outputs
 
 
-def _sidecar_temperature(source):
-    """The temperature a LiteRT copy's sidecar records: the config's, or None when the config
-    records an invalid one (predictions beside that config refuse it, and `keras_fer.calibrate`,
-    which replaces it, can still predict with the copy)."""
+def _recorded_temperatures(source, strict=True):
+    """`{"temperature": T, "tta_temperatures": {mode: T}}` of the config (`keras_fer.calibrate`),
+    for an export that goes elsewhere without it. Not `strict` (a LiteRT copy's sidecar): an
+    invalid record gives `{"temperature": None}` (predictions beside that config refuse it, and
+    `keras_fer.calibrate`, which replaces it, can still predict with the copy)."""
     try:
-        return model_temperature(source)
+        temperatures = model_temperatures(source)
     except FerModelError:
-        return None
+        if strict:
+            raise
+        return {"temperature": None}
+    none = temperatures.pop("none")
+    return {"temperature": none, "tta_temperatures": {mode: value for mode, value in temperatures.items()
+                                                      if value != none}}
 
 
 def _tflite_from_keras(source, model, normalize, destination):
@@ -324,8 +330,8 @@ def _tflite_from_keras(source, model, normalize, destination):
         # Made with the default scaling, not one asked for (--normalize or the config).
         "adapter_default": adapter is not None and not (normalize or (source.config or {}).get("normalize")),
         "outputs": kind,
-        # keras_fer.calibrate's, from config.json: a copy exported elsewhere keeps it
-        "temperature": _sidecar_temperature(source),
+        # keras_fer.calibrate's, from config.json: a copy exported elsewhere keeps them
+        **_recorded_temperatures(source, strict=False),
         "verified": True,
         "tolerance": TOLERANCE,
         "max_abs_diff": None,
@@ -371,8 +377,9 @@ def _export_savedmodel(source, model, normalize, destination):
         (temporary / "keras_fer.json").write_text(
             json.dumps({"adapter": adapter, "outputs": kind, "max_abs_diff": diff,
                         "source_sha256": files.file_sha256(source.path),
-                        # divide the `serve` logits by it before the softmax (keras_fer.calibrate)
-                        "temperature": model_temperature(source)}, indent=2) + "\n",
+                        # divide the `serve` logits by it before the softmax (keras_fer.calibrate);
+                        # "tta_temperatures": the temperature of an average over flipped or cropped views
+                        **_recorded_temperatures(source)}, indent=2) + "\n",
             encoding="utf-8",
         )
         os.chmod(temporary, files.default_mode(folder=True))  # mkdtemp's folder is private (0o700)

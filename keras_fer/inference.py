@@ -40,7 +40,7 @@ from keras_fer.loading import (
     class_prior,
     keras_predict,
     load_keras_model,
-    model_temperature,
+    model_temperatures,
     one_line,
     resolve_model,
     serving_model,
@@ -90,6 +90,8 @@ class Predictor:
         notes: things the user may want to know (e.g. why Keras was used).
         temperature: the logits are divided by it before the softmax (temperature scaling,
             from the config's `"temperature"`; 1.0: none).
+        tta_temperatures: the temperature of predictions with a TTA mode, where the config
+            records one for it (`"tta_temperatures"`); other modes use `temperature`.
     """
 
     name: str
@@ -100,14 +102,21 @@ class Predictor:
     notes: list = dataclasses.field(default_factory=list)
     _prior: np.ndarray = None
     temperature: float = 1.0
+    tta_temperatures: dict = dataclasses.field(default_factory=dict)
 
-    def probabilities(self, faces):
-        """Class probabilities `(N, 7)` float64 of raw faces.
+    def temperature_for(self, tta="none"):
+        """The temperature of predictions with the TTA mode `tta`."""
+        return self.tta_temperatures.get(tta, self.temperature)
+
+    def probabilities(self, faces, temperature=None):
+        """Class probabilities `(N, 7)` float64 of raw faces, the logits divided by `temperature`
+        (default: `self.temperature`, the one for faces without TTA).
 
         Raises:
             FerModelError: when the model's outputs are not finite (NaN weights, as a diverged
                 training leaves them): a submission of NaN probabilities is no prediction.
         """
+        temperature = self.temperature if temperature is None else temperature
         outputs = self.run(np.asarray(faces, np.float32))
         finite = np.isfinite(outputs).all(axis=1)
         if not finite.all():
@@ -117,8 +126,8 @@ class Predictor:
             )
         if self.outputs == "probabilities":
             probabilities = np.asarray(outputs, np.float64)
-            return probabilities if self.temperature == 1.0 else scale_temperature(probabilities, self.temperature)
-        return softmax(np.asarray(outputs, np.float64) / self.temperature)
+            return probabilities if temperature == 1.0 else scale_temperature(probabilities, temperature)
+        return softmax(np.asarray(outputs, np.float64) / temperature)
 
     @property
     def prior(self):
@@ -155,7 +164,8 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
             missing or cannot run the model), `"litert"` (LiteRT or an error) or `"keras"`.
         normalize: for models without a `Preprocessing` layer: `"none"`, `"unit"`, `"image"`.
         batch_size: faces per forward pass.
-        temperature: the logits' divisor; default: the config's `"temperature"` (1.0 without one).
+        temperature: the logits' divisor, with any TTA; default: the config's `"temperature"`
+            (1.0 without one), and its `"tta_temperatures"` for the TTA modes they name.
     """
     check_backend(backend)
     if normalize is not None and normalize not in SERVING_NORMALIZE:
@@ -166,13 +176,17 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
         temperature = check_finite(temperature, "temperature", positive=True)
     source = resolve_model(path)
     meta = (read_sidecar(source.path) or {}) if source.path.suffix.lower() == ".tflite" else {}
-    if temperature is None and source.config is None and meta.get("temperature") is not None:
-        # a .tflite exported away from its config.json: its sidecar keeps the temperature (a config.json
-        # beside it governs: a run resumed after calibrating has dropped it there)
-        sidecar = ModelSource(source.path, {"temperature": meta["temperature"]}, Path(f"{source.path}.json"))
-        temperature = model_temperature(sidecar)
+    temperatures = {}  # TTA mode -> temperature, where one differs from `temperature`
     if temperature is None:
-        temperature = model_temperature(source)  # a bad value fails before the model loads
+        recorded = source
+        if source.config is None and meta.get("temperature") is not None:
+            # a .tflite exported away from its config.json: its sidecar keeps the temperatures (a config.json
+            # beside it governs: a run resumed after calibrating has dropped them there)
+            kept = {key: meta[key] for key in ("temperature", "tta_temperatures") if meta.get(key) is not None}
+            recorded = ModelSource(source.path, kept, Path(f"{source.path}.json"))
+        temperatures = model_temperatures(recorded)  # a bad value fails before the model loads
+        temperature = temperatures.pop("none")
+        temperatures = {mode: value for mode, value in temperatures.items() if value != temperature}
     name = str(path)
     if source.path.suffix.lower() == ".tflite":
         if backend == "keras":
@@ -182,7 +196,7 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
                                 "(pip install ai-edge-litert)")
         runner = LiteRTRunner(source.path, batch_size)
         kind = meta.get("outputs") or outputs_kind(None, _probe_outputs(runner))
-        return Predictor(name, "litert", runner, kind, source, temperature=temperature)
+        return Predictor(name, "litert", runner, kind, source, temperature=temperature, tta_temperatures=temperatures)
 
     notes = []
     if backend in ("auto", "litert"):
@@ -194,7 +208,7 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
                     runner = LiteRTRunner(cached, batch_size)
                     _note_unused_normalize(notes, normalize, meta.get("adapter"))
                     return Predictor(name, "litert", runner, meta.get("outputs", "logits"), source, notes,
-                                     temperature=temperature)
+                                     temperature=temperature, tta_temperatures=temperatures)
                 except FerModelError as error:  # a damaged copy: another, or made again below
                     notes.append(f"the LiteRT copy could not be loaded ({error})")
                     damaged.append(cached)
@@ -214,7 +228,7 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
             )
             _note_unused_normalize(notes, normalize, (read_sidecar(result.path) or {}).get("adapter"))
             return Predictor(name, "litert", LiteRTRunner(result.path, batch_size), kind, source, notes,
-                             temperature=temperature)
+                             temperature=temperature, tta_temperatures=temperatures)
         except FerOptionError:
             raise
         except Exception as error:  # noqa: BLE001  any conversion failure: Keras still works
@@ -225,7 +239,7 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
     _note_unused_normalize(notes, normalize, adapter)
     runner = _keras_runner(serving, batch_size)
     kind = outputs_kind(model, lambda: _probe_outputs(runner))
-    return Predictor(name, "keras", runner, kind, source, notes, temperature=temperature)
+    return Predictor(name, "keras", runner, kind, source, notes, temperature=temperature, tta_temperatures=temperatures)
 
 
 def keras_predictor(model, normalize=None, batch_size=DEFAULT_BATCH_SIZE):
@@ -353,7 +367,8 @@ def _sum_proba(predictors, faces, tta, prior_correction):
     views = tta_views(faces, tta) if predictors else []
     total = 0.0
     for predictor in predictors:
-        probabilities = sum(predictor.probabilities(view) for view in views) / len(views)
+        temperature = predictor.temperature_for(tta)
+        probabilities = sum(predictor.probabilities(view, temperature) for view in views) / len(views)
         if prior_correction:
             probabilities = prior_correct(probabilities, predictor.prior)
         total = total + probabilities

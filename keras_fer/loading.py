@@ -228,22 +228,50 @@ def class_prior(source):
     return prior / prior.sum()
 
 
-def model_temperature(source):
-    """The temperature the model's config.json records (`"temperature"`, written by `python -m
-    keras_fer.calibrate`): its logits are divided by it before the softmax. 1.0 when there is
-    none (or no config); FerModelError for a value that is not a positive finite number."""
+TTA_TEMPERATURE_MODES = ("flip", "crops")  # "tta_temperatures" keys; TTA "none" is "temperature"
+
+
+def _positive_number(value):
+    """`value` as a positive finite float, else None (JSON's unbounded integers included)."""
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    except OverflowError:  # 1e400 written out as an integer does not fit a float
+        return None
+    return number if number is not None and np.isfinite(number) and number > 0 else None
+
+
+def model_temperature(source, tta="none"):
+    """The temperature the model's config.json records for predictions with `tta` (written by
+    `python -m keras_fer.calibrate [--tta MODE]`): its logits are divided by it before the
+    softmax. `"tta_temperatures"` holds one per TTA mode (`"flip"`, `"crops"`: averaging views
+    softens, so they want their own); `"temperature"` is for `"none"` and any mode without one.
+    1.0 when there is none (or no config); FerModelError for a value that is not a positive
+    finite number."""
     config = (source.config or {}) if source is not None else {}
+    per_mode = config.get("tta_temperatures")
+    if per_mode is not None:
+        wrong = (not isinstance(per_mode, dict) or any(key not in TTA_TEMPERATURE_MODES for key in per_mode)
+                 or any(_positive_number(value) is None for value in per_mode.values()))
+        if wrong:
+            modes = " and ".join(TTA_TEMPERATURE_MODES)
+            raise FerModelError(f"{source.config_path}: \"tta_temperatures\" must map {modes} to positive numbers "
+                                "(written by python -m keras_fer.calibrate --tta). Received: "
+                                f"{one_line(repr(per_mode))}")
+        if tta in per_mode:
+            return _positive_number(per_mode[tta])
     if "temperature" not in config:
         return 1.0
     value = config["temperature"]
-    try:  # JSON's integers are unbounded: 1e400 written out does not fit a float
-        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-    except OverflowError:
-        number = None
-    if number is None or not np.isfinite(number) or number <= 0:
+    number = _positive_number(value)
+    if number is None:
         raise FerModelError(f"{source.config_path}: \"temperature\" must be a positive number (written by python -m "
                             f"keras_fer.calibrate). Received: {one_line(repr(value))}")
     return number
+
+
+def model_temperatures(source):
+    """`{TTA mode: temperature}` for `"none"` and `TTA_TEMPERATURE_MODES` (`model_temperature`)."""
+    return {mode: model_temperature(source, mode) for mode in ("none", *TTA_TEMPERATURE_MODES)}
 
 
 def one_line(error):

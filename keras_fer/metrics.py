@@ -140,18 +140,29 @@ def _log_probabilities(probabilities):
 
 
 def scale_temperature(probabilities, temperature):
-    """`softmax(log p / temperature)`: probabilities softened (temperature above 1) or sharpened
-    (below 1); the same as dividing a model's logits by it. The top class never changes."""
+    """`softmax(log p / temperature)` over the last axis: probabilities softened (temperature
+    above 1) or sharpened (below 1); the same as dividing a model's logits by it. The top class
+    never changes."""
     scaled = _log_probabilities(probabilities) / float(temperature)
-    scaled -= scaled.max(axis=1, keepdims=True)
+    scaled -= scaled.max(axis=-1, keepdims=True)
     exp = np.exp(scaled)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def scaled_views(probabilities, temperature):
+    """The probabilities predictions with TTA give at `temperature`: `(N, classes)` scaled, or
+    `(views, N, classes)` (one model's probabilities of each TTA view) each view scaled and
+    then averaged, as `inference.predict_proba` does."""
+    scaled = scale_temperature(probabilities, temperature)
+    return scaled.mean(axis=0) if scaled.ndim == 3 else scaled
 
 
 def fit_temperature(labels, probabilities):
     """Temperature scaling (Guo et al., 2017): the one temperature T that minimizes the negative
     log-likelihood of `softmax(log p / T)` on these labelled probabilities, searched in
     `TEMPERATURE_RANGE`. The NLL is convex in 1/T, so a golden-section search finds it.
+    `probabilities` `(views, N, classes)` are TTA views: T is fitted for their average of
+    scaled views (`scaled_views`), which averaging softens, so it wants a lower T.
 
     Example:
     >>> rng = np.random.default_rng(0)
@@ -163,15 +174,18 @@ def fit_temperature(labels, probabilities):
     """
     labels = np.asarray(labels, np.int64)
     log = _log_probabilities(probabilities)
-    if log.ndim != 2 or len(log) != len(labels) or not len(labels):
-        raise ValueError(f"probabilities must be (N, classes) for N > 0 labels. Received: "
+    views = log[None] if log.ndim == 2 else log
+    if views.ndim != 3 or views.shape[1] != len(labels) or not len(labels) or not len(views):
+        raise ValueError(f"probabilities must be (N, classes) or (views, N, classes) for N > 0 labels. Received: "
                          f"probabilities.shape={log.shape}, labels.shape={labels.shape}")
     rows = np.arange(len(labels))
 
-    def nll(inverse):  # of softmax(log p * inverse), inverse = 1 / T
-        scaled = log * inverse
-        top = scaled.max(axis=1)
-        return float(np.mean(top + np.log(np.exp(scaled - top[:, None]).sum(axis=1)) - scaled[rows, labels]))
+    def nll(inverse):  # of the views' mean of softmax(log p * inverse), inverse = 1 / T
+        scaled = views * inverse
+        top = scaled.max(axis=2)
+        chosen = scaled[:, rows, labels] - top - np.log(np.exp(scaled - top[..., None]).sum(axis=2))  # (views, N)
+        peak = chosen.max(axis=0)
+        return float(-np.mean(peak + np.log(np.exp(chosen - peak).mean(axis=0))))
 
     low, high = 1.0 / TEMPERATURE_RANGE[1], 1.0 / TEMPERATURE_RANGE[0]
     ratio = (np.sqrt(5.0) - 1.0) / 2.0
@@ -192,14 +206,15 @@ def fit_temperature(labels, probabilities):
 def cross_fitted_calibration(labels, probabilities, bins=CALIBRATION_BINS):
     """The `Calibration` temperature scaling would give on images it was not fitted on: the
     even rows scaled by the temperature fitted on the odd ones and the other way round (a
-    temperature fitted and measured on the same rows flatters itself)."""
+    temperature fitted and measured on the same rows flatters itself). `probabilities` may be
+    `(views, N, classes)` TTA views (`fit_temperature`)."""
     labels = np.asarray(labels, np.int64)
     probabilities = np.asarray(probabilities, np.float64)
     found = Calibration.empty(bins)
     for measured, fitted in ((slice(0, None, 2), slice(1, None, 2)), (slice(1, None, 2), slice(0, None, 2))):
         if len(labels[measured]) and len(labels[fitted]):
-            temperature = fit_temperature(labels[fitted], probabilities[fitted])
-            found.add(labels[measured], scale_temperature(probabilities[measured], temperature))
+            temperature = fit_temperature(labels[fitted], probabilities[..., fitted, :])
+            found.add(labels[measured], scaled_views(probabilities[..., measured, :], temperature))
     return found
 
 

@@ -257,7 +257,8 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     # The first ingredient's config says what the model is (its architecture, preprocessing);
     # what it was validated on, and where it is, are the soup's own: visualize rebuilds them.
     base = dict(sources[0].config or {})
-    base.pop("temperature", None)  # fitted on that ingredient's logits, not the soup's
+    for key in ("temperature", "tta_temperatures"):  # fitted on that ingredient's logits, not the soup's
+        base.pop(key, None)
     if "class_prior" not in base and train_images.labels is not None:
         counts = class_counts(train_images.labels)
         base["class_prior"] = (counts / counts.sum()).tolist()

@@ -1192,13 +1192,15 @@ def _train(config, progress):
         # it only evaluated the best model again (without metrics.json, --resume writes the missing report)
         print(f"note: the run in {run_dir} has all its {state['epoch']} epochs: --resume trains nothing more; to "
               f"train on, give a larger --epochs, or start a new run with --init-from {run_dir}", file=sys.stderr)
-    kept = {}  # a temperature fitted on best.keras (keras_fer.calibrate) holds while best.keras does
-    if config.resume and "temperature" in saved_config:
-        if stop_reason or state["epoch"] >= config.total_epochs:
-            kept = {"temperature": saved_config["temperature"]}
-        else:
-            print(f"note: --resume: the temperature {saved_config['temperature']} in {run_dir / 'config.json'} was "
-                  f"fitted on the best model so far, which training may replace: it is dropped; run python -m "
+    # temperatures fitted on best.keras (keras_fer.calibrate) hold while best.keras does
+    kept = {key: saved_config[key] for key in ("temperature", "tta_temperatures")
+            if config.resume and key in saved_config}
+    if kept:
+        if not (stop_reason or state["epoch"] >= config.total_epochs):
+            fitted = ", ".join(f"{key} {value}" for key, value in kept.items())
+            kept = {}
+            print(f"note: --resume drops the {fitted} in {run_dir / 'config.json'}: "
+                  f"fitted on the best model so far, which training may replace; run python -m "
                   f"keras_fer.calibrate {run_dir} when the run ends", file=sys.stderr)
     interrupted = None
 

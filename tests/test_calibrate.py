@@ -9,7 +9,13 @@ import pytest
 from keras_fer import inference
 from keras_fer.calibrate import main
 from keras_fer.errors import FerModelError
-from keras_fer.metrics import calibration, cross_fitted_calibration, fit_temperature, scale_temperature
+from keras_fer.metrics import (
+    calibration,
+    cross_fitted_calibration,
+    fit_temperature,
+    scale_temperature,
+    scaled_views,
+)
 from keras_fer.synthetic import generate
 
 from conftest import save_run, tiny_model
@@ -46,6 +52,26 @@ def test_scale_temperature_is_dividing_the_logits():
     np.testing.assert_allclose(scale_temperature(probabilities, 1.0), probabilities, rtol=1e-9)
     with pytest.raises(ValueError, match="probabilities must be"):
         fit_temperature([0, 1], probabilities[:1])
+
+
+def test_fit_temperature_of_tta_views_minimizes_the_nll_of_their_scaled_average():
+    # Averaging views softens: the views' temperature is fitted for the average of scaled views.
+    labels, probabilities = honest(3000, seed=3)
+    rng = np.random.default_rng(4)
+    noisy = np.log(probabilities)[None] + rng.normal(scale=1.0, size=(4, *probabilities.shape))
+    views = scale_temperature(np.exp(noisy) / np.exp(noisy).sum(axis=2, keepdims=True), 2.0)  # under-confident
+    fitted = fit_temperature(labels, views)
+
+    def nll(temperature):
+        averaged = scaled_views(views, temperature)
+        return -np.mean(np.log(averaged[np.arange(len(labels)), labels]))
+
+    grid = np.exp(np.linspace(np.log(0.3), np.log(1.2), 141))  # 1% steps
+    assert fitted == pytest.approx(grid[np.argmin([nll(t) for t in grid])], rel=0.011)
+    assert fitted != pytest.approx(fit_temperature(labels, views.mean(axis=0)), rel=0.005)  # not the average's T
+    assert fit_temperature(labels, probabilities[None]) == pytest.approx(fit_temperature(labels, probabilities))
+    np.testing.assert_allclose(scaled_views(views, 1.3), scale_temperature(views, 1.3).mean(axis=0))
+    assert cross_fitted_calibration(labels, views).ece < calibration(labels, views.mean(axis=0)).ece / 2
 
 
 @pytest.fixture
@@ -188,7 +214,7 @@ def test_exports_away_from_the_config_keep_the_temperature(tmp_path):
 
     folder = save_run(tmp_path / "run", tiny_model(4))
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "temperature": 2.5}))
+    (folder / "config.json").write_text(json.dumps({**config, "temperature": 2.5, "tta_temperatures": {"crops": 0.5}}))
     faces = generate(14, seed=5).images.pixels
     own = inference.load_predictor(folder, backend="keras", temperature=1.0).probabilities(faces)
     saved = export.export_model(folder, "savedmodel", tmp_path / "served")
@@ -197,7 +223,7 @@ def test_exports_away_from_the_config_keep_the_temperature(tmp_path):
         return
     lite = export.export_model(folder, "tflite", tmp_path / "elsewhere" / "model.tflite")
     predictor = inference.load_predictor(lite.path)  # no config.json beside it: the sidecar's temperature
-    assert predictor.temperature == 2.5
+    assert predictor.temperature == 2.5 and predictor.temperature_for("crops") == 0.5
     np.testing.assert_allclose(predictor.probabilities(faces), scale_temperature(own, 2.5), atol=1e-4)
     # A config.json beside a .tflite governs: a run resumed after calibrating has dropped it there.
     (tmp_path / "elsewhere" / "config.json").write_text(json.dumps(config))
@@ -272,3 +298,53 @@ def test_predict_temperature_option_overrides_the_recorded_one(run, tmp_path, ca
         assert predict([str(data), "--model", str(folder), "--temperature", bad, "--out", str(tmp_path / "x.csv")]) == 2
         assert "--temperature must be a finite number > 0" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_calibrate_tta_records_a_temperature_that_predictions_with_that_tta_apply(run, tmp_path, capsys):
+    from test_inference import write_fer_csv
+
+    from keras_fer.cli.predict import main as predict
+    from keras_fer.export import export_model
+
+    folder, faces, labels, _ = run
+    data = write_fer_csv(tmp_path / "val.csv", faces.pixels, labels=labels)
+    assert main([str(folder), "--tta", "crops"]) == 2  # validation.npz has no TTA
+    assert "--tta crops needs --data: the run's validation.npz holds its probabilities without TTA" in (
+        capsys.readouterr().err)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "temperature": 1.5, "tta_temperatures": {"flip": "x"}}))
+    assert main([str(folder), "--data", str(data), "--tta", "crops", "--backend", "keras"]) == 0
+    printed = capsys.readouterr().out
+    assert f"fitted on {data} (70 rows, --tta crops: 10 views each)" in printed
+    recorded = json.loads((folder / "config.json").read_text())
+    assert recorded["temperature"] == 1.5 and set(recorded["tta_temperatures"]) == {"crops"}  # the invalid flip goes
+    crops = recorded["tta_temperatures"]["crops"]
+    assert f'wrote "tta_temperatures": {{"crops": {crops:.6g}}}' in printed and "with --tta crops now" in printed
+    own = inference.load_predictor(folder, backend="keras", temperature=1.0)
+    views = np.stack([own.probabilities(view) for view in inference.tta_views(faces.pixels, "crops")])
+    assert crops == pytest.approx(fit_temperature(labels, views), abs=1e-5)
+    # Each TTA mode's predictions divide the logits by its own temperature; --temperature overrides them all.
+    predictor = inference.load_predictor(folder, backend="keras")
+    assert [predictor.temperature_for(mode) for mode in ("none", "flip", "crops")] == [1.5, 1.5, crops]
+    np.testing.assert_allclose(inference.predict_proba(predictor, faces.pixels, "crops"),
+                               scaled_views(views, crops), atol=1e-6)
+    flips = np.stack([own.probabilities(view) for view in inference.tta_views(faces.pixels, "flip")])
+    np.testing.assert_allclose(inference.predict_proba(predictor, faces.pixels, "flip"), scaled_views(flips, 1.5),
+                               atol=1e-6)
+    read = lambda path: np.loadtxt(path, delimiter=",", skiprows=1, usecols=range(2, 9))  # noqa: E731
+    argv = [str(data), "--model", str(folder), "--proba", "--backend", "keras", "--tta", "crops"]
+    assert predict([*argv, "--out", str(tmp_path / "a.csv")]) == 0
+    np.testing.assert_allclose(read(tmp_path / "a.csv"), scaled_views(views, crops), atol=2e-6)
+    assert predict([*argv, "--temperature", "2", "--out", str(tmp_path / "b.csv")]) == 0
+    np.testing.assert_allclose(read(tmp_path / "b.csv"), scaled_views(views, 2.0), atol=2e-6)
+    # A second mode joins the first; exports away from the config keep both.
+    assert main([str(folder), "--data", str(data), "--tta", "flip", "--backend", "keras"]) == 0
+    capsys.readouterr()
+    recorded = json.loads((folder / "config.json").read_text())["tta_temperatures"]
+    assert set(recorded) == {"flip", "crops"} and recorded["crops"] == crops
+    saved = export_model(folder, "savedmodel", tmp_path / "served")
+    assert json.loads((saved.path / "keras_fer.json").read_text())["tta_temperatures"] == recorded
+    # A bad record stops predictions with one line naming the config.
+    (folder / "config.json").write_text(json.dumps({**config, "tta_temperatures": {"ten-crop": 0.7}}))
+    with pytest.raises(FerModelError, match=r"config.json: \"tta_temperatures\" must map flip and crops to positive"):
+        inference.load_predictor(folder, backend="keras")

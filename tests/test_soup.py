@@ -115,7 +115,8 @@ def test_train_soup_writes_a_validated_run_directory(tmp_path, capsys, monkeypat
         paths.append(path)
     # The first ingredient's config.json is the soup's starting point, but not its temperature
     # (keras_fer.calibrate's, fitted on that ingredient's logits): a soup inherited 20.0 from one.
-    (tmp_path / "config.json").write_text(json.dumps({"arch": "fervgg", "normalize": "unit", "temperature": 20.0}))
+    (tmp_path / "config.json").write_text(json.dumps({"arch": "fervgg", "normalize": "unit", "temperature": 20.0,
+                                                       "tta_temperatures": {"flip": 3.0}}))
     out = tmp_path / "soup"
     code = main(["--soup", *map(str, paths), "--demo-faces", "140", "--max-images", "64", "--out", str(out),
                  "--verbose", "0"])
@@ -135,7 +136,7 @@ def test_train_soup_writes_a_validated_run_directory(tmp_path, capsys, monkeypat
     config = json.loads((out / "config.json").read_text())
     assert [item["model"] for item in config["soup"]["ingredients"]] == [str(p) for p in paths]
     assert config["soup"]["recalibrated_on"] == 64 and config["class_names"][3] == "Happy"
-    assert config["arch"] == "fervgg" and "temperature" not in config
+    assert config["arch"] == "fervgg" and not {"temperature", "tta_temperatures"} & set(config)
     metrics = json.loads((out / "metrics.json").read_text())
     assert f"{metrics['accuracy']:.4f}  soup, BatchNorm statistics re-estimated" in printed
 

@@ -375,16 +375,18 @@ def test_resuming_a_finished_run_says_it_trains_nothing(tmp_path, capsys):
     # A temperature fitted on best.keras (keras_fer.calibrate) stays while best.keras does, and is
     # dropped, with a note, when training goes on.
     config_path = tmp_path / "r" / "config.json"
-    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "temperature": 1.25}))
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "temperature": 1.25,
+                                       "tta_temperatures": {"crops": 1.1}}))
     assert main([*argv, "--epochs", "2", "--resume"]) == 0
     assert "has all its 2 epochs: --resume trains nothing more" in capsys.readouterr().err
     assert len(read_history(tmp_path / "r" / "history.csv")) == 2
     assert json.loads(config_path.read_text())["temperature"] == 1.25
+    assert json.loads(config_path.read_text())["tta_temperatures"] == {"crops": 1.1}
     assert main([*argv, "--epochs", "3", "--resume"]) == 0
     err = capsys.readouterr().err
-    assert "trains nothing" not in err and "the temperature 1.25 in" in err and "it is dropped" in err
+    assert "trains nothing" not in err and "--resume drops the temperature 1.25, tta_temperatures" in err
     assert len(read_history(tmp_path / "r" / "history.csv")) == 3
-    assert "temperature" not in json.loads(config_path.read_text())
+    assert not {"temperature", "tta_temperatures"} & set(json.loads(config_path.read_text()))
     # Killed while writing its report, a run is told to --resume, which writes it: no note then.
     (tmp_path / "r" / "metrics.json").unlink()
     assert main([*argv, "--epochs", "3", "--resume"]) == 0
