@@ -208,9 +208,29 @@ def test_a_cut_phased_recipe_resumes_with_another_cut(tmp_path, capsys):
     assert main(base + ["--epochs", "1"]) == 0
     assert main(base + ["--epochs", "2", "--resume"]) == 0
     assert [row["epoch"] for row in read_history(out / "history.csv")] == [1, 2]
+    assert main(["--resume", "--out", str(out), "--verbose", "0"]) == 0  # the run's own cut
+    assert "has all its 2 epochs" in capsys.readouterr().err
     # Another optimizer is not a cut of the recipe: still refused.
     assert main(base + ["--epochs", "3", "--optimizer", "sgd", "--resume"]) == 2
     assert "phases: run has" in capsys.readouterr().err
+
+
+def test_resume_takes_the_options_not_given_from_the_run(tmp_path, capsys):
+    # "interrupted: ...; continue with --resume --out RUN" was followed literally: the 2-epoch run
+    # went on to the default 30, and a run with another --lr or --augment was refused.
+    out = tmp_path / "run"
+    started = SMALL + ["--epochs", "2", "--lr", "0.005", "--augment", "flip", "--out", str(out)]
+    assert main(started) == 0
+    assert main(["--resume", "--out", str(out), "--epochs", "3", "--verbose", "0"]) == 0
+    assert [row["epoch"] for row in read_history(out / "history.csv")] == [1, 2, 3]
+    options = json.loads((out / "config.json").read_text())["options"]
+    assert (options["lr"], options["augment"], options["epochs"]) == (0.005, "flip", 3)
+    capsys.readouterr()
+    assert main(["--resume", "--out", str(out), "--verbose", "0"]) == 0
+    assert "has all its 3 epochs: --resume trains nothing more" in capsys.readouterr().err
+    # An option given again is still compared with the run's.
+    assert main(["--resume", "--out", str(out), "--lr", "0.01"]) == 2
+    assert "--resume with options that differ from the run in" in capsys.readouterr().err
 
 
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
@@ -698,13 +718,14 @@ def test_resume_refuses_other_data_and_forgets_a_deleted_best_model(tmp_path, ca
     assert main(base + ["--epochs", "3", "--resume"]) == 0
     assert json.loads((out / "config.json").read_text())["data"] == str(data.resolve())
     # --demo-faces does nothing beside --data: it blocked the resume ("demo_faces: run has 2100,
-    # given 300"). Leaving --data out, or giving it to a demo-faces run, is the data changing.
+    # given 300"). Left out, --data is the run's; given to a demo-faces run, it is the data changing.
     assert main(base + ["--epochs", "4", "--resume", "--demo-faces", "300"]) == 0
     capsys.readouterr()
     without_data = base[:base.index("--data")] + base[base.index("--data") + 2:]
-    assert main(without_data + ["--epochs", "5", "--resume"]) == 2
-    assert (f"--resume: the run in {out} trained on {data.resolve()}; its validation rows would change mid-run. "
-            "Received: data=2100 demo faces (no --data, no FER_DATA)") in capsys.readouterr().err
+    monkeypatch.chdir(out)  # the run's data by its absolute path, from any folder
+    assert main(without_data + ["--epochs", "5", "--resume"]) == 0
+    assert read_state(out / "state.json")["epoch"] == 5
+    monkeypatch.chdir(tmp_path)
     demo = without_data[:-1] + [str(tmp_path / "demo")]
     assert main(demo + ["--epochs", "1", "--demo-faces", "140"]) == 0
     assert main(demo + ["--epochs", "2", "--demo-faces", "140", "--resume", "--data", "train.csv"]) == 2

@@ -5,6 +5,7 @@ import dataclasses
 import math
 import sys
 import time
+from pathlib import Path
 
 from keras_fer.cli import (
     Parser,
@@ -21,7 +22,7 @@ examples:
   python train.py --arch cnn4                         # demo faces, a quick look
   python train.py --recipe report000 --data ../shared/fer2013/train.csv.gz
   python train.py --recipe best --data fer2013/ --out ~/runs/best
-  python train.py --resume --recipe best --data fer2013/ --out ~/runs/best   # after a crash
+  python train.py --resume --out ~/runs/best          # after a crash: the options it started with
   python train.py --arch list                         # the model registry
   python train.py --arch cnn39m --summary             # one model's layer table
   python train.py --ablation batch-norm --data fer2013/ --out ~/runs/ablations --epochs 10
@@ -96,7 +97,8 @@ def build_parser():
         help="enable TensorFlow op determinism: the same seed then gives the same history (slower)")
     add("--out", help="run directory (default runs/ARCH-TIME, or runs/RECIPE-ARCH-TIME with --recipe). Keep long "
         "runs outside the repository")
-    add("--resume", action="store_true", default=None, help="continue the run in --out from its last finished epoch")
+    add("--resume", action="store_true", default=None, help="continue the run in --out from its last finished epoch, "
+        "with the options it started with (those given again must match; --epochs may change)")
     add("--init-from", metavar="MODEL",
         help="start from a trained model's weights (a .keras file, a run directory, or 'packaged') instead of "
         "random ones: fine-tune it, or give a finished run a second schedule")
@@ -157,11 +159,13 @@ def parse_model_options(items):
     return options
 
 
-def config_from_args(args):
+def config_from_args(args, base=None):
+    """The `TrainConfig` of the command line: `base` (options as a dict), then `--recipe`'s, then
+    the options given."""
     from keras_fer.recipes import cut_phases, recipe
     from keras_fer.training import TrainConfig
 
-    values = recipe(args.recipe) if args.recipe else {}
+    values = {**(base or {}), **(recipe(args.recipe) if args.recipe else {})}
     names = {field.name for field in dataclasses.fields(TrainConfig)}
     for name in names:
         given = getattr(args, name, None)
@@ -180,9 +184,38 @@ def config_from_args(args):
     return TrainConfig(**values)
 
 
+# What a --resume takes from the run's config.json when not given: all but these.
+NOT_RESUMED = ("out", "resume", "verbose")
+
+
+def resumed_options(args):
+    """With `--resume --out RUN`: the options RUN started with (its config.json), for the options
+    not given again; None without --resume or when the config cannot be read (the resume's own
+    check then says why)."""
+    import json
+
+    from keras_fer.training import TrainConfig
+
+    if not args.resume or not args.out:
+        return None
+    try:
+        config = json.loads((Path(args.out) / "config.json").read_text(encoding="utf-8"))
+        saved = config["options"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(saved, dict):
+        return None
+    names = {field.name for field in dataclasses.fields(TrainConfig)} - set(NOT_RESUMED)
+    options = {name: value for name, value in saved.items() if name in names}
+    if isinstance(config.get("data"), str):  # the data's absolute path: --resume from any folder
+        options["data"] = config["data"]
+    return options
+
+
 def run_config(args):
-    """`config_from_args` of a training run, whose `--recipe` names its default folder."""
-    config = config_from_args(args)
+    """`config_from_args` of a training run, whose `--recipe` names its default folder; a
+    `--resume` takes the options not given from the run (`resumed_options`)."""
+    config = config_from_args(args, resumed_options(args))
     if config.out is None and args.recipe and not args.resume:  # runs/cnn4-... looked like a plain --arch run
         config.out = f"runs/{args.recipe}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
     return config
