@@ -181,7 +181,10 @@ class _Tap:
         # recomputed without it; anything else is taken to output logits already.
         self.final = final if (_is_softmax(final) or _dense_softmax(final)) else None
         top = set(id(layer) for layer in _functional_of(model).layers)
-        nested = any(id(layer) not in top for layer in self.layers) or (
+        # A Sequential model's layers have several graph nodes once it is loaded from a file (its
+        # build and its graph): `layer.output` is the first one's, outside the graph the flat
+        # rewiring follows, and the gradient to it was None. Re-running its graph finds the right one.
+        nested = isinstance(model, keras.Sequential) or any(id(layer) not in top for layer in self.layers) or (
             self.final is not None and id(self.final) not in top
         )
         self.tap_model = self._build_nested() if nested else self._build_flat()

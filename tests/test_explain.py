@@ -227,6 +227,22 @@ def test_nested_models_are_looked_into():
     assert explain.activation_maps(outer, faces[0], "conv3").shape == (12, 12, 8)
 
 
+def test_a_sequential_model_loaded_from_a_file_has_its_class_maps(tmp_path):
+    # Loaded, a Sequential's layers have several graph nodes and `layer.output` is not its graph's:
+    # Grad-CAM, Grad-CAM++ and LayerCAM said the gradient could not reach its convolution layer.
+    keras.utils.set_random_seed(5)
+    built = keras.Sequential([keras.Input((48, 48, 1)), layers.Rescaling(1 / 255), layers.Conv2D(4, 3, name="conv"),
+                              layers.Flatten(), layers.Dense(7)])
+    built.save(tmp_path / "sequential.keras")
+    loaded = keras.saving.load_model(tmp_path / "sequential.keras", compile=False, safe_mode=True)
+    faces = synthetic.generate(3, seed=0).images.pixels.astype("float32")
+    for method in (explain.grad_cam, explain.layer_cam):
+        np.testing.assert_allclose(method(loaded, faces, "conv"), method(built, faces, "conv"), atol=1e-5)
+    np.testing.assert_allclose(explain.grad_cam(loaded, faces, "conv", plus_plus=True),
+                               explain.grad_cam(built, faces, "conv", plus_plus=True), atol=1e-5)
+    assert explain.activation_maps(loaded, faces[0], "conv").shape == (46, 46, 4)
+
+
 @pytest.mark.parametrize("name", ["resnet18", "cnn39m"])
 def test_zoo_models_with_add_layers_or_resizing(name):
     model = build_model(name, preprocessing={"normalize": "unit"})
