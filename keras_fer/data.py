@@ -639,6 +639,10 @@ def read_folder(path):
     if files and classes:  # read as a flat folder, it would drop every label without a word
         raise FerDataError(f"images at the top level ({files[0].name}, ...) beside class sub-folders "
                            f"({classes[0]}, ...): move them into their class folder or out of this folder", folder)
+    parts = data_parts(folder) if not files else {}
+    if parts:  # read as an image folder, it said "no images" or "sub-folder 'train' is not a class"
+        held = " or ".join(str(part) + ("/" if part.is_dir() else "") for part in parts.values())
+        raise FerDataError(f"a FER2013 folder: name the part to read, {held}", folder)
     if subfolders and not files:
         labels_of = {}
         for sub in subfolders:

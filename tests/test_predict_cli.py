@@ -14,6 +14,7 @@ import pytest
 
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.cli.predict import main
+from keras_fer.errors import FerDataError
 from keras_fer.synthetic import generate
 
 from conftest import PRIOR, save_run, tiny_model
@@ -331,6 +332,19 @@ def test_fer_data_supplies_the_input(tmp_path, run_dirs, demo, monkeypatch, caps
     assert main(["--model", str(run_dirs[0]), "--out", str(tmp_path / "t.csv")]) == 2
     assert one_error_line(capsys) == (f"error: {tmp_path}: no test.csv[.gz] or test/ in this folder (from FER_DATA): "
                                       "it holds train.csv")
+    # The same folder given as the input: its test part, as from FER_DATA; it said "no images".
+    monkeypatch.delenv("FER_DATA")
+    assert main([str(tmp_path), "--model", str(run_dirs[0]), "--out", str(tmp_path / "t.csv")]) == 2
+    assert one_error_line(capsys) == (f"error: {tmp_path}: a FER2013 folder without a test part (it holds train.csv): "
+                                      "give the file or folder of faces to predict")
+    (tmp_path / "train.csv").rename(tmp_path / "test.csv")
+    assert main([str(tmp_path), "--model", str(run_dirs[0]), "--out", str(tmp_path / "u.csv")]) == 0
+    assert read_rows(tmp_path / "u.csv") == read_rows(out)
+    assert f"note: {tmp_path} is a FER2013 folder: predicting its test.csv" in capsys.readouterr().err
+    from keras_fer.data import read
+
+    with pytest.raises(FerDataError, match=r"a FER2013 folder: name the part to read, .*test\.csv"):
+        read(tmp_path)  # calibrate --data FOLDER, visualize --data FOLDER/...
 
 
 def test_fer_data_with_msambare_image_folders_supplies_its_test_folder(tmp_path, run_dirs, demo, monkeypatch, capsys):

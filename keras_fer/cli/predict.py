@@ -637,12 +637,20 @@ def check_outputs(options, sources, plan=None):
 
 
 def _resolve_input(options):
-    from keras_fer.data import existing_data_path
+    from keras_fer.data import data_parts, existing_data_path
 
     if options.input is not None:
         path = Path(options.input)
         if not path.exists():
             raise FerDataError("no such file or folder", path)
+        parts = data_parts(path)  # a FER2013 folder, as FER_DATA names one: its test part
+        if "test" in parts:
+            _note(f"{path} is a FER2013 folder: predicting its {parts['test'].name}")
+            return str(parts["test"])
+        if parts:
+            held = ", ".join(part.name for part in parts.values())
+            raise FerDataError(f"a FER2013 folder without a test part (it holds {held}): give the file or folder "
+                               "of faces to predict", path)
         return str(path)
     found = existing_data_path(None, "test")
     if found is None:
