@@ -165,6 +165,12 @@ def _as_dict(value):
     return value if isinstance(value, dict) else {}
 
 
+def helps(fit):
+    """Whether the temperature lowers the ECE on rows it was not fitted on (`cross_fitted`): a
+    model calibrated already gains nothing from one fitted to its rows' noise."""
+    return bool(fit.cross_fitted.total) and fit.cross_fitted.ece < fit.before.ece
+
+
 def at_range_end(temperature):
     """True when a fitted temperature sits at an end of the search range: the labelled rows say
     nothing sensible (too few, or one class), or the model's probabilities are degenerate."""
@@ -273,6 +279,11 @@ def main(argv=None):
                   "temperature (too few, or too alike)")
         if args.dry_run:
             print("--dry-run: nothing written")
+            return 0
+        if not helps(fit):
+            print(f"not written: on rows it was not fitted on, the temperature does not lower the ECE "
+                  f"({fit.before.ece:.4f} -> {fit.cross_fitted.ece:.4f}); the model is as calibrated as one number "
+                  "makes it")
             return 0
         path = write_temperature(fit)
         replaced = f" (it recorded {fit.previous!r})" if fit.previous is not None else ""
