@@ -581,7 +581,7 @@ def held_out_rows(faces, run=None, config=None, config_path=None, own_data=True)
     are the run's `own_data`), else the split its config.json records rebuilt on `faces`
     (`split_validation_indices`). When neither is known, `(None, note)`, the note saying the
     images may include training images, and why (None when `faces` are demo faces and the
-    model trained on other data: it has seen none of them).
+    model trained on a file, or the other way round: it has seen none of them).
 
     Args:
         config, config_path: the model's config.json and its path (default the run's).
@@ -601,9 +601,10 @@ def held_out_rows(faces, run=None, config=None, config_path=None, own_data=True)
     found, why = split_validation_indices(faces, config, config_path)
     if found is not None:
         return found, None
-    if faces.masks is not None and config and config.get("data") is not None:
-        return None, None
-    return None, f"the images may include some the model was trained on: {why}"
+    if config and "data" in config and (faces.masks is not None) != (config["data"] is None):
+        return None, None  # demo faces and a model trained on a file, or the other way round: none seen
+    return None, (f"which of these images the model was validated on is unknown ({why}): where they overlap "
+                  "its training data, some may be faces it was trained on")
 
 
 def per_class_picks(model, faces, min_confidence=MIN_CONFIDENCE, limit=SCAN_LIMIT, within=None):
@@ -894,7 +895,8 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
     try:
         within, unknown_split = held_out_rows(faces, run, own_data=data is None)
     except FerDataError as error:
-        within, unknown_split = None, f"the images may include some the model was trained on: {error}"
+        within, unknown_split = None, (f"which of these images the model was validated on is unknown ({error}): "
+                                       "some may be faces it was trained on")
 
     def architecture(section):
         summary = run.summary()

@@ -776,7 +776,7 @@ def test_a_damaged_validation_file_is_one_line_naming_the_array(damage, where, s
     sections = dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', out.read_text(encoding="utf-8"), re.S))
     assert "Not available" in sections["confusion"] and html_escaped(says) in sections["confusion"]
     assert "Not available" in sections["calibration"] and html_escaped(says) in sections["calibration"]
-    assert "may include some the model was trained on" in sections["saliency"]
+    assert "some may be faces it was trained on" in sections["saliency"]
 
 
 def html_escaped(text):
@@ -850,15 +850,16 @@ def test_per_class_picks_from_the_validation_split_a_models_config_records(run_d
     assert main(argv + ["--data", str(tmp_path / "faces.csv")]) == 0
     _, validation = data_module.split(read, "fraction:0.2", seed=5)
     assert sorted(searched[-1]) == sorted(int(i) for i in validation.ids)
-    assert "may include some the model was trained on" not in capsys.readouterr().out
+    assert "some may be faces it was trained on" not in capsys.readouterr().out
     # Other data (or the same without a recorded fingerprint, but another size): searched
     # whole, with a note.
     demo_csv(tmp_path / "other.csv", 140, seed=8)
     assert main(argv + ["--data", str(tmp_path / "other.csv")]) == 0
     assert searched[-1] is None
     out = capsys.readouterr().out
-    assert "note: the images may include some the model was trained on: " in out
+    assert "note: which of these images the model was validated on is unknown (" in out
     assert "is not the data the model was trained on (fingerprint" in out
+    assert "some may be faces it was trained on" in out
     del config["data_fingerprint"]
     config["train_images"] = 100
     (model_dir / "config.json").write_text(json.dumps(config))
@@ -870,7 +871,12 @@ def test_per_class_picks_from_the_validation_split_a_models_config_records(run_d
     assert sorted(searched[-1]) == sorted(int(i) for i in validation.ids)
     # Demo faces for a model trained on other data: none of them was trained on, no note.
     assert main(argv) == 0
-    assert searched[-1] is None and "may include some the model was trained on" not in capsys.readouterr().out
+    assert searched[-1] is None and "some may be faces it was trained on" not in capsys.readouterr().out
+    # ... nor for a model trained on demo faces, shown other data (it said "may include some the
+    # model was trained on: ... is not the data the model was trained on").
+    (model_dir / "config.json").write_text(json.dumps({**config, "data": None, "data_fingerprint": "0123456789abcdef"}))
+    assert main(argv + ["--data", str(tmp_path / "other.csv")]) == 0
+    assert searched[-1] is None and "some may be faces it was trained on" not in capsys.readouterr().out
 
 
 def test_report_prefers_validation_rows_it_rebuilds_from_the_config(run_dir, tmp_path, monkeypatch):
@@ -1012,7 +1018,7 @@ def test_per_class_of_a_run_whose_data_changed_since_training_is_not_taken_as_he
     assert main(argv) == 0
     assert searched[-1] is None
     out = capsys.readouterr().out
-    assert "may include some the model was trained on" in out and "is not the data the model was trained on" in out
+    assert "some may be faces it was trained on" in out and "is not the data the model was trained on" in out
 
 
 def test_calibration_prints_the_figures_of_its_reliability_diagram(run_dir, tmp_path, capsys):
