@@ -407,7 +407,8 @@ def iter_csv(path, chunk_rows=DEFAULT_CHUNK_ROWS, unique_ids=False):
                         buffer["labels"].append(class_index(text))
                     except ValueError:
                         raise bad_row(
-                            f"unknown label {text!r}: expected 0-{NUM_CLASSES - 1}", line, names[label_col], buffered
+                            f"unknown label {text!r}: expected 0-{NUM_CLASSES - 1} or a class name "
+                            f"({', '.join(name.lower() for name in CLASS_NAMES)})", line, names[label_col], buffered
                         ) from None
                 if id_col is not None:
                     text = fields[id_col].strip()

@@ -867,7 +867,8 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
     Args:
         run_dir: the run directory.
         data: the images to explain; default the run's own data (demo faces when it had none).
-        out: the HTML file to write; default `run_dir/report.html`.
+        out: the HTML file to write, or a folder (existing, or a new name without a suffix) for
+            `report.html`; default `run_dir/report.html`.
         filters: filters shown per conv layer; steps: gradient-ascent steps.
         seed: seed of the random choices (filters, samples, augmentations).
         model: an already loaded model (default: load `best.keras`).
@@ -878,7 +879,7 @@ def build_report(run_dir, data=None, out=None, *, filters=8, steps=64, seed=0, m
     """
     run = read_run(run_dir)
     out = Path(out) if out is not None else run.path / "report.html"
-    if out.is_dir():
+    if out.is_dir() or not out.suffix:  # a folder, made if it is new
         out = out / "report.html"
     say = progress or (lambda text: None)
     model = model if model is not None else load_model(run.model_path)

@@ -101,7 +101,7 @@ GOOD = " ".join(["0"] * 2304)
         ([f"0,{GOOD}", "1," + " ".join(["1"] * 2303)], 3, "feature", "expected 2304 pixels, found 2303"),
         ([f"0,{GOOD}", f"2,{GOOD}", "3," + " ".join(["1"] * 2303 + ["x"])], 4, "feature", "not an integer"),
         ([f"0,{GOOD}", "3," + " ".join(["1"] * 2303 + ["256"])], 3, "feature", "out of range"),
-        ([f"0,{GOOD}", f"9,{GOOD}"], 3, "label", "unknown label '9'"),
+        ([f"0,{GOOD}", f"9,{GOOD}"], 3, "label", "unknown label '9': expected 0-6 or a class name (angry, disgust,"),
         ([f"0,{GOOD}", f"\u0663,{GOOD}"], 3, "label", "unknown label '\u0663'"),  # an Arabic-Indic 3
         ([f"0,{GOOD}", f"0,{GOOD},extra"], 3, None, "expected 2 fields"),
     ],

@@ -359,6 +359,11 @@ def test_outputs_never_replace_the_photo_or_the_run(run_dir, tmp_path, capsys):
     for target in ("best.keras", "history.csv"):
         assert main(["report", str(run_dir), "--out", str(run_dir / target)]) == 2
         assert "--out names the HTML file (.html) or a folder for report.html" in error_line(capsys)
+    # A new folder is made for report.html, as every command's --out folder (it was refused).
+    fresh = tmp_path / "fresh" / "report"
+    assert main(["report", str(run_dir), "--out", f"{fresh}/", "--filters", "1", "--steps", "1"]) == 0
+    assert (fresh / "report.html").is_file()
+    capsys.readouterr()
     # One command's figure never replaces the other figure training wrote into the run.
     for command, target, kind in (("history", "confusion.png", "confusion"), ("confusion", "history.png", "history")):
         if (run_dir / target).exists():

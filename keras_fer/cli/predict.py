@@ -58,7 +58,8 @@ inputs:
 outputs:
   CSV input: `id,label` (+ a probability column per class with --proba), written atomically.
   Images: `file,face,x,y,w,h,label,class,confidence` (empty label and class "" for a photo with
-  no face). With labels: <out stem>_metrics.json, _confusion.csv and _confusion.png next to it.
+  no face). With labels: <out stem>_metrics.json, _confusion.csv, _confusion.png and _calibration.png next
+  to it.
   Video: `frame,time_s,face,x,y,w,h,label,class,confidence` and <out stem>_timeline.png (each
   class's probability over time for the largest face); --annotate DIR writes DIR/NAME.mp4
   (DIR/cameraN.mp4 for a camera).

@@ -30,8 +30,9 @@ examples:
   python train.py --recipe best --model-option width=0.5 --teacher ~/runs/best --data fer2013/   # distil
 
 The run directory (--out, default runs/ARCH-TIME, or runs/RECIPE-ARCH-TIME with --recipe) gets
-best.keras, last-NNNN.keras, history.csv, history.png, confusion.png, classification_report.txt,
-config.json, summary.txt, state.json (for --resume), metrics.json and validation.npz.
+best.keras, last-NNNN.keras, history.csv, history.png, confusion.png, calibration.png,
+classification_report.txt, config.json, summary.txt, state.json (for --resume), metrics.json and
+validation.npz.
 The options by topic, the recipes' settings and the resume rules: docs/training.md.
 """
 
