@@ -227,7 +227,11 @@ def test_resume_takes_the_options_not_given_from_the_run(tmp_path, capsys):
     assert (options["lr"], options["augment"], options["epochs"]) == (0.005, "flip", 3)
     capsys.readouterr()
     assert main(["--resume", "--out", str(out), "--verbose", "0"]) == 0
-    assert "has all its 3 epochs: --resume trains nothing more" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "has all its 3 epochs: --resume trains nothing more" in printed.err
+    epochs = sum(row["seconds"] for row in read_history(out / "history.csv"))  # not this invocation's seconds
+    assert f"(best epoch {json.loads((out / 'state.json').read_text())['best_epoch']}, " in printed.out
+    assert f"{epochs:.0f} s of epochs in all, " in printed.out
     # An option given again is still compared with the run's.
     assert main(["--resume", "--out", str(out), "--lr", "0.01"]) == 2
     assert "--resume with options that differ from the run in" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from keras_fer.cli import (
     interrupted_exit_code,
     seed_value,
 )
-from keras_fer.errors import FerOptionError, check_integer
+from keras_fer.errors import FerError, FerOptionError, check_integer
 
 EPILOG = """\
 examples:
@@ -364,12 +364,21 @@ def main(argv=None):
         print(f"worker done ({result.epochs_run} epochs, {result.seconds:.0f} s): the chief wrote the run, "
               f"{result.run_dir}")
         return 0
+    took = f"{result.seconds:.0f} s"
+    if checked.resume:  # this invocation's time alone said "2 s" for a run of hours
+        from keras_fer.training import read_history
+
+        try:
+            seconds = [row.get("seconds") for row in read_history(result.run_dir / "history.csv")]
+            epochs = sum(value for value in seconds if value is not None and math.isfinite(value))
+            took = f"{epochs:.0f} s of epochs in all, {result.seconds:.0f} s now"
+        except (OSError, ValueError, TypeError, FerError):
+            pass
     if math.isnan(result.best_val_accuracy):  # --val none: nothing to choose a best epoch on
-        print(f"run directory: {result.run_dir} (last epoch {result.best_epoch}, no validation split, "
-              f"{result.seconds:.0f} s)")
+        print(f"run directory: {result.run_dir} (last epoch {result.best_epoch}, no validation split, {took})")
     else:
         print(f"run directory: {result.run_dir} (best epoch {result.best_epoch}, "
-              f"validation accuracy {result.best_val_accuracy:.4f}, {result.seconds:.0f} s)")
+              f"validation accuracy {result.best_val_accuracy:.4f}, {took})")
     calibrate = ("" if math.isnan(result.best_val_accuracy) else
                  f"; python -m keras_fer.calibrate {result.run_dir} (confidences that match its accuracy)")
     print(f"next: python visualize.py report {result.run_dir} (every figure, one page); "
