@@ -298,6 +298,9 @@ def _binary_kind(path):
     if head.startswith((b"GIF87a", b"GIF89a")):
         return ("a GIF image, which keras-fer does not read: convert it to PNG (an animation to a video, "
                 "for predict.py)")
+    if path.suffix.lower() in OTHER_IMAGE_SUFFIXES:  # read as a CSV, a PPM said "missing pixel column: ... found P6"
+        return (f"a {path.suffix[1:].upper()} image, which keras-fer does not read: convert it to one of "
+                f"{', '.join(IMAGE_EXTENSIONS)}")
     if (head[4:8] == b"ftyp" and head[:2] == b"\x00\x00") or head.startswith(b"\x1aE\xdf\xa3") or \
             (head.startswith(b"RIFF") and head[8:12] == b"AVI "):
         return f"a video (MP4, QuickTime, Matroska, WebM or AVI), not a CSV: {videos}, by their extension " \

@@ -817,3 +817,58 @@ def test_prediction_doc_has_a_row_for_every_option_and_no_other():
     options = {option for action in build_parser()._actions for option in action.option_strings
                if option.startswith("--") and option != "--help"}
     assert len(documented) == len(set(documented)) and set(documented) == options
+
+
+def test_photo_runs_keep_their_outputs_and_say_what_they_leave_out(tmp_path, run_dirs, monkeypatch, capsys):
+    folder = tmp_path / "labelled"
+    for name, image in (("angry/face.jpg", photo(3)), ("happy/blank.png", photo(0, blank=True))):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / name), image)
+    # A labelled image with no face is not in the scores: said so (it said "accuracy 1.0000" of 1 of 2).
+    out = tmp_path / "faces.csv"
+    assert main([str(folder), "--model", str(run_dirs[0]), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "note: 1 labelled image with no face found is not in the scores below" in printed.err
+    assert "(1 rows)" in printed.out  # of the 2 labelled images
+    # An annotated copy named like the --out file replaced the CSV after it was written.
+    assert main([str(folder), "--model", str(run_dirs[0]), "--annotate", str(tmp_path / "a"),
+                 "--out", str(tmp_path / "a" / "angry" / "face.jpg")]) == 2
+    assert "would overwrite the --out file (an annotated copy goes there)" in one_error_line(capsys)
+    assert not (tmp_path / "a").exists()
+    # stdout's reader gone (| head): the lines stop and the CSV is still written (it was lost, exit 1).
+    class Gone:
+        def write(self, text):
+            raise BrokenPipeError
+
+        def flush(self):
+            raise BrokenPipeError
+
+        def fileno(self):  # its descriptor is pointed at /dev/null
+            return descriptor
+
+    descriptor = os.open(os.devnull, os.O_WRONLY)
+
+    monkeypatch.setattr("sys.stdout", Gone())
+    piped = tmp_path / "piped.csv"
+    assert main([str(folder), "--model", str(run_dirs[0]), "--out", str(piped)]) == 0
+    monkeypatch.undo()
+    assert read_rows(piped) == read_rows(out)
+
+
+def test_export_with_only_saved_probabilities_is_refused(tmp_path, test_csv, capsys):
+    # It exported the packaged model and averaged it into the files' ensemble without a word.
+    saved = tmp_path / "saved.csv"
+    saved.write_text("id,label," + ",".join(CLASS_NAMES) + "\n")
+    assert main([str(test_csv[0]), "--saved-proba", str(saved), "--export", "keras", "--out",
+                 str(tmp_path / "s.csv")]) == 2
+    assert "--export exports the --model models, and there is none: with --saved-proba, name the model" in (
+        one_error_line(capsys))
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_an_image_in_a_format_not_read_is_named_not_read_as_a_csv(tmp_path, capsys):
+    image = tmp_path / "face.ppm"
+    cv2.imwrite(str(image), photo(3))
+    assert main([str(image), "--out", str(tmp_path / "o.csv")]) == 2
+    assert one_error_line(capsys) == (f"error: {image}: a PPM image, which keras-fer does not read: convert it to "
+                                      "one of .jpg, .jpeg, .png, .bmp, .pgm, .tif, .tiff, .webp")

@@ -226,7 +226,12 @@ def parse_options(argv):
                                  f"Received: {name}={getattr(options, name)}")
     if options.temperature is not None:
         check_finite(options.temperature, "--temperature", positive=True, received="temperature")
-    if options.saved_proba and not options.models and not options.export:  # only files to average: no model runs
+    if options.saved_proba and not options.models and options.export:
+        # it exported the packaged model and averaged it into the files' ensemble, without a word
+        raise FerOptionError("--export exports the --model models, and there is none: with --saved-proba, name the "
+                             "model to export with --model, or export the packaged model in a run of its own "
+                             f"(predict.py --export {options.export}). Received: export={options.export!r}")
+    if options.saved_proba and not options.models:  # only files to average: no model runs
         given = [(flag, value) for flag, value, unset in (("tta", options.tta, "none"),
                                                           ("prior_correction", options.prior_correction, False),
                                                           ("temperature", options.temperature, None))
@@ -259,7 +264,12 @@ def _process_age():
 
 
 def _say(*parts):
-    print(*parts, flush=True)
+    """Print to stdout; once its reader has gone (`| head`), the lines stop and the command goes
+    on to write its outputs (it lost the CSV of an image folder, or a video's timeline)."""
+    try:
+        print(*parts, flush=True)
+    except BrokenPipeError:
+        stdout_gone(go_on=True)
 
 
 def _note(text):
@@ -270,7 +280,7 @@ def _models_or_default(options):
     """The --model paths; the packaged model when there are none and no --saved-proba either."""
     from keras_fer.loading import default_model_path
 
-    if options.models or (options.saved_proba and not options.export):
+    if options.models or options.saved_proba:
         return options.models
     return [str(default_model_path())]
 
@@ -405,6 +415,7 @@ def run_images(options, predictors, timings, plan):
     annotate_dir = Path(options.annotate) if options.annotate else None  # not over an input: check_outputs
     confusions, calibrations = {}, {}
     faces_found = 0
+    unscored = 0  # labelled images with no face found: no row of the scores
     skipped = []  # --skip-unreadable: the files left out
     bar = progress_bar(" images")
     header = ["file", "face", "x", "y", "w", "h", "label", "class", "confidence"]
@@ -436,6 +447,7 @@ def run_images(options, predictors, timings, plan):
                     mine = probabilities[offset:offset + len(boxes)]
                     offset += len(boxes)
                     if not boxes:
+                        unscored += truth is not None
                         _say(f"{shown}: no face found")
                         writer.writerow([shown, "", "", "", "", "", "", "", ""]
                                         + ([truth] if labels is not None else [])
@@ -465,6 +477,9 @@ def run_images(options, predictors, timings, plan):
     _say(f"wrote {out}: {_count_of(faces_found, 'face')} in {_count_of(len(files) - len(skipped), 'image')}{left_out}")
     if annotate_dir is not None:
         _say(f"annotated copies in {annotate_dir}")
+    if unscored:  # the scores said "accuracy 1.0000 (2 rows)" of 3 labelled images, without a word
+        _note(f"{_count_of(unscored, 'labelled image')} with no face found {'is' if unscored == 1 else 'are'} not in "
+              "the scores below (they score the faces found, each against its image's label)")
     if confusions:
         from keras_fer.inference import evaluation_from_confusion
 
@@ -511,10 +526,7 @@ def _say_faces(index, second, boxes, rows):
     killed by the same Ctrl-C), the lines stop and the recording goes on to be written."""
     faces = "; ".join(f"face {number} {CLASS_NAMES[int(row.argmax())]} {row.max():.2f}"
                       for number, row in enumerate(rows, start=1)) or "no face"
-    try:
-        _say(f"frame {index} ({second:.1f} s): {faces}")
-    except BrokenPipeError:
-        stdout_gone(go_on=True)
+    _say(f"frame {index} ({second:.1f} s): {faces}")
 
 
 def run_video(options, predictors, timings, frame_count=0):
@@ -628,6 +640,10 @@ def check_outputs(options, sources, plan=None):
             check_not_inside([("--annotate", options.annotate)], options.input, "the input folder")
         copies = [("--annotate", Path(options.annotate) / file.relative_to(base)) for file in files]
         check_not_input(copies, files, "an input image with its annotated copy")
+        # the copies land after the CSV: one named like an output replaced it without a word
+        for option, path in outputs:
+            if path is not None:
+                check_not_input(copies, [path], f"the {option} file (an annotated copy goes there)")
     check_not_input(outputs, options.saved_proba, "a --saved-proba file")
     check_not_input(outputs, sources, "a model")
     copies = [Path(str(path.with_suffix(".tflite")) + suffix) for path in sources for suffix in ("", ".json")]
