@@ -235,7 +235,9 @@ class TrainConfig:
     def to_json(self):
         values = dataclasses.asdict(self)
         values["phases"] = list(self.phases) if self.phases else None
-        values["teacher"] = [str(name) for name in self.teacher] if self.teacher else None
+        # absolute, as the data's: `--resume --out RUN` from another folder finds them
+        values["teacher"] = ([str(name) if str(name) == "packaged" else str(Path(name).resolve())
+                              for name in self.teacher] if self.teacher else None)
         return values
 
 
@@ -932,7 +934,10 @@ def _unfinished_run(run_dir):
         config = read_json_object(run_dir / "config.json")
     except FerDataError:
         return False
-    return isinstance(config.get("options"), dict) and "arch" in config and not (run_dir / "state.json").exists()
+    finished = [name for name in ("state.json", "best.keras", "metrics.json", "validation.npz")
+                if (run_dir / name).exists()]
+    # a soup's or an exported model's folder has a run config too, and a model that training would replace
+    return isinstance(config.get("options"), dict) and "arch" in config and "soup" not in config and not finished
 
 
 def last_models(run_dir):
@@ -1278,7 +1283,8 @@ def _train(config, progress):
                 validation_data=validation, callbacks=callbacks, verbose=verbose, strategy=strategy, config=config,
             )
             diverged = history and not math.isfinite(history[-1]["loss"])
-            if state["epoch"] < phase_end or diverged:
+            # a stop at a phase's last epoch ends the run too (the next phase trained on)
+            if state["epoch"] < phase_end or diverged or getattr(model, "stop_training", False):
                 stop_reason = "early stopping" if early.stopped_epoch else "stopped"
                 if stop_at is not None and stop_at.reached:
                     stop_reason = f"validation accuracy reached {config.stop_at_accuracy}"

@@ -289,3 +289,14 @@ def test_teacher_probabilities_in_chunks_match_one_pass_and_count_progress(tmp_p
     config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "temperature": 3.0}))
     calibrated = resolve_teachers([str(tmp_path / "teacher")])
     np.testing.assert_allclose(teacher_probabilities(calibrated, faces), chunked, rtol=1e-5, atol=1e-7)
+
+
+def test_a_run_records_its_teachers_by_absolute_path(tmp_path, monkeypatch):
+    # Recorded as typed, a relative --teacher could not be found by --resume from another folder.
+    from pathlib import Path
+
+    from keras_fer.training import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    recorded = TrainConfig(teacher=("runs/teacher", "packaged")).to_json()["teacher"]
+    assert recorded == [str(tmp_path / "runs" / "teacher"), "packaged"] and Path(recorded[0]).is_absolute()

@@ -151,6 +151,10 @@ def test_train_soup_writes_a_validated_run_directory(tmp_path, capsys, monkeypat
     assert main(["--soup", *map(str, paths), "--demo-faces", "140", "--out", str(out), "--verbose", "0"]) == 2
     assert "already holds a model" in capsys.readouterr().err
     assert (out / "best.keras").read_bytes() == before
+    # Nor does training go into it: a soup's folder looked like a run killed before its first epoch.
+    assert main(["--arch", "cnn4", "--demo-faces", "140", "--epochs", "1", "--out", str(out), "--verbose", "0"]) == 2
+    assert "choose a new or empty folder for --out" in capsys.readouterr().err
+    assert (out / "best.keras").read_bytes() == before
     # Stopped while its report is written (Ctrl-C, a full disk): no best.keras, so the retry works.
     import keras_fer.training
 

@@ -189,6 +189,17 @@ def test_refuses_to_overwrite_a_run_and_stops_at_accuracy(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+def test_a_stop_at_a_phases_last_epoch_ends_the_run(tmp_path):
+    # The next phase trained on: the stop was only looked at when a phase ended early.
+    config = TrainConfig(
+        arch="cnn4", demo_faces=140, batch_size=32, verbose=0, out=str(tmp_path / "run"), stop_at_accuracy=0.01,
+        phases=(dict(optimizer="adam", lr=1e-3, epochs=1), dict(optimizer="sgd", lr=0.01, epochs=2)),
+    )
+    result = train(config)
+    assert result.epochs_run == 1 and result.stopped_early
+    assert len(read_history(result.run_dir / "history.csv")) == 1
+
+
 def test_phases_switch_optimizer(tmp_path):
     config = TrainConfig(
         arch="cnn4", demo_faces=140, batch_size=32, verbose=0, out=str(tmp_path / "run"),
@@ -213,6 +224,9 @@ def test_a_cut_phased_recipe_resumes_with_another_cut(tmp_path, capsys):
     # Another optimizer is not a cut of the recipe: still refused.
     assert main(base + ["--epochs", "3", "--optimizer", "sgd", "--resume"]) == 2
     assert "phases: run has" in capsys.readouterr().err
+    # Without --recipe, a new --epochs cuts the recipe the run's phases are a cut of.
+    assert main(["--resume", "--out", str(out), "--epochs", "3", "--verbose", "0"]) == 0
+    assert [row["epoch"] for row in read_history(out / "history.csv")] == [1, 2, 3]
 
 
 def test_resume_takes_the_options_not_given_from_the_run(tmp_path, capsys):
@@ -232,9 +246,18 @@ def test_resume_takes_the_options_not_given_from_the_run(tmp_path, capsys):
     epochs = sum(row["seconds"] for row in read_history(out / "history.csv"))  # not this invocation's seconds
     assert f"(best epoch {json.loads((out / 'state.json').read_text())['best_epoch']}, " in printed.out
     assert f"{epochs:.0f} s of epochs in all, " in printed.out
-    # An option given again is still compared with the run's.
+    # An option given again is still compared with the run's; a recipe's own do not override the run's.
     assert main(["--resume", "--out", str(out), "--lr", "0.01"]) == 2
     assert "--resume with options that differ from the run in" in capsys.readouterr().err
+    assert main(["--resume", "--out", str(out), "--recipe", "report004", "--verbose", "0"]) == 0
+    assert "has all its 3 epochs" in capsys.readouterr().err
+    # A damaged record is one line naming the file, not a traceback.
+    config = json.loads((out / "config.json").read_text())
+    for field, value in (("batch_size", None), ("augment", 3)):
+        (out / "config.json").write_text(json.dumps({**config, "options": {**config["options"], field: value}}))
+        assert main(["--resume", "--out", str(out), "--epochs", "4"]) == 2
+        assert f"error: {out / 'config.json'}, field 'options': --resume: the run's options cannot be used (" in (
+            capsys.readouterr().err)
 
 
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
@@ -495,6 +518,10 @@ def test_no_tensorflow_is_imported_for_a_mistyped_path(tmp_path):
     (["--soup", "{tmp}/a", "{tmp}/b", "--resume"], "--soup averages finished models and trains nothing: drop --resume"),
     (["--ablation", "nonsense", "--data", "nowhere.csv"], "unknown ablation: choose one of"),
     (["--recipe", "report000", "--resume"], "--resume continues the run in --out: name its folder. Received: out=None"),
+    # It printed another architecture's table, or made a soup.
+    (["--summary", "--resume", "--out", "{tmp}/r"], "--summary prints one architecture's table and trains nothing: "
+     "drop --resume"),
+    (["--soup", "a", "b", "--summary"], "--summary prints one architecture's table and trains nothing: drop --soup"),
 ])
 def test_a_mistyped_path_fails_before_tensorflow_is_imported(tmp_path, monkeypatch, capsys, options, message):
     # These failed only after TensorFlow's import, 4-5 s (10 s beside a training run).

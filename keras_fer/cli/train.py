@@ -15,7 +15,7 @@ from keras_fer.cli import (
     interrupted_exit_code,
     seed_value,
 )
-from keras_fer.errors import FerError, FerOptionError, check_integer
+from keras_fer.errors import FerDataError, FerError, FerOptionError, check_integer
 
 EPILOG = """\
 examples:
@@ -161,12 +161,12 @@ def parse_model_options(items):
 
 
 def config_from_args(args, base=None):
-    """The `TrainConfig` of the command line: `base` (options as a dict), then `--recipe`'s, then
-    the options given."""
+    """The `TrainConfig` of the command line: `--recipe`'s options, then `base` (a resumed run's
+    own, as a dict), then the options given."""
     from keras_fer.recipes import cut_phases, recipe
     from keras_fer.training import TrainConfig
 
-    values = {**(base or {}), **(recipe(args.recipe) if args.recipe else {})}
+    values = {**(recipe(args.recipe) if args.recipe else {}), **(base or {})}
     names = {field.name for field in dataclasses.fields(TrainConfig)}
     for name in names:
         given = getattr(args, name, None)
@@ -185,8 +185,9 @@ def config_from_args(args, base=None):
     return TrainConfig(**values)
 
 
-# What a --resume takes from the run's config.json when not given: all but these.
-NOT_RESUMED = ("out", "resume", "verbose")
+# What a --resume takes from the run's config.json when not given: all but these (a store_true
+# --tensorboard could not be turned off again).
+NOT_RESUMED = ("out", "resume", "verbose", "tensorboard")
 
 
 def resumed_options(args):
@@ -210,13 +211,42 @@ def resumed_options(args):
     options = {name: value for name, value in saved.items() if name in names}
     if isinstance(config.get("data"), str):  # the data's absolute path: --resume from any folder
         options["data"] = config["data"]
+    if args.epochs is not None and options.get("phases"):
+        options["phases"] = _uncut_phases(options["phases"])  # a new --epochs cuts the recipe anew
     return options
+
+
+def _uncut_phases(phases):
+    """The whole phases of the recipe that `phases` (a run's, cut by --epochs) are a cut of, or
+    `phases` themselves when no recipe's are."""
+    from keras_fer.recipes import RECIPES, cut_phases
+
+    try:
+        total = sum(int(phase["epochs"]) for phase in phases)
+        for values in RECIPES.values():
+            whole = values.get("phases")
+            if whole and sum(int(phase["epochs"]) for phase in whole) >= total and (
+                    [dict(phase) for phase in cut_phases(whole, total)] == [dict(phase) for phase in phases]):
+                return list(whole)
+    except (TypeError, ValueError, KeyError, FerError):  # a damaged record: the resume's check says so
+        pass
+    return phases
 
 
 def run_config(args):
     """`config_from_args` of a training run, whose `--recipe` names its default folder; a
     `--resume` takes the options not given from the run (`resumed_options`)."""
-    config = config_from_args(args, resumed_options(args))
+    base = resumed_options(args)
+    if base is None:
+        config = config_from_args(args)
+    else:
+        try:  # a damaged or hand-edited record: one line, not a traceback from deep inside
+            config = config_from_args(args, base).validate()
+        except (TypeError, ValueError, KeyError, AttributeError) as error:
+            from keras_fer.loading import one_line
+
+            raise FerDataError(f"--resume: the run's options cannot be used ({one_line(error)})",
+                               Path(args.out) / "config.json", field="options") from None
     if config.out is None and args.recipe and not args.resume:  # runs/cnn4-... looked like a plain --arch run
         config.out = f"runs/{args.recipe}-{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
     return config
@@ -307,6 +337,9 @@ def check_before_tensorflow(args):
 
     if args.arch == "list" or args.ablation == "list":
         return None
+    if args.summary and (args.soup or args.resume):  # a soup was made, or another model's table printed
+        raise FerOptionError(f"--summary prints one architecture's table and trains nothing: drop "
+                             f"{'--soup' if args.soup else '--resume'}")
     if args.soup:
         from keras_fer.loading import resolve_model_argument
 
