@@ -286,6 +286,11 @@ def test_an_option_of_the_wrong_type_is_named(name, option, value, message):
     ("cnn4", dict(preprocessing="unit"), r"preprocessing must be a dict"),
     ("cnn4", dict(preprocessing={"normalize": "unit", "scale": 2}), r"Received: preprocessing=\{"),
     ("cnn4", dict(preprocessing={"normalize": "dataset", "std": float("nan")}), r"Received: std=nan"),
+    # A std of 0 or below was divided by 1e-6; a side alone, or filters as one width, were TypeErrors.
+    ("cnn4", dict(preprocessing={"normalize": "dataset", "std": 0}), r"std \(grey levels\) must be a finite .* > 0"),
+    ("cnn4", dict(preprocessing={"size": 64}), r"size must be \(height, width\), two positive integers"),
+    ("cnn3", dict(filters=64), r"Argument `filters` must hold 3 conv widths. Received: filters=64"),
+    ("cnn3", dict(filters="abc"), r"Argument `filters` must hold 3 conv widths. Received: filters='abc'"),
 ])
 def test_an_input_or_preprocessing_the_model_cannot_take_is_named(name, options, message):
     # Plain ValueErrors from Keras' pooling or the Preprocessing layer; a NaN std built a model of NaNs.

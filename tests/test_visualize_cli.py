@@ -415,7 +415,12 @@ def test_no_model_uses_the_packaged_one(tmp_path, capsys):
     if not (loading.WEIGHTS_DIR / "best.keras").is_file():
         pytest.skip("this install has no packaged model")
     assert main(["filters", "--count", "1", "--steps", "2", "--out", str(tmp_path)]) == 0
-    assert [p.suffix for p in tmp_path.iterdir()] == [".png"]
+    # by default the last conv layer's rectified output, as the report's (the linear one drew flat squares)
+    from keras_fer import explain, report
+
+    model = report.load_model(loading.default_model_path())
+    last = report.rectified_layer(model, explain.conv_layers(model)[-1])
+    assert last.endswith("_act") and [p.name for p in tmp_path.iterdir()] == [f"filters_{last}.png"]
 
 
 def test_run_without_files(tmp_path, capsys):

@@ -358,6 +358,8 @@ def _filters(args):
 
     model, _ = _context(args)
     layer = explain.find_layer(model, args.layer).name
+    if args.layer is None:  # the report's and activations' default: ascent on a linear output drew flat squares
+        layer = report.rectified_layer(model, layer)
     figure = report.filters_figure(model, layer, args.count, args.filters, steps=args.steps, seed=args.seed)
     path = _save(figure, args.out, f"filters_{_safe_name(layer)}{_subset_suffix(args.filters)}.png")
     first = explain.conv_layers(model)[:1]

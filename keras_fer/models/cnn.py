@@ -95,7 +95,7 @@ def cnn3(
     512
     """
     inputs, x = model_inputs(input_shape, preprocessing)
-    if len(filters) != 3:
+    if isinstance(filters, (str, bytes)) or not hasattr(filters, "__len__") or len(filters) != 3:
         raise FerOptionError(f"Argument `filters` must hold 3 conv widths. Received: filters={filters!r}")
     (rate,) = dropout_rates(dropout, 1, "dropout")
     for index, width in enumerate(filters, start=1):

@@ -1,5 +1,6 @@
 """Custom layers shared by the model zoo, registered for `.keras` serialization."""
 
+import numbers
 
 import keras
 from keras import ops
@@ -60,8 +61,12 @@ class Preprocessing(keras.layers.Layer):
             )
         if channels not in (1, 3):
             raise FerOptionError(f"channels must be 1 or 3. Received: channels={channels!r}")
-        for name, value in (("mean", mean), ("std", std)):  # a NaN std made every output NaN
-            check_finite(value, f"{name} (grey levels)", received=name)
+        # a NaN std made every output NaN; a std of 0 or below divided by 1e-6
+        check_finite(mean, "mean (grey levels)", received="mean")
+        check_finite(std, "std (grey levels)", positive=True, received="std")
+        if (isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2
+                or any(isinstance(side, bool) or not isinstance(side, numbers.Integral) or side < 1 for side in size)):
+            raise FerOptionError(f"size must be (height, width), two positive integers. Received: size={size!r}")
         self.normalize = normalize
         self.mean = float(mean)
         self.std = float(std)
