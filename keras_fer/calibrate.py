@@ -178,9 +178,10 @@ def at_range_end(temperature):
     return temperature <= low * 1.01 or temperature >= high * 0.99
 
 
-def write_temperature(fit):
-    """Record `fit.temperature` as `"temperature"` in the config.json beside the model
-    (atomically; the other keys kept). Returns the config's path.
+def write_temperature(fit, remove=False):
+    """Record `fit.temperature` as `"temperature"` (for `fit.tta`, in `"tta_temperatures"`) in the
+    config.json beside the model (atomically; the other keys kept); with `remove`, take the
+    recorded one out instead (a temperature that does not help). Returns the config's path.
 
     Raises:
         FerModelError: when the model has no config.json (a bare `.keras` file), the config is
@@ -203,6 +204,16 @@ def write_temperature(fit):
                             "DIR/best.keras --data ...)")
     if not os.access(source.config_path, os.W_OK):
         raise FerModelError(f"{source.config_path}: read-only: the temperature was not written")
+    if remove:
+        config = dict(source.config)
+        if fit.tta == "none":
+            config.pop("temperature", None)
+        else:
+            left = {mode: value for mode, value in _as_dict(config.get("tta_temperatures")).items() if mode != fit.tta}
+            config.pop("tta_temperatures", None)
+            config.update({"tta_temperatures": left} if left else {})
+        write_json(source.config_path, config)
+        return Path(source.config_path)
     if at_range_end(fit.temperature):
         raise FerModelError(f"{source.path}: the fitted temperature {fit.temperature:.4g} sits at the end of the "
                             f"range searched ({TEMPERATURE_RANGE[0]}-{TEMPERATURE_RANGE[1]}): the labelled rows do "
@@ -284,6 +295,10 @@ def main(argv=None):
             print(f"not written: on rows it was not fitted on, the temperature does not lower the ECE "
                   f"({fit.before.ece:.4f} -> {fit.cross_fitted.ece:.4f}); the model is as calibrated as one number "
                   "makes it")
+            if fit.previous is not None:  # a recorded one (even an invalid one) would stay in force
+                path = write_temperature(fit, remove=True)
+                print(f"removed the temperature it recorded ({fit.previous!r}) from {path}: predictions of "
+                      f"{fit.source.path}{'' if fit.tta == 'none' else f' with --tta {fit.tta}'} use its own softmax")
             return 0
         path = write_temperature(fit)
         replaced = f" (it recorded {fit.previous!r})" if fit.previous is not None else ""

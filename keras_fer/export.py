@@ -29,10 +29,13 @@ from keras_fer.classes import IMAGE_SIZE, NUM_CLASSES
 from keras_fer.errors import FerModelError, FerOptionError
 from keras_fer.loading import (
     DEFAULT_BATCH_SIZE,
+    TTA_TEMPERATURE_MODES,
+    ModelSource,
     ends_in_softmax,
     import_keras,
     keras_predict,
     load_keras_model,
+    model_temperature,
     model_temperatures,
     one_line,
     quiet_native_stderr,
@@ -297,15 +300,21 @@ def _recorded_temperatures(source, strict=True):
     for an export that goes elsewhere without it. Not `strict` (a LiteRT copy's sidecar): an
     invalid record gives `{"temperature": None}` (predictions beside that config refuse it, and
     `keras_fer.calibrate`, which replaces it, can still predict with the copy)."""
-    try:
+    if strict:
         temperatures = model_temperatures(source)
-    except FerModelError:
-        if strict:
-            raise
-        return {"temperature": None}
+    else:  # each record on its own: a broken "tta_temperatures" keeps a valid "temperature"
+        config = source.config or {}
+        plain = ModelSource(source.path, {key: value for key, value in config.items() if key != "tta_temperatures"},
+                            source.config_path)
+        temperatures = {}
+        for mode, where in (("none", plain), *((mode, source) for mode in TTA_TEMPERATURE_MODES)):
+            try:
+                temperatures[mode] = model_temperature(where, mode)
+            except FerModelError:
+                temperatures[mode] = None
     none = temperatures.pop("none")
     return {"temperature": none, "tta_temperatures": {mode: value for mode, value in temperatures.items()
-                                                      if value != none}}
+                                                      if value is not None and value != none}}
 
 
 def _tflite_from_keras(source, model, normalize, destination):

@@ -873,6 +873,9 @@ def _check_resume(run_dir, config):
         raise FerOptionError(f"--resume: {path}: unreadable run config: no \"options\" object")
     # An option added since the run started was at its default then.
     saved_options = {**TrainConfig().to_json(), **saved["options"]}
+    if isinstance(saved_options.get("teacher"), list):  # recorded as typed before 2026-12-06: made absolute here
+        with contextlib.suppress(TypeError, ValueError):
+            saved_options["teacher"] = TrainConfig(teacher=tuple(saved_options["teacher"])).to_json()["teacher"]
     if isinstance(saved_options.get("augment"), str):  # a run started before specs were normalized
         from keras_fer.pipeline import AugmentConfig
 

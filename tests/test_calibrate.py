@@ -230,6 +230,24 @@ def test_exports_away_from_the_config_keep_the_temperature(tmp_path):
     assert inference.load_predictor(lite.path).temperature == 1.0
 
 
+def test_a_sidecar_keeps_each_valid_record():
+    # A broken "tta_temperatures" made the sidecar drop a valid "temperature" too.
+    from pathlib import Path
+
+    from keras_fer.export import _recorded_temperatures
+    from keras_fer.loading import ModelSource
+
+    def source(**config):
+        return ModelSource(Path("run/best.keras"), config, Path("run/config.json"))
+
+    assert _recorded_temperatures(source(temperature=0.8, tta_temperatures={"crops": "x"}), strict=False) == {
+        "temperature": 0.8, "tta_temperatures": {}}
+    assert _recorded_temperatures(source(temperature=-1, tta_temperatures={"crops": 0.7}), strict=False) == {
+        "temperature": None, "tta_temperatures": {"crops": 0.7}}
+    with pytest.raises(FerModelError, match="tta_temperatures"):
+        _recorded_temperatures(source(temperature=0.8, tta_temperatures={"crops": "x"}))
+
+
 def test_an_invalid_recorded_temperature_leaves_no_litert_copy_without_its_record(run, tmp_path, capsys):
     # The .tflite was renamed into place before its sidecar was built, and building it checked the
     # temperature: the copy stayed without a record, and later exports refused it as foreign.
@@ -363,3 +381,10 @@ def test_a_temperature_that_does_not_help_is_not_written(tmp_path, capsys):
     assert "not written: on rows it was not fitted on, the temperature does not lower the ECE" in (
         capsys.readouterr().out)
     assert (folder / "config.json").read_bytes() == before
+    # A temperature recorded before (even an invalid one) would stay in force: it is taken out.
+    config = json.loads(before)
+    for recorded in (1.6, -1):
+        (folder / "config.json").write_text(json.dumps({**config, "temperature": recorded}))
+        assert main([str(folder)]) == 0
+        assert f"removed the temperature it recorded ({recorded!r})" in capsys.readouterr().out
+        assert json.loads((folder / "config.json").read_text()) == config

@@ -300,3 +300,11 @@ def test_a_run_records_its_teachers_by_absolute_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     recorded = TrainConfig(teacher=("runs/teacher", "packaged")).to_json()["teacher"]
     assert recorded == [str(tmp_path / "runs" / "teacher"), "packaged"] and Path(recorded[0]).is_absolute()
+    # A run recorded before, with the path as typed, still resumes from its folder.
+    from keras_fer.training import _check_resume
+
+    run = tmp_path / "student"
+    run.mkdir()
+    options = {**TrainConfig(teacher=("runs/teacher",)).to_json(), "teacher": ["runs/teacher"]}
+    (run / "config.json").write_text(json.dumps({"options": options}))
+    assert _check_resume(run, TrainConfig(teacher=("runs/teacher",)))["options"]["teacher"] == ["runs/teacher"]

@@ -345,6 +345,13 @@ def test_fer_data_supplies_the_input(tmp_path, run_dirs, demo, monkeypatch, caps
 
     with pytest.raises(FerDataError, match=r"a FER2013 folder: name the part to read, .*test\.csv"):
         read(tmp_path)  # calibrate --data FOLDER, visualize --data FOLDER/...
+    # A folder of photos beside a test/ sub-folder is a folder of photos: every image is predicted.
+    photos = tmp_path / "photos"
+    (photos / "test").mkdir(parents=True)
+    for name in ("a.png", "b.png", "test/c.png"):
+        cv2.imwrite(str(photos / name), demo.pixels[0, :, :, 0])
+    assert main([str(photos), "--model", str(run_dirs[0]), "--no-detect", "--out", str(tmp_path / "p.csv")]) == 0
+    assert sorted(row[0] for row in read_rows(tmp_path / "p.csv")[1:]) == ["a.png", "b.png", "test/c.png"]
 
 
 def test_fer_data_with_msambare_image_folders_supplies_its_test_folder(tmp_path, run_dirs, demo, monkeypatch, capsys):

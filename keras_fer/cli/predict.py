@@ -51,7 +51,8 @@ inputs:
   --no-detect). A folder whose images all sit in class sub-folders (angry/, 0/, ...) is
   labelled, and metrics are reported. A video file (.mp4, .avi, .mov, .mkv, .webm, ...) is
   read frame by frame (every --every-th frame analysed); --camera N reads a camera instead,
-  until --frames or Ctrl-C. With no input, $FER_DATA's test file is used.
+  until --frames or Ctrl-C. A FER2013 folder (test.csv[.gz] or test/ beside train..., no images of
+  its own) gives its test part. With no input, $FER_DATA's test file is used.
   Put the input before a multi-path --model or --saved-proba (or repeat the flag) so it is not
   read as a model or a saved member.
 
@@ -654,13 +655,14 @@ def check_outputs(options, sources, plan=None):
 
 
 def _resolve_input(options):
-    from keras_fer.data import data_parts, existing_data_path
+    from keras_fer.data import data_parts, existing_data_path, is_image_file
 
     if options.input is not None:
         path = Path(options.input)
         if not path.exists():
             raise FerDataError("no such file or folder", path)
-        parts = data_parts(path)  # a FER2013 folder, as FER_DATA names one: its test part
+        # a FER2013 folder, as FER_DATA names one: its test part (not a folder of photos beside a test/)
+        parts = data_parts(path) if path.is_dir() and not any(is_image_file(item) for item in path.iterdir()) else {}
         if "test" in parts:
             _note(f"{path} is a FER2013 folder: predicting its {parts['test'].name}")
             return str(parts["test"])

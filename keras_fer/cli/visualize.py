@@ -499,6 +499,9 @@ def _report(args):
     from keras_fer import report
 
     out = Path(args.out) if args.out else None
+    if out is not None and args.out.endswith(("/", os.sep)):  # a folder, whatever its name: Path drops the "/"
+        out = out / "report.html"
+        args.out = str(out)
     if out is not None and not out.is_dir() and out.suffix.lower() not in (".html", ".htm"):
         # a name without a suffix (or ending in /) is a new folder for report.html, as every command's
         # --out folder; one with another suffix could be the run's model, history or config, or a data CSV
