@@ -87,7 +87,8 @@ def _expression(label, rng):
 def render(expression, nuisance):
     """Draw one face. Returns `(image uint8 (48, 48), mask bool (48, 48))`.
 
-    The same `nuisance` with a different `expression` changes pixels only inside the mask.
+    The mask covers the feature boxes and every stroke drawn, so the same `nuisance` with a
+    different `expression` changes pixels only inside the two faces' masks.
     """
     import cv2
 
@@ -100,6 +101,7 @@ def render(expression, nuisance):
     cv2.ellipse(canvas, (int(cx), int(cy)), (int(face_w), int(face_h)), 0, 0, 360, nuisance["skin"], -1, cv2.LINE_AA)
     ink = nuisance["skin"] * nuisance["feature_darkness"]
     mask = np.zeros((size, size), np.uint8)
+    strokes = np.zeros((size, size), np.uint8)  # what was drawn: an extreme frown leaves the mouth's box
     e = expression
 
     eye_dx = nuisance["eye_spacing"] * face_w * 1.2
@@ -108,12 +110,14 @@ def render(expression, nuisance):
         ex = cx + side * eye_dx
         eye_h = max(0.4, 2.0 * e["eye_open"]) * s
         cv2.ellipse(canvas, (int(ex), int(eye_y)), (int(3.2 * s), int(eye_h)), 0, 0, 360, ink, -1, cv2.LINE_AA)
+        cv2.ellipse(strokes, (int(ex), int(eye_y)), (int(3.2 * s), int(eye_h)), 0, 0, 360, 1, -1)
         cv2.rectangle(mask, (int(ex - 5 * s), int(eye_y - 4.5 * s)), (int(ex + 5 * s), int(eye_y + 4.5 * s)), 1, -1)
         # Brow: a thick line whose inner end moves with brow_tilt, both ends with brow_lift.
         brow_y = eye_y - (5.5 + 1.6 * e["brow_lift"]) * s
         inner = (ex - side * 1.0 * s, brow_y - 1.6 * e["brow_tilt"] * s)
         outer = (ex + side * 4.5 * s, brow_y + 0.4 * e["brow_tilt"] * s)
         cv2.line(canvas, (int(inner[0]), int(inner[1])), (int(outer[0]), int(outer[1])), ink, int(1.6 * s), cv2.LINE_AA)
+        cv2.line(strokes, (int(inner[0]), int(inner[1])), (int(outer[0]), int(outer[1])), 1, int(1.6 * s))
         cv2.rectangle(mask, (int(ex - 6 * s), int(eye_y - 11 * s)), (int(ex + 6.5 * s), int(eye_y - 2.5 * s)), 1, -1)
 
     mouth_y = cy + 9 * s
@@ -125,10 +129,17 @@ def render(expression, nuisance):
     outline = np.concatenate([upper, lower[::-1]]).astype(np.int32)
     cv2.fillPoly(canvas, [outline], ink * 0.6, cv2.LINE_AA)
     cv2.polylines(canvas, [upper.astype(np.int32)], False, ink, int(1.2 * s), cv2.LINE_AA)
+    cv2.fillPoly(strokes, [outline], 1)
+    cv2.polylines(strokes, [upper.astype(np.int32)], False, 1, int(1.2 * s))
     cv2.rectangle(mask, (int(cx - 10 * s), int(mouth_y - 5.5 * s)), (int(cx + 10 * s), int(mouth_y + 8 * s)), 1, -1)
 
     image = cv2.resize(canvas, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
-    mask = cv2.resize(mask, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_NEAREST).astype(bool)
+    # The boxes and every stroke, widened by the anti-aliasing, count for any 48x48 pixel they
+    # touch: the expression changes no pixel outside the mask (nearest-neighbour shrinking and the
+    # boxes alone missed frowns above the mouth's box and the brows' soft edges).
+    strokes = cv2.dilate(strokes, np.ones((2 * upscale + 1, 2 * upscale + 1), np.uint8))
+    mask = cv2.resize(np.maximum(mask, strokes).astype(np.float32), (IMAGE_SIZE, IMAGE_SIZE),
+                      interpolation=cv2.INTER_AREA) > 0
     grid = np.linspace(-1, 1, IMAGE_SIZE)
     gx, gy = nuisance["light_gradient"]
     image = image + gx * grid[None, :] + gy * grid[:, None]
