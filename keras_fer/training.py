@@ -899,6 +899,10 @@ def _check_resume(run_dir, config):
         run, now = _epoch_by_epoch(saved_options["phases"]), _epoch_by_epoch(given["phases"])
         if run[:len(now)] == now[:len(run)]:
             keys.remove("phases")
+    from keras_fer.data import split_identity
+
+    if split_identity(saved_options.get("val"), None) == split_identity(given.get("val"), None):
+        given["val"] = saved_options.get("val")  # fraction:0.10 is fraction:0.1 (the seeds are compared apart)
     different = [k for k in keys if json.dumps(saved_options.get(k), sort_keys=True, default=str)
                  != json.dumps(given.get(k), sort_keys=True, default=str)]
     if different:

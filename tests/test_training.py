@@ -246,6 +246,9 @@ def test_resume_takes_the_options_not_given_from_the_run(tmp_path, capsys):
     epochs = sum(row["seconds"] for row in read_history(out / "history.csv"))  # not this invocation's seconds
     assert f"(best epoch {json.loads((out / 'state.json').read_text())['best_epoch']}, " in printed.out
     assert f"{epochs:.0f} s of epochs in all, " in printed.out
+    # The same split by another spelling is the same option.
+    assert main(["--resume", "--out", str(out), "--val", "fraction:0.10", "--verbose", "0"]) == 0
+    capsys.readouterr()
     # An option given again is still compared with the run's; a recipe's own do not override the run's.
     assert main(["--resume", "--out", str(out), "--lr", "0.01"]) == 2
     assert "--resume with options that differ from the run in" in capsys.readouterr().err
