@@ -377,6 +377,7 @@ def _export_savedmodel(source, model, normalize, destination):
     serving, adapter, sample, reference, kind = _export_reference(source, model, normalize)
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}-"))
+    old = None  # the earlier export, moved aside while the new one takes its place
     try:
         with quiet_native_stderr():
             serving.export(str(temporary), format="tf_saved_model", verbose=False)
@@ -401,6 +402,8 @@ def _export_savedmodel(source, model, normalize, destination):
             os.replace(temporary, destination)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
+        if old is not None and old.exists() and not destination.exists():  # stopped between the renames
+            os.replace(old, destination)
         raise
     return ExportResult(destination, "savedmodel", diff, diff_outputs, len(sample))
 
@@ -441,7 +444,9 @@ def _export_keras(source, model, destination, fmt="keras", normalize=None):
                 raise FerOptionError(f"{existing_path} describes another model, and would describe this one: "
                                      f"export into another folder. {received}")
         elif source.config is not None:
-            others = sorted(path.name for path in folder.glob("*.keras") if path.name != destination.name)
+            # a killed export's hidden temporary is not another model (it refused every retry)
+            others = sorted(path.name for path in folder.glob("*.keras")
+                            if path.name != destination.name and not path.name.startswith("."))
             if others:
                 raise FerOptionError(f"{folder} holds other models ({', '.join(others[:3])}) that this model's "
                                      f"config.json would then describe: export into another folder. {received}")

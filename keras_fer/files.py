@@ -157,6 +157,16 @@ def stale_temporaries(folder):
     return [path for path, _ in _temporaries(folder)]
 
 
+def abandoned_temporaries(folder):
+    """`stale_temporaries` of `folder` whose writer is gone: named by a process of this machine
+    that is not running, or by no process (written before writers were in the names). A writer
+    still running (an export into a run directory while it resumes), or one on another machine,
+    keeps its file."""
+    host = _host_tag()
+    return [path for path, match in _temporaries(folder)
+            if match["pid"] is None or (match["host"] == host and not _running(int(match["pid"])))]
+
+
 def _running(pid):
     try:
         os.kill(pid, 0)

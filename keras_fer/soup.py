@@ -17,7 +17,7 @@ Example:
 
 import numpy as np
 
-from keras_fer.errors import FerModelError
+from keras_fer.errors import FerError, FerModelError
 
 
 def average_models(models, names=None):
@@ -220,6 +220,17 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     check_run_dir_path(run_dir)  # a file in the way fails before the members load
     if (run_dir / "best.keras").exists() or (run_dir / "state.json").exists():
         raise FerOptionError(f"{run_dir} already holds a model: choose another --out. Received: out={str(run_dir)!r}")
+    if run_dir.is_dir():  # the user's config.json, summary.txt, metrics.json were replaced without a word
+        from keras_fer.files import read_json_object
+
+        names = sorted(path.name for path in run_dir.iterdir() if not path.name.startswith("."))
+        try:
+            earlier = "config.json" in names and "soup" in read_json_object(run_dir / "config.json")
+        except FerError:
+            earlier = False
+        if names and not earlier:  # only an earlier soup's files, stopped before its model, are replaced
+            raise FerOptionError(f"{run_dir} holds files that are not an earlier soup's ({', '.join(names[:3])}"
+                                 f"{', ...' if len(names) > 3 else ''}): choose a new or empty folder for --out")
 
     models = [load_keras_model(source.path) for source in sources]
     soup = average_models(models, names)

@@ -40,10 +40,10 @@ import numpy as np
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
 from keras_fer.files import (
+    abandoned_temporaries,
     atomic_path,
     check_not_inside,
     read_json_object,
-    stale_temporaries,
     write_json,
     write_text,
 )
@@ -941,8 +941,9 @@ def _unfinished_run(run_dir):
         config = read_json_object(run_dir / "config.json")
     except FerDataError:
         return False
-    finished = [name for name in ("state.json", "best.keras", "metrics.json", "validation.npz")
-                if (run_dir / name).exists()]
+    finished = [name for name in ("state.json", "metrics.json", "validation.npz") if (run_dir / name).exists()]
+    # any model but a temporary: best.keras, or an export's model.keras beside its copied config.json
+    finished += [path.name for path in run_dir.glob("*.keras") if not path.name.startswith(".")]
     # a soup's or an exported model's folder has a run config too, and a model that training would replace
     return isinstance(config.get("options"), dict) and "arch" in config and "soup" not in config and not finished
 
@@ -1140,7 +1141,7 @@ def _train(config, progress):
                   "best so far is forgotten, and the next epoch's model becomes best.keras", file=sys.stderr)
             state.update(best_epoch=0, best_val_accuracy=-1.0)
     if config.resume or (run_dir.is_dir() and _unfinished_run(run_dir)):  # ours: what a killed writer left goes
-        for leftover in stale_temporaries(run_dir):
+        for leftover in abandoned_temporaries(run_dir):  # not a running export's or calibration's
             leftover.unlink(missing_ok=True)
 
     import keras

@@ -310,3 +310,7 @@ def test_a_killed_writers_temporary_is_found_by_its_process_id_and_a_live_ones_i
     elsewhere.write_text("")  # written on another machine sharing the folder: its process ids are not ours
     assert files.orphaned_temporaries(target) == [left]
     assert set(files.stale_temporaries(tmp_path)) == {left, old_style, elsewhere}
+    # What a resumed run clears from its folder: not a running writer's (an export beside it), nor another machine's.
+    with files.atomic_path(tmp_path / "best-inference.keras") as running:
+        running.write_text("exporting")
+        assert set(files.abandoned_temporaries(tmp_path)) == {left, old_style}

@@ -525,6 +525,22 @@ def test_export_savedmodel_and_tflite_agree(tmp_path, demo):
     np.testing.assert_allclose(served, expected, atol=1e-4)
     assert stat.S_IMODE(os.stat(result.path).st_mode) == files.default_mode(folder=True)  # as mkdir makes it
     assert export.export_model(run, "savedmodel").path == result.path  # an earlier export is replaced
+    # Stopped between moving the earlier export aside and moving the new one in: the earlier one is put back.
+    real_replace, calls = os.replace, []
+
+    def stopped_second(source, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_replace(source, target)
+
+    before = sorted(path.name for path in result.path.iterdir())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export.os, "replace", stopped_second)
+        with pytest.raises(KeyboardInterrupt):
+            export.export_model(run, "savedmodel")
+    assert sorted(path.name for path in result.path.iterdir()) == before
+    assert not [path.name for path in run.iterdir() if path.name.startswith(".")]
     with pytest.raises(FerModelError, match="a TensorFlow SavedModel, which keras-fer does not load"):
         inference.load_predictor(result.path)  # it said "no best.keras in this folder"
     (tmp_path / "notes").mkdir()
@@ -558,6 +574,10 @@ def test_export_keras_drops_the_optimizer_state_and_keeps_the_run_config(tmp_pat
     exported = loading.load_keras_model(result.path)
     expected = loading.load_keras_model(run).predict(demo.pixels.astype("float32"), verbose=0)
     np.testing.assert_array_equal(exported.predict(demo.pixels.astype("float32"), verbose=0), expected)
+    # A killed export's hidden temporary is no other model: it refused every retry.
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / f".fer.keras.99999@{files._host_tag()}-abcdefgh.keras").write_bytes(b"half")
+    assert export.export_model(run, "keras", tmp_path / "deploy" / "fer.keras").path.is_file()
     # Elsewhere, the run config goes beside it, so the copy predicts as the run does (its class prior).
     elsewhere = export.export_model(run, "keras", tmp_path / "package" / "model.keras").path
     assert json.loads((elsewhere.parent / "config.json").read_text()) == json.loads((run / "config.json").read_text())

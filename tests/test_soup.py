@@ -151,6 +151,13 @@ def test_train_soup_writes_a_validated_run_directory(tmp_path, capsys, monkeypat
     assert main(["--soup", *map(str, paths), "--demo-faces", "140", "--out", str(out), "--verbose", "0"]) == 2
     assert "already holds a model" in capsys.readouterr().err
     assert (out / "best.keras").read_bytes() == before
+    # A folder of the user's files is not replaced by a soup's config.json, summary.txt, metrics.json.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.txt").write_text("my notes")
+    assert main(["--soup", *map(str, paths), "--demo-faces", "140", "--out", str(mine), "--verbose", "0"]) == 2
+    assert "holds files that are not an earlier soup's (summary.txt)" in capsys.readouterr().err
+    assert (mine / "summary.txt").read_text() == "my notes"
     # Nor does training go into it: a soup's folder looked like a run killed before its first epoch.
     assert main(["--arch", "cnn4", "--demo-faces", "140", "--epochs", "1", "--out", str(out), "--verbose", "0"]) == 2
     assert "choose a new or empty folder for --out" in capsys.readouterr().err

@@ -705,8 +705,14 @@ def test_a_diverged_loss_stops_the_run_and_is_never_the_best_model(tmp_path, cap
     assert main(base + ["--lr", "0.01", "--epochs", "1"]) == 2
     assert f"{out} holds files that are not a keras-fer run (config.json)" in capsys.readouterr().err
     assert (out / "config.json").read_text() == '{"mine": 1}'
-    # A run stopped before its first epoch ended (config.json, no state.json) starts again in place.
+    # An exported model beside its run's config.json is not a run stopped before its first epoch:
+    # training replaced that config.json, which then described another model.
     (out / "config.json").write_text('{"options": {}, "arch": "dnn"}')
+    (out / "model.keras").write_bytes(b"an exported model")
+    assert main(base + ["--lr", "0.01", "--epochs", "1"]) == 2
+    assert f"{out} holds files that are not a keras-fer run (config.json, model.keras)" in capsys.readouterr().err
+    (out / "model.keras").unlink()
+    # A run stopped before its first epoch ended (config.json, no state.json) starts again in place.
     assert main(base + ["--lr", "0.01", "--epochs", "1"]) == 0
     # After a good epoch, a diverged one stops the run; best.keras stays the good epoch's.
     out = tmp_path / "later"
