@@ -565,6 +565,17 @@ def _duration(seconds):
     return f"{seconds / 3600:.1f} h"
 
 
+def _drop_temperatures(config_path):
+    """Take the temperatures `keras_fer.calibrate` recorded out of a run's config.json."""
+    try:
+        config = read_json_object(config_path)
+    except (OSError, FerDataError):
+        return
+    if {"temperature", "tta_temperatures"} & set(config):
+        write_json(config_path, {key: value for key, value in config.items()
+                                 if key not in ("temperature", "tta_temperatures")})
+
+
 def complete_best(run_dir, state):
     """Make `best.keras` the model of the epoch `state` committed as the new best, when that is
     still pending (`best_pending`): a copy of its `last-NNNN.keras`, the same model, then
@@ -577,6 +588,7 @@ def complete_best(run_dir, state):
     last = run_dir / str(state.get("last_model", ""))
     if not state.get("best_pending") or state.get("best_epoch") != state.get("epoch") or not last.is_file():
         return False
+    _drop_temperatures(run_dir / "config.json")  # fitted on the model being replaced: first, so never kept wrongly
     with atomic_path(run_dir / "best.keras") as temporary:
         shutil.copyfile(last, temporary)
     state.pop("best_pending")
@@ -1208,13 +1220,13 @@ def _train(config, progress):
     # temperatures fitted on best.keras (keras_fer.calibrate) hold while best.keras does
     kept = {key: saved_config[key] for key in ("temperature", "tta_temperatures")
             if config.resume and key in saved_config}
-    if kept:
-        if not (stop_reason or state["epoch"] >= config.total_epochs):
-            fitted = ", ".join(f"{key} {value}" for key, value in kept.items())
-            kept = {}
-            print(f"note: --resume drops the {fitted} in {run_dir / 'config.json'}: "
-                  f"fitted on the best model so far, which training may replace; run python -m "
-                  f"keras_fer.calibrate {run_dir} when the run ends", file=sys.stderr)
+    if kept and not (stop_reason or state["epoch"] >= config.total_epochs):
+        # dropped when a better epoch replaces best.keras (`complete_best`), not now: an interrupted
+        # resume that replaced nothing lost it
+        fitted = ", ".join(f"{key} {value}" for key, value in kept.items())
+        print(f"note: --resume: the {fitted} in {run_dir / 'config.json'} were fitted on the best model so far: "
+              f"they are dropped if training replaces it; run python -m keras_fer.calibrate {run_dir} when the "
+              "run ends", file=sys.stderr)
     interrupted = None
 
     with strategy.scope():

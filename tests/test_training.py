@@ -434,9 +434,20 @@ def test_resuming_a_finished_run_says_it_trains_nothing(tmp_path, capsys):
     assert json.loads(config_path.read_text())["tta_temperatures"] == {"crops": 1.1}
     assert main([*argv, "--epochs", "3", "--resume"]) == 0
     err = capsys.readouterr().err
-    assert "trains nothing" not in err and "--resume drops the temperature 1.25, tta_temperatures" in err
+    assert "trains nothing" not in err and "the temperature 1.25, tta_temperatures" in err
+    assert "they are dropped if training replaces it" in err
     assert len(read_history(tmp_path / "r" / "history.csv")) == 3
-    assert not {"temperature", "tta_temperatures"} & set(json.loads(config_path.read_text()))
+    # Dropped when epoch 3 replaced best.keras, kept when it did not (an interrupted resume lost it).
+    replaced = read_state(tmp_path / "r" / "state.json")["best_epoch"] == 3
+    assert bool({"temperature", "tta_temperatures"} & set(json.loads(config_path.read_text()))) != replaced
+    from keras_fer.training import complete_best
+
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "temperature": 1.25}))
+    state = {**read_state(tmp_path / "r" / "state.json"), "best_epoch": 3, "epoch": 3, "best_pending": True,
+             "last_model": "last-0003.keras"}
+    assert complete_best(tmp_path / "r", state)
+    assert "temperature" not in json.loads(config_path.read_text())
+    same_model(tmp_path / "r" / "best.keras", tmp_path / "r" / "last-0003.keras")
     # Killed while writing its report, a run is told to --resume, which writes it: no note then.
     (tmp_path / "r" / "metrics.json").unlink()
     assert main([*argv, "--epochs", "3", "--resume"]) == 0
