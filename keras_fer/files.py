@@ -199,6 +199,20 @@ def _sync(path):
             os.close(handle)
 
 
+def abandoned_staging(folder):
+    """The staging folders `staged_folder` left in `folder` when its process was killed: named
+    by a process of this machine that is not running."""
+    folder = Path(folder)
+    pattern = re.compile(rf"\.{re.escape(folder.name)}\.(?P<pid>[0-9]+)@(?P<host>[0-9a-f]{{6}})-[A-Za-z0-9_]{{8}}")
+    found = []
+    with contextlib.suppress(OSError):
+        for path in folder.iterdir():
+            match = pattern.fullmatch(path.name)
+            if match and path.is_dir() and match["host"] == _host_tag() and not _running(int(match["pid"])):
+                found.append(path)
+    return sorted(found)
+
+
 @contextlib.contextmanager
 def staged_folder(folder):
     """Yield a hidden temporary folder inside `folder` (created if needed) to write files into.
@@ -213,7 +227,10 @@ def staged_folder(folder):
     check_folder_for(folder / "file")
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder))  # same file system: renames
+    for abandoned in abandoned_staging(folder):  # a killed run's (it stayed in the user's folder for good)
+        shutil.rmtree(abandoned, ignore_errors=True)
+    # named by its writer, as atomic_path's temporaries; same file system: renames
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.{_writer()}-", dir=folder))
     try:
         yield staging
         for file in sorted(path for path in staging.rglob("*") if path.is_file()):

@@ -267,6 +267,27 @@ def test_a_full_disk_is_named_by_the_writer_on_that_disk(tmp_path, monkeypatch):
     assert not (full / "faces.csv").exists() and not (roomy / "clip.mp4").exists()
 
 
+def test_a_killed_runs_staging_folder_is_cleared_by_the_next_one(tmp_path):
+    # A killed --annotate run left annot/.annot.qpdl2ay0/ with its half-run images for good.
+    import signal
+    import subprocess
+    import sys
+
+    annot = tmp_path / "annot"
+    code = ("import os, signal\nfrom keras_fer import files\n"
+            f"with files.staged_folder({str(annot)!r}) as staging:\n"
+            "    (staging / 'a.jpg').write_bytes(b'half')\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    assert subprocess.Popen([sys.executable, "-c", code]).wait() == -signal.SIGKILL
+    [left] = files.abandoned_staging(annot)
+    assert (left / "a.jpg").read_bytes() == b"half"
+    with files.staged_folder(annot) as staging:
+        assert files.abandoned_staging(annot) == [] and not left.exists()
+        (staging / "b.jpg").write_bytes(b"whole")
+        assert files.abandoned_staging(annot) == []  # a running writer's is not abandoned
+    assert sorted(path.name for path in annot.iterdir()) == ["b.jpg"]
+
+
 def test_staged_folder_moves_files_only_when_the_block_succeeds(tmp_path):
     folder = tmp_path / "annotated"
     with pytest.raises(OSError) as caught:
