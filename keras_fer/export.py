@@ -463,10 +463,10 @@ def _export_keras(source, model, destination, fmt="keras", normalize=None):
         copy = serving_model(copy, source, normalize)[0]
         diff, diff_outputs = _check_export(keras_predict(copy, sample, len(sample)), reference, kind,
                                            f"{destination}: the copy", "not written", tolerance)
-    if config_copy is not None:  # after the model: a config.json never stands alone
-        with files.atomic_open(config_copy) as stream:
-            json.dump(source.config, stream, indent=2)
-            stream.write("\n")
+        if config_copy is not None:  # verified, before the model lands: a stop between leaves the config alone,
+            with files.atomic_open(config_copy) as stream:  # which a retry accepts (a model alone it refused)
+                json.dump(source.config, stream, indent=2)
+                stream.write("\n")
     return ExportResult(destination, fmt, diff, diff_outputs, len(sample))
 
 

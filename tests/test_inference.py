@@ -574,6 +574,22 @@ def test_export_keras_drops_the_optimizer_state_and_keeps_the_run_config(tmp_pat
     exported = loading.load_keras_model(result.path)
     expected = loading.load_keras_model(run).predict(demo.pixels.astype("float32"), verbose=0)
     np.testing.assert_array_equal(exported.predict(demo.pixels.astype("float32"), verbose=0), expected)
+    # Stopped as the model lands: its config.json is there alone, and the retry completes the pair
+    # (a model without its config.json was left, and every retry refused).
+    real_replace = os.replace
+
+    def stopped_at_the_model(source, target):
+        if str(target).endswith("deployed.keras"):
+            raise KeyboardInterrupt
+        return real_replace(source, target)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(files.os, "replace", stopped_at_the_model)
+        with pytest.raises(KeyboardInterrupt):
+            export.export_model(run, "keras", tmp_path / "pair" / "deployed.keras")
+    assert sorted(path.name for path in (tmp_path / "pair").iterdir()) == ["config.json"]
+    assert export.export_model(run, "keras", tmp_path / "pair" / "deployed.keras").max_abs_diff == 0
+    assert sorted(path.name for path in (tmp_path / "pair").iterdir()) == ["config.json", "deployed.keras"]
     # A killed export's hidden temporary is no other model: it refused every retry.
     (tmp_path / "deploy").mkdir()
     (tmp_path / "deploy" / f".fer.keras.99999@{files._host_tag()}-abcdefgh.keras").write_bytes(b"half")
