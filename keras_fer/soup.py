@@ -223,14 +223,14 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     if run_dir.is_dir():  # the user's config.json, summary.txt, metrics.json were replaced without a word
         from keras_fer.files import read_json_object
 
-        names = sorted(path.name for path in run_dir.iterdir() if not path.name.startswith("."))
+        present = sorted(path.name for path in run_dir.iterdir() if not path.name.startswith("."))
         try:
-            earlier = "config.json" in names and "soup" in read_json_object(run_dir / "config.json")
+            earlier = "config.json" in present and "soup" in read_json_object(run_dir / "config.json")
         except FerError:
             earlier = False
-        if names and not earlier:  # only an earlier soup's files, stopped before its model, are replaced
-            raise FerOptionError(f"{run_dir} holds files that are not an earlier soup's ({', '.join(names[:3])}"
-                                 f"{', ...' if len(names) > 3 else ''}): choose a new or empty folder for --out")
+        if present and not earlier:  # only an earlier soup's files, stopped before its model, are replaced
+            raise FerOptionError(f"{run_dir} holds files that are not an earlier soup's ({', '.join(present[:3])}"
+                                 f"{', ...' if len(present) > 3 else ''}): choose a new or empty folder for --out")
 
     models = [load_keras_model(source.path) for source in sources]
     soup = average_models(models, names)

@@ -175,8 +175,11 @@ def test_train_soup_writes_a_validated_run_directory(tmp_path, capsys, monkeypat
     assert main(["--soup", *map(str, paths), "--demo-faces", "140", "--out", str(again), "--verbose", "0"]) == 130
     assert not (again / "best.keras").exists()
     monkeypatch.setattr(keras_fer.training, "finish_run", real_finish)
+    capsys.readouterr()
     assert main(["--soup", *map(str, paths), "--demo-faces", "140", "--out", str(again), "--verbose", "0"]) == 0
     assert (again / "best.keras").is_file() and (again / "metrics.json").is_file()
+    printed = capsys.readouterr().out  # each ingredient by its name, not by the earlier soup's file names
+    assert all(f"  {path}\n" in printed for path in paths) and "  config.json\n" not in printed
     # A file where the folder would go fails before the members load.
     (tmp_path / "afile").write_text("x")
     assert main(["--soup", *map(str, paths), "--demo-faces", "140", "--out", str(tmp_path / "afile" / "soup"),
