@@ -86,18 +86,18 @@ def _predicted(source, data, backend, tta="none"):
     from keras_fer.inference import load_predictor, tta_views
 
     trained_on = (source.config or {}).get("data")
+    def seen(what):
+        return FerDataError(f"the model was trained on {what}: a temperature fitted on faces it has seen makes it "
+                            "over-confident on new ones; give its validation split (python -m keras_fer.data split "
+                            f"{data} --out-val val.csv.gz, with the run's --val and --split-seed)", data)
+
     if isinstance(trained_on, str) and Path(trained_on).exists() and Path(data).exists() and (
             Path(trained_on).resolve() == Path(data).resolve()):
-        raise FerDataError("the model was trained on this data: a temperature fitted on faces it has seen makes it "
-                           "over-confident on new ones; give its validation split (python -m keras_fer.data split "
-                           f"{data} --out-val val.csv.gz, with the run's --val and --split-seed)", data)
+        raise seen("this data")  # before it is read
     images = read(data)
     if source.config and images.labels is not None and images.fingerprint() == source.config.get("data_fingerprint"):
         # the same faces and labels by another path or copy (the path test misses relative paths too)
-        raise FerDataError("the model was trained on these faces (its config.json records their fingerprint): a "
-                           "temperature fitted on faces it has seen makes it over-confident on new ones; give its "
-                           f"validation split (python -m keras_fer.data split {data} --out-val val.csv.gz, with the "
-                           "run's --val and --split-seed)", data)
+        raise seen("these faces (its config.json records their fingerprint)")
     if images.labels is None:
         raise FerDataError("has no labels: the temperature is fitted on labelled faces (e.g. the validation split: "
                            "python -m keras_fer.data split TRAIN.csv.gz --out-val val.csv.gz)", data)
@@ -209,9 +209,10 @@ def write_temperature(fit, remove=False):
         if fit.tta == "none":
             config.pop("temperature", None)
         else:
-            left = {mode: value for mode, value in _as_dict(config.get("tta_temperatures")).items() if mode != fit.tta}
-            config.pop("tta_temperatures", None)
-            config.update({"tta_temperatures": left} if left else {})
+            left = {mode: value for mode, value in _as_dict(config.pop("tta_temperatures", None)).items()
+                    if mode != fit.tta}
+            if left:
+                config["tta_temperatures"] = left
         write_json(source.config_path, config)
         return Path(source.config_path)
     if at_range_end(fit.temperature):
@@ -221,15 +222,11 @@ def write_temperature(fit, remove=False):
     if fit.tta == "none":
         write_json(source.config_path, {**source.config, "temperature": round(fit.temperature, 6)})
         return Path(source.config_path)
-    from keras_fer.loading import TTA_TEMPERATURE_MODES, ModelSource, model_temperature
+    from keras_fer.loading import TTA_TEMPERATURE_MODES, positive_number
 
-    kept = {}  # the other modes' temperatures, where valid (an invalid record is replaced, as "temperature" is)
-    for mode, value in _as_dict(source.config.get("tta_temperatures")).items():
-        if mode in TTA_TEMPERATURE_MODES and mode != fit.tta:
-            try:
-                kept[mode] = model_temperature(ModelSource(source.path, {"tta_temperatures": {mode: value}}), mode)
-            except FerModelError:
-                pass
+    # the other modes' temperatures, where valid (an invalid record is replaced, as "temperature" is)
+    kept = {mode: positive_number(value) for mode, value in _as_dict(source.config.get("tta_temperatures")).items()
+            if mode in TTA_TEMPERATURE_MODES and mode != fit.tta and positive_number(value) is not None}
     write_json(source.config_path, {**source.config,
                                      "tta_temperatures": {**kept, fit.tta: round(fit.temperature, 6)}})
     return Path(source.config_path)

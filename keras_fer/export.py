@@ -297,9 +297,10 @@ def _check_export(exported, reference, kind, what, consequence, tolerance=None):
 
 def _recorded_temperatures(source, strict=True):
     """`{"temperature": T, "tta_temperatures": {mode: T}}` of the config (`keras_fer.calibrate`),
-    for an export that goes elsewhere without it. Not `strict` (a LiteRT copy's sidecar): an
-    invalid record gives `{"temperature": None}` (predictions beside that config refuse it, and
-    `keras_fer.calibrate`, which replaces it, can still predict with the copy)."""
+    for an export that goes elsewhere without it. Not `strict` (a LiteRT copy's sidecar): each
+    record on its own, an invalid one left out (`"temperature": None`) rather than refused
+    (predictions beside that config refuse it, and `keras_fer.calibrate`, which replaces it,
+    can still predict with the copy)."""
     if strict:
         temperatures = model_temperatures(source)
     else:  # each record on its own: a broken "tta_temperatures" keeps a valid "temperature"

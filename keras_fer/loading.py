@@ -231,7 +231,7 @@ def class_prior(source):
 TTA_TEMPERATURE_MODES = ("flip", "crops")  # "tta_temperatures" keys; TTA "none" is "temperature"
 
 
-def _positive_number(value):
+def positive_number(value):
     """`value` as a positive finite float, else None (JSON's unbounded integers included)."""
     try:
         number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -251,18 +251,18 @@ def model_temperature(source, tta="none"):
     per_mode = config.get("tta_temperatures")
     if per_mode is not None:
         wrong = (not isinstance(per_mode, dict) or any(key not in TTA_TEMPERATURE_MODES for key in per_mode)
-                 or any(_positive_number(value) is None for value in per_mode.values()))
+                 or any(positive_number(value) is None for value in per_mode.values()))
         if wrong:
             modes = " and ".join(TTA_TEMPERATURE_MODES)
             raise FerModelError(f"{source.config_path}: \"tta_temperatures\" must map {modes} to positive numbers "
                                 "(written by python -m keras_fer.calibrate --tta). Received: "
                                 f"{one_line(repr(per_mode))}")
         if tta in per_mode:
-            return _positive_number(per_mode[tta])
+            return positive_number(per_mode[tta])
     if "temperature" not in config:
         return 1.0
     value = config["temperature"]
-    number = _positive_number(value)
+    number = positive_number(value)
     if number is None:
         raise FerModelError(f"{source.config_path}: \"temperature\" must be a positive number (written by python -m "
                             f"keras_fer.calibrate). Received: {one_line(repr(value))}")
