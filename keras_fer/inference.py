@@ -36,6 +36,7 @@ from keras_fer.export import (
 from keras_fer.loading import (
     DEFAULT_BATCH_SIZE,
     SERVING_NORMALIZE,
+    TEMPERATURE_KEYS,
     ModelSource,
     class_prior,
     keras_predict,
@@ -182,7 +183,7 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
         if source.config is None and meta.get("temperature") is not None:
             # a .tflite exported away from its config.json: its sidecar keeps the temperatures (a config.json
             # beside it governs: a run resumed after calibrating has dropped them there)
-            kept = {key: meta[key] for key in ("temperature", "tta_temperatures") if meta.get(key) is not None}
+            kept = {key: meta[key] for key in TEMPERATURE_KEYS if meta.get(key) is not None}
             recorded = ModelSource(source.path, kept, Path(f"{source.path}.json"))
         temperatures = model_temperatures(recorded)  # a bad value fails before the model loads
         temperature = temperatures.pop("none")

@@ -229,6 +229,8 @@ def class_prior(source):
 
 
 TTA_TEMPERATURE_MODES = ("flip", "crops")  # "tta_temperatures" keys; TTA "none" is "temperature"
+# the config.json keys keras_fer.calibrate writes: fitted on one model's logits, they go with it
+TEMPERATURE_KEYS = ("temperature", "tta_temperatures")
 
 
 def positive_number(value):

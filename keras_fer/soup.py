@@ -180,7 +180,13 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     from keras_fer.data import class_counts, split_identity
     from keras_fer.errors import FerOptionError
     from keras_fer.files import first_repeat, write_json, write_text
-    from keras_fer.loading import load_keras_model, resolve_model_argument, run_options, validation_split
+    from keras_fer.loading import (
+        TEMPERATURE_KEYS,
+        load_keras_model,
+        resolve_model_argument,
+        run_options,
+        validation_split,
+    )
     from keras_fer.pipeline import AugmentConfig
     from keras_fer.training import (
         DATA_OPTIONS,
@@ -268,7 +274,7 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
     # The first ingredient's config says what the model is (its architecture, preprocessing);
     # what it was validated on, and where it is, are the soup's own: visualize rebuilds them.
     base = dict(sources[0].config or {})
-    for key in ("temperature", "tta_temperatures"):  # fitted on that ingredient's logits, not the soup's
+    for key in TEMPERATURE_KEYS:  # fitted on that ingredient's logits, not the soup's
         base.pop(key, None)
     if "class_prior" not in base and train_images.labels is not None:
         counts = class_counts(train_images.labels)

@@ -571,9 +571,10 @@ def _drop_temperatures(config_path):
         config = read_json_object(config_path)
     except (OSError, FerDataError):
         return
-    if {"temperature", "tta_temperatures"} & set(config):
-        write_json(config_path, {key: value for key, value in config.items()
-                                 if key not in ("temperature", "tta_temperatures")})
+    from keras_fer.loading import TEMPERATURE_KEYS
+
+    if set(TEMPERATURE_KEYS) & set(config):
+        write_json(config_path, {key: value for key, value in config.items() if key not in TEMPERATURE_KEYS})
 
 
 def complete_best(run_dir, state):
@@ -1218,8 +1219,9 @@ def _train(config, progress):
         print(f"note: the run in {run_dir} has all its {state['epoch']} epochs: --resume trains nothing more; to "
               f"train on, give a larger --epochs, or start a new run with --init-from {run_dir}", file=sys.stderr)
     # temperatures fitted on best.keras (keras_fer.calibrate) hold while best.keras does
-    kept = {key: saved_config[key] for key in ("temperature", "tta_temperatures")
-            if config.resume and key in saved_config}
+    from keras_fer.loading import TEMPERATURE_KEYS
+
+    kept = {key: saved_config[key] for key in TEMPERATURE_KEYS if config.resume and key in saved_config}
     if kept and not (stop_reason or state["epoch"] >= config.total_epochs):
         # dropped when a better epoch replaces best.keras (`complete_best`), not now: an interrupted
         # resume that replaced nothing lost it

@@ -194,17 +194,16 @@ def resumed_options(args):
     """With `--resume --out RUN`: the options RUN started with (its config.json), for the options
     not given again; None without --resume or when the config cannot be read (the resume's own
     check then says why)."""
-    import json
-
+    from keras_fer.files import read_json_object
     from keras_fer.training import TrainConfig
 
     if not args.resume or not args.out:
         return None
     try:
-        config = json.loads((Path(args.out) / "config.json").read_text(encoding="utf-8"))
-        saved = config["options"]
-    except (OSError, ValueError, TypeError, KeyError):
+        config = read_json_object(Path(args.out) / "config.json")
+    except FerError:
         return None
+    saved = config.get("options")
     if not isinstance(saved, dict):
         return None
     names = {field.name for field in dataclasses.fields(TrainConfig)} - set(NOT_RESUMED)

@@ -501,7 +501,6 @@ def _report(args):
     out = Path(args.out) if args.out else None
     if out is not None and args.out.endswith(("/", os.sep)):  # a folder, whatever its name: Path drops the "/"
         out = out / "report.html"
-        args.out = str(out)
     if out is not None and not out.is_dir() and out.suffix.lower() not in (".html", ".htm"):
         # a name without a suffix (or ending in /) is a new folder for report.html, as every command's
         # --out folder; one with another suffix could be the run's model, history or config, or a data CSV
@@ -509,7 +508,7 @@ def _report(args):
             raise FerOptionError(f"--out names the HTML file (.html) or a folder for report.html. "
                                  f"Received: out={args.out}")
     path = report.build_report(
-        args.run, args.data, args.out, filters=args.filters, steps=args.steps, seed=args.seed,
+        args.run, args.data, out, filters=args.filters, steps=args.steps, seed=args.seed,
         progress=lambda title: print(f"  {title}", file=sys.stderr),
     )
     print(f"wrote {path}")
