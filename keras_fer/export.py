@@ -145,7 +145,8 @@ def _cache_locations(source_path):
     return sibling, base
 
 
-def read_sidecar(tflite_path):
+def _our_sidecar(tflite_path):
+    """The keras-fer record beside `tflite_path` (its `.json`), whichever copy it describes, or None."""
     sidecar = Path(str(tflite_path) + ".json")
     if not (sidecar.is_file() and Path(tflite_path).is_file()):
         return None
@@ -154,6 +155,20 @@ def read_sidecar(tflite_path):
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return meta if isinstance(meta, dict) and meta.get("format") == SIDECAR_FORMAT else None
+
+
+def read_sidecar(tflite_path):
+    """The sidecar metadata of the LiteRT copy `tflite_path`, or None when there is none or it
+    describes another copy: an export writes the new record (with the new copy's SHA-256) before
+    the copy lands, so one stopped between the two leaves the earlier copy beside a record that is
+    not its own. Records written before the SHA was kept are taken as they are."""
+    meta = _our_sidecar(tflite_path)
+    if meta is None or "tflite_sha256" not in meta:
+        return meta
+    try:
+        return meta if files.file_sha256(tflite_path) == meta["tflite_sha256"] else None
+    except OSError:
+        return None
 
 
 def _source_matches(meta, source_path, digest_holder):
@@ -208,7 +223,7 @@ def _writable_cache_path(source):
     someone else put there, a read-only folder, or the package's own weights folder, which an
     install should not change and a checkout should not see change), else the user cache."""
     sibling, cache_base = _cache_locations(source.path)
-    sibling_is_foreign = sibling.exists() and read_sidecar(sibling) is None
+    sibling_is_foreign = sibling.exists() and _our_sidecar(sibling) is None
     if not sibling_is_foreign and not _is_packaged(sibling) and os.access(sibling.parent, os.W_OK):
         return sibling
     folder = cache_base / files.file_sha256(source.path)[:24]
@@ -360,10 +375,11 @@ def _tflite_from_keras(source, model, normalize, destination):
             raise FerModelError(str(error).replace(str(temporary), str(destination))) from None
         diff, diff_outputs = _check_export(runner(sample), reference, kind, f"{destination}: the LiteRT copy",
                                            "not used")
-        # the earlier copy's record goes before the copy is replaced: never a record beside another copy
-        sidecar_path.unlink(missing_ok=True)
-    files.write_json(sidecar_path, {**sidecar, "max_abs_diff": diff, "max_abs_diff_outputs": diff_outputs},
-                     sort_keys=False)
+        # The record lands first and names the copy by its SHA-256: a stop between the two leaves the earlier
+        # copy beside a record that is not its own (not used, and not foreign: the retry replaces both).
+        files.write_json(sidecar_path, {**sidecar, "tflite_sha256": files.file_sha256(temporary),
+                                        "max_abs_diff": diff, "max_abs_diff_outputs": diff_outputs},
+                         sort_keys=False)
     return ExportResult(Path(destination), "tflite", diff, diff_outputs, len(sample)), kind
 
 
@@ -527,7 +543,7 @@ def export_model(model_path, fmt="tflite", destination=None, normalize=None):
     if fmt == "tflite":  # checked before the model loads
         if destination.suffix.lower() != ".tflite":
             raise FerOptionError(f"--export-to for tflite must end in .tflite. Received: {destination}")
-        if destination.exists() and read_sidecar(destination) is None:  # as the keras and savedmodel exports
+        if destination.exists() and _our_sidecar(destination) is None:  # as the keras and savedmodel exports
             raise FerOptionError(
                 f"{destination} already exists and is not an earlier keras-fer LiteRT export (no "
                 f"{destination.name}.json beside it): move it away or "

@@ -387,10 +387,19 @@ def test_a_damaged_litert_copy_is_made_again(tmp_path, demo, monkeypatch):
     expected = inference.load_predictor(run, backend="keras").probabilities(demo.pixels)
     assert inference.load_predictor(run).backend == "litert"  # makes best.tflite and its sidecar
     (run / "best.tflite").write_bytes(b"TFL3" + b"\x00" * 60)  # damaged after it was verified
+    predictor = inference.load_predictor(run)  # its SHA-256 is not the record's: made again before any use
+    assert predictor.backend == "litert" and any("made a verified LiteRT copy" in note for note in predictor.notes)
+    np.testing.assert_allclose(predictor.probabilities(demo.pixels), expected, atol=1e-4)
+    assert inference.load_predictor(run).notes == []  # the copy is whole again
+    # A record written before the copy's SHA-256 was kept: the damage shows when the copy is loaded.
+    record = json.loads((run / "best.tflite.json").read_text())
+    del record["tflite_sha256"]
+    (run / "best.tflite.json").write_text(json.dumps(record))
+    (run / "best.tflite").write_bytes(b"TFL3" + b"\x00" * 60)
     predictor = inference.load_predictor(run)
     assert predictor.backend == "litert" and any("could not be loaded" in note for note in predictor.notes)
     np.testing.assert_allclose(predictor.probabilities(demo.pixels), expected, atol=1e-4)
-    assert inference.load_predictor(run).notes == []  # the copy is whole again
+    assert inference.load_predictor(run).notes == []
     # Damaged again, in a folder that is not ours to write: the copy goes to the user cache, once.
     (run / "best.tflite").write_bytes(b"TFL3" + b"\x00" * 60)
     monkeypatch.setattr(export.os, "access", lambda path, mode: Path(path) != run)
@@ -472,6 +481,34 @@ def test_an_export_that_disagrees_leaves_the_earlier_export(tmp_path, monkeypatc
         export.export_model(run, "tflite", target)
     assert target.read_bytes() == earlier  # it was deleted after the new copy had replaced it
     assert sorted(path.name for path in tmp_path.iterdir()) == ["copy.tflite", "copy.tflite.json", "run"]
+
+
+def test_an_export_stopped_between_its_record_and_its_copy_is_neither_used_nor_foreign(tmp_path, demo, monkeypatch):
+    # The copy landed first and its record after: a stop between left a .tflite with no record, which
+    # later exports refused as someone else's file. Now the record (with the copy's SHA-256) lands first.
+    run = save_run(tmp_path / "run", tiny_model(10))
+    target = tmp_path / "copy.tflite"
+    export.export_model(run, "tflite", target)
+    earlier = target.read_bytes()
+    assert export.read_sidecar(target)["tflite_sha256"] == files.file_sha256(target)
+    tiny_model(12).save(run / "best.keras")  # another model: another copy
+    real_replace = files.os.replace
+
+    def stop(source, destination):
+        if Path(destination) == target:
+            raise KeyboardInterrupt
+        real_replace(source, destination)
+
+    monkeypatch.setattr(files.os, "replace", stop)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_model(run, "tflite", target)
+    monkeypatch.setattr(files.os, "replace", real_replace)
+    assert target.read_bytes() == earlier  # the earlier copy, beside the new model's record
+    assert export.read_sidecar(target) is None  # a record that is not its own: the copy is not used
+    expected = inference.load_predictor(run, backend="keras").probabilities(demo.pixels)
+    export.export_model(run, "tflite", target)  # not refused as foreign: replaced, with its record
+    assert target.read_bytes() != earlier and export.read_sidecar(target) is not None
+    np.testing.assert_allclose(inference.load_predictor(target).probabilities(demo.pixels), expected, atol=1e-4)
 
 
 def test_the_packaged_folder_gets_no_litert_copy(tmp_path, monkeypatch):
