@@ -77,3 +77,15 @@ def check_finite(value, name, minimum=None, *, positive=False, received=None):
         bound = " > 0" if positive else "" if minimum is None else f" >= {minimum:g}"
         raise FerOptionError(f"{name} must be a finite number{bound}. Received: {received or name}={value!r}")
     return float(value)
+
+
+def short_list(items, limit=3):
+    """The first `limit` of `items` joined by commas, with ", ..." when there are more: the lists
+    messages quote (the files in the way, the faces with an empty map).
+
+    Example:
+    >>> short_list(["a.png", "b.png", "c.png", "d.png"])
+    'a.png, b.png, c.png, ...'
+    """
+    items = [str(item) for item in items]
+    return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")

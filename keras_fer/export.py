@@ -26,7 +26,7 @@ import numpy as np
 
 from keras_fer import files, loading
 from keras_fer.classes import IMAGE_SIZE, NUM_CLASSES
-from keras_fer.errors import FerModelError, FerOptionError
+from keras_fer.errors import FerModelError, FerOptionError, short_list
 from keras_fer.loading import (
     DEFAULT_BATCH_SIZE,
     TTA_TEMPERATURE_MODES,
@@ -465,7 +465,7 @@ def _export_keras(source, model, destination, fmt="keras", normalize=None):
             others = sorted(path.name for path in folder.glob("*.keras")
                             if path.name != destination.name and not path.name.startswith("."))
             if others:
-                raise FerOptionError(f"{folder} holds other models ({', '.join(others[:3])}) that this model's "
+                raise FerOptionError(f"{folder} holds other models ({short_list(others)}) that this model's "
                                      f"config.json would then describe: export into another folder. {received}")
             config_copy = existing_path
     keras = import_keras()

@@ -32,7 +32,7 @@ import numpy as np
 
 from keras_fer import plots
 from keras_fer.classes import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
-from keras_fer.errors import FerDataError, FerModelError, FerOptionError
+from keras_fer.errors import FerDataError, FerModelError, FerOptionError, short_list
 from keras_fer.files import read_json_object, write_text
 from keras_fer.loading import one_line, run_options
 
@@ -360,7 +360,7 @@ def select_image(faces, spec, detector="haar"):
     shared = np.flatnonzero(faces.images.ids == faces.images.ids[index])
     named = picked.name in (str(spec), id_key(str(spec)))  # by its id, not by a row number
     if named and len(shared) > 1:  # e.g. happy/0.png and happy/0.jpg in a labelled folder, or a CSV's repeated id
-        rows = ", ".join(str(row) for row in shared[:5]) + (", ..." if len(shared) > 5 else "")
+        rows = short_list(shared, 5)
         picked.note = f"{len(shared)} images have the id {picked.name!r} (rows {rows}): this is row {index}, the first"
     return picked
 
@@ -505,7 +505,7 @@ def explanation_figure(model, picks, method="saliency", class_index=None, layer=
         for i in empty:  # drawn as a blank map, it looked like a broken tool or model
             titles[i] += "\nmap zero everywhere"
         if empty and notes is not None:
-            names = ", ".join(picks[i].name for i in empty[:5]) + (", ..." if len(empty) > 5 else "")
+            names = short_list([picks[i].name for i in empty], 5)
             notes.append(f"{label} at {chosen.name} is zero everywhere for {len(empty)} of {len(picks)} faces "
                          f"({names}): no position of that layer has positive evidence for the class; "
                          f"layercam, or an earlier --layer, shows where the evidence is")

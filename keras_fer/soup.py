@@ -17,7 +17,7 @@ Example:
 
 import numpy as np
 
-from keras_fer.errors import FerError, FerModelError
+from keras_fer.errors import FerError, FerModelError, short_list
 
 
 def average_models(models, names=None):
@@ -235,8 +235,8 @@ def make_soup(config, ingredients, recalibrate=True, say=print, progress=None):
         except FerError:
             earlier = False
         if present and not earlier:  # only an earlier soup's files, stopped before its model, are replaced
-            raise FerOptionError(f"{run_dir} holds files that are not an earlier soup's ({', '.join(present[:3])}"
-                                 f"{', ...' if len(present) > 3 else ''}): choose a new or empty folder for --out")
+            raise FerOptionError(f"{run_dir} holds files that are not an earlier soup's ({short_list(present)}): "
+                                 f"choose a new or empty folder for --out")
 
     models = [load_keras_model(source.path) for source in sources]
     soup = average_models(models, names)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_fer.classes import CLASS_NAMES, NUM_CLASSES
-from keras_fer.errors import FerDataError, FerModelError, FerOptionError
+from keras_fer.errors import FerDataError, FerModelError, FerOptionError, short_list
 from keras_fer.files import (
     abandoned_temporaries,
     atomic_path,
@@ -1122,8 +1122,8 @@ def check_paths(config):
         # its files would be replaced by the run's (config.json, summary.txt, ...)
         names = sorted(path.name for path in run_dir.iterdir())
         raise FerOptionError(
-            f"{run_dir} holds files that are not a keras-fer run ({', '.join(names[:3])}"
-            f"{', ...' if len(names) > 3 else ''}): choose a new or empty folder for --out"
+            f"{run_dir} holds files that are not a keras-fer run ({short_list(names)}): "
+            f"choose a new or empty folder for --out"
         )
     if config.teacher:
         from keras_fer.distill import resolve_teachers

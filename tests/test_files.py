@@ -335,3 +335,13 @@ def test_a_killed_writers_temporary_is_found_by_its_process_id_and_a_live_ones_i
     with files.atomic_path(tmp_path / "best-inference.keras") as running:
         running.write_text("exporting")
         assert set(files.abandoned_temporaries(tmp_path)) == {left, old_style}
+
+
+@pytest.mark.parametrize("items, limit, expected", [
+    ([], 3, ""), (["a"], 3, "a"), (["a", "b", "c"], 3, "a, b, c"), (["a", "b", "c", "d"], 3, "a, b, c, ..."),
+    ([Path("x/1.gif"), 2], 1, "x/1.gif, ..."),
+])
+def test_messages_list_the_first_items_and_say_when_there_are_more(items, limit, expected):
+    from keras_fer.errors import short_list
+
+    assert short_list(items, limit) == expected

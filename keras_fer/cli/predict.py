@@ -13,7 +13,7 @@ from pathlib import Path
 
 from keras_fer.classes import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from keras_fer.cli import Parser, command, progress_bar, stdout_gone
-from keras_fer.errors import FerDataError, FerOptionError, check_finite
+from keras_fer.errors import FerDataError, FerOptionError, check_finite, short_list
 from keras_fer.files import (
     atomic_text,
     check_folder_for,
@@ -377,7 +377,7 @@ def _image_plan(root, outputs=()):
     found = list_images(root, IMAGE_EXTENSIONS + OTHER_IMAGE_SUFFIXES)  # one walk of a big folder
     files = [file for file in found if file.suffix.lower() in IMAGE_EXTENSIONS and (root / file).resolve() not in ours]
     unread = [file for file in found if file.suffix.lower() in OTHER_IMAGE_SUFFIXES]  # a GIF, HEIC: said so
-    shown = ", ".join(str(file) for file in unread[:3]) + (", ..." if len(unread) > 3 else "")
+    shown = short_list(unread)
     formats = ", ".join(IMAGE_EXTENSIONS)
     if not files:
         unread_part = f" ({shown}: a format that is not read)" if unread else ""
