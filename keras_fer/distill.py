@@ -179,8 +179,15 @@ def _read_kept(path, rows, say):
     return None
 
 
+def _same_pass(record, digests, train_fingerprint):
+    """Whether the `teacher` record of an earlier run describes this very teachers' pass: the same
+    teacher files (by SHA-256), views and training rows."""
+    return (isinstance(record, dict) and record.get("sha256") == digests and record.get("tta") == TEACHER_TTA
+            and record.get("train_fingerprint") == train_fingerprint)
+
+
 def teacher_targets(config, sources, train_images, all_images, previous=None, run_dir=None, write=True, say=print,
-                    progress=None):
+                    progress=None, unfinished=None):
     """The soft training targets of the teachers for `train_images`, and a record for the run config.
 
     The teachers' probabilities are kept in `run_dir/teacher_probabilities.npy`, so a resumed run
@@ -194,6 +201,9 @@ def teacher_targets(config, sources, train_images, all_images, previous=None, ru
         all_images: the whole data set, for its fingerprint.
         previous: the `teacher` record of the run being resumed, or None: a teacher whose file
             changed since is refused.
+        unfinished: the `teacher` record of a run stopped in `run_dir` before its first epoch
+            ended, which this run starts again: its kept probabilities are used when they came
+            from these very teachers (same SHA-256) over these very training faces.
         run_dir: the run directory, or None to keep nothing.
         write: whether this process writes the run directory (the chief).
         say: prints progress and figures.
@@ -218,9 +228,15 @@ def teacher_targets(config, sources, train_images, all_images, previous=None, ru
             f"would too. Received: teacher={names}"
         )
     kept = Path(run_dir) / CACHE_NAME if run_dir is not None else None
+    train_fingerprint = train_images.fingerprint()
     probabilities = None
     if previous is not None and kept is not None and kept.is_file():
         probabilities = _read_kept(kept, len(train_images), say)
+    elif _same_pass(unfinished, digests, train_fingerprint) and kept is not None and kept.is_file():
+        probabilities = _read_kept(kept, len(train_images), say)
+        if probabilities is not None:
+            say(f"teachers: their probabilities over the {len(train_images):,} training faces from the run stopped "
+                f"in its first epoch ({kept})")
     if probabilities is None:
         say(f"teachers: {len(names)} model(s) over the {len(train_images):,} training faces and their mirror "
             "images (once, before epoch 1)")
@@ -236,6 +252,7 @@ def teacher_targets(config, sources, train_images, all_images, previous=None, ru
         "models": [str(source.path) for source in sources],
         "sha256": digests,
         "tta": TEACHER_TTA,
+        "train_fingerprint": train_fingerprint,  # the rows the probabilities are of
         "weight": float(config.teacher_weight),
         "temperature": float(config.temperature),
         "train_accuracy": float((probabilities.argmax(axis=1) == train_images.labels).mean()),

@@ -1153,9 +1153,13 @@ def _train(config, progress):
             print(f"note: --resume: {run_dir / 'best.keras'} (epoch {state['best_epoch']}'s model) is missing: the "
                   "best so far is forgotten, and the next epoch's model becomes best.keras", file=sys.stderr)
             state.update(best_epoch=0, best_val_accuracy=-1.0)
+    unfinished_teacher = None  # a run stopped in its first epoch: its teachers' pass may serve again
     if config.resume or (run_dir.is_dir() and _unfinished_run(run_dir)):  # ours: what a killed writer left goes
         for leftover in abandoned_temporaries(run_dir):  # not a running export's or calibration's
             leftover.unlink(missing_ok=True)
+        if not config.resume and config.teacher:
+            with contextlib.suppress(FerDataError):
+                unfinished_teacher = read_json_object(run_dir / "config.json").get("teacher")
 
     import keras
     import tensorflow as tf
@@ -1199,7 +1203,7 @@ def _train(config, progress):
     if teachers is not None:
         targets, teacher_record = teacher_targets(
             config, teachers, train_images, all_images, saved_config.get("teacher"), run_dir, write,
-            progress=progress,
+            progress=progress, unfinished=unfinished_teacher,
         )
         keras.utils.set_random_seed(config.seed)  # loading the teachers drew random numbers: same start as without
 

@@ -217,6 +217,54 @@ def test_a_run_that_fails_after_its_teachers_pass_can_be_started_again(tmp_path,
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
 
 
+def test_a_run_stopped_in_its_first_epoch_starts_again_without_running_its_teachers_again(tmp_path, capsys,
+                                                                                           monkeypatch):
+    # "interrupted before the first epoch ended: start again without --resume" ran the teachers'
+    # pass again, though its probabilities were kept beside the run's config.
+    import keras_fer.distill
+    import keras_fer.training
+
+    teacher = tmp_path / "teacher.keras"
+    tiny_model(3).save(teacher)
+    out = tmp_path / "student"
+    argv = [*STUDENT, "--val", "none", "--teacher", str(teacher), "--out", str(out)]
+    real_fit = keras_fer.training.fit_keras
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras_fer.training, "fit_keras", interrupted)
+    assert main(argv) == 130
+    kept = np.load(out / "teacher_probabilities.npy")
+    monkeypatch.setattr(keras_fer.training, "fit_keras", real_fit)
+    real_pass = keras_fer.distill.teacher_probabilities
+    monkeypatch.setattr(keras_fer.distill, "teacher_probabilities", None)  # would fail if called
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "from the run stopped in its first epoch" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(out / "teacher_probabilities.npy"), kept)
+    assert (out / "best.keras").is_file()
+    # Other training rows, or a changed teacher, are another pass: run again, not the kept one.
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real_pass(*args, **kwargs)
+
+    monkeypatch.setattr(keras_fer.distill, "teacher_probabilities", counted)
+    for change, extra in (("rows", ["--seed", "5"]), ("teacher", [])):  # the demo faces follow the seed
+        again = tmp_path / f"student-{change}"
+        monkeypatch.setattr(keras_fer.training, "fit_keras", interrupted)
+        assert main([*argv[:-1], str(again)]) == 130
+        if change == "teacher":
+            tiny_model(4).save(teacher)
+        monkeypatch.setattr(keras_fer.training, "fit_keras", real_fit)
+        calls.clear()
+        assert main([*argv[:-1], str(again), *extra]) == 0
+        assert calls == [1], change
+        assert "from the run stopped" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("damage", ["garbage", "nan"])
 def test_a_damaged_cache_of_the_teachers_is_computed_again_on_resume(tmp_path, capsys, damage):
     # Garbage was a traceback from np.load; NaN probabilities were used (a NaN loss, exit 0).
