@@ -200,6 +200,16 @@ def test_a_stop_at_a_phases_last_epoch_ends_the_run(tmp_path):
     assert len(read_history(result.run_dir / "history.csv")) == 1
 
 
+def test_a_stop_on_the_runs_last_epoch_is_not_undone_by_more_epochs(tmp_path, capsys):
+    # As documented (docs/training.md, Resuming): the stop is the run's end, whichever epoch it fired on.
+    out = tmp_path / "run"
+    assert main(SMALL + ["--epochs", "1", "--stop-at-accuracy", "0.01", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["--resume", "--out", str(out), "--epochs", "3", "--verbose", "0"]) == 0
+    assert "stopped at epoch 1 (validation accuracy reached 0.01): --resume trains no more" in capsys.readouterr().err
+    assert len(read_history(out / "history.csv")) == 1
+
+
 def test_phases_switch_optimizer(tmp_path):
     config = TrainConfig(
         arch="cnn4", demo_faces=140, batch_size=32, verbose=0, out=str(tmp_path / "run"),
