@@ -597,6 +597,29 @@ def complete_best(run_dir, state):
     return True
 
 
+def _mend_best(run_dir, state, config):
+    """`--resume` of a run whose `best.keras` is gone: made again from `last-NNNN.keras` when the
+    best epoch is the last one kept (the same model); else forgotten, the next epoch's model
+    becoming best.keras, when there is a next epoch; else refused (there would be no model)."""
+    import shutil
+
+    best, last = run_dir / "best.keras", run_dir / str(state.get("last_model", "last.keras"))
+    if state["best_epoch"] == state["epoch"] and last.is_file():
+        with atomic_path(best) as temporary:
+            shutil.copyfile(last, temporary)
+        print(f"note: --resume: {best} was missing: made again from {last.name}, the same epoch "
+              f"({state['epoch']}, the best)", file=sys.stderr)
+    elif state["epoch"] >= config.total_epochs or state.get("stopped"):
+        more = "" if state.get("stopped") else f"--epochs more than {state['epoch']} trains on and keeps the next " \
+                                               "epoch's model as best; or "
+        raise FerOptionError(f"--resume: {best} (epoch {state['best_epoch']}'s model) is missing and the run has no "
+                             f"epoch left to train: {more}use its last model, {last}")
+    else:
+        print(f"note: --resume: {best} (epoch {state['best_epoch']}'s model) is missing: the best so far is "
+              "forgotten, and the next epoch's model becomes best.keras", file=sys.stderr)
+        state.update(best_epoch=0, best_val_accuracy=-1.0)
+
+
 def seed_generator_states(model):
     """The state of every random layer (Dropout, RReLU, ...): Keras does not save it in
     `.keras` files, and a resumed run needs it to draw the same dropout masks."""
@@ -1150,9 +1173,7 @@ def _train(config, progress):
         check_model_file(run_dir / state.get("last_model", "last.keras"))
         complete_best(run_dir, state)  # killed after its epoch's commit, before its best model's copy
         if state.get("best_epoch") and not (run_dir / "best.keras").exists():
-            print(f"note: --resume: {run_dir / 'best.keras'} (epoch {state['best_epoch']}'s model) is missing: the "
-                  "best so far is forgotten, and the next epoch's model becomes best.keras", file=sys.stderr)
-            state.update(best_epoch=0, best_val_accuracy=-1.0)
+            _mend_best(run_dir, state, config)
     unfinished_teacher = None  # a run stopped in its first epoch: its teachers' pass may serve again
     if config.resume or (run_dir.is_dir() and _unfinished_run(run_dir)):  # ours: what a killed writer left goes
         for leftover in abandoned_temporaries(run_dir):  # not a running export's or calibration's

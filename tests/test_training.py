@@ -765,18 +765,34 @@ def test_resume_refuses_other_data_and_forgets_a_deleted_best_model(tmp_path, ca
     assert main(base + ["--epochs", "2", "--resume"]) == 2
     assert f"--resume: the run in {out} started on other data" in capsys.readouterr().err
     assert (out / "config.json").read_bytes() == config and read_state(out / "state.json")["epoch"] == 1
-    # A deleted best.keras: it trained an epoch, then failed, at every later --resume too.
+    # A deleted best.keras: it trained an epoch, then failed, at every later --resume too. The best
+    # epoch is the last one kept: its last-0001.keras is the same model.
     write_csv(generate(140, seed=0).images, data)
     (out / "best.keras").unlink()
     assert main(base + ["--epochs", "2", "--resume"]) == 0
+    assert "best.keras was missing: made again from last-0001.keras, the same epoch (1, the best)" in \
+        capsys.readouterr().err
+    state = read_state(out / "state.json")
+    assert state["epoch"] == 2 and (out / "best.keras").is_file()
+    # An earlier best epoch's model is gone for good: forgotten while there are epochs to train ...
+    state_text = (out / "state.json").read_text()
+    (out / "state.json").write_text(json.dumps({**json.loads(state_text), "best_epoch": 1}))
+    (out / "best.keras").unlink()
+    (out / "metrics.json").unlink()
+    assert main(base + ["--epochs", "2", "--resume"]) == 2  # ... refused when there are none (it failed later)
+    err = capsys.readouterr().err
+    assert f"--resume: {out / 'best.keras'} (epoch 1's model) is missing and the run has no epoch left to " \
+           f"train: --epochs more than 2 trains on" in err and f"use its last model, {out / 'last-0002.keras'}" in err
+    assert not (out / "best.keras").exists()
+    assert main(base + ["--epochs", "3", "--resume"]) == 0
     assert "best.keras (epoch 1's model) is missing: the best so far is forgotten" in capsys.readouterr().err
     state = read_state(out / "state.json")
-    assert state["epoch"] == 2 and state["best_epoch"] == 2 and (out / "best.keras").is_file()
+    assert state["epoch"] == 3 and state["best_epoch"] == 3 and (out / "best.keras").is_file()
     # The same data by another spelling resumes ("data: run has 'x', given '/abs/x'" before), and
     # the run keeps its data's absolute path, for visualize and --resume from any folder.
     monkeypatch.chdir(tmp_path)
     base[base.index("--data") + 1] = "train.csv"
-    assert main(base + ["--epochs", "3", "--resume"]) == 0
+    assert main(base + ["--epochs", "4", "--resume"]) == 0
     assert json.loads((out / "config.json").read_text())["data"] == str(data.resolve())
     # --demo-faces does nothing beside --data: it blocked the resume ("demo_faces: run has 2100,
     # given 300"). Left out, --data is the run's; given to a demo-faces run, it is the data changing.
