@@ -179,11 +179,19 @@ def _read_kept(path, rows, say):
     return None
 
 
-def _same_pass(record, digests, train_fingerprint):
-    """Whether the `teacher` record of an earlier run describes this very teachers' pass: the same
-    teacher files (by SHA-256), views and training rows."""
-    return (isinstance(record, dict) and record.get("sha256") == digests and record.get("tta") == TEACHER_TTA
-            and record.get("train_fingerprint") == train_fingerprint)
+def _same_pass(record, kept, pass_record):
+    """Whether the `teacher` record of an earlier run describes this very teachers' pass and the
+    file `kept`: the same teacher files and their configs (by SHA-256: a config's `normalize`
+    feeds a model without its own scaling), views and training rows, and `kept` the file that
+    run saved (a later run that failed before its config.json leaves its own file beside the
+    earlier record)."""
+    from keras_fer.files import file_sha256
+
+    if not isinstance(record, dict) or kept is None or not kept.is_file():
+        return False
+    if any(record.get(key) != value for key, value in pass_record.items()):
+        return False
+    return record.get("probabilities_sha256") == file_sha256(kept)
 
 
 def teacher_targets(config, sources, train_images, all_images, previous=None, run_dir=None, write=True, say=print,
@@ -228,11 +236,17 @@ def teacher_targets(config, sources, train_images, all_images, previous=None, ru
             f"would too. Received: teacher={names}"
         )
     kept = Path(run_dir) / CACHE_NAME if run_dir is not None else None
-    train_fingerprint = train_images.fingerprint()
+    pass_record = {  # what decides the teachers' probabilities
+        "sha256": digests,
+        "config_sha256": [file_sha256(source.config_path) if source.config_path is not None
+                          and Path(source.config_path).is_file() else None for source in sources],
+        "tta": TEACHER_TTA,
+        "train_fingerprint": train_images.fingerprint(),  # the rows they are of
+    }
     probabilities = None
     if previous is not None and kept is not None and kept.is_file():
         probabilities = _read_kept(kept, len(train_images), say)
-    elif _same_pass(unfinished, digests, train_fingerprint) and kept is not None and kept.is_file():
+    elif _same_pass(unfinished, kept, pass_record):
         probabilities = _read_kept(kept, len(train_images), say)
         if probabilities is not None:
             say(f"teachers: their probabilities over the {len(train_images):,} training faces from the run stopped "
@@ -250,9 +264,8 @@ def teacher_targets(config, sources, train_images, all_images, previous=None, ru
     targets = soft_targets(train_images.labels, probabilities, config.teacher_weight, config.temperature)
     record = {
         "models": [str(source.path) for source in sources],
-        "sha256": digests,
-        "tta": TEACHER_TTA,
-        "train_fingerprint": train_fingerprint,  # the rows the probabilities are of
+        **pass_record,
+        "probabilities_sha256": file_sha256(kept) if kept is not None and write else None,
         "weight": float(config.teacher_weight),
         "temperature": float(config.temperature),
         "train_accuracy": float((probabilities.argmax(axis=1) == train_images.labels).mean()),

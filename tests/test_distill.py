@@ -252,12 +252,20 @@ def test_a_run_stopped_in_its_first_epoch_starts_again_without_running_its_teach
         return real_pass(*args, **kwargs)
 
     monkeypatch.setattr(keras_fer.distill, "teacher_probabilities", counted)
-    for change, extra in (("rows", ["--seed", "5"]), ("teacher", [])):  # the demo faces follow the seed
+    other = tmp_path / "other.keras"
+    tiny_model(5).save(other)
+    for change, extra in (("rows", ["--seed", "5"]), ("teacher", []), ("config", []), ("failed-between", [])):
         again = tmp_path / f"student-{change}"
         monkeypatch.setattr(keras_fer.training, "fit_keras", interrupted)
         assert main([*argv[:-1], str(again)]) == 130
         if change == "teacher":
             tiny_model(4).save(teacher)
+        if change == "config":  # the teacher's config.json (its normalize) feeds it too
+            (tmp_path / "config.json").write_text(json.dumps({"normalize": "none"}))
+        if change == "failed-between":  # another teacher's pass, kept before a bad option failed the run
+            swapped = [*argv[:-1], str(again)]
+            swapped[swapped.index(str(teacher))] = str(other)
+            assert main([*swapped, "--model-option", "nonsense=1"]) == 2
         monkeypatch.setattr(keras_fer.training, "fit_keras", real_fit)
         calls.clear()
         assert main([*argv[:-1], str(again), *extra]) == 0
