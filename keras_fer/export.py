@@ -52,6 +52,7 @@ __all__ = [
     "LiteRTRunner",
     "cached_litert_copy",
     "default_export_path",
+    "describes_another_copy",
     "export_model",
     "find_cached_tflite",
     "litert_available",
@@ -155,6 +156,13 @@ def _our_sidecar(tflite_path):
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return meta if isinstance(meta, dict) and meta.get("format") == SIDECAR_FORMAT else None
+
+
+def describes_another_copy(tflite_path):
+    """Whether the keras-fer record beside `tflite_path` was written for another copy (an export
+    stopped between its record and its copy), so `read_sidecar` ignores it."""
+    meta = _our_sidecar(tflite_path)
+    return meta is not None and read_sidecar(tflite_path) is None
 
 
 def read_sidecar(tflite_path):

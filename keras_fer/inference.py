@@ -27,6 +27,7 @@ from keras_fer.errors import FerDataError, FerModelError, FerOptionError, check_
 from keras_fer.export import (
     LiteRTRunner,
     cached_litert_copy,
+    describes_another_copy,
     find_cached_tflite,
     litert_available,
     outputs_kind,
@@ -176,7 +177,13 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
     if temperature is not None:
         temperature = check_finite(temperature, "temperature", positive=True)
     source = resolve_model(path)
-    meta = (read_sidecar(source.path) or {}) if source.path.suffix.lower() == ".tflite" else {}
+    meta, direct_notes = {}, []
+    if source.path.suffix.lower() == ".tflite":
+        meta = read_sidecar(source.path)
+        if meta is None and describes_another_copy(source.path):
+            direct_notes.append(f"{source.path}.json describes another copy (an export stopped before it replaced "
+                                "this one): what it records (temperatures, outputs) is not used; export again")
+        meta = meta or {}
     temperatures = {}  # TTA mode -> temperature, where one differs from `temperature`
     if temperature is None:
         recorded = source
@@ -197,7 +204,8 @@ def load_predictor(path, backend="auto", normalize=None, batch_size=DEFAULT_BATC
                                 "(pip install ai-edge-litert)")
         runner = LiteRTRunner(source.path, batch_size)
         kind = meta.get("outputs") or outputs_kind(None, _probe_outputs(runner))
-        return Predictor(name, "litert", runner, kind, source, temperature=temperature, tta_temperatures=temperatures)
+        return Predictor(name, "litert", runner, kind, source, direct_notes, temperature=temperature,
+                         tta_temperatures=temperatures)
 
     notes = []
     if backend in ("auto", "litert"):

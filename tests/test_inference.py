@@ -504,7 +504,10 @@ def test_an_export_stopped_between_its_record_and_its_copy_is_neither_used_nor_f
         export.export_model(run, "tflite", target)
     monkeypatch.setattr(files.os, "replace", real_replace)
     assert target.read_bytes() == earlier  # the earlier copy, beside the new model's record
-    assert export.read_sidecar(target) is None  # a record that is not its own: the copy is not used
+    assert export.read_sidecar(target) is None  # a record that is not its own: not used as a cache
+    direct = inference.load_predictor(target)  # named directly, the copy runs, without the other copy's record
+    assert direct.notes == [f"{target}.json describes another copy (an export stopped before it replaced this one): "
+                            "what it records (temperatures, outputs) is not used; export again"]
     expected = inference.load_predictor(run, backend="keras").probabilities(demo.pixels)
     export.export_model(run, "tflite", target)  # not refused as foreign: replaced, with its record
     assert target.read_bytes() != earlier and export.read_sidecar(target) is not None
