@@ -44,7 +44,8 @@ class TemperatureFit:
 
     Attributes:
         temperature: T; the logits are divided by it (above 1 softens, below 1 sharpens).
-        before: the `Calibration` of the model's own probabilities.
+        before: the `Calibration` of the predictions without this fit: the model's own
+            probabilities, or for a TTA mode at `baseline`.
         after: the `Calibration` with T, on the rows T was fitted on (flattering).
         cross_fitted: the `Calibration` with T fitted on one half of the rows and measured on
             the other (the honest estimate).
@@ -52,6 +53,8 @@ class TemperatureFit:
         fitted_on: what the labelled rows were, for messages.
         previous: the value the config recorded before (None: none; as written, even if invalid).
         tta: the TTA mode of the predictions T is for (`inference.TTA_MODES`).
+        baseline: the temperature those predictions use without a record of their own: 1 (the
+            model's own softmax), or for a TTA mode the config's valid `"temperature"`.
     """
 
     temperature: float
@@ -62,6 +65,7 @@ class TemperatureFit:
     fitted_on: str
     previous: float = None
     tta: str = "none"
+    baseline: float = 1.0
 
 
 def _validation_of_run(source):
@@ -131,7 +135,7 @@ def calibrate(model, data=None, backend="auto", tta="none"):
     """
     from keras_fer.errors import FerOptionError
     from keras_fer.inference import TTA_MODES
-    from keras_fer.loading import resolve_model_argument
+    from keras_fer.loading import positive_number, resolve_model_argument
 
     if tta not in TTA_MODES:
         raise FerOptionError(f"tta must be one of {', '.join(TTA_MODES)}. Received: tta={tta!r}")
@@ -155,10 +159,13 @@ def calibrate(model, data=None, backend="auto", tta="none"):
         raise FerDataError(f"{len(labels)} labelled rows are too few to fit a temperature (at least {MIN_ROWS}: "
                            "fewer fit their own noise)", fitted_on.rsplit(" (", 1)[0])
     temperature = fit_temperature(labels, probabilities)
-    own = probabilities.mean(axis=0) if probabilities.ndim == 3 else probabilities  # TTA views averaged
-    return TemperatureFit(temperature, calibration(labels, own),
+    baseline = 1.0  # without a record of its own, a TTA mode's predictions use "temperature"
+    if tta != "none" and positive_number(config.get("temperature")) is not None:
+        baseline = positive_number(config["temperature"])
+    return TemperatureFit(temperature, calibration(labels, scaled_views(probabilities, baseline)),
                           calibration(labels, scaled_views(probabilities, temperature)),
-                          cross_fitted_calibration(labels, probabilities), source, fitted_on, previous, tta)
+                          cross_fitted_calibration(labels, probabilities), source, fitted_on, previous, tta,
+                          baseline)
 
 
 def _as_dict(value):
@@ -203,6 +210,9 @@ def write_temperature(fit, remove=False):
                             "--export keras --export-to DIR/best.keras, then python -m keras_fer.calibrate "
                             "DIR/best.keras --data ...)")
     if not os.access(source.config_path, os.W_OK):
+        if remove:  # the one recorded stays in force
+            raise FerModelError(f"{source.config_path}: read-only: the temperature it records ({fit.previous!r}) "
+                                "could not be taken out and is still used")
         raise FerModelError(f"{source.config_path}: read-only: the temperature was not written")
     if remove:
         config = dict(source.config)
@@ -232,13 +242,18 @@ def write_temperature(fit, remove=False):
     return Path(source.config_path)
 
 
+def _without(fit):
+    """What the predictions are without the fit's temperature: as they are, or at "temperature"."""
+    return "as it is" if fit.baseline == 1.0 else f'at its "temperature" {fit.baseline:.3f}'
+
+
 def describe(fit):
     """The lines `python -m keras_fer.calibrate` prints for a fit."""
     before, after, honest = fit.before, fit.after, fit.cross_fitted
     unseen = f"ECE {honest.ece:.4f}" if honest.total else "ECE n/a"
     return [
         f"fitted on {fit.fitted_on}",
-        f"as it is: ECE {before.ece:.4f}, mean confidence {before.mean_confidence:.4f} for accuracy "
+        f"{_without(fit)}: ECE {before.ece:.4f}, mean confidence {before.mean_confidence:.4f} for accuracy "
         f"{before.accuracy:.4f} ({before.direction}), NLL {before.nll:.4f}",
         f"temperature {fit.temperature:.3f}: {unseen} on rows it was not fitted on (each half scaled by "
         f"the temperature of the other; {after.ece:.4f} on the rows it was fitted on), mean confidence "
@@ -294,8 +309,9 @@ def main(argv=None):
                   "makes it")
             if fit.previous is not None:  # a recorded one (even an invalid one) would stay in force
                 path = write_temperature(fit, remove=True)
+                now = "its own softmax" if fit.baseline == 1.0 else f'its "temperature" ({fit.baseline:.6g})'
                 print(f"removed the temperature it recorded ({fit.previous!r}) from {path}: predictions of "
-                      f"{fit.source.path}{'' if fit.tta == 'none' else f' with --tta {fit.tta}'} use its own softmax")
+                      f"{fit.source.path}{'' if fit.tta == 'none' else f' with --tta {fit.tta}'} use {now}")
             return 0
         path = write_temperature(fit)
         replaced = f" (it recorded {fit.previous!r})" if fit.previous is not None else ""

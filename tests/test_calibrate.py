@@ -2,6 +2,7 @@
 temperature a model's config.json records, applied by every predictor."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -330,12 +331,13 @@ def test_calibrate_tta_records_a_temperature_that_predictions_with_that_tta_appl
     assert "--tta crops needs --data: the run's validation.npz holds its probabilities without TTA" in (
         capsys.readouterr().err)
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "temperature": 1.5, "tta_temperatures": {"flip": "x"}}))
+    # "temperature" 0.5 over-sharpens: the crops temperature is weighed against it (what crops would use without one)
+    (folder / "config.json").write_text(json.dumps({**config, "temperature": 0.5, "tta_temperatures": {"flip": "x"}}))
     assert main([str(folder), "--data", str(data), "--tta", "crops", "--backend", "keras"]) == 0
     printed = capsys.readouterr().out
     assert f"fitted on {data} (70 rows, --tta crops: 10 views each)" in printed
     recorded = json.loads((folder / "config.json").read_text())
-    assert recorded["temperature"] == 1.5 and set(recorded["tta_temperatures"]) == {"crops"}  # the invalid flip goes
+    assert recorded["temperature"] == 0.5 and set(recorded["tta_temperatures"]) == {"crops"}  # the invalid flip goes
     crops = recorded["tta_temperatures"]["crops"]
     assert f'wrote "tta_temperatures": {{"crops": {crops:.6g}}}' in printed and "with --tta crops now" in printed
     own = inference.load_predictor(folder, backend="keras", temperature=1.0)
@@ -343,11 +345,11 @@ def test_calibrate_tta_records_a_temperature_that_predictions_with_that_tta_appl
     assert crops == pytest.approx(fit_temperature(labels, views), abs=1e-5)
     # Each TTA mode's predictions divide the logits by its own temperature; --temperature overrides them all.
     predictor = inference.load_predictor(folder, backend="keras")
-    assert [predictor.temperature_for(mode) for mode in ("none", "flip", "crops")] == [1.5, 1.5, crops]
+    assert [predictor.temperature_for(mode) for mode in ("none", "flip", "crops")] == [0.5, 0.5, crops]
     np.testing.assert_allclose(inference.predict_proba(predictor, faces.pixels, "crops"),
                                scaled_views(views, crops), atol=1e-6)
     flips = np.stack([own.probabilities(view) for view in inference.tta_views(faces.pixels, "flip")])
-    np.testing.assert_allclose(inference.predict_proba(predictor, faces.pixels, "flip"), scaled_views(flips, 1.5),
+    np.testing.assert_allclose(inference.predict_proba(predictor, faces.pixels, "flip"), scaled_views(flips, 0.5),
                                atol=1e-6)
     read = lambda path: np.loadtxt(path, delimiter=",", skiprows=1, usecols=range(2, 9))  # noqa: E731
     argv = [str(data), "--model", str(folder), "--proba", "--backend", "keras", "--tta", "crops"]
@@ -368,7 +370,7 @@ def test_calibrate_tta_records_a_temperature_that_predictions_with_that_tta_appl
         inference.load_predictor(folder, backend="keras")
 
 
-def test_a_temperature_that_does_not_help_is_not_written(tmp_path, capsys):
+def test_a_temperature_that_does_not_help_is_not_written(tmp_path, capsys, monkeypatch):
     # A calibrated model's fitted temperature only follows its rows' noise: calibrate wrote one
     # that raised the ECE on rows it was not fitted on (a soup: 0.0807 -> 0.0837).
     folder = save_run(tmp_path / "run", tiny_model(3))
@@ -388,3 +390,41 @@ def test_a_temperature_that_does_not_help_is_not_written(tmp_path, capsys):
         assert main([str(folder)]) == 0
         assert f"removed the temperature it recorded ({recorded!r})" in capsys.readouterr().out
         assert json.loads((folder / "config.json").read_text()) == config
+    # A read-only config keeps the one recorded in force, and the error says so (not "not written").
+    import os
+
+    (folder / "config.json").write_text(json.dumps({**config, "temperature": 1.6}))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, *a, **k: Path(path).name != "config.json"
+                        and real_access(path, mode, *a, **k))
+    assert main([str(folder)]) == 2
+    assert "read-only: the temperature it records (1.6) could not be taken out and is still used" in (
+        capsys.readouterr().err)
+
+
+def test_a_tta_temperature_is_weighed_against_the_temperature_its_predictions_fall_back_to(tmp_path, capsys,
+                                                                                          monkeypatch):
+    # Without a record of its own, a TTA mode's predictions use "temperature", not the own softmax:
+    # calibrate compared with the own softmax, took out a helpful record and said "own softmax".
+    import keras_fer.calibrate
+
+    folder = save_run(tmp_path / "run", tiny_model(3))
+    labels, probabilities = honest(2000, seed=1)  # calibrated by construction: T = 1 is right
+    views = np.stack([probabilities, probabilities])  # two views, as --tta flip gives
+    monkeypatch.setattr(keras_fer.calibrate, "_predicted", lambda *args: (labels, views, "val.csv (2,000 rows)"))
+    data = tmp_path / "val.csv"
+    data.write_text("label,pixels\n")  # read by the stand-in above, not by calibrate
+    config = json.loads((folder / "config.json").read_text())
+    # "temperature" 0.5 over-sharpens: a fitted flip temperature near 1 helps against it, and is written.
+    (folder / "config.json").write_text(json.dumps({**config, "temperature": 0.5, "tta_temperatures": {"flip": 0.9}}))
+    assert main([str(folder), "--data", str(data), "--tta", "flip"]) == 0
+    out = capsys.readouterr().out
+    assert f"at its \"temperature\" 0.500: ECE {calibration(labels, scaled_views(views, 0.5)).ece:.4f}" in out
+    flip = json.loads((folder / "config.json").read_text())["tta_temperatures"]["flip"]
+    assert abs(flip - 1) < 0.1 and "wrote \"tta_temperatures\"" in out
+    # Against a "temperature" as good as the fit, the flip record is taken out, and the message says what is used.
+    (folder / "config.json").write_text(json.dumps({**config, "temperature": 1.001, "tta_temperatures": {"flip": 0.9}}))
+    assert main([str(folder), "--data", str(data), "--tta", "flip"]) == 0
+    out = capsys.readouterr().out
+    assert "removed the temperature it recorded (0.9)" in out and "--tta flip use its \"temperature\" (1.001)" in out
+    assert json.loads((folder / "config.json").read_text()) == {**config, "temperature": 1.001}
