@@ -83,6 +83,35 @@ def _validation_of_run(source):
     return labels, probabilities, f"{folder / 'validation.npz'} ({len(labels):,} rows)"
 
 
+def _training_rows(source):
+    """Digests of the pixels of the rows the model trained on: the split its config.json records,
+    rebuilt on the data file it records (when that is still there and unchanged), or None."""
+    import hashlib
+
+    from keras_fer import data as data_module
+    from keras_fer.errors import FerError
+    from keras_fer.loading import ModelSource, run_options, validation_split
+
+    config = source.config or {}
+    path = config.get("data")
+    if not isinstance(path, str) or not Path(path).exists():
+        return None
+    try:
+        recorded = validation_split([ModelSource(None, config, source.config_path)], ["model"], "")
+        if recorded is None or not isinstance(recorded[0], str):
+            return None
+        images = data_module.read(data_module.existing_data_path(path, "train"))
+        if not images.labelled or str(config.get("data_fingerprint", images.fingerprint())) != images.fingerprint():
+            return None
+        train, _ = data_module.split(images, recorded[0], seed=recorded[1])
+        cut = run_options(config, source.config_path).get("max_images")
+        if isinstance(cut, int) and cut > 0:
+            train = train.subset(np.arange(min(cut, len(train))))
+    except (FerError, OSError):
+        return None
+    return {hashlib.sha1(np.ascontiguousarray(row, np.uint8).tobytes()).digest() for row in train.pixels}
+
+
 def _predicted(source, data, backend, tta="none"):
     """`(labels, probabilities, description)`: the model's own probabilities (no temperature) on
     the labelled file `data`; with a `tta` mode, of each view: `(views, N, 7)`."""
@@ -90,10 +119,10 @@ def _predicted(source, data, backend, tta="none"):
     from keras_fer.inference import load_predictor, tta_views
 
     trained_on = (source.config or {}).get("data")
-    def seen(what):
+    def seen(what, split_from=data):
         return FerDataError(f"the model was trained on {what}: a temperature fitted on faces it has seen makes it "
                             "over-confident on new ones; give its validation split (python -m keras_fer.data split "
-                            f"{data} --out-val val.csv.gz, with the run's --val and --split-seed)", data)
+                            f"{split_from} --out-val val.csv.gz, with the run's --val and --split-seed)", data)
 
     if isinstance(trained_on, str) and Path(trained_on).exists() and Path(data).exists() and (
             Path(trained_on).resolve() == Path(data).resolve()):
@@ -105,6 +134,15 @@ def _predicted(source, data, backend, tta="none"):
     if images.labels is None:
         raise FerDataError("has no labels: the temperature is fitted on labelled faces (e.g. the validation split: "
                            "python -m keras_fer.data split TRAIN.csv.gz --out-val val.csv.gz)", data)
+    trained = _training_rows(source)
+    if trained:  # its training split, written out (data split --out-train) or cut down: most rows are seen
+        import hashlib
+
+        seen_rows = sum(hashlib.sha1(np.ascontiguousarray(row, np.uint8).tobytes()).digest() in trained
+                        for row in images.pixels)
+        if 2 * seen_rows > len(images):
+            raise seen(f"{seen_rows:,} of these {len(images):,} faces (its training split of "
+                       f"{source.config['data']}, rebuilt as its config.json records)", source.config["data"])
     # the model's own probabilities: a recorded temperature (even an invalid one) is not applied
     predictor = load_predictor(source.path, backend, temperature=1.0)
     if tta == "none":

@@ -141,6 +141,24 @@ def test_calibrate_on_labelled_data_and_its_refusals(run, tmp_path, capsys):
                                                     "data_fingerprint": read(data).fingerprint()}))
     assert main([str(folder), "--data", str(copy), "--backend", "keras"]) == 2
     assert f"error: {copy}: the model was trained on these faces (its config.json records" in capsys.readouterr().err
+    # ... and its training split written out (data split --out-train), or most of it: the split is rebuilt.
+    from keras_fer.data import main as data_main
+
+    whole = write_fer_csv(tmp_path / "whole.csv", generate(200, seed=8).images.pixels,
+                          labels=np.arange(200) % 7)
+    (folder / "config.json").write_text(json.dumps({**config, "data": str(whole),
+                                                    "data_fingerprint": read(whole).fingerprint(),
+                                                    "options": {"val": "fraction:0.5", "split_seed": 3}}))
+    assert data_main(["split", str(whole), "--val", "fraction:0.5", "--split-seed", "3", "--out-val",
+                      str(tmp_path / "v.csv"), "--out-train", str(tmp_path / "t.csv")]) == 0
+    capsys.readouterr()
+    assert main([str(folder), "--data", str(tmp_path / "t.csv"), "--backend", "keras"]) == 2
+    rows = len(read(tmp_path / "t.csv"))
+    assert (f"error: {tmp_path / 't.csv'}: the model was trained on {rows} of these {rows} faces (its training split "
+            f"of {whole}, rebuilt as its config.json records): a temperature fitted on faces it has seen makes it "
+            f"over-confident on new ones; give its validation split (python -m keras_fer.data split {whole} "
+            "--out-val val.csv.gz") in capsys.readouterr().err
+    assert main([str(folder), "--data", str(tmp_path / "v.csv"), "--backend", "keras", "--dry-run"]) == 0  # held out
     (folder / "config.json").write_text(json.dumps(config))
     unlabelled = write_fer_csv(tmp_path / "test.csv", faces.pixels)
     assert main([str(folder), "--data", str(unlabelled)]) == 2
