@@ -121,16 +121,23 @@ def get_recipe_arch(ablation):
     return recipe(ablation.recipe).get("arch")
 
 
-def variant_configs(ablation, base, out):
+def variant_configs(ablation, base, out, base_parameters=None):
     """`(label, TrainConfig)` per variant: `base` (a `TrainConfig` of the recipe plus the
-    user's options) with the variant's overrides, its run directory under `out`."""
+    user's options) with the variant's overrides, its run directory under `out`. The user's
+    `--model-option`s are the base architecture's: a variant of another architecture does not
+    take them, and one matched to the base (`match: "{arch}"`) is matched to `base_parameters`,
+    the base model's parameter count with those options, when given."""
     configs = []
     prefix = ablation.recipe if base.arch == get_recipe_arch(ablation) else f"{ablation.recipe}-{base.arch}"
     for label, overrides in ablation.variants:
+        matched = overrides.get("model_options", {}).get("match") == "{arch}"
         overrides = _fill(overrides, base.arch)
+        if matched and base.model_options and base_parameters is not None:
+            overrides = {**overrides, "model_options": {**overrides["model_options"], "match": int(base_parameters)}}
         label = label.format(arch=base.arch)
         values = {key: value for key, value in overrides.items() if key != "model_options"}
-        options = {**base.model_options, **overrides.get("model_options", {})}
+        own = overrides.get("arch", base.arch) == base.arch
+        options = {**(base.model_options if own else {}), **overrides.get("model_options", {})}
         run_dir = Path(out) / variant_slug(prefix, overrides)
         config = dataclasses.replace(base, **values, model_options=options, out=str(run_dir),
                                      resume=(run_dir / "state.json").is_file())
@@ -156,15 +163,52 @@ def run_ablation(name, base, out, train=None):
     ablation = get_ablation(name)
     train = train or training.train
     out = Path(out)
-    configs = variant_configs(ablation, base, out)
-    for _, config in configs:  # every variant's options, before the first one trains for hours
+    base_parameters = None
+    if base.model_options and any(overrides.get("model_options", {}).get("match") == "{arch}"
+                                  for _, overrides in ablation.variants):
+        models.check_model_options(base.arch, base.model_options)
+        base_parameters = sum(models.parameter_counts(models.build_model(base.arch, **base.model_options)))
+    configs = variant_configs(ablation, base, out, base_parameters)
+    finished = {}
+    for label, config in configs:  # every variant's options, before the first one trains for hours
         config.validate()
         models.check_model_options(config.arch, config.model_options)
+        finished[config.out] = _check_reused(label, config)
     for index, (label, config) in enumerate(configs, start=1):
+        if finished[config.out]:
+            print(f"ablation {name}: variant {index}/{len(configs)} '{label}': reusing {config.out} (finished)",
+                  flush=True)
+            continue
         action = "resuming" if config.resume else "training"
         print(f"ablation {name}: variant {index}/{len(configs)} '{label}': {action} {config.out}", flush=True)
-        train(config)
+        try:
+            train(config)
+        except FerOptionError as error:
+            if not str(error).startswith("--resume with options that differ"):
+                raise
+            differences = str(error).split(f"{config.out}: ", 1)[-1]
+            raise FerOptionError(f"{config.out} holds this variant trained with other options ({differences}): "
+                                 "give the ablation another --out") from None
     return write_ablation(ablation, [(label, Path(config.out)) for label, config in configs], out)
+
+
+def _check_reused(label, config):
+    """Whether the variant's run in `config.out` is finished (then reused as it is). Refuses one
+    that trained more epochs than `config` asks for: the variants would compare at two lengths."""
+    from keras_fer.training import read_state
+
+    if not config.resume:
+        return False
+    try:
+        state = read_state(Path(config.out) / "state.json")
+    except (FerDataError, OSError):
+        return False  # training says what is wrong with it
+    if state["epoch"] > config.total_epochs:
+        raise FerOptionError(f"variant '{label}' in {config.out} has trained {state['epoch']} epochs, more than the "
+                             f"{config.total_epochs} asked for: the variants would compare at two lengths; give "
+                             f"--epochs {state['epoch']}, or another --out")
+    done = state["epoch"] >= config.total_epochs or bool(state.get("stopped"))
+    return done and (Path(config.out) / "metrics.json").is_file()
 
 
 def summarize_run(run_dir):

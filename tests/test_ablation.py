@@ -40,6 +40,7 @@ def fake_train(accuracies):
         (run_dir / "config.json").write_text(json.dumps({"arch": config.arch, "train_images": 90, "val_images": 10,
                                                          "options": config.to_json()}))
         (run_dir / "state.json").write_text(json.dumps({"epoch": len(rows)}))
+        (run_dir / "metrics.json").write_text("{}")  # a finished run's report
 
     return train, calls
 
@@ -108,14 +109,41 @@ def test_dnn_vs_cnn_matches_the_compared_cnn(tmp_path):
     assert abs(build_model("dnn-matched", **dnn.model_options).count_params() - cnn_params) < 0.01 * cnn_params
 
 
-def test_a_model_option_one_variant_does_not_take_fails_before_any_variant_trains(tmp_path):
-    # cnn4 takes batch_norm, dnn-matched does not: the CNN variant trained for hours, then the error came.
+def test_a_model_option_the_variants_do_not_take_fails_before_any_variant_trains(tmp_path):
+    # An option vgg12 does not take: the first variant would have trained for hours, then the error came.
     train, calls = fake_train({})
-    base = config_from_args(build_parser().parse_args(["--recipe", "report004", "--arch", "cnn4",
-                                                       "--model-option", "batch_norm=false"]))
-    with pytest.raises(FerOptionError, match=r"Model 'dnn-matched' takes the options .* Received: batch_norm=False"):
-        ablation.run_ablation("dnn-vs-cnn", base, tmp_path, train=train)
+    base = config_from_args(build_parser().parse_args(["--recipe", "report002", "--model-option", "nonsense=1"]))
+    with pytest.raises(FerOptionError, match=r"Model 'vgg12' takes the options .* Received: nonsense=1"):
+        ablation.run_ablation("augmentation", base, tmp_path, train=train)
     assert calls == []
+
+
+def test_a_variant_trained_with_other_options_asks_for_another_out_not_resume(tmp_path):
+    # "--resume with options that differ from the run in ...": the user gave no --resume, and
+    # --ablation refuses it; what helps is another --out.
+    def train(config):
+        raise FerOptionError(f"--resume with options that differ from the run in {config.out}: lr: run has 0.001, "
+                             "given 0.01")
+
+    base = config_from_args(build_parser().parse_args(["--recipe", "report002", "--epochs", "2"]))
+    with pytest.raises(FerOptionError) as raised:
+        ablation.run_ablation("batch-norm", base, tmp_path, train=train)
+    assert str(raised.value) == (f"{tmp_path / 'report002'} holds this variant trained with other options (lr: run "
+                                 "has 0.001, given 0.01): give the ablation another --out")
+
+
+def test_the_cnns_options_are_the_cnns_and_its_dnn_is_matched_to_it_as_trained(tmp_path):
+    # The CNN's --model-option went to the DNN variants too ("Model 'dnn-matched' takes the options ...
+    # Received: batch_norm=False"), and match=cnn4 would have matched the CNN's default size.
+    base = config_from_args(build_parser().parse_args(["--recipe", "report004", "--arch", "cnn4", "--epochs", "2",
+                                                       "--model-option", "batch_norm=false"]))
+    train, calls = fake_train({"nobn": [0.3, 0.4], base.augment: [0.2, 0.3]})
+    ablation.run_ablation("dnn-vs-cnn", base, tmp_path, train=train)
+    cnn, dnn, report_dnn = calls
+    trained = build_model("cnn4", batch_norm=False).count_params()
+    assert cnn.model_options == {"batch_norm": False} and report_dnn.model_options == {}
+    assert dnn.model_options == {"match": trained} and trained != build_model("cnn4").count_params()
+    assert abs(build_model("dnn-matched", **dnn.model_options).count_params() - trained) < 0.01 * trained
 
 
 def test_cnn4_batch_norm_false_drops_its_three_batch_norms():
@@ -138,11 +166,20 @@ def test_run_ablation_writes_figure_and_table_and_shares_the_baseline(tmp_path):
     assert "0.56338" in text  # the report's own figure is quoted
     changes = text.split("Recipe `report002` with ")[1].split(";")[0]  # the cut is named
     assert changes.startswith("phases=") and "'epochs': 3" in changes and "adadelta" in changes and "sgd" not in changes
-    # The augmentation ablation finds the baseline's run and resumes (here: reuses) it.
+    # The augmentation ablation finds the baseline's finished run and reuses it.
     calls.clear()
     _, _, rows = ablation.run_ablation("augmentation", base, tmp_path, train=train)
-    assert [c.resume for c in calls] == [True, False]
+    assert [c.out for c in calls] == [str(tmp_path / "report002-augment=none")]
+    assert rows[0]["best_val_accuracy"] == 0.5 and rows[0]["run"].endswith("report002")
     assert rows[1]["best_val_accuracy"] == 0.4 and rows[1]["run"].endswith("report002-augment=none")
+    # Fewer epochs than the shared baseline ran: the variants would compare at two lengths (it
+    # drew 3 epochs against 2 without a word). Refused before anything trains; more epochs resume it.
+    calls.clear()
+    shorter = config_from_args(build_parser().parse_args(["--recipe", "report002", "--epochs", "2"]))
+    with pytest.raises(FerOptionError, match=r"variant 'with augmentation' in .*report002 has trained 3 epochs, more "
+                                             r"than the 2 asked for: .* give --epochs 3, or another --out"):
+        ablation.run_ablation("augmentation", shorter, tmp_path, train=train)
+    assert calls == []
 
 
 def test_summarize_run_names_a_missing_history(tmp_path):
@@ -334,3 +371,17 @@ def test_ablation_list_names_every_ablation_and_its_variants():
     assert [line.split()[0] for line in lines[1:]] == ablation.list_ablations()
     assert "{" not in "\n".join(lines)  # no unfilled label
     assert "CNN (--arch) | DNN matched to --arch" in lines[-1]
+
+
+def test_ctrl_c_in_an_ablation_says_to_run_it_again(tmp_path, capsys, monkeypatch):
+    # It said only the variant's "continue with --resume --out VARIANT": that resumes one variant and
+    # draws no figure, and --ablation refuses --resume.
+    import keras_fer.training
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras_fer.training, "train", interrupted)
+    code = train_main(["--ablation", "batch-norm", "--demo-faces", "140", "--epochs", "1", "--out", str(tmp_path)])
+    assert code == 130
+    assert "to go on with the ablation, run the same command again" in capsys.readouterr().err

@@ -288,6 +288,8 @@ def run_ablation(args, chosen):
     try:
         figure, table, rows = ablation.run_ablation(chosen.name, base, out)
     except KeyboardInterrupt as error:  # the run said what is saved
+        print("to go on with the ablation, run the same command again: each variant resumes where it stopped, and "
+              "the finished ones are reused", file=sys.stderr)
         return interrupted_exit_code(error)
     for row in rows:
         print(ablation.describe_run(row["label"], row))
