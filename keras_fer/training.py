@@ -1267,7 +1267,10 @@ def _train(config, progress):
                 init_record = init_from_record(copy_weights_from(config.init_from, model))
     created_dir = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    if write:
+    # a resume that trains nothing (all epochs done, or stopped) leaves the record of what ran: a smaller
+    # --epochs rewrote the phases to fewer epochs than history.csv holds
+    trains_nothing = config.resume and (state["epoch"] >= config.total_epochs or bool(state.get("stopped")))
+    if write and not trains_nothing:
         write_json(run_dir / "config.json", {
             "options": config.to_json(), "arch": config.arch, **data_record(config, all_images),
             "normalize": config.normalize, "augment": config.augment,

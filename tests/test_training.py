@@ -437,9 +437,14 @@ def test_resuming_a_finished_run_says_it_trains_nothing(tmp_path, capsys):
     config_path = tmp_path / "r" / "config.json"
     config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "temperature": 1.25,
                                        "tta_temperatures": {"crops": 1.1}}))
+    recorded = config_path.read_bytes()
     assert main([*argv, "--epochs", "2", "--resume"]) == 0
     assert "has all its 2 epochs: --resume trains nothing more" in capsys.readouterr().err
     assert len(read_history(tmp_path / "r" / "history.csv")) == 2
+    # A smaller --epochs trains nothing either, and leaves the record of what ran (it rewrote
+    # config.json's options to 1 epoch beside a 2-epoch history).
+    assert main([*argv, "--epochs", "1", "--resume"]) == 0
+    assert "has all its 2 epochs" in capsys.readouterr().err and config_path.read_bytes() == recorded
     assert json.loads(config_path.read_text())["temperature"] == 1.25
     assert json.loads(config_path.read_text())["tta_temperatures"] == {"crops": 1.1}
     assert main([*argv, "--epochs", "3", "--resume"]) == 0
