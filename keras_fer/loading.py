@@ -95,7 +95,8 @@ def validation_split(sources, names, consequence):
     if len({split_identity(*split) for split in splits.values()}) > 1:  # the same rows, however spelled
         described = "; ".join(f"{name}: {val} seed {seed}" for name, (val, seed) in splits.items())
         raise FerOptionError(f"the models were validated on different splits ({described}): one's validation "
-                             f"rows are another's training rows, {consequence}. Received: models={names}")
+                             f"rows are another's training rows, {consequence} (train them with one --split-seed: "
+                             f"without it the split follows --seed). Received: models={names}")
     return next(iter(splits.values()), None)
 
 

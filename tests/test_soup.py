@@ -261,7 +261,7 @@ def test_train_soup_errors_are_one_line_and_write_nothing(tmp_path, capsys):
         small_fervgg(seed).save(run / "best.keras")
         (run / "config.json").write_text(json.dumps({"options": {"val": "fraction:0.1", "seed": seed}}))
         runs.append(str(run))
-    assert "different splits" in error("--soup", *runs)
+    assert "different splits" in (text := error("--soup", *runs)) and "train them with one --split-seed" in text
     # ... and a soup of runs is validated on their split, not on another one.
     (tmp_path / "run-1" / "config.json").write_text(json.dumps({"options": {"val": "fraction:0.1", "seed": 0}}))
     assert "must be too" in error("--soup", *runs, "--val", "fraction:0.2")
