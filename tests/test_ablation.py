@@ -385,3 +385,10 @@ def test_ctrl_c_in_an_ablation_says_to_run_it_again(tmp_path, capsys, monkeypatc
     code = train_main(["--ablation", "batch-norm", "--demo-faces", "140", "--epochs", "1", "--out", str(tmp_path)])
     assert code == 130
     assert "to go on with the ablation, run the same command again" in capsys.readouterr().err
+
+
+def test_an_ablation_without_validation_rows_is_refused(tmp_path, capsys):
+    # It trained every variant, then drew a table of "-" and no curves.
+    assert train_main(["--ablation", "batch-norm", "--val", "none", "--out", str(tmp_path)]) == 2
+    assert "--ablation compares the variants' validation accuracy: drop --val none" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -266,6 +266,11 @@ def check_ablation_options(args):
         raise FerOptionError("--ablation trains each variant from scratch, as the reports did: drop --init-from")
     if args.summary:
         raise FerOptionError("--summary prints one architecture and trains nothing: drop --ablation")
+    if args.val is not None:
+        from keras_fer.data import parse_split
+
+        if parse_split(args.val)[0] == "none":  # it drew a table of "-" and no curves
+            raise FerOptionError("--ablation compares the variants' validation accuracy: drop --val none")
     given = parse_model_options(args.model_option)
     for _, overrides in chosen.variants:  # an option that sets what the ablation varies would make its variants equal
         clashes = [(name, f"--model-option {name}") for name in overrides.get("model_options", {}) if name in given]
