@@ -257,9 +257,14 @@ def _header_columns(header, path):
         if any(len(name.split()) > 100 for name in names):  # 2,304 grey levels: a data row, not a header
             raise FerDataError(f"no header line: the first line holds pixel values; add a header such as "
                                f"{'label,feature' if len(names) > 1 else 'feature'} as line 1", path, 1)
+        if len(names) == 1 and any(mark in names[0] for mark in (";", "\t")):  # Excel in many locales, a TSV
+            mark = ";" if ";" in names[0] else "\t"
+            raise FerDataError(f"its fields are separated by {mark!r}, not commas: save it as a comma-separated "
+                               f"CSV (header: {names[0][:100]!r})", path, 1)
         found = ", ".join(names) or "nothing"
+        found = "".join(c if c.isprintable() else repr(c)[1:-1] for c in found[:200])  # no NULs or escapes
         raise FerDataError(f"missing pixel column: expected one of {', '.join(PIXEL_COLUMNS)}, found "
-                           f"{found[:200] + ' ...' if len(found) > 200 else found}", path, 1)
+                           f"{found + ' ...' if len(', '.join(names)) > 200 else found}", path, 1)
     label = _column(names, lowered, LABEL_COLUMNS, "labels", path)
     image_id = _column(names, lowered, ("id",), "ids", path)
     usage = _column(names, lowered, ("usage",), "Usage", path)
@@ -292,8 +297,22 @@ def _binary_kind(path):
     if path.suffix.lower() in VIDEO_EXTENSIONS:
         return f"a video ({path.suffix}), not a FER CSV, image folder or image: {videos}"
     with open(path, "rb") as handle:
-        head = handle.read(12)
+        head = handle.read(512)
+    if head.startswith(b"\x1f\x8b"):  # a tar inside: Kaggle's own download is fer2013.tar.gz
+        try:
+            with gzip.open(path, "rb") as handle:
+                block = handle.read(512)
+        except (OSError, EOFError, zlib.error):
+            block = b""  # a damaged gzip is named when it is read
+    else:
+        block = head
+    if block[257:262] == b"ustar":
+        return ("a tar archive, not a CSV: extract it first (tar xzf / tar xf; Kaggle's fer2013.tar.gz holds "
+                "fer2013/fer2013.csv)")
+    head = head[:12]
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        if path.suffix.lower() in (".xlsx", ".xlsm", ".ods", ".numbers"):
+            return f"a spreadsheet ({path.suffix}), not a CSV: save it as CSV (comma-separated) first"
         return "a zip archive, not a CSV: unzip it first (a gzip-compressed CSV, .csv.gz, is read as it is)"
     if head.startswith((b"GIF87a", b"GIF89a")):
         return ("a GIF image, which keras-fer does not read: convert it to PNG (an animation to a video, "

@@ -782,6 +782,36 @@ def test_videos_gifs_and_zip_archives_are_named_not_called_csv_files(tmp_path, c
     # Text that merely starts like a signature is still read as a CSV.
     path = write_rows(tmp_path / "pk.csv", "PK,label,feature", [f"1,3,{GOOD}"])
     assert data.read(path).labels.tolist() == [3]
+    # A spreadsheet is a zip too: unzipping is the wrong advice.
+    (tmp_path / "fer.xlsx").write_bytes((tmp_path / "train.csv").read_bytes())
+    with pytest.raises(FerDataError, match=r"fer\.xlsx: a spreadsheet \(\.xlsx\), not a CSV: save it as CSV"):
+        data.read(tmp_path / "fer.xlsx")
+    # Kaggle's own download, fer2013.tar.gz: its header merged with the tar's, and after every row had
+    # been parsed came an error 865 NUL bytes long.
+    import io
+    import tarfile
+
+    body = f"emotion,pixels,Usage\n0,{GOOD},Training\n".encode()
+    for name, mode in (("fer2013.tar.gz", "w:gz"), ("fer2013.tar", "w")):
+        with tarfile.open(tmp_path / name, mode) as archive:
+            member = tarfile.TarInfo("fer2013/fer2013.csv")
+            member.size = len(body)
+            archive.addfile(member, io.BytesIO(body))
+        with pytest.raises(FerDataError) as raised:
+            data.read(tmp_path / name)
+        assert str(raised.value) == (f"{tmp_path / name}: a tar archive, not a CSV: extract it first (tar xzf / "
+                                     "tar xf; Kaggle's fer2013.tar.gz holds fer2013/fer2013.csv)")
+    # Semicolons (Excel in many locales) or tabs: "missing pixel column ... found emotion;pixels" named the
+    # column it says is missing.
+    for mark in (";", "\t"):
+        path = tmp_path / "excel.csv"
+        path.write_text(f"emotion{mark}pixels{mark}Usage\n0{mark}{GOOD}{mark}Training\n")
+        with pytest.raises(FerDataError, match=re.escape(f"excel.csv, line 1: its fields are separated by {mark!r}, "
+                                                         "not commas: save it as a comma-separated CSV")):
+            data.read(path)
+    path.write_bytes(b"emotion,\x00pix\n0,1\n")  # control characters in a header are shown escaped
+    with pytest.raises(FerDataError, match=r"found emotion, \\x00pix$"):
+        data.read(path)
 
 
 def test_existing_data_path_resolves_a_folder_and_names_fer_data_when_it_names_nothing(tmp_path, monkeypatch):
