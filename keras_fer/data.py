@@ -626,9 +626,24 @@ def to_face(image):
     return image.reshape(IMAGE_SIZE, IMAGE_SIZE, 1)
 
 
+def check_name(path):
+    """Refuse a file whose name is not UTF-8 (a zip made on another system): its id would be
+    written into UTF-8 CSVs. Returns `path`.
+
+    Raises:
+        FerDataError: naming the file with its undecodable bytes escaped.
+    """
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise FerDataError(f"{shown}: its name is not UTF-8 text (made on another system?): rename it") from None
+    return path
+
+
 def _image_files(folder):
     return sorted(
-        p for p in folder.iterdir()
+        check_name(p) for p in folder.iterdir()
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
     )
 
@@ -779,6 +794,20 @@ def write_csv(images, path):
     `path` ends in `.gz`. Written atomically."""
     with atomic_text(path) as out:
         _write_csv_rows(images, out)
+
+
+def _check_ids_for_writing(images, path):
+    """Refuse data whose ids repeat before its parts are written: labelled data may repeat ids
+    (nothing is written under them), but the CSVs written would be refused by predict.py."""
+    if not images.named_ids:
+        return
+    first = {}
+    for image_id in images.ids:
+        key = id_key(str(image_id))
+        if key in first:
+            raise FerDataError(f"two images have the id {str(image_id)!r} (a class folder's a.png and a.jpg, say): "
+                               "the CSVs written would repeat it, which predict.py refuses; rename one", path)
+        first[key] = image_id
 
 
 def _write_csv_rows(images, out):
@@ -964,7 +993,9 @@ def main(argv=None):
     for _, out in outputs:  # both writable before either is written
         if out is not None:
             check_folder_for(out)
-    train, validation = split(read(args.path), args.val, seed=args.split_seed)
+    images = read(args.path)
+    _check_ids_for_writing(images, args.path)
+    train, validation = split(images, args.val, seed=args.split_seed)
     if len(validation) == 0:  # --val none
         raise FerError(f"--val {args.val} leaves no validation rows of the {len(train)} images of "
                        f"{args.path} to write to --out-val")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_fer.classes import IMAGE_SIZE
-from keras_fer.data import IMAGE_EXTENSIONS, decode_image, read_file_bytes, to_face, to_uint8
+from keras_fer.data import IMAGE_EXTENSIONS, check_name, decode_image, read_file_bytes, to_face, to_uint8
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
 from keras_fer.files import atomic_path
 
@@ -441,7 +441,7 @@ def list_images(folder, suffixes=IMAGE_EXTENSIONS):
     (`suffixes`: which files count, e.g. `data.OTHER_IMAGE_SUFFIXES` for those not read)."""
     folder = Path(folder)
     return sorted(
-        path.relative_to(folder)
+        check_name(path).relative_to(folder)
         for path in folder.rglob("*")
         if path.is_file() and path.suffix.lower() in suffixes
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)

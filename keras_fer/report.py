@@ -307,14 +307,14 @@ def image_file(spec):
         FerOptionError: for a file that is no supported image, or a photo's path that names
             nothing (it loaded the data and said "--image must be an id ... of 700 demo faces").
     """
-    from keras_fer.data import IMAGE_EXTENSIONS, OTHER_IMAGE_SUFFIXES, is_image_file
+    from keras_fer.data import IMAGE_EXTENSIONS, OTHER_IMAGE_SUFFIXES, check_name, is_image_file
 
     if not _looks_like_a_file(spec):
         return None
     path = Path(spec)
     if path.is_file():
         if is_image_file(path):
-            return path
+            return check_name(path)  # its name titles the figure
         if path.suffix:  # a GIF, say: it was looked up as an id ("no image with id 'anim.gif'")
             raise FerOptionError(f"{spec}: not a supported image (use {', '.join(IMAGE_EXTENSIONS)}). "
                                  f"Received: image={spec!r}")

@@ -1,5 +1,6 @@
 import gzip
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -211,9 +212,36 @@ def test_two_unlabelled_rows_or_images_with_one_id_are_refused(tmp_path):
     assert data.read(tmp_path / "labelled").labels.tolist() == [3, 3, 3]
     labelled = write_rows(tmp_path / "train.csv", "id,label,feature", [f"7,3,{GOOD}", f"7,4,{GOOD}"])
     assert data.read(labelled).labels.tolist() == [3, 4]
-    # ... but a reader that writes results by id (predict.py) refuses it as it refuses a test set's.
+    # ... but a reader that writes results by id (predict.py) refuses it as it refuses a test set's,
+    # so data split does not write such files (it wrote them, and predict.py refused its val.csv).
     with pytest.raises(FerDataError, match=r"train\.csv, line 3, field 'id': id '7' again \(first at line 2\)"):
         list(data.iter_csv(labelled, unique_ids=True))
+    out = tmp_path / "val.csv"
+    assert data.main(["split", str(tmp_path / "labelled"), "--val", "first:1", "--out-val", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_file_names_that_are_not_utf8_are_refused_by_name(tmp_path, capsys):
+    # A zip made on another system (cp1252 names): predict.py and data split wrote the name into a
+    # UTF-8 CSV and failed with a traceback.
+    import os
+
+    from keras_fer.cli.predict import main as predict
+
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    bad = Path(os.fsdecode(bytes(folder) + b"/caf\xe9.png"))
+    png = cv2.imencode(".png", np.full((48, 48), 100, np.uint8))[1].tobytes()  # cv2.imwrite crashes on such names
+    for path in (bad, folder / "ok.png"):
+        path.write_bytes(png)
+    expected = f"{folder}/caf\\xe9.png: its name is not UTF-8 text (made on another system?): rename it"
+    with pytest.raises(FerDataError) as raised:
+        data.read(folder)
+    assert str(raised.value) == expected
+    for target in (folder, bad):
+        assert predict([str(target), "--out", str(tmp_path / "out.csv")]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {expected}"
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_ids_one_as_numbers_are_one_id(tmp_path):

@@ -367,12 +367,12 @@ def _image_plan(root, outputs=()):
     images leave out this run's own outputs (`outputs`, `(option, path)` pairs), such as the
     `faces_confusion.png` an earlier run wrote into it."""
     from keras_fer.classes import class_index
-    from keras_fer.data import IMAGE_EXTENSIONS, OTHER_IMAGE_SUFFIXES
+    from keras_fer.data import IMAGE_EXTENSIONS, OTHER_IMAGE_SUFFIXES, check_name
     from keras_fer.faces import list_images
 
     root = Path(root)
     if root.is_file():
-        return [root], None, root.parent
+        return [check_name(root)], None, root.parent
     ours = {Path(path).resolve() for _, path in outputs}
     found = list_images(root, IMAGE_EXTENSIONS + OTHER_IMAGE_SUFFIXES)  # one walk of a big folder
     files = [file for file in found if file.suffix.lower() in IMAGE_EXTENSIONS and (root / file).resolve() not in ours]
