@@ -12,6 +12,7 @@ Example:
 """
 
 import functools
+import os
 import threading
 from pathlib import Path
 
@@ -440,9 +441,18 @@ def list_images(folder, suffixes=IMAGE_EXTENSIONS):
     """Image files in `folder` and its sub-folders, sorted, as paths relative to `folder`
     (`suffixes`: which files count, e.g. `data.OTHER_IMAGE_SUFFIXES` for those not read)."""
     folder = Path(folder)
-    return sorted(
-        check_name(path).relative_to(folder)
-        for path in folder.rglob("*")
-        if path.is_file() and path.suffix.lower() in suffixes
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
+    found, walked = [], set()
+    # os.walk follows linked sub-folders, as data.read_folder does (Path.rglob, before Python 3.13, skipped
+    # them without a word); a link back to a folder already walked is not walked again.
+    for root, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in walked:
+            folders[:] = []
+            continue
+        walked.add(real)
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        for name in names:
+            path = Path(root) / name
+            if not name.startswith(".") and path.suffix.lower() in suffixes and path.is_file():
+                found.append(check_name(path).relative_to(folder))
+    return sorted(found)

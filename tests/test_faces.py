@@ -125,6 +125,14 @@ def test_list_images_recurses_and_skips_hidden(tmp_path):
     for name in ("a/1.png", "2.jpg", ".hidden/3.png", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
     assert [str(p) for p in faces.list_images(tmp_path)] == ["2.jpg", "a/1.png"]
+    # Linked sub-folders are walked (class folders linked from elsewhere were skipped without a word,
+    # while training read them), and a link back up is not walked twice.
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "4.png").write_bytes(b"x")
+    (tmp_path / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (tmp_path / "a" / "up").symlink_to(tmp_path, target_is_directory=True)
+    assert [str(p) for p in faces.list_images(tmp_path)] == ["2.jpg", "a/1.png", "linked/4.png"]
 
 
 # --------------------------------------------------------------------------------------------
