@@ -671,6 +671,31 @@ def _is_class_name(name):
     return True
 
 
+def _check_nothing_left_out(folder, class_folders):
+    """Refuse class folders holding images the reader would leave out without a word: in their
+    own sub-folders (only a class folder's own images are read) or in formats not read (a GIF)."""
+    left, walked = [], set()
+    for sub in class_folders:
+        for root, folders, names in os.walk(sub, followlinks=True):
+            if os.path.realpath(root) in walked:  # a link back up
+                folders[:] = []
+                continue
+            walked.add(os.path.realpath(root))
+            folders[:] = [name for name in folders if not name.startswith(".")]
+            for name in names:
+                suffix = Path(name).suffix.lower()
+                unread = suffix in OTHER_IMAGE_SUFFIXES or (Path(root) != sub and suffix in IMAGE_EXTENSIONS)
+                if unread and not name.startswith("."):
+                    left.append(Path(root, name).relative_to(folder))
+    if left:
+        first = left[0]
+        why = (f"a format that is not read: convert to one of {', '.join(IMAGE_EXTENSIONS)}, or remove it"
+               if first.suffix.lower() in OTHER_IMAGE_SUFFIXES else
+               "in a sub-folder of its class folder: only a class folder's own images are read; move it up")
+        more = f" (and {len(left) - 1} more)" if len(left) > 1 else ""
+        raise FerDataError(f"{check_name(first)}{more} would be left out: {why}", folder)
+
+
 def read_folder(path):
     """Read a folder of class sub-folders (labelled) or a flat folder of images (unlabelled)."""
     folder = Path(path)
@@ -695,6 +720,7 @@ def read_folder(path):
                     f"{', '.join(name.lower() for name in CLASS_NAMES)}",
                     folder,
                 ) from None
+        _check_nothing_left_out(folder, list(labels_of))
         paths, labels = [], []
         for sub, label in labels_of.items():
             found = _image_files(sub)

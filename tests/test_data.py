@@ -221,6 +221,28 @@ def test_two_unlabelled_rows_or_images_with_one_id_are_refused(tmp_path):
     assert not out.exists()
 
 
+def test_class_folders_with_images_the_reader_would_leave_out_are_refused(tmp_path):
+    # Training read 2 of 4 images and said nothing (predict.py noted the GIF and the nested image).
+    png = cv2.imencode(".png", np.full((48, 48), 100, np.uint8))[1].tobytes()
+    for name in ("angry/0.png", "happy/1.png", "angry/more/deep.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(png)
+    with pytest.raises(FerDataError) as raised:
+        data.read(tmp_path)
+    assert str(raised.value) == (f"{tmp_path}: angry/more/deep.png would be left out: in a sub-folder of its class "
+                                 "folder: only a class folder's own images are read; move it up")
+    (tmp_path / "angry" / "more" / "deep.png").unlink()
+    (tmp_path / "happy" / "x.gif").write_bytes(b"GIF89a")
+    (tmp_path / "happy" / "y.heic").write_bytes(b"x")
+    with pytest.raises(FerDataError, match=r"happy/x\.gif \(and 1 more\) would be left out: a format that is not "
+                                           r"read: convert to one of \.jpg"):
+        data.read(tmp_path)
+    for name in ("happy/x.gif", "happy/y.heic"):
+        (tmp_path / name).unlink()
+    (tmp_path / "angry" / "more" / "notes.txt").write_text("not an image")  # other files are no images
+    assert data.read(tmp_path).labels.tolist() == [0, 3]
+
+
 def test_file_names_that_are_not_utf8_are_refused_by_name(tmp_path, capsys):
     # A zip made on another system (cp1252 names): predict.py and data split wrote the name into a
     # UTF-8 CSV and failed with a traceback.
