@@ -13,6 +13,7 @@ Example:
     python train.py --ablation batch-norm --data ../shared/fer2013 --out ~/runs/ablations
 """
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -181,21 +182,31 @@ def run_ablation(name, base, out, train=None):
             continue
         action = "resuming" if config.resume else "training"
         print(f"ablation {name}: variant {index}/{len(configs)} '{label}': {action} {config.out}", flush=True)
-        try:
+        with _other_options(config):
             train(config)
-        except FerOptionError as error:
-            if not str(error).startswith("--resume with options that differ"):
-                raise
-            differences = str(error).split(f"{config.out}: ", 1)[-1]
-            raise FerOptionError(f"{config.out} holds this variant trained with other options ({differences}): "
-                                 "give the ablation another --out") from None
     return write_ablation(ablation, [(label, Path(config.out)) for label, config in configs], out)
 
 
+@contextlib.contextmanager
+def _other_options(config):
+    """A variant's run made with other options: the way out is another --out (the user gave no
+    --resume, and --ablation refuses one)."""
+    try:
+        yield
+    except FerOptionError as error:
+        if not str(error).startswith("--resume with options that differ"):
+            raise
+        differences = str(error).split(f"{config.out}: ", 1)[-1]
+        raise FerOptionError(f"{config.out} holds this variant trained with other options ({differences}): "
+                             "give the ablation another --out") from None
+
+
 def _check_reused(label, config):
-    """Whether the variant's run in `config.out` is finished (then reused as it is). Refuses one
+    """Whether the variant's run in `config.out` is finished (then reused as it is, once its
+    options are checked as `--resume` checks them, and its data is the same file). Refuses one
     that trained more epochs than `config` asks for: the variants would compare at two lengths."""
-    from keras_fer.training import read_state
+    from keras_fer.data import existing_data_path
+    from keras_fer.training import _check_resume, read_state
 
     if not config.resume:
         return False
@@ -203,6 +214,11 @@ def _check_reused(label, config):
         state = read_state(Path(config.out) / "state.json")
     except (FerDataError, OSError):
         return False  # training says what is wrong with it
+    with _other_options(config):
+        saved = _check_resume(Path(config.out), config)
+    data = existing_data_path(config.data, "train")
+    if saved.get("data") != (None if data is None else str(Path(data).resolve())):
+        return False  # another spelling or another file: training compares the data by fingerprint
     if state["epoch"] > config.total_epochs:
         raise FerOptionError(f"variant '{label}' in {config.out} has trained {state['epoch']} epochs, more than the "
                              f"{config.total_epochs} asked for: the variants would compare at two lengths; give "

@@ -629,15 +629,16 @@ def to_face(image):
     return image.reshape(IMAGE_SIZE, IMAGE_SIZE, 1)
 
 
-def check_name(path):
+def check_name(path, part=None):
     """Refuse a file whose name is not UTF-8 (a zip made on another system): its id would be
-    written into UTF-8 CSVs. Returns `path`.
+    written into UTF-8 CSVs. `part` is what of the path becomes the id (default its name: the
+    folders above the data may be named anyhow). Returns `path`.
 
     Raises:
         FerDataError: naming the file with its undecodable bytes escaped.
     """
     try:
-        str(path).encode("utf-8")
+        str(Path(path).name if part is None else part).encode("utf-8")
     except UnicodeEncodeError:
         shown = os.fsencode(path).decode("utf-8", "backslashreplace")
         raise FerDataError(f"{shown}: its name is not UTF-8 text (made on another system?): rename it") from None
@@ -828,7 +829,7 @@ def write_csv(images, path):
 def _check_ids_for_writing(images, path):
     """Refuse data whose ids repeat before its parts are written: labelled data may repeat ids
     (nothing is written under them), but the CSVs written would be refused by predict.py."""
-    if not images.named_ids:
+    if not images.named_ids or not Path(path).is_dir():  # a CSV's ids are its own to repeat (training takes them)
         return
     first = {}
     for image_id in images.ids:

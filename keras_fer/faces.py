@@ -454,5 +454,5 @@ def list_images(folder, suffixes=IMAGE_EXTENSIONS):
         for name in names:
             path = Path(root) / name
             if not name.startswith(".") and path.suffix.lower() in suffixes and path.is_file():
-                found.append(check_name(path).relative_to(folder))
+                found.append(check_name(path, path.relative_to(folder)).relative_to(folder))  # the id part
     return sorted(found)

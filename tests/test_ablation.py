@@ -180,6 +180,15 @@ def test_run_ablation_writes_figure_and_table_and_shares_the_baseline(tmp_path):
                                              r"than the 2 asked for: .* give --epochs 3, or another --out"):
         ablation.run_ablation("augmentation", shorter, tmp_path, train=train)
     assert calls == []
+    # A finished variant is reused only with the options it ran with (--resume's check): another
+    # option reused it, and the table compared old results under the new options.
+    other = config_from_args(build_parser().parse_args(["--recipe", "report002", "--epochs", "3",
+                                                        "--max-images", "50"]))
+    with pytest.raises(FerOptionError, match=r"report002 holds this variant trained with other options "
+                                             r"\(max_images: run has None, given 50\): give the ablation another "
+                                             r"--out"):
+        ablation.run_ablation("augmentation", other, tmp_path, train=train)
+    assert calls == []
 
 
 def test_summarize_run_names_a_missing_history(tmp_path):

@@ -264,6 +264,13 @@ def test_file_names_that_are_not_utf8_are_refused_by_name(tmp_path, capsys):
         assert predict([str(target), "--out", str(tmp_path / "out.csv")]) == 2
         assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {expected}"
     assert not (tmp_path / "out.csv").exists()
+    # Folders above the data may be named anyhow: the ids are the names below them.
+    bad.unlink()
+    above = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9"))
+    folder.rename(above)
+    assert list(data.read(above).ids) == ["ok"]
+    assert predict([str(above), "--out", str(tmp_path / "out.csv")]) == 0
+    assert (tmp_path / "out.csv").read_text().splitlines()[1].startswith("ok.png,")
 
 
 def test_ids_one_as_numbers_are_one_id(tmp_path):
