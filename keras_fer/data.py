@@ -38,6 +38,15 @@ from keras_fer.files import atomic_text, check_folder_for, check_not_input, chec
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 #: Image suffixes that are not read (`IMAGE_EXTENSIONS` are): a missing `--image` file ending in one
 #: is a mistyped path, not an id, and a folder's files ending in one are skipped with a note.
+#: Folders of other programs' metadata, skipped like hidden ones: a NAS's thumbnails, macOS zips' forks.
+SYSTEM_FOLDERS = ("@eaDir", "__MACOSX")
+
+
+def skipped_folder(name):
+    """Whether a sub-folder named `name` is left out of image folders: hidden, or `SYSTEM_FOLDERS`."""
+    return name.startswith(".") or name in SYSTEM_FOLDERS
+
+
 OTHER_IMAGE_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".ico", ".ppm", ".pbm", ".jp2")
 PIXEL_COLUMNS = ("feature", "pixels")
 LABEL_COLUMNS = ("label", "emotion")
@@ -682,7 +691,7 @@ def _check_nothing_left_out(folder, class_folders):
                 folders[:] = []
                 continue
             walked.add(os.path.realpath(root))
-            folders[:] = [name for name in folders if not name.startswith(".")]
+            folders[:] = [name for name in folders if not skipped_folder(name)]
             for name in names:
                 suffix = Path(name).suffix.lower()
                 unread = suffix in OTHER_IMAGE_SUFFIXES or (Path(root) != sub and suffix in IMAGE_EXTENSIONS)
@@ -700,7 +709,7 @@ def _check_nothing_left_out(folder, class_folders):
 def read_folder(path):
     """Read a folder of class sub-folders (labelled) or a flat folder of images (unlabelled)."""
     folder = Path(path)
-    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not skipped_folder(p.name))
     files = _image_files(folder)
     classes = [sub.name for sub in subfolders if _is_class_name(sub.name)]
     if files and classes:  # read as a flat folder, it would drop every label without a word

@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from keras_fer.classes import IMAGE_SIZE
-from keras_fer.data import IMAGE_EXTENSIONS, check_name, decode_image, read_file_bytes, to_face, to_uint8
+from keras_fer.data import (
+    IMAGE_EXTENSIONS,
+    check_name,
+    decode_image,
+    read_file_bytes,
+    skipped_folder,
+    to_face,
+    to_uint8,
+)
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
 from keras_fer.files import atomic_path
 
@@ -450,7 +458,7 @@ def list_images(folder, suffixes=IMAGE_EXTENSIONS):
             folders[:] = []
             continue
         walked.add(real)
-        folders[:] = [name for name in folders if not name.startswith(".")]
+        folders[:] = [name for name in folders if not skipped_folder(name)]
         for name in names:
             path = Path(root) / name
             if not name.startswith(".") and path.suffix.lower() in suffixes and path.is_file():

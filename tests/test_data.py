@@ -240,6 +240,9 @@ def test_class_folders_with_images_the_reader_would_leave_out_are_refused(tmp_pa
     for name in ("happy/x.gif", "happy/y.heic"):
         (tmp_path / name).unlink()
     (tmp_path / "angry" / "more" / "notes.txt").write_text("not an image")  # other files are no images
+    for name in ("happy/@eaDir/1.png/SYNOFILE_THUMB_M.jpg", "__MACOSX/happy/._1.png"):  # a NAS's, a macOS zip's
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(png)
     assert data.read(tmp_path).labels.tolist() == [0, 3]
 
 

@@ -122,7 +122,8 @@ def test_an_annotated_copy_of_a_grey_only_format_is_grey(tmp_path):
 def test_list_images_recurses_and_skips_hidden(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / ".hidden").mkdir()
-    for name in ("a/1.png", "2.jpg", ".hidden/3.png", "notes.txt"):
+    (tmp_path / "a" / "@eaDir").mkdir()  # a NAS's thumbnails
+    for name in ("a/1.png", "2.jpg", ".hidden/3.png", "notes.txt", "a/@eaDir/t.jpg"):
         (tmp_path / name).write_bytes(b"x")
     assert [str(p) for p in faces.list_images(tmp_path)] == ["2.jpg", "a/1.png"]
     # Linked sub-folders are walked (class folders linked from elsewhere were skipped without a word,
