@@ -228,7 +228,7 @@ def _parse_pixels(features, path, first_line, column):
             raise FerDataError(f"U+{ord(character):04X} ({name}) {where}: only plain spaces (or tabs) "
                                "separate pixels", path, line, column)
         tokens = feature.split()  # only ASCII white space is left
-        if len(tokens) != NUM_PIXELS and len(feature.split(",")) == NUM_PIXELS:  # "1,2,3,..." in quotes
+        if "," in feature and len(feature.replace(",", " ").split()) == NUM_PIXELS:  # "1,2,3" or "1, 2, 3" quoted
             raise FerDataError(f"its {NUM_PIXELS} pixels are separated by commas: separate them by spaces",
                                path, line, column)
         if len(tokens) != NUM_PIXELS:
