@@ -38,6 +38,7 @@ from keras_fer.files import atomic_text, check_folder_for, check_not_input, chec
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 #: Image suffixes that are not read (`IMAGE_EXTENSIONS` are): a missing `--image` file ending in one
 #: is a mistyped path, not an id, and a folder's files ending in one are skipped with a note.
+OTHER_IMAGE_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".ico", ".ppm", ".pbm", ".jp2")
 #: Folders of other programs' metadata, skipped like hidden ones: a NAS's thumbnails, macOS zips' forks.
 SYSTEM_FOLDERS = ("@eaDir", "__MACOSX")
 
@@ -47,7 +48,6 @@ def skipped_folder(name):
     return name.startswith(".") or name in SYSTEM_FOLDERS
 
 
-OTHER_IMAGE_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".ico", ".ppm", ".pbm", ".jp2")
 PIXEL_COLUMNS = ("feature", "pixels")
 LABEL_COLUMNS = ("label", "emotion")
 USAGE_VALUES = ("Training", "PublicTest", "PrivateTest")
