@@ -83,11 +83,16 @@ def _validation_of_run(source):
     return labels, probabilities, f"{folder / 'validation.npz'} ({len(labels):,} rows)"
 
 
+def _row_digests(pixels):
+    """One digest per face, of its pixels: rows compared across files."""
+    import hashlib
+
+    return [hashlib.sha1(np.ascontiguousarray(row, np.uint8).tobytes()).digest() for row in pixels]
+
+
 def _training_rows(source):
     """Digests of the pixels of the rows the model trained on: the split its config.json records,
     rebuilt on the data file it records (when that is still there and unchanged), or None."""
-    import hashlib
-
     from keras_fer import data as data_module
     from keras_fer.errors import FerError
     from keras_fer.loading import ModelSource, run_options, validation_split
@@ -109,7 +114,7 @@ def _training_rows(source):
             train = train.subset(np.arange(min(cut, len(train))))
     except (FerError, OSError):
         return None
-    return {hashlib.sha1(np.ascontiguousarray(row, np.uint8).tobytes()).digest() for row in train.pixels}
+    return set(_row_digests(train.pixels))
 
 
 def _predicted(source, data, backend, tta="none"):
@@ -136,10 +141,7 @@ def _predicted(source, data, backend, tta="none"):
                            "python -m keras_fer.data split TRAIN.csv.gz --out-val val.csv.gz)", data)
     trained = _training_rows(source)
     if trained:  # its training split, written out (data split --out-train) or cut down: most rows are seen
-        import hashlib
-
-        seen_rows = sum(hashlib.sha1(np.ascontiguousarray(row, np.uint8).tobytes()).digest() in trained
-                        for row in images.pixels)
+        seen_rows = sum(digest in trained for digest in _row_digests(images.pixels))
         if 2 * seen_rows > len(images):
             raise seen(f"{seen_rows:,} of these {len(images):,} faces (its training split of "
                        f"{source.config['data']}, rebuilt as its config.json records)", source.config["data"])
@@ -197,9 +199,8 @@ def calibrate(model, data=None, backend="auto", tta="none"):
         raise FerDataError(f"{len(labels)} labelled rows are too few to fit a temperature (at least {MIN_ROWS}: "
                            "fewer fit their own noise)", fitted_on.rsplit(" (", 1)[0])
     temperature = fit_temperature(labels, probabilities)
-    baseline = 1.0  # without a record of its own, a TTA mode's predictions use "temperature"
-    if tta != "none" and positive_number(config.get("temperature")) is not None:
-        baseline = positive_number(config["temperature"])
+    # without a record of its own, a TTA mode's predictions use a valid "temperature"
+    baseline = (positive_number(config.get("temperature")) if tta != "none" else None) or 1.0
     return TemperatureFit(temperature, calibration(labels, scaled_views(probabilities, baseline)),
                           calibration(labels, scaled_views(probabilities, temperature)),
                           cross_fitted_calibration(labels, probabilities), source, fitted_on, previous, tta,
