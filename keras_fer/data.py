@@ -48,6 +48,24 @@ def skipped_folder(name):
     return name.startswith(".") or name in SYSTEM_FOLDERS
 
 
+def walk_files(folder, walked=None):
+    """Yield `(folder path, file name)` of the files under `folder` that are not hidden, in
+    sub-folders that are not `skipped_folder`s. Linked sub-folders are followed (Path.rglob,
+    before Python 3.13, skipped them without a word), but no folder is walked twice: `walked`,
+    the real paths walked already, may be shared across calls."""
+    walked = set() if walked is None else walked
+    for root, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in walked:  # a link back up, or to a folder walked already
+            folders[:] = []
+            continue
+        walked.add(real)
+        folders[:] = [name for name in folders if not skipped_folder(name)]
+        for name in names:
+            if not name.startswith("."):
+                yield Path(root), name
+
+
 PIXEL_COLUMNS = ("feature", "pixels")
 LABEL_COLUMNS = ("label", "emotion")
 USAGE_VALUES = ("Training", "PublicTest", "PrivateTest")
@@ -686,17 +704,10 @@ def _check_nothing_left_out(folder, class_folders):
     own sub-folders (only a class folder's own images are read) or in formats not read (a GIF)."""
     left, walked = [], set()
     for sub in class_folders:
-        for root, folders, names in os.walk(sub, followlinks=True):
-            if os.path.realpath(root) in walked:  # a link back up
-                folders[:] = []
-                continue
-            walked.add(os.path.realpath(root))
-            folders[:] = [name for name in folders if not skipped_folder(name)]
-            for name in names:
-                suffix = Path(name).suffix.lower()
-                unread = suffix in OTHER_IMAGE_SUFFIXES or (Path(root) != sub and suffix in IMAGE_EXTENSIONS)
-                if unread and not name.startswith("."):
-                    left.append(Path(root, name).relative_to(folder))
+        for root, name in walk_files(sub, walked):
+            suffix = Path(name).suffix.lower()
+            if suffix in OTHER_IMAGE_SUFFIXES or (root != sub and suffix in IMAGE_EXTENSIONS):
+                left.append((root / name).relative_to(folder))
     if left:
         first = left[0]
         why = (f"a format that is not read: convert to one of {', '.join(IMAGE_EXTENSIONS)}, or remove it"

@@ -12,7 +12,6 @@ Example:
 """
 
 import functools
-import os
 import threading
 from pathlib import Path
 
@@ -24,9 +23,9 @@ from keras_fer.data import (
     check_name,
     decode_image,
     read_file_bytes,
-    skipped_folder,
     to_face,
     to_uint8,
+    walk_files,
 )
 from keras_fer.errors import FerDataError, FerModelError, FerOptionError
 from keras_fer.files import atomic_path
@@ -449,18 +448,9 @@ def list_images(folder, suffixes=IMAGE_EXTENSIONS):
     """Image files in `folder` and its sub-folders, sorted, as paths relative to `folder`
     (`suffixes`: which files count, e.g. `data.OTHER_IMAGE_SUFFIXES` for those not read)."""
     folder = Path(folder)
-    found, walked = [], set()
-    # os.walk follows linked sub-folders, as data.read_folder does (Path.rglob, before Python 3.13, skipped
-    # them without a word); a link back to a folder already walked is not walked again.
-    for root, folders, names in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in walked:
-            folders[:] = []
-            continue
-        walked.add(real)
-        folders[:] = [name for name in folders if not skipped_folder(name)]
-        for name in names:
-            path = Path(root) / name
-            if not name.startswith(".") and path.suffix.lower() in suffixes and path.is_file():
-                found.append(check_name(path, path.relative_to(folder)).relative_to(folder))  # the id part
+    found = []
+    for root, name in walk_files(folder):  # linked sub-folders too, as data.read_folder reads them
+        path = root / name
+        if path.suffix.lower() in suffixes and path.is_file():
+            found.append(check_name(path, path.relative_to(folder)).relative_to(folder))  # the id part
     return sorted(found)
