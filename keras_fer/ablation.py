@@ -206,7 +206,7 @@ def _check_reused(label, config):
     options are checked as `--resume` checks them, and its data is the same file). Refuses one
     that trained more epochs than `config` asks for: the variants would compare at two lengths."""
     from keras_fer.data import existing_data_path
-    from keras_fer.training import _check_resume, read_state
+    from keras_fer.training import _check_resume, read_state, trains_nothing
 
     if not config.resume:
         return False
@@ -223,8 +223,7 @@ def _check_reused(label, config):
         raise FerOptionError(f"variant '{label}' in {config.out} has trained {state['epoch']} epochs, more than the "
                              f"{config.total_epochs} asked for: the variants would compare at two lengths; give "
                              f"--epochs {state['epoch']}, or another --out")
-    done = state["epoch"] >= config.total_epochs or bool(state.get("stopped"))
-    return done and (Path(config.out) / "metrics.json").is_file()
+    return trains_nothing(state, config) and (Path(config.out) / "metrics.json").is_file()
 
 
 def summarize_run(run_dir):

@@ -577,21 +577,32 @@ def _drop_temperatures(config_path):
         write_json(config_path, {key: value for key, value in config.items() if key not in TEMPERATURE_KEYS})
 
 
+def trains_nothing(state, config):
+    """Whether a run at `state` has nothing left to train under `config`: all its epochs are
+    done, or it stopped (early stopping, a target reached, a loss that diverged)."""
+    return state["epoch"] >= config.total_epochs or bool(state.get("stopped"))
+
+
+def _copy_to_best(run_dir, last):
+    """`best.keras` as a copy of `last` (a `last-NNNN.keras` of the best epoch: the same model), atomically."""
+    import shutil
+
+    with atomic_path(run_dir / "best.keras") as temporary:
+        shutil.copyfile(last, temporary)
+
+
 def complete_best(run_dir, state):
     """Make `best.keras` the model of the epoch `state` committed as the new best, when that is
     still pending (`best_pending`): a copy of its `last-NNNN.keras`, the same model, then
     state.json again without the mark. An epoch's best model is written after state.json commits
     the epoch, so a kill in between left the previous best; the epoch itself, `--resume` and a
     Ctrl-C's report call this. Returns whether it copied."""
-    import shutil
-
     run_dir = Path(run_dir)
     last = run_dir / str(state.get("last_model", ""))
     if not state.get("best_pending") or state.get("best_epoch") != state.get("epoch") or not last.is_file():
         return False
     _drop_temperatures(run_dir / "config.json")  # fitted on the model being replaced: first, so never kept wrongly
-    with atomic_path(run_dir / "best.keras") as temporary:
-        shutil.copyfile(last, temporary)
+    _copy_to_best(run_dir, last)
     state.pop("best_pending")
     write_json(run_dir / "state.json", state)
     return True
@@ -601,15 +612,12 @@ def _mend_best(run_dir, state, config):
     """`--resume` of a run whose `best.keras` is gone: made again from `last-NNNN.keras` when the
     best epoch is the last one kept (the same model); else forgotten, the next epoch's model
     becoming best.keras, when there is a next epoch; else refused (there would be no model)."""
-    import shutil
-
     best, last = run_dir / "best.keras", run_dir / str(state.get("last_model", "last.keras"))
     if state["best_epoch"] == state["epoch"] and last.is_file():
-        with atomic_path(best) as temporary:
-            shutil.copyfile(last, temporary)
+        _copy_to_best(run_dir, last)
         print(f"note: --resume: {best} was missing: made again from {last.name}, the same epoch "
               f"({state['epoch']}, the best)", file=sys.stderr)
-    elif state["epoch"] >= config.total_epochs or state.get("stopped"):
+    elif trains_nothing(state, config):
         more = "" if state.get("stopped") else f"--epochs more than {state['epoch']} trains on and keeps the next " \
                                                "epoch's model as best; or "
         raise FerOptionError(f"--resume: {best} (epoch {state['best_epoch']}'s model) is missing and the run has no "
@@ -1247,7 +1255,7 @@ def _train(config, progress):
     from keras_fer.loading import TEMPERATURE_KEYS
 
     kept = {key: saved_config[key] for key in TEMPERATURE_KEYS if config.resume and key in saved_config}
-    if kept and not (stop_reason or state["epoch"] >= config.total_epochs):
+    if kept and not trains_nothing(state, config):
         # dropped when a better epoch replaces best.keras (`complete_best`), not now: an interrupted
         # resume that replaced nothing lost it
         fitted = ", ".join(f"{key} {value}" for key, value in kept.items())
@@ -1269,8 +1277,7 @@ def _train(config, progress):
     run_dir.mkdir(parents=True, exist_ok=True)
     # a resume that trains nothing (all epochs done, or stopped) leaves the record of what ran: a smaller
     # --epochs rewrote the phases to fewer epochs than history.csv holds
-    trains_nothing = config.resume and (state["epoch"] >= config.total_epochs or bool(state.get("stopped")))
-    if write and not trains_nothing:
+    if write and not (config.resume and trains_nothing(state, config)):
         write_json(run_dir / "config.json", {
             "options": config.to_json(), "arch": config.arch, **data_record(config, all_images),
             "normalize": config.normalize, "augment": config.augment,
