@@ -122,6 +122,11 @@ def get_recipe_arch(ablation):
     return recipe(ablation.recipe).get("arch")
 
 
+def _matched_to_base(overrides):
+    """Whether a variant's model is matched in size to the base architecture (`match: "{arch}"`)."""
+    return overrides.get("model_options", {}).get("match") == "{arch}"
+
+
 def variant_configs(ablation, base, out, base_parameters=None):
     """`(label, TrainConfig)` per variant: `base` (a `TrainConfig` of the recipe plus the
     user's options) with the variant's overrides, its run directory under `out`. The user's
@@ -131,7 +136,7 @@ def variant_configs(ablation, base, out, base_parameters=None):
     configs = []
     prefix = ablation.recipe if base.arch == get_recipe_arch(ablation) else f"{ablation.recipe}-{base.arch}"
     for label, overrides in ablation.variants:
-        matched = overrides.get("model_options", {}).get("match") == "{arch}"
+        matched = _matched_to_base(overrides)
         overrides = _fill(overrides, base.arch)
         if matched and base.model_options and base_parameters is not None:
             overrides = {**overrides, "model_options": {**overrides["model_options"], "match": int(base_parameters)}}
@@ -165,8 +170,7 @@ def run_ablation(name, base, out, train=None):
     train = train or training.train
     out = Path(out)
     base_parameters = None
-    if base.model_options and any(overrides.get("model_options", {}).get("match") == "{arch}"
-                                  for _, overrides in ablation.variants):
+    if base.model_options and any(_matched_to_base(overrides) for _, overrides in ablation.variants):
         models.check_model_options(base.arch, base.model_options)
         base_parameters = sum(models.parameter_counts(models.build_model(base.arch, **base.model_options)))
     configs = variant_configs(ablation, base, out, base_parameters)
